@@ -1,0 +1,185 @@
+"""The ``bench`` command line. Thin: each command calls one library function."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tabulate import tabulate
+
+from bench.errors import BenchError
+
+app = typer.Typer(
+    help="Compare pretrained image backbones, heads and fine-tuning depth on small image datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _user_errors(func):
+    """Turn a BenchError into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BenchError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted; completed work is kept in the run folder.", err=True)
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )
+
+
+def _scan_with_progress(fn, *args, **kwargs):
+    with _progress() as progress:
+        task = progress.add_task("scanning images", total=None)
+        return fn(*args, progress=lambda done, total: progress.update(task, completed=done, total=total), **kwargs)
+
+
+@app.command("backbones")
+@_user_errors
+def backbones_cmd(
+    pattern: Annotated[str, typer.Argument(help="Wildcard filter, e.g. 'resnet*'.")] = "*",
+) -> None:
+    """List the backbone registry."""
+    import backbones
+
+    rows = []
+    for name in backbones.list_backbones(pattern):
+        rec = backbones.get(name)
+        rows.append([rec.name, rec.family, rec.default_size, rec.min_size, rec.preprocessing, rec.feature_width, len(rec.blocks)])
+    if not rows:
+        raise BenchError(f"no backbone matches {pattern!r}; run `bench backbones` to list all")
+    typer.echo(tabulate(rows, headers=["name", "family", "default px", "min px", "preprocessing", "features", "blocks"]))
+
+
+@app.command("demo-data")
+@_user_errors
+def demo_data_cmd(
+    dest: Annotated[Path, typer.Argument(help="Folder to create (must not exist or be empty).")],
+    n: Annotated[int, typer.Option("--n", help="Images per class.")] = 40,
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 128,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Write the synthetic MRI-like two-class demo dataset (not real patient data)."""
+    from bench.demo import make_demo_data
+
+    path = make_demo_data(dest, n=n, size=size, seed=seed)
+    typer.echo(f"wrote {2 * n} synthetic images ({n} per class, {size}px, seed {seed}) to {path}")
+
+
+def format_scan(index, split) -> str:
+    """The human summary printed by ``bench scan``."""
+    from bench.duplicates import exact_duplicate_sets
+
+    counts = index.counts()
+    lines = [f"data: {index.root}" + ("  (SYNTHETIC demo data)" if index.synthetic else "")]
+    n_files = len(index.records) + sum(1 for s in index.skipped if s.reason != "class folder holds no readable images")
+    lines.append(f"{n_files} files, {len(index.records)} readable images, {len(index.classes)} classes")
+    lines.append(tabulate([[c, counts[c]] for c in index.classes], headers=["class", "images"]))
+    if index.skipped:
+        lines.append(f"\nskipped {len(index.skipped)}:")
+        lines.extend(f"  {s.path}: {s.reason}" for s in index.skipped)
+    exact = exact_duplicate_sets(index.records)
+    lines.append(f"\nexact duplicates (identical bytes): {len(exact)} groups, {sum(map(len, exact))} files")
+    lines.extend("  " + ", ".join(paths) for paths in exact)
+    near = [g for g in split.groups if g["kind"] == "near"]
+    lines.append(
+        f"near-duplicate groups (re-saved/resized copies, exact copies included): {len(near)} groups, "
+        f"{sum(len(g['files']) for g in near)} files"
+    )
+    lines.extend(f"  {g['group']} [{g['split']}]: " + ", ".join(g["files"]) for g in near)
+    lines.append(f"split groups: {len(split.groups)} multi-file groups, each kept whole in one split")
+    if split.conflicts:
+        lines.append(f"\nlabel conflicts (excluded from every split): {len(split.conflicts)}")
+        lines.extend(f"  {c['group']}: labels {', '.join(c['labels'])}: {', '.join(c['files'])}" for c in split.conflicts)
+    else:
+        lines.append("\nlabel conflicts: none")
+    sizes = split.sizes()
+    rows = [[s, *(sizes[s][c] for c in index.classes), sum(sizes[s].values())] for s in sizes]
+    lines.append(f"\nsplit (seed {split.seed}, val {split.val_size:g}, test {split.test_size:g}):")
+    lines.append(tabulate(rows, headers=["split", *index.classes, "total"]))
+    split_of = {}
+    crossing = set()
+    for f in split.files:
+        if split_of.setdefault(f["group"], f["split"]) != f["split"]:
+            crossing.add(f["group"])
+    lines.append(
+        "no duplicate group crosses splits" if not crossing else f"WARNING: groups crossing splits: {sorted(crossing)}"
+    )
+    return "\n".join(lines)
+
+
+@app.command("scan")
+@_user_errors
+def scan_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")],
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    val_size: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
+    test_size: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
+) -> None:
+    """Scan a data folder: classes, counts, skipped files, duplicates, conflicts, the split."""
+    from bench.scan import scan
+    from bench.split import check_sizes, make_split
+
+    check_sizes(val_size, test_size)
+    index = _scan_with_progress(scan, data)
+    split = make_split(index, val_size, test_size, seed)
+    typer.echo(format_scan(index, split))
+
+
+@app.command("run")
+@_user_errors
+def run_cmd(
+    data: Annotated[Optional[Path], typer.Option(help="Folder with one sub-folder per class; default: the synthetic demo data.")] = None,
+    backbones_: Annotated[str, typer.Option("--backbones", help="Comma-separated backbone names or wildcards.")] = "xception,mobilenet_v2",
+    weights: Annotated[str, typer.Option(help="'imagenet', 'none' (random init), or a weights file / folder.")] = "imagenet",
+    seed: Annotated[int, typer.Option(help="Seed for the split and the search.")] = 0,
+    val_size: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
+    test_size: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
+    image_size: Annotated[Optional[int], typer.Option(help="Input size in px; default: each backbone's own.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
+    name: Annotated[Optional[str], typer.Option(help="Run name (folder under --out); default: a timestamp.")] = None,
+) -> None:
+    """Scan, split and search each backbone; write results, reports and the winning model."""
+    from bench.run import RunConfig, prepare_run
+
+    config = RunConfig(
+        data=data, backbones=backbones_, weights=weights, seed=seed, val_size=val_size,
+        test_size=test_size, image_size=image_size, out=out, reports=reports, name=name,
+    )
+    run = _scan_with_progress(prepare_run, config)
+    sizes = run.split.sizes()
+    typer.echo(
+        f"run {config.name}: {len(run.index.records)} images, {len(run.index.classes)} classes, "
+        + ", ".join(f"{s} {sum(sizes[s].values())}" for s in sizes)
+        + (" (SYNTHETIC demo data)" if run.index.synthetic else "")
+    )
+    for fname in ("run.json", "dataset.json", "split.json"):
+        typer.echo(f"wrote {run.path / fname}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="bench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Opening image files by content and turning every colour mode into 8-bit RGB.
+
+Scanning, loading for training and prediction all go through :func:`open_rgb`, so an
+image means the same pixels everywhere in bench.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+#: Formats bench accepts, as Pillow names them after reading the file's content
+#: (extensions are ignored). MPO is the multi-picture JPEG some cameras write.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
+
+#: Images above this many pixels are refused before decoding (decompression bombs).
+MAX_PIXELS = 100_000_000
+
+
+class UnreadableImage(Exception):
+    """The file is not an accepted, decodable image; the message says why."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    * integer/float modes with more than 8 bits (``I;16*``, ``I``, ``F``) are scaled
+      linearly from the image's own min..max to 0..255 (12-bit scanners leave the top
+      bits unused, so a fixed /257 would give a near-black picture);
+    * modes with transparency (``LA``, ``RGBA``, ``PA``, ``P`` with transparency) are
+      composited over black, the background of a scan;
+    * everything else (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) goes
+      through Pillow's own conversion.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "PA", "RGBA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
+    """Open ``path`` by content and return ``(rgb_image, format, original_mode)``.
+
+    Raises :class:`UnreadableImage` with a short reason for anything that is not an
+    accepted image or cannot be fully decoded.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                fmt = img.format or "unknown"
+                if fmt not in ACCEPTED_FORMATS:
+                    raise UnreadableImage(f"unsupported image format {fmt}")
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise UnreadableImage(
+                        f"image too large ({width}x{height} pixels; limit {MAX_PIXELS:,}), "
+                        "possible decompression bomb"
+                    )
+                mode = img.mode
+                img.load()
+                rgb = _to_rgb(img)
+                rgb.load()
+                return rgb, fmt, mode
+    except UnreadableImage:
+        raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image (content not recognised)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"decompression bomb refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow signals truncated/corrupt data with OSError/SyntaxError/ValueError.
+        raise UnreadableImage(f"cannot decode image: {exc}") from None
+
+
+def load_array(path: Path, size: int) -> np.ndarray:
+    """Load ``path`` as a ``(size, size, 3)`` uint8 RGB array.
+
+    The image is padded to a square with black (keeping the anatomy's aspect ratio,
+    unlike a plain resize) and resized with bilinear filtering.
+    """
+    rgb, _, _ = open_rgb(path)
+    return square_resize(rgb, size)
+
+
+def square_resize(rgb: Image.Image, size: int) -> np.ndarray:
+    """Pad ``rgb`` to a centred black square and resize it to ``size`` x ``size``."""
+    width, height = rgb.size
+    side = max(width, height)
+    if width != height:
+        canvas = Image.new("RGB", (side, side), (0, 0, 0))
+        canvas.paste(rgb, ((side - width) // 2, (side - height) // 2))
+        rgb = canvas
+    if side != size:
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)

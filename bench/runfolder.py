@@ -1,0 +1,98 @@
+"""The run folder: ``<out>/<run>/`` with run.json, dataset.json, split.json and later the
+search results. Every file is written atomically (temp file in the same folder, then
+rename), so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from bench.errors import BenchError
+
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+VERSIONED_PACKAGES = (
+    "bench", "tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn",
+    "scipy", "pillow", "imagehash", "seaborn", "matplotlib", "typer",
+)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Deterministic JSON (sorted keys, fixed indent, trailing newline), atomically."""
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["python"] = platform.python_version()
+    return out
+
+
+def machine_info() -> dict[str, str | int]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count() or 0,
+    }
+
+
+def default_run_name() -> str:
+    return datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
+
+
+def check_run_name(name: str) -> str:
+    if not RUN_NAME_RE.match(name):
+        raise BenchError(
+            f"invalid run name {name!r}; use letters, digits, '.', '_' or '-' (up to 100 characters, not starting with '.' or '-')"
+        )
+    return name
+
+
+def check_writable(folder: Path, option: str) -> Path:
+    """Make sure ``folder`` exists (creating it) and is writable, or raise BenchError."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise BenchError(f"{option} {folder} is a file, not a folder; pass a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write to {option} folder {folder} ({exc.strerror or exc}); pass a writable folder with {option}"
+        ) from None
+    return folder

@@ -1,0 +1,176 @@
+"""Scan an image folder (one sub-folder per class) into a :class:`DatasetIndex`.
+
+Every readable image becomes an :class:`ImageRecord` with its sha256, perceptual hashes,
+size and original colour mode. Unreadable files are skipped and listed with the reason;
+hidden files (``.*``, ``.DS_Store``) are ignored silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import imagehash
+
+from bench.errors import BenchError
+from bench.images import UnreadableImage, open_rgb
+
+#: Marker file written by ``bench demo-data``; a folder holding it is synthetic.
+DEMO_MARKER = ".bench-demo"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One readable image. ``path`` is relative to the data folder, POSIX style."""
+
+    path: str
+    label: str
+    sha256: str
+    phash: str
+    dhash: str
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class DatasetIndex:
+    root: Path
+    classes: list[str]
+    records: list[ImageRecord]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    synthetic: bool = False
+
+    def counts(self) -> dict[str, int]:
+        out = {c: 0 for c in self.classes}
+        for rec in self.records:
+            out[rec.label] += 1
+        return out
+
+    def to_dict(self) -> dict:
+        from bench.duplicates import exact_duplicate_sets
+
+        return {
+            "root": str(self.root),
+            "synthetic": self.synthetic,
+            "classes": self.classes,
+            "counts": self.counts(),
+            "files": [asdict(r) for r in self.records],
+            "skipped": [asdict(s) for s in self.skipped],
+            "exact_duplicates": exact_duplicate_sets(self.records),
+        }
+
+    def content_hash(self) -> str:
+        """Hash of (path, label, sha256) of every file: changes iff the data changed."""
+        h = hashlib.sha256()
+        for rec in self.records:
+            h.update(f"{rec.path}\0{rec.label}\0{rec.sha256}\n".encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name in {"Thumbs.db", "desktop.ini", "__MACOSX"}
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def check_data_folder(root: Path) -> Path:
+    """Fail with a one-line :class:`BenchError` unless ``root`` is an existing folder."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise BenchError(f"data folder {root} does not exist; pass --data with a folder holding one sub-folder per class")
+    if not root.is_dir():
+        raise BenchError(f"data path {root} is a file, not a folder; pass the folder that holds one sub-folder per class")
+    return root.resolve()
+
+
+def _class_files(class_dir: Path) -> list[Path]:
+    files: list[Path] = []
+    # os.walk does not follow symlinked folders, so symlink loops cannot trap it.
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if not _hidden(f))
+    return files
+
+
+def scan(root: Path, progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
+    """Scan ``root`` into a :class:`DatasetIndex`.
+
+    ``progress(done, total)`` is called after each file, for progress bars.
+    Raises :class:`BenchError` for a missing/empty folder, fewer than two classes, or no
+    readable image at all.
+    """
+    root = check_data_folder(root)
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    class_dirs = [Path(e.path) for e in entries if not _hidden(e.name) and e.is_dir()]
+    skipped = [
+        SkippedFile(e.name, "not inside a class folder")
+        for e in entries
+        if not _hidden(e.name) and not e.is_dir()
+    ]
+    if not class_dirs:
+        raise BenchError(
+            f"data folder {root} has no class sub-folders; put each class's images in a sub-folder named after the class"
+        )
+    jobs = [(cdir.name, f) for cdir in class_dirs for f in _class_files(cdir)]
+    records: list[ImageRecord] = []
+    for done, (label, fpath) in enumerate(jobs, start=1):
+        rel = _rel(fpath, root)
+        try:
+            if fpath.is_symlink() and not fpath.exists():
+                raise UnreadableImage("broken symbolic link")
+            data = fpath.read_bytes()
+            if not data:
+                raise UnreadableImage("empty file (0 bytes)")
+            rgb, fmt, mode = open_rgb(fpath)
+        except UnreadableImage as exc:
+            skipped.append(SkippedFile(rel, str(exc)))
+        except OSError as exc:
+            skipped.append(SkippedFile(rel, f"cannot read file: {exc.strerror or exc}"))
+        else:
+            gray = rgb.convert("L")
+            records.append(
+                ImageRecord(
+                    path=rel,
+                    label=label,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    phash=str(imagehash.phash(gray)),
+                    dhash=str(imagehash.dhash(gray)),
+                    width=rgb.width,
+                    height=rgb.height,
+                    mode=mode,
+                    format=fmt,
+                )
+            )
+        if progress is not None:
+            progress(done, len(jobs))
+    if not records:
+        raise BenchError(
+            f"no readable images in {root} ({len(skipped)} files skipped); add JPEG/PNG/BMP/TIFF/WebP images to the class folders"
+        )
+    classes = sorted({r.label for r in records})
+    if len(classes) < 2:
+        raise BenchError(
+            f"only one class with images ({classes[0]!r}) in {root}; a classifier needs two or more class sub-folders with images"
+        )
+    empty = [c.name for c in class_dirs if c.name not in classes]
+    skipped.extend(SkippedFile(name, "class folder holds no readable images") for name in empty)
+    return DatasetIndex(
+        root=root,
+        classes=classes,
+        records=records,
+        skipped=skipped,
+        synthetic=(root / DEMO_MARKER).exists(),
+    )

@@ -1,0 +1,54 @@
+"""Shared fixtures: seeds, tiny image folders, the real brain MRI data."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BRAIN_MRI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brain_mri"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Seed every generator a test may touch (never at import time)."""
+    random.seed(0)
+    np.random.seed(0)
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.set_random_seed(0)
+    yield
+
+
+def noise_image(rng: np.random.Generator, size: int = 48, mode: str = "RGB") -> Image.Image:
+    """A random, blocky image: distinct content, so no accidental near duplicates."""
+    blocks = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+    img = Image.fromarray(blocks, "RGB").resize((size, size), Image.Resampling.NEAREST)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def make_folder(root: Path, counts: dict[str, int], size: int = 48, seed: int = 0, fmt: str = "PNG") -> Path:
+    """Create ``root/<class>/img_<i>.png`` with ``counts[class]`` distinct images."""
+    rng = np.random.default_rng(seed)
+    ext = {"PNG": "png", "JPEG": "jpg"}[fmt]
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            noise_image(rng, size).save(root / label / f"img_{i:03d}.{ext}", format=fmt)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Two classes, 12 and 10 distinct images."""
+    return make_folder(tmp_path / "data", {"cat": 12, "dog": 10})
+
+
+@pytest.fixture
+def brain_mri() -> Path:
+    if not BRAIN_MRI.is_dir():
+        pytest.skip(f"real data not found at {BRAIN_MRI}")
+    return BRAIN_MRI
