@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tabulate import tabulate
 
 from bench.errors import BenchError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported lazily
 
 app = typer.Typer(
     help="Compare pretrained image backbones, heads and fine-tuning depth on small image datasets.",
@@ -38,6 +42,27 @@ def _user_errors(func):
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow and initialise its devices with C++ start-up chatter hidden.
+
+    TensorFlow prints CUDA-probing lines on stderr before its log level applies; they
+    alarm users on CPU machines. Python-level errors still surface as exceptions.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            tf.get_logger().setLevel("ERROR")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _progress() -> Progress:
@@ -145,6 +170,19 @@ def scan_cmd(
     typer.echo(format_scan(index, split))
 
 
+class Tuner(str, Enum):
+    bayesian = "bayesian"
+    random = "random"
+    hyperband = "hyperband"
+
+
+class Objective(str, Enum):
+    val_auc = "val_auc"
+    val_f1 = "val_f1"
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+
+
 @app.command("run")
 @_user_errors
 def run_cmd(
@@ -155,26 +193,55 @@ def run_cmd(
     val_size: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
     test_size: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
     image_size: Annotated[Optional[int], typer.Option(help="Input size in px; default: each backbone's own.")] = None,
+    tuner: Annotated[Tuner, typer.Option(help="KerasTuner search algorithm.")] = Tuner.bayesian,
+    max_trials: Annotated[int, typer.Option(help="Trials per backbone (hyperband sets its own count).")] = 10,
+    epochs: Annotated[int, typer.Option(help="Epochs per trial (both phases together when fine-tuning).")] = 10,
+    objective: Annotated[Objective, typer.Option(help="Validation metric the search maximises (val_loss: minimises).")] = Objective.val_auc,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Train on cached augmented views too.")] = False,
+    aug_views: Annotated[int, typer.Option(help="Augmented views per training image with --augment.")] = 4,
+    max_unfreeze: Annotated[int, typer.Option(help="Largest number of top backbone blocks the search may fine-tune.")] = 2,
+    baseline: Annotated[Optional[bool], typer.Option("--baseline/--no-baseline", help="Also train the original notebook's recipe (default: when xception is included).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name: completed trials and backbones are kept.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
     name: Annotated[Optional[str], typer.Option(help="Run name (folder under --out); default: a timestamp.")] = None,
 ) -> None:
-    """Scan, split and search each backbone; write results, reports and the winning model."""
-    from bench.run import RunConfig, prepare_run
+    """Scan, split and search each backbone; write results and the leaderboard."""
+    _quiet_tensorflow()
+    from bench.leaderboard import format_leaderboard
+    from bench.run import RunConfig, execute, prepare_run, resume_run
 
-    config = RunConfig(
-        data=data, backbones=backbones_, weights=weights, seed=seed, val_size=val_size,
-        test_size=test_size, image_size=image_size, out=out, reports=reports, name=name,
-    )
-    run = _scan_with_progress(prepare_run, config)
+    if resume:
+        run = resume_run(out, name)
+        typer.echo(f"resuming run {run.config.name} with its stored configuration and split", err=True)
+    else:
+        config = RunConfig(
+            data=data, backbones=backbones_, weights=weights, seed=seed, val_size=val_size,
+            test_size=test_size, image_size=image_size, out=out, reports=reports, name=name,
+            tuner=tuner.value, max_trials=max_trials, epochs=epochs, objective=objective.value,
+            batch_size=batch_size, augment=augment, aug_views=aug_views, max_unfreeze=max_unfreeze,
+            baseline=baseline,
+        )
+        run = _scan_with_progress(prepare_run, config)
     sizes = run.split.sizes()
     typer.echo(
-        f"run {config.name}: {len(run.index.records)} images, {len(run.index.classes)} classes, "
+        f"run {run.config.name}: {len(run.index.records)} images, {len(run.index.classes)} classes, "
         + ", ".join(f"{s} {sum(sizes[s].values())}" for s in sizes)
-        + (" (SYNTHETIC demo data)" if run.index.synthetic else "")
+        + (" (SYNTHETIC demo data)" if run.index.synthetic else ""),
+        err=True,
     )
-    for fname in ("run.json", "dataset.json", "split.json"):
+    if run.config.weights == "none":
+        typer.echo("weights: none (random initialisation): this is not transfer learning", err=True)
+    table = execute(run, log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(format_leaderboard(table))
+    typer.echo("")
+    for fname in ("leaderboard.csv", "leaderboard.json", "split.json", "run.json"):
         typer.echo(f"wrote {run.path / fname}")
+    for backbone in table["backbone"]:
+        for fname in ("trials.csv", "best_model.keras", "test_predictions.csv"):
+            if (run.path / backbone / fname).exists():
+                typer.echo(f"wrote {run.path / backbone / fname}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,16 +1,16 @@
 """A small synthetic two-class "brain MRI" dataset, so bench runs with no data download.
 
-The images are axial head phantoms drawn with numpy: a dark background, a bright scalp
-and skull ring, folded brain tissue with grey/white-matter contrast, dark butterfly
-ventricles, a bias field and Rician-like noise. The ``tumor`` class adds one lesion
-(irregular, sometimes ring-enhancing, sometimes subtle) and its mass effect. Everything
-about the anatomy is drawn from the same distribution in both classes, so the lesion is
-the only thing that separates them.
+The images are axial head phantoms drawn with numpy (and scipy.fft): a dark background,
+a bright scalp and skull ring, folded brain tissue with grey/white-matter contrast, dark
+butterfly ventricles, a bias field and Rician-like noise. The ``tumor`` class adds one
+lesion (irregular, sometimes ring-enhancing, sometimes subtle) and its mass effect.
+Everything about the anatomy is drawn from the same distribution in both classes, so the
+lesion is the only thing that separates them.
 
-The data is deterministic: the same ``(n, size, seed)`` gives byte-identical PNG files on
-the same numpy version. A hidden marker file, ``.bench-demo``, records that the folder is
-synthetic; the dataset scanner skips hidden files, and reports can call
-:func:`read_demo_marker` to say where the data came from.
+The data is deterministic: the same ``(n, size, seed)`` gives byte-identical PNG files
+with the same numpy, scipy and Pillow versions. A hidden marker file, ``.bench-demo``,
+records that the folder is synthetic; the dataset scanner skips hidden files, and reports
+can call :func:`read_demo_marker` to say where the data came from.
 
 Library use::
 
@@ -20,6 +20,7 @@ Library use::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 from PIL import Image
 
 from bench.errors import BenchError
@@ -124,7 +126,8 @@ def demo_data_dir(
         shutil.rmtree(folder)
     elif folder.exists():
         raise BenchError(
-            f"Demo data path {folder} is a file, not a folder; delete it or pass another cache_dir."
+            f"Demo data path {folder} is a file, not a folder; "
+            "delete it or pass another cache_dir."
         )
     try:
         return make_demo_data(folder, n=n, size=size, seed=seed)
@@ -211,30 +214,40 @@ def _noise_fields(rng: np.random.Generator, size: int, sigmas: tuple[float, ...]
     mean and unit standard deviation.
     """
     white = rng.standard_normal((len(sigmas), size, size), dtype=np.float32)
-    spectrum = np.fft.rfft2(white)
-    fy = np.fft.fftfreq(size).astype(np.float32)[:, None]
-    fx = np.fft.rfftfreq(size).astype(np.float32)[None, :]
-    f2 = fx * fx + fy * fy
-    for k, sigma in enumerate(sigmas):
-        s = sigma * size  # in pixels
-        spectrum[k] *= np.exp(-2.0 * math.pi**2 * s * s * f2)
-    fields = np.fft.irfft2(spectrum, s=(size, size)).astype(np.float32, copy=False)
+    spectrum = scipy.fft.rfft2(white)  # keeps float32, several times faster than numpy's
+    spectrum *= _gaussian_kernels(size, sigmas)
+    fields = scipy.fft.irfft2(spectrum, s=(size, size)).astype(np.float32, copy=False)
     fields -= fields.mean(axis=(1, 2), keepdims=True)
     fields /= fields.std(axis=(1, 2), keepdims=True) + 1e-12
     return fields
 
 
+@functools.lru_cache(maxsize=8)
+def _gaussian_kernels(size: int, sigmas: tuple[float, ...]) -> np.ndarray:
+    """Fourier-domain Gaussian low-pass filters matching ``scipy.fft.rfft2`` output."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    f2 = fx * fx + fy * fy
+    pixels = np.asarray(sigmas)[:, None, None] * size
+    kernels = np.exp(-2.0 * math.pi**2 * pixels**2 * f2).astype(np.float32)
+    kernels.flags.writeable = False
+    return kernels
+
+
 def _sample(field: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear sample of ``field`` at image coordinates ``x``, ``y`` in [-1, 1]."""
+    """Bilinear sample of ``field`` (one or a stack) at image coordinates ``x``, ``y``."""
+    if field.ndim == 3:
+        return np.stack([_sample(f, x, y) for f in field])
     size = field.shape[0]
     px = np.clip((x + 1.0) * 0.5 * size - 0.5, 0.0, size - 1.001)
     py = np.clip((y + 1.0) * 0.5 * size - 0.5, 0.0, size - 1.001)
-    x0 = px.astype(np.intp)
-    y0 = py.astype(np.intp)
-    tx = px - x0
-    ty = py - y0
-    top = field[y0, x0] * (1 - tx) + field[y0, x0 + 1] * tx
-    bottom = field[y0 + 1, x0] * (1 - tx) + field[y0 + 1, x0 + 1] * tx
+    fx0, fy0 = np.floor(px), np.floor(py)
+    tx, ty = px - fx0, py - fy0
+    x0, y0 = fx0.astype(np.intp), fy0.astype(np.intp)
+    flat = field.ravel()
+    i00 = y0 * size + x0
+    top = flat.take(i00) * (1 - tx) + flat.take(i00 + 1) * tx
+    bottom = flat.take(i00 + size) * (1 - tx) + flat.take(i00 + size + 1) * tx
     return top * (1 - ty) + bottom * ty
 
 
@@ -260,6 +273,9 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     way either way.
     """
     u = rng.uniform
+    # The tumour has its own stream, so the same rng gives the same anatomy with or
+    # without it (the tests compare such pairs).
+    lesion_rng = np.random.default_rng(int(rng.integers(2**63)))
     grid = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
     x, y = np.meshgrid(grid, grid)
     px = 2.0 / size  # one pixel, in image coordinates
@@ -274,7 +290,7 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     a = u(0.60, 0.80)  # half-width of the head
     b = min(a * u(1.06, 1.32), 0.96)  # half-height (axial heads are longer than wide)
     cx, cy = u(-0.09, 0.09), u(-0.06, 0.06)
-    b = min(b, 0.97 - abs(cy))
+    b = min(b, 0.9 - abs(cy))  # keep the whole head in the frame
     theta = u(-0.38, 0.38)
     cos_t, sin_t = math.cos(theta), math.sin(theta)
     hx = (cos_t * (x - cx) + sin_t * (y - cy)) / a
@@ -313,11 +329,12 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     by = hy / scale
     depth = r / brain_edge  # 0 at the centre, 1 at the brain's outline
 
-    lesion_params = _draw_lesion(rng) if lesion else None
+    lesion_params = _draw_lesion(lesion_rng) if lesion else None
     wx, wy = bx, by
     if lesion_params is not None:
         lx, ly, lr = lesion_params["x"], lesion_params["y"], lesion_params["radius"]
-        push = lesion_params["mass_effect"] * np.exp(-((bx - lx) ** 2 + (by - ly) ** 2) / (2 * (1.6 * lr) ** 2))
+        near = np.exp(-((bx - lx) ** 2 + (by - ly) ** 2) / (2 * (1.6 * lr) ** 2))
+        push = lesion_params["mass_effect"] * near  # structures move away from the mass
         wx = lx + (bx - lx) * (1.0 - push)
         wy = ly + (by - ly) * (1.0 - push)
     # Image coordinates of the warped brain point, to sample the noise fields there.
@@ -335,7 +352,7 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     # matter lines each sulcus and the brain's surface; white matter fills the core and
     # the gyri between sulci.
     wd = np.hypot(wx, wy)
-    polar = (u(0.28, 0.34) + u(0.25, 0.35) * wd) / np.maximum(wd, 1e-6)
+    polar = (u(0.28, 0.34) + u(0.35, 0.5) * wd) / np.maximum(wd, 1e-6)
     g = _sample(f_sulci, polar * wx, polar * wy)
     wm_edge = u(0.58, 0.7) + 0.06 * _sample(f_wm, sx_img, sy_img)
     sulcus_width = u(0.14, 0.26)
@@ -351,8 +368,13 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     # Deep grey nuclei (basal ganglia, thalami): faint darker blobs beside the ventricles.
     nuclei = np.zeros_like(x)
     for side in (-1.0, 1.0):
-        nuclei = np.maximum(nuclei, _soft_ellipse(wx - side * u(0.24, 0.32), wy - u(-0.08, 0.02), u(0.08, 0.12), u(0.13, 0.2), 0.5))
-        nuclei = np.maximum(nuclei, _soft_ellipse(wx - side * u(0.08, 0.13), wy - u(0.12, 0.22), u(0.06, 0.09), u(0.08, 0.12), 0.5))
+        ganglia = _soft_ellipse(
+            wx - side * u(0.24, 0.32), wy - u(-0.08, 0.02), u(0.08, 0.12), u(0.13, 0.2), 0.5
+        )
+        thalamus = _soft_ellipse(
+            wx - side * u(0.08, 0.13), wy - u(0.12, 0.22), u(0.06, 0.09), u(0.08, 0.12), 0.5
+        )
+        nuclei = np.maximum.reduce([nuclei, ganglia, thalamus])
     nuclei *= u(0.3, 0.6)
     tissue = tissue * (1.0 - nuclei) + deep * nuclei
 
@@ -371,11 +393,13 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
         lx_ = cs * dx - side * sn * dy  # frontal horns close together, bodies splay back
         ly_ = side * sn * dx + cs * dy
         lx_ = lx_ - side * vbend * (ly_**2)  # both ends curve away from the midline
-        ventricles = np.maximum(ventricles, _soft_ellipse(lx_, ly_, vwidth * u(0.85, 1.15), vlen * u(0.9, 1.1), 0.25))
+        horn = _soft_ellipse(lx_, ly_, vwidth * u(0.85, 1.15), vlen * u(0.9, 1.1), 0.25)
+        ventricles = np.maximum(ventricles, horn)
     third = _soft_ellipse(wx, wy - vy0 - u(0.2, 0.28), 0.018 * vscale, u(0.06, 0.1), 0.4)
     ventricles = np.maximum(ventricles, third)
     wobble = 0.02 * np.sin(wy * u(2.0, 4.0) + u(0, 2 * math.pi))
-    fissure = np.exp(-(((wx + wobble) / u(0.012, 0.025)) ** 2)) * _smoothstep(0.5, 0.7, np.abs(wy)) * u(0.5, 0.9)
+    fissure = np.exp(-(((wx + wobble) / u(0.012, 0.025)) ** 2))
+    fissure *= _smoothstep(0.5, 0.7, np.abs(wy)) * u(0.5, 0.9)  # front and back only
     csf_frac = np.clip(np.maximum.reduce([ventricles, fissure, 0.85 * sulci]), 0.0, 1.0)
     # A thin CSF rim just inside the brain's outline.
     csf_frac = np.maximum(csf_frac, 0.6 * _smoothstep(0.93, 1.0, depth))
@@ -385,12 +409,15 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     # not the answer.
     for _ in range(rng.integers(0, 4)):
         ang, rad = u(0, 2 * math.pi), math.sqrt(u(0.0, 0.7))
-        dot = _soft_ellipse(bx - rad * math.cos(ang), by - rad * math.sin(ang), u(0.012, 0.025), u(0.012, 0.025), 0.5)
+        dx, dy = bx - rad * math.cos(ang), by - rad * math.sin(ang)
+        dot = _soft_ellipse(dx, dy, u(0.012, 0.025), u(0.012, 0.025), 0.5)
         tissue += u(0.08, 0.25) * dot
 
     if lesion_params is not None:
-        base = gm + u(0.3, 0.7) * (wm - gm)
-        tissue = _add_lesion(tissue, base, lesion_params, bx, by, f_les_tex, f_les_edge, rng)
+        base = gm + lesion_params["base_mix"] * (wm - gm)
+        tissue = _add_lesion(
+            tissue, base, lesion_params, bx, by, f_les_tex, f_les_edge, lesion_rng
+        )
 
     # --- compose, bias field, noise, intensity ------------------------------------------
     img = ring_img * ring_mask + csf * 0.6 * gap_mask + tissue * brain
@@ -421,11 +448,12 @@ def _draw_lesion(rng: np.random.Generator) -> dict:
         "radius": radius,
         "kind": str(kind),
         "contrast": contrast,
-        "harmonics": [(u(0.0, 0.22) / k**0.7, u(0, 2 * math.pi)) for k in range(2, 7)],
-        "edge_noise": u(0.05, 0.25),
+        "harmonics": [(u(0.0, 0.3) / k**1.2, u(0, 2 * math.pi)) for k in range(2, 7)],
+        "edge_noise": u(0.1, 0.35),
         "edema": u(0.0, 0.12) if u() < 0.55 else 0.0,
         "edema_extent": u(1.3, 2.0),
         "mass_effect": u(0.0, 0.35) * min(1.0, radius / 0.2),
+        "base_mix": u(0.3, 0.7),  # tumour tissue level, between grey and white matter
     }
 
 

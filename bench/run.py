@@ -16,6 +16,7 @@ import backbones
 from bench import __version__
 from bench.errors import BenchError
 from bench.runfolder import (
+    read_json,
     check_run_name,
     check_writable,
     default_run_name,
@@ -24,7 +25,7 @@ from bench.runfolder import (
     write_json_atomic,
 )
 from bench.scan import DatasetIndex, scan
-from bench.split import SplitManifest, check_sizes, make_split, write_split
+from bench.split import SplitManifest, check_sizes, make_split, read_split, write_split
 
 
 @dataclass
@@ -41,6 +42,24 @@ class RunConfig:
     out: Path = Path("results")
     reports: Path = Path("reports")
     name: str | None = None
+    tuner: str = "bayesian"
+    max_trials: int = 10
+    epochs: int = 10
+    objective: str = "val_auc"
+    batch_size: int = 32
+    augment: bool = False
+    aug_views: int = 4
+    max_unfreeze: int = 2
+    baseline: bool | None = None  # None: on when xception is among the backbones
+
+    def search_config(self):
+        from bench.search import SearchConfig
+
+        return SearchConfig(
+            tuner=self.tuner, max_trials=self.max_trials, epochs=self.epochs, objective=self.objective,
+            batch_size=self.batch_size, augment=self.augment, aug_views=self.aug_views,
+            max_unfreeze=self.max_unfreeze, seed=self.seed,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -86,6 +105,20 @@ def validate(config: RunConfig) -> None:
                     f"use --image-size {rec.min_size} or more, or drop {name}"
                 )
     backbones.resolve_weights(config.weights)
+    from bench.hypermodel import OBJECTIVES
+    from bench.search import TUNERS
+
+    if config.tuner not in TUNERS:
+        raise BenchError(f"unknown --tuner {config.tuner!r}; choose one of: {', '.join(TUNERS)}")
+    if config.objective not in OBJECTIVES:
+        raise BenchError(f"unknown --objective {config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+    for option, value, low in (("--max-trials", config.max_trials, 1), ("--epochs", config.epochs, 1),
+                               ("--batch-size", config.batch_size, 1), ("--aug-views", config.aug_views, 1),
+                               ("--max-unfreeze", config.max_unfreeze, 0)):
+        if value < low:
+            raise BenchError(f"{option} must be at least {low}, got {value}")
+    if config.baseline is None:
+        config.baseline = "xception" in config.backbones
     if config.name is not None:
         check_run_name(config.name)
 
@@ -93,6 +126,10 @@ def validate(config: RunConfig) -> None:
 def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> RunFolder:
     """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json."""
     validate(config)
+    spec = backbones.resolve_weights(config.weights)
+    for name in config.backbones:
+        record = backbones.get(name)
+        backbones.ensure_available(record, spec, config.image_size or record.default_size)
     if config.data is None:
         from bench.demo import demo_data_dir
 
@@ -121,3 +158,38 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     write_json_atomic(run_dir / "dataset.json", index.to_dict())
     write_split(split, run_dir / "split.json")
     return RunFolder(run_dir, config, index, split)
+
+
+def resume_run(out: Path, name: str | None) -> RunFolder:
+    """Reopen ``<out>/<name>``: its stored config, data and split are used unchanged."""
+    if not name:
+        raise BenchError("--resume needs --name RUN (the run folder to continue)")
+    run_dir = Path(out) / check_run_name(name)
+    if not (run_dir / "run.json").exists():
+        raise BenchError(f"no run to resume at {run_dir} (run.json missing); check --out and --name")
+    stored = read_json(run_dir / "run.json")["config"]
+    config = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
+    config.data = Path(config.data) if config.data else None
+    config.out, config.reports = Path(config.out), Path(config.reports)
+    index = scan(config.data)
+    split = read_split(run_dir / "split.json")
+    return RunFolder(run_dir, config, index, split)
+
+
+def execute(run: RunFolder, log) -> "object":
+    """Search and evaluate every backbone (and the notebook baseline), write the leaderboard."""
+    from bench.leaderboard import write_leaderboard
+    from bench.pipeline import BASELINE, run_backbone
+
+    cfg = run.config.search_config()
+    rows = []
+    jobs = [(name, False) for name in run.config.backbones]
+    if run.config.baseline:
+        jobs.append((BASELINE, True))
+    for name, is_baseline in jobs:
+        rows.append(
+            run_backbone(name, run.path, run.index.root, run.split, run.config.weights, run.config.image_size,
+                         cfg, log, baseline=is_baseline)
+        )
+        write_leaderboard(rows, run.path)
+    return write_leaderboard(rows, run.path)

@@ -1,0 +1,157 @@
+"""FeatureCache: outputs of the frozen part of a backbone, computed once per image.
+
+A cache entry is one float16 ``.npy`` array (one row per image, in split order) and a
+``.json`` sidecar holding its key parts, shape and sha256. The key covers everything
+the numbers depend on: backbone, a fingerprint of the actual backbone weights, image
+size, cut layer, the image list (sha256 of every file, in order) and the augmentation
+views. Entries are written atomically and verified on read; a damaged entry is
+reported, deleted and recomputed.
+
+Entries live in ``<run>/cache/``. When a new run needs an entry that another run in the
+same output folder already computed (same key), it is hard-linked (or copied) over,
+so later runs on the same data reuse the work.
+
+float16 storage: features are stored as float16 (relative error <= 2**-11, about 5e-4)
+and widened to float32 for training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.runfolder import write_bytes_atomic, write_json_atomic
+
+CACHE_FORMAT = 1
+Log = Callable[[str], None]
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over every weight tensor of ``model`` (names, shapes and values)."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        value = np.ascontiguousarray(w.numpy())
+        h.update(f"{w.path}:{value.shape}:{value.dtype}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def images_fingerprint(sha256s: list[str]) -> str:
+    return hashlib.sha256("\n".join(sha256s).encode()).hexdigest()
+
+
+class FeatureCache:
+    def __init__(self, folder: Path, log: Log | None = None) -> None:
+        self.folder = Path(folder)
+        self.log = log or (lambda msg: None)
+
+    @staticmethod
+    def key(**parts) -> str:
+        blob = json.dumps({"format": CACHE_FORMAT, **parts}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def _paths(self, key: str, folder: Path | None = None) -> tuple[Path, Path]:
+        folder = folder or self.folder
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def _valid(self, key: str, folder: Path) -> bool:
+        npy, meta_path = self._paths(key, folder)
+        if not npy.exists() or not meta_path.exists():
+            return False
+        try:
+            meta = json.loads(meta_path.read_text())
+            ok = npy.stat().st_size == meta["bytes"] and _sha256_file(npy) == meta["sha256"]
+        except (OSError, ValueError, KeyError):
+            ok = False
+        if not ok:
+            self.log(f"cache entry {npy} is damaged (size or checksum mismatch); rebuilding it")
+            npy.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+        return ok
+
+    def _adopt_from_siblings(self, key: str) -> bool:
+        """Link a valid entry with this key from another run folder next to ours."""
+        runs_root = self.folder.parent.parent
+        if not runs_root.is_dir():
+            return False
+        for other in sorted(runs_root.glob(f"*/{self.folder.name}")):
+            if other == self.folder or not self._valid(key, other):
+                continue
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for src, dst in zip(self._paths(key, other), self._paths(key)):
+                tmp = dst.with_name(f".{dst.name}.link")
+                tmp.unlink(missing_ok=True)
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+            self.log(f"reusing cached features from {other.parent.name}")
+            return True
+        return False
+
+    def load(self, key: str) -> np.ndarray | None:
+        if self._valid(key, self.folder) or self._adopt_from_siblings(key):
+            return np.load(self._paths(key)[0], allow_pickle=False)
+        return None
+
+    def save(self, key: str, array: np.ndarray, meta: dict) -> None:
+        npy, meta_path = self._paths(key)
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)
+        data = buf.getvalue()
+        write_bytes_atomic(npy, data)
+        write_json_atomic(
+            meta_path,
+            {**meta, "shape": list(array.shape), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        )
+
+    def get_or_compute(
+        self, parts: dict[str, dict], compute: Callable[[], dict[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """``parts`` maps a name to its key parts; ``compute()`` returns arrays by name.
+
+        Only when some entry is missing is ``compute`` called (once, for all of them:
+        one forward pass yields every cut point).
+        """
+        keys = {name: self.key(**p) for name, p in parts.items()}
+        found = {name: self.load(k) for name, k in keys.items()}
+        if all(v is not None for v in found.values()):
+            return {name: v.astype(np.float32) for name, v in found.items()}
+        arrays = compute()
+        out = {}
+        for name, key in keys.items():
+            self.save(key, arrays[name], parts[name])
+            out[name] = arrays[name].astype(np.float16).astype(np.float32)
+        return out
+
+
+def run_prefix(model, images: np.ndarray, batch_size: int, progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Run a (multi-output) model over uint8 ``images`` in batches; float16 outputs."""
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, len(images), batch_size):
+        outs = model(images[start : start + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        chunks.append([np.asarray(o, dtype=np.float16) for o in outs])
+        if progress:
+            progress(min(start + batch_size, len(images)))
+    n_out = len(model.outputs)
+    if not chunks:
+        return [np.zeros((0, *model.outputs[i].shape[1:]), np.float16) for i in range(n_out)]
+    return [np.concatenate([c[i] for c in chunks]) for i in range(n_out)]

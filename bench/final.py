@@ -1,0 +1,117 @@
+"""Final stage per backbone: rebuild the best trial as a full model (images in, class
+probabilities out), choose the decision threshold on validation, and evaluate once on
+the held-out test split. The test split is loaded here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from bench.data import label_indices, load_images
+from bench.layers import BackbonePreprocess
+from bench.metrics import choose_threshold, evaluate
+from bench.runfolder import write_json_atomic, write_text_atomic
+
+
+def set_trainable(base: keras.Model, cut_layer: str | None) -> None:
+    """Freeze ``base`` except the layers above ``cut_layer`` (None: freeze everything)."""
+    if cut_layer is None:
+        base.trainable = False
+        return
+    top = keras.Model(base.get_layer(cut_layer).output, base.output)
+    above = {id(layer) for layer in top.layers}
+    base.trainable = True
+    for layer in base.layers:
+        layer.trainable = id(layer) in above
+
+
+def full_model(source, tuner, trial) -> keras.Model:
+    """Backbone + head of ``trial`` with its best-epoch weights, taking raw RGB images."""
+    with warnings.catch_warnings():
+        # Trial checkpoints hold weights only; Keras warns that the optimizer is not restored.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = tuner.load_model(trial)
+    depth = trial.hyperparameters.get("unfreeze")
+    if depth == 0:
+        head, base = model, source.base()
+        set_trainable(base, None)
+    else:
+        head, base = model.get_layer("head"), source.last_base
+        set_trainable(base, source.record.cut_layer(depth))
+    size = source.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    x = BackbonePreprocess(source.record.preprocessing, name="preprocess")(inputs)
+    outputs = head(base(x, training=False))
+    return keras.Model(inputs, outputs, name=f"{source.record.name}_classifier")
+
+
+def predict_proba(model: keras.Model, images: np.ndarray, n_classes: int, batch_size: int = 32) -> np.ndarray:
+    """(N, n_classes) probabilities; a sigmoid output p becomes columns (1-p, p)."""
+    chunks = [np.asarray(model.predict_on_batch(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    out = np.concatenate(chunks) if chunks else np.zeros((0, 1 if n_classes == 2 else n_classes))
+    if n_classes == 2:
+        p = out.reshape(-1)
+        return np.stack([1.0 - p, p], axis=1)
+    return out
+
+
+def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str, float]:
+    """Median ms per image at batch 1 and batch 32 (after warm-up calls)."""
+    out = {}
+    for batch in (1, 32):
+        x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype("float32")
+        model.predict_on_batch(x)  # builds and traces the compiled predict function
+        times = []
+        for _ in range(repeats if batch == 1 else max(2, repeats // 2)):
+            t0 = time.perf_counter()
+            model.predict_on_batch(x)
+            times.append(time.perf_counter() - t0)
+        out[f"latency_ms_b{batch}"] = round(1000 * float(np.median(times)) / batch, 3)
+    return out
+
+
+def evaluate_on_test(
+    model: keras.Model, split, data_root: Path, size: int, out_dir: Path, seed: int, batch_size: int = 32
+) -> dict:
+    """Threshold on val, then one evaluation on test; writes test_predictions.csv."""
+    classes = split.classes
+    n_classes = len(classes)
+    val_rows, test_rows = split.rows("val"), split.rows("test")
+    p_val = predict_proba(model, load_images(data_root, val_rows, size), n_classes, batch_size)
+    y_val = label_indices(val_rows, classes)
+    threshold = choose_threshold(y_val, p_val[:, 1]) if n_classes == 2 else None
+    p_test = predict_proba(model, load_images(data_root, test_rows, size), n_classes, batch_size)
+    y_test = label_indices(test_rows, classes)
+    metrics = evaluate(y_test, p_test, classes, threshold=threshold, n_resamples=1000, seed=seed)
+    if n_classes == 2:
+        pred = (p_test[:, 1] >= threshold).astype(int)
+    else:
+        pred = p_test.argmax(axis=1)
+    table = pd.DataFrame({"file": [r["path"] for r in test_rows], "label": [classes[i] for i in y_test]})
+    for k, c in enumerate(classes):
+        table[f"prob_{c}"] = p_test[:, k]
+    table["prediction"] = [classes[i] for i in pred]
+    table["correct"] = pred == y_test
+    write_text_atomic(out_dir / "test_predictions.csv", table.to_csv(index=False))
+    val_table = pd.DataFrame({"file": [r["path"] for r in val_rows], "label": [classes[i] for i in y_val]})
+    for k, c in enumerate(classes):
+        val_table[f"prob_{c}"] = p_val[:, k]
+    write_text_atomic(out_dir / "val_predictions.csv", val_table.to_csv(index=False))
+    return metrics
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save atomically (Keras wants the .keras suffix on the temporary name too)."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def write_result(path: Path, row: dict) -> None:
+    write_json_atomic(path, {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()})

@@ -1,0 +1,202 @@
+"""The search space, in one place: head x learning rate x unfreeze depth.
+
+A trial's model never contains the frozen part of the backbone: it takes the cached
+output of the frozen prefix (see :mod:`bench.features`) as input.
+
+* unfreeze depth 0: the model is the head alone, on the final feature map;
+* unfreeze depth N > 0: the model is the top N blocks of the backbone (BatchNorm kept in
+  inference mode) followed by the head, on the output of the layer below block N. It is
+  trained in two phases, as fastai's ``fine_tune``: first the head alone on the depth-0
+  cache (the top blocks are frozen, so this is exact), then the top blocks and head
+  together at a tenth of the learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+POOLINGS = ("avg", "max", "flatten")
+UNITS = (32, 64, 128, 256)
+MAX_DENSE = 2
+LR_MIN, LR_MAX = 1e-4, 1e-2
+FINETUNE_LR_FACTOR = 0.1
+OBJECTIVES = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
+
+
+@dataclass
+class TrialData:
+    """Cached features per unfreeze depth, labels, and how to train on them."""
+
+    x_train: dict[int, np.ndarray]
+    y_train: np.ndarray  # class indices
+    x_val: dict[int, np.ndarray]
+    y_val: np.ndarray
+    n_classes: int
+    class_weight: dict[int, float] | None = None
+    batch_size: int = 32
+    patience: int = 5
+    objective: str = "val_auc"
+    extra_callbacks: list = field(default_factory=list)
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        if self.n_classes == 2:
+            return y.astype("float32").reshape(-1, 1)
+        return keras.utils.to_categorical(y, self.n_classes).astype("float32")
+
+
+def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """n / (k * count_c): each class contributes equally to the loss."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
+
+
+def compile_model(model: keras.Model, learning_rate: float, n_classes: int) -> None:
+    if n_classes == 2:
+        loss = keras.losses.BinaryCrossentropy()
+        metrics = [
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+            keras.metrics.F1Score(average="micro", threshold=0.5, name="f1"),
+        ]
+    else:
+        loss = keras.losses.CategoricalCrossentropy()
+        metrics = [
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=n_classes),
+            keras.metrics.F1Score(average="macro", name="f1"),
+        ]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics, jit_compile=False
+    )
+
+
+def build_head(feature_shape: tuple, pooling: str, dense: list[tuple[int, float]], n_classes: int) -> keras.Model:
+    """pooling -> [Dense(relu) -> Dropout] * len(dense) -> Dense(sigmoid|softmax)."""
+    inputs = keras.Input(shape=feature_shape, name="features")
+    x = {
+        "avg": keras.layers.GlobalAveragePooling2D,
+        "max": keras.layers.GlobalMaxPooling2D,
+        "flatten": keras.layers.Flatten,
+    }[pooling](name=f"pool_{pooling}")(inputs)
+    for i, (units, dropout) in enumerate(dense):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    if n_classes == 2:
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    else:
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def head_spec(hp: kt.HyperParameters) -> tuple[str, list[tuple[int, float]]]:
+    """Declare (or read) the head hyperparameters; returns (pooling, [(units, dropout)])."""
+    pooling = hp.Choice("pooling", list(POOLINGS))
+    n_dense = hp.Int("dense_layers", 0, MAX_DENSE)
+    dense = []
+    for i in range(MAX_DENSE):
+        with hp.conditional_scope("dense_layers", list(range(i + 1, MAX_DENSE + 1))):
+            units = hp.Choice(f"units_{i}", list(UNITS))
+            dropout = hp.Float(f"dropout_{i}", 0.0, 0.5, step=0.1)
+        if i < n_dense:
+            dense.append((units, round(dropout, 2)))
+    return pooling, dense
+
+
+class BenchHyperModel(kt.HyperModel):
+    """``build(hp)`` declares the whole search space; ``fit`` runs one or two phases.
+
+    ``top_factory(depth)`` returns ``(top_model, input_shape)`` for depth > 0: the backbone
+    layers above the cut, built with the run's backbone weights.
+    """
+
+    def __init__(
+        self,
+        depths: list[int],
+        feature_shapes: dict[int, tuple],
+        data: TrialData,
+        top_factory: Callable[[int], keras.Model],
+    ) -> None:
+        super().__init__(name="bench")
+        self.depths = list(depths)
+        self.feature_shapes = feature_shapes
+        self.data = data
+        self.top_factory = top_factory
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])
+        pooling, dense = head_spec(hp)
+        lr = hp.Float("learning_rate", LR_MIN, LR_MAX, sampling="log")
+        head = build_head(self.feature_shapes[0], pooling, dense, self.data.n_classes)
+        if depth == 0:
+            model = head
+        else:
+            top = self.top_factory(depth)
+            inputs = keras.Input(shape=self.feature_shapes[depth], name="cut_features")
+            outputs = head(top(inputs, training=False))  # BatchNorm stays in inference mode
+            model = keras.Model(inputs, outputs, name=f"top{depth}_head")
+        compile_model(model, lr, self.data.n_classes)
+        return model
+
+    # -- training -------------------------------------------------------------------
+    def _fit_phase(self, model, depth, epochs, callbacks, initial_epoch=0):
+        d = self.data
+        direction = OBJECTIVES[d.objective]
+        stopper = keras.callbacks.EarlyStopping(
+            monitor=d.objective, mode=direction, patience=d.patience, restore_best_weights=True
+        )
+        history = model.fit(
+            d.x_train[depth], d.targets(d.y_train),
+            validation_data=(d.x_val[depth], d.targets(d.y_val)),
+            epochs=initial_epoch + epochs, initial_epoch=initial_epoch, batch_size=d.batch_size,
+            class_weight=d.class_weight, callbacks=[stopper, *callbacks, *d.extra_callbacks],
+            shuffle=True, verbose=0,
+        )
+        return history.history
+
+    def fit(self, hp, model, *args, epochs: int = 10, callbacks=None, **kwargs):
+        """Train; returns ``{"history": {metric: [per epoch]}, "phase_epochs": [...]}``.
+
+        The model ends with the weights of its best epoch (on the objective), across
+        both phases.
+        """
+        callbacks = list(callbacks or [])
+        depth = hp.get("unfreeze")
+        if depth == 0:
+            hist = self._fit_phase(model, 0, epochs, callbacks)
+            return {"history": hist, "phase_epochs": [len(hist["loss"])]}
+        warm = max(1, epochs // 2)
+        tune = max(1, epochs - warm)
+        head = model.get_layer("head")
+        compile_model(head, hp.get("learning_rate"), self.data.n_classes)
+        hist1 = self._fit_phase(head, 0, warm, callbacks)
+        best1 = _best(hist1, self.data.objective)
+        warm_weights = model.get_weights()
+        compile_model(model, hp.get("learning_rate") * FINETUNE_LR_FACTOR, self.data.n_classes)
+        hist2 = self._fit_phase(model, depth, tune, callbacks, initial_epoch=len(hist1["loss"]))
+        if _better(best1, _best(hist2, self.data.objective), self.data.objective):
+            model.set_weights(warm_weights)  # fine-tuning never beat the warmed-up head
+        merged = {k: list(hist1.get(k, [])) + list(hist2.get(k, [])) for k in hist1.keys() | hist2.keys()}
+        return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])]}
+
+
+def _best(history: dict, objective: str) -> float:
+    values = np.asarray(history[objective], dtype=float)
+    return float(np.nanmin(values) if OBJECTIVES[objective] == "min" else np.nanmax(values))
+
+
+def _better(a: float, b: float, objective: str) -> bool:
+    """True when ``a`` is strictly better than ``b`` on ``objective``."""
+    return a < b if OBJECTIVES[objective] == "min" else a > b
+
+
+def best_epoch(history: dict, objective: str) -> int:
+    """0-based index of the best epoch on ``objective`` (first one on ties)."""
+    values = np.asarray(history[objective], dtype=float)
+    values = np.where(np.isnan(values), np.inf if OBJECTIVES[objective] == "min" else -np.inf, values)
+    return int(np.argmin(values) if OBJECTIVES[objective] == "min" else np.argmax(values))

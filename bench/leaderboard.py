@@ -1,0 +1,73 @@
+"""Leaderboard: one flat row per backbone, ranked by the VALIDATION objective.
+
+Test metrics are reported next to the rank, never used to choose it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench.hypermodel import OBJECTIVES
+from bench.runfolder import write_json_atomic, write_text_atomic
+
+
+def rank(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    objective = table["objective"].dropna().iloc[0]
+    ok = table[table["status"] == "ok"].copy()
+    bad = table[table["status"] != "ok"].copy()
+    ok = ok.sort_values("val_objective", ascending=OBJECTIVES[objective] == "min", kind="stable")
+    ok["rank"] = range(1, len(ok) + 1)
+    table = pd.concat([ok, bad], ignore_index=True)
+    front = ["rank", "backbone", "status", "val_objective", "test_accuracy", "test_accuracy_ci_low",
+             "test_accuracy_ci_high", "test_f1", "test_f1_ci_low", "test_f1_ci_high", "test_roc_auc",
+             "test_roc_auc_ci_low", "test_roc_auc_ci_high", "test_recall", "test_specificity"]
+    return table[[c for c in front if c in table] + [c for c in table if c not in front]]
+
+
+def write_leaderboard(rows: list[dict], run_dir: Path) -> pd.DataFrame:
+    table = rank(rows)
+    write_text_atomic(run_dir / "leaderboard.csv", table.to_csv(index=False))
+    records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
+    write_json_atomic(run_dir / "leaderboard.json", records)
+    return table
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _ci(row, metric: str) -> str:
+    v, lo, hi = row.get(f"test_{metric}"), row.get(f"test_{metric}_ci_low"), row.get(f"test_{metric}_ci_high")
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def format_leaderboard(table: pd.DataFrame) -> str:
+    """The table ``bench run`` prints at the end."""
+    rows = []
+    for _, r in table.iterrows():
+        r = r.to_dict()
+        rows.append([
+            "" if pd.isna(r.get("rank")) else int(r["rank"]), r["backbone"], r["status"],
+            "-" if pd.isna(r.get("val_objective")) else f"{r['val_objective']:.3f}",
+            _ci(r, "accuracy"), _ci(r, "f1"), _ci(r, "roc_auc"),
+            f"{r.get('trials_done', 0)}/{r.get('trials_failed', 0)}",
+            f"{r.get('search_seconds', 0):.0f}",
+            "-" if pd.isna(r.get("latency_ms_b1")) else f"{r['latency_ms_b1']:.1f}",
+        ])
+    objective = table["objective"].dropna().iloc[0] if len(table) else "val"
+    headers = ["rank", "backbone", "status", objective, "test acc [95% CI]", "test F1 [95% CI]",
+               "test AUC [95% CI]", "trials ok/failed", "search s", "ms/img"]
+    return tabulate(rows, headers=headers)

@@ -1,0 +1,294 @@
+"""Per-backbone search: cache the frozen features, then run KerasTuner over them.
+
+Layout inside the run folder, per backbone ``<run>/<backbone>/``:
+``backbone.weights.h5`` (the exact backbone weights of this run, random or pretrained),
+``tuner/`` (KerasTuner's project: oracle state, one folder per trial with
+``bench_trial.json`` (history, best epoch, seconds) and TensorBoard logs), and
+``trials.csv``. Features are cached in ``<run>/cache/`` (see :mod:`bench.features`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+
+import backbones
+from bench.data import augmented_views, label_indices, load_images
+from bench.features import FeatureCache, images_fingerprint, run_prefix, weights_fingerprint
+from bench.hypermodel import OBJECTIVES, BenchHyperModel, TrialData, balanced_class_weight, best_epoch
+from bench.layers import BackbonePreprocess
+from bench.runfolder import write_json_atomic, write_text_atomic
+
+Log = Callable[[str], None]
+TUNERS = {"bayesian": kt.BayesianOptimization, "random": kt.RandomSearch, "hyperband": kt.Hyperband}
+
+
+@dataclass
+class SearchConfig:
+    tuner: str = "bayesian"
+    max_trials: int = 10
+    epochs: int = 10
+    objective: str = "val_auc"
+    batch_size: int = 32
+    augment: bool = False
+    aug_views: int = 4
+    max_unfreeze: int = 2
+    patience: int = 5
+    class_weights: bool = True
+    seed: int = 0
+    tensorboard: bool = True
+
+
+class BackboneSource:
+    """Builds the run's backbone, always with the same weights.
+
+    The first build uses the requested weights (random init seeded by the run seed,
+    ImageNet through Keras' cache, or a local file) and saves them to
+    ``backbone.weights.h5``; every later build (trials, final model) loads that file.
+    """
+
+    def __init__(
+        self, record, weights: str, image_size: int, folder: Path, seed: int,
+        calibration_images: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        self.record, self.weights, self.image_size, self.seed = record, weights, image_size, seed
+        self.weights_file = Path(folder) / "backbone.weights.h5"
+        self.calibration_images = calibration_images
+        self.last_base: keras.Model | None = None
+
+    def base(self) -> keras.Model:
+        if self.weights_file.exists():
+            model = self.record.build(weights=None, image_size=self.image_size)
+            model.load_weights(self.weights_file)
+        else:
+            keras.utils.set_random_seed(self.seed)
+            spec = backbones.resolve_weights(self.weights)
+            model = backbones.build_with_weights(self.record, spec, self.image_size)
+            if spec.kind == "none" and self.calibration_images is not None:
+                calibrate_batchnorm(model, self.record.preprocessing, self.calibration_images())
+            self.weights_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.weights_file.with_name(".tmp-backbone.weights.h5")
+            model.save_weights(tmp)
+            tmp.replace(self.weights_file)
+        self.last_base = model
+        return model
+
+    def top(self, depth: int) -> keras.Model:
+        """The layers above unfreeze boundary ``depth``, as a model on the cut tensor."""
+        base = self.base()
+        cut = base.get_layer(self.record.cut_layer(depth))
+        return keras.Model(cut.output, base.output, name="top")
+
+    def prefix(self, depths: list[int], base: keras.Model | None = None) -> keras.Model:
+        """Images (uint8) -> the cut tensors of ``depths``, preprocessing included."""
+        base = base or self.base()
+        extractor = keras.Model(base.input, [base.get_layer(self.record.cut_layer(d)).output for d in depths])
+        inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
+        outputs = extractor(BackbonePreprocess(self.record.preprocessing)(inputs))
+        return keras.Model(inputs, outputs if isinstance(outputs, (list, tuple)) else [outputs], name="prefix")
+
+
+def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics from one batch of training images.
+
+    Randomly initialised networks in inference mode shrink activations layer by layer
+    (moving variance 1 does not normalise anything): MobileNetV2's final features are
+    ~1e-12, Xception's ~1e-5, i.e. constant. One forward pass in training mode with
+    momentum 0 makes each BatchNorm's moving mean/variance the batch statistics of its
+    input (data-dependent initialisation), so ``--weights none`` gives usable random
+    features. Only training images are used. Pretrained weights are never touched.
+    """
+    bns = [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns or len(images) == 0:
+        return
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        x = BackbonePreprocess(preprocessing)(images.astype("float32"))
+        base(x, training=True)
+    finally:
+        for bn, momentum in zip(bns, saved):
+            bn.momentum = momentum
+
+
+def depths_for(record, max_unfreeze: int) -> list[int]:
+    return list(range(0, min(max_unfreeze, len(record.blocks) - 1) + 1))
+
+
+def cached_features(
+    source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig, log: Log
+) -> tuple[dict, dict, np.ndarray, np.ndarray, dict[int, tuple]]:
+    """Features of train (+ augmented views) and val for every depth, cached."""
+    base = source.base()
+    fingerprint = weights_fingerprint(base)
+    cache = FeatureCache(run_dir / "cache", log=log)
+    rows = {s: split.rows(s) for s in ("train", "val")}
+    common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
+    parts, jobs = {}, {}
+    views = cfg.aug_views if cfg.augment else 0
+    for part, (s, n_views) in {"train": ("train", 0), "val": ("val", 0), "aug": ("train", views)}.items():
+        if part == "aug" and not n_views:
+            continue
+        shas = [r["sha256"] for r in rows[s]]
+        jobs[part] = (s, n_views)
+        for d in depths:
+            parts[(part, d)] = {**common, "cut": source.record.cut_layer(d), "images": images_fingerprint(shas),
+                                "views": n_views, "aug_seed": cfg.seed if n_views else None}
+
+    def compute() -> dict:
+        prefix = source.prefix(depths, base)
+        out = {}
+        for part, (s, n_views) in jobs.items():
+            images = load_images(data_root, rows[s], source.image_size)
+            if n_views:
+                images = augmented_views(images, n_views, cfg.seed)
+            t0 = time.perf_counter()
+            arrays = run_prefix(prefix, images, cfg.batch_size)
+            log(f"{source.record.name}: cached {part} features of {len(images)} images in {time.perf_counter() - t0:.1f}s")
+            out.update({(part, d): a for d, a in zip(depths, arrays)})
+        return out
+
+    names = {f"{p}@{d}": k for k, (p, d) in zip(parts, parts)}
+    flat = cache.get_or_compute({n: parts[k] for n, k in names.items()},
+                                lambda: {n: a for n, a in ((f"{p}@{d}", v) for (p, d), v in compute().items())})
+    x_train, x_val = {}, {}
+    for d in depths:
+        x_train[d] = flat[f"train@{d}"]
+        if f"aug@{d}" in flat:
+            x_train[d] = np.concatenate([x_train[d], flat[f"aug@{d}"]])
+        x_val[d] = flat[f"val@{d}"]
+    y_train = label_indices(rows["train"], split.classes)
+    y_train = np.concatenate([y_train] * (1 + views))
+    y_val = label_indices(rows["val"], split.classes)
+    shapes = {d: tuple(x_val[d].shape[1:]) for d in depths}
+    return x_train, x_val, y_train, y_val, shapes
+
+
+class NanGuard(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise kt.errors.FailedTrialError(
+                f"loss became {loss} at epoch {epoch + 1}; the learning rate is probably too high"
+            )
+
+
+class BenchTunerMixin:
+    """Replaces KerasTuner's run_trial: seeded build, two-phase fit, best-epoch metrics,
+    one checkpoint write per trial (only when it is the best so far), a JSON sidecar."""
+
+    bench_epochs: int = 10
+    bench_seed: int = 0
+    bench_log: Log = staticmethod(lambda msg: None)
+    bench_tensorboard: bool = True
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        epochs = hp.values.get("tuner/epochs", self.bench_epochs) - hp.values.get("tuner/initial_epoch", 0)
+        keras.utils.set_random_seed(self.bench_seed * 1000 + int(trial.trial_id))
+        t0 = time.perf_counter()
+        model = self._try_build(hp)
+        callbacks = [NanGuard()]
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        if self.bench_tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(trial_dir / "logs"), write_graph=False))
+        result = self.hypermodel.fit(hp, model, epochs=max(1, epochs), callbacks=callbacks)
+        history = {k: [float(v) for v in vals] for k, vals in result["history"].items()}
+        objective = self.oracle.objective.name
+        best = best_epoch(history, objective)
+        metrics = {k: v[best] for k, v in history.items()}
+        if not math.isfinite(metrics[objective]):
+            raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
+        if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
+            model.save_weights(self._get_checkpoint_fname(trial.trial_id))
+        seconds = time.perf_counter() - t0
+        write_json_atomic(
+            trial_dir / "bench_trial.json",
+            {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]),
+             "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3)},
+        )
+        return metrics
+
+    def _is_best_so_far(self, value: float) -> bool:
+        best = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
+        if not best:
+            return True
+        return value < best[0].score if self.oracle.objective.direction == "min" else value > best[0].score
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        score = trial.score
+        done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
+        status = trial.status.lower() if trial.status != "COMPLETED" else f"{self.oracle.objective.name} {score:.4f}"
+        if trial.status != "COMPLETED" and trial.message:
+            status += f": {_last_line(trial.message)}"
+        self.bench_log(f"  trial {trial.trial_id} ({done}/{self.oracle.max_trials or '?'}): {status}")
+
+
+def _last_line(message: str) -> str:
+    lines = [ln.strip() for ln in (message or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log: Log, hyperparameters=None):
+    base_cls = TUNERS[cfg.tuner]
+    tuner_cls = type(f"Bench{base_cls.__name__}", (BenchTunerMixin, base_cls), {})
+    kwargs = dict(
+        hypermodel=hypermodel,
+        objective=kt.Objective(cfg.objective, OBJECTIVES[cfg.objective]),
+        seed=cfg.seed,
+        directory=str(directory),
+        project_name=project,
+        overwrite=False,
+        max_consecutive_failed_trials=10**6,
+    )
+    if hyperparameters is not None:
+        kwargs.update(hyperparameters=hyperparameters, tune_new_entries=False)
+    if cfg.tuner == "hyperband":
+        kwargs.update(max_epochs=max(2, cfg.epochs), factor=3)
+    else:
+        kwargs.update(max_trials=cfg.max_trials)
+    tuner = tuner_cls(**kwargs)
+    tuner.bench_epochs, tuner.bench_seed, tuner.bench_log = cfg.epochs, cfg.seed, log
+    tuner.bench_tensorboard = cfg.tensorboard
+    return tuner
+
+
+def trials_table(tuner) -> pd.DataFrame:
+    """One flat row per trial: id, every hyperparameter, val metrics, best epoch, seconds, status."""
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        row = {"trial": trial_id, "status": trial.status.lower()}
+        row.update({k: v for k, v in trial.hyperparameters.values.items()})
+        for name in ("val_loss", "val_accuracy", "val_auc", "val_f1", "loss", "accuracy", "auc", "f1"):
+            if trial.metrics.exists(name):
+                row[name] = trial.metrics.get_last_value(name)
+        sidecar = Path(tuner.get_trial_dir(trial_id)) / "bench_trial.json"
+        if sidecar.exists():
+            import json
+
+            info = json.loads(sidecar.read_text())
+            row.update(best_epoch=info["best_epoch"], epochs_run=info["epochs_run"], seconds=info["seconds"])
+        row["message"] = _last_line(trial.message) if trial.status != "COMPLETED" else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_trials_csv(tuner, path: Path) -> pd.DataFrame:
+    table = trials_table(tuner)
+    write_text_atomic(path, table.to_csv(index=False))
+    return table
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,0 +1,129 @@
+"""The CLI as a user drives it: every bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from conftest import make_folder
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("Error: ") and "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_backbones_table():
+    result = invoke("backbones")
+    assert result.exit_code == 0
+    for name in ("xception", "resnet50", "efficientnet_b0", "convnext_tiny", "vgg16"):
+        assert name in result.stdout
+    assert "inside" in result.stdout and "tf" in result.stdout
+
+
+def test_scan_prints_summary(image_folder):
+    result = invoke("scan", image_folder)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "22 files, 22 readable images, 2 classes" in out
+    assert "exact duplicates (identical bytes): 0 groups" in out
+    assert "no duplicate group crosses splits" in out
+    assert "train" in out and "val" in out and "test" in out
+
+
+def test_run_writes_run_folder(image_folder, tmp_path):
+    out = tmp_path / "results"
+    result = invoke("run", "--data", image_folder, "--backbones", "mobilenet_v2", "--weights", "none",
+                    "--out", out, "--name", "r1", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    run = out / "r1"
+    config = json.loads((run / "run.json").read_text())
+    assert config["config"]["backbones"] == ["mobilenet_v2"] and config["config"]["seed"] == 3
+    assert config["versions"]["tensorflow"] and config["data_hash"]
+    split = json.loads((run / "split.json").read_text())
+    assert {f["split"] for f in split["files"]} == {"train", "val", "test"}
+    assert len(json.loads((run / "dataset.json").read_text())["files"]) == 22
+    # a second run with the same name refuses rather than mixing results
+    again = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--name", "r1")
+    assert_one_line_error(again, "already exists")
+
+
+def test_demo_data_command(tmp_path):
+    result = invoke("demo-data", tmp_path / "demo", "--n", "6", "--size", "64", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "demo").rglob("*.png"))) == 12
+    scanned = invoke("scan", tmp_path / "demo")
+    assert "SYNTHETIC" in scanned.stdout
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    (tmp_path / "empty").mkdir()
+    one_class = make_folder(tmp_path / "one", {"only": 5})
+    small = make_folder(tmp_path / "small", {"a": 8, "b": 2})
+    unreadable = tmp_path / "unreadable"
+    for label in ("a", "b"):
+        (unreadable / label).mkdir(parents=True)
+        (unreadable / label / "x.png").write_text("not a png")
+    return {
+        "missing": (tmp_path / "nope", ["does not exist", "--data"]),
+        "file": (a_file, ["is a file, not a folder"]),
+        "empty": (tmp_path / "empty", ["no class sub-folders"]),
+        "one_class": (one_class, ["only one class", "two or more"]),
+        "small_class": (small, ["class 'b' has 2", "at least 3"]),
+        "unreadable": (unreadable, ["no readable images", "2 files skipped"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty", "one_class", "small_class", "unreadable"])
+@pytest.mark.parametrize("command", ["scan", "run"])
+def test_bad_data_folders(bad_inputs, tmp_path, case, command):
+    path, fragments = bad_inputs[case]
+    out = tmp_path / "results"
+    if command == "scan":
+        result = invoke("scan", path)
+    else:
+        result = invoke("run", "--data", path, "--weights", "none", "--out", out, "--name", "x")
+    assert_one_line_error(result, *fragments)
+    assert not (out / "x").exists(), "nothing may be written for a refused run"
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--val-size", "0.5", "--test-size", "0.5"], ["leaves nothing to train on"]),
+        (["--backbones", "xception,resnet5"], ["unknown backbone 'resnet5'", "resnet50", "xception"]),
+        (["--backbones", "xception", "--image-size", "48"], ["below xception's minimum of 71"]),
+        (["--weights", "/no/such/weights.h5"], ["/no/such/weights.h5"]),
+        (["--name", "../escape"], ["invalid run name"]),
+    ],
+)
+def test_bad_options(image_folder, tmp_path, args, fragments):
+    out = tmp_path / "results"
+    result = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, *args)
+    assert_one_line_error(result, *fragments)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unwritable_output_folder(image_folder, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    for out, fragment in ((blocker, "is a file, not a folder"), (blocker / "sub", "cannot write to --out folder")):
+        result = invoke("run", "--data", image_folder, "--weights", "none", "--out", out)
+        assert_one_line_error(result, fragment, str(out))
