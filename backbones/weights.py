@@ -96,8 +96,10 @@ def ensure_available(record: Backbone, spec: WeightsSpec,
         The weights file that will be loaded, or ``None`` for ``none``.
 
     Raises:
-        BenchError: naming the missing file, where it was looked for, and the fix.
+        BenchError: for an image size below the backbone's minimum, or naming the
+            missing file, where it was looked for, and the fix.
     """
+    record.check_size(record.default_size if image_size is None else image_size)
     if spec.kind == "none":
         return None
     if spec.kind == "file":
@@ -156,7 +158,6 @@ def _download_imagenet(record: Backbone, image_size: int | None, target: Path) -
     Building with ``weights="imagenet"`` makes Keras fetch the file with its own
     origin and hash check (``keras.utils.get_file``) and keep it in its cache.
     """
-    record.check_size(record.default_size if image_size is None else image_size)
     ways_out = (f"use --weights none, or place {target.name} in {target.parent} "
                 f"(or pass --weights PATH)")
     try:

@@ -22,7 +22,8 @@ def rank(rows: list[dict]) -> pd.DataFrame:
     objective = table["objective"].dropna().iloc[0]
     ok = table[table["status"] == "ok"].copy()
     bad = table[table["status"] != "ok"].copy()
-    ok = ok.sort_values("val_objective", ascending=OBJECTIVES[objective] == "min", kind="stable")
+    if len(ok):
+        ok = ok.sort_values("val_objective", ascending=OBJECTIVES[objective] == "min", kind="stable")
     ok["rank"] = range(1, len(ok) + 1)
     table = pd.concat([ok, bad], ignore_index=True)
     front = ["rank", "backbone", "status", "val_objective", "test_accuracy", "test_accuracy_ci_low",

@@ -1,0 +1,214 @@
+"""Search and evaluation: search space, unfreezing, feature cache, test isolation,
+failed trials, resume, and an end-to-end run on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pandas as pd
+import pytest
+
+import backbones
+import bench.final
+import bench.pipeline
+import bench.search
+from bench.final import set_trainable
+from bench.hypermodel import UNITS, BenchHyperModel, build_head
+from bench.run import RunConfig, execute, prepare_run
+from conftest import make_folder
+
+
+@pytest.fixture(autouse=True)
+def _clear_keras():
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "flatten"])
+@pytest.mark.parametrize("dense", [[], [(64, 0.0)], [(128, 0.5), (32, 0.0)]])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_every_head_option_builds(pooling, dense, n_classes):
+    head = build_head((3, 3, 16), pooling, dense, n_classes)
+    out = head(np.random.rand(4, 3, 3, 16).astype("float32"))
+    assert out.shape == (4, 1 if n_classes == 2 else n_classes)
+    probs = np.asarray(out)
+    assert ((probs >= 0) & (probs <= 1)).all()
+    if n_classes > 2:
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert sum(isinstance(layer, keras.layers.Dense) for layer in head.layers) == len(dense) + 1
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in head.layers) == sum(d > 0 for _, d in dense)
+
+
+def test_search_space_declares_every_choice():
+    data = bench.hypermodel.TrialData({0: np.zeros((2, 2, 2, 4))}, np.zeros(2, int), {0: np.zeros((2, 2, 2, 4))},
+                                      np.zeros(2, int), n_classes=2)
+    hm = BenchHyperModel([0, 1, 2], {0: (2, 2, 4)}, data, top_factory=None)
+    hp = kt.HyperParameters()
+    hp.Fixed("unfreeze", 0)
+    hm.build(hp)
+    names = {p.name for p in hp.space}
+    assert {"unfreeze", "pooling", "dense_layers", "units_0", "dropout_0", "units_1", "dropout_1",
+            "learning_rate"} <= names
+    pooling = next(p for p in hp.space if p.name == "pooling")
+    assert set(pooling.values) == {"avg", "max", "flatten"}
+    units = next(p for p in hp.space if p.name == "units_0")
+    assert set(units.values) == set(UNITS) and 32 in UNITS and 128 in UNITS  # the notebook's head fits
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_unfreeze_depth_makes_exactly_the_top_blocks_trainable(name, depth):
+    record = backbones.get(name)
+    base = record.build(weights=None, image_size=32)
+    set_trainable(base, record.cut_layer(depth) if depth else None)
+    trainable = {layer.name for layer in base.layers if layer.trainable and layer.weights}
+    if depth == 0:
+        assert not trainable and not base.trainable_weights
+        return
+    cut = base.get_layer(record.cut_layer(depth))
+    top = keras.Model(cut.output, base.output)
+    expected = {layer.name for layer in top.layers if layer.weights}
+    assert trainable == expected and expected
+    # everything at or below the boundary is frozen
+    below = {layer.name for layer in base.layers if layer.weights} - expected
+    assert all(not base.get_layer(n).trainable for n in below)
+
+
+def _tiny_run(tmp_path, counts=None, **overrides):
+    data = make_folder(tmp_path / "data", counts or {"a": 10, "b": 10}, size=48, seed=4)
+    config = RunConfig(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
+                       out=tmp_path / "results", name="t", tuner="random", max_trials=2, epochs=2,
+                       max_unfreeze=1, baseline=False)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return prepare_run(config)
+
+
+def test_cached_features_match_backbone_output(tmp_path):
+    run = _tiny_run(tmp_path)
+    record = backbones.get("mobilenet_v2")
+    cfg = run.config.search_config()
+    train_images = lambda: bench.data.load_images(run.index.root, run.split.rows("train"), 32)  # noqa: E731
+    source = bench.search.BackboneSource(record, "none", 32, run.path / "mobilenet_v2", 0, train_images)
+    x_train, x_val, y_train, y_val, shapes = bench.search.cached_features(
+        source, [0, 1], run.path, run.index.root, run.split, cfg, log=lambda m: None)
+    # the backbone's own output: full model on its own preprocessing, image by image
+    base = source.base()
+    images = bench.data.load_images(run.index.root, run.split.rows("val"), 32)
+    exact = np.asarray(base(record.preprocess(images), training=False))
+    # float16 storage: relative error <= 2**-11 plus a floor for values near zero
+    np.testing.assert_allclose(x_val[0], exact, rtol=2e-3, atol=1e-3 * np.abs(exact).max())
+    # the depth-1 cache feeds the top block to the same final features
+    top = source.top(1)
+    np.testing.assert_allclose(np.asarray(top(x_val[1])), exact, rtol=1e-2, atol=1e-2 * np.abs(exact).max())
+    # a second call reads the cache instead of recomputing
+    calls = []
+    monkey = bench.search.run_prefix
+    bench.search.run_prefix = lambda *a, **k: calls.append(1) or monkey(*a, **k)
+    try:
+        again = bench.search.cached_features(source, [0, 1], run.path, run.index.root, run.split, cfg, lambda m: None)
+    finally:
+        bench.search.run_prefix = monkey
+    assert not calls
+    np.testing.assert_array_equal(again[1][0], x_val[0])
+
+
+def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
+    run = _tiny_run(tmp_path)
+    test_paths = {r["path"] for r in run.split.rows("test")}
+    loaded = {"search": set(), "final": set()}
+    stage = {"now": "search"}
+    real = bench.data.load_images
+
+    def spy(root, rows, size):
+        loaded[stage["now"]].update(r["path"] for r in rows)
+        return real(root, rows, size)
+
+    real_eval = bench.final.evaluate_on_test
+
+    def eval_spy(*args, **kwargs):
+        stage["now"] = "final"
+        return real_eval(*args, **kwargs)
+
+    for module in (bench.search, bench.pipeline, bench.final):
+        monkeypatch.setattr(module, "load_images", spy)
+    monkeypatch.setattr(bench.pipeline, "evaluate_on_test", eval_spy)
+    execute(run, log=lambda m: None)
+    assert loaded["search"] and not loaded["search"] & test_paths
+    assert test_paths <= loaded["final"]
+
+
+def test_failed_trial_is_a_row_and_search_goes_on(tmp_path, monkeypatch):
+    run = _tiny_run(tmp_path, max_trials=3)
+    real_fit = BenchHyperModel.fit
+    calls = {"n": 0}
+
+    def flaky_fit(self, hp, model, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise kt.errors.FailedTrialError("simulated out of memory")
+        return real_fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(BenchHyperModel, "fit", flaky_fit)
+    table = execute(run, log=lambda m: None)
+    trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert len(trials) == 3
+    failed = trials[trials["status"] == "failed"]
+    assert len(failed) == 1 and "simulated out of memory" in failed["message"].iloc[0]
+    row = table.iloc[0]
+    assert row["status"] == "ok" and row["trials_done"] == 2 and row["trials_failed"] == 1
+
+
+def test_nan_loss_fails_the_trial(tmp_path, monkeypatch):
+    run = _tiny_run(tmp_path, max_trials=1)
+    real_fit = BenchHyperModel.fit
+
+    def nan_fit(self, hp, model, *args, **kwargs):
+        model.get_layer("output").kernel.assign(np.full(model.get_layer("output").kernel.shape, np.nan))
+        return real_fit(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(BenchHyperModel, "fit", nan_fit)
+    table = execute(run, log=lambda m: None)
+    trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert trials["status"].tolist() == ["failed"] and "NaN" in trials["message"].iloc[0].replace("nan", "NaN")
+    assert table.iloc[0]["status"] == "failed"
+
+
+def test_resume_skips_completed_trials_and_finished_backbones(tmp_path, monkeypatch):
+    run = _tiny_run(tmp_path, max_trials=2)
+    execute(run, log=lambda m: None)
+    first = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    # a finished backbone is skipped entirely
+    monkeypatch.setattr(bench.search.BenchTunerMixin, "run_trial",
+                        lambda *a, **k: pytest.fail("a completed trial ran again"))
+    execute(run, log=lambda m: None)
+    # an unfinished backbone (result.json gone) with a larger budget runs only the new trial
+    monkeypatch.undo()
+    (run.path / "mobilenet_v2" / "result.json").unlink()
+    ran = []
+    real = bench.search.BenchTunerMixin.run_trial
+
+    def counting(self, trial, *a, **k):
+        ran.append(trial.trial_id)
+        return real(self, trial, *a, **k)
+
+    monkeypatch.setattr(bench.search.BenchTunerMixin, "run_trial", counting)
+    run.config.max_trials = 3
+    execute(run, log=lambda m: None)
+    after = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert len(ran) == 1 and len(after) == 3
+    pd.testing.assert_frame_equal(after.iloc[:2][first.columns], first, check_dtype=False)
+
+
+def test_multiclass_run(tmp_path):
+    run = _tiny_run(tmp_path, counts={"a": 8, "b": 8, "c": 8}, max_trials=1)
+    table = execute(run, log=lambda m: None)
+    row = table.iloc[0]
+    assert row["status"] == "ok"
+    assert np.array(row["test_confusion_matrix"]).shape == (3, 3)
+    preds = pd.read_csv(run.path / "mobilenet_v2" / "test_predictions.csv")
+    assert {"prob_a", "prob_b", "prob_c"} <= set(preds.columns)
+    np.testing.assert_allclose(preds[["prob_a", "prob_b", "prob_c"]].sum(axis=1), 1.0, rtol=1e-4)
