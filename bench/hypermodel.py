@@ -20,12 +20,13 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from bench.trainer import OBJECTIVES, train
+
 POOLINGS = ("avg", "max", "flatten")
 UNITS = (32, 64, 128, 256)
 MAX_DENSE = 2
 LR_MIN, LR_MAX = 1e-4, 1e-2
 FINETUNE_LR_FACTOR = 0.1
-OBJECTIVES = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
 
 
 @dataclass
@@ -41,38 +42,23 @@ class TrialData:
     batch_size: int = 32
     patience: int = 5
     objective: str = "val_auc"
-    extra_callbacks: list = field(default_factory=list)
+    _pooled: dict = field(default_factory=dict, repr=False)
 
-    def targets(self, y: np.ndarray) -> np.ndarray:
-        if self.n_classes == 2:
-            return y.astype("float32").reshape(-1, 1)
-        return keras.utils.to_categorical(y, self.n_classes).astype("float32")
+    def features(self, depth: int, pooling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val) inputs at ``depth``; at depth 0 with avg/max pooling, the pooled
+        vectors (computed once: pooling is not trained, so pooling the cache is exact)."""
+        if depth or pooling not in ("avg", "max"):
+            return self.x_train[depth], self.x_val[depth]
+        if pooling not in self._pooled:
+            reduce = np.mean if pooling == "avg" else np.max
+            self._pooled[pooling] = tuple(reduce(a, axis=(1, 2)) for a in (self.x_train[0], self.x_val[0]))
+        return self._pooled[pooling]
 
 
 def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
     """n / (k * count_c): each class contributes equally to the loss."""
     counts = np.bincount(y, minlength=n_classes).astype(float)
     return {c: float(len(y) / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
-
-
-def compile_model(model: keras.Model, learning_rate: float, n_classes: int) -> None:
-    if n_classes == 2:
-        loss = keras.losses.BinaryCrossentropy()
-        metrics = [
-            keras.metrics.BinaryAccuracy(name="accuracy"),
-            keras.metrics.AUC(name="auc"),
-            keras.metrics.F1Score(average="micro", threshold=0.5, name="f1"),
-        ]
-    else:
-        loss = keras.losses.CategoricalCrossentropy()
-        metrics = [
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.AUC(name="auc", multi_label=True, num_labels=n_classes),
-            keras.metrics.F1Score(average="macro", name="f1"),
-        ]
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics, jit_compile=False
-    )
 
 
 def build_head(feature_shape: tuple, pooling: str, dense: list[tuple[int, float]], n_classes: int) -> keras.Model:
@@ -131,7 +117,7 @@ class BenchHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])
         pooling, dense = head_spec(hp)
-        lr = hp.Float("learning_rate", LR_MIN, LR_MAX, sampling="log")
+        hp.Float("learning_rate", LR_MIN, LR_MAX, sampling="log")
         head = build_head(self.feature_shapes[0], pooling, dense, self.data.n_classes)
         if depth == 0:
             model = head
@@ -140,49 +126,50 @@ class BenchHyperModel(kt.HyperModel):
             inputs = keras.Input(shape=self.feature_shapes[depth], name="cut_features")
             outputs = head(top(inputs, training=False))  # BatchNorm stays in inference mode
             model = keras.Model(inputs, outputs, name=f"top{depth}_head")
-        compile_model(model, lr, self.data.n_classes)
         return model
 
     # -- training -------------------------------------------------------------------
-    def _fit_phase(self, model, depth, epochs, callbacks, initial_epoch=0):
+    def _train(self, model, depth, pooling, lr, epochs, initial_epoch, seed):
         d = self.data
-        direction = OBJECTIVES[d.objective]
-        stopper = keras.callbacks.EarlyStopping(
-            monitor=d.objective, mode=direction, patience=d.patience, restore_best_weights=True
+        x, x_val = d.features(depth, pooling)
+        if x.ndim == 2:  # pooled vectors: train the layers after the pooling layer
+            model = _after_pooling(model)
+        return train(
+            model, x, d.y_train, x_val, d.y_val, n_classes=d.n_classes, learning_rate=lr, epochs=epochs,
+            batch_size=d.batch_size, class_weight=d.class_weight, objective=d.objective, patience=d.patience,
+            seed=seed, initial_epoch=initial_epoch,
         )
-        history = model.fit(
-            d.x_train[depth], d.targets(d.y_train),
-            validation_data=(d.x_val[depth], d.targets(d.y_val)),
-            epochs=initial_epoch + epochs, initial_epoch=initial_epoch, batch_size=d.batch_size,
-            class_weight=d.class_weight, callbacks=[stopper, *callbacks, *d.extra_callbacks],
-            shuffle=True, verbose=0,
-        )
-        return history.history
 
-    def fit(self, hp, model, *args, epochs: int = 10, callbacks=None, **kwargs):
+    def fit(self, hp, model, *args, epochs: int = 10, seed: int = 0, **kwargs):
         """Train; returns ``{"history": {metric: [per epoch]}, "phase_epochs": [...]}``.
 
         The model ends with the weights of its best epoch (on the objective), across
         both phases.
         """
-        callbacks = list(callbacks or [])
-        depth = hp.get("unfreeze")
+        depth, pooling, lr = hp.get("unfreeze"), hp.get("pooling"), hp.get("learning_rate")
         if depth == 0:
-            hist = self._fit_phase(model, 0, epochs, callbacks)
+            hist = self._train(model, 0, pooling, lr, epochs, 0, seed)
             return {"history": hist, "phase_epochs": [len(hist["loss"])]}
         warm = max(1, epochs // 2)
         tune = max(1, epochs - warm)
-        head = model.get_layer("head")
-        compile_model(head, hp.get("learning_rate"), self.data.n_classes)
-        hist1 = self._fit_phase(head, 0, warm, callbacks)
+        hist1 = self._train(model.get_layer("head"), 0, pooling, lr, warm, 0, seed)
         best1 = _best(hist1, self.data.objective)
         warm_weights = model.get_weights()
-        compile_model(model, hp.get("learning_rate") * FINETUNE_LR_FACTOR, self.data.n_classes)
-        hist2 = self._fit_phase(model, depth, tune, callbacks, initial_epoch=len(hist1["loss"]))
+        hist2 = self._train(model, depth, None, lr * FINETUNE_LR_FACTOR, tune, len(hist1["loss"]), seed + 1)
         if _better(best1, _best(hist2, self.data.objective), self.data.objective):
             model.set_weights(warm_weights)  # fine-tuning never beat the warmed-up head
         merged = {k: list(hist1.get(k, [])) + list(hist2.get(k, [])) for k in hist1.keys() | hist2.keys()}
         return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])]}
+
+
+def _after_pooling(head: keras.Model) -> keras.Model:
+    """The head's layers after its pooling layer, as a model on pooled vectors (shared weights)."""
+    pool = next(layer for layer in head.layers if layer.name.startswith("pool_"))
+    inputs = keras.Input(shape=(head.input.shape[-1],), name="pooled")
+    x = inputs
+    for layer in head.layers[head.layers.index(pool) + 1 :]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="head_after_pooling")
 
 
 def _best(history: dict, objective: str) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -48,7 +50,8 @@ def test_scan_prints_summary(image_folder):
 def test_run_writes_run_folder(image_folder, tmp_path):
     out = tmp_path / "results"
     result = invoke("run", "--data", image_folder, "--backbones", "mobilenet_v2", "--weights", "none",
-                    "--out", out, "--name", "r1", "--seed", "3")
+                    "--out", out, "--name", "r1", "--seed", "3", "--image-size", "32", "--max-trials", "2",
+                    "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1")
     assert result.exit_code == 0, result.output
     run = out / "r1"
     config = json.loads((run / "run.json").read_text())
@@ -57,6 +60,25 @@ def test_run_writes_run_folder(image_folder, tmp_path):
     split = json.loads((run / "split.json").read_text())
     assert {f["split"] for f in split["files"]} == {"train", "val", "test"}
     assert len(json.loads((run / "dataset.json").read_text())["files"]) == 22
+    # the search wrote everything a user reads afterwards
+    assert "rank" in result.stdout and "mobilenet_v2" in result.stdout and "test AUC" in result.stdout
+    trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+    assert {"unfreeze", "pooling", "learning_rate", "val_auc", "best_epoch", "seconds"} <= set(trials.columns)
+    for trial_id in trials["trial"].astype(str).str.zfill(1):
+        history = list((run / "mobilenet_v2" / "tuner").glob(f"trial_*{trial_id}/bench_trial.json"))
+        assert history, trial_id
+    predictions = pd.read_csv(run / "mobilenet_v2" / "test_predictions.csv")
+    test_files = {f["path"] for f in split["files"] if f["split"] == "test"}
+    assert set(predictions["file"]) == test_files
+    leaderboard = json.loads((run / "leaderboard.json").read_text())
+    assert leaderboard[0]["backbone"] == "mobilenet_v2" and leaderboard[0]["rank"] == 1
+    assert 0 <= leaderboard[0]["test_accuracy_ci_low"] <= leaderboard[0]["test_accuracy"] <= leaderboard[0]["test_accuracy_ci_high"]
+    import keras
+
+    model = keras.saving.load_model(run / "mobilenet_v2" / "best_model.keras")
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    assert model.predict_on_batch(images).shape == (2, 1)  # raw images in, probabilities out
     # a second run with the same name refuses rather than mixing results
     again = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--name", "r1")
     assert_one_line_error(again, "already exists")

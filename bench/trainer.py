@@ -1,0 +1,176 @@
+"""A lean training loop for trials on cached features.
+
+Keras' ``model.fit`` costs about 2 s of tracing and 0.2 s per epoch in callbacks,
+iterators and metric bookkeeping, which is most of a trial when the model is a small
+head on cached features (measured: 4 s for 10 epochs of a 2048->64->1 head on 177
+vectors). This loop compiles one gradient step, feeds numpy batches, evaluates the
+validation split with one compiled call per epoch and computes metrics with
+scikit-learn. Semantics follow ``fit``: class weights scale each sample's loss
+(mean over the batch), validation loss is unweighted, and early stopping restores the
+weights of the best epoch on the objective.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import f1_score, roc_auc_score
+
+OBJECTIVES = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
+
+
+class NonFiniteLoss(Exception):
+    """Training produced a NaN or infinite loss."""
+
+
+def targets(y: np.ndarray, n_classes: int) -> np.ndarray:
+    if n_classes == 2:
+        return y.astype("float32").reshape(-1, 1)
+    return np.eye(n_classes, dtype="float32")[y]
+
+
+def _loss(n_classes: int):
+    return keras.losses.BinaryCrossentropy() if n_classes == 2 else keras.losses.CategoricalCrossentropy()
+
+
+def scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
+    """accuracy, auc, f1 at threshold 0.5 (binary) or argmax (macro, multi-class)."""
+    if n_classes == 2:
+        p = proba.reshape(-1)
+        pred = (p >= 0.5).astype(int)
+        auc_input, f1 = p, f1_score(y, pred, zero_division=0)
+    else:
+        pred = proba.argmax(axis=1)
+        auc_input, f1 = proba, f1_score(y, pred, average="macro", zero_division=0)
+    try:
+        auc = roc_auc_score(y, auc_input, multi_class="ovr") if n_classes > 2 else roc_auc_score(y, auc_input)
+    except ValueError:  # one class only in this split
+        auc = float("nan")
+    return {"accuracy": float((pred == y).mean()), "auc": float(auc), "f1": float(f1)}
+
+
+class FusedAdam:
+    """Adam as one in-place kernel per variable (``ResourceApplyAdam``).
+
+    Same update as ``keras.optimizers.Adam`` (beta1 0.9, beta2 0.999, epsilon 1e-7),
+    but Keras' version builds several temporaries the size of each variable per
+    step; for a flatten head (100k x 256 weights) that is ~800 MB of fresh memory per
+    step, and page faults made the step 2.8x slower (0.39 s vs 0.14 s measured here).
+    """
+
+    def __init__(self, variables, learning_rate: float, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        import tensorflow as tf
+
+        self.variables = [v.value for v in variables]  # the underlying tf.Variables
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
+        self.iterations = tf.Variable(0.0, trainable=False)
+        self.lr, self.beta_1, self.beta_2, self.epsilon = learning_rate, beta_1, beta_2, epsilon
+
+    def apply(self, grads) -> None:
+        import tensorflow as tf
+
+        self.iterations.assign_add(1.0)
+        b1_power = tf.pow(self.beta_1, self.iterations)
+        b2_power = tf.pow(self.beta_2, self.iterations)
+        for var, m, v, grad in zip(self.variables, self.m, self.v, grads):
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle, m=m.handle, v=v.handle, beta1_power=b1_power, beta2_power=b2_power,
+                lr=self.lr, beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon, grad=grad,
+            )
+
+
+def _better(value: float, best: float, direction: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best if direction == "min" else value > best
+
+
+def train(
+    model: keras.Model,
+    x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+    n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
+    class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
+    seed: int = 0, initial_epoch: int = 0,
+) -> dict[str, list[float]]:
+    """Train ``model`` in place; returns per-epoch history (Keras' key names).
+
+    The model ends with the weights of its best epoch on ``objective``.
+    Raises :class:`NonFiniteLoss` when the training loss stops being finite.
+    """
+    import tensorflow as tf
+
+    direction = OBJECTIVES[objective]
+    loss_fn = _loss(n_classes)
+    optimizer = FusedAdam(model.trainable_variables, learning_rate)
+    y_true = targets(y, n_classes)
+    y_val_true = targets(y_val, n_classes)
+    weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb, wb):
+        with tf.GradientTape() as tape:
+            proba = model(xb, training=True)
+            loss = loss_fn(yb, proba, sample_weight=wb)
+        optimizer.apply(tape.gradient(loss, optimizer.variables))
+        return loss, proba
+
+    @tf.function(reduce_retracing=True)
+    def predict(xb):
+        return model(xb, training=False)
+
+    def predict_all(data: np.ndarray) -> np.ndarray:
+        return np.concatenate([predict(data[i : i + 256]).numpy() for i in range(0, len(data), 256)])
+
+    rng = np.random.default_rng(seed)
+    history: dict[str, list[float]] = {}
+    best, best_weights, waited = float("nan"), None, 0
+    for epoch in range(initial_epoch, initial_epoch + epochs):
+        order = rng.permutation(len(y))
+        total, seen, train_proba = 0.0, 0, np.zeros((len(y), y_true.shape[1]), "float32")
+        for start in range(0, len(order), batch_size):
+            idx = np.sort(order[start : start + batch_size])
+            loss, proba = step(x[idx], y_true[idx], weights[idx])
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"loss became {loss} at epoch {epoch + 1}; the learning rate is probably too high"
+                )
+            total += loss * len(idx)
+            seen += len(idx)
+            train_proba[idx] = proba.numpy()
+        val_proba = predict_all(x_val)
+        val_loss = float(loss_fn(y_val_true, val_proba))
+        logs = {"loss": total / seen, **scores(y, train_proba, n_classes), "val_loss": val_loss}
+        logs.update({f"val_{k}": v for k, v in scores(y_val, val_proba, n_classes).items()})
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if _better(logs[objective], best, direction):
+            best, best_weights, waited = logs[objective], model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return history
+
+
+def write_tensorboard(history: dict[str, list[float]], log_dir: Path) -> None:
+    """Per-epoch scalars in Keras' TensorBoard layout (``train/`` and ``validation/``)."""
+    import tensorflow as tf
+
+    for sub, prefix in (("train", ""), ("validation", "val_")):
+        writer = tf.summary.create_file_writer(str(Path(log_dir) / sub))
+        with writer.as_default():
+            for key, values in history.items():
+                if (prefix and key.startswith(prefix)) or (not prefix and not key.startswith("val_")):
+                    name = "epoch_" + key[len(prefix):]
+                    for epoch, value in enumerate(values):
+                        tf.summary.scalar(name, value, step=epoch)
+        writer.close()
