@@ -36,6 +36,9 @@ def write_leaderboard(rows: list[dict], run_dir: Path) -> pd.DataFrame:
     table = rank(rows)
     write_text_atomic(run_dir / "leaderboard.csv", table.to_csv(index=False))
     records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
+    for record in records:
+        if record.get("rank") is not None:
+            record["rank"] = int(record["rank"])
     write_json_atomic(run_dir / "leaderboard.json", records)
     return table
 

@@ -18,11 +18,10 @@ import keras_tuner as kt
 import numpy as np
 
 import backbones
-from bench.data import load_images
 from bench.final import evaluate_on_test, full_model, measure_latency, save_model, write_result
 from bench.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.runfolder import read_json
-from bench.search import BackboneSource, SearchConfig, cached_features, depths_for, make_tuner, write_trials_csv
+from bench.search import SearchConfig, cached_features, depths_for, make_tuner, source_for, write_trials_csv
 
 Log = Callable[[str], None]
 BASELINE = "xception_notebook"
@@ -33,8 +32,6 @@ NOTEBOOK_RECIPE = {
     "units_1": 32, "dropout_1": 0.0, "learning_rate": 1e-3,
 }
 NOTEBOOK_EPOCHS = 15
-#: Training images whose statistics initialise BatchNorm of randomly initialised backbones.
-CALIBRATION_IMAGES = 64
 
 
 def _recipe_hyperparameters() -> kt.HyperParameters:
@@ -57,10 +54,7 @@ def run_backbone(
         log(f"{name}: finished earlier, skipped")
         return read_json(result_path)
     t0 = time.perf_counter()
-    train_rows = split.rows("train")
-    spread = train_rows[:: max(1, len(train_rows) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]  # all classes
-    calibration = lambda: load_images(data_root, spread, size)  # noqa: E731
-    source = BackboneSource(record, weights, size, run_dir / record.name, cfg.seed, calibration)
+    source = source_for(record, weights, size, run_dir, data_root, split, cfg.seed)
     depths = [0] if baseline else depths_for(record, cfg.max_unfreeze)
     x_train, x_val, y_train, y_val, shapes = cached_features(source, depths, run_dir, data_root, split, cfg, log)
     n_classes = len(split.classes)
@@ -77,7 +71,8 @@ def run_backbone(
         tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log, hyperparameters=_recipe_hyperparameters())
     else:
         tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log)
-    log(f"{name}: searching ({cfg.tuner}, {cfg.max_trials} trials, {cfg.epochs} epochs, depths {depths}, {size}px)")
+    budget = f"up to {cfg.epochs} epochs a trial" if cfg.tuner == "hyperband" else f"{cfg.max_trials} trials, {cfg.epochs} epochs"
+    log(f"{name}: searching ({cfg.tuner}, {budget}, unfreeze depths {depths}, {size}px)")
     tuner.search(verbose=0)
     table = write_trials_csv(tuner, out_dir / "trials.csv")
     search_seconds = time.perf_counter() - t0

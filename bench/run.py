@@ -140,8 +140,13 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     config.name = config.name or default_run_name()
     run_dir = out / config.name
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise BenchError(f"run folder {run_dir} already exists; pass another --name (or --resume once available)")
+        raise BenchError(
+            f"run folder {run_dir} already exists; continue it with --resume --name {config.name}, or pass another --name"
+        )
     check_writable(run_dir, "--out")
+    # dataset.json and split.json first: run.json marks a fully prepared run folder
+    write_json_atomic(run_dir / "dataset.json", index.to_dict())
+    write_split(split, run_dir / "split.json")
     write_json_atomic(
         run_dir / "run.json",
         {
@@ -155,8 +160,6 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
             "versions": library_versions(),
         },
     )
-    write_json_atomic(run_dir / "dataset.json", index.to_dict())
-    write_split(split, run_dir / "split.json")
     return RunFolder(run_dir, config, index, split)
 
 
@@ -170,8 +173,14 @@ def resume_run(out: Path, name: str | None) -> RunFolder:
     stored = read_json(run_dir / "run.json")["config"]
     config = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
     config.data = Path(config.data) if config.data else None
-    config.out, config.reports = Path(config.out), Path(config.reports)
+    config.out, config.reports = Path(out), Path(config.reports)
     index = scan(config.data)
+    stored_hash = read_json(run_dir / "run.json").get("data_hash")
+    if stored_hash and index.content_hash() != stored_hash:
+        raise BenchError(
+            f"the data in {config.data} changed since run {name} started (files added, removed or edited); "
+            "restore it, or start a new run without --resume"
+        )
     split = read_split(run_dir / "split.json")
     return RunFolder(run_dir, config, index, split)
 

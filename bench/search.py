@@ -75,7 +75,9 @@ class BackboneSource:
             keras.utils.set_random_seed(self.seed)
             spec = backbones.resolve_weights(self.weights)
             model = backbones.build_with_weights(self.record, spec, self.image_size)
-            if spec.kind == "none" and self.calibration_images is not None:
+            if spec.kind == "none":
+                if self.calibration_images is None:
+                    raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
                 calibrate_batchnorm(model, self.record.preprocessing, self.calibration_images())
             self.weights_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.weights_file.with_name(".tmp-backbone.weights.h5")
@@ -97,6 +99,20 @@ class BackboneSource:
         inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
         outputs = extractor(BackbonePreprocess(self.record.preprocessing)(inputs))
         return keras.Model(inputs, outputs if isinstance(outputs, (list, tuple)) else [outputs], name="prefix")
+
+
+#: Training images whose statistics initialise BatchNorm of randomly initialised backbones.
+CALIBRATION_IMAGES = 64
+
+
+def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: Path, split, seed: int) -> BackboneSource:
+    """The run's :class:`BackboneSource` for ``record`` (weights kept in ``<run>/<record>``)."""
+    train_rows = split.rows("train")
+    spread = train_rows[:: max(1, len(train_rows) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]  # all classes
+    return BackboneSource(
+        record, weights, image_size, Path(run_dir) / record.name, seed,
+        calibration_images=lambda: load_images(data_root, spread, image_size),
+    )
 
 
 def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarray) -> None:
@@ -206,7 +222,9 @@ class BenchTunerMixin:
         if not math.isfinite(metrics[objective]):
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
         if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
+            # Hyperband continues later trials from this one: it needs both files.
             model.save_weights(self._get_checkpoint_fname(trial.trial_id))
+            write_json_atomic(Path(self._get_build_config_fname(trial.trial_id)), model.get_build_config())
         seconds = time.perf_counter() - t0
         write_json_atomic(
             trial_dir / "bench_trial.json",

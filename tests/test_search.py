@@ -91,8 +91,7 @@ def test_cached_features_match_backbone_output(tmp_path):
     run = _tiny_run(tmp_path)
     record = backbones.get("mobilenet_v2")
     cfg = run.config.search_config()
-    train_images = lambda: bench.data.load_images(run.index.root, run.split.rows("train"), 32)  # noqa: E731
-    source = bench.search.BackboneSource(record, "none", 32, run.path / "mobilenet_v2", 0, train_images)
+    source = bench.search.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
     x_train, x_val, y_train, y_val, shapes = bench.search.cached_features(
         source, [0, 1], run.path, run.index.root, run.split, cfg, log=lambda m: None)
     # the backbone's own output: full model on its own preprocessing, image by image
@@ -212,3 +211,44 @@ def test_multiclass_run(tmp_path):
     preds = pd.read_csv(run.path / "mobilenet_v2" / "test_predictions.csv")
     assert {"prob_a", "prob_b", "prob_c"} <= set(preds.columns)
     np.testing.assert_allclose(preds[["prob_a", "prob_b", "prob_c"]].sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_notebook_baseline_row(tmp_path):
+    run = _tiny_run(tmp_path, backbones=["xception"], image_size=71, baseline=True, max_trials=1, epochs=2,
+                    max_unfreeze=0)
+    table = execute(run, log=lambda m: None)
+    assert list(table["backbone"].sort_values()) == ["xception", "xception_notebook"]
+    baseline = table[table["backbone"] == "xception_notebook"].iloc[0]
+    assert bool(baseline["baseline"]) and baseline["status"] == "ok"
+    trials = pd.read_csv(run.path / "xception_notebook" / "trials.csv")
+    recipe = trials.iloc[0]
+    assert (recipe["pooling"], recipe["dense_layers"], recipe["units_0"], recipe["dropout_0"], recipe["units_1"],
+            recipe["learning_rate"]) == ("flatten", 2, 128, 0.5, 32, 1e-3)
+    # the recipe shares the xception backbone weights and its cached features
+    assert not (run.path / "xception_notebook" / "backbone.weights.h5").exists()
+    assert (run.path / "xception" / "backbone.weights.h5").exists()
+
+
+def test_augmented_views_are_cached_and_used(tmp_path):
+    run = _tiny_run(tmp_path, augment=True, aug_views=2, max_trials=1, max_unfreeze=0)
+    record = backbones.get("mobilenet_v2")
+    cfg = run.config.search_config()
+    source = bench.search.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
+    x_train, x_val, y_train, _, _ = bench.search.cached_features(
+        source, [0], run.path, run.index.root, run.split, cfg, log=lambda m: None)
+    n_train = len(run.split.rows("train"))
+    assert len(x_train[0]) == len(y_train) == 3 * n_train
+    # views differ from the originals, labels repeat in view-major order
+    assert not np.allclose(x_train[0][:n_train], x_train[0][n_train : 2 * n_train])
+    np.testing.assert_array_equal(y_train[:n_train], y_train[n_train : 2 * n_train])
+    metas = [json.loads(p.read_text()) for p in (run.path / "cache").glob("*.json")]
+    assert sorted(m["views"] for m in metas) == [0, 0, 2]
+
+
+def test_hyperband_runs_and_continues_trials(tmp_path):
+    run = _tiny_run(tmp_path, tuner="hyperband", epochs=3, max_unfreeze=0)
+    table = execute(run, log=lambda m: None)
+    trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert len(trials) >= 3 and set(trials["status"]) == {"completed"}
+    assert (trials["tuner/initial_epoch"] > 0).any()  # a promoted trial continued from a checkpoint
+    assert table.iloc[0]["status"] == "ok"
