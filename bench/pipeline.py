@@ -21,7 +21,8 @@ import backbones
 from bench.final import evaluate_on_test, full_model, measure_latency, save_model, write_result
 from bench.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.runfolder import read_json
-from bench.search import SearchConfig, cached_features, depths_for, make_tuner, source_for, write_trials_csv
+from bench.config import SearchConfig
+from bench.search import cached_features, depths_for, make_tuner, source_for, write_trials_csv
 
 Log = Callable[[str], None]
 BASELINE = "xception_notebook"

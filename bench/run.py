@@ -14,6 +14,7 @@ from typing import Callable
 
 import backbones
 from bench import __version__
+from bench.config import SearchConfig
 from bench.errors import BenchError
 from bench.runfolder import (
     read_json,
@@ -29,37 +30,19 @@ from bench.split import SplitManifest, check_sizes, make_split, read_split, writ
 
 
 @dataclass
-class RunConfig:
-    """Everything that defines a run; stored in run.json."""
+class RunConfig(SearchConfig):
+    """Everything that defines a run (data, split, backbones and the search); stored in run.json."""
 
     data: Path | None = None
     backbones: list[str] = field(default_factory=lambda: ["xception", "mobilenet_v2"])
     weights: str = "imagenet"
-    seed: int = 0
     val_size: float = 0.15
     test_size: float = 0.15
     image_size: int | None = None
     out: Path = Path("results")
     reports: Path = Path("reports")
     name: str | None = None
-    tuner: str = "bayesian"
-    max_trials: int = 10
-    epochs: int = 10
-    objective: str = "val_auc"
-    batch_size: int = 32
-    augment: bool = False
-    aug_views: int = 4
-    max_unfreeze: int = 2
     baseline: bool | None = None  # None: on when xception is among the backbones
-
-    def search_config(self):
-        from bench.search import SearchConfig
-
-        return SearchConfig(
-            tuner=self.tuner, max_trials=self.max_trials, epochs=self.epochs, objective=self.objective,
-            batch_size=self.batch_size, augment=self.augment, aug_views=self.aug_views,
-            max_unfreeze=self.max_unfreeze, seed=self.seed,
-        )
 
     def to_dict(self) -> dict:
         d = asdict(self)

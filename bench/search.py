@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 import backbones
+from bench.config import SearchConfig
 from bench.data import augmented_views, label_indices, load_images
 from bench.features import FeatureCache, images_fingerprint, run_prefix, weights_fingerprint
 from bench.hypermodel import OBJECTIVES, BenchHyperModel, TrialData, balanced_class_weight, best_epoch
@@ -34,28 +34,14 @@ GC_EVERY = 5
 TUNERS = {"bayesian": kt.BayesianOptimization, "random": kt.RandomSearch, "hyperband": kt.Hyperband}
 
 
-@dataclass
-class SearchConfig:
-    tuner: str = "bayesian"
-    max_trials: int = 10
-    epochs: int = 10
-    objective: str = "val_auc"
-    batch_size: int = 32
-    augment: bool = False
-    aug_views: int = 4
-    max_unfreeze: int = 2
-    patience: int = 5
-    class_weights: bool = True
-    seed: int = 0
-    tensorboard: bool = True
-
-
 class BackboneSource:
     """Builds the run's backbone, always with the same weights.
 
     The first build uses the requested weights (random init seeded by the run seed,
     ImageNet through Keras' cache, or a local file) and saves them to
-    ``backbone.weights.h5``; every later build (trials, final model) loads that file.
+    ``backbone.weights.h5``; a later process loads that file. Within a process the
+    built model is kept and handed out again with its original weights restored
+    (building Xception and loading its weights cost ~5 s per fine-tuning trial).
     """
 
     def __init__(
@@ -66,8 +52,17 @@ class BackboneSource:
         self.weights_file = Path(folder) / "backbone.weights.h5"
         self.calibration_images = calibration_images
         self.last_base: keras.Model | None = None
+        self._original: list[np.ndarray] | None = None
 
     def base(self) -> keras.Model:
+        """The backbone with this run's original weights, every layer trainable."""
+        if self.last_base is not None and self._original is not None:
+            model = self.last_base
+            model.set_weights(self._original)  # undo any fine-tuning of an earlier trial
+            model.trainable = True
+            for layer in model.layers:
+                layer.trainable = True
+            return model
         if self.weights_file.exists():
             model = self.record.build(weights=None, image_size=self.image_size)
             model.load_weights(self.weights_file)
@@ -83,7 +78,7 @@ class BackboneSource:
             tmp = self.weights_file.with_name(".tmp-backbone.weights.h5")
             model.save_weights(tmp)
             tmp.replace(self.weights_file)
-        self.last_base = model
+        self.last_base, self._original = model, model.get_weights()
         return model
 
     def top(self, depth: int) -> keras.Model:
@@ -152,18 +147,19 @@ def cached_features(
     cache = FeatureCache(run_dir / "cache", log=log)
     rows = {s: split.rows(s) for s in ("train", "val")}
     common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
-    parts, jobs = {}, {}
+    parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
+    jobs: dict[str, tuple[str, int]] = {}  # part -> (split, augmented views)
     views = cfg.aug_views if cfg.augment else 0
     for part, (s, n_views) in {"train": ("train", 0), "val": ("val", 0), "aug": ("train", views)}.items():
         if part == "aug" and not n_views:
             continue
-        shas = [r["sha256"] for r in rows[s]]
         jobs[part] = (s, n_views)
+        images = images_fingerprint([r["sha256"] for r in rows[s]])
         for d in depths:
-            parts[(part, d)] = {**common, "cut": source.record.cut_layer(d), "images": images_fingerprint(shas),
-                                "views": n_views, "aug_seed": cfg.seed if n_views else None}
+            parts[f"{part}@{d}"] = {**common, "cut": source.record.cut_layer(d), "images": images,
+                                    "views": n_views, "aug_seed": cfg.seed if n_views else None}
 
-    def compute() -> dict:
+    def compute() -> dict[str, np.ndarray]:
         prefix = source.prefix(depths, base)
         out = {}
         for part, (s, n_views) in jobs.items():
@@ -173,12 +169,10 @@ def cached_features(
             t0 = time.perf_counter()
             arrays = run_prefix(prefix, images, cfg.batch_size)
             log(f"{source.record.name}: cached {part} features of {len(images)} images in {time.perf_counter() - t0:.1f}s")
-            out.update({(part, d): a for d, a in zip(depths, arrays)})
+            out.update({f"{part}@{d}": a for d, a in zip(depths, arrays)})
         return out
 
-    names = {f"{p}@{d}": k for k, (p, d) in zip(parts, parts)}
-    flat = cache.get_or_compute({n: parts[k] for n, k in names.items()},
-                                lambda: {n: a for n, a in ((f"{p}@{d}", v) for (p, d), v in compute().items())})
+    flat = cache.get_or_compute(parts, compute)
     x_train, x_val = {}, {}
     for d in depths:
         x_train[d] = flat[f"train@{d}"]

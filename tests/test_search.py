@@ -132,7 +132,7 @@ def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
         stage["now"] = "final"
         return real_eval(*args, **kwargs)
 
-    for module in (bench.search, bench.pipeline, bench.final):
+    for module in (bench.search, bench.final):
         monkeypatch.setattr(module, "load_images", spy)
     monkeypatch.setattr(bench.pipeline, "evaluate_on_test", eval_spy)
     execute(run, log=lambda m: None)

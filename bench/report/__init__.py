@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -52,11 +53,13 @@ class Table:
         from tabulate import tabulate
 
         def cell(value) -> str:
-            return str(value).replace("|", "\\|").replace("\n", " ")
+            # pipes end a cell; "<tag" would be taken for HTML by GitHub
+            text = str(value).replace("|", "\\|").replace("\n", " ")
+            return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
 
         text = tabulate(
             [[cell(v) for v in row] for row in self.rows], headers=[cell(h) for h in self.headers],
-            tablefmt="github", colalign=["right" if n else "left" for n in self.numeric], disable_numparse=True,
+            tablefmt="pipe", colalign=["right" if n else "left" for n in self.numeric], disable_numparse=True,
         )
         if self.more:
             text += f"\n\n\u2026 and {self.more} more."
@@ -265,17 +268,17 @@ def leaderboard_table(data: RunData) -> Table:
     for b in [*data.ok, *data.failed]:
         r = b.row
         rows.append([
-            str(_int(r.get("rank")) or DASH) if b.ok else DASH, display_name(b), str(r.get("status")),
+            str(_int(r.get("rank")) or DASH) if b.ok else "failed", display_name(b),
             with_ci(r, "accuracy"), with_ci(r, "f1"), with_ci(r, "roc_auc"),
             num(r.get("test_recall")), num(r.get("test_specificity")), num(r.get("val_objective")),
             f"{_int(r.get('trials_done')) or 0} / {stats.failed_trial_counts(data).get(b.name, 0)}",
             duration(r.get("search_seconds")), millions(r.get("params_total")),
             DASH if math.isnan(_f(r.get("latency_ms_b1"))) else f"{_f(r.get('latency_ms_b1')):.1f}",
         ])
-    headers = ["rank", "backbone", "status", "test accuracy (95 % CI)", "test F1 (95 % CI)", "test AUC (95 % CI)",
-               "sensitivity", "specificity", _objective_label(data.objective), "trials ok / failed", "search time",
-               "parameters", "ms / image"]
-    return Table(headers, rows, [True, False, False, True, True, True, True, True, True, True, True, True, True])
+    headers = ["rank", "backbone", "test accuracy", "test F1", "test AUC",
+               "sensitivity", "specificity", _objective_label(data.objective), "trials ok / failed",
+               "search time", "parameters", "ms / image"]
+    return Table(headers, rows, [True, False, True, True, True, True, True, True, True, True, True, True])
 
 
 def deployment_section(data: RunData) -> dict:
@@ -294,6 +297,11 @@ def deployment_section(data: RunData) -> dict:
          for i, b in enumerate(data.ok)],
         [False, True, True, True, True, True, False, False],
     )
+    if len(data.ok) == 1:
+        only = data.ok[0].name
+        text = (f"Only {only} finished, so there is no trade-off to weigh; the table and figure show its cost. "
+                "Latency is the median time per image on the machine that ran the search (batch 1 and batch 32).")
+        return {"flags": flags, "table": table, "text": text}
     fast = [b.name for b, f in zip(data.ok, flags["latency"]) if f]
     small = [b.name for b, f in zip(data.ok, flags["params"]) if f]
     text = (
@@ -323,7 +331,7 @@ def statistics_section(data: RunData, tests: list[stats.PairTest]) -> dict:
 
     mcnemar = Table(
         ["", *names],
-        [[a, *[DASH if a == b else f"{stats.fmt_p(by_pair[a, b].mcnemar_p)[4:].strip()}{star(by_pair[a, b].mcnemar_p)}"
+        [[a, *[DASH if a == b else f"{stats.p_text(by_pair[a, b].mcnemar_p)}{star(by_pair[a, b].mcnemar_p)}"
                for b in names]] for a in names],
         [False, *[True] * len(names)],
     )
@@ -332,7 +340,7 @@ def statistics_section(data: RunData, tests: list[stats.PairTest]) -> dict:
     if binary:
         auc = Table(
             ["row \u2212 column", *names],
-            [[a, *[DASH if a == b else f"{stats.fmt_signed(by_pair[a, b].auc_diff)} (p {stats.fmt_p(by_pair[a, b].auc_p)[4:].strip()}){star(by_pair[a, b].auc_p)}"
+            [[a, *[DASH if a == b else f"{stats.fmt_signed(by_pair[a, b].auc_diff)} ({stats.fmt_p(by_pair[a, b].auc_p)}){star(by_pair[a, b].auc_p)}"
                    if by_pair[a, b].auc_diff is not None and not math.isnan(by_pair[a, b].auc_diff) else DASH
                    for b in names]] for a in names],
             [False, *[True] * len(names)],
@@ -373,7 +381,7 @@ def search_section(data: RunData) -> dict:
         if "status" not in t:
             t["status"] = "completed"
         done = t[t["status"].astype(str) == "completed"]
-        if objective in done:
+        if objective in done and len(done):
             frames.append(done[done[objective].notna()])
             ordered = done.sort_values(objective, ascending=data.minimise, kind="stable").head(TOP_TRIALS)
             rows = []
@@ -428,7 +436,9 @@ def data_section(data: RunData) -> dict:
         + ([["total", str(total), "100 %"]] if counts else []),
         [False, True, True],
     )
-    sizes = sp.get("sizes") or {}
+    raw_sizes = sp.get("sizes") or {}
+    order = [s for s in ("train", "val", "test") if s in raw_sizes] + [s for s in raw_sizes if s not in ("train", "val", "test")]
+    sizes = {s: raw_sizes[s] for s in order}
     split_classes = list(sp.get("classes") or counts)
     split_rows = [[s, *[str(sizes[s].get(c, 0)) for c in split_classes], str(sum(sizes[s].values()))] for s in sizes]
     if sizes:
@@ -445,6 +455,7 @@ def data_section(data: RunData) -> dict:
     conflicts = sp.get("label_conflicts") or []
     conflict_rows, conflict_more = _capped(
         [[c.get("group", ""), ", ".join(c.get("labels") or []), _files(list(c.get("files") or []))] for c in conflicts])
+    in_splits = sum(sum(v.values()) for v in sizes.values())
     n_near = sum(1 for g in groups if g.get("kind") == "near")
     return {
         "root": ds.get("root"),
@@ -454,7 +465,10 @@ def data_section(data: RunData) -> dict:
         "split_note": (
             f"Split seed {sp.get('seed')}, validation fraction {sp.get('val_size')}, test fraction "
             f"{sp.get('test_size')}; duplicate groups are kept whole in one split, and label conflicts are "
-            "left out of every split." if sp else "split.json is missing from the run folder."
+            "left out of every split."
+            + (f" {total - in_splits} of the {total} images are in no split (label conflicts)."
+               if sp and total > in_splits else "")
+            if sp else "split.json is missing from the run folder."
         ),
         "skipped": Table(["file", "reason"], skipped_rows, more=skipped_more) if skipped_rows else None,
         "exact": Table(["copies", "files"], exact_rows, [True, False], more=exact_more) if exact_rows else None,
@@ -463,6 +477,14 @@ def data_section(data: RunData) -> dict:
         "groups_note": f"{len(groups)} multi-file groups ({n_near} of them near duplicates: re-saved or resized copies).",
         "conflicts": Table(["group", "labels", "files"], conflict_rows, more=conflict_more) if conflict_rows else None,
     }
+
+
+def _config_value(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def reproduce_section(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
@@ -474,9 +496,9 @@ def reproduce_section(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     return {
         "command": shlex.join(str(c) for c in command) if command else "(not recorded)",
         "seed": config.get("seed"),
-        "config": Table(["option", "value"], [[k, "none" if v is None else str(v)] for k, v in sorted(config.items())]),
+        "config": Table(["option", "value"], [[k, _config_value(v)] for k, v in sorted(config.items())]),
         "versions": Table(["package", "version"], [[k, str(v)] for k, v in sorted(versions.items())]),
-        "machine": Table(["", ""], [["platform", str(machine.get("platform", DASH))],
+        "machine": Table(["property", "value"], [["platform", str(machine.get("platform", DASH))],
                                     ["processor", str(machine.get("processor", DASH))],
                                     ["CPU cores", str(machine.get("cpu_count", DASH))]]),
         "created": run.get("created"),
@@ -529,9 +551,9 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
             "Test split, all backbones overlaid. AP: average precision.")
         out["calibration"] = add(
             "calibration", F.reliability(with_preds, data.classes, colours), "Reliability diagram",
-            "Predicted probability against the observed frequency in ten equal-width bins (test split); points on "
-            "the diagonal are well calibrated. ECE: expected calibration error. Below: how the predicted "
-            "probabilities are spread.")
+            "Predicted probability against the observed frequency in equal-width bins of the test split (dot size: "
+            "images in the bin); points on the diagonal are well calibrated. ECE: expected calibration error. "
+            "Below: how the predicted probabilities are spread.")
         trials = search["trials"]
         out["search_lr"] = add(
             "search-lr", F.search_learning_rate(trials, data.objective, colours) if len(trials) else None,
@@ -632,4 +654,14 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Pa
     md_path, html_path = out / "report.md", out / "report.html"
     write_text_atomic(md_path, markdown)
     write_text_atomic(html_path, html)
+    for path in (md_path, html_path, *(out / f.file for f in figures)):
+        _readable(path)
     return md_path, html_path
+
+
+def _readable(path: Path) -> None:
+    """Atomic writes go through a private (0600) temporary file; a report is meant to be shared."""
+    try:
+        os.chmod(path, 0o644)
+    except OSError:  # pragma: no cover - e.g. a file system without permissions
+        pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ def style():
         stack.enter_context(sns.axes_style("whitegrid", {"grid.color": "#e6e6e6", "axes.edgecolor": "#bbbbbb"}))
         stack.enter_context(sns.plotting_context("paper", font_scale=1.15))
         stack.enter_context(matplotlib.rc_context({
-            "axes.titleweight": "semibold", "axes.titlesize": 11, "axes.titlelocation": "left",
+            "axes.titleweight": "bold", "axes.titlesize": 11, "axes.titlelocation": "left",
             "legend.frameon": False, "figure.facecolor": "white", "savefig.facecolor": "white",
             "font.family": "DejaVu Sans",
         }))
@@ -83,7 +84,7 @@ def leaderboard_points(rows: list[dict], colours: dict):
     names = [r["backbone"] for r in rows]
     y = np.arange(len(rows))[::-1]
     fig, axes = new_figure(WIDTH, 0.9 + 0.38 * len(rows), ncols=2, sharey=True)
-    for ax, metric, title in zip(axes, ("f1", "roc_auc"), ("Test F1", "Test ROC AUC")):
+    for ax, metric, title in zip(axes, ("f1", "roc_auc"), ("F1", "ROC AUC")):
         for yi, r in zip(y, rows):
             v, lo, hi = _f(r.get(f"test_{metric}")), _f(r.get(f"test_{metric}_ci_low")), _f(r.get(f"test_{metric}_ci_high"))
             if math.isnan(v):
@@ -93,10 +94,10 @@ def leaderboard_points(rows: list[dict], colours: dict):
                         elinewidth=2, capsize=3, markersize=7)
             ax.annotate(f"{v:.3f}", (v, yi), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8,
                         color="#444444")
-        ax.set_title(title)
+        ax.set_title(f"Test {title}")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_xlabel("95 % bootstrap CI")
+        ax.set_xlabel(f"test {title}, bars: 95 % bootstrap CI")
     axes[0].set_yticks(y, names)
     if any(r.get("test_roc_auc") is not None for r in rows):
         axes[1].axvline(0.5, color="#999999", lw=1, ls=":")
@@ -138,7 +139,7 @@ def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]]):
         front = sorted((x[i], acc[i]) for i in range(len(rows)) if flags[i] and ok[i])
         if len(front) > 1:
             fx, fy = zip(*front)
-            ax.plot(fx, fy, color="#555555", lw=1, ls="--", zorder=2, label="Pareto front")
+            ax.plot(fx, fy, color="#777777", lw=1, ls="--", zorder=2, drawstyle="steps-post", label="Pareto front")
         if ok.sum() and np.nanmax(x[ok]) / max(np.nanmin(x[ok]), 1e-9) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
@@ -289,7 +290,9 @@ def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], co
     fig, axes = new_figure(WIDTH * 0.62, 4.6, nrows=2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top, bottom = axes
     binary = len(classes) == 2
-    bins = np.linspace(0, 1, 11)
+    n_images = max(len(p) for p in predictions.values())
+    n_bins = int(np.clip(n_images // 10, 4, 10))  # fewer, fuller bins on small test splits
+    bins = np.linspace(0, 1, n_bins + 1)
     for name, pred in predictions.items():
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[str(v)] for v in pred["label"]])
@@ -298,11 +301,13 @@ def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], co
             score, hit = proba[:, 1], (y == 1).astype(float)
         else:
             score, hit = proba.max(axis=1), (proba.argmax(axis=1) == y).astype(float)
-        s, f, n, ece = reliability_bins(hit, score)
-        top.plot(s, f, marker="o", color=colours[name], lw=1.6, label=f"{name} (ECE {ece:.3f})")
+        s, f, n, ece = reliability_bins(hit, score, n_bins)
+        top.plot(s, f, color=colours[name], lw=1.4, alpha=0.8, label=f"{name} (ECE {ece:.3f})")
+        top.scatter(s, f, s=12 + 120 * n / max(n.max(), 1), color=colours[name], edgecolor="white", linewidth=0.6,
+                    zorder=3)
         bottom.hist(score, bins=bins, histtype="step", color=colours[name], lw=1.6)
     top.plot([0, 1], [0, 1], color="#999999", lw=1, ls=":", label="perfectly calibrated")
-    top.set(title="Reliability (test split)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+    top.set(title=f"Reliability (test split, {n_bins} bins)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
             ylabel=f"observed share {classes[1]}" if binary else "observed accuracy")
     top.legend(fontsize=7.5, loc="upper left")
     bottom.set(xlabel=f"predicted P({classes[1]})" if binary else "predicted probability of the chosen class",
@@ -329,6 +334,17 @@ def search_learning_rate(trials: pd.DataFrame, objective: str, colours: dict):
     return fig
 
 
+@contextlib.contextmanager
+def _seeded_global_numpy(seed: int):
+    """Seed numpy's global generator for the block, then put its previous state back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def search_choices(trials: pd.DataFrame, objective: str, colours: dict):
     """Objective by unfreeze depth, head pooling and dense layers (box + points, all trials)."""
     import seaborn as sns
@@ -347,11 +363,15 @@ def search_choices(trials: pd.DataFrame, objective: str, colours: dict):
         else:
             frame[column] = values.astype(str)
             order = sorted(frame[column].unique())
-        sns.boxplot(data=frame, x=column, y=objective, order=order, ax=ax, color="#eeeeee", showfliers=False,
-                    width=0.55, linewidth=1)
-        sns.stripplot(data=frame, x=column, y=objective, order=order, hue="backbone", palette=colours, ax=ax,
-                      dodge=len(colours) > 1, size=5, jitter=0.12, edgecolor="white", linewidth=0.4,
-                      legend=ax is axes[-1])
+        with warnings.catch_warnings():
+            # seaborn 0.13 passes matplotlib 3.11's deprecated ``vert`` to bxp
+            warnings.filterwarnings("ignore", message=".*vert: bool was deprecated", category=DeprecationWarning)
+            sns.boxplot(data=frame, x=column, y=objective, order=order, ax=ax, color="#eeeeee", showfliers=False,
+                        width=0.55, linewidth=1)
+        with _seeded_global_numpy(0):  # seaborn jitters with np.random; keep the PNG reproducible
+            sns.stripplot(data=frame, x=column, y=objective, order=order, hue="backbone", palette=colours, ax=ax,
+                          dodge=len(colours) > 1, size=5, jitter=0.12, edgecolor="white", linewidth=0.4,
+                          legend=ax is axes[-1])
         ax.set(title=titles[column], xlabel=None, ylabel=OBJECTIVE_LABELS.get(objective, objective))
     if axes[-1].get_legend() is not None:
         axes[-1].legend(fontsize=7.5, title=None, loc="best")

@@ -147,21 +147,31 @@ def load_run(run_dir: Path) -> RunData:
     split = _read_optional_json(run_dir / "split.json") or {}
     classes = list(split.get("classes") or dataset.get("classes") or [])
     data = RunData(path=run_dir, name=run_dir.name, run=run, dataset=dataset, split=split, classes=classes)
+    text_columns = {"file": str, "label": str, "prediction": str}
     for row in leaderboard:
         name = str(row.get("backbone"))
         folder = run_dir / name
+        ok = row.get("status") == "ok"
         trials = _read_csv(folder / "trials.csv", dtype={"trial": str, "message": str})
-        predictions = _read_csv(folder / "test_predictions.csv", dtype={"file": str, "label": str, "prediction": str}) if row.get("status") == "ok" else None
-        if predictions is not None and len(predictions):
-            missing = [c for c in ("label", "correct", *data.probability_columns()) if c not in predictions]
-            if missing:
-                raise BenchError(
-                    f"{folder / 'test_predictions.csv'} lacks columns {', '.join(missing)}; "
-                    "it was not written by this version of bench; re-run the backbone"
-                )
-            predictions["correct"] = predictions["correct"].astype(str).str.lower().isin(["true", "1"])
-        history = _trial_history(folder, row.get("best_trial")) if row.get("status") == "ok" else None
+        predictions = _read_csv(folder / "test_predictions.csv", dtype=text_columns) if ok else None
+        history = _trial_history(folder, row.get("best_trial")) if ok else None
         data.backbones.append(BackboneResult(name, row, trials, predictions, history))
+    if not data.classes:  # split.json and dataset.json missing: the probability columns name the classes
+        for b in data.backbones:
+            if b.test_predictions is not None and len(b.test_predictions):
+                data.classes = [c[5:] for c in b.test_predictions.columns if c.startswith("prob_")]
+                break
+    for b in data.backbones:
+        predictions = b.test_predictions
+        if predictions is None or not len(predictions):
+            continue
+        missing = [c for c in ("file", "label", "correct", *data.probability_columns()) if c not in predictions]
+        if missing:
+            raise BenchError(
+                f"{run_dir / b.name / 'test_predictions.csv'} lacks columns {', '.join(missing)}; "
+                "it was not written by this version of bench; re-run the backbone"
+            )
+        predictions["correct"] = predictions["correct"].astype(str).str.lower().isin(["true", "1"])
     return data
 
 

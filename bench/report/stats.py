@@ -32,13 +32,19 @@ AUC_RESAMPLES = 2000
 # --------------------------------------------------------------------------- formatting
 
 
+def p_text(p: float | None) -> str:
+    """A p-value for a table cell: ``"0.03"``, ``"< 0.001"``, ``"1"``, ``"n/a"``."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "n/a"
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.2g}" if p < 0.995 else "1"
+
+
 def fmt_p(p: float | None) -> str:
     """``"p = 0.03"``, ``"p < 0.001"``, ``"p = n/a"``."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "p = n/a"
-    if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.2g}" if p < 0.995 else "p = 1"
+    text = p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def fmt_signed(x: float, digits: int = 3) -> str:
@@ -161,15 +167,18 @@ def auc_reading(t: PairTest) -> str | None:
 
 def significance_sentence(best: str, runner_up: str | None, test: PairTest | None) -> str:
     """The Summary's sentence: is the recommended backbone significantly better than the runner-up?"""
-    if runner_up is None or test is None:
+    if runner_up is None:
         return "Only one backbone finished, so there is no runner-up to compare against."
+    if test is None:
+        return (f"The runner-up is {runner_up}, but the test predictions of one of the two are missing from the "
+                "run folder, so they cannot be compared image by image.")
     if test.a != best:
         test = test.flipped()
     auc = ""
     if test.auc_diff is not None and not math.isnan(test.auc_diff):
         auc = (
-            f"; paired bootstrap of the AUC difference {fmt_signed(test.auc_diff)} "
-            f"(95 % CI {fmt_signed(test.auc_ci_low)} to {fmt_signed(test.auc_ci_high)}, {fmt_p(test.auc_p)})"
+            f"; AUC difference {fmt_signed(test.auc_diff)}, 95 % CI {fmt_signed(test.auc_ci_low)} to "
+            f"{fmt_signed(test.auc_ci_high)}, paired bootstrap {fmt_p(test.auc_p)}"
         )
     stats = f"(McNemar exact test on the same {test.n} test images, {fmt_p(test.mcnemar_p)}{auc})"
     if test.significant and test.only_a > test.only_b:

@@ -1,0 +1,275 @@
+"""``bench predict``: label image files with an exported model.
+
+Images are read with :func:`bench.images.open_rgb`, the same loader bench trains with (any
+colour mode to 8-bit RGB, content-sniffed formats, decompression-bomb guard), and fed to
+the model at their own size: the exported model pads, resizes and normalises inside.
+Unreadable files are reported and skipped; the rest are still predicted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.images import UnreadableImage, open_rgb
+
+Log = Callable[[str], None]
+
+
+def read_image(path_or_file) -> np.ndarray:
+    """``(height, width, 3)`` uint8 RGB of an image file (path or binary file object)."""
+    rgb, _, _ = open_rgb(path_or_file)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+class Predictor:
+    """An exported model with its labels: probabilities, decisions and Grad-CAM for raw images."""
+
+    def __init__(self, model, labels: dict, source: Path):
+        import tensorflow as tf
+
+        self.model = model
+        self.labels = labels
+        self.source = Path(source)
+        self.classes: list[str] = list(labels["classes"])
+        self.threshold: float | None = labels.get("threshold")
+        self.positive_class: str | None = labels.get("positive_class")
+        self._forward = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)],
+            reduce_retracing=True,
+        )
+        self._gradcam = None
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_export(cls, model_dir: Path) -> "Predictor":
+        """Load an export folder written by ``bench export`` (model.keras + labels.json)."""
+        import keras
+
+        import bench.export  # noqa: F401  (registers SquareResize, ClassProbabilities)
+        from bench.runfolder import read_json
+
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise BenchError(f"model folder {model_dir} not found; pass a folder written by `bench export`")
+        missing = [n for n in ("model.keras", "labels.json") if not (model_dir / n).is_file()]
+        if missing:
+            hint = (f"it is a run folder: export it first with `bench export {model_dir}`"
+                    if (model_dir / "run.json").is_file() else "pass a folder written by `bench export`")
+            raise BenchError(f"{model_dir} is not an exported model ({', '.join(missing)} missing); {hint}")
+        try:
+            model = keras.saving.load_model(model_dir / "model.keras", compile=False)
+        except Exception as exc:  # a corrupt or foreign .keras file: name it and the fix
+            raise BenchError(f"cannot load {model_dir / 'model.keras'} ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "export the run again") from None
+        return cls(model, read_json(model_dir / "labels.json"), model_dir)
+
+    @classmethod
+    def from_run(cls, run_dir: Path, backbone: str | None = None) -> "Predictor":
+        """A backbone of a run (default: the recommended one), from its export if there is
+        one, else built in memory from ``best_model.keras`` (nothing is written)."""
+        from bench.export import build_export_model, default_export_dir, labels_dict, run_info
+
+        info = run_info(run_dir, backbone)
+        exported = default_export_dir(info.run_dir, info.backbone)
+        if (exported / "model.keras").is_file() and (exported / "labels.json").is_file():
+            return cls.from_export(exported)
+        return cls(build_export_model(info), labels_dict(info), info.model_path)
+
+    @classmethod
+    def load(cls, path: Path, backbone: str | None = None) -> "Predictor":
+        """An export folder, or a run folder (its recommended or named backbone)."""
+        from bench.export import is_run_dir
+
+        if is_run_dir(path):
+            return cls.from_run(path, backbone)
+        return cls.from_export(path)
+
+    # -------------------------------------------------------------- prediction
+
+    @property
+    def image_size(self) -> int:
+        return int(self.labels["image_size"])
+
+    def probabilities_batch(self, images: np.ndarray) -> np.ndarray:
+        """``(n, n_classes)`` for a uint8 batch ``(n, height, width, 3)`` of one size."""
+        return np.asarray(self._forward(np.ascontiguousarray(images, dtype=np.uint8)))
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """``(n_classes,)`` for one uint8 RGB image ``(height, width, 3)`` of any size."""
+        return self.probabilities_batch(np.asarray(image)[None])[0]
+
+    def decide(self, probs: np.ndarray) -> tuple[str, float]:
+        """The label (threshold rule for binary models, else argmax) and its probability."""
+        if self.threshold is not None and len(self.classes) == 2:
+            k = 1 if probs[1] >= self.threshold else 0
+        else:
+            k = int(np.argmax(probs))
+        return self.classes[k], float(probs[k])
+
+    def gradcam(self, image: np.ndarray, class_index: int | None = None):
+        """Grad-CAM of ``image`` (see :class:`bench.explain.GradCam`)."""
+        from bench.explain import GradCam
+
+        if self._gradcam is None:
+            self._gradcam = GradCam(self.model)
+        return self._gradcam(image, class_index)
+
+
+# ---------------------------------------------------------------------- predict
+
+
+@dataclass
+class PredictionRow:
+    file: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    gradcam: str | None = None
+
+
+@dataclass
+class PredictResult:
+    rows: list[PredictionRow] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    csv: Path | None = None
+
+    def lines(self) -> list[str]:
+        """One tab-separated line per predicted image: file, label, probability of that label."""
+        return [f"{r.file}\t{r.label}\t{r.probability:.4f}" for r in self.rows]
+
+
+def collect_files(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files given, and every file under folders given (sorted, hidden ones left out)."""
+    files: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = []
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
+            files.extend(sorted(found))
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append((str(path), "not found"))
+    seen: set[Path] = set()
+    unique = [f for f in files if not (f in seen or seen.add(f))]
+    return unique, missing
+
+
+def _gradcam_name(path: Path, used: set[str]) -> str:
+    base = f"{path.stem}_gradcam"
+    name, n = f"{base}.png", 2
+    while name in used:
+        name, n = f"{base}_{n}.png", n + 1
+    used.add(name)
+    return name
+
+
+def predict_paths(
+    model_dir: Path,
+    paths: Sequence[Path],
+    csv: Path | None = None,
+    gradcam_dir: Path | None = None,
+    batch_size: int = 16,
+    log: Log | None = None,
+) -> PredictResult:
+    """Predict every image in ``paths`` (files or folders) with the export at ``model_dir``.
+
+    Unreadable or missing files are logged and skipped. Raises :class:`BenchError` when no
+    image at all could be predicted. ``csv`` saves the rows (file, label, probability and
+    one ``prob_<class>`` column per class); ``gradcam_dir`` receives one Grad-CAM overlay
+    PNG per image (for the predicted label).
+    """
+    log = log or (lambda msg: None)
+    if not paths:
+        raise BenchError("no images given; pass image files or folders after the model folder")
+    predictor = Predictor.from_export(model_dir)
+    files, skipped = collect_files(paths)
+    for name, reason in skipped:
+        log(f"skipped {name}: {reason}")
+    if gradcam_dir is not None:
+        from bench.runfolder import check_writable
+
+        gradcam_dir = check_writable(Path(gradcam_dir), "--gradcam")
+    result = PredictResult(skipped=skipped)
+    used_names: set[str] = set()
+    for start in range(0, len(files), batch_size):
+        loaded: list[tuple[Path, np.ndarray]] = []
+        for path in files[start : start + batch_size]:
+            try:
+                loaded.append((path, read_image(path)))
+            except (UnreadableImage, OSError) as exc:
+                reason = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read ({exc.strerror or exc})"
+                result.skipped.append((str(path), reason))
+                log(f"skipped {path}: {reason}")
+        probs: dict[int, np.ndarray] = {}
+        by_shape: dict[tuple, list[int]] = {}
+        for i, (_, image) in enumerate(loaded):
+            by_shape.setdefault(image.shape, []).append(i)
+        for members in by_shape.values():
+            out = predictor.probabilities_batch(np.stack([loaded[i][1] for i in members]))
+            probs.update(zip(members, out))
+        for i, (path, image) in enumerate(loaded):
+            label, p = predictor.decide(probs[i])
+            row = PredictionRow(str(path), label, p, {c: float(v) for c, v in zip(predictor.classes, probs[i])})
+            if gradcam_dir is not None:
+                row.gradcam = str(_write_gradcam(predictor, image, predictor.classes.index(label),
+                                                 gradcam_dir / _gradcam_name(path, used_names)))
+            result.rows.append(row)
+    if csv is not None:
+        result.csv = _write_csv(result, predictor.classes, Path(csv))
+    if not result.rows:
+        raise BenchError(
+            f"no image could be predicted ({len(result.skipped)} file(s) skipped"
+            + (f", e.g. {result.skipped[0][0]}: {result.skipped[0][1]}" if result.skipped else "")
+            + "); pass readable JPEG, PNG, BMP, TIFF or WebP images"
+        )
+    return result
+
+
+def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, out: Path) -> Path:
+    from PIL import Image
+
+    from bench.explain import overlay
+    from bench.runfolder import write_bytes_atomic
+
+    cam = predictor.gradcam(image, class_index)
+    picture = Image.fromarray(overlay(image, cam.heatmap_for(image)))
+    import io
+
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    write_bytes_atomic(out, buf.getvalue())
+    return out
+
+
+def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
+    import pandas as pd
+
+    from bench.runfolder import write_text_atomic
+
+    table = pd.DataFrame(
+        {
+            "file": [r.file for r in result.rows],
+            "label": [r.label for r in result.rows],
+            "probability": [r.probability for r in result.rows],
+            **{f"prob_{c}": [r.probabilities[c] for r in result.rows] for c in classes},
+        }
+    )
+    if any(r.gradcam for r in result.rows):
+        table["gradcam"] = [r.gradcam for r in result.rows]
+    try:
+        write_text_atomic(path, table.to_csv(index=False))
+    except OSError as exc:
+        raise BenchError(f"cannot write --csv {path} ({exc.strerror or exc}); pass a writable path") from None
+    return path
