@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -37,6 +38,16 @@ def _user_errors(func):
         except BenchError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            typer.echo(
+                f"Error: no space left on the device{where}; free some space, then continue with "
+                "`bench run --resume --name RUN` (completed work is kept)",
+                err=True,
+            )
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted; completed work is kept in the run folder.", err=True)
             raise typer.Exit(code=130) from None

@@ -2,11 +2,14 @@
 
 ``bench export RUN`` writes, by default to ``RUN/export/<backbone>/``:
 
-* ``model.keras`` (and on request ``saved_model/`` and ``model.tflite``): a model that
-  takes raw RGB images, ``uint8``, any height and width (a batch shares one size), and
-  returns class probabilities in the order of ``labels.json``. Padding to a square,
-  resizing and the backbone's own normalisation are layers inside the model, so nobody
-  can feed it wrongly scaled pixels.
+* ``model.keras`` (and on request ``saved_model/``): a model that takes raw RGB images,
+  ``uint8``, any height and width (a batch shares one size), and returns class
+  probabilities in the order of ``labels.json``. Padding to a square, resizing and the
+  backbone's own normalisation are layers inside the model, so nobody can feed it
+  wrongly scaled pixels.
+* on request ``model.tflite``: the same network for TFLite's builtin kernels, which lack
+  float64 and most dynamic-shape ops, so it takes ``(1, size, size, 3)`` uint8 images
+  already padded and resized (``labels.json`` ``tflite_input``); normalisation is inside.
 * ``labels.json``: class order, positive class and the decision threshold chosen on the
   validation split (binary runs), the input contract.
 * ``model_card.md``: data, split, test metrics with confidence intervals, the selection
@@ -28,9 +31,9 @@ what the run computed on that file; the fidelity check below tests this on every
 Fidelity checks (``check=True``): a fresh Python process loads the export and predicts
 every test image of the run from its original file; the Keras model and the SavedModel
 must give the run's test predictions (``test_predictions.csv``) to within
-:data:`KERAS_TOLERANCE` and the same labels; the TFLite model must agree within
-:data:`TFLITE_TOLERANCE` (labels may differ only for probabilities that close to the
-threshold).
+:data:`KERAS_TOLERANCE` and the same labels; the TFLite model, fed the run's resized
+arrays, must agree within :data:`TFLITE_TOLERANCE` (labels may differ only for
+probabilities that close to the threshold).
 
 Loading ``model.keras`` needs bench installed (its custom layers are registered by
 importing :mod:`bench.export`); the SavedModel and TFLite files need only TensorFlow.
@@ -317,7 +320,7 @@ def export_run(
         log(f"exporting {info.backbone} ({', '.join(formats)}) from {info.run_dir}")
         model = build_export_model(info)
         _save_formats(model, tmp, formats, log)
-        labels = labels_dict(info)
+        labels = labels_dict(info, formats)
         write_json_atomic(tmp / "labels.json", labels)
         checks = {"run": False, "reason": "not requested (--no-check)"}
         if check:
@@ -363,10 +366,30 @@ def _save_formats(model: keras.Model, folder: Path, formats: list[str], log: Log
         (folder / FILES["tflite"]).write_bytes(tflite_bytes(model))
 
 
+def fixed_size_model(model: keras.Model) -> keras.Model:
+    """The export without its :class:`SquareResize`: input ``(size, size, 3)`` uint8, already
+    padded and resized (what :func:`bench.images.load_array` returns); same outputs."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if not layers or not isinstance(layers[0], SquareResize):
+        raise ValueError("Expected a bench export model starting with SquareResize.")
+    size = layers[0].size
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
+    x = inputs
+    for layer in layers[1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_fixed_size")
+
+
 def tflite_bytes(model: keras.Model) -> bytes:
-    """Float32 TFLite flatbuffer of ``model`` (same any-size uint8 input)."""
+    """Float32 TFLite flatbuffer of the export's fixed-size part (TFLite builtin ops only).
+
+    TFLite's builtin kernels have no float64 and few dynamic-shape ops, so the exact
+    Pillow resize (:class:`SquareResize`) stays out: the TFLite model takes
+    ``(1, size, size, 3)`` uint8 images already padded to a square and resized as
+    :func:`bench.images.square_resize` does (labels.json, ``tflite_input``).
+    """
     with tempfile.TemporaryDirectory(prefix="bench-tflite-") as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
+        fixed_size_model(model).export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         try:
@@ -385,7 +408,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def labels_dict(info: RunInfo) -> dict:
+def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
     classes = info.classes
     out = {
         "format": EXPORT_FORMAT_VERSION,
@@ -403,6 +426,11 @@ def labels_dict(info: RunInfo) -> dict:
         "image_size": info.image_size,
         "backbone": info.backbone,
     }
+    if "tflite" in formats:
+        out["tflite_input"] = (
+            f"(1, {info.image_size}, {info.image_size}, 3) uint8 RGB, already padded to a centred black square "
+            f"and bilinear-resized (bench.images.square_resize); normalisation is inside"
+        )
     if len(classes) == 2:
         out.update(
             positive_class=info.positive_class,
@@ -632,6 +660,7 @@ def _test_rows(run_dir: Path) -> tuple[list[dict], Path | None, str | None]:
 def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
     import pandas as pd
 
+    from bench.images import load_array
     from bench.predict import Predictor, read_image
 
     labels = read_json(export_dir / "labels.json")
@@ -646,16 +675,20 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
     expected = expected.set_index("file").loc[[r["path"] for r in rows]]
     classes = labels["classes"]
     want = expected[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
+    # Keras and SavedModel get each original file at its own size (the user's path);
+    # TFLite gets the padded, resized arrays the run evaluated (its documented input).
     images = [read_image(root / r["path"]) for r in rows]
-    runners = {"keras": Predictor.from_export(export_dir).probabilities}
+    runners = {"keras": (Predictor.from_export(export_dir).probabilities, images)}
     if (export_dir / FILES["savedmodel"]).is_dir():
-        runners["savedmodel"] = _saved_model_runner(export_dir / FILES["savedmodel"])
+        runners["savedmodel"] = (_saved_model_runner(export_dir / FILES["savedmodel"]), images)
     if (export_dir / FILES["tflite"]).is_file():
-        runners["tflite"] = _tflite_runner(export_dir / FILES["tflite"])
+        size = int(labels["image_size"])
+        arrays = [load_array(root / r["path"], size) for r in rows]
+        runners["tflite"] = (_tflite_runner(export_dir / FILES["tflite"]), arrays)
     result = {"run": True, "n_images": len(rows), "formats": {}, "passed": True, "failure": None}
     threshold = labels.get("threshold")
-    for fmt, runner in runners.items():
-        got = np.stack([runner(img) for img in images]).astype(np.float64)
+    for fmt, (runner, inputs) in runners.items():
+        got = np.stack([runner(img) for img in inputs]).astype(np.float64)
         tol = TFLITE_TOLERANCE if fmt == "tflite" else KERAS_TOLERANCE
         diff = np.abs(got - want)
         pred = _decide(got, classes, threshold)
@@ -702,9 +735,9 @@ def _tflite_runner(path: Path):
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
 
+    interpreter.allocate_tensors()
+
     def run(image: np.ndarray) -> np.ndarray:
-        interpreter.resize_tensor_input(inp["index"], [1, *image.shape], strict=False)
-        interpreter.allocate_tensors()
         interpreter.set_tensor(inp["index"], image[None].astype(np.uint8))
         interpreter.invoke()
         return np.array(interpreter.get_tensor(out["index"]))[0]

@@ -17,6 +17,7 @@ from bench import __version__
 from bench.config import SearchConfig
 from bench.errors import BenchError
 from bench.runfolder import (
+    RunLock,
     read_json,
     check_run_name,
     check_writable,
@@ -153,6 +154,7 @@ def resume_run(out: Path, name: str | None) -> RunFolder:
     run_dir = Path(out) / check_run_name(name)
     if not (run_dir / "run.json").exists():
         raise BenchError(f"no run to resume at {run_dir} (run.json missing); check --out and --name")
+    RunLock(run_dir).acquire().release()  # fail at once when another process works on it
     stored = read_json(run_dir / "run.json")["config"]
     config = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
     config.data = Path(config.data) if config.data else None
@@ -169,7 +171,15 @@ def resume_run(out: Path, name: str | None) -> RunFolder:
 
 
 def execute(run: RunFolder, log) -> "object":
-    """Search and evaluate every backbone (and the notebook baseline), write the leaderboard."""
+    """Search and evaluate every backbone (and the notebook baseline), write the leaderboard.
+
+    Holds the run's lock throughout: a second process on the same run fails at once.
+    """
+    with RunLock(run.path):
+        return _execute(run, log)
+
+
+def _execute(run: RunFolder, log):
     from bench.leaderboard import write_leaderboard
     from bench.pipeline import BASELINE, run_backbone
 

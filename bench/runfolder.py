@@ -39,12 +39,61 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    # surrogateescape: file names that are not valid UTF-8 round-trip unchanged
+    write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Deterministic JSON (sorted keys, fixed indent, trailing newline), atomically."""
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    """Deterministic JSON (sorted keys, fixed indent, trailing newline), atomically.
+
+    Non-ASCII text is written as ``\\u`` escapes, so names that are not valid UTF-8
+    (lone surrogates after decoding) still make valid JSON and read back unchanged.
+    """
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n")
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``flock`` on ``<run>/.lock`` holding the PID.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a stale lock
+    file from a dead process is simply taken over.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._fh = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
+            fh.close()
+            raise BenchError(
+                f"run {self.path.parent.name} is in use by process {pid}; wait for it to finish or stop it first"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def read_json(path: Path):

@@ -182,7 +182,6 @@ def naive_hypermodel_class():
     from bench.hypermodel import (FINETUNE_LR_FACTOR, LR_MAX, LR_MIN, BenchHyperModel, _best, _better,
                                   build_head, head_spec)
     from bench.layers import BackbonePreprocess
-    from bench.trainer import train
 
     class NaiveHyperModel(BenchHyperModel):
         """Same search space and head as BenchHyperModel, but the model takes images:
@@ -212,8 +211,10 @@ def naive_hypermodel_class():
             return keras.Model(inputs, outputs, name=f"naive_depth{depth}")
 
         def _naive_train(self, model, lr, epochs, initial_epoch, seed):
+            import bench.hypermodel  # looked up per call, so the timing probe sees it
+
             d = self.data
-            return train(model, self.images_train, d.y_train, self.images_val, d.y_val, n_classes=d.n_classes,
+            return bench.hypermodel.train(model, self.images_train, d.y_train, self.images_val, d.y_val, n_classes=d.n_classes,
                          learning_rate=lr, epochs=epochs, batch_size=d.batch_size, class_weight=d.class_weight,
                          objective=d.objective, patience=d.patience, seed=seed, initial_epoch=initial_epoch)
 
@@ -340,7 +341,7 @@ def forward_seconds(logs: list[str]) -> float:
 
 
 # --------------------------------------------------------------------------- memory child
-def memory_child(run_dir: Path, data: Path, trials: int, epochs: int) -> None:
+def memory_child(run_dir: Path, data: Path, trials: int, epochs: int, size: int) -> None:
     """A fresh process: load the cached features, run a RandomSearch, report RSS per trial."""
     import backbones
     from bench.hypermodel import BenchHyperModel
@@ -350,7 +351,7 @@ def memory_child(run_dir: Path, data: Path, trials: int, epochs: int) -> None:
     before_import = proc_status()
     split = read_split(run_dir / "split.json")
     record = backbones.get(BACKBONE)
-    source = BackboneSource(record, WEIGHTS, IMAGE_SIZE, run_dir / record.name, SEED)  # weights file exists
+    source = BackboneSource(record, WEIGHTS, size, run_dir / record.name, SEED)  # weights file exists
     cfg = SearchConfig(tuner="random", max_trials=trials, epochs=epochs, max_unfreeze=0, seed=SEED)
     logs: list[str] = []
     x_train, x_val, y_train, y_val, shapes = cached_features(source, [0], run_dir, data, split, cfg, logs.append)
@@ -383,6 +384,7 @@ def main() -> int:
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--memory-trials", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--memory-epochs", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-size", type=int, default=IMAGE_SIZE, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     data = args.data.expanduser().resolve()
@@ -392,7 +394,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     if args.memory_child:
-        memory_child(args.memory_child, data, args.memory_trials, args.memory_epochs)
+        memory_child(args.memory_child, data, args.memory_trials, args.memory_epochs, args.memory_size)
         return 0
 
     settings = QUICK if args.quick else FULL
@@ -579,7 +581,8 @@ def main() -> int:
             naive.base = None
             source.last_base = None
             keras.backend.clear_session(free_memory=True)
-            naive_steady = med([d for sp in naive_splits for d in sp["later"]])
+            naive_steady = med([d for sp in naive_splits for d in sp["later"]]) or \
+                sum(sp["train_total"] for sp in naive_splits) / max(1, sum(sp["epochs"] for sp in naive_splits))
             naive_fixed = med([sp["wall"] - sp["epochs"] * naive_steady for sp in naive_splits])
             naive_epochs = sum(sp["epochs"] for sp in naive_splits)
             naive_wall = sum(sp["wall"] for sp in naive_splits)
@@ -685,7 +688,7 @@ def main() -> int:
         emit()
         progress(f"memory: {m_trials}-trial search in a subprocess")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(data), "--memory-child", str(run.path),
-               "--memory-trials", str(m_trials), "--memory-epochs", str(m_epochs)]
+               "--memory-trials", str(m_trials), "--memory-epochs", str(m_epochs), "--memory-size", str(IMAGE_SIZE)]
         child = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         result = None
         for line in child.stdout.splitlines():

@@ -149,3 +149,40 @@ def test_unwritable_output_folder(image_folder, tmp_path):
     for out, fragment in ((blocker, "is a file, not a folder"), (blocker / "sub", "cannot write to --out folder")):
         result = invoke("run", "--data", image_folder, "--weights", "none", "--out", out)
         assert_one_line_error(result, fragment, str(out))
+
+
+def test_run_in_use_by_another_process(image_folder, tmp_path):
+    import multiprocessing
+
+    from bench.runfolder import RunLock
+
+    out = tmp_path / "results"
+    prepared = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--name", "busy",
+                      "--backbones", "mobilenet_v2", "--image-size", "32", "--max-trials", "1", "--epochs", "1")
+    assert prepared.exit_code == 0, prepared.output
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(out / "busy"), ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        result = invoke("run", "--resume", "--name", "busy", "--out", out)
+        assert_one_line_error(result, "run busy is in use by process", str(holder.pid))
+    finally:
+        holder.kill()
+        holder.join()
+    # the holder died without cleaning up: its stale lock is taken over
+    again = invoke("run", "--resume", "--name", "busy", "--out", out)
+    assert again.exit_code == 0, again.output
+    with RunLock(out / "busy"):
+        pass
+
+
+def _hold_lock(run_dir, ready):
+    import time
+
+    from bench.runfolder import RunLock
+
+    lock = RunLock(run_dir).acquire()  # noqa: F841 (held until the process is killed)
+    ready.set()
+    time.sleep(600)

@@ -114,6 +114,10 @@ def with_ci(row: dict, metric: str, digits: int = 3) -> str:
     return f"{v:.{digits}f} ({lo:.2f}\u2013{hi:.2f})"
 
 
+def _interval(row: dict, metric: str) -> str:
+    return f"{num(row.get(f'test_{metric}_ci_low'), 2)}\u2013{num(row.get(f'test_{metric}_ci_high'), 2)}"
+
+
 def duration(seconds) -> str:
     s = _f(seconds)
     if math.isnan(s):
@@ -154,7 +158,10 @@ def head_description(hp: dict) -> str:
         if not math.isnan(drop) and drop > 0:
             text += f", dropout {drop:.2g}"
         layers.append(text)
-    dense = "no hidden dense layer" if n == 0 else f"{n} hidden dense layer{'s' if n > 1 else ''} (" + "; ".join(layers) + ")"
+    if n == 0:
+        dense = "no hidden dense layer"
+    else:
+        dense = f"{n} hidden dense layer{'s' if n > 1 else ''} (" + "; ".join(layers) + ")"
     return f"{pooling}, {dense}"
 
 
@@ -216,7 +223,7 @@ def summary_section(data: RunData, pairs: dict) -> dict:
     metrics = Table(
         ["test metric", "value", "95 % CI"],
         [
-            *[[label, num(r.get(f"test_{m}")), f"{num(r.get(f'test_{m}_ci_low'), 2)}\u2013{num(r.get(f'test_{m}_ci_high'), 2)}"]
+            *[[label, num(r.get(f"test_{m}")), _interval(r, m)]
               for label, m in (("accuracy", "accuracy"), ("F1", "f1"), ("ROC AUC", "roc_auc"))],
             ["sensitivity (recall)", num(r.get("test_recall")), ""],
             ["specificity", num(r.get("test_specificity")), ""],
@@ -283,9 +290,10 @@ def leaderboard_table(data: RunData) -> Table:
 
 def deployment_section(data: RunData) -> dict:
     rows = [b.row for b in data.ok]
+    accuracy = [_f(r.get("test_accuracy")) for r in rows]
     flags = {
-        "latency": stats.pareto_optimal([_f(r.get("latency_ms_b1")) for r in rows], [_f(r.get("test_accuracy")) for r in rows]),
-        "params": stats.pareto_optimal([_f(r.get("params_total")) for r in rows], [_f(r.get("test_accuracy")) for r in rows]),
+        "latency": stats.pareto_optimal([_f(r.get("latency_ms_b1")) for r in rows], accuracy),
+        "params": stats.pareto_optimal([_f(r.get("params_total")) for r in rows], accuracy),
     }
     table = Table(
         ["backbone", "test accuracy (95 % CI)", "ms / image (batch 1)", "ms / image (batch 32)", "parameters",
@@ -338,11 +346,14 @@ def statistics_section(data: RunData, tests: list[stats.PairTest]) -> dict:
     binary = len(data.classes) == 2
     auc = None
     if binary:
+        def auc_cell(t: stats.PairTest) -> str:
+            if t.auc_diff is None or math.isnan(t.auc_diff):
+                return DASH
+            return f"{stats.fmt_signed(t.auc_diff)} ({stats.fmt_p(t.auc_p)}){star(t.auc_p)}"
+
         auc = Table(
             ["row \u2212 column", *names],
-            [[a, *[DASH if a == b else f"{stats.fmt_signed(by_pair[a, b].auc_diff)} ({stats.fmt_p(by_pair[a, b].auc_p)}){star(by_pair[a, b].auc_p)}"
-                   if by_pair[a, b].auc_diff is not None and not math.isnan(by_pair[a, b].auc_diff) else DASH
-                   for b in names]] for a in names],
+            [[a, *[DASH if a == b else auc_cell(by_pair[a, b]) for b in names]] for a in names],
             [False, *[True] * len(names)],
         )
     readings = []
@@ -437,7 +448,8 @@ def data_section(data: RunData) -> dict:
         [False, True, True],
     )
     raw_sizes = sp.get("sizes") or {}
-    order = [s for s in ("train", "val", "test") if s in raw_sizes] + [s for s in raw_sizes if s not in ("train", "val", "test")]
+    known = ("train", "val", "test")
+    order = [s for s in known if s in raw_sizes] + [s for s in raw_sizes if s not in known]
     sizes = {s: raw_sizes[s] for s in order}
     split_classes = list(sp.get("classes") or counts)
     split_rows = [[s, *[str(sizes[s].get(c, 0)) for c in split_classes], str(sum(sizes[s].values()))] for s in sizes]
@@ -474,7 +486,8 @@ def data_section(data: RunData) -> dict:
         "exact": Table(["copies", "files"], exact_rows, [True, False], more=exact_more) if exact_rows else None,
         "groups": Table(["group", "kind", "split", "files", "examples"], group_rows,
                         [False, False, False, True, False], more=group_more) if group_rows else None,
-        "groups_note": f"{len(groups)} multi-file groups ({n_near} of them near duplicates: re-saved or resized copies).",
+        "groups_note": f"{len(groups)} multi-file groups ({n_near} of them near duplicates: "
+                       "re-saved or resized copies).",
         "conflicts": Table(["group", "labels", "files"], conflict_rows, more=conflict_more) if conflict_rows else None,
     }
 
@@ -543,8 +556,8 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
                 f"training-{_slug(b.name)}",
                 F.training_and_confusion(b.history, b.row.get("test_confusion_matrix"), data.classes, colours[b.name]),
                 f"{b.name}: training and test confusion",
-                f"Best trial ({b.row.get('best_trial')}): train (solid) and validation (dashed) per epoch; the red line "
-                "marks the epoch whose weights were kept; a dotted line where fine-tuning began. Right: test "
+                f"Best trial ({b.row.get('best_trial')}): train (solid) and validation (dashed) per epoch; the red "
+                "line marks the epoch whose weights were kept; a dotted line where fine-tuning began. Right: test "
                 "confusion matrix, counts and share of each true class.")
         out["roc_pr"] = add(
             "roc-pr", F.roc_pr(with_preds, data.classes, colours), "ROC and precision\u2013recall curves",

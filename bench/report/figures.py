@@ -86,7 +86,8 @@ def leaderboard_points(rows: list[dict], colours: dict):
     fig, axes = new_figure(WIDTH, 0.9 + 0.38 * len(rows), ncols=2, sharey=True)
     for ax, metric, title in zip(axes, ("f1", "roc_auc"), ("F1", "ROC AUC")):
         for yi, r in zip(y, rows):
-            v, lo, hi = _f(r.get(f"test_{metric}")), _f(r.get(f"test_{metric}_ci_low")), _f(r.get(f"test_{metric}_ci_high"))
+            v = _f(r.get(f"test_{metric}"))
+            lo, hi = _f(r.get(f"test_{metric}_ci_low")), _f(r.get(f"test_{metric}_ci_high"))
             if math.isnan(v):
                 continue
             err = [[v - lo if math.isfinite(lo) else 0], [hi - v if math.isfinite(hi) else 0]]
