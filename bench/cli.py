@@ -181,6 +181,20 @@ def scan_cmd(
     typer.echo(format_scan(index, split))
 
 
+@app.command("report")
+@_user_errors
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>.")],
+    reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
+) -> None:
+    """Write report.md and report.html for a run folder (no training, no prediction)."""
+    from bench.report import build_report
+
+    md, html = build_report(run_dir, reports)
+    typer.echo(f"wrote {md}")
+    typer.echo(f"wrote {html}")
+
+
 class Tuner(str, Enum):
     bayesian = "bayesian"
     random = "random"
@@ -245,6 +259,9 @@ def run_cmd(
     if run.config.weights == "none":
         typer.echo("weights: none (random initialisation): this is not transfer learning", err=True)
     table = execute(run, log=lambda msg: typer.echo(msg, err=True))
+    from bench.report import build_report
+
+    md, html = build_report(run.path, reports if resume else run.config.reports)
     typer.echo(format_leaderboard(table))
     typer.echo("")
     for fname in ("leaderboard.csv", "leaderboard.json", "split.json", "run.json"):
@@ -253,6 +270,8 @@ def run_cmd(
         for fname in ("trials.csv", "best_model.keras", "test_predictions.csv"):
             if (run.path / backbone / fname).exists():
                 typer.echo(f"wrote {run.path / backbone / fname}")
+    typer.echo(f"wrote {md}")
+    typer.echo(f"wrote {html}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

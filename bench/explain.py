@@ -199,7 +199,7 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     size = info.image_size
     show = max(size, tile_px)
     cols = max(per_group, 1)
-    fig, axes = plt.subplots(2, cols, figsize=(2.2 * cols, 5.0), squeeze=False)
+    fig, axes = plt.subplots(2, cols, figsize=(2.2 * cols, 5.8), squeeze=False, layout="constrained")
     picked = []
     for r_i, (group, rows) in enumerate((("correct", correct), ("misclassified", wrong))):
         for c_i in range(cols):
@@ -225,7 +225,6 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
                            "probability": row["probability"], "correct": row["correct"], "group": group})
         axes[r_i][0].set_ylabel(group, fontsize=9)
     fig.suptitle(f"Grad-CAM on test images: {info.backbone} (layer {cam.layer})", fontsize=9)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
