@@ -230,3 +230,20 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     plt.close(fig)
     write_bytes_atomic(Path(out_png), buf.getvalue())
     return picked
+
+
+GRID_PNG = "gradcam_grid.png"
+GRID_JSON = "gradcam_grid.json"
+
+
+def write_run_gradcam(run_dir: Path, backbone: str | None = None, per_group: int = 4) -> Path:
+    """Write ``RUN/<backbone>/gradcam_grid.png`` and ``gradcam_grid.json`` (the picks), so
+    reports can show the grid without predicting anything. Returns the PNG's path."""
+    from bench.export import run_info
+    from bench.runfolder import write_json_atomic
+
+    info = run_info(run_dir, backbone)
+    folder = info.run_dir / info.backbone
+    picks = gradcam_grid(info.run_dir, folder / GRID_PNG, info.backbone, per_group=per_group)
+    write_json_atomic(folder / GRID_JSON, {"backbone": info.backbone, "image": GRID_PNG, "picks": picks})
+    return folder / GRID_PNG

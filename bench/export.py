@@ -731,7 +731,12 @@ def _saved_model_runner(path: Path):
 
 
 def _tflite_runner(path: Path):
-    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=None)
+    import warnings
+
+    with warnings.catch_warnings():
+        # TF >= 2.20 points users to ai_edge_litert; the TF interpreter is what we check against
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
 
@@ -755,3 +760,28 @@ def _main(argv: list[str]) -> int:
     result = _check_in_process(Path(argv[1]), Path(argv[2]))
     print(json.dumps(result))
     return 0
+
+
+# ------------------------------------------------------------------ end of a run
+
+
+def export_winner(run_dir: Path, log: Log | None = None, check: bool = True) -> ExportResult | None:
+    """End of ``bench run``: export the recommended backbone to ``RUN/export/<backbone>`` and
+    write its Grad-CAM grid of test images (:func:`bench.explain.write_run_gradcam`).
+
+    The run's results are complete before this runs, so problems here are logged as
+    warnings, not raised: a failed export never costs the user the run.
+    """
+    log = log or (lambda msg: None)
+    try:
+        result = export_run(run_dir, check=check, log=log)
+    except BenchError as exc:
+        log(f"WARNING: the recommended model was not exported: {exc}")
+        return None
+    try:
+        from bench.explain import write_run_gradcam
+
+        log(f"wrote {write_run_gradcam(run_dir, result.backbone)}")
+    except BenchError as exc:
+        log(f"WARNING: no Grad-CAM grid of test images: {exc}")
+    return result

@@ -97,7 +97,7 @@ class BackboneSource:
 
 
 #: Training images whose statistics initialise BatchNorm of randomly initialised backbones.
-CALIBRATION_IMAGES = 64
+CALIBRATION_IMAGES = 32
 
 
 def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: Path, split, seed: int) -> BackboneSource:

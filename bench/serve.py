@@ -48,6 +48,7 @@ def streamlit_command(target: Path, port: int = 8501, address: str = "localhost"
         "--server.port", str(port), "--server.address", address,
         "--server.headless", "true" if headless else "false",
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
         "--", str(Path(target).resolve()),
     ]
 
