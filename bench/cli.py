@@ -195,6 +195,57 @@ def report_cmd(
     typer.echo(f"wrote {html}")
 
 
+@app.command("export")
+@_user_errors
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bench run`.")],
+    backbone: Annotated[Optional[str], typer.Option(help="Backbone to export; default: the recommended one (rank 1).")] = None,
+    to: Annotated[Optional[Path], typer.Option("--to", help="Output folder; default: RUN_DIR/export/<backbone>.")] = None,
+    format_: Annotated[str, typer.Option("--format", help="Comma-separated formats: keras, savedmodel, tflite.")] = "keras",
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Reload the export in a fresh process and compare it with the run's test predictions.")] = True,
+) -> None:
+    """Export a trained backbone: a raw-image model, labels.json, model_card.md, manifest.json."""
+    _quiet_tensorflow()
+    from bench.export import export_run
+
+    result = export_run(run_dir, backbone=backbone, to=to, formats=format_, check=check,
+                        log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(str(result.path))
+
+
+@app.command("predict")
+@_user_errors
+def predict_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Folder written by `bench export`.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also save the predictions to this CSV file.")] = None,
+    gradcam: Annotated[Optional[Path], typer.Option("--gradcam", help="Folder for Grad-CAM overlay PNGs, one per image.")] = None,
+) -> None:
+    """Label images: one tab-separated line per image (file, label, probability of that label)."""
+    _quiet_tensorflow()
+    from bench.predict import predict_paths
+
+    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam, log=lambda msg: typer.echo(msg, err=True))
+    for line in result.lines():
+        typer.echo(line)
+    if result.skipped:
+        typer.echo(f"predicted {len(result.rows)} image(s); skipped {len(result.skipped)} (listed above)", err=True)
+
+
+@app.command("serve")
+@_user_errors
+def serve_cmd(
+    path: Annotated[Path, typer.Argument(help="Export folder (bench export) or run folder (bench run).")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 makes the app reachable from other machines.")] = "localhost",
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = False,
+) -> None:
+    """Start a Streamlit app: upload images, see label, probability and Grad-CAM (pip install 'bench[serve]')."""
+    from bench.serve import serve
+
+    raise typer.Exit(code=serve(path, port=port, address=address, open_browser=open_browser))
+
+
 class Tuner(str, Enum):
     bayesian = "bayesian"
     random = "random"
@@ -228,6 +279,7 @@ def run_cmd(
     max_unfreeze: Annotated[int, typer.Option(help="Largest number of top backbone blocks the search may fine-tune.")] = 2,
     baseline: Annotated[Optional[bool], typer.Option("--baseline/--no-baseline", help="Also train the original notebook's recipe (default: when xception is included).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name: completed trials and backbones are kept.")] = False,
+    export: Annotated[bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")] = True,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
     name: Annotated[Optional[str], typer.Option(help="Run name (folder under --out); default: a timestamp.")] = None,
@@ -259,6 +311,11 @@ def run_cmd(
     if run.config.weights == "none":
         typer.echo("weights: none (random initialisation): this is not transfer learning", err=True)
     table = execute(run, log=lambda msg: typer.echo(msg, err=True))
+    exported = None
+    if export:
+        from bench.export import export_winner
+
+        exported = export_winner(run.path, log=lambda msg: typer.echo(msg, err=True))
     from bench.report import build_report
 
     md, html = build_report(run.path, reports if resume else run.config.reports)
@@ -270,6 +327,8 @@ def run_cmd(
         for fname in ("trials.csv", "best_model.keras", "test_predictions.csv"):
             if (run.path / backbone / fname).exists():
                 typer.echo(f"wrote {run.path / backbone / fname}")
+    if exported is not None:
+        typer.echo(f"wrote {exported.path}")
     typer.echo(f"wrote {md}")
     typer.echo(f"wrote {html}")
 

@@ -69,6 +69,11 @@ class CamResult:
     class_index: int
     layer: str
 
+    @property
+    def empty(self) -> bool:
+        """No positive evidence for the class anywhere (the map is all zeros)."""
+        return not bool(self.heatmap.max() > 0)
+
     def heatmap_for(self, image: np.ndarray) -> np.ndarray:
         """The heatmap at ``image``'s own size (undoing the centred square padding)."""
         return upsample(self.heatmap, image.shape[0], image.shape[1])
@@ -169,7 +174,9 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     """Write a PNG grid of test images with Grad-CAM overlays for one backbone of a run.
 
     Top row: correctly classified test images; bottom row: misclassified ones (see
-    :func:`pick_examples`), each explained for the label the model gave. ``backbone``
+    :func:`pick_examples`). Binary runs show the evidence for the positive class on every
+    tile (the negative class's map is mostly empty: "no finding" has no location); runs
+    with more classes show the evidence for the label the model gave. ``backbone``
     None is the recommended model (rank 1). Uses the run's ``best_model.keras`` on the
     same arrays the run evaluated (:func:`bench.images.load_array`). Returns the picked
     rows (file, label, prediction, probability, correct, group) in grid order.
@@ -196,6 +203,10 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     correct, wrong = pick_examples(table, info.classes, per_group)
     model = keras.saving.load_model(info.model_path, compile=False)
     cam = GradCam(model)
+    binary = len(info.classes) == 2
+    # binary: evidence for the positive class on every tile (a "no finding" map is mostly
+    # empty); more classes: evidence for the label the model gave
+    explained = (lambda row: 1) if binary else (lambda row: info.classes.index(row["prediction"]))  # noqa: E731
     size = info.image_size
     show = max(size, tile_px)
     cols = max(per_group, 1)
@@ -214,7 +225,7 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
             row = rows[c_i]
             path = root / row["file"]
             try:
-                result = cam(load_array(path, size), info.classes.index(row["prediction"]))
+                result = cam(load_array(path, size), explained(row))
                 picture = square_resize(open_rgb(path)[0], show)
             except (UnreadableImage, OSError) as exc:
                 raise BenchError(f"cannot read test image {path} ({exc}); the run's data folder changed") from None
@@ -222,9 +233,11 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
             ax.set_title(f"{Path(row['file']).name[:22]}\ntrue {row['label']}\npred {row['prediction']} "
                          f"({row['probability']:.2f})", fontsize=7, color="black" if row["correct"] else "firebrick")
             picked.append({"file": row["file"], "label": row["label"], "prediction": row["prediction"],
-                           "probability": row["probability"], "correct": row["correct"], "group": group})
+                           "probability": row["probability"], "correct": row["correct"], "group": group,
+                           "explained_class": info.classes[explained(row)]})
         axes[r_i][0].set_ylabel(group, fontsize=9)
-    fig.suptitle(f"Grad-CAM on test images: {info.backbone} (layer {cam.layer})", fontsize=9)
+    what = f"evidence for '{info.classes[1]}'" if binary else "evidence for the predicted label"
+    fig.suptitle(f"Grad-CAM ({what}) on test images: {info.backbone}, layer {cam.layer}", fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)

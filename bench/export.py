@@ -41,7 +41,6 @@ importing :mod:`bench.export`); the SavedModel and TFLite files need only Tensor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -60,7 +59,7 @@ import tensorflow as tf
 from bench import __version__
 from bench.errors import BenchError
 from bench.layers import BackbonePreprocess  # noqa: F401  (registers the layer for loading)
-from bench.runfolder import library_versions, read_json, write_json_atomic, write_text_atomic
+from bench.runfolder import library_versions, read_json, sha256_file, write_json_atomic, write_text_atomic
 
 Log = Callable[[str], None]
 
@@ -271,6 +270,11 @@ def build_export_model(info: RunInfo) -> keras.Model:
     """The run's best model with raw-image input: any-size uint8 RGB -> class probabilities."""
     source = keras.saving.load_model(info.model_path, compile=False)
     inner = [layer for layer in source.layers if not isinstance(layer, keras.layers.InputLayer)]
+    size = tuple(source.input.shape[1:])
+    if not inner or not isinstance(inner[0], BackbonePreprocess) or inner[-1].name != "head" \
+            or size != (info.image_size, info.image_size, 3):
+        raise BenchError(f"{info.model_path} is not a bench model (BackbonePreprocess -> backbone -> head at "
+                         f"{info.image_size}px); was it written by another bench version? Re-run the backbone")
     inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
     x = SquareResize(info.image_size, name="square_resize")(inputs)
     for layer in inner:  # BackbonePreprocess -> backbone -> head, a plain chain
@@ -361,9 +365,29 @@ def _save_formats(model: keras.Model, folder: Path, formats: list[str], log: Log
     # the Keras file is always written: the checks, Grad-CAM and `bench predict` use it
     model.save(folder / FILES["keras"])
     if "savedmodel" in formats:
-        model.export(str(folder / FILES["savedmodel"]), format="tf_saved_model", verbose=False)
+        save_tf_saved_model(model, folder / FILES["savedmodel"])
     if "tflite" in formats:
         (folder / FILES["tflite"]).write_bytes(tflite_bytes(model))
+
+
+class _Serving(tf.Module):
+    """The SavedModel's content: the model and one ``serve`` function (also the
+    ``serving_default`` signature). ``keras.Model.export`` would store every variable twice."""
+
+    def __init__(self, model: keras.Model, image_shape: tuple):
+        super().__init__()
+        self.model = model
+        self.serve = tf.function(
+            lambda image: self.model(image, training=False),
+            input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="image")],
+        )
+
+
+def save_tf_saved_model(model: keras.Model, path: Path) -> None:
+    """A TensorFlow SavedModel of ``model`` (uint8 images in, probabilities out); loading
+    it needs TensorFlow only: ``tf.saved_model.load(path).serve(images)``."""
+    module = _Serving(model, tuple(model.input.shape[1:]))
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 
 def fixed_size_model(model: keras.Model) -> keras.Model:
@@ -389,6 +413,7 @@ def tflite_bytes(model: keras.Model) -> bytes:
     :func:`bench.images.square_resize` does (labels.json, ``tflite_input``).
     """
     with tempfile.TemporaryDirectory(prefix="bench-tflite-") as tmp:
+        # Keras' own export here: converting the _Serving module's SavedModel gives NaNs
         fixed_size_model(model).export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -445,18 +470,10 @@ def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict) -> dict:
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"):
-        files[path.relative_to(folder).as_posix()] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        files[path.relative_to(folder).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     run = info.run
     manifest = {
         "format": EXPORT_FORMAT_VERSION,
@@ -479,7 +496,7 @@ def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict
             "data_hash": run.get("data_hash"),
             "synthetic_data": bool(run.get("synthetic_data")),
             "weights": info.row.get("weights", run.get("config", {}).get("weights")),
-            "model_sha256": _sha256(info.model_path),
+            "model_sha256": sha256_file(info.model_path),
         },
         "checks": checks,
     }
@@ -525,7 +542,7 @@ def model_card(info: RunInfo, labels: dict, formats: list[str], checks: dict) ->
         f"- Output: one probability per class, in this order: {', '.join(f'`{c}`' for c in info.classes)}.",
         f"- Decision rule: {labels['decision_rule']}"
         + (f"; threshold = {labels['threshold']:.6g}." if labels.get("threshold") is not None else "."),
-        f"- Head and fine-tuning: " + ", ".join(f"{k[3:]}={v}" for k, v in sorted(row.items()) if k.startswith("hp_")),
+        "- Head and fine-tuning: " + ", ".join(f"{k[3:]}={v}" for k, v in sorted(row.items()) if k.startswith("hp_")),
         f"- Parameters: {row.get('params_total', '-'):,} total, {row.get('params_trainable', '-'):,} trainable during fine-tuning"
         if isinstance(row.get("params_total"), int) and isinstance(row.get("params_trainable"), int)
         else f"- Parameters: {row.get('params_total', '-')}",
@@ -592,6 +609,13 @@ def model_card(info: RunInfo, labels: dict, formats: list[str], checks: dict) ->
               "model = keras.saving.load_model('model.keras')",
               "probs = model.predict(np.asarray(Image.open('image.png').convert('RGB'))[None])[0]",
               "```", ""]
+    if "savedmodel" in formats:
+        lines += ["Without bench (TensorFlow only): `tf.saved_model.load('saved_model').serve(images)` with "
+                  "`images` a uint8 batch `(n, height, width, 3)`.", ""]
+    if "tflite" in formats:
+        lines += [f"TFLite: `model.tflite` takes `(1, {info.image_size}, {info.image_size}, 3)` uint8 images already "
+                  "padded to a centred black square and bilinear-resized (`bench.images.square_resize`); "
+                  f"it agrees with the Keras model within {TFLITE_TOLERANCE:g} (see the fidelity checks).", ""]
     return "\n".join(lines)
 
 
@@ -641,20 +665,20 @@ def check_export(export_dir: Path, run_dir: Path, fresh_process: bool = True, ti
     return json.loads(lines[-1])
 
 
-def _test_rows(run_dir: Path) -> tuple[list[dict], Path | None, str | None]:
-    """The run's test files (from split.json) and why they cannot be used, if so."""
+def _test_rows(run_dir: Path, files: list[str]) -> tuple[Path | None, str | None]:
+    """The run's data folder, and why its test ``files`` cannot be used, if so (missing, or
+    changed since the split recorded their sha256)."""
     run = read_json(run_dir / "run.json")
-    split = read_json(run_dir / "split.json")
+    recorded = {f["path"]: f["sha256"] for f in read_json(run_dir / "split.json")["files"]}
     data = run.get("config", {}).get("data")
-    rows = [f for f in split["files"] if f["split"] == "test"]
     if not data or not Path(data).is_dir():
-        return rows, None, f"the run's data folder {data} is not available"
+        return None, f"the run's data folder {data} is not available"
     root = Path(data)
-    for f in rows:
-        path = root / f["path"]
-        if not path.is_file() or _sha256(path) != f["sha256"]:
-            return rows, root, f"test image {path} is missing or changed since the run"
-    return rows, root, None
+    for name in files:
+        path = root / name
+        if not path.is_file() or sha256_file(path) != recorded.get(name):
+            return root, f"test image {path} is missing or changed since the run"
+    return root, None
 
 
 def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
@@ -669,10 +693,10 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
     if not csv.is_file():
         return {"run": False, "reason": f"{csv} not found"}
     expected = pd.read_csv(csv)
-    rows, root, reason = _test_rows(run_dir)
+    rows = [{"path": f} for f in expected["file"]]
+    root, reason = _test_rows(run_dir, expected["file"].tolist())
     if reason:
         return {"run": False, "reason": reason}
-    expected = expected.set_index("file").loc[[r["path"] for r in rows]]
     classes = labels["classes"]
     want = expected[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
     # Keras and SavedModel get each original file at its own size (the user's path);

@@ -26,18 +26,10 @@ from typing import Callable
 
 import numpy as np
 
-from bench.runfolder import write_bytes_atomic, write_json_atomic
+from bench.runfolder import sha256_file, write_bytes_atomic, write_json_atomic
 
 CACHE_FORMAT = 1
 Log = Callable[[str], None]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_fingerprint(model) -> str:
@@ -74,7 +66,7 @@ class FeatureCache:
             return False
         try:
             meta = json.loads(meta_path.read_text())
-            ok = npy.stat().st_size == meta["bytes"] and _sha256_file(npy) == meta["sha256"]
+            ok = npy.stat().st_size == meta["bytes"] and sha256_file(npy) == meta["sha256"]
         except (OSError, ValueError, KeyError):
             ok = False
         if not ok:

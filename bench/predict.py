@@ -114,12 +114,21 @@ class Predictor:
             k = int(np.argmax(probs))
         return self.classes[k], float(probs[k])
 
+    def explained_class(self, probs: np.ndarray) -> int:
+        """The class Grad-CAM explains: the positive class of a binary model (evidence for
+        it, whatever the decision; the other class's map is mostly empty, as "no finding"
+        has no location), else the predicted class."""
+        return 1 if len(self.classes) == 2 else int(np.argmax(probs))
+
     def gradcam(self, image: np.ndarray, class_index: int | None = None):
-        """Grad-CAM of ``image`` (see :class:`bench.explain.GradCam`)."""
+        """Grad-CAM of ``image`` (see :class:`bench.explain.GradCam`); ``class_index`` None
+        uses :meth:`explained_class`."""
         from bench.explain import GradCam
 
         if self._gradcam is None:
             self._gradcam = GradCam(self.model)
+        if class_index is None and len(self.classes) == 2:
+            class_index = 1
         return self._gradcam(image, class_index)
 
 
@@ -188,7 +197,7 @@ def predict_paths(
     Unreadable or missing files are logged and skipped. Raises :class:`BenchError` when no
     image at all could be predicted. ``csv`` saves the rows (file, label, probability and
     one ``prob_<class>`` column per class); ``gradcam_dir`` receives one Grad-CAM overlay
-    PNG per image (for the predicted label).
+    PNG per image (for the positive class of a binary model, else the predicted label).
     """
     log = log or (lambda msg: None)
     if not paths:
@@ -218,12 +227,12 @@ def predict_paths(
             by_shape.setdefault(image.shape, []).append(i)
         for members in by_shape.values():
             out = predictor.probabilities_batch(np.stack([loaded[i][1] for i in members]))
-            probs.update(zip(members, out))
+            probs.update(zip(members, out, strict=True))
         for i, (path, image) in enumerate(loaded):
             label, p = predictor.decide(probs[i])
-            row = PredictionRow(str(path), label, p, {c: float(v) for c, v in zip(predictor.classes, probs[i])})
+            row = PredictionRow(str(path), label, p, {c: float(v) for c, v in zip(predictor.classes, probs[i], strict=True)})
             if gradcam_dir is not None:
-                row.gradcam = str(_write_gradcam(predictor, image, predictor.classes.index(label),
+                row.gradcam = str(_write_gradcam(predictor, image, predictor.explained_class(probs[i]),
                                                  gradcam_dir / _gradcam_name(path, used_names)))
             result.rows.append(row)
     if csv is not None:

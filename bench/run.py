@@ -119,6 +119,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
 
         config.data = demo_data_dir()
     index = scan(config.data, progress=progress)
+    config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
     split = make_split(index, config.val_size, config.test_size, config.seed)
     out = check_writable(config.out, "--out")
     config.name = config.name or default_run_name()

@@ -5,6 +5,7 @@ rename), so a crash never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -105,6 +106,15 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_json(path: Path):

@@ -28,13 +28,12 @@ def require_streamlit() -> None:
 
 
 def check_target(path: Path) -> str:
-    """``"run"`` or ``"export"`` for a servable folder, else BenchError naming the fix."""
-    from bench.export import is_run_dir
-
+    """``"run"`` or ``"export"`` for a servable folder, else BenchError naming the fix.
+    (Plain file checks: TensorFlow is imported by the app, not by the launcher.)"""
     path = Path(path)
     if not path.is_dir():
         raise BenchError(f"{path} not found; pass a folder written by `bench export` or `bench run`")
-    if is_run_dir(path):
+    if (path / "run.json").is_file() and (path / "leaderboard.json").is_file():
         return "run"
     if (path / "model.keras").is_file() and (path / "labels.json").is_file():
         return "export"

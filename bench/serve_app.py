@@ -91,9 +91,11 @@ def _show(predictor, name: str, data, with_cam: bool) -> None:
     left, right = st.columns(2)
     left.image(image, caption=f"{name} ({image.shape[1]}x{image.shape[0]})", width="stretch")
     if with_cam:
-        cam = predictor.gradcam(image, predictor.classes.index(label))
-        right.image(overlay(image, cam.heatmap_for(image)), caption=f"Grad-CAM for '{label}' (layer {cam.layer})",
-                    width="stretch")
+        k = predictor.explained_class(probs)
+        cam = predictor.gradcam(image, k)
+        right.image(overlay(image, cam.heatmap_for(image)),
+                    caption=f"Grad-CAM: evidence for '{predictor.classes[k]}' (layer {cam.layer})"
+                    + (": none found anywhere" if cam.empty else ""), width="stretch")
     st.dataframe({"class": predictor.classes, "probability": [round(float(v), 4) for v in probs]}, hide_index=True)
 
 

@@ -81,6 +81,11 @@ def proc_status() -> dict[str, float]:
     return out
 
 
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"(load average now: {one:.2f} 1-min, {five:.2f} 5-min)"
+
+
 def fmt_s(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -158,10 +163,11 @@ class Probe:
                 current = None
             elif e[0] == "tensorboard":
                 tb += e[2] - e[1]
-        first_epoch, later = None, []
+        first_epoch, later, per_call = None, [], []
         for i, (t0, ends, t1) in enumerate(trains):
             bounds = [t0, *ends]
             durations = [b - a for a, b in zip(bounds, bounds[1:])]
+            per_call.append(durations)
             if i == 0 and durations:
                 first_epoch, durations = durations[0], durations[1:]
             later.extend(durations)
@@ -170,7 +176,7 @@ class Probe:
         after = (t_end - trains[-1][2]) if trains else None
         return {"wall": t_end - t_start, "build": build, "first_epoch": first_epoch, "later": later,
                 "epochs": n_epochs, "tensorboard": tb, "after": after,
-                "train_total": sum(t1 - t0 for t0, _, t1 in trains)}
+                "train_total": sum(t1 - t0 for t0, _, t1 in trains), "per_call": per_call}
 
 
 # --------------------------------------------------------------------------- naive model
@@ -264,6 +270,17 @@ def run_like_tuner(hypermodel, values: dict, trial_id: str, epochs: int, probe: 
 
 
 # --------------------------------------------------------------------------- helpers
+def epochs_text(sp: dict) -> str:
+    """Epoch seconds of each training phase, e.g. '0.73 0.06 | 11.85 11.15'."""
+    return " | ".join(" ".join(f"{d:.2f}" for d in call) for call in sp["per_call"]) or "-"
+
+
+def fixed_overhead(sp: dict) -> float:
+    """Trial seconds minus its epochs at the trial's own steady (2nd+) epoch time."""
+    steady = med(sp["later"])
+    return sp["wall"] - sp["epochs"] * steady if steady is not None else float("nan")
+
+
 def head_text(values: dict) -> str:
     parts = [values.get("pooling", "?")]
     for i in range(int(values.get("dense_layers", 0))):
@@ -341,7 +358,7 @@ def forward_seconds(logs: list[str]) -> float:
 
 
 # --------------------------------------------------------------------------- memory child
-def memory_child(run_dir: Path, data: Path, trials: int, epochs: int, size: int) -> None:
+def memory_child(run_dir: Path, data: Path, trials: int, epochs: int, size: int, cheap: bool) -> None:
     """A fresh process: load the cached features, run a RandomSearch, report RSS per trial."""
     import backbones
     from bench.hypermodel import BenchHyperModel
@@ -357,8 +374,20 @@ def memory_child(run_dir: Path, data: Path, trials: int, epochs: int, size: int)
     x_train, x_val, y_train, y_val, shapes = cached_features(source, [0], run_dir, data, split, cfg, logs.append)
     data_obj = trial_data(x_train, x_val, y_train, y_val, len(split.classes), cfg)
     source.last_base = None
-    hypermodel = BenchHyperModel([0], shapes, data_obj, source.top)
-    tuner = make_tuner(hypermodel, cfg, run_dir / "memory", "tuner", lambda m: None)
+    if cheap:
+        class CheapHeads(BenchHyperModel):
+            """bench's search space with pooling pinned to 'avg' (dense layers, units, dropout
+            and learning rate still searched): every head is small, so RSS growth is leakage."""
+
+            def build(self, hp):
+                hp.Fixed("pooling", "avg")
+                return super().build(hp)
+
+        hypermodel = CheapHeads([0], shapes, data_obj, source.top)
+    else:
+        hypermodel = BenchHyperModel([0], shapes, data_obj, source.top)
+    tuner = make_tuner(hypermodel, cfg, run_dir / ("memory-cheap" if cheap else "memory-full"), "tuner",
+                       lambda m: None)
     probe = Probe()
     with probe:
         marks = instrument_tuner(tuner, probe)
@@ -385,6 +414,7 @@ def main() -> int:
     parser.add_argument("--memory-trials", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--memory-epochs", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--memory-size", type=int, default=IMAGE_SIZE, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-cheap", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     data = args.data.expanduser().resolve()
@@ -394,7 +424,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     if args.memory_child:
-        memory_child(args.memory_child, data, args.memory_trials, args.memory_epochs, args.memory_size)
+        memory_child(args.memory_child, data, args.memory_trials, args.memory_epochs, args.memory_size, args.memory_cheap)
         return 0
 
     settings = QUICK if args.quick else FULL
@@ -490,7 +520,7 @@ def main() -> int:
         total = t_cache + t_search
 
         emit(f"## 1. Frozen search: {cfg.max_trials} trials x {cfg.epochs} epochs, depth 0, no augmentation, "
-             f"RandomSearch")
+             f"RandomSearch {load_note()}")
         emit()
         rows = [
             ["scan + split (prepare_run; not part of the target)", fmt_s(t_prepare)],
@@ -555,7 +585,7 @@ def main() -> int:
         naive_rows, compare_rows = [], []
         if settings["naive"]:
             emit(f"## 2. Naive baseline: full model (image -> BackbonePreprocess -> frozen Xception -> head), "
-                 f"backbone forward pass every epoch")
+                 f"backbone forward pass every epoch {load_note()}")
             emit()
             progress("loading images for the naive model")
             t0 = time.perf_counter()
@@ -577,13 +607,14 @@ def main() -> int:
                     compare_rows.append([tid, head_text(values), f"{values['learning_rate']:.2e}", n_epochs,
                                          fmt_s(cached["val_auc"], 4), fmt_s(slow["val_auc"], 4),
                                          f"{cached['best_epoch']}/{slow['best_epoch']}",
-                                         fmt_s(cached["split"]["wall"]), fmt_s(slow["split"]["wall"])])
+                                         fmt_s(cached["split"]["wall"]), fmt_s(slow["split"]["wall"]),
+                                         epochs_text(slow["split"])])
             naive.base = None
             source.last_base = None
             keras.backend.clear_session(free_memory=True)
             naive_steady = med([d for sp in naive_splits for d in sp["later"]]) or \
                 sum(sp["train_total"] for sp in naive_splits) / max(1, sum(sp["epochs"] for sp in naive_splits))
-            naive_fixed = med([sp["wall"] - sp["epochs"] * naive_steady for sp in naive_splits])
+            naive_fixed = med([fixed_overhead(sp) for sp in naive_splits])
             naive_epochs = sum(sp["epochs"] for sp in naive_splits)
             naive_wall = sum(sp["wall"] for sp in naive_splits)
             epochs_run = [by_id.loc[tid]["epochs_run"] for tid in ids
@@ -594,8 +625,9 @@ def main() -> int:
                 ["naive trials measured (trials x epochs)", f"{len(naive_splits)} x {n_epochs}"],
                 ["naive seconds, measured", fmt_s(naive_wall)],
                 ["naive seconds per trial-epoch (measured total / epochs)", fmt_s(naive_wall / naive_epochs)],
-                ["naive steady epoch (median of epochs 2+)", fmt_s(naive_steady)],
-                ["naive fixed overhead per trial (build + load weights + tracing)", fmt_s(naive_fixed)],
+                ["naive steady epoch (median of epochs 2+, both trials)", fmt_s(naive_steady)],
+                ["naive fixed overhead per trial (median of trial s - epochs x its own steady epoch: build, "
+                 "load weights, tracing)", fmt_s(naive_fixed)],
                 ["naive one-off image loading", fmt_s(t_images)],
                 [f"projected naive search, same {len(ids)} trials with their epochs run ({int(sum(epochs_run))})",
                  fmt_s(projected, 0)],
@@ -604,6 +636,8 @@ def main() -> int:
                 ["cached total (a)+(b) from section 1", fmt_s(total)],
                 ["speed-up: projected naive / cached total [target >= 40x]", f"{projected / total:.1f}x"],
                 ["speed-up: projected naive / cached search only (b)", f"{(projected - t_images) / t_search:.1f}x"],
+                ["cross-check, load-independent: naive >= (b) + epochs run x bare forward pass of (a), "
+                 "both measured under the same load; speed-up >=", f"{(t_search + sum(epochs_run) * t_forward) / total:.1f}x"],
                 ["per trial-epoch: naive steady epoch / cached steady epoch",
                  f"{naive_steady / steady_global:.0f}x" if steady_global else "-"],
             ]
@@ -611,7 +645,7 @@ def main() -> int:
             emit(f"same trials both ways (same hyperparameters, trial seed {SEED}*1000+trial id, "
                  f"{n_epochs} epochs, same backbone.weights.h5):")
             table(compare_rows, ["trial", "head", "lr", "epochs", "val_auc cached", "val_auc naive",
-                                 "best epoch c/n", "cached s", "naive s"])
+                                 "best epoch c/n", "cached s", "naive s", "naive epochs s (1st incl. tracing)"])
         else:
             emit("## 2. Naive baseline: skipped (--quick)")
             emit()
@@ -621,7 +655,7 @@ def main() -> int:
         p_trials, p_epochs = settings["partial_trials"], settings["partial_epochs"]
         emit(f"## 3. Partial unfreeze: top {depth} blocks of Xception (cut at "
              f"{source.record.cut_layer(depth)}), {p_trials} trials x {p_epochs} epochs "
-             f"({max(1, p_epochs // 2)} head-only + {p_epochs - max(1, p_epochs // 2)} fine-tune)")
+             f"({max(1, p_epochs // 2)} head-only + {p_epochs - max(1, p_epochs // 2)} fine-tune) {load_note()}")
         emit()
         progress(f"caching depths [0, {depth}]")
         logs2: list[str] = []
@@ -648,20 +682,23 @@ def main() -> int:
                 cached_trials_s.append(cached["split"]["wall"])
                 row = [tid, head_text(values), f"{values['learning_rate']:.2e}",
                        "+".join(map(str, cached["phase_epochs"])), fmt_s(cached["val_auc"], 4)]
+                c_epochs = epochs_text(cached["split"])
                 if naive_p is not None:
                     progress(f"depth {depth} trial {tid}: naive")
                     slow = run_like_tuner(naive_p, values, tid, p_epochs, probe, free_memory=True)
                     naive_p.base = None
                     source.last_base = None
                     naive_trials_s.append(slow["split"]["wall"])
-                    row += [fmt_s(slow["val_auc"], 4), fmt_s(cached["split"]["wall"]), fmt_s(slow["split"]["wall"])]
+                    row += [fmt_s(slow["val_auc"], 4), fmt_s(cached["split"]["wall"]), fmt_s(slow["split"]["wall"]),
+                            c_epochs, epochs_text(slow["split"])]
                 else:
-                    row += ["-", fmt_s(cached["split"]["wall"]), "-"]
+                    row += ["-", fmt_s(cached["split"]["wall"]), "-", c_epochs, "-"]
                 partial_rows.append(row)
         keras.backend.clear_session(free_memory=True)
         cached_p_total = t_cache2 + sum(cached_trials_s)
         table(partial_rows, ["trial", "head", "lr", "epochs (phase1+2)", "val_auc cached", "val_auc naive",
-                             "cached s", "naive s"])
+                             "cached s", "naive s", "cached epochs s (phase1 | phase2)",
+                             "naive epochs s (phase1 | phase2)"])
         rows = [
             [f"cached_features depths [0, {depth}] (one forward pass, both cuts)", fmt_s(t_cache2)],
             ["of which bare forward pass", fmt_s(forward_seconds(logs2))],
@@ -684,31 +721,44 @@ def main() -> int:
         m_trials = settings["memory_trials"]
         m_epochs = settings["memory_epochs"]
         emit(f"## 4. Memory: {m_trials}-trial RandomSearch x {m_epochs} epochs on the cached depth-0 features "
-             f"(image size {IMAGE_SIZE}, fresh subprocess)")
+             f"(image size {IMAGE_SIZE}; each search in a fresh subprocess, RSS read from /proc/self/status "
+             f"after every trial's on_trial_end)")
         emit()
-        progress(f"memory: {m_trials}-trial search in a subprocess")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(data), "--memory-child", str(run.path),
-               "--memory-trials", str(m_trials), "--memory-epochs", str(m_epochs), "--memory-size", str(IMAGE_SIZE)]
-        child = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        result = None
-        for line in child.stdout.splitlines():
-            if line.startswith(MEMORY_MARK):
-                result = json.loads(line[len(MEMORY_MARK):])
-        if result is None:
-            emit(f"memory subprocess failed (exit {child.returncode}):")
-            emit(child.stderr[-3000:])
-        else:
+        flat_inputs = 1
+        for dim in shapes[0]:
+            flat_inputs *= int(dim)
+        for cheap in (True, False):
+            label = ("4a. cheap heads: pooling pinned to avg, the rest of the space searched (growth here = leakage)"
+                     if cheap else f"4b. full search space: flatten heads with up to {flat_inputs // 1000}k x 256 weights "
+                     "(peak follows the largest head sampled so far)")
+            emit(f"### {label} {load_note()}")
+            emit()
+            progress(f"memory ({'cheap heads' if cheap else 'full space'}): {m_trials}-trial search in a subprocess")
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(data), "--memory-child",
+                   str(run.path), "--memory-trials", str(m_trials), "--memory-epochs", str(m_epochs),
+                   "--memory-size", str(IMAGE_SIZE)] + (["--memory-cheap"] if cheap else [])
+            child = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            result = None
+            for line in child.stdout.splitlines():
+                if line.startswith(MEMORY_MARK):
+                    result = json.loads(line[len(MEMORY_MARK):])
+            if result is None:
+                emit(f"memory subprocess failed (exit {child.returncode}):")
+                emit(child.stderr[-3000:])
+                continue
             mrows = result["rows"]
             table([[r["trial"], r["head"], r["status"].lower(), fmt_s(r["rss"], 0), fmt_s(r["hwm"], 0)]
                    for r in mrows], ["trial", "head", "status", "VmRSS MiB", "VmHWM (peak) MiB"])
             emit(f"RSS after imports {result['start'].get('VmRSS', 0):.0f} MiB, after loading the cache "
-                 f"{result['loaded'].get('VmRSS', 0):.0f} MiB; search took {result['seconds']:.1f}s")
+                 f"{result['loaded'].get('VmRSS', 0):.0f} MiB (peak {result['loaded'].get('VmHWM', 0):.0f}); "
+                 f"search took {result['seconds']:.1f}s")
+            emit()
             if len(mrows) >= 2:
                 a, b = mrows[1], mrows[-1]
                 rows = []
-                for key, label in (("hwm", "peak RSS (VmHWM)"), ("rss", "current RSS (VmRSS)")):
+                for key, name in (("hwm", "peak RSS (VmHWM)"), ("rss", "current RSS (VmRSS)")):
                     if a[key] and b[key]:
-                        rows.append([label, f"{a[key]:.0f}", f"{b[key]:.0f}",
+                        rows.append([name, f"{a[key]:.0f}", f"{b[key]:.0f}",
                                      f"{100 * (b[key] - a[key]) / a[key]:+.1f} % [target within 15 %]"])
                 table(rows, ["memory", "after trial 2 (MiB)", f"after trial {len(mrows)} (MiB)", "growth"])
 

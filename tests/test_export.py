@@ -25,7 +25,7 @@ from bench.export import (
     model_card,
     run_info,
 )
-from bench.images import load_array, square_resize
+from bench.images import square_resize
 from bench.run import RunConfig, execute, prepare_run
 from conftest import make_folder, noise_image
 

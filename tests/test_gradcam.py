@@ -35,19 +35,28 @@ def predictor(tiny_run, tmp_path_factory) -> Predictor:
 
 def test_heatmap_shape_and_not_constant(predictor):
     image = np.asarray(noise_image(np.random.default_rng(2), 48).resize((56, 40)))  # 40 high, 56 wide
-    cam = predictor.gradcam(image)
     backbone = next(l for l in predictor.model.layers if isinstance(l, keras.Model) and l.name != "head")
-    assert cam.layer in {layer.name for layer in backbone.layers}
-    fmap = backbone.get_layer(cam.layer).output.shape
-    assert cam.heatmap.shape == (fmap[1], fmap[2]) and cam.heatmap.shape[0] * cam.heatmap.shape[1] > 1
-    full = cam.heatmap_for(image)
-    assert full.shape == (40, 56) and full.dtype == np.float32
-    assert 0.0 <= full.min() and full.max() <= 1.0
-    assert full.std() > 1e-3, "the heatmap is constant"
-    np.testing.assert_allclose(cam.probabilities, predictor.probabilities(image), atol=1e-5)
-    assert cam.class_index == int(np.argmax(cam.probabilities))
-    shown = overlay(image, full)
-    assert shown.shape == image.shape and shown.dtype == np.uint8 and not np.array_equal(shown, image)
+    cams = [predictor.gradcam(image, class_index=k) for k in (0, 1)]
+    for k, cam in enumerate(cams):
+        assert cam.class_index == k and cam.layer in {layer.name for layer in backbone.layers}
+        fmap = backbone.get_layer(cam.layer).output.shape
+        assert cam.heatmap.shape == (fmap[1], fmap[2]) and fmap[1] * fmap[2] > 1
+        full = cam.heatmap_for(image)
+        assert full.shape == (40, 56) and full.dtype == np.float32
+        assert 0.0 <= full.min() and full.max() <= 1.0
+        np.testing.assert_allclose(cam.probabilities, predictor.probabilities(image), atol=1e-5)
+    # A sigmoid model's two class scores have opposite gradients, so the ReLU keeps the
+    # positive part of the weighted map for one class and the negative part for the other:
+    # a map can be empty (no evidence for that class), but not both, and a non-empty one
+    # is normalised to a maximum of 1 and varies over the image.
+    shown = [cam for cam in cams if not cam.empty]
+    assert shown
+    for cam in shown:
+        full = cam.heatmap_for(image)
+        assert cam.heatmap.max() == pytest.approx(1.0) and full.std() > 1e-3, "the heatmap is constant"
+        picture = overlay(image, full)
+        assert picture.shape == image.shape and picture.dtype == np.uint8 and not np.array_equal(picture, image)
+    assert predictor.gradcam(image).class_index == 1 == predictor.explained_class(cams[0].probabilities)
 
 
 def test_run_model_and_export_give_the_same_heatmap(predictor, tiny_run):

@@ -12,6 +12,7 @@ the Markdown reads on GitHub) and the same bytes are embedded as base64 in
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import re
@@ -578,6 +579,28 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
     return out
 
 
+def gradcam_figure(run_dir: Path, data: RunData) -> Figure | None:
+    """The recommended model's Grad-CAM grid, written by ``bench run``/``bench export``
+    (``bench.explain.write_run_gradcam``); the report only embeds it, never predicts."""
+    if not data.ok:
+        return None
+    best = data.ok[0].name
+    png, meta = Path(run_dir) / best / "gradcam_grid.png", Path(run_dir) / best / "gradcam_grid.json"
+    if not png.is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(png) as img:
+        width, height = img.size
+    picks = json.loads(meta.read_text()).get("picks", []) if meta.is_file() else []
+    wrong = sum(1 for p in picks if not p.get("correct"))
+    caption = (f"{len(picks)} test images picked deterministically ({len(picks) - wrong} correct, {wrong} "
+               "misclassified); warm colours mark the regions that raised the score of the class named on each "
+               "image.") if picks else "Test images with their Grad-CAM heatmaps."
+    return Figure("gradcam", f"Grad-CAM of the recommended model ({best})", caption, png.read_bytes(),
+                  width / 100, height / 100)
+
+
 def _all_figures(figs: dict) -> list[Figure]:
     found = [f for k, f in figs.items() if k != "backbone" and f is not None]
     return found + [f for f in figs["backbone"].values() if f is not None]
@@ -609,6 +632,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     deployment = deployment_section(data)
     search = search_section(data)
     figs = make_figures(data, deployment, search)
+    figs["gradcam"] = gradcam_figure(run_dir, data)
     per_backbone = []
     for b in data.backbones:
         per_backbone.append({
