@@ -262,7 +262,8 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log
     kwargs = dict(
         hypermodel=hypermodel,
         objective=kt.Objective(cfg.objective, OBJECTIVES[cfg.objective]),
-        seed=cfg.seed,
+        # KerasTuner treats seed 0 as "no seed" (seed or random.randint(...)): shift by one
+        seed=cfg.seed + 1,
         directory=str(directory),
         project_name=project,
         overwrite=False,
