@@ -21,7 +21,21 @@ def _bench(*args) -> list[str]:
 
 
 def _completed(run: Path) -> dict[str, float]:
-    return {p.parent.name: p.stat().st_mtime for p in run.glob("mobilenet_v2/tuner/trial_*/bench_trial.json")}
+    """Trials KerasTuner has recorded as completed -> mtime of their bench history file.
+
+    (bench_trial.json is written inside the trial, just before KerasTuner marks it done:
+    a trial killed in between is the in-flight one and legitimately runs again.)
+    """
+    done = {}
+    for trial_json in run.glob("mobilenet_v2/tuner/trial_*/trial.json"):
+        try:
+            status = json.loads(trial_json.read_text()).get("status")
+        except ValueError:  # being written right now
+            continue
+        history = trial_json.parent / "bench_trial.json"
+        if status == "COMPLETED" and history.exists():
+            done[trial_json.parent.name] = history.stat().st_mtime
+    return done
 
 
 @pytest.mark.slow
