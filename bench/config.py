@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+#: Validation objectives and their direction.
+OBJECTIVES = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
+#: KerasTuner search algorithms ``--tuner`` accepts (bench.search maps them to classes).
+TUNER_NAMES = ("bayesian", "random", "hyperband")
+
 
 @dataclass
 class SearchConfig:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import backbones
 from bench import __version__
-from bench.config import SearchConfig
+from bench.config import OBJECTIVES, TUNER_NAMES, SearchConfig
 from bench.errors import BenchError
 from bench.runfolder import (
     RunLock,
@@ -82,18 +82,10 @@ def validate(config: RunConfig) -> None:
     config.backbones = parse_backbones(config.backbones)
     if config.image_size is not None:
         for name in config.backbones:
-            rec = backbones.get(name)
-            if config.image_size < rec.min_size:
-                raise BenchError(
-                    f"--image-size {config.image_size} is below {name}'s minimum of {rec.min_size}; "
-                    f"use --image-size {rec.min_size} or more, or drop {name}"
-                )
+            backbones.get(name).check_size(config.image_size)
     backbones.resolve_weights(config.weights)
-    from bench.hypermodel import OBJECTIVES
-    from bench.search import TUNERS
-
-    if config.tuner not in TUNERS:
-        raise BenchError(f"unknown --tuner {config.tuner!r}; choose one of: {', '.join(TUNERS)}")
+    if config.tuner not in TUNER_NAMES:
+        raise BenchError(f"unknown --tuner {config.tuner!r}; choose one of: {', '.join(TUNER_NAMES)}")
     if config.objective not in OBJECTIVES:
         raise BenchError(f"unknown --objective {config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
     for option, value, low in (("--max-trials", config.max_trials, 1), ("--epochs", config.epochs, 1),

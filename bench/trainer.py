@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-OBJECTIVES = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
+from bench.config import OBJECTIVES
 
 
 class NonFiniteLoss(Exception):
