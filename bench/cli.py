@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import sys
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tabulate import tabulate
 
-from bench.errors import BenchError
+from bench.errors import BenchError, disk_full_message, is_disk_full
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported lazily
 
@@ -39,14 +38,9 @@ def _user_errors(func):
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
         except OSError as exc:
-            if exc.errno != errno.ENOSPC:
+            if not is_disk_full(exc):
                 raise
-            where = f" while writing {exc.filename}" if exc.filename else ""
-            typer.echo(
-                f"Error: no space left on the device{where}; free some space, then continue with "
-                "`bench run --resume --name RUN` (completed work is kept)",
-                err=True,
-            )
+            typer.echo(f"Error: {disk_full_message(exc)}", err=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted; completed work is kept in the run folder.", err=True)
@@ -259,9 +253,31 @@ class Objective(str, Enum):
     val_loss = "val_loss"
 
 
+class MixedPrecision(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+#: ``bench run`` parameter name -> RunConfig field, where they differ.
+_RUN_FIELDS = {"backbones_": "backbones"}
+
+
+def _explicit_options(ctx: typer.Context) -> dict:
+    """RunConfig fields the user set on the command line (or by environment), with values."""
+    given = {}
+    for param, value in ctx.params.items():
+        source = ctx.get_parameter_source(param)
+        # by name: typer may bring its own copy of click's ParameterSource enum
+        if getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
+            given[_RUN_FIELDS.get(param, param)] = value.value if isinstance(value, Enum) else value
+    return given
+
+
 @app.command("run")
 @_user_errors
 def run_cmd(
+    ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Option(help="Folder with one sub-folder per class; default: the synthetic demo data.")] = None,
     backbones_: Annotated[str, typer.Option("--backbones", help="Comma-separated backbone names or wildcards.")] = "xception,mobilenet_v2",
     weights: Annotated[str, typer.Option(help="'imagenet', 'none' (random init), or a weights file / folder.")] = "imagenet",
@@ -278,6 +294,8 @@ def run_cmd(
     aug_views: Annotated[int, typer.Option(help="Augmented views per training image with --augment.")] = 4,
     max_unfreeze: Annotated[int, typer.Option(help="Largest number of top backbone blocks the search may fine-tune.")] = 2,
     baseline: Annotated[Optional[bool], typer.Option("--baseline/--no-baseline", help="Also train the original notebook's recipe (default: when xception is included).")] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="TensorFlow op determinism: same seed, same machine -> identical results (can be slower).")] = False,
+    mixed_precision: Annotated[MixedPrecision, typer.Option(help="float16 compute: 'auto' on GPUs only, 'on', 'off'.")] = MixedPrecision.auto,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name: completed trials and backbones are kept.")] = False,
     export: Annotated[bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")] = True,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("results"),
@@ -285,21 +303,28 @@ def run_cmd(
     name: Annotated[Optional[str], typer.Option(help="Run name (folder under --out); default: a timestamp.")] = None,
 ) -> None:
     """Scan, split and search each backbone; write results and the leaderboard."""
+    from bench.distributed import cluster_from_env
+
+    cluster = cluster_from_env()
     _quiet_tensorflow()
     from bench.leaderboard import format_leaderboard
-    from bench.run import RunConfig, execute, prepare_run, resume_run
+    from bench.run import RunConfig, execute, open_distributed, prepare_run, resume_run
 
+    given = _explicit_options(ctx)
+    config = RunConfig(
+        data=data, backbones=backbones_, weights=weights, seed=seed, val_size=val_size,
+        test_size=test_size, image_size=image_size, out=out, reports=reports, name=name,
+        tuner=tuner.value, max_trials=max_trials, epochs=epochs, objective=objective.value,
+        batch_size=batch_size, augment=augment, aug_views=aug_views, max_unfreeze=max_unfreeze,
+        baseline=baseline, deterministic=deterministic, mixed_precision=mixed_precision.value,
+    )
     if resume:
-        run = resume_run(out, name)
+        run = resume_run(out, name, given, cluster=cluster)
         typer.echo(f"resuming run {run.config.name} with its stored configuration and split", err=True)
+    elif cluster is not None:
+        run = _scan_with_progress(open_distributed, config, given, cluster)
+        typer.echo(f"{cluster.role} of run {run.config.name}", err=True)
     else:
-        config = RunConfig(
-            data=data, backbones=backbones_, weights=weights, seed=seed, val_size=val_size,
-            test_size=test_size, image_size=image_size, out=out, reports=reports, name=name,
-            tuner=tuner.value, max_trials=max_trials, epochs=epochs, objective=objective.value,
-            batch_size=batch_size, augment=augment, aug_views=aug_views, max_unfreeze=max_unfreeze,
-            baseline=baseline,
-        )
         run = _scan_with_progress(prepare_run, config)
     sizes = run.split.sizes()
     typer.echo(
@@ -310,7 +335,11 @@ def run_cmd(
     )
     if run.config.weights == "none":
         typer.echo("weights: none (random initialisation): this is not transfer learning", err=True)
-    table = execute(run, log=lambda msg: typer.echo(msg, err=True))
+    table = execute(run, log=lambda msg: typer.echo(msg, err=True), cluster=cluster)
+    if table is None:  # a distributed worker: the chief ranks, exports and reports
+        typer.echo(f"{cluster.role}: no trials left in run {run.config.name}; the chief writes the leaderboard and report",
+                   err=True)
+        return
     exported = None
     if export:
         from bench.export import export_winner
@@ -318,7 +347,7 @@ def run_cmd(
         exported = export_winner(run.path, log=lambda msg: typer.echo(msg, err=True))
     from bench.report import build_report
 
-    md, html = build_report(run.path, reports if resume else run.config.reports)
+    md, html = build_report(run.path, run.config.reports)
     typer.echo(format_leaderboard(table))
     typer.echo("")
     for fname in ("leaderboard.csv", "leaderboard.json", "split.json", "run.json"):

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench.faults import crash_point
 from bench.runfolder import sha256_file, write_bytes_atomic, write_json_atomic
 
 CACHE_FORMAT = 1
@@ -128,8 +129,10 @@ class FeatureCache:
             return {name: v.astype(np.float32) for name, v in found.items()}
         arrays = compute()
         out = {}
-        for name, key in keys.items():
+        for i, (name, key) in enumerate(keys.items()):
             self.save(key, arrays[name], parts[name])
+            if i == 0:
+                crash_point("caching")
             out[name] = arrays[name].astype(np.float16).astype(np.float32)
         return out
 

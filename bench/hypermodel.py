@@ -74,9 +74,9 @@ def build_head(feature_shape: tuple, pooling: str, dense: list[tuple[int, float]
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     if n_classes == 2:
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="output", dtype="float32")(x)
     else:
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="head")
 
 

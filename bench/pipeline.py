@@ -19,6 +19,7 @@ import numpy as np
 
 import backbones
 from bench.final import evaluate_on_test, full_model, measure_latency, save_model, write_result
+from bench.faults import crash_point
 from bench.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.runfolder import read_json
 from bench.config import SearchConfig
@@ -44,16 +45,25 @@ def _recipe_hyperparameters() -> kt.HyperParameters:
 
 def run_backbone(
     name: str, run_dir: Path, data_root: Path, split, weights: str, image_size: int | None,
-    cfg: SearchConfig, log: Log, baseline: bool = False,
-) -> dict:
-    """Search (or the fixed notebook recipe when ``baseline``), evaluate, write result.json."""
+    cfg: SearchConfig, log: Log, baseline: bool = False, cluster=None, job: int = 0,
+) -> dict | None:
+    """Search (or the fixed notebook recipe when ``baseline``), evaluate, write result.json.
+
+    Distributed (``cluster``): the chief serves the search of job ``job`` and evaluates;
+    a worker only runs trials and returns None.
+    """
     record = backbones.get("xception" if baseline else name)
     size = image_size or record.default_size
     out_dir = run_dir / name
     result_path = out_dir / "result.json"
+    trials_path = out_dir / "trials.csv"
+    worker = cluster is not None and not cluster.is_chief
     if result_path.exists():
         log(f"{name}: finished earlier, skipped")
-        return read_json(result_path)
+        return None if worker else read_json(result_path)
+    if worker and trials_path.exists():
+        log(f"{name}: search finished (the chief evaluates it), skipped")
+        return None
     t0 = time.perf_counter()
     source = source_for(record, weights, size, run_dir, data_root, split, cfg.seed)
     depths = [0] if baseline else depths_for(record, cfg.max_unfreeze)
@@ -69,13 +79,20 @@ def run_backbone(
         cfg = SearchConfig(**{**cfg.__dict__, "tuner": "random", "max_trials": 1,
                               "epochs": cfg.epochs if cfg.epochs != SearchConfig.epochs else NOTEBOOK_EPOCHS})
         data.patience = cfg.epochs  # the notebook trained every epoch; its best epoch is restored
-        tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log, hyperparameters=_recipe_hyperparameters())
+    distributed = dict(cluster=cluster, job=job, search_done=lambda: trials_path.exists() or result_path.exists())
+    if baseline:
+        tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log, hyperparameters=_recipe_hyperparameters(),
+                           **distributed)
     else:
-        tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log)
+        tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log, **distributed)
     budget = f"up to {cfg.epochs} epochs a trial" if cfg.tuner == "hyperband" else f"{cfg.max_trials} trials, {cfg.epochs} epochs"
     log(f"{name}: searching ({cfg.tuner}, {budget}, unfreeze depths {depths}, {size}px)")
     tuner.search(verbose=0)
-    table = write_trials_csv(tuner, out_dir / "trials.csv")
+    if worker:
+        keras.backend.clear_session()
+        gc.collect()
+        return None
+    table = write_trials_csv(tuner, trials_path)
     search_seconds = time.perf_counter() - t0
     done = int((table["status"] == "completed").sum()) if len(table) else 0
     failed = len(table) - done
@@ -92,6 +109,7 @@ def run_backbone(
     trial = best[0]
     model = full_model(source, tuner, trial)
     save_model(model, out_dir / "best_model.keras")
+    crash_point("final")
     metrics = evaluate_on_test(model, split, data_root, size, out_dir, cfg.seed, cfg.batch_size)
     row.update(status="ok", best_trial=trial.trial_id, val_objective=trial.score)
     row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")})

@@ -6,6 +6,7 @@ leaves no half-made folder behind.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from bench.config import OBJECTIVES, TUNER_NAMES, SearchConfig
 from bench.errors import BenchError
 from bench.runfolder import (
     RunLock,
+    file_lock,
     read_json,
     check_run_name,
     check_writable,
@@ -26,6 +28,7 @@ from bench.runfolder import (
     machine_info,
     write_json_atomic,
 )
+from bench.runtime import check_mixed_precision
 from bench.scan import DatasetIndex, scan
 from bench.split import SplitManifest, check_sizes, make_split, read_split, write_split
 
@@ -44,6 +47,8 @@ class RunConfig(SearchConfig):
     reports: Path = Path("reports")
     name: str | None = None
     baseline: bool | None = None  # None: on when xception is among the backbones
+    deterministic: bool = False
+    mixed_precision: str = "auto"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -93,6 +98,7 @@ def validate(config: RunConfig) -> None:
                                ("--max-unfreeze", config.max_unfreeze, 0)):
         if value < low:
             raise BenchError(f"{option} must be at least {low}, got {value}")
+    check_mixed_precision(config.mixed_precision)
     if config.baseline is None:
         config.baseline = "xception" in config.backbones
     if config.name is not None:
@@ -140,39 +146,114 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     return RunFolder(run_dir, config, index, split)
 
 
-def resume_run(out: Path, name: str | None) -> RunFolder:
-    """Reopen ``<out>/<name>``: its stored config, data and split are used unchanged."""
+#: RunConfig fields that change results, with their ``bench run`` options: a resumed (or
+#: joined, in distributed mode) run refuses new values for them. Others (--out,
+#: --reports, --export) only change where things go or what else is written.
+RESULT_OPTIONS = {
+    "data": "--data", "backbones": "--backbones", "weights": "--weights", "seed": "--seed",
+    "val_size": "--val-size", "test_size": "--test-size", "image_size": "--image-size", "tuner": "--tuner",
+    "max_trials": "--max-trials", "epochs": "--epochs", "objective": "--objective", "batch_size": "--batch-size",
+    "augment": "--augment", "aug_views": "--aug-views", "max_unfreeze": "--max-unfreeze", "baseline": "--baseline",
+    "deterministic": "--deterministic", "mixed_precision": "--mixed-precision",
+}
+
+
+def _as_option(field_name: str, value) -> str:
+    option = RESULT_OPTIONS[field_name]
+    if isinstance(value, bool):
+        if field_name in ("augment", "baseline"):
+            return option if value else f"--no-{option[2:]}"
+        return option if value else f"no {option}"
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    return f"{option} {value}"
+
+
+def check_options(config: RunConfig, given: dict, name: str) -> None:
+    """Refuse options given now that differ from the run's stored ones (``--data``: by content)."""
+    diffs = []
+    for field_name, value in given.items():
+        option = RESULT_OPTIONS.get(field_name)
+        if option is None or field_name == "data":
+            continue
+        stored = getattr(config, field_name)
+        if field_name == "backbones":
+            value = parse_backbones(value)
+        if value != stored:
+            diffs.append(f"{_as_option(field_name, value)} (run {name} has {_as_option(field_name, stored)})")
+    if diffs:
+        raise BenchError(
+            f"--resume cannot change options that change results: {'; '.join(diffs)}; "
+            f"drop them to continue run {name} as it started, or start a new run with another --name"
+        )
+
+
+def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=None) -> RunFolder:
+    """Reopen ``<out>/<name>``: its stored config, data and split are used unchanged.
+
+    ``given``: RunConfig fields the user passed explicitly now; any that would change
+    results must equal the stored ones. ``--data`` may point elsewhere (another mount of
+    the same folder) as long as its contents are the same.
+    """
     if not name:
         raise BenchError("--resume needs --name RUN (the run folder to continue)")
     run_dir = Path(out) / check_run_name(name)
     if not (run_dir / "run.json").exists():
         raise BenchError(f"no run to resume at {run_dir} (run.json missing); check --out and --name")
-    RunLock(run_dir).acquire().release()  # fail at once when another process works on it
-    stored = read_json(run_dir / "run.json")["config"]
+    if cluster is None:
+        RunLock(run_dir).acquire().release()  # fail at once when another process works on it
+    info = read_json(run_dir / "run.json")
+    stored = info["config"]
     config = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
-    config.data = Path(config.data) if config.data else None
     config.out, config.reports = Path(out), Path(config.reports)
+    given = dict(given or {})
+    check_options(config, given, name)
+    if given.get("data") is not None:
+        config.data = Path(given["data"])
+    config.data = Path(config.data) if config.data else None
+    if "reports" in given:
+        config.reports = Path(given["reports"])
     index = scan(config.data)
-    stored_hash = read_json(run_dir / "run.json").get("data_hash")
+    config.data = index.root
+    stored_hash = info.get("data_hash")
     if stored_hash and index.content_hash() != stored_hash:
         raise BenchError(
-            f"the data in {config.data} changed since run {name} started (files added, removed or edited); "
-            "restore it, or start a new run without --resume"
+            f"the data in {config.data} differs from the data run {name} started with (files added, removed or "
+            "edited); restore it, or start a new run without --resume"
         )
     split = read_split(run_dir / "split.json")
     return RunFolder(run_dir, config, index, split)
 
 
-def execute(run: RunFolder, log) -> "object":
+def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> RunFolder:
+    """Distributed mode: the first process to arrive prepares the run folder, under a lock;
+    every other one (chief or worker) joins it, with the same checks as ``--resume``."""
+    if not config.name:
+        raise BenchError("distributed mode needs --name: the chief and every worker must name the same run folder")
+    check_run_name(config.name)
+    out = check_writable(config.out, "--out")
+    with file_lock(out / f".{config.name}.prepare.lock"):
+        if (out / config.name / "run.json").exists():
+            return resume_run(out, config.name, given, cluster=cluster)
+        return prepare_run(config, progress)
+
+
+def execute(run: RunFolder, log, cluster=None) -> "object":
     """Search and evaluate every backbone (and the notebook baseline), write the leaderboard.
 
-    Holds the run's lock throughout: a second process on the same run fails at once.
+    Holds the run's lock throughout: a second process on the same run fails at once. In
+    distributed mode the chief holds it; each worker holds its own (one process per
+    worker id) and returns None: the chief ranks and reports.
     """
-    with RunLock(run.path):
-        return _execute(run, log)
+    from bench.runtime import configure
+
+    lock = RunLock(run.path) if cluster is None or cluster.is_chief else RunLock(run.path, ".lock-" + re.sub(r"[^A-Za-z0-9._-]", "_", cluster.tuner_id))
+    with lock:
+        configure(run.config.deterministic, run.config.mixed_precision, run.config.seed, log)
+        return _execute(run, log, cluster)
 
 
-def _execute(run: RunFolder, log):
+def _execute(run: RunFolder, log, cluster=None):
     from bench.leaderboard import write_leaderboard
     from bench.pipeline import BASELINE, run_backbone
 
@@ -181,10 +262,10 @@ def _execute(run: RunFolder, log):
     jobs = [(name, False) for name in run.config.backbones]
     if run.config.baseline:
         jobs.append((BASELINE, True))
-    for name, is_baseline in jobs:
-        rows.append(
-            run_backbone(name, run.path, run.index.root, run.split, run.config.weights, run.config.image_size,
-                         cfg, log, baseline=is_baseline)
-        )
-        write_leaderboard(rows, run.path)
-    return write_leaderboard(rows, run.path)
+    for job, (name, is_baseline) in enumerate(jobs):
+        row = run_backbone(name, run.path, run.index.root, run.split, run.config.weights, run.config.image_size,
+                           cfg, log, baseline=is_baseline, cluster=cluster, job=job)
+        if row is not None:
+            rows.append(row)
+            write_leaderboard(rows, run.path)
+    return write_leaderboard(rows, run.path) if rows else None

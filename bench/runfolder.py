@@ -11,9 +11,11 @@ import os
 import platform
 import re
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 from bench.errors import BenchError
 
@@ -71,8 +73,8 @@ class RunLock:
     file from a dead process is simply taken over.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / ".lock"
+    def __init__(self, run_dir: Path, name: str = ".lock") -> None:
+        self.path = Path(run_dir) / name
         self._fh = None
 
     def acquire(self) -> "RunLock":
@@ -106,6 +108,25 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Block until this process holds an exclusive ``flock`` on ``path`` (created if needed).
+
+    Serialises work that must happen once per run folder (the split, backbone weights,
+    feature caches) between processes that share it, e.g. distributed workers.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def sha256_file(path: Path) -> str:

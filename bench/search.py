@@ -22,11 +22,13 @@ import pandas as pd
 
 import backbones
 from bench.config import SearchConfig
+from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.data import augmented_views, label_indices, load_images
 from bench.features import FeatureCache, images_fingerprint, run_prefix, weights_fingerprint
 from bench.hypermodel import OBJECTIVES, BenchHyperModel, TrialData, balanced_class_weight, best_epoch
 from bench.layers import BackbonePreprocess
-from bench.runfolder import write_json_atomic, write_text_atomic
+from bench.runtime import mixed
+from bench.runfolder import file_lock, write_json_atomic, write_text_atomic
 from bench.trainer import NonFiniteLoss, write_tensorboard
 
 Log = Callable[[str], None]
@@ -141,12 +143,24 @@ def depths_for(record, max_unfreeze: int) -> list[int]:
 def cached_features(
     source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig, log: Log
 ) -> tuple[dict, dict, np.ndarray, np.ndarray, dict[int, tuple]]:
-    """Features of train (+ augmented views) and val for every depth, cached."""
+    """Features of train (+ augmented views) and val for every depth, cached.
+
+    Runs under a lock on the run's cache folder: processes sharing the run folder
+    (distributed workers) make the backbone weights and each cache entry once; the
+    others wait, then read them.
+    """
+    with file_lock(Path(run_dir) / "cache" / ".lock"):
+        return _cached_features(source, depths, run_dir, data_root, split, cfg, log)
+
+
+def _cached_features(source, depths, run_dir, data_root, split, cfg, log):
     base = source.base()
     fingerprint = weights_fingerprint(base)
     cache = FeatureCache(run_dir / "cache", log=log)
     rows = {s: split.rows(s) for s in ("train", "val")}
     common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
+    if mixed():
+        common["compute"] = "float16"  # features from float16 compute are not those of float32
     parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
     jobs: dict[str, tuple[str, int]] = {}  # part -> (split, augmented views)
     views = cfg.aug_views if cfg.augment else 0
@@ -186,6 +200,11 @@ def cached_features(
     return x_train, x_val, y_train, y_val, shapes
 
 
+class DiskFull(BenchError, kt.errors.FatalError):
+    """A trial could not write its results: stops the search (KerasTuner would record
+    any other exception as a failed trial and go on, losing every later trial)."""
+
+
 class BenchTunerMixin:
     """Replaces KerasTuner's run_trial: seeded build, two-phase fit, best-epoch metrics,
     one checkpoint write per trial (only when it is the best so far), a JSON sidecar."""
@@ -194,8 +213,19 @@ class BenchTunerMixin:
     bench_seed: int = 0
     bench_log: Log = staticmethod(lambda msg: None)
     bench_tensorboard: bool = True
+    bench_cluster = None  # bench.distributed.Cluster in distributed mode
+    bench_job: int = 0  # index of this backbone in the run (the chief serves it on port + index)
+    bench_search_done: Callable[[], bool] = staticmethod(lambda: False)
 
     def run_trial(self, trial, *args, **kwargs):
+        try:
+            return self._bench_run_trial(trial)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(disk_full_message(exc)) from None
+            raise
+
+    def _bench_run_trial(self, trial):
         hp = trial.hyperparameters
         epochs = hp.values.get("tuner/epochs", self.bench_epochs) - hp.values.get("tuner/initial_epoch", 0)
         trial_seed = self.bench_seed * 1000 + int(trial.trial_id)
@@ -223,7 +253,7 @@ class BenchTunerMixin:
         write_json_atomic(
             trial_dir / "bench_trial.json",
             {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]),
-             "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3)},
+             "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3), "tuner_id": self.tuner_id},
         )
         return metrics
 
@@ -241,13 +271,33 @@ class BenchTunerMixin:
             return True
         return value < best[0].score if self.oracle.objective.direction == "min" else value > best[0].score
 
+    def search(self, *args, **kwargs):
+        """Single process: KerasTuner's loop. Distributed: the chief serves the oracle,
+        a worker runs trials until the chief's search is over (see bench.distributed)."""
+        cluster = self.bench_cluster
+        if cluster is None:
+            return super().search(*args, **kwargs)
+        from bench.distributed import serve_oracle, worker_search
+
+        if cluster.is_chief:
+            self.save()
+            return serve_oracle(self.oracle, cluster, self.bench_job, self.bench_log)
+        return worker_search(lambda: super(BenchTunerMixin, self).search(*args, **kwargs), self.bench_search_done,
+                             cluster, self.bench_job, self.bench_log)
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         score = trial.score
-        done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
-        status = trial.status.lower() if trial.status != "COMPLETED" else f"{self.oracle.objective.name} {score:.4f}"
+        if trial.status == "COMPLETED":
+            status = f"{self.oracle.objective.name} {score:.4f}" if score is not None else "completed"
+        else:
+            status = trial.status.lower()
         if trial.status != "COMPLETED" and trial.message:
             status += f": {_last_line(trial.message)}"
+        if self.bench_cluster is not None:  # a worker's oracle is a gRPC client: no trial list here
+            self.bench_log(f"  trial {trial.trial_id} ({self.bench_cluster.role}): {status}")
+            return
+        done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
         self.bench_log(f"  trial {trial.trial_id} ({done}/{self.oracle.max_trials or '?'}): {status}")
 
 
@@ -256,7 +306,8 @@ def _last_line(message: str) -> str:
     return lines[-1] if lines else ""
 
 
-def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log: Log, hyperparameters=None):
+def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log: Log, hyperparameters=None,
+               cluster=None, job: int = 0, search_done: Callable[[], bool] | None = None):
     base_cls = TUNERS[cfg.tuner]
     tuner_cls = type(f"Bench{base_cls.__name__}", (BenchTunerMixin, base_cls), {})
     kwargs = dict(
@@ -275,8 +326,14 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log
         kwargs.update(max_epochs=max(2, cfg.epochs), factor=3)
     else:
         kwargs.update(max_trials=cfg.max_trials)
-    tuner = tuner_cls(**kwargs)
+    from bench.distributed import job_environment
+
+    with job_environment(cluster, job):  # a worker's oracle client connects to PORT + job
+        tuner = tuner_cls(**kwargs)
     tuner.bench_epochs, tuner.bench_seed, tuner.bench_log = cfg.epochs, cfg.seed, log
+    tuner.bench_cluster, tuner.bench_job = cluster, job
+    if search_done is not None:
+        tuner.bench_search_done = search_done
     tuner.bench_tensorboard = cfg.tensorboard
     return tuner
 
@@ -295,7 +352,8 @@ def trials_table(tuner) -> pd.DataFrame:
             import json
 
             info = json.loads(sidecar.read_text())
-            row.update(best_epoch=info["best_epoch"], epochs_run=info["epochs_run"], seconds=info["seconds"])
+            row.update(best_epoch=info["best_epoch"], epochs_run=info["epochs_run"], seconds=info["seconds"],
+                       ran_on=info.get("tuner_id", "tuner0"))
         row["message"] = _last_line(trial.message) if trial.status != "COMPLETED" else ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from bench.config import OBJECTIVES
+from bench.runtime import mixed
 
 
 class NonFiniteLoss(Exception):
@@ -112,12 +113,30 @@ def train(
     y_val_true = targets(y_val, n_classes)
     weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
 
+    scaling = mixed()  # float16 compute: dynamic loss scaling keeps small gradients from underflowing
+    scale = tf.Variable(2.0**15, trainable=False) if scaling else None
+
     @tf.function(reduce_retracing=True)
     def step(xb, yb, wb):
         with tf.GradientTape() as tape:
             proba = model(xb, training=True)
             loss = loss_fn(yb, proba, sample_weight=wb)
-        optimizer.apply(tape.gradient(loss, optimizer.variables))
+            scaled = loss * scale if scaling else loss
+        grads = tape.gradient(scaled, optimizer.variables)
+        if not scaling:
+            optimizer.apply(grads)
+            return loss, proba
+        grads = [tf.cast(g, tf.float32) / scale for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def apply():
+            optimizer.apply(grads)
+            return scale
+
+        def skip():  # overflow: drop this step, halve the scale
+            return scale.assign(tf.maximum(scale / 2.0, 1.0))
+
+        tf.cond(finite, apply, skip)
         return loss, proba
 
     @tf.function(reduce_retracing=True)

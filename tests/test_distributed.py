@@ -1,0 +1,79 @@
+"""KerasTuner's distributed mode: one chief and two workers share one search."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench.distributed import ENV_ID, ENV_IP, ENV_PORT, cluster_from_env
+from bench.errors import BenchError
+from conftest import make_folder
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cluster_from_environment():
+    assert cluster_from_env({}) is None
+    chief = cluster_from_env({ENV_ID: "chief", ENV_IP: "10.0.0.1", ENV_PORT: "8000"})
+    assert chief.is_chief and chief.job_port(2) == 8002
+    worker = cluster_from_env({ENV_ID: "tuner3", ENV_IP: "10.0.0.1", ENV_PORT: "8000"})
+    assert not worker.is_chief and worker.role == "worker tuner3"
+    with pytest.raises(BenchError, match=f"{ENV_PORT} not set"):
+        cluster_from_env({ENV_ID: "chief", ENV_IP: "10.0.0.1"})
+    with pytest.raises(BenchError, match="not a port number"):
+        cluster_from_env({ENV_ID: "chief", ENV_IP: "10.0.0.1", ENV_PORT: "http"})
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+    data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=4)
+    out, reports = tmp_path / "results", tmp_path / "reports"
+    args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+            "--max-trials", "5", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export",
+            "--out", out, "--reports", reports, "--name", "dist"]
+    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
+    procs = {
+        tuner_id: subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env={**env, ENV_ID: tuner_id},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for tuner_id in ("chief", "tuner0", "tuner1")
+    }
+    logs = {}
+    try:
+        for tuner_id, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=900)
+            logs[tuner_id] = stderr
+            assert proc.returncode == 0, f"{tuner_id}:\n{stderr[-3000:]}"
+    finally:
+        for proc in procs.values():
+            proc.kill()
+
+    run = out / "dist"
+    trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")
+    assert len(trials) == 5 and trials["trial"].is_unique and set(trials["status"]) == {"completed"}
+    assert set(trials["ran_on"]) <= {"tuner0", "tuner1"}  # the chief only serves
+    # every trial was run by exactly one worker: each logs the trials it ran
+    ran = {tid: [int(t) for t in re.findall(rf"trial (\d+) \(worker {tid}\): completed", logs[tid])]
+           for tid in ("tuner0", "tuner1")}
+    assert sorted(ran["tuner0"] + ran["tuner1"]) == sorted(trials["trial"]), ran
+    assert all(trials.set_index("trial").loc[t, "ran_on"] == tid for tid, ids in ran.items() for t in ids)
+    # the split and the feature cache were made once, by whichever process came first
+    cached = [line for log in logs.values() for line in log.splitlines() if "cached train features" in line]
+    assert len(cached) == 1, cached
+    # the chief ranks and reports; the workers say so and stop
+    board = json.loads((run / "leaderboard.json").read_text())
+    assert [row["backbone"] for row in board] == ["mobilenet_v2"] and board[0]["status"] == "ok"
+    assert board[0]["trials_done"] == 5
+    assert (reports / "dist" / "report.html").exists()
+    for tuner_id in ("tuner0", "tuner1"):
+        assert "the chief writes the leaderboard" in logs[tuner_id]
