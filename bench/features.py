@@ -130,6 +130,9 @@ class FeatureCache:
         arrays = compute()
         out = {}
         for i, (name, key) in enumerate(keys.items()):
+            if found[name] is not None:  # valid entries are kept as they are
+                out[name] = found[name].astype(np.float32)
+                continue
             self.save(key, arrays[name], parts[name])
             if i == 0:
                 crash_point("caching")

@@ -23,7 +23,7 @@ from bench.faults import crash_point
 from bench.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.runfolder import read_json
 from bench.config import SearchConfig
-from bench.search import cached_features, depths_for, make_tuner, source_for, write_trials_csv
+from bench.search import best_trial, cached_features, depths_for, make_tuner, source_for, write_trials_csv
 
 Log = Callable[[str], None]
 BASELINE = "xception_notebook"
@@ -101,12 +101,11 @@ def run_backbone(
         "baseline": baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
     }
-    best = tuner.oracle.get_best_trials(1)
-    if not best or done == 0:
+    trial = best_trial(tuner)
+    if trial is None or done == 0:
         row.update(status="failed", message="every trial failed; see trials.csv")
         write_result(result_path, row)
         return row
-    trial = best[0]
     model = full_model(source, tuner, trial)
     save_model(model, out_dir / "best_model.keras")
     crash_point("final")

@@ -338,6 +338,24 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log
     return tuner
 
 
+def best_trial(tuner):
+    """The trial the final stage uses: the best objective, ties going to the earliest trial.
+
+    Ties are common on small validation splits. KerasTuner's own order among tied trials
+    can change when its state is reloaded (``--resume``), and only the first trial to
+    reach a score saved a checkpoint (see ``_is_best_so_far``): the earliest tied trial
+    with a checkpoint is the same choice in an uninterrupted and a resumed run.
+    """
+    scored = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED" and t.score is not None
+              and math.isfinite(t.score)]
+    if not scored:
+        return None
+    sign = 1 if tuner.oracle.objective.direction == "min" else -1
+    scored.sort(key=lambda t: (sign * t.score, int(t.trial_id)))
+    with_checkpoint = [t for t in scored if Path(tuner._get_checkpoint_fname(t.trial_id)).exists()]
+    return with_checkpoint[0] if with_checkpoint else scored[0]
+
+
 def trials_table(tuner) -> pd.DataFrame:
     """One flat row per trial: id, every hyperparameter, val metrics, best epoch, seconds, status."""
     rows = []

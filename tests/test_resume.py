@@ -1,4 +1,6 @@
-"""Kill a real `bench run` mid-search and finish it with --resume."""
+"""Kill a real `bench run` (SIGKILL) while caching, mid-search and during the final
+evaluation, and finish it with --resume: no completed trial runs again and the
+leaderboard has the shape of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -74,3 +76,52 @@ def test_kill_during_search_then_resume(tmp_path):
     again = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out), capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and "finished earlier, skipped" in again.stderr
+
+
+ARGS = ["--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--max-trials", "3",
+        "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The data and the leaderboard of the same run, never interrupted."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    data = make_folder(root / "data", {"a": 12, "b": 12}, size=48, seed=9)
+    out = root / "results"
+    done = subprocess.run(_bench("run", "--data", data, *ARGS, "--out", out, "--reports", root / "reports", "--name", "u"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return data, pd.read_csv(out / "u" / "leaderboard.csv")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["caching", "final"])
+def test_kill_at_crash_point_then_resume(tmp_path, uninterrupted, point):
+    data, reference = uninterrupted
+    out = tmp_path / "results"
+    run = out / "k"
+    killed = subprocess.run(_bench("run", "--data", data, *ARGS, "--out", out, "--reports", tmp_path / "reports",
+                                   "--name", "k"),
+                            env={**os.environ, "BENCH_KILL_AT": point}, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run / "leaderboard.csv").exists() and not (run / "mobilenet_v2" / "result.json").exists()
+    entries = sorted((run / "cache").glob("*.npy"))
+    done_before = _completed(run)
+    if point == "caching":
+        assert len(entries) == 1 and not done_before  # killed after the first of 4 cache entries
+    else:
+        assert len(entries) == 4 and len(done_before) == 3 and (run / "mobilenet_v2" / "best_model.keras").exists()
+    first_entry = entries[0].stat().st_mtime_ns
+
+    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert entries[0].stat().st_mtime_ns == first_entry, "a valid cache entry was rebuilt"
+    assert len(list((run / "cache").glob("*.npy"))) == 4
+    done_after = _completed(run)
+    assert len(done_after) == 3 and all(done_after[t] == m for t, m in done_before.items()), "a completed trial ran again"
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert list(board.columns) == list(reference.columns) and len(board) == len(reference)
+    assert board.loc[0, "status"] == "ok" and board.loc[0, "trials_done"] == 3
+    if point == "caching":
+        assert "cached train features" in resumed.stderr
