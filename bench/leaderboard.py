@@ -29,7 +29,8 @@ def rank(rows: list[dict]) -> pd.DataFrame:
     front = ["rank", "backbone", "status", "val_objective", "test_accuracy", "test_accuracy_ci_low",
              "test_accuracy_ci_high", "test_f1", "test_f1_ci_low", "test_f1_ci_high", "test_roc_auc",
              "test_roc_auc_ci_low", "test_roc_auc_ci_high", "test_recall", "test_specificity"]
-    return table[[c for c in front if c in table] + [c for c in table if c not in front]]
+    # the rest alphabetically: a row read back from result.json (resume) has its keys sorted
+    return table[[c for c in front if c in table] + sorted(c for c in table if c not in front)]
 
 
 def write_leaderboard(rows: list[dict], run_dir: Path) -> pd.DataFrame:

@@ -186,3 +186,30 @@ def _hold_lock(run_dir, ready):
     lock = RunLock(run_dir).acquire()  # noqa: F841 (held until the process is killed)
     ready.set()
     time.sleep(600)
+
+
+def test_resume_refuses_options_that_change_results(image_folder, tmp_path):
+    out = tmp_path / "results"
+    first = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--name", "g", "--no-export",
+                   "--backbones", "mobilenet_v2", "--image-size", "32", "--max-trials", "1", "--epochs", "1",
+                   "--tuner", "random", "--max-unfreeze", "0", "--reports", tmp_path / "reports")
+    assert first.exit_code == 0, first.output
+    board = (out / "g" / "leaderboard.csv").read_bytes()
+    refused = invoke("run", "--resume", "--name", "g", "--out", out, "--epochs", "5", "--tuner", "bayesian",
+                     "--augment", "--backbones", "mobilenet_v2")
+    assert_one_line_error(refused, "--epochs 5 (run g has --epochs 1)", "--tuner bayesian (run g has --tuner random)",
+                          "--augment (run g has --no-augment)", "drop them")
+    assert "--backbones" not in refused.stderr  # same value as stored: allowed
+    # options that do not change results are fine; the same data under another path too
+    moved = tmp_path / "moved"
+    import shutil
+
+    shutil.copytree(image_folder, moved)
+    allowed = invoke("run", "--resume", "--name", "g", "--out", out, "--no-export", "--reports", tmp_path / "r2",
+                     "--epochs", "1", "--data", moved)
+    assert allowed.exit_code == 0, allowed.output
+    assert (tmp_path / "r2" / "g" / "report.html").exists()
+    assert (out / "g" / "leaderboard.csv").read_bytes() == board
+    (moved / "cat" / "img_000.png").unlink()
+    changed = invoke("run", "--resume", "--name", "g", "--out", out, "--data", moved)
+    assert_one_line_error(changed, "differs from the data run g started with")
