@@ -9,6 +9,7 @@ Layout inside the run folder, per backbone ``<run>/<backbone>/``:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
@@ -247,7 +248,7 @@ class BenchTunerMixin:
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
         if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
             # Hyperband continues later trials from this one: it needs both files.
-            model.save_weights(self._get_checkpoint_fname(trial.trial_id))
+            save_weights_atomic(model, Path(self._get_checkpoint_fname(trial.trial_id)))
             write_json_atomic(Path(self._get_build_config_fname(trial.trial_id)), model.get_build_config())
         seconds = time.perf_counter() - t0
         write_json_atomic(
@@ -306,6 +307,31 @@ def _last_line(message: str) -> str:
     return lines[-1] if lines else ""
 
 
+def save_weights_atomic(model, path: Path) -> None:
+    """``model.save_weights`` via a temporary file and a rename (Keras wants the suffix)."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save_weights(tmp)
+    tmp.replace(path)
+
+
+def _save_json_atomic(path, obj) -> str:
+    text = json.dumps(obj)
+    write_text_atomic(Path(path), text)
+    return text
+
+
+def atomic_keras_tuner_state() -> None:
+    """Make KerasTuner write its state (oracle.json, tuner_*.json, trial.json) atomically.
+
+    KerasTuner writes them in place; a kill in the middle of a write would leave a
+    truncated JSON file that makes ``--resume`` fail. Every such write goes through
+    ``keras_tuner.src.utils.save_json`` (looked up at call time), replaced here.
+    """
+    from keras_tuner.src import utils as kt_utils
+
+    kt_utils.save_json = _save_json_atomic
+
+
 def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log: Log, hyperparameters=None,
                cluster=None, job: int = 0, search_done: Callable[[], bool] | None = None):
     base_cls = TUNERS[cfg.tuner]
@@ -327,6 +353,8 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log
     else:
         kwargs.update(max_trials=cfg.max_trials)
     from bench.distributed import job_environment
+
+    atomic_keras_tuner_state()
 
     with job_environment(cluster, job):  # a worker's oracle client connects to PORT + job
         tuner = tuner_cls(**kwargs)
@@ -367,7 +395,6 @@ def trials_table(tuner) -> pd.DataFrame:
                 row[name] = trial.metrics.get_last_value(name)
         sidecar = Path(tuner.get_trial_dir(trial_id)) / "bench_trial.json"
         if sidecar.exists():
-            import json
 
             info = json.loads(sidecar.read_text())
             row.update(best_epoch=info["best_epoch"], epochs_run=info["epochs_run"], seconds=info["seconds"],

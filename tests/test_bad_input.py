@@ -189,7 +189,8 @@ def test_decompression_bomb_is_refused_without_decoding(tmp_path, monkeypatch, p
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    result = invoke("scan", root)
+    with deadline(120):
+        result = invoke("scan", root)
     seconds = time.perf_counter() - t0
     rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
 
@@ -230,7 +231,7 @@ def test_symlink_loops_are_not_followed(tmp_path):
     skipped = skipped_lines(result.stdout)
     assert list(skipped) == ["b/self.png"], result.stdout
     assert "link" in skipped["b/self.png"], skipped
-    assert "up/" not in result.stdout and "top/" not in result.stdout
+    assert "a/up" not in result.stdout and "nested/top" not in result.stdout
 
     from bench.scan import scan
 
@@ -266,6 +267,8 @@ NON_UTF8_BUGS = (
 )
 
 
+# DejaVu Sans has no CJK glyphs: the report's figures show boxes for 腫瘍 (cosmetic, not tested here)
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
 @pytest.mark.parametrize(
     "classes, stems, odd_files",
     [
@@ -328,6 +331,7 @@ def test_names_survive_a_run(tmp_path, classes, stems, odd_files):
     assert set(predictions["file"]) == {f["path"] for f in split["files"] if f["split"] == "test"}
     leaderboard = json.loads((run / "leaderboard.json").read_text(encoding="utf-8"))
     assert leaderboard[0]["backbone"] == "mobilenet_v2" and leaderboard[0]["status"] == "ok"
+    assert leaderboard[0]["test_positive_class"] == sorted(classes_on_disk)[1]
     html = (tmp_path / "reports" / "u" / "report.html").read_bytes().decode("utf-8", "surrogateescape")
     for name in classes_on_disk:
         assert name in html
@@ -388,6 +392,7 @@ def test_read_only_data_folder_is_used_and_left_untouched(tmp_path):
 # --- 7: the output disk fills up ------------------------------------------------------
 
 
+@pytest.mark.slow  # two runs, ~45 s
 def test_disk_full_during_search_stops_cleanly_and_resumes(tmp_path, monkeypatch):
     import bench.runfolder
 

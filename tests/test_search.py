@@ -252,3 +252,26 @@ def test_hyperband_runs_and_continues_trials(tmp_path):
     assert len(trials) >= 3 and set(trials["status"]) == {"completed"}
     assert (trials["tuner/initial_epoch"] > 0).any()  # a promoted trial continued from a checkpoint
     assert table.iloc[0]["status"] == "ok"
+
+
+def test_keras_tuner_state_is_written_atomically(tmp_path, monkeypatch):
+    """oracle.json / trial.json: a crash mid-write leaves the previous complete file."""
+    import json
+    import os
+
+    from keras_tuner.src import utils as kt_utils
+
+    from bench.search import atomic_keras_tuner_state
+
+    atomic_keras_tuner_state()
+    path = tmp_path / "oracle.json"
+    kt_utils.save_json(str(path), {"trials": 1})
+
+    def lost_power(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", lost_power)
+    with pytest.raises(OSError):
+        kt_utils.save_json(str(path), {"trials": 2})
+    assert json.loads(path.read_text()) == {"trials": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no temporary file left behind
