@@ -192,14 +192,14 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
 
     from bench.export import run_info
     from bench.images import UnreadableImage, load_array, open_rgb, square_resize
-    from bench.runfolder import write_bytes_atomic
+    from bench.runfolder import read_table, write_bytes_atomic
 
     info = run_info(run_dir, backbone)
     root = info.data_root
     if root is None or not root.is_dir():
         raise BenchError(f"the test images of run {info.run_dir.name} are not available ({root} not found); "
                          "Grad-CAM needs the run's data folder")
-    table = pd.read_csv(info.run_dir / info.backbone / "test_predictions.csv")
+    table = read_table(info.run_dir / info.backbone / "test_predictions.csv")
     correct, wrong = pick_examples(table, info.classes, per_group)
     model = keras.saving.load_model(info.model_path, compile=False)
     cam = GradCam(model)

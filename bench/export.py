@@ -59,7 +59,7 @@ import tensorflow as tf
 from bench import __version__
 from bench.errors import BenchError
 from bench.layers import BackbonePreprocess  # noqa: F401  (registers the layer for loading)
-from bench.runfolder import library_versions, read_json, sha256_file, write_json_atomic, write_text_atomic
+from bench.runfolder import library_versions, probability_matrix, read_json, read_table, sha256_file, write_json_atomic, write_text_atomic
 
 Log = Callable[[str], None]
 
@@ -692,13 +692,13 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
     csv = run_dir / backbone / "test_predictions.csv"
     if not csv.is_file():
         return {"run": False, "reason": f"{csv} not found"}
-    expected = pd.read_csv(csv)
+    expected = read_table(csv)
     rows = [{"path": f} for f in expected["file"]]
     root, reason = _test_rows(run_dir, expected["file"].tolist())
     if reason:
         return {"run": False, "reason": reason}
     classes = labels["classes"]
-    want = expected[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
+    want = probability_matrix(expected, classes)
     # Keras and SavedModel get each original file at its own size (the user's path);
     # TFLite gets the padded, resized arrays the run evaluated (its documented input).
     images = [read_image(root / r["path"]) for r in rows]

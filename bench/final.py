@@ -16,7 +16,7 @@ import pandas as pd
 from bench.data import label_indices, load_images
 from bench.layers import BackbonePreprocess
 from bench.metrics import choose_threshold, evaluate
-from bench.runfolder import write_json_atomic, write_text_atomic
+from bench.runfolder import text_frame, write_json_atomic, write_text_atomic
 
 
 def set_trainable(base: keras.Model, cut_layer: str | None) -> None:
@@ -93,15 +93,16 @@ def evaluate_on_test(
         pred = (p_test[:, 1] >= threshold).astype(int)
     else:
         pred = p_test.argmax(axis=1)
-    table = pd.DataFrame({"file": [r["path"] for r in test_rows], "label": [classes[i] for i in y_test]})
-    for k, c in enumerate(classes):
-        table[f"prob_{c}"] = p_test[:, k]
-    table["prediction"] = [classes[i] for i in pred]
-    table["correct"] = pred == y_test
+    table = text_frame({
+        "file": [r["path"] for r in test_rows], "label": [classes[i] for i in y_test],
+        **{f"prob_{c}": p_test[:, k] for k, c in enumerate(classes)},
+        "prediction": [classes[i] for i in pred], "correct": pred == y_test,
+    })
     write_text_atomic(out_dir / "test_predictions.csv", table.to_csv(index=False))
-    val_table = pd.DataFrame({"file": [r["path"] for r in val_rows], "label": [classes[i] for i in y_val]})
-    for k, c in enumerate(classes):
-        val_table[f"prob_{c}"] = p_val[:, k]
+    val_table = text_frame({
+        "file": [r["path"] for r in val_rows], "label": [classes[i] for i in y_val],
+        **{f"prob_{c}": p_val[:, k] for k, c in enumerate(classes)},
+    })
     write_text_atomic(out_dir / "val_predictions.csv", val_table.to_csv(index=False))
     return metrics
 

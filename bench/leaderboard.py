@@ -12,11 +12,11 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.hypermodel import OBJECTIVES
-from bench.runfolder import write_json_atomic, write_text_atomic
+from bench.runfolder import records_frame, write_json_atomic, write_text_atomic
 
 
 def rank(rows: list[dict]) -> pd.DataFrame:
-    table = pd.DataFrame(rows)
+    table = records_frame(rows)
     if table.empty:
         return table
     objective = table["objective"].dropna().iloc[0]

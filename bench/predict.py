@@ -265,18 +265,17 @@ def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, ou
 def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
     import pandas as pd
 
-    from bench.runfolder import write_text_atomic
+    from bench.runfolder import text_frame, write_text_atomic
 
-    table = pd.DataFrame(
-        {
-            "file": [r.file for r in result.rows],
-            "label": [r.label for r in result.rows],
-            "probability": [r.probability for r in result.rows],
-            **{f"prob_{c}": [r.probabilities[c] for r in result.rows] for c in classes},
-        }
-    )
+    columns = {
+        "file": [r.file for r in result.rows],
+        "label": [r.label for r in result.rows],
+        "probability": [r.probability for r in result.rows],
+        **{f"prob_{c}": [r.probabilities[c] for r in result.rows] for c in classes},
+    }
     if any(r.gradcam for r in result.rows):
-        table["gradcam"] = [r.gradcam for r in result.rows]
+        columns["gradcam"] = [r.gradcam for r in result.rows]
+    table = text_frame(columns)
     try:
         write_text_atomic(path, table.to_csv(index=False))
     except OSError as exc:

@@ -27,6 +27,7 @@ from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.runfolder import read_table
 from conftest import make_folder, noise_image
 
 runner = CliRunner()
@@ -259,14 +260,6 @@ def _disk_names(root: Path) -> tuple[set[str], set[str]]:
 PLAIN = [b"img_%03d.png", b"img_%03d.png"]
 #: Extra files: the 1st and 3rd go to the first class, the 2nd to the second.
 UNICODE_FILES = ["naïve é.png", "スキャン.png", "scan 01 (copy).png"]
-#: Where a run with non-UTF-8 names breaks today (file, function, what happens).
-NON_UTF8_BUGS = (
-    "bench/final.py evaluate_on_test: pd.DataFrame of the paths/labels fails (pandas 3 stores text as "
-    "pyarrow strings, which reject the surrogates of non-UTF-8 names: UnicodeEncodeError); then "
-    "bench/report/load.py load_run: pd.read_csv of test_predictions.csv is strict UTF-8 (UnicodeDecodeError)"
-)
-
-
 # DejaVu Sans has no CJK glyphs: the report's figures show boxes for 腫瘍 (cosmetic, not tested here)
 @pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
 @pytest.mark.parametrize(
@@ -277,15 +270,9 @@ NON_UTF8_BUGS = (
             # every image of 腫瘍 has a non-UTF-8 name, so some are in val and test
             ["glioma_ü", "腫瘍"], [b"img_%03d.png", b"img_%03d\xff.png"], [b"scan_\xff.png", "スキャン.png", b"\xe9t\xe9.png"],
             id="non-utf8-file",
-            marks=pytest.mark.xfail(strict=True, raises=UnicodeError, reason=NON_UTF8_BUGS),
         ),
         pytest.param(
             ["glioma_ü", b"tumour_\xfe"], PLAIN, UNICODE_FILES, id="non-utf8-class",
-            marks=pytest.mark.xfail(
-                strict=True, raises=(UnicodeError, TypeError),
-                reason=NON_UTF8_BUGS + "; and bench/report/figures.py training_and_confusion: matplotlib "
-                "cannot draw a class name holding surrogates (TypeError in FT2Font.set_text)",
-            ),
         ),
     ],
 )
@@ -323,8 +310,7 @@ def test_names_survive_a_run(tmp_path, classes, stems, odd_files):
         with open(os.path.join(broot, os.fsencode(f["path"])), "rb") as fh:
             assert hashlib.sha256(fh.read()).hexdigest() == f["sha256"]
 
-    predictions = pd.read_csv(run / "mobilenet_v2" / "test_predictions.csv", dtype=object,
-                              encoding_errors="surrogateescape")
+    predictions = read_table(run / "mobilenet_v2" / "test_predictions.csv")
     assert {f"prob_{c}" for c in classes_on_disk} <= set(predictions.columns)
     assert set(predictions["label"]) == classes_on_disk
     assert set(predictions["prediction"]) <= classes_on_disk

@@ -275,3 +275,36 @@ def test_keras_tuner_state_is_written_atomically(tmp_path, monkeypatch):
         kt_utils.save_json(str(path), {"trials": 2})
     assert json.loads(path.read_text()) == {"trials": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete the checksum"])
+def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage):
+    from bench.features import FeatureCache
+
+    messages = []
+    folder = tmp_path / "results" / "run" / "cache"  # no sibling runs to adopt entries from
+    cache = FeatureCache(folder, log=messages.append)
+    parts = {"train@0": {"backbone": "b", "cut": "x", "images": "abc"}}
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"train@0": np.arange(12, dtype=np.float32).reshape(3, 4)}
+
+    first = cache.get_or_compute(parts, compute)
+    npy = next(folder.glob("*.npy"))
+    data = bytearray(npy.read_bytes())
+    if damage == "flip a byte":
+        data[-1] ^= 0xFF
+        npy.write_bytes(bytes(data))
+    elif damage == "truncate":
+        npy.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        npy.with_suffix(".json").unlink()
+    again = cache.get_or_compute(parts, compute)
+    assert len(calls) == 2, "the damaged entry must be recomputed"
+    np.testing.assert_array_equal(again["train@0"], first["train@0"])
+    if damage != "delete the checksum":
+        assert any("damaged" in m and "rebuilding" in m for m in messages), messages
+    third = cache.get_or_compute(parts, compute)  # the rebuilt entry is valid again
+    assert len(calls) == 2 and np.array_equal(third["train@0"], first["train@0"])

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.runfolder import probability_matrix
+
 #: Resolution of the saved PNGs. Figures are sized in inches for a ~900 px column.
 DPI = 130
 WIDTH = 9.0  # inches; full report column
@@ -169,6 +171,11 @@ def _marker(marker: str, colour, filled: bool, label: str):
 # --------------------------------------------------------------------------- per backbone
 
 
+def shown(name: str) -> str:
+    """A name as figures can draw it: bytes that are not valid UTF-8 become U+FFFD."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def training_and_confusion(history: dict | None, confusion, classes: Sequence[str], colour):
     """Loss and accuracy per epoch (train and val) of the best trial, and the test confusion matrix."""
     import seaborn as sns
@@ -209,7 +216,7 @@ def training_and_confusion(history: dict | None, confusion, classes: Sequence[st
         labels = np.array([[f"{int(cm[i, j])}\n{100 * share[i, j]:.0f} %" for j in range(cm.shape[1])]
                            for i in range(cm.shape[0])])
         sns.heatmap(share, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
-                    xticklabels=classes, yticklabels=classes, linewidths=1, linecolor="white",
+                    xticklabels=[shown(c) for c in classes], yticklabels=[shown(c) for c in classes], linewidths=1, linecolor="white",
                     annot_kws={"fontsize": 9})
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -225,7 +232,7 @@ def _scores(pred: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, np.
     one-vs-rest pooled over classes (micro average)."""
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[str(v)] for v in pred["label"]])
-    proba = pred[[f"prob_{c}" for c in classes]].to_numpy(float)
+    proba = probability_matrix(pred, classes)
     if len(classes) == 2:
         return (y == 1).astype(int), proba[:, 1]
     onehot = np.eye(len(classes))[y]
@@ -254,7 +261,7 @@ def roc_pr(predictions: dict[str, pd.DataFrame], classes: Sequence[str], colours
     axes[0].plot([0, 1], [0, 1], color="#999999", lw=1, ls=":", label="chance")
     if prevalence is not None:
         axes[1].axhline(prevalence, color="#999999", lw=1, ls=":", label=f"chance ({prevalence:.2f})")
-    what = f"positive class: {classes[1]}" if len(classes) == 2 else "one-vs-rest, micro-averaged"
+    what = f"positive class: {shown(classes[1])}" if len(classes) == 2 else "one-vs-rest, micro-averaged"
     axes[0].set(title=f"ROC ({what})", xlabel="1 \u2212 specificity (false positive rate)",
                 ylabel="sensitivity (true positive rate)")
     axes[1].set(title="Precision\u2013recall", xlabel="recall (sensitivity)", ylabel="precision")
@@ -297,7 +304,7 @@ def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], co
     for name, pred in predictions.items():
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[str(v)] for v in pred["label"]])
-        proba = pred[[f"prob_{c}" for c in classes]].to_numpy(float)
+        proba = probability_matrix(pred, classes)
         if binary:
             score, hit = proba[:, 1], (y == 1).astype(float)
         else:
@@ -309,9 +316,9 @@ def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], co
         bottom.hist(score, bins=bins, histtype="step", color=colours[name], lw=1.6)
     top.plot([0, 1], [0, 1], color="#999999", lw=1, ls=":", label="perfectly calibrated")
     top.set(title=f"Reliability (test split, {n_bins} bins)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
-            ylabel=f"observed share {classes[1]}" if binary else "observed accuracy")
+            ylabel=f"observed share {shown(classes[1])}" if binary else "observed accuracy")
     top.legend(fontsize=7.5, loc="upper left")
-    bottom.set(xlabel=f"predicted P({classes[1]})" if binary else "predicted probability of the chosen class",
+    bottom.set(xlabel=f"predicted P({shown(classes[1])})" if binary else "predicted probability of the chosen class",
                ylabel="images")
     return fig
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.runfolder import read_json
+from bench.runfolder import read_json, read_table
 
 #: Direction of each validation objective (as bench.trainer.OBJECTIVES; kept here so the
 #: report does not import TensorFlow).
@@ -103,7 +103,7 @@ def _read_csv(path: Path, **kwargs) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path, **kwargs)
+        return read_table(path, **kwargs)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, pd.errors.ParserError) as exc:
@@ -147,13 +147,12 @@ def load_run(run_dir: Path) -> RunData:
     split = _read_optional_json(run_dir / "split.json") or {}
     classes = list(split.get("classes") or dataset.get("classes") or [])
     data = RunData(path=run_dir, name=run_dir.name, run=run, dataset=dataset, split=split, classes=classes)
-    text_columns = {"file": str, "label": str, "prediction": str}
     for row in leaderboard:
         name = str(row.get("backbone"))
         folder = run_dir / name
         ok = row.get("status") == "ok"
-        trials = _read_csv(folder / "trials.csv", dtype={"trial": str, "message": str})
-        predictions = _read_csv(folder / "test_predictions.csv", dtype=text_columns) if ok else None
+        trials = _read_csv(folder / "trials.csv", text_columns=("trial", "message"))
+        predictions = _read_csv(folder / "test_predictions.csv") if ok else None
         history = _trial_history(folder, row.get("best_trial")) if ok else None
         data.backbones.append(BackboneResult(name, row, trials, predictions, history))
     if not data.classes:  # split.json and dataset.json missing: the probability columns name the classes
