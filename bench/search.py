@@ -278,13 +278,21 @@ class BenchTunerMixin:
         cluster = self.bench_cluster
         if cluster is None:
             return super().search(*args, **kwargs)
+        import contextlib
+        import os
+
         from bench.distributed import serve_oracle, worker_search
 
-        if cluster.is_chief:
-            self.save()
-            return serve_oracle(self.oracle, cluster, self.bench_job, self.bench_log)
-        return worker_search(lambda: super(BenchTunerMixin, self).search(*args, **kwargs), self.bench_search_done,
-                             cluster, self.bench_job, self.bench_log)
+        # KerasTuner 1.4 prints a debug line for every conditional hyperparameter it sends
+        # over gRPC (conditions.Parent.to_proto), and the chief's console display: keep
+        # stdout for bench's own output.
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            if cluster.is_chief:
+                self.oracle.verbose = 0
+                self.save()
+                return serve_oracle(self.oracle, cluster, self.bench_job, self.bench_log)
+            return worker_search(lambda: super(BenchTunerMixin, self).search(*args, **kwargs),
+                                 self.bench_search_done, cluster, self.bench_job, self.bench_log)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
