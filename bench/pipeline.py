@@ -100,6 +100,7 @@ def run_backbone(
         "backbone": name, "family": record.family, "image_size": size, "weights": weights,
         "baseline": baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
+        "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision
     }
     trial = best_trial(tuner)
     if trial is None or done == 0:
