@@ -340,6 +340,20 @@ def atomic_keras_tuner_state() -> None:
     kt_utils.save_json = _save_json_atomic
 
 
+def settle_reloaded_trials(oracle) -> None:
+    """Never run a finished trial again after a crash.
+
+    KerasTuner ends a trial with two writes: the trial's ``trial.json`` (status, score),
+    then ``oracle.json`` (which trials are still running). A process killed between them
+    leaves a trial that is finished in its own file but "running" in the oracle's, and on
+    reload KerasTuner queues every running trial for a retry. Trials whose own file says
+    they ended are taken out of that queue and counted as ended.
+    """
+    ended = {tid for tid, trial in oracle.trials.items() if trial.status in ("COMPLETED", "FAILED")}
+    oracle._retry_queue = [tid for tid in oracle._retry_queue if tid not in ended]
+    oracle.end_order.extend(tid for tid in sorted(ended) if tid not in oracle.end_order)
+
+
 def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log: Log, hyperparameters=None,
                cluster=None, job: int = 0, search_done: Callable[[], bool] | None = None):
     base_cls = TUNERS[cfg.tuner]
@@ -366,6 +380,8 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log
 
     with job_environment(cluster, job):  # a worker's oracle client connects to PORT + job
         tuner = tuner_cls(**kwargs)
+    if cluster is None or cluster.is_chief:
+        settle_reloaded_trials(tuner.oracle)
     tuner.bench_epochs, tuner.bench_seed, tuner.bench_log = cfg.epochs, cfg.seed, log
     tuner.bench_cluster, tuner.bench_job = cluster, job
     if search_done is not None:

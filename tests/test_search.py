@@ -308,3 +308,22 @@ def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage):
         assert any("damaged" in m and "rebuilding" in m for m in messages), messages
     third = cache.get_or_compute(parts, compute)  # the rebuilt entry is valid again
     assert len(calls) == 2 and np.array_equal(third["train@0"], first["train@0"])
+
+
+def test_trial_ended_in_its_own_file_is_not_rerun_after_a_crash(tmp_path, monkeypatch):
+    """Killed between KerasTuner's trial.json and oracle.json writes: the trial is done."""
+    run = _tiny_run(tmp_path, max_trials=2)
+    execute(run, log=lambda m: None)
+    tuner_dir = run.path / "mobilenet_v2" / "tuner"
+    oracle_file = tuner_dir / "oracle.json"
+    state = json.loads(oracle_file.read_text())
+    last = state["end_order"].pop()  # oracle.json as it was before the last trial's end was recorded
+    state["ongoing_trials"] = {"tuner0": last}
+    oracle_file.write_text(json.dumps(state))
+    (run.path / "mobilenet_v2" / "result.json").unlink()
+    (run.path / "mobilenet_v2" / "trials.csv").unlink()
+    monkeypatch.setattr(bench.search.BenchTunerMixin, "run_trial",
+                        lambda *a, **k: pytest.fail("a trial that had ended ran again"))
+    execute(run, log=lambda m: None)
+    trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
