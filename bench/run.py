@@ -164,12 +164,14 @@ def _as_option(field_name: str, value) -> str:
         if field_name in ("augment", "baseline"):
             return option if value else f"--no-{option[2:]}"
         return option if value else f"no {option}"
+    if value is None:
+        return f"no {option}"
     if isinstance(value, list):
         value = ",".join(map(str, value))
     return f"{option} {value}"
 
 
-def check_options(config: RunConfig, given: dict, name: str) -> None:
+def check_options(config: RunConfig, given: dict, name: str, who: str = "--resume") -> None:
     """Refuse options given now that differ from the run's stored ones (``--data``: by content)."""
     diffs = []
     for field_name, value in given.items():
@@ -183,7 +185,7 @@ def check_options(config: RunConfig, given: dict, name: str) -> None:
             diffs.append(f"{_as_option(field_name, value)} (run {name} has {_as_option(field_name, stored)})")
     if diffs:
         raise BenchError(
-            f"--resume cannot change options that change results: {'; '.join(diffs)}; "
+            f"{who} cannot change options that change results: {'; '.join(diffs)}; "
             f"drop them to continue run {name} as it started, or start a new run with another --name"
         )
 
@@ -207,7 +209,7 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     config = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
     config.out, config.reports = Path(out), Path(config.reports)
     given = dict(given or {})
-    check_options(config, given, name)
+    check_options(config, given, name, who="--resume" if cluster is None else f"{cluster.role} joining run {name}")
     if given.get("data") is not None:
         config.data = Path(given["data"])
     config.data = Path(config.data) if config.data else None
