@@ -22,6 +22,7 @@ The gRPC port has no authentication or encryption: bind it on a private network 
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent import futures
 from contextlib import contextmanager
@@ -51,6 +52,11 @@ class Cluster:
     @property
     def role(self) -> str:
         return "chief" if self.is_chief else f"worker {self.tuner_id}"
+
+    @property
+    def lock_name(self) -> str:
+        """The run-folder lock this process holds: the chief the run's own, each worker one per id."""
+        return ".lock" if self.is_chief else ".lock-" + re.sub(r"[^A-Za-z0-9._-]", "_", self.tuner_id)
 
     def job_port(self, index: int) -> int:
         return self.port + index

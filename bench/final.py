@@ -16,7 +16,7 @@ import pandas as pd
 from bench.data import label_indices, load_images
 from bench.layers import BackbonePreprocess
 from bench.metrics import choose_threshold, evaluate
-from bench.runfolder import text_frame, write_json_atomic, write_text_atomic
+from bench.runfolder import save_via_temp, text_frame, write_json_atomic, write_text_atomic
 
 
 def set_trainable(base: keras.Model, cut_layer: str | None) -> None:
@@ -109,9 +109,7 @@ def evaluate_on_test(
 
 def save_model(model: keras.Model, path: Path) -> None:
     """Save atomically (Keras wants the .keras suffix on the temporary name too)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    tmp.replace(path)
+    save_via_temp(path, model.save)
 
 
 def write_result(path: Path, row: dict) -> None:

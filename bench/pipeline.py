@@ -79,12 +79,9 @@ def run_backbone(
         cfg = SearchConfig(**{**cfg.__dict__, "tuner": "random", "max_trials": 1,
                               "epochs": cfg.epochs if cfg.epochs != SearchConfig.epochs else NOTEBOOK_EPOCHS})
         data.patience = cfg.epochs  # the notebook trained every epoch; its best epoch is restored
-    distributed = dict(cluster=cluster, job=job, search_done=lambda: trials_path.exists() or result_path.exists())
-    if baseline:
-        tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log, hyperparameters=_recipe_hyperparameters(),
-                           **distributed)
-    else:
-        tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log, **distributed)
+    tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log,
+                       hyperparameters=_recipe_hyperparameters() if baseline else None, cluster=cluster, job=job,
+                       search_done=lambda: trials_path.exists() or result_path.exists())
     budget = f"up to {cfg.epochs} epochs a trial" if cfg.tuner == "hyperband" else f"{cfg.max_trials} trials, {cfg.epochs} epochs"
     log(f"{name}: searching ({cfg.tuner}, {budget}, unfreeze depths {depths}, {size}px)")
     tuner.search(verbose=0)

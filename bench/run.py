@@ -6,7 +6,6 @@ leaves no half-made folder behind.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -249,8 +248,7 @@ def execute(run: RunFolder, log, cluster=None) -> "object":
     """
     from bench.runtime import configure
 
-    lock = RunLock(run.path) if cluster is None or cluster.is_chief else RunLock(run.path, ".lock-" + re.sub(r"[^A-Za-z0-9._-]", "_", cluster.tuner_id))
-    with lock:
+    with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name):
         configure(run.config.deterministic, run.config.mixed_precision, run.config.seed, log)
         return _execute(run, log, cluster)
 

@@ -66,6 +66,18 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n")
 
 
+def save_via_temp(path: Path, save) -> None:
+    """Atomic write for libraries that save to a path themselves (Keras models, weights).
+
+    ``save(tmp)`` writes a hidden temporary file beside ``path`` with the same name
+    (Keras picks the format from the suffix), which is then renamed into place.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    save(tmp)
+    tmp.replace(path)
+
+
 class RunLock:
     """One writer per run folder: an exclusive ``flock`` on ``<run>/.lock`` holding the PID.
 

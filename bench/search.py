@@ -29,7 +29,7 @@ from bench.features import FeatureCache, images_fingerprint, run_prefix, weights
 from bench.hypermodel import OBJECTIVES, BenchHyperModel, TrialData, balanced_class_weight, best_epoch
 from bench.layers import BackbonePreprocess
 from bench.runtime import mixed
-from bench.runfolder import file_lock, write_json_atomic, write_text_atomic
+from bench.runfolder import file_lock, save_via_temp, write_json_atomic, write_text_atomic
 from bench.trainer import NonFiniteLoss, write_tensorboard
 
 Log = Callable[[str], None]
@@ -78,9 +78,7 @@ class BackboneSource:
                     raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
                 calibrate_batchnorm(model, self.record.preprocessing, self.calibration_images())
             self.weights_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.weights_file.with_name(".tmp-backbone.weights.h5")
-            model.save_weights(tmp)
-            tmp.replace(self.weights_file)
+            save_via_temp(self.weights_file, model.save_weights)
         self.last_base, self._original = model, model.get_weights()
         return model
 
@@ -248,7 +246,7 @@ class BenchTunerMixin:
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
         if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
             # Hyperband continues later trials from this one: it needs both files.
-            save_weights_atomic(model, Path(self._get_checkpoint_fname(trial.trial_id)))
+            save_via_temp(Path(self._get_checkpoint_fname(trial.trial_id)), model.save_weights)
             write_json_atomic(Path(self._get_build_config_fname(trial.trial_id)), model.get_build_config())
         seconds = time.perf_counter() - t0
         write_json_atomic(
@@ -313,13 +311,6 @@ class BenchTunerMixin:
 def _last_line(message: str) -> str:
     lines = [ln.strip() for ln in (message or "").strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
-
-
-def save_weights_atomic(model, path: Path) -> None:
-    """``model.save_weights`` via a temporary file and a rename (Keras wants the suffix)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save_weights(tmp)
-    tmp.replace(path)
 
 
 def _save_json_atomic(path, obj) -> str:
