@@ -339,10 +339,18 @@ def settle_reloaded_trials(oracle) -> None:
     leaves a trial that is finished in its own file but "running" in the oracle's, and on
     reload KerasTuner queues every running trial for a retry. Trials whose own file says
     they ended are taken out of that queue and counted as ended.
+
+    Starting a trial is two writes as well (``trial.json``, then ``oracle.json``): a trial
+    killed between them exists on disk, counts towards ``max_trials``, but is neither
+    running nor queued in the oracle's state, so it would never run. Such trials are
+    queued for a run.
     """
     ended = {tid for tid, trial in oracle.trials.items() if trial.status in ("COMPLETED", "FAILED")}
     oracle._retry_queue = [tid for tid in oracle._retry_queue if tid not in ended]
     oracle.end_order.extend(tid for tid in sorted(ended) if tid not in oracle.end_order)
+    orphans = sorted(tid for tid in oracle.trials if tid not in ended and tid not in oracle._retry_queue)
+    oracle.start_order.extend(tid for tid in orphans if tid not in oracle.start_order)
+    oracle._retry_queue.extend(orphans)
 
 
 def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, log: Log, hyperparameters=None,

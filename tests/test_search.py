@@ -327,3 +327,28 @@ def test_trial_ended_in_its_own_file_is_not_rerun_after_a_crash(tmp_path, monkey
     execute(run, log=lambda m: None)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+
+
+def test_trial_started_only_in_its_own_file_runs_after_a_crash(tmp_path):
+    """Killed between KerasTuner's trial.json and oracle.json writes when a trial starts."""
+    run = _tiny_run(tmp_path, max_trials=2)
+    execute(run, log=lambda m: None)
+    tuner_dir = run.path / "mobilenet_v2" / "tuner"
+    oracle_file = tuner_dir / "oracle.json"
+    state = json.loads(oracle_file.read_text())
+    last = state["end_order"].pop()  # oracle.json as it was before the last trial started
+    state["start_order"].remove(last)
+    state["ongoing_trials"] = {}
+    oracle_file.write_text(json.dumps(state))
+    trial_file = tuner_dir / f"trial_{last}" / "trial.json"
+    trial_state = json.loads(trial_file.read_text())
+    trial_state.update(status="RUNNING", score=None, best_step=0)
+    trial_state["metrics"] = {"metrics": {}}
+    trial_file.write_text(json.dumps(trial_state))
+    (tuner_dir / f"trial_{last}" / "bench_trial.json").unlink()
+    (run.path / "mobilenet_v2" / "result.json").unlink()
+    (run.path / "mobilenet_v2" / "trials.csv").unlink()
+    execute(run, log=lambda m: None)
+    trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+    assert (tuner_dir / f"trial_{last}" / "bench_trial.json").exists()  # it ran
