@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 import os
 import sys
 from enum import Enum
@@ -11,7 +13,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from tabulate import tabulate
 
 from bench.errors import BenchError, disk_full_message, is_disk_full
@@ -25,28 +33,77 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+log = logging.getLogger("bench.cli")
 
 
-def _user_errors(func):
-    """Turn a BenchError into one line on stderr and exit code 2 (no traceback)."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (test runners swap it between commands)."""
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except BenchError as exc:
-            typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(code=exc.exit_code) from None
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            typer.echo(f"Error: {disk_full_message(exc)}", err=True)
-            raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
-            typer.echo("Interrupted; completed work is kept in the run folder.", err=True)
-            raise typer.Exit(code=130) from None
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_Formatter())
 
-    return wrapper
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"{record.levelname}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def configure_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """bench's messages (logger ``bench``) on stderr: INFO and above; warnings and errors
+    only with ``--quiet``; DEBUG with ``--verbose``. Called once per command."""
+    if quiet and verbose:
+        raise BenchError("--quiet and --verbose contradict each other; pass one of them")
+    logger = logging.getLogger("bench")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+
+
+_QUIET = inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+    bool, typer.Option("--quiet", "-q", help="Show warnings and errors only.")])
+_VERBOSE = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show debug messages too.")])
+
+
+def command(name: str):
+    """Register a ``bench`` command: adds ``--quiet``/``--verbose``, configures logging, and
+    turns a BenchError into one line on stderr and exit code 2 (no traceback)."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, quiet: bool = False, verbose: bool = False, **kwargs):
+            try:
+                configure_logging(quiet, verbose)
+                return func(*args, **kwargs)
+            except BenchError as exc:
+                typer.echo(f"Error: {exc}", err=True)
+                raise typer.Exit(code=exc.exit_code) from None
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                typer.echo(f"Error: {disk_full_message(exc)}", err=True)
+                raise typer.Exit(code=2) from None
+            except KeyboardInterrupt:
+                typer.echo("Interrupted; completed work is kept in the run folder.", err=True)
+                raise typer.Exit(code=130) from None
+
+        signature = inspect.signature(func, eval_str=True)
+        wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), _QUIET, _VERBOSE])
+        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+        return app.command(name)(wrapper)
+
+    return decorate
 
 
 def _quiet_tensorflow() -> None:
@@ -83,8 +140,7 @@ def _scan_with_progress(fn, *args, **kwargs):
         return fn(*args, progress=lambda done, total: progress.update(task, completed=done, total=total), **kwargs)
 
 
-@app.command("backbones")
-@_user_errors
+@command("backbones")
 def backbones_cmd(
     pattern: Annotated[str, typer.Argument(help="Wildcard filter, e.g. 'resnet*'.")] = "*",
 ) -> None:
@@ -100,8 +156,7 @@ def backbones_cmd(
     typer.echo(tabulate(rows, headers=["name", "family", "default px", "min px", "preprocessing", "features", "blocks"]))
 
 
-@app.command("demo-data")
-@_user_errors
+@command("demo-data")
 def demo_data_cmd(
     dest: Annotated[Path, typer.Argument(help="Folder to create (must not exist or be empty).")],
     n: Annotated[int, typer.Option("--n", help="Images per class.")] = 40,
@@ -109,7 +164,7 @@ def demo_data_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Write the synthetic MRI-like two-class demo dataset (not real patient data)."""
-    from bench.demo import make_demo_data
+    from bench.data.demo import make_demo_data
 
     path = make_demo_data(dest, n=n, size=size, seed=seed)
     typer.echo(f"wrote {2 * n} synthetic images ({n} per class, {size}px, seed {seed}) to {path}")
@@ -117,7 +172,7 @@ def demo_data_cmd(
 
 def format_scan(index, split) -> str:
     """The human summary printed by ``bench scan``."""
-    from bench.duplicates import exact_duplicate_sets
+    from bench.data.duplicates import exact_duplicate_sets
 
     counts = index.counts()
     lines = [f"data: {index.root}" + ("  (SYNTHETIC demo data)" if index.synthetic else "")]
@@ -157,8 +212,7 @@ def format_scan(index, split) -> str:
     return "\n".join(lines)
 
 
-@app.command("scan")
-@_user_errors
+@command("scan")
 def scan_cmd(
     data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")],
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
@@ -166,8 +220,8 @@ def scan_cmd(
     test_size: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
 ) -> None:
     """Scan a data folder: classes, counts, skipped files, duplicates, conflicts, the split."""
-    from bench.scan import scan
-    from bench.split import check_sizes, make_split
+    from bench.data.scan import scan
+    from bench.data.split import check_sizes, make_split
 
     check_sizes(val_size, test_size)
     index = _scan_with_progress(scan, data)
@@ -175,8 +229,7 @@ def scan_cmd(
     typer.echo(format_scan(index, split))
 
 
-@app.command("report")
-@_user_errors
+@command("report")
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>.")],
     reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
@@ -189,8 +242,7 @@ def report_cmd(
     typer.echo(f"wrote {html}")
 
 
-@app.command("export")
-@_user_errors
+@command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by `bench run`.")],
     backbone: Annotated[Optional[str], typer.Option(help="Backbone to export; default: the recommended one (rank 1).")] = None,
@@ -200,15 +252,13 @@ def export_cmd(
 ) -> None:
     """Export a trained backbone: a raw-image model, labels.json, model_card.md, manifest.json."""
     _quiet_tensorflow()
-    from bench.export import export_run
+    from bench.deploy.export import export_run
 
-    result = export_run(run_dir, backbone=backbone, to=to, formats=format_, check=check,
-                        log=lambda msg: typer.echo(msg, err=True))
+    result = export_run(run_dir, backbone=backbone, to=to, formats=format_, check=check)
     typer.echo(str(result.path))
 
 
-@app.command("predict")
-@_user_errors
+@command("predict")
 def predict_cmd(
     model_dir: Annotated[Path, typer.Argument(help="Folder written by `bench export`.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
@@ -217,17 +267,16 @@ def predict_cmd(
 ) -> None:
     """Label images: one tab-separated line per image (file, label, probability of that label)."""
     _quiet_tensorflow()
-    from bench.predict import predict_paths
+    from bench.deploy.predict import predict_paths
 
-    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam, log=lambda msg: typer.echo(msg, err=True))
+    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam)
     for line in result.lines():
         typer.echo(line)
     if result.skipped:
         typer.echo(f"predicted {len(result.rows)} image(s); skipped {len(result.skipped)} (listed above)", err=True)
 
 
-@app.command("serve")
-@_user_errors
+@command("serve")
 def serve_cmd(
     path: Annotated[Path, typer.Argument(help="Export folder (bench export) or run folder (bench run).")],
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8501,
@@ -235,116 +284,82 @@ def serve_cmd(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = False,
 ) -> None:
     """Start a Streamlit app: upload images, see label, probability and Grad-CAM (pip install 'bench[serve]')."""
-    from bench.serve import serve
+    from bench.deploy.serve import serve
 
     raise typer.Exit(code=serve(path, port=port, address=address, open_browser=open_browser))
 
 
-class Tuner(str, Enum):
-    bayesian = "bayesian"
-    random = "random"
-    hyperband = "hyperband"
+def _typer_parameters() -> list[inspect.Parameter]:
+    """``bench run``'s options, derived from their one declaration in :mod:`bench.config`:
+    result-changing options first, then where output goes."""
+    import typing
 
+    from bench.config import RunConfig, SearchConfig, declared_options
 
-class Objective(str, Enum):
-    val_auc = "val_auc"
-    val_f1 = "val_f1"
-    val_accuracy = "val_accuracy"
-    val_loss = "val_loss"
-
-
-class MixedPrecision(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-#: ``bench run`` parameter name -> RunConfig field, where they differ.
-_RUN_FIELDS = {"backbones_": "backbones"}
+    hints = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(SearchConfig)}
+    params = []
+    for name, opt, default in sorted(declared_options(), key=lambda item: not item[1].changes_results):
+        kind = opt.cli_type or hints[name]
+        if opt.choices is not None:
+            kind = Enum(name.title().replace("_", ""), {c: c for c in opt.choices}, type=str)
+            default = kind(default)
+        elif isinstance(default, list):
+            default = ",".join(default)
+        decls = [f"{opt.flag}/{opt.off_flag}"] if opt.off_flag else [opt.flag]
+        info = typer.Option(*decls, help=opt.help, show_default=opt.show_default or True)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[kind, info]))
+    return params
 
 
 def _explicit_options(ctx: typer.Context) -> dict:
-    """RunConfig fields the user set on the command line (or by environment), with values."""
+    """Config fields the user set on the command line (or by environment), with values."""
     given = {}
     for param, value in ctx.params.items():
         source = ctx.get_parameter_source(param)
         # by name: typer may bring its own copy of click's ParameterSource enum
         if getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
-            given[_RUN_FIELDS.get(param, param)] = value.value if isinstance(value, Enum) else value
+            given[param] = value.value if isinstance(value, Enum) else value
     return given
 
 
-@app.command("run")
-@_user_errors
-def run_cmd(
-    ctx: typer.Context,
-    data: Annotated[Optional[Path], typer.Option(help="Folder with one sub-folder per class; default: the synthetic demo data.")] = None,
-    backbones_: Annotated[str, typer.Option("--backbones", help="Comma-separated backbone names or wildcards.")] = "xception,mobilenet_v2",
-    weights: Annotated[str, typer.Option(help="'imagenet', 'none' (random init), or a weights file / folder.")] = "imagenet",
-    seed: Annotated[int, typer.Option(help="Seed for the split and the search.")] = 0,
-    val_size: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
-    test_size: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
-    image_size: Annotated[Optional[int], typer.Option(help="Input size in px; default: each backbone's own.")] = None,
-    tuner: Annotated[Tuner, typer.Option(help="KerasTuner search algorithm.")] = Tuner.bayesian,
-    max_trials: Annotated[int, typer.Option(help="Trials per backbone (hyperband sets its own count).")] = 10,
-    epochs: Annotated[int, typer.Option(help="Epochs per trial (both phases together when fine-tuning).")] = 10,
-    objective: Annotated[Objective, typer.Option(help="Validation metric the search maximises (val_loss: minimises).")] = Objective.val_auc,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Train on cached augmented views too.")] = False,
-    aug_views: Annotated[int, typer.Option(help="Augmented views per training image with --augment.")] = 4,
-    max_unfreeze: Annotated[int, typer.Option(help="Largest number of top backbone blocks the search may fine-tune.")] = 2,
-    baseline: Annotated[Optional[bool], typer.Option("--baseline/--no-baseline", help="Also train the original notebook's recipe (default: when xception is included).")] = None,
-    deterministic: Annotated[bool, typer.Option("--deterministic", help="TensorFlow op determinism: same seed, same machine -> identical results (can be slower).")] = False,
-    mixed_precision: Annotated[MixedPrecision, typer.Option(help="float16 compute: 'auto' on GPUs only, 'on', 'off'.")] = MixedPrecision.auto,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run --name: completed trials and backbones are kept.")] = False,
-    export: Annotated[bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")] = True,
-    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("results"),
-    reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
-    name: Annotated[Optional[str], typer.Option(help="Run name (folder under --out); default: a timestamp.")] = None,
-) -> None:
+def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **options) -> None:
     """Scan, split and search each backbone; write results and the leaderboard."""
-    from bench.distributed import cluster_from_env
+    from bench.search.distributed import cluster_from_env
 
     cluster = cluster_from_env()
     _quiet_tensorflow()
-    from bench.leaderboard import format_leaderboard
-    from bench.run import RunConfig, execute, open_distributed, prepare_run, resume_run
+    from bench.config import RunConfig
+    from bench.evaluate.leaderboard import format_leaderboard
+    from bench.run import execute, open_distributed, prepare_run, resume_run
 
     given = _explicit_options(ctx)
-    config = RunConfig(
-        data=data, backbones=backbones_, weights=weights, seed=seed, val_size=val_size,
-        test_size=test_size, image_size=image_size, out=out, reports=reports, name=name,
-        tuner=tuner.value, max_trials=max_trials, epochs=epochs, objective=objective.value,
-        batch_size=batch_size, augment=augment, aug_views=aug_views, max_unfreeze=max_unfreeze,
-        baseline=baseline, deterministic=deterministic, mixed_precision=mixed_precision.value,
-    )
+    config = RunConfig.from_dict({k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
     if resume:
-        run = resume_run(out, name, given, cluster=cluster)
-        typer.echo(f"resuming run {run.config.name} with its stored configuration and split", err=True)
+        run = resume_run(config.out, config.name, given, cluster=cluster)
+        log.info(f"resuming run {run.config.name} with its stored configuration and split")
     elif cluster is not None:
         run = _scan_with_progress(open_distributed, config, given, cluster)
-        typer.echo(f"{cluster.role} of run {run.config.name}", err=True)
+        log.info(f"{cluster.role} of run {run.config.name}")
     else:
         run = _scan_with_progress(prepare_run, config)
     sizes = run.split.sizes()
-    typer.echo(
+    log.info(
         f"run {run.config.name}: {len(run.index.records)} images, {len(run.index.classes)} classes, "
         + ", ".join(f"{s} {sum(sizes[s].values())}" for s in sizes)
-        + (" (SYNTHETIC demo data)" if run.index.synthetic else ""),
-        err=True,
+        + (" (SYNTHETIC demo data)" if run.index.synthetic else "")
     )
     if run.config.weights == "none":
-        typer.echo("weights: none (random initialisation): this is not transfer learning", err=True)
-    table = execute(run, log=lambda msg: typer.echo(msg, err=True), cluster=cluster)
+        log.info("weights: none (random initialisation): this is not transfer learning")
+    table = execute(run, cluster=cluster)
     if table is None:  # a distributed worker: the chief ranks, exports and reports
-        typer.echo(f"{cluster.role}: no trials left in run {run.config.name}; the chief writes the leaderboard and report",
-                   err=True)
+        log.info(f"{cluster.role}: no trials left in run {run.config.name}; the chief writes the leaderboard and report")
         return
     exported = None
     if export:
-        from bench.export import export_winner
+        from bench.deploy.export import export_winner
 
-        exported = export_winner(run.path, log=lambda msg: typer.echo(msg, err=True))
+        exported = export_winner(run.path)
     from bench.report import build_report
 
     md, html = build_report(run.path, run.config.reports)
@@ -360,6 +375,15 @@ def run_cmd(
         typer.echo(f"wrote {exported.path}")
     typer.echo(f"wrote {md}")
     typer.echo(f"wrote {html}")
+
+
+_CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+_RESUME = inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+    bool, typer.Option("--resume", help="Continue the run --name: completed trials and backbones are kept.")])
+_EXPORT = inspect.Parameter("export", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=Annotated[
+    bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")])
+run_cmd.__signature__ = inspect.Signature([_CTX, *_typer_parameters(), _RESUME, _EXPORT])
+command("run")(run_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

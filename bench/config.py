@@ -1,32 +1,235 @@
-"""Search settings shared by the CLI, run.json and the search (no TensorFlow import)."""
+"""Every ``bench run`` option, declared once (no TensorFlow import).
+
+Each option is a dataclass field whose metadata (:class:`Option`) holds its command-line
+flag, help text, bounds or choices and whether it changes results. From that one
+declaration come the typer parameters of ``bench run`` (:mod:`bench.cli`), the checks on
+values (:func:`check_bounds`), the ``--resume`` guard (:func:`result_options`) and the
+report's reproduce section (:func:`option_rows`, :func:`command_line`). Fields without
+an :class:`Option` are internal settings stored in ``run.json`` but not on the CLI.
+
+``run.json`` stores the configuration flat (one key per field, search settings beside
+run settings), as earlier versions did.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 
-#: Validation objectives and their direction.
-OBJECTIVES = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
-#: KerasTuner search algorithms ``--tuner`` accepts (bench.search maps them to classes).
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class Objective:
+    direction: str  # "max" or "min"
+    label: str  # as plots and tables name it
+
+
+#: Validation objectives ``--objective`` accepts, their direction and label.
+OBJECTIVE_SPECS = {
+    "val_auc": Objective("max", "val AUC"),
+    "val_f1": Objective("max", "val F1"),
+    "val_accuracy": Objective("max", "val accuracy"),
+    "val_loss": Objective("min", "val loss"),
+}
+OBJECTIVES = {name: spec.direction for name, spec in OBJECTIVE_SPECS.items()}
+OBJECTIVE_LABELS = {name: spec.label for name, spec in OBJECTIVE_SPECS.items()}
+#: KerasTuner search algorithms ``--tuner`` accepts (bench.search.tuner maps them to classes).
 TUNER_NAMES = ("bayesian", "random", "hyperband")
+#: ``--mixed-precision`` modes (bench.search.runtime applies them).
+MIXED_PRECISION_MODES = ("auto", "on", "off")
+#: Epochs per trial when ``--epochs`` is not given; the notebook baseline then trains
+#: NOTEBOOK_EPOCHS (bench.pipeline), as the original notebook did.
+DEFAULT_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a config field appears on the command line."""
+
+    flag: str  # "--max-trials"
+    help: str
+    low: float | None = None  # smallest allowed value
+    choices: tuple[str, ...] | None = None
+    off_flag: str | None = None  # booleans with an off switch: "--no-augment"
+    changes_results: bool = True  # refused by --resume when it differs from run.json
+    cli_type: type | None = None  # when the CLI reads another type than the field holds
+    show_default: str | None = None  # the default as --help shows it, when not the field's
+
+
+def option(default=MISSING, *, factory=MISSING, **kwargs):
+    """A dataclass field declared as a ``bench run`` option (see :class:`Option`)."""
+    return field(default=default, default_factory=factory, metadata={"option": Option(**kwargs)})
 
 
 @dataclass
 class SearchConfig:
-    """How each backbone is searched; every field is also a ``bench run`` option."""
+    """How each backbone is searched."""
 
-    tuner: str = "bayesian"
-    max_trials: int = 10
-    epochs: int = 10
-    objective: str = "val_auc"
-    batch_size: int = 32
-    augment: bool = False
-    aug_views: int = 4
-    max_unfreeze: int = 2
+    seed: int = option(0, flag="--seed", help="Seed for the split and the search.")
+    tuner: str = option("bayesian", flag="--tuner", help="KerasTuner search algorithm.", choices=TUNER_NAMES)
+    max_trials: int = option(10, flag="--max-trials", low=1,
+                             help="Trials per backbone (hyperband sets its own count).")
+    epochs: int | None = option(None, flag="--epochs", low=1, show_default=f"{DEFAULT_EPOCHS}",
+                                help=f"Epochs per trial (both phases together when fine-tuning); not given: "
+                                     f"{DEFAULT_EPOCHS}, and the notebook baseline's own 15.")
+    objective: str = option("val_auc", flag="--objective", choices=tuple(OBJECTIVES),
+                            help="Validation metric the search maximises (val_loss: minimises).")
+    batch_size: int = option(32, flag="--batch-size", low=1, help="Batch size.")
+    augment: bool = option(False, flag="--augment", off_flag="--no-augment",
+                           help="Train on cached augmented views too.")
+    aug_views: int = option(4, flag="--aug-views", low=1, help="Augmented views per training image with --augment.")
+    max_unfreeze: int = option(2, flag="--max-unfreeze", low=0,
+                               help="Largest number of top backbone blocks the search may fine-tune.")
     patience: int = 5
     class_weights: bool = True
-    seed: int = 0
     tensorboard: bool = True
 
-    def search_config(self) -> "SearchConfig":
-        """Just the search settings (drops the fields a subclass adds)."""
-        return SearchConfig(**{f.name: getattr(self, f.name) for f in fields(SearchConfig)})
+    @property
+    def trial_epochs(self) -> int:
+        """Epochs per trial: ``--epochs``, or :data:`DEFAULT_EPOCHS` when not given."""
+        return DEFAULT_EPOCHS if self.epochs is None else self.epochs
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run: data, split, backbones, and the search settings."""
+
+    data: Path | None = option(None, flag="--data", show_default="the synthetic demo data",
+                               help="Folder with one sub-folder per class.")
+    backbones: list[str] = option(factory=lambda: ["xception", "mobilenet_v2"], flag="--backbones", cli_type=str,
+                                  help="Comma-separated backbone names or wildcards.")
+    weights: str = option("imagenet", flag="--weights",
+                          help="'imagenet', 'none' (random init), or a weights file / folder.")
+    val_size: float = option(0.15, flag="--val-size", help="Validation fraction.")
+    test_size: float = option(0.15, flag="--test-size", help="Test fraction.")
+    image_size: int | None = option(None, flag="--image-size", show_default="each backbone's own",
+                                    help="Input size in px.")
+    baseline: bool | None = option(None, flag="--baseline", off_flag="--no-baseline",
+                                   show_default="on when xception is included",
+                                   help="Also train the original notebook's recipe.")
+    deterministic: bool = option(False, flag="--deterministic",
+                                 help="TensorFlow op determinism: same seed, same machine -> identical results "
+                                      "(can be slower).")
+    mixed_precision: str = option("auto", flag="--mixed-precision", choices=MIXED_PRECISION_MODES,
+                                  help="float16 compute: 'auto' on GPUs only, 'on', 'off'.")
+    out: Path = option(Path("results"), flag="--out", changes_results=False, help="Folder for run folders.")
+    reports: Path = option(Path("reports"), flag="--reports", changes_results=False, help="Folder for reports.")
+    name: str | None = option(None, flag="--name", changes_results=False, show_default="a timestamp",
+                              help="Run name (folder under --out).")
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict:
+        """The flat form stored in run.json (paths as text)."""
+        out = {}
+        for f in fields(self):
+            if f.name == "search":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        for f in fields(SearchConfig):
+            out[f.name] = getattr(self.search, f.name)
+        return out
+
+    @classmethod
+    def from_dict(cls, flat: dict) -> "RunConfig":
+        """From run.json's flat form, or from flat keyword values (unknown keys are ignored)."""
+        own = {f.name for f in fields(cls)} - {"search"}
+        searched = {f.name for f in fields(SearchConfig)}
+        config = cls(**{k: v for k, v in flat.items() if k in own},
+                     search=SearchConfig(**{k: v for k, v in flat.items() if k in searched}))
+        if isinstance(config.backbones, str):  # the CLI's comma-separated form
+            config.backbones = [name.strip() for name in config.backbones.split(",") if name.strip()]
+        for key in ("out", "reports", "data"):
+            value = getattr(config, key)
+            setattr(config, key, None if value is None else Path(value))
+        return config
+
+    def get(self, name: str):
+        """A field of the run or of its search settings, by name."""
+        return getattr(self.search if name in SEARCH_FIELDS else self, name)
+
+
+SEARCH_FIELDS = frozenset(f.name for f in fields(SearchConfig))
+
+
+def declared_options() -> list[tuple[str, Option, object]]:
+    """``(field name, option, default)`` of every ``bench run`` option, in CLI order."""
+    out = []
+    for cls in (RunConfig, SearchConfig):
+        for f in fields(cls):
+            opt = f.metadata.get("option")
+            if opt is None:
+                continue
+            default = f.default_factory() if f.default is MISSING else f.default
+            out.append((f.name, opt, default))
+    return out
+
+
+def result_options() -> dict[str, str]:
+    """Field name -> flag of the options that change results (the ``--resume`` guard)."""
+    return {name: opt.flag for name, opt, _ in declared_options() if opt.changes_results}
+
+
+def check_bounds(config: RunConfig) -> None:
+    """Choices and lower bounds of every option (one line naming the option on failure)."""
+    for name, opt, _ in declared_options():
+        value = config.get(name)
+        if value is None:
+            continue
+        if opt.choices is not None and value not in opt.choices:
+            raise BenchError(f"unknown {opt.flag} {value!r}; choose one of: {', '.join(opt.choices)}")
+        if opt.low is not None and value < opt.low:
+            raise BenchError(f"{opt.flag} must be at least {opt.low:g}, got {value}")
+
+
+def as_flag(name: str, value) -> str:
+    """How an option's value reads on a command line: ``--epochs 5``, ``--no-augment``,
+    ``no --image-size`` (not given)."""
+    opt = dict((n, o) for n, o, _ in declared_options())[name]
+    if isinstance(value, bool):
+        if value:
+            return opt.flag
+        return opt.off_flag or f"no {opt.flag}"
+    if value is None:
+        return f"no {opt.flag}"
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return f"{opt.flag} {value}"
+
+
+def command_line(flat: dict) -> list[str]:
+    """``bench run`` with every option that changes results set explicitly to the stored
+    value (``flat``: run.json's config), so the command does not depend on defaults."""
+    args = ["bench", "run"]
+    for name, opt, _ in declared_options():
+        if not opt.changes_results or name not in flat or flat[name] is None:
+            continue
+        value = flat[name]
+        if isinstance(value, bool):
+            if value or opt.off_flag:
+                args.append(opt.flag if value else opt.off_flag)
+            continue
+        args += [opt.flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    if flat.get("name"):
+        args += ["--name", str(flat["name"])]
+    return args
+
+
+def option_rows(flat: dict) -> list[tuple[str, str, bool]]:
+    """``(flag or field name, value, changes results)`` for every stored setting."""
+    rows, seen = [], set()
+    for name, opt, _ in declared_options():
+        if name in flat:
+            rows.append((opt.flag, _text(flat[name]), opt.changes_results))
+            seen.add(name)
+    rows += [(name, _text(value), True) for name, value in sorted(flat.items()) if name not in seen]
+    return rows
+
+
+def _text(value) -> str:
+    if value is None:
+        return "not given"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)

@@ -9,23 +9,33 @@ so completed trials are not run again.
 from __future__ import annotations
 
 import gc
+import logging
 import time
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import keras
 import keras_tuner as kt
 import numpy as np
 
 import backbones
-from bench.final import evaluate_on_test, full_model, measure_latency, save_model, write_result
-from bench.faults import crash_point
-from bench.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
-from bench.runfolder import read_json
 from bench.config import SearchConfig
-from bench.search import best_trial, cached_features, depths_for, make_tuner, source_for, write_trials_csv
+from bench.evaluate.final import (
+    evaluate_on_test,
+    full_model,
+    measure_latency,
+    save_model,
+    write_result,
+)
+from bench.faults import crash_point
+from bench.runfolder import read_json
+from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
+from bench.search.cache import cached_features
+from bench.search.source import depths_for, source_for
+from bench.search.tuner import TrialSettings, best_trial, make_tuner, write_trials_csv
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 BASELINE = "xception_notebook"
 
 #: The original notebook's recipe: frozen Xception, flatten -> 128 -> dropout 0.5 -> 32.
@@ -43,49 +53,112 @@ def _recipe_hyperparameters() -> kt.HyperParameters:
     return hp
 
 
-def run_backbone(
-    name: str, run_dir: Path, data_root: Path, split, weights: str, image_size: int | None,
-    cfg: SearchConfig, log: Log, baseline: bool = False, cluster=None, job: int = 0,
-) -> dict | None:
-    """Search (or the fixed notebook recipe when ``baseline``), evaluate, write result.json.
+@dataclass
+class BackboneJob:
+    """One backbone of a run (or the notebook baseline): what its search and evaluation need."""
 
-    Distributed (``cluster``): the chief serves the search of job ``job`` and evaluates;
-    a worker only runs trials and returns None.
-    """
-    record = backbones.get("xception" if baseline else name)
-    size = image_size or record.default_size
-    out_dir = run_dir / name
-    result_path = out_dir / "result.json"
-    trials_path = out_dir / "trials.csv"
-    worker = cluster is not None and not cluster.is_chief
-    if result_path.exists():
-        log(f"{name}: finished earlier, skipped")
-        return None if worker else read_json(result_path)
-    if worker and trials_path.exists():
-        log(f"{name}: search finished (the chief evaluates it), skipped")
-        return None
-    t0 = time.perf_counter()
-    source = source_for(record, weights, size, run_dir, data_root, split, cfg.seed)
-    depths = [0] if baseline else depths_for(record, cfg.max_unfreeze)
-    x_train, x_val, y_train, y_val, shapes = cached_features(source, depths, run_dir, data_root, split, cfg, log)
-    n_classes = len(split.classes)
+    name: str
+    index: int  # position in the run; a distributed chief serves this job's oracle on port + index
+    baseline: bool
+    run_dir: Path
+    data_root: Path
+    split: object  # bench.data.split.SplitManifest
+    weights: str
+    image_size: int | None
+    search: SearchConfig
+    cluster: object = None  # bench.search.distributed.Cluster in distributed mode
+
+    @classmethod
+    def for_run(cls, run, cluster=None) -> list["BackboneJob"]:
+        """Every backbone of ``run`` (a :class:`bench.run.RunFolder`) in order, then the baseline."""
+        names = [(name, False) for name in run.config.backbones]
+        if run.config.baseline:
+            names.append((BASELINE, True))
+        return [cls(name, i, baseline, run.path, run.index.root, run.split, run.config.weights,
+                    run.config.image_size, run.config.search, cluster) for i, (name, baseline) in enumerate(names)]
+
+    @cached_property
+    def record(self):
+        return backbones.get("xception" if self.baseline else self.name)
+
+    @property
+    def size(self) -> int:
+        return self.image_size or self.record.default_size
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir / self.name
+
+    @property
+    def worker(self) -> bool:
+        return self.cluster is not None and not self.cluster.is_chief
+
+    def search_settings(self) -> SearchConfig:
+        """The search as configured; the baseline trains the notebook recipe once, for the
+        notebook's 15 epochs unless ``--epochs`` was given."""
+        if not self.baseline:
+            return self.search
+        epochs = NOTEBOOK_EPOCHS if self.search.epochs is None else self.search.epochs
+        return replace(self.search, tuner="random", max_trials=1, epochs=epochs)
+
+
+@dataclass
+class PreparedSearch:
+    """A backbone's search, ready to run: its settings, backbone source, tuner and depths."""
+
+    config: SearchConfig
+    source: object  # bench.search.source.BackboneSource
+    tuner: object  # a KerasTuner tuner with bench's trial loop (bench.search.tuner)
+    depths: list[int]
+
+
+def prepare_search(job: BackboneJob) -> PreparedSearch:
+    """Build the backbone, cache its features (once per image) and make the tuner, which
+    reloads any earlier state of this job's search."""
+    cfg = job.search_settings()
+    record = job.record
+    trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
+    source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
+    depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)
+    x_train, x_val, y_train, y_val, shapes = cached_features(source, depths, job.run_dir, job.data_root, job.split, cfg)
+    n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,
-        class_weight=balanced_class_weight(y_train, n_classes) if cfg.class_weights and not baseline else None,
-        batch_size=cfg.batch_size, patience=cfg.patience, objective=cfg.objective,
+        class_weight=balanced_class_weight(y_train, n_classes) if cfg.class_weights and not job.baseline else None,
+        batch_size=cfg.batch_size, patience=cfg.trial_epochs if job.baseline else cfg.patience,
+        objective=cfg.objective,  # the notebook trained every epoch; its best epoch is restored
     )
     hypermodel = BenchHyperModel(depths, shapes, data, source.top)
-    if baseline:
-        cfg = SearchConfig(**{**cfg.__dict__, "tuner": "random", "max_trials": 1,
-                              "epochs": cfg.epochs if cfg.epochs != SearchConfig.epochs else NOTEBOOK_EPOCHS})
-        data.patience = cfg.epochs  # the notebook trained every epoch; its best epoch is restored
-    tuner = make_tuner(hypermodel, cfg, out_dir, "tuner", log,
-                       hyperparameters=_recipe_hyperparameters() if baseline else None, cluster=cluster, job=job,
-                       search_done=lambda: trials_path.exists() or result_path.exists())
-    budget = f"up to {cfg.epochs} epochs a trial" if cfg.tuner == "hyperband" else f"{cfg.max_trials} trials, {cfg.epochs} epochs"
-    log(f"{name}: searching ({cfg.tuner}, {budget}, unfreeze depths {depths}, {size}px)")
+    settings = TrialSettings(epochs=cfg.trial_epochs, seed=cfg.seed, tensorboard=cfg.tensorboard,
+                             cluster=job.cluster, job=job.index,
+                             search_done=lambda: trials_path.exists() or result_path.exists())
+    tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
+                       hyperparameters=_recipe_hyperparameters() if job.baseline else None)
+    return PreparedSearch(cfg, source, tuner, depths)
+
+
+def run_backbone(job: BackboneJob) -> dict | None:
+    """Search (or the fixed notebook recipe for the baseline), evaluate, write result.json.
+
+    Distributed: the chief serves the search of the job and evaluates; a worker only runs
+    trials and returns None.
+    """
+    name, record, size, out_dir = job.name, job.record, job.size, job.out_dir
+    result_path, trials_path = out_dir / "result.json", out_dir / "trials.csv"
+    if result_path.exists():
+        log.info(f"{name}: finished earlier, skipped")
+        return None if job.worker else read_json(result_path)
+    if job.worker and trials_path.exists():
+        log.info(f"{name}: search finished (the chief evaluates it), skipped")
+        return None
+    t0 = time.perf_counter()
+    search = prepare_search(job)
+    cfg, source, tuner, depths = search.config, search.source, search.tuner, search.depths
+    budget = (f"up to {cfg.trial_epochs} epochs a trial" if cfg.tuner == "hyperband"
+              else f"{cfg.max_trials} trials, {cfg.trial_epochs} epochs")
+    log.info(f"{name}: searching ({cfg.tuner}, {budget}, unfreeze depths {depths}, {size}px)")
     tuner.search(verbose=0)
-    if worker:
+    if job.worker:
         keras.backend.clear_session()
         gc.collect()
         return None
@@ -94,8 +167,8 @@ def run_backbone(
     done = int((table["status"] == "completed").sum()) if len(table) else 0
     failed = len(table) - done
     row = {
-        "backbone": name, "family": record.family, "image_size": size, "weights": weights,
-        "baseline": baseline, "trials_done": done, "trials_failed": failed,
+        "backbone": name, "family": record.family, "image_size": size, "weights": job.weights,
+        "baseline": job.baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
         "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision
     }
@@ -107,7 +180,7 @@ def run_backbone(
     model = full_model(source, tuner, trial)
     save_model(model, out_dir / "best_model.keras")
     crash_point("final")
-    metrics = evaluate_on_test(model, split, data_root, size, out_dir, cfg.seed, cfg.batch_size)
+    metrics = evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size)
     row.update(status="ok", best_trial=trial.trial_id, val_objective=trial.score)
     row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")})
     row.update({f"test_{k}": v for k, v in metrics.items() if k != "confusion_matrix"})

@@ -7,53 +7,34 @@ leaves no half-made folder behind.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import backbones
 from bench import __version__
-from bench.config import OBJECTIVES, TUNER_NAMES, SearchConfig
+from bench.config import RunConfig, as_flag, check_bounds, result_options
+from bench.data.scan import DatasetIndex, scan
+from bench.data.split import (
+    SplitManifest,
+    check_sizes,
+    make_split,
+    read_split,
+    write_split,
+)
 from bench.errors import BenchError
 from bench.runfolder import (
     RunLock,
-    file_lock,
-    read_json,
     check_run_name,
     check_writable,
     default_run_name,
+    file_lock,
     library_versions,
     machine_info,
+    read_json,
     write_json_atomic,
 )
-from bench.runtime import check_mixed_precision
-from bench.scan import DatasetIndex, scan
-from bench.split import SplitManifest, check_sizes, make_split, read_split, write_split
-
-
-@dataclass
-class RunConfig(SearchConfig):
-    """Everything that defines a run (data, split, backbones and the search); stored in run.json."""
-
-    data: Path | None = None
-    backbones: list[str] = field(default_factory=lambda: ["xception", "mobilenet_v2"])
-    weights: str = "imagenet"
-    val_size: float = 0.15
-    test_size: float = 0.15
-    image_size: int | None = None
-    out: Path = Path("results")
-    reports: Path = Path("reports")
-    name: str | None = None
-    baseline: bool | None = None  # None: on when xception is among the backbones
-    deterministic: bool = False
-    mixed_precision: str = "auto"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("data", "out", "reports"):
-            d[key] = None if d[key] is None else str(d[key])
-        return d
 
 
 @dataclass
@@ -88,16 +69,7 @@ def validate(config: RunConfig) -> None:
         for name in config.backbones:
             backbones.get(name).check_size(config.image_size)
     backbones.resolve_weights(config.weights)
-    if config.tuner not in TUNER_NAMES:
-        raise BenchError(f"unknown --tuner {config.tuner!r}; choose one of: {', '.join(TUNER_NAMES)}")
-    if config.objective not in OBJECTIVES:
-        raise BenchError(f"unknown --objective {config.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
-    for option, value, low in (("--max-trials", config.max_trials, 1), ("--epochs", config.epochs, 1),
-                               ("--batch-size", config.batch_size, 1), ("--aug-views", config.aug_views, 1),
-                               ("--max-unfreeze", config.max_unfreeze, 0)):
-        if value < low:
-            raise BenchError(f"{option} must be at least {low}, got {value}")
-    check_mixed_precision(config.mixed_precision)
+    check_bounds(config)
     if config.baseline is None:
         config.baseline = "xception" in config.backbones
     if config.name is not None:
@@ -112,12 +84,12 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         record = backbones.get(name)
         backbones.ensure_available(record, spec, config.image_size or record.default_size)
     if config.data is None:
-        from bench.demo import demo_data_dir
+        from bench.data.demo import demo_data_dir
 
         config.data = demo_data_dir()
     index = scan(config.data, progress=progress)
     config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
-    split = make_split(index, config.val_size, config.test_size, config.seed)
+    split = make_split(index, config.val_size, config.test_size, config.search.seed)
     out = check_writable(config.out, "--out")
     config.name = config.name or default_run_name()
     run_dir = out / config.name
@@ -145,43 +117,18 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     return RunFolder(run_dir, config, index, split)
 
 
-#: RunConfig fields that change results, with their ``bench run`` options: a resumed (or
-#: joined, in distributed mode) run refuses new values for them. Others (--out,
-#: --reports, --export) only change where things go or what else is written.
-RESULT_OPTIONS = {
-    "data": "--data", "backbones": "--backbones", "weights": "--weights", "seed": "--seed",
-    "val_size": "--val-size", "test_size": "--test-size", "image_size": "--image-size", "tuner": "--tuner",
-    "max_trials": "--max-trials", "epochs": "--epochs", "objective": "--objective", "batch_size": "--batch-size",
-    "augment": "--augment", "aug_views": "--aug-views", "max_unfreeze": "--max-unfreeze", "baseline": "--baseline",
-    "deterministic": "--deterministic", "mixed_precision": "--mixed-precision",
-}
-
-
-def _as_option(field_name: str, value) -> str:
-    option = RESULT_OPTIONS[field_name]
-    if isinstance(value, bool):
-        if field_name in ("augment", "baseline"):
-            return option if value else f"--no-{option[2:]}"
-        return option if value else f"no {option}"
-    if value is None:
-        return f"no {option}"
-    if isinstance(value, list):
-        value = ",".join(map(str, value))
-    return f"{option} {value}"
-
-
 def check_options(config: RunConfig, given: dict, name: str, who: str = "--resume") -> None:
     """Refuse options given now that differ from the run's stored ones (``--data``: by content)."""
+    guarded = result_options()
     diffs = []
     for field_name, value in given.items():
-        option = RESULT_OPTIONS.get(field_name)
-        if option is None or field_name == "data":
+        if field_name not in guarded or field_name == "data":
             continue
-        stored = getattr(config, field_name)
+        stored = config.get(field_name)
         if field_name == "backbones":
             value = parse_backbones(value)
         if value != stored:
-            diffs.append(f"{_as_option(field_name, value)} (run {name} has {_as_option(field_name, stored)})")
+            diffs.append(f"{as_flag(field_name, value)} (run {name} has {as_flag(field_name, stored)})")
     if diffs:
         raise BenchError(
             f"{who} cannot change options that change results: {'; '.join(diffs)}; "
@@ -205,8 +152,8 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
         RunLock(run_dir).acquire().release()  # fail at once when another process works on it
     info = read_json(run_dir / "run.json")
     stored = info["config"]
-    config = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
-    config.out, config.reports = Path(out), Path(config.reports)
+    config = RunConfig.from_dict(stored)
+    config.out = Path(out)
     given = dict(given or {})
     check_options(config, given, name, who="--resume" if cluster is None else f"{cluster.role} joining run {name}")
     if given.get("data") is not None:
@@ -239,33 +186,23 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
         return prepare_run(config, progress)
 
 
-def execute(run: RunFolder, log, cluster=None) -> "object":
+def execute(run: RunFolder, cluster=None) -> "object":
     """Search and evaluate every backbone (and the notebook baseline), write the leaderboard.
 
     Holds the run's lock throughout: a second process on the same run fails at once. In
     distributed mode the chief holds it; each worker holds its own (one process per
     worker id) and returns None: the chief ranks and reports.
     """
-    from bench.runtime import configure
+    from bench.evaluate.leaderboard import write_leaderboard
+    from bench.pipeline import BackboneJob, run_backbone
+    from bench.search.runtime import configure
 
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name):
-        configure(run.config.deterministic, run.config.mixed_precision, run.config.seed, log)
-        return _execute(run, log, cluster)
-
-
-def _execute(run: RunFolder, log, cluster=None):
-    from bench.leaderboard import write_leaderboard
-    from bench.pipeline import BASELINE, run_backbone
-
-    cfg = run.config.search_config()
-    rows = []
-    jobs = [(name, False) for name in run.config.backbones]
-    if run.config.baseline:
-        jobs.append((BASELINE, True))
-    for job, (name, is_baseline) in enumerate(jobs):
-        row = run_backbone(name, run.path, run.index.root, run.split, run.config.weights, run.config.image_size,
-                           cfg, log, baseline=is_baseline, cluster=cluster, job=job)
-        if row is not None:
-            rows.append(row)
-            write_leaderboard(rows, run.path)
-    return write_leaderboard(rows, run.path) if rows else None
+        configure(run.config.deterministic, run.config.mixed_precision, run.config.search.seed)
+        rows = []
+        for job in BackboneJob.for_run(run, cluster):
+            row = run_backbone(job)
+            if row is not None:
+                rows.append(row)
+                write_leaderboard(rows, run.path)
+        return write_leaderboard(rows, run.path) if rows else None

@@ -12,6 +12,7 @@ import platform
 import re
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -269,3 +270,69 @@ def check_writable(folder: Path, option: str) -> Path:
             f"cannot write to {option} folder {folder} ({exc.strerror or exc}); pass a writable folder with {option}"
         ) from None
     return folder
+
+
+# ----------------------------------------------------------------------- a finished run
+
+
+@dataclass
+class FinishedRun:
+    """The files every later stage reads from a run folder: ``run.json``, ``split.json``,
+    ``dataset.json`` and ``leaderboard.json`` (the report, export, predict, Grad-CAM and
+    the Streamlit app all read a run through :func:`read_run`)."""
+
+    path: Path
+    run: dict
+    split: dict
+    dataset: dict
+    leaderboard: list[dict]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> dict:
+        return self.run.get("config", {})
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.split.get("classes") or self.dataset.get("classes") or [])
+
+    def ranked(self) -> list[dict]:
+        """Rows of backbones that finished with a result and a saved model, best rank first."""
+        ok = [r for r in self.leaderboard if r.get("status") == "ok" and r.get("rank") is not None
+              and (self.path / str(r.get("backbone")) / "best_model.keras").is_file()]
+        return sorted(ok, key=lambda r: r["rank"])
+
+
+def read_run_file(path: Path, required: bool = False):
+    """A JSON file of a run folder; None when it is absent and not ``required``."""
+    path = Path(path)
+    if not path.exists() and not required:
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read {path} ({exc}); the run folder is damaged, re-run or restore the file") from None
+
+
+def read_run(run_dir: Path) -> FinishedRun:
+    """Read a run folder that has at least one finished backbone; one-line errors otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BenchError(f"run folder {run_dir} does not exist; pass a folder written by `bench run`, e.g. results/<run>")
+    if not (run_dir / "run.json").is_file():
+        raise BenchError(f"{run_dir} is not a run folder (no run.json); pass a folder written by `bench run`, "
+                         "e.g. results/<run>")
+    if not (run_dir / "leaderboard.json").is_file():
+        raise BenchError(f"{run_dir} has no leaderboard.json: no backbone has finished yet; "
+                         f"finish it with `bench run --resume --name {run_dir.name}`")
+    return FinishedRun(run_dir, read_run_file(run_dir / "run.json", required=True),
+                       read_run_file(run_dir / "split.json") or {}, read_run_file(run_dir / "dataset.json") or {},
+                       read_run_file(run_dir / "leaderboard.json", required=True))
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a run folder with a leaderboard (finished or partly finished)."""
+    return (Path(path) / "run.json").is_file() and (Path(path) / "leaderboard.json").is_file()

@@ -234,7 +234,7 @@ def test_symlink_loops_are_not_followed(tmp_path):
     assert "link" in skipped["b/self.png"], skipped
     assert "a/up" not in result.stdout and "nested/top" not in result.stdout
 
-    from bench.scan import scan
+    from bench.data.scan import scan
 
     index = scan(root)
     assert sorted(r.path for r in index.records) == sorted(

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import bench.demo as demo
-from bench.demo import (
+import bench.data.demo as demo
+from bench.data.demo import (
     default_cache_dir,
     demo_data_dir,
     demo_folder_name,

@@ -50,7 +50,7 @@ def test_deterministic_runs_are_identical(tmp_path):
 def test_mixed_precision_training_keeps_float32_outputs_and_learns():
     import keras
 
-    from bench.trainer import train
+    from bench.search.trainer import train
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 16)).astype("float32")

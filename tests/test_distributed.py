@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.distributed import ENV_ID, ENV_IP, ENV_PORT, cluster_from_env
+from bench.search.distributed import ENV_ID, ENV_IP, ENV_PORT, cluster_from_env
 from bench.errors import BenchError
 from conftest import make_folder
 
@@ -80,21 +80,22 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
 
 
 def test_the_first_process_prepares_the_run_and_the_others_join_it(tmp_path):
-    from bench.distributed import Cluster
+    from bench.search.distributed import Cluster
     from bench.run import RunConfig, open_distributed
 
     data = make_folder(tmp_path / "data", {"a": 6, "b": 6}, size=32, seed=1)
     chief, worker = Cluster("chief", "127.0.0.1", 8000), Cluster("tuner0", "127.0.0.1", 8000)
 
     def config(**kw):
-        return RunConfig(data=data, backbones="mobilenet_v2", weights="none", out=tmp_path / "out", name="j", **kw)
+        return RunConfig.from_dict(dict(data=data, backbones="mobilenet_v2", weights="none", out=tmp_path / "out",
+                                        name="j", **kw))
 
     with pytest.raises(BenchError, match="needs --name"):
-        open_distributed(RunConfig(data=data, weights="none", out=tmp_path / "out"), {}, chief)
+        open_distributed(RunConfig.from_dict(dict(data=data, weights="none", out=tmp_path / "out")), {}, chief)
     first = open_distributed(config(epochs=3), {"epochs": 3}, worker)  # a worker may well arrive first
     split = (first.path / "split.json").read_bytes()
     joined = open_distributed(config(epochs=3), {"epochs": 3, "data": data}, chief)
-    assert joined.path == first.path and joined.config.epochs == 3
+    assert joined.path == first.path and joined.config.search.epochs == 3
     assert (first.path / "split.json").read_bytes() == split  # made once
     with pytest.raises(BenchError, match=r"worker tuner1 joining run j cannot change .*--epochs 5 \(run j has --epochs 3\)"):
         open_distributed(config(epochs=5), {"epochs": 5}, Cluster("tuner1", "127.0.0.1", 8000))

@@ -14,18 +14,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import bench.export
+from bench.deploy.export import export_run
+from bench.deploy.model import labels_dict
+from bench.deploy.model_card import model_card
+from bench.deploy.run_info import run_info
+from bench.deploy.verify import KERAS_TOLERANCE, TFLITE_TOLERANCE, _tflite_runner, check_export
 from bench.errors import BenchError
-from bench.export import (
-    KERAS_TOLERANCE,
-    TFLITE_TOLERANCE,
-    SquareResize,
-    check_export,
-    export_run,
-    model_card,
-    run_info,
-)
-from bench.images import square_resize
+from bench.layers import SquareResize
+from bench.data.images import square_resize
 from bench.run import RunConfig, execute, prepare_run
 from conftest import make_folder, noise_image
 
@@ -46,9 +42,10 @@ def make_tiny_run(base: Path) -> Path:
     for label in ("a", "b"):
         for i, (w, h) in enumerate(NON_SQUARE):
             noise_image(rng, 48).resize((w, h)).save(data / label / f"wide_{i}.png")
-    config = RunConfig(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32, out=base / "results",
-                       name="tiny", tuner="random", max_trials=1, epochs=2, max_unfreeze=1, baseline=False)
-    execute(prepare_run(config), log=lambda m: None)
+    config = RunConfig.from_dict(dict(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
+                                      out=base / "results", name="tiny", tuner="random", max_trials=1, epochs=2,
+                                      max_unfreeze=1, baseline=False))
+    execute(prepare_run(config))
     return run_dir
 
 
@@ -126,7 +123,7 @@ def test_savedmodel_and_tflite_load_without_bench_layers(full_export, tiny_run):
     keras_probs = np.asarray(keras.saving.load_model(full_export.path / "model.keras")(image[None]))[0]
     served = tf.saved_model.load(str(full_export.path / "saved_model"))
     np.testing.assert_allclose(np.asarray(served.serve(tf.constant(image[None])))[0], keras_probs, atol=KERAS_TOLERANCE)
-    run = bench.export._tflite_runner(full_export.path / "model.tflite")
+    run = _tflite_runner(full_export.path / "model.tflite")
     labels = json.loads((full_export.path / "labels.json").read_text())
     assert "tflite_input" in labels
     arr = square_resize(Image.fromarray(image), labels["image_size"])
@@ -184,7 +181,7 @@ def test_labels_card_and_manifest(full_export, tiny_run):
 def test_model_card_banner_for_synthetic_data(tiny_run):
     info = run_info(tiny_run)
     info.run["synthetic_data"] = True
-    card = model_card(info, bench.export.labels_dict(info), ["keras"], {"run": False, "reason": "test"})
+    card = model_card(info, labels_dict(info), ["keras"], {"run": False, "reason": "test"})
     assert card.index("SYNTHETIC DATA") < card.index("## Model")
     assert "Not run: test." in card
 
@@ -244,17 +241,18 @@ def test_cli_export(tiny_run, tmp_path):
     assert bad.exit_code == 2 and "unknown export format" in bad.output
 
 
-def test_export_winner_at_the_end_of_a_run(tiny_run, tmp_path):
-    from bench.export import export_winner
+def test_export_winner_at_the_end_of_a_run(tiny_run, tmp_path, caplog):
+    from bench.deploy.export import export_winner
 
     run_copy = tmp_path / "run"
     shutil.copytree(tiny_run, run_copy, ignore=shutil.ignore_patterns("tuner", "cache", "export"))
-    logged = []
-    result = export_winner(run_copy, log=logged.append, check=False)
+    caplog.set_level("INFO", logger="bench")
+    result = export_winner(run_copy, check=False)
     assert result.path == run_copy / "export" / "mobilenet_v2"
     grid = json.loads((run_copy / "mobilenet_v2" / "gradcam_grid.json").read_text())
     assert grid["image"] == "gradcam_grid.png" and (run_copy / "mobilenet_v2" / "gradcam_grid.png").is_file()
-    assert any("gradcam_grid.png" in m for m in logged)
+    assert any("gradcam_grid.png" in m for m in caplog.messages)
     # a run with nothing exportable logs a warning instead of failing the finished run
     (run_copy / "leaderboard.json").write_text("[]")
-    assert export_winner(run_copy, log=logged.append) is None and "WARNING" in logged[-1]
+    assert export_winner(run_copy) is None
+    assert caplog.records[-1].levelname == "WARNING" and "not exported" in caplog.records[-1].getMessage()

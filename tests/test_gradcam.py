@@ -15,10 +15,10 @@ from PIL import Image
 
 import backbones
 from bench.errors import BenchError
-from bench.explain import GradCam, feature_layer, gradcam_grid, overlay, pick_examples, upsample
-from bench.export import export_run
-from bench.images import load_array
-from bench.predict import Predictor
+from bench.deploy.gradcam import GradCam, feature_layer, gradcam_grid, overlay, pick_examples, upsample
+from bench.deploy.export import export_run
+from bench.data.images import load_array
+from bench.deploy.predict import Predictor
 from conftest import noise_image
 from test_export import make_tiny_run
 

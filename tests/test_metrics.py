@@ -1,4 +1,4 @@
-"""bench.metrics: agreement with scikit-learn / statsmodels, the threshold rule, bootstrap."""
+"""bench.evaluate.metrics: agreement with scikit-learn / statsmodels, the threshold rule, bootstrap."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from bench import metrics as bm
-from bench.metrics import (
+from bench.evaluate import metrics as bm
+from bench.evaluate.metrics import (
     METRICS,
     bootstrap_ci,
     choose_threshold,
     classification_metrics,
     evaluate,
-    mcnemar_exact,
-    paired_bootstrap_auc,
 )
+from bench.evaluate.paired import mcnemar_exact, paired_bootstrap_auc
 
 BINARY = ["normal", "tumor"]
 THREE = ["glioma", "meningioma", "pituitary"]

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.export import export_run
-from bench.predict import Predictor, collect_files, predict_paths
+from bench.deploy.export import export_run
+from bench.deploy.predict import Predictor, collect_files, predict_paths
 from conftest import noise_image
 from test_export import make_tiny_run
 
@@ -43,13 +43,13 @@ def mixed_folder(tmp_path) -> Path:
     return folder
 
 
-def test_folder_with_a_corrupt_file(exported, mixed_folder, tmp_path):
-    logged = []
-    result = predict_paths(exported, [mixed_folder], csv=tmp_path / "out.csv", log=logged.append)
+def test_folder_with_a_corrupt_file(exported, mixed_folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="bench")
+    result = predict_paths(exported, [mixed_folder], csv=tmp_path / "out.csv")
     names = [Path(r.file).name for r in result.rows]
     assert names == ["alpha.png", "grey.jpg", "wide.png"]  # sorted paths: sub/grey.jpg after alpha.png
     assert {Path(f).name for f, _ in result.skipped} == {"corrupt.png", "notes.txt"}
-    assert all(any(Path(f).name in m for m in logged) for f, _ in result.skipped)
+    assert all(any(Path(f).name in m for m in caplog.messages) for f, _ in result.skipped)
     for row in result.rows:
         assert row.label in ("a", "b") and 0.0 <= row.probability <= 1.0
         assert row.probability == pytest.approx(row.probabilities[row.label])

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.metrics import evaluate
-from bench.report import build_report, stats
+from bench.evaluate.metrics import evaluate
+from bench.evaluate import paired
+from bench.report import build_report, findings, formatting
 from bench.report.load import load_run
 
 CLASSES = ["healthy", "tumour"]
@@ -168,10 +169,10 @@ def built(tmp_path_factory):
 @pytest.fixture
 def no_figures(monkeypatch):
     """Skip drawing (the text is what these tests read)."""
-    import bench.report
+    import bench.report.build
 
     keys = ("leaderboard", "deployment", "roc_pr", "calibration", "search_lr", "search_choices")
-    monkeypatch.setattr(bench.report, "make_figures", lambda *args: {"backbone": {}, **dict.fromkeys(keys)})
+    monkeypatch.setattr(bench.report.build, "make_figures", lambda *args: {"backbone": {}, **dict.fromkeys(keys)})
 
 
 
@@ -364,7 +365,7 @@ def test_pair_mcnemar_agrees_with_scipy_and_statsmodels(cells):
     a, b = _correct(*cells)
     y = np.arange(len(a)) % 2
     rng = np.random.default_rng(0)
-    t = stats.compare_pair("a", "b", _as_predictions(a, rng.random(len(y)), y),
+    t = paired.compare_pair("a", "b", _as_predictions(a, rng.random(len(y)), y),
                            _as_predictions(b, rng.random(len(y)), y), CLASSES, n_resamples=200)
     assert (t.n, t.only_a, t.only_b) == (len(a), a_only, b_only)
     expected = 1.0 if a_only + b_only == 0 else binomtest(a_only, a_only + b_only, 0.5).pvalue
@@ -382,7 +383,7 @@ def test_pair_auc_bootstrap_agrees_with_sklearn():
     s_a = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, 60), 0, 1)
     s_b = rng.random(60)
     right = np.ones(60, dtype=bool)
-    t = stats.compare_pair("a", "b", _as_predictions(right, s_a, y), _as_predictions(right, s_b, y), CLASSES,
+    t = paired.compare_pair("a", "b", _as_predictions(right, s_a, y), _as_predictions(right, s_b, y), CLASSES,
                            n_resamples=200, seed=5)
     assert t.auc_diff == pytest.approx(roc_auc_score(y, s_a) - roc_auc_score(y, s_b))
     # the same resamples, scored image by image with scikit-learn
@@ -390,10 +391,10 @@ def test_pair_auc_bootstrap_agrees_with_sklearn():
     diffs = np.array([roc_auc_score(y[i], s_a[i]) - roc_auc_score(y[i], s_b[i]) for i in idx if len(set(y[i])) == 2])
     assert (t.auc_ci_low, t.auc_ci_high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])))
     assert t.auc_p == pytest.approx(min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))))
-    assert t.auc_significant and "reliably better" in stats.auc_reading(t)
-    same = stats.compare_pair("a", "b", _as_predictions(right, s_a, y), _as_predictions(right, s_a, y), CLASSES,
+    assert t.auc_significant and "reliably better" in findings.auc_reading(t)
+    same = paired.compare_pair("a", "b", _as_predictions(right, s_a, y), _as_predictions(right, s_a, y), CLASSES,
                               n_resamples=100)
-    assert same.auc_diff == 0 and same.auc_p == 1.0 and "includes 0" in stats.auc_reading(same)
+    assert same.auc_diff == 0 and same.auc_p == 1.0 and "includes 0" in findings.auc_reading(same)
 
 
 def test_pairs_join_on_file_not_on_row_order():
@@ -401,30 +402,30 @@ def test_pairs_join_on_file_not_on_row_order():
     y = np.arange(12) % 2
     pa = _as_predictions(a, np.full(12, 0.7), y)
     pb = _as_predictions(b, np.full(12, 0.7), y).iloc[::-1].reset_index(drop=True)
-    t = stats.pairwise_tests({"a": pa, "b": pb}, CLASSES, n_resamples=50)[0]
+    t = paired.pairwise_tests({"a": pa, "b": pb}, CLASSES, n_resamples=50)[0]
     assert (t.only_a, t.only_b) == (6, 0)
 
 
 def test_readings_and_summary_sentence():
-    sig = stats.PairTest("x", "y", 50, only_a=12, only_b=2, mcnemar_p=0.013, auc_diff=0.05, auc_ci_low=-0.01,
+    sig = paired.PairTest("x", "y", 50, only_a=12, only_b=2, mcnemar_p=0.013, auc_diff=0.05, auc_ci_low=-0.01,
                          auc_ci_high=0.11, auc_p=0.12)
-    assert stats.mcnemar_reading(sig).startswith("McNemar p = 0.013: x and y disagree on which images they get "
+    assert findings.mcnemar_reading(sig).startswith("McNemar p = 0.013: x and y disagree on which images they get "
                                                   "right more than chance would explain")
-    assert "x is the more accurate" in stats.mcnemar_reading(sig)
-    sentence = stats.significance_sentence("x", "y", sig)
+    assert "x is the more accurate" in findings.mcnemar_reading(sig)
+    sentence = findings.significance_sentence("x", "y", sig)
     assert sentence.startswith("x is significantly more accurate than the runner-up, y")
     assert "p = 0.013" in sentence and "paired bootstrap p = 0.12" in sentence
     # seen from the runner-up's side, the roles swap
-    assert stats.significance_sentence("y", "x", sig).startswith("On the test images the runner-up, x, is "
+    assert findings.significance_sentence("y", "x", sig).startswith("On the test images the runner-up, x, is "
                                                                  "significantly more accurate than y")
-    not_sig = stats.PairTest("x", "y", 50, only_a=4, only_b=3, mcnemar_p=1.0)
-    assert "no evidence" in stats.mcnemar_reading(not_sig)
-    assert stats.significance_sentence("x", "y", not_sig).startswith("x is not significantly better than the "
+    not_sig = paired.PairTest("x", "y", 50, only_a=4, only_b=3, mcnemar_p=1.0)
+    assert "no evidence" in findings.mcnemar_reading(not_sig)
+    assert findings.significance_sentence("x", "y", not_sig).startswith("x is not significantly better than the "
                                                                      "runner-up, y")
-    tie = stats.PairTest("x", "y", 50, only_a=0, only_b=0, mcnemar_p=1.0)
-    assert "exactly the same 50 test images right" in stats.mcnemar_reading(tie)
-    assert "no runner-up" in stats.significance_sentence("x", None, None)
-    assert stats.fmt_p(0.0004) == "p < 0.001" and stats.fmt_p(float("nan")) == "p = n/a"
+    tie = paired.PairTest("x", "y", 50, only_a=0, only_b=0, mcnemar_p=1.0)
+    assert "exactly the same 50 test images right" in findings.mcnemar_reading(tie)
+    assert "no runner-up" in findings.significance_sentence("x", None, None)
+    assert formatting.fmt_p(0.0004) == "p < 0.001" and formatting.fmt_p(float("nan")) == "p = n/a"
 
 
 @pytest.mark.parametrize(
@@ -438,14 +439,14 @@ def test_readings_and_summary_sentence():
     ],
 )
 def test_pareto_optimal(cost, value, expected):
-    assert stats.pareto_optimal(cost, value) == expected
+    assert findings.pareto_optimal(cost, value) == expected
 
 
 # --------------------------------------------------------------------------- banners
 
 
 def _banners(run: Path) -> list[str]:
-    return [b.key for b in stats.banners(load_run(run))]
+    return [b.key for b in findings.banners(load_run(run))]
 
 
 def _edit(path: Path, fn) -> None:
@@ -510,7 +511,7 @@ def test_failed_trials_counted_from_trials_csv(clean_run):
     trials = pd.read_csv(clean_run / "alpha" / "trials.csv", dtype={"message": str})
     trials.loc[0, ["status", "message"]] = ["invalid", "Expected ... Received: ..."]
     trials.to_csv(clean_run / "alpha" / "trials.csv", index=False)
-    banner = stats.banners(load_run(clean_run))
+    banner = findings.banners(load_run(clean_run))
     assert [b.key for b in banner] == ["failed_trials"] and "1 trial failed (alpha: 1)" in banner[0].text
 
 

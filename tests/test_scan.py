@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.images import load_array
-from bench.scan import scan
+from bench.data.images import load_array
+from bench.data.scan import scan
 from conftest import make_folder, noise_image
 
 
@@ -93,7 +93,7 @@ def test_no_readable_images(tmp_path):
 
 @pytest.mark.slow
 def test_real_data_scan(brain_mri):
-    from bench.duplicates import exact_duplicate_sets
+    from bench.data.duplicates import exact_duplicate_sets
 
     index = scan(brain_mri)
     assert len(index.records) == 253 and not index.skipped

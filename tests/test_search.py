@@ -12,11 +12,14 @@ import pandas as pd
 import pytest
 
 import backbones
-import bench.final
+import bench.evaluate.final
 import bench.pipeline
-import bench.search
-from bench.final import set_trainable
-from bench.hypermodel import UNITS, BenchHyperModel, build_head
+import bench.data.loading
+import bench.search.cache
+import bench.search.source
+import bench.search.tuner
+from bench.evaluate.final import set_trainable
+from bench.search.hypermodel import UNITS, BenchHyperModel, build_head
 from bench.run import RunConfig, execute, prepare_run
 from conftest import make_folder
 
@@ -43,7 +46,7 @@ def test_every_head_option_builds(pooling, dense, n_classes):
 
 
 def test_search_space_declares_every_choice():
-    data = bench.hypermodel.TrialData({0: np.zeros((2, 2, 2, 4))}, np.zeros(2, int), {0: np.zeros((2, 2, 2, 4))},
+    data = bench.search.hypermodel.TrialData({0: np.zeros((2, 2, 2, 4))}, np.zeros(2, int), {0: np.zeros((2, 2, 2, 4))},
                                       np.zeros(2, int), n_classes=2)
     hm = BenchHyperModel([0, 1, 2], {0: (2, 2, 4)}, data, top_factory=None)
     hp = kt.HyperParameters()
@@ -79,24 +82,22 @@ def test_unfreeze_depth_makes_exactly_the_top_blocks_trainable(name, depth):
 
 def _tiny_run(tmp_path, counts=None, **overrides):
     data = make_folder(tmp_path / "data", counts or {"a": 10, "b": 10}, size=48, seed=4)
-    config = RunConfig(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
-                       out=tmp_path / "results", name="t", tuner="random", max_trials=2, epochs=2,
-                       max_unfreeze=1, baseline=False)
-    for key, value in overrides.items():
-        setattr(config, key, value)
+    config = RunConfig.from_dict({**dict(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
+                                         out=tmp_path / "results", name="t", tuner="random", max_trials=2, epochs=2,
+                                         max_unfreeze=1, baseline=False), **overrides})
     return prepare_run(config)
 
 
 def test_cached_features_match_backbone_output(tmp_path):
     run = _tiny_run(tmp_path)
     record = backbones.get("mobilenet_v2")
-    cfg = run.config.search_config()
-    source = bench.search.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
-    x_train, x_val, y_train, y_val, shapes = bench.search.cached_features(
-        source, [0, 1], run.path, run.index.root, run.split, cfg, log=lambda m: None)
+    cfg = run.config.search
+    source = bench.search.source.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
+    x_train, x_val, y_train, y_val, shapes = bench.search.cache.cached_features(
+        source, [0, 1], run.path, run.index.root, run.split, cfg)
     # the backbone's own output: full model on its own preprocessing, image by image
     base = source.base()
-    images = bench.data.load_images(run.index.root, run.split.rows("val"), 32)
+    images = bench.data.loading.load_images(run.index.root, run.split.rows("val"), 32)
     exact = np.asarray(base(record.preprocess(images), training=False))
     # float16 storage: relative error <= 2**-11 plus a floor for values near zero
     np.testing.assert_allclose(x_val[0], exact, rtol=2e-3, atol=1e-3 * np.abs(exact).max())
@@ -105,12 +106,12 @@ def test_cached_features_match_backbone_output(tmp_path):
     np.testing.assert_allclose(np.asarray(top(x_val[1])), exact, rtol=1e-2, atol=1e-2 * np.abs(exact).max())
     # a second call reads the cache instead of recomputing
     calls = []
-    monkey = bench.search.run_prefix
-    bench.search.run_prefix = lambda *a, **k: calls.append(1) or monkey(*a, **k)
+    monkey = bench.search.cache.run_prefix
+    bench.search.cache.run_prefix = lambda *a, **k: calls.append(1) or monkey(*a, **k)
     try:
-        again = bench.search.cached_features(source, [0, 1], run.path, run.index.root, run.split, cfg, lambda m: None)
+        again = bench.search.cache.cached_features(source, [0, 1], run.path, run.index.root, run.split, cfg)
     finally:
-        bench.search.run_prefix = monkey
+        bench.search.cache.run_prefix = monkey
     assert not calls
     np.testing.assert_array_equal(again[1][0], x_val[0])
 
@@ -120,22 +121,22 @@ def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
     test_paths = {r["path"] for r in run.split.rows("test")}
     loaded = {"search": set(), "final": set()}
     stage = {"now": "search"}
-    real = bench.data.load_images
+    real = bench.data.loading.load_images
 
     def spy(root, rows, size):
         loaded[stage["now"]].update(r["path"] for r in rows)
         return real(root, rows, size)
 
-    real_eval = bench.final.evaluate_on_test
+    real_eval = bench.evaluate.final.evaluate_on_test
 
     def eval_spy(*args, **kwargs):
         stage["now"] = "final"
         return real_eval(*args, **kwargs)
 
-    for module in (bench.search, bench.final):
+    for module in (bench.search.cache, bench.search.source, bench.evaluate.final):
         monkeypatch.setattr(module, "load_images", spy)
     monkeypatch.setattr(bench.pipeline, "evaluate_on_test", eval_spy)
-    execute(run, log=lambda m: None)
+    execute(run)
     assert loaded["search"] and not loaded["search"] & test_paths
     assert test_paths <= loaded["final"]
 
@@ -152,7 +153,7 @@ def test_failed_trial_is_a_row_and_search_goes_on(tmp_path, monkeypatch):
         return real_fit(self, hp, model, *args, **kwargs)
 
     monkeypatch.setattr(BenchHyperModel, "fit", flaky_fit)
-    table = execute(run, log=lambda m: None)
+    table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) == 3
     failed = trials[trials["status"] == "failed"]
@@ -170,7 +171,7 @@ def test_nan_loss_fails_the_trial(tmp_path, monkeypatch):
         return real_fit(self, hp, model, *args, **kwargs)
 
     monkeypatch.setattr(BenchHyperModel, "fit", nan_fit)
-    table = execute(run, log=lambda m: None)
+    table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert trials["status"].tolist() == ["failed"] and "NaN" in trials["message"].iloc[0].replace("nan", "NaN")
     assert table.iloc[0]["status"] == "failed"
@@ -178,25 +179,25 @@ def test_nan_loss_fails_the_trial(tmp_path, monkeypatch):
 
 def test_resume_skips_completed_trials_and_finished_backbones(tmp_path, monkeypatch):
     run = _tiny_run(tmp_path, max_trials=2)
-    execute(run, log=lambda m: None)
+    execute(run)
     first = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     # a finished backbone is skipped entirely
-    monkeypatch.setattr(bench.search.BenchTunerMixin, "run_trial",
+    monkeypatch.setattr(bench.search.tuner.BenchTunerMixin, "run_trial",
                         lambda *a, **k: pytest.fail("a completed trial ran again"))
-    execute(run, log=lambda m: None)
+    execute(run)
     # an unfinished backbone (result.json gone) with a larger budget runs only the new trial
     monkeypatch.undo()
     (run.path / "mobilenet_v2" / "result.json").unlink()
     ran = []
-    real = bench.search.BenchTunerMixin.run_trial
+    real = bench.search.tuner.BenchTunerMixin.run_trial
 
     def counting(self, trial, *a, **k):
         ran.append(trial.trial_id)
         return real(self, trial, *a, **k)
 
-    monkeypatch.setattr(bench.search.BenchTunerMixin, "run_trial", counting)
-    run.config.max_trials = 3
-    execute(run, log=lambda m: None)
+    monkeypatch.setattr(bench.search.tuner.BenchTunerMixin, "run_trial", counting)
+    run.config.search.max_trials = 3
+    execute(run)
     after = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(ran) == 1 and len(after) == 3
     pd.testing.assert_frame_equal(after.iloc[:2][first.columns], first, check_dtype=False)
@@ -204,7 +205,7 @@ def test_resume_skips_completed_trials_and_finished_backbones(tmp_path, monkeypa
 
 def test_multiclass_run(tmp_path):
     run = _tiny_run(tmp_path, counts={"a": 8, "b": 8, "c": 8}, max_trials=1)
-    table = execute(run, log=lambda m: None)
+    table = execute(run)
     row = table.iloc[0]
     assert row["status"] == "ok"
     assert np.array(row["test_confusion_matrix"]).shape == (3, 3)
@@ -216,7 +217,7 @@ def test_multiclass_run(tmp_path):
 def test_notebook_baseline_row(tmp_path):
     run = _tiny_run(tmp_path, backbones=["xception"], image_size=71, baseline=True, max_trials=1, epochs=2,
                     max_unfreeze=0)
-    table = execute(run, log=lambda m: None)
+    table = execute(run)
     assert list(table["backbone"].sort_values()) == ["xception", "xception_notebook"]
     baseline = table[table["backbone"] == "xception_notebook"].iloc[0]
     assert bool(baseline["baseline"]) and baseline["status"] == "ok"
@@ -232,10 +233,10 @@ def test_notebook_baseline_row(tmp_path):
 def test_augmented_views_are_cached_and_used(tmp_path):
     run = _tiny_run(tmp_path, augment=True, aug_views=2, max_trials=1, max_unfreeze=0)
     record = backbones.get("mobilenet_v2")
-    cfg = run.config.search_config()
-    source = bench.search.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
-    x_train, x_val, y_train, _, _ = bench.search.cached_features(
-        source, [0], run.path, run.index.root, run.split, cfg, log=lambda m: None)
+    cfg = run.config.search
+    source = bench.search.source.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
+    x_train, x_val, y_train, _, _ = bench.search.cache.cached_features(
+        source, [0], run.path, run.index.root, run.split, cfg)
     n_train = len(run.split.rows("train"))
     assert len(x_train[0]) == len(y_train) == 3 * n_train
     # views differ from the originals, labels repeat in view-major order
@@ -247,7 +248,7 @@ def test_augmented_views_are_cached_and_used(tmp_path):
 
 def test_hyperband_runs_and_continues_trials(tmp_path):
     run = _tiny_run(tmp_path, tuner="hyperband", epochs=3, max_unfreeze=0)
-    table = execute(run, log=lambda m: None)
+    table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) >= 3 and set(trials["status"]) == {"completed"}
     assert (trials["tuner/initial_epoch"] > 0).any()  # a promoted trial continued from a checkpoint
@@ -261,7 +262,7 @@ def test_keras_tuner_state_is_written_atomically(tmp_path, monkeypatch):
 
     from keras_tuner.src import utils as kt_utils
 
-    from bench.search import atomic_keras_tuner_state
+    from bench.search.tuner import atomic_keras_tuner_state
 
     atomic_keras_tuner_state()
     path = tmp_path / "oracle.json"
@@ -278,12 +279,11 @@ def test_keras_tuner_state_is_written_atomically(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete the checksum"])
-def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage):
-    from bench.features import FeatureCache
+def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage, caplog):
+    from bench.search.cache import FeatureCache
 
-    messages = []
     folder = tmp_path / "results" / "run" / "cache"  # no sibling runs to adopt entries from
-    cache = FeatureCache(folder, log=messages.append)
+    cache = FeatureCache(folder)
     parts = {"train@0": {"backbone": "b", "cut": "x", "images": "abc"}}
     calls = []
 
@@ -305,7 +305,8 @@ def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage):
     assert len(calls) == 2, "the damaged entry must be recomputed"
     np.testing.assert_array_equal(again["train@0"], first["train@0"])
     if damage != "delete the checksum":
-        assert any("damaged" in m and "rebuilding" in m for m in messages), messages
+        assert any(r.levelname == "WARNING" and "damaged" in r.getMessage() and "rebuilding" in r.getMessage()
+                   for r in caplog.records), caplog.messages
     third = cache.get_or_compute(parts, compute)  # the rebuilt entry is valid again
     assert len(calls) == 2 and np.array_equal(third["train@0"], first["train@0"])
 
@@ -313,7 +314,7 @@ def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage):
 def test_trial_ended_in_its_own_file_is_not_rerun_after_a_crash(tmp_path, monkeypatch):
     """Killed between KerasTuner's trial.json and oracle.json writes: the trial is done."""
     run = _tiny_run(tmp_path, max_trials=2)
-    execute(run, log=lambda m: None)
+    execute(run)
     tuner_dir = run.path / "mobilenet_v2" / "tuner"
     oracle_file = tuner_dir / "oracle.json"
     state = json.loads(oracle_file.read_text())
@@ -322,9 +323,9 @@ def test_trial_ended_in_its_own_file_is_not_rerun_after_a_crash(tmp_path, monkey
     oracle_file.write_text(json.dumps(state))
     (run.path / "mobilenet_v2" / "result.json").unlink()
     (run.path / "mobilenet_v2" / "trials.csv").unlink()
-    monkeypatch.setattr(bench.search.BenchTunerMixin, "run_trial",
+    monkeypatch.setattr(bench.search.tuner.BenchTunerMixin, "run_trial",
                         lambda *a, **k: pytest.fail("a trial that had ended ran again"))
-    execute(run, log=lambda m: None)
+    execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
 
@@ -332,7 +333,7 @@ def test_trial_ended_in_its_own_file_is_not_rerun_after_a_crash(tmp_path, monkey
 def test_trial_started_only_in_its_own_file_runs_after_a_crash(tmp_path):
     """Killed between KerasTuner's trial.json and oracle.json writes when a trial starts."""
     run = _tiny_run(tmp_path, max_trials=2)
-    execute(run, log=lambda m: None)
+    execute(run)
     tuner_dir = run.path / "mobilenet_v2" / "tuner"
     oracle_file = tuner_dir / "oracle.json"
     state = json.loads(oracle_file.read_text())
@@ -348,7 +349,7 @@ def test_trial_started_only_in_its_own_file_runs_after_a_crash(tmp_path):
     (tuner_dir / f"trial_{last}" / "bench_trial.json").unlink()
     (run.path / "mobilenet_v2" / "result.json").unlink()
     (run.path / "mobilenet_v2" / "trials.csv").unlink()
-    execute(run, log=lambda m: None)
+    execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
     assert (tuner_dir / f"trial_{last}" / "bench_trial.json").exists()  # it ran

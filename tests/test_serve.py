@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import bench.serve
+import bench.deploy.serve
 from bench.errors import BenchError
-from bench.export import export_run
-from bench.serve import APP, TARGET_ENV, check_target, serve, serve_env, streamlit_command
+from bench.deploy.export import export_run
+from bench.deploy.serve import APP, TARGET_ENV, check_target, serve, serve_env, streamlit_command
 from conftest import noise_image
 from test_export import make_tiny_run
 
@@ -79,7 +79,7 @@ def test_app_without_a_target_says_how_to_start(monkeypatch, tmp_path):
 
 
 def test_missing_streamlit_gives_a_clear_message(monkeypatch, exported):
-    monkeypatch.setattr(bench.serve, "streamlit_available", lambda: False)
+    monkeypatch.setattr(bench.deploy.serve, "streamlit_available", lambda: False)
     with pytest.raises(BenchError, match=r"pip install 'bench\[serve\]'"):
         serve(exported)
 

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.scan import scan
-from bench.split import make_split, read_split, write_split
+from bench.data.scan import scan
+from bench.data.split import make_split, read_split, write_split
 from conftest import make_folder
 
 

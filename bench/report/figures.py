@@ -17,12 +17,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.config import OBJECTIVE_LABELS
+from bench.evaluate.rows import to_float
 from bench.runfolder import probability_matrix
 
 #: Resolution of the saved PNGs. Figures are sized in inches for a ~900 px column.
 DPI = 130
 WIDTH = 9.0  # inches; full report column
-OBJECTIVE_LABELS = {"val_auc": "val AUC", "val_f1": "val F1", "val_accuracy": "val accuracy", "val_loss": "val loss"}
 
 
 @contextlib.contextmanager
@@ -69,11 +70,6 @@ def backbone_colours(names: Sequence[str]) -> dict[str, tuple]:
     return {name: palette[i] for i, name in enumerate(names)}
 
 
-def _f(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -88,8 +84,8 @@ def leaderboard_points(rows: list[dict], colours: dict):
     fig, axes = new_figure(WIDTH, 0.9 + 0.38 * len(rows), ncols=2, sharey=True)
     for ax, metric, title in zip(axes, ("f1", "roc_auc"), ("F1", "ROC AUC")):
         for yi, r in zip(y, rows):
-            v = _f(r.get(f"test_{metric}"))
-            lo, hi = _f(r.get(f"test_{metric}_ci_low")), _f(r.get(f"test_{metric}_ci_high"))
+            v = to_float(r.get(f"test_{metric}"))
+            lo, hi = to_float(r.get(f"test_{metric}_ci_low")), to_float(r.get(f"test_{metric}_ci_high"))
             if math.isnan(v):
                 continue
             err = [[v - lo if math.isfinite(lo) else 0], [hi - v if math.isfinite(hi) else 0]]
@@ -118,13 +114,13 @@ def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]]):
     if not rows:
         return None
     fig, axes = new_figure(WIDTH, 3.4, ncols=2, sharey=True)
-    acc = np.array([_f(r.get("test_accuracy")) for r in rows])
-    lo = np.array([_f(r.get("test_accuracy_ci_low")) for r in rows])
-    hi = np.array([_f(r.get("test_accuracy_ci_high")) for r in rows])
+    acc = np.array([to_float(r.get("test_accuracy")) for r in rows])
+    lo = np.array([to_float(r.get("test_accuracy_ci_low")) for r in rows])
+    hi = np.array([to_float(r.get("test_accuracy_ci_high")) for r in rows])
     axes_spec = (
-        ("latency", np.array([_f(r.get("latency_ms_b1")) for r in rows]), "latency, ms per image (batch 1)",
+        ("latency", np.array([to_float(r.get("latency_ms_b1")) for r in rows]), "latency, ms per image (batch 1)",
          "Accuracy against latency"),
-        ("params", np.array([_f(r.get("params_total")) for r in rows]) / 1e6, "parameters, millions",
+        ("params", np.array([to_float(r.get("params_total")) for r in rows]) / 1e6, "parameters, millions",
          "Accuracy against size"),
     )
     for ax, (key, x, xlabel, title) in zip(axes, axes_spec):
@@ -241,7 +237,12 @@ def _scores(pred: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, np.
 
 def roc_pr(predictions: dict[str, pd.DataFrame], classes: Sequence[str], colours: dict):
     """ROC and precision-recall curves of every backbone, overlaid."""
-    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+    from sklearn.metrics import (
+        auc,
+        average_precision_score,
+        precision_recall_curve,
+        roc_curve,
+    )
 
     if not predictions:
         return None

@@ -8,7 +8,6 @@ leaderboard.json is not a run the report can describe and raises :class:`BenchEr
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,10 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.runfolder import read_json, read_table
+from bench.config import OBJECTIVES
+from bench.evaluate.rows import to_float
+from bench.runfolder import read_run, read_run_file, read_table
 
-#: Direction of each validation objective (as bench.trainer.OBJECTIVES; kept here so the
-#: report does not import TensorFlow).
-OBJECTIVE_DIRECTION = {"val_auc": "max", "val_f1": "max", "val_accuracy": "max", "val_loss": "min"}
 
 
 @dataclass
@@ -66,13 +64,13 @@ class RunData:
 
     @property
     def minimise(self) -> bool:
-        return OBJECTIVE_DIRECTION.get(self.objective, "max") == "min"
+        return OBJECTIVES.get(self.objective, "max") == "min"
 
     @property
     def ok(self) -> list[BackboneResult]:
         """Backbones with a result, in leaderboard rank order."""
         ranked = [b for b in self.backbones if b.ok]
-        return sorted(ranked, key=lambda b: _num(b.row.get("rank"), math.inf))
+        return sorted(ranked, key=lambda b: to_float(b.row.get("rank"), math.inf))
 
     @property
     def failed(self) -> list[BackboneResult]:
@@ -82,21 +80,6 @@ class RunData:
         return [f"prob_{c}" for c in self.classes]
 
 
-def _num(value, default=float("nan")) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return default
-    return default if math.isnan(out) else out
-
-
-def _read_optional_json(path: Path):
-    if not path.exists():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BenchError(f"cannot read {path} ({exc}); the run folder is damaged, re-run or restore the file") from None
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame | None:
@@ -126,26 +109,14 @@ def _trial_history(backbone_dir: Path, best_trial) -> dict | None:
             if suffix.isdigit() and int(suffix) == wanted:
                 path = candidate
                 break
-    return _read_optional_json(path)
+    return read_run_file(path)
 
 
 def load_run(run_dir: Path) -> RunData:
     """Read ``run_dir`` (``<out>/<run>/``); raises BenchError when it is not a run folder."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BenchError(f"run folder {run_dir} does not exist; pass a folder made by `bench run`, e.g. results/<run>")
-    run = _read_optional_json(run_dir / "run.json")
-    if run is None:
-        raise BenchError(f"{run_dir} has no run.json, so it is not a bench run folder; pass results/<run>")
-    leaderboard = _read_optional_json(run_dir / "leaderboard.json")
-    if leaderboard is None:
-        raise BenchError(
-            f"{run_dir} has no leaderboard.json: no backbone has finished yet; "
-            f"finish it with `bench run --resume --name {run_dir.name}`"
-        )
-    dataset = _read_optional_json(run_dir / "dataset.json") or {}
-    split = _read_optional_json(run_dir / "split.json") or {}
-    classes = list(split.get("classes") or dataset.get("classes") or [])
+    finished = read_run(run_dir)
+    run_dir, run, leaderboard = finished.path, finished.run, finished.leaderboard
+    dataset, split, classes = finished.dataset, finished.split, finished.classes
     data = RunData(path=run_dir, name=run_dir.name, run=run, dataset=dataset, split=split, classes=classes)
     for row in leaderboard:
         name = str(row.get("backbone"))

@@ -1,6 +1,6 @@
 """``bench predict``: label image files with an exported model.
 
-Images are read with :func:`bench.images.open_rgb`, the same loader bench trains with (any
+Images are read with :func:`bench.data.images.open_rgb`, the same loader bench trains with (any
 colour mode to 8-bit RGB, content-sniffed formats, decompression-bomb guard), and fed to
 the model at their own size: the exported model pads, resizes and normalises inside.
 Unreadable files are reported and skipped; the rest are still predicted.
@@ -8,17 +8,18 @@ Unreadable files are reported and skipped; the rest are still predicted.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from bench.data.images import UnreadableImage, open_rgb
 from bench.errors import BenchError
-from bench.images import UnreadableImage, open_rgb
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def read_image(path_or_file) -> np.ndarray:
@@ -53,7 +54,7 @@ class Predictor:
         """Load an export folder written by ``bench export`` (model.keras + labels.json)."""
         import keras
 
-        import bench.export  # noqa: F401  (registers SquareResize, ClassProbabilities)
+        import bench.layers  # noqa: F401  (registers bench's layers for loading)
         from bench.runfolder import read_json
 
         model_dir = Path(model_dir)
@@ -75,7 +76,8 @@ class Predictor:
     def from_run(cls, run_dir: Path, backbone: str | None = None) -> "Predictor":
         """A backbone of a run (default: the recommended one), from its export if there is
         one, else built in memory from ``best_model.keras`` (nothing is written)."""
-        from bench.export import build_export_model, default_export_dir, labels_dict, run_info
+        from bench.deploy.model import build_export_model, labels_dict
+        from bench.deploy.run_info import default_export_dir, run_info
 
         info = run_info(run_dir, backbone)
         exported = default_export_dir(info.run_dir, info.backbone)
@@ -86,7 +88,7 @@ class Predictor:
     @classmethod
     def load(cls, path: Path, backbone: str | None = None) -> "Predictor":
         """An export folder, or a run folder (its recommended or named backbone)."""
-        from bench.export import is_run_dir
+        from bench.runfolder import is_run_dir
 
         if is_run_dir(path):
             return cls.from_run(path, backbone)
@@ -121,9 +123,9 @@ class Predictor:
         return 1 if len(self.classes) == 2 else int(np.argmax(probs))
 
     def gradcam(self, image: np.ndarray, class_index: int | None = None):
-        """Grad-CAM of ``image`` (see :class:`bench.explain.GradCam`); ``class_index`` None
+        """Grad-CAM of ``image`` (see :class:`bench.deploy.gradcam.GradCam`); ``class_index`` None
         uses :meth:`explained_class`."""
-        from bench.explain import GradCam
+        from bench.deploy.gradcam import GradCam
 
         if self._gradcam is None:
             self._gradcam = GradCam(self.model)
@@ -190,7 +192,6 @@ def predict_paths(
     csv: Path | None = None,
     gradcam_dir: Path | None = None,
     batch_size: int = 16,
-    log: Log | None = None,
 ) -> PredictResult:
     """Predict every image in ``paths`` (files or folders) with the export at ``model_dir``.
 
@@ -199,13 +200,12 @@ def predict_paths(
     one ``prob_<class>`` column per class); ``gradcam_dir`` receives one Grad-CAM overlay
     PNG per image (for the positive class of a binary model, else the predicted label).
     """
-    log = log or (lambda msg: None)
     if not paths:
         raise BenchError("no images given; pass image files or folders after the model folder")
     predictor = Predictor.from_export(model_dir)
     files, skipped = collect_files(paths)
     for name, reason in skipped:
-        log(f"skipped {name}: {reason}")
+        log.warning(f"skipped {name}: {reason}")
     if gradcam_dir is not None:
         from bench.runfolder import check_writable
 
@@ -220,7 +220,7 @@ def predict_paths(
             except (UnreadableImage, OSError) as exc:
                 reason = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read ({exc.strerror or exc})"
                 result.skipped.append((str(path), reason))
-                log(f"skipped {path}: {reason}")
+                log.warning(f"skipped {path}: {reason}")
         probs: dict[int, np.ndarray] = {}
         by_shape: dict[tuple, list[int]] = {}
         for i, (_, image) in enumerate(loaded):
@@ -249,7 +249,7 @@ def predict_paths(
 def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, out: Path) -> Path:
     from PIL import Image
 
-    from bench.explain import overlay
+    from bench.deploy.gradcam import overlay
     from bench.runfolder import write_bytes_atomic
 
     cam = predictor.gradcam(image, class_index)
@@ -263,7 +263,6 @@ def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, ou
 
 
 def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
-    import pandas as pd
 
     from bench.runfolder import text_frame, write_text_atomic
 

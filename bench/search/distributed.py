@@ -22,6 +22,7 @@ The gRPC port has no authentication or encryption: bind it on a private network 
 from __future__ import annotations
 
 import os
+import logging
 import re
 import time
 from concurrent import futures
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
 
 ENV_ID, ENV_IP, ENV_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
 #: How long a worker's request waits for the chief before it checks whether the
@@ -106,7 +109,7 @@ def _search_over(oracle) -> bool:
     return bool(oracle.max_trials) and len(oracle.trials) >= oracle.max_trials and not oracle.ongoing_trials
 
 
-def serve_oracle(oracle, cluster: Cluster, index: int, log: Callable[[str], None], poll_s: float = CHIEF_POLL_S) -> None:
+def serve_oracle(oracle, cluster: Cluster, index: int, poll_s: float = CHIEF_POLL_S) -> None:
     """Serve ``oracle`` to the workers until every trial has ended (KerasTuner's chief).
 
     Uses KerasTuner's own servicer; unlike its ``start_server`` this checks for the end
@@ -133,7 +136,7 @@ def serve_oracle(oracle, cluster: Cluster, index: int, log: Callable[[str], None
             f"set {ENV_IP} to this machine's private address and {ENV_PORT} to a free port"
         )
     server.start()
-    log(f"chief: serving the search on {address}; start the workers with {ENV_PORT}={cluster.port}")
+    log.info(f"chief: serving the search on {address}; start the workers with {ENV_PORT}={cluster.port}")
     try:
         while not (servicer.stop_triggered and exit_chief(oracle)) and not _search_over(oracle):
             time.sleep(poll_s)
@@ -141,8 +144,7 @@ def serve_oracle(oracle, cluster: Cluster, index: int, log: Callable[[str], None
         server.stop(grace=1.0)
 
 
-def worker_search(search: Callable[[], None], search_done: Callable[[], bool], cluster: Cluster, index: int,
-                  log: Callable[[str], None]) -> None:
+def worker_search(search: Callable[[], None], search_done: Callable[[], bool], cluster: Cluster, index: int) -> None:
     """Run ``search`` (KerasTuner's worker loop) until the chief says the search is over.
 
     A worker may start before the chief serves this backbone (the chief is still caching
@@ -163,5 +165,5 @@ def worker_search(search: Callable[[], None], search_done: Callable[[], bool], c
             if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
                 raise
             if not waiting:
-                log(f"{cluster.role}: waiting for the chief at {cluster.ip}:{cluster.job_port(index)}")
+                log.info(f"{cluster.role}: waiting for the chief at {cluster.ip}:{cluster.job_port(index)}")
                 waiting = True

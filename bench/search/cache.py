@@ -18,19 +18,32 @@ and widened to float32 for training.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from bench.data.loading import augmented_views, label_indices, load_images
 from bench.faults import crash_point
-from bench.runfolder import sha256_file, write_bytes_atomic, write_json_atomic
+from bench.runfolder import (
+    file_lock,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from bench.search.runtime import mixed
+
+if TYPE_CHECKING:
+    from bench.config import SearchConfig
+    from bench.search.source import BackboneSource
 
 CACHE_FORMAT = 1
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def weights_fingerprint(model) -> str:
@@ -48,9 +61,8 @@ def images_fingerprint(sha256s: list[str]) -> str:
 
 
 class FeatureCache:
-    def __init__(self, folder: Path, log: Log | None = None) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.log = log or (lambda msg: None)
 
     @staticmethod
     def key(**parts) -> str:
@@ -71,7 +83,7 @@ class FeatureCache:
         except (OSError, ValueError, KeyError):
             ok = False
         if not ok:
-            self.log(f"cache entry {npy} is damaged (size or checksum mismatch); rebuilding it")
+            log.warning(f"cache entry {npy} is damaged (size or checksum mismatch); rebuilding it")
             npy.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
         return ok
@@ -93,7 +105,7 @@ class FeatureCache:
                 except OSError:
                     shutil.copyfile(src, tmp)
                 os.replace(tmp, dst)
-            self.log(f"reusing cached features from {other.parent.name}")
+            log.info(f"reusing cached features from {other.parent.name}")
             return True
         return False
 
@@ -154,3 +166,63 @@ def run_prefix(model, images: np.ndarray, batch_size: int, progress: Callable[[i
     if not chunks:
         return [np.zeros((0, *model.outputs[i].shape[1:]), np.float16) for i in range(n_out)]
     return [np.concatenate([c[i] for c in chunks]) for i in range(n_out)]
+
+
+def cached_features(
+    source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig
+) -> tuple[dict, dict, np.ndarray, np.ndarray, dict[int, tuple]]:
+    """Features of train (+ augmented views) and val for every depth, cached.
+
+    Runs under a lock on the run's cache folder: processes sharing the run folder
+    (distributed workers) make the backbone weights and each cache entry once; the
+    others wait, then read them.
+    """
+    with file_lock(Path(run_dir) / "cache" / ".lock"):
+        return _cached_features(source, depths, run_dir, data_root, split, cfg)
+
+
+def _cached_features(source, depths, run_dir, data_root, split, cfg):
+    base = source.base()
+    fingerprint = weights_fingerprint(base)
+    cache = FeatureCache(run_dir / "cache")
+    rows = {s: split.rows(s) for s in ("train", "val")}
+    common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
+    if mixed():
+        common["compute"] = "float16"  # features from float16 compute are not those of float32
+    parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
+    jobs: dict[str, tuple[str, int]] = {}  # part -> (split, augmented views)
+    views = cfg.aug_views if cfg.augment else 0
+    for part, (s, n_views) in {"train": ("train", 0), "val": ("val", 0), "aug": ("train", views)}.items():
+        if part == "aug" and not n_views:
+            continue
+        jobs[part] = (s, n_views)
+        images = images_fingerprint([r["sha256"] for r in rows[s]])
+        for d in depths:
+            parts[f"{part}@{d}"] = {**common, "cut": source.record.cut_layer(d), "images": images,
+                                    "views": n_views, "aug_seed": cfg.seed if n_views else None}
+
+    def compute() -> dict[str, np.ndarray]:
+        prefix = source.prefix(depths, base)
+        out = {}
+        for part, (s, n_views) in jobs.items():
+            images = load_images(data_root, rows[s], source.image_size)
+            if n_views:
+                images = augmented_views(images, n_views, cfg.seed)
+            t0 = time.perf_counter()
+            arrays = run_prefix(prefix, images, cfg.batch_size)
+            log.info(f"{source.record.name}: cached {part} features of {len(images)} images in {time.perf_counter() - t0:.1f}s")
+            out.update({f"{part}@{d}": a for d, a in zip(depths, arrays)})
+        return out
+
+    flat = cache.get_or_compute(parts, compute)
+    x_train, x_val = {}, {}
+    for d in depths:
+        x_train[d] = flat[f"train@{d}"]
+        if f"aug@{d}" in flat:
+            x_train[d] = np.concatenate([x_train[d], flat[f"aug@{d}"]])
+        x_val[d] = flat[f"val@{d}"]
+    y_train = label_indices(rows["train"], split.classes)
+    y_train = np.concatenate([y_train] * (1 + views))
+    y_val = label_indices(rows["val"], split.classes)
+    shapes = {d: tuple(x_val[d].shape[1:]) for d in depths}
+    return x_train, x_val, y_train, y_val, shapes

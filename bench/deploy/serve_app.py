@@ -1,6 +1,6 @@
 """The Streamlit app behind ``bench serve``: upload images, see label, probability, Grad-CAM.
 
-Started by :func:`bench.serve.serve`, which passes the model or run folder in the
+Started by :func:`bench.deploy.serve.serve`, which passes the model or run folder in the
 ``BENCH_SERVE_TARGET`` environment variable (``streamlit run bench/serve_app.py -- PATH``
 works too). For a run folder the app also shows the leaderboard and lets the user pick a
 backbone (default: the recommended one); its export is used when there is one, else the
@@ -30,7 +30,7 @@ def _target() -> Path | None:
 
 @st.cache_resource(show_spinner="Loading the model ...")
 def _predictor(path: str, backbone: str | None):
-    from bench.predict import Predictor
+    from bench.deploy.predict import Predictor
 
     return Predictor.load(Path(path), backbone)
 
@@ -47,15 +47,14 @@ def _run_section(run_dir: Path) -> str | None:
     """Leaderboard and backbone picker for a run folder; returns the chosen backbone."""
     import pandas as pd
 
-    from bench.runfolder import read_json
+    from bench.runfolder import read_run
 
-    board = read_json(run_dir / "leaderboard.json")
-    run = read_json(run_dir / "run.json")
-    _banners(bool(run.get("synthetic_data")), str(run.get("config", {}).get("weights")))
-    st.subheader(f"Leaderboard: run {run_dir.name}")
-    table = pd.DataFrame(board)
+    run = read_run(run_dir)
+    _banners(bool(run.run.get("synthetic_data")), str(run.config.get("weights")))
+    st.subheader(f"Leaderboard: run {run.name}")
+    table = pd.DataFrame(run.leaderboard)
     st.dataframe(table[[c for c in LEADERBOARD_COLUMNS if c in table]], hide_index=True)
-    ok = sorted((r for r in board if r.get("status") == "ok" and r.get("rank") is not None), key=lambda r: r["rank"])
+    ok = run.ranked()
     if not ok:
         st.error("No backbone of this run finished successfully; nothing to serve.")
         st.stop()
@@ -76,9 +75,9 @@ def _export_banners(model_dir: Path) -> None:
 
 
 def _show(predictor, name: str, data, with_cam: bool) -> None:
-    from bench.explain import overlay
-    from bench.images import UnreadableImage
-    from bench.predict import read_image
+    from bench.data.images import UnreadableImage
+    from bench.deploy.gradcam import overlay
+    from bench.deploy.predict import read_image
 
     try:
         image = read_image(data)
@@ -106,7 +105,7 @@ def main() -> None:
     if target is None or not target.is_dir():
         st.error(f"No model folder given (set {TARGET_ENV}, or start the app with `bench serve MODEL_DIR`).")
         st.stop()
-    from bench.export import is_run_dir
+    from bench.runfolder import is_run_dir
 
     backbone = None
     if is_run_dir(target):

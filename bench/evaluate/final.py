@@ -11,12 +11,16 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 
-from bench.data import label_indices, load_images
+from bench.data.loading import label_indices, load_images
+from bench.evaluate.metrics import choose_threshold, evaluate
 from bench.layers import BackbonePreprocess
-from bench.metrics import choose_threshold, evaluate
-from bench.runfolder import save_via_temp, text_frame, write_json_atomic, write_text_atomic
+from bench.runfolder import (
+    save_via_temp,
+    text_frame,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def set_trainable(base: keras.Model, cut_layer: str | None) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench.hypermodel import OBJECTIVES
+from bench.config import OBJECTIVES
+from bench.evaluate.rows import metric_with_ci
 from bench.runfolder import records_frame, write_json_atomic, write_text_atomic
 
 
@@ -52,11 +53,6 @@ def _clean(value):
     return value
 
 
-def _ci(row, metric: str) -> str:
-    v, lo, hi = row.get(f"test_{metric}"), row.get(f"test_{metric}_ci_low"), row.get(f"test_{metric}_ci_high")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
 def format_leaderboard(table: pd.DataFrame) -> str:
@@ -67,7 +63,7 @@ def format_leaderboard(table: pd.DataFrame) -> str:
         rows.append([
             "" if pd.isna(r.get("rank")) else int(r["rank"]), r["backbone"], r["status"],
             "-" if pd.isna(r.get("val_objective")) else f"{r['val_objective']:.3f}",
-            _ci(r, "accuracy"), _ci(r, "f1"), _ci(r, "roc_auc"),
+            metric_with_ci(r, "accuracy"), metric_with_ci(r, "f1"), metric_with_ci(r, "roc_auc"),
             f"{r.get('trials_done', 0)}/{r.get('trials_failed', 0)}",
             f"{r.get('search_seconds', 0):.0f}",
             "-" if pd.isna(r.get("latency_ms_b1")) else f"{r['latency_ms_b1']:.1f}",

@@ -1,6 +1,6 @@
 """Duplicate-aware, stratified, seeded train/val/test split, written once as split.json.
 
-Whole duplicate groups (see :mod:`bench.duplicates`) are assigned to one split, class by
+Whole duplicate groups (see :mod:`bench.data.duplicates`) are assigned to one split, class by
 class. Within a class the groups are shuffled with the seed, then placed largest first,
 each into the split whose quota is least filled (relative to its target), so the
 realised fractions stay close to the requested ones even with large groups.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.duplicates import DuplicateGroup, group_duplicates
+from bench.data.duplicates import DuplicateGroup, group_duplicates
+from bench.data.scan import DatasetIndex
 from bench.errors import BenchError
-from bench.scan import DatasetIndex
 
 SPLITS = ("train", "val", "test")
 SPLIT_FORMAT = 1

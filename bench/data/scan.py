@@ -15,8 +15,8 @@ from typing import Callable
 
 import imagehash
 
+from bench.data.images import UnreadableImage, open_rgb
 from bench.errors import BenchError
-from bench.images import UnreadableImage, open_rgb
 
 #: Marker file written by ``bench demo-data``; a folder holding it is synthetic.
 DEMO_MARKER = ".bench-demo"
@@ -58,7 +58,7 @@ class DatasetIndex:
         return out
 
     def to_dict(self) -> dict:
-        from bench.duplicates import exact_duplicate_sets
+        from bench.data.duplicates import exact_duplicate_sets
 
         return {
             "root": str(self.root),

@@ -1,7 +1,7 @@
 """The search space, in one place: head x learning rate x unfreeze depth.
 
 A trial's model never contains the frozen part of the backbone: it takes the cached
-output of the frozen prefix (see :mod:`bench.features`) as input.
+output of the frozen prefix (see :mod:`bench.search.cache`) as input.
 
 * unfreeze depth 0: the model is the head alone, on the final feature map;
 * unfreeze depth N > 0: the model is the top N blocks of the backbone (BatchNorm kept in
@@ -20,7 +20,8 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from bench.trainer import OBJECTIVES, train
+from bench.config import OBJECTIVES
+from bench.search.trainer import train
 
 POOLINGS = ("avg", "max", "flatten")
 UNITS = (32, 64, 128, 256)

@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import binom
 
 __all__ = [
     "CI_METRICS",
@@ -41,8 +40,6 @@ __all__ = [
     "choose_threshold",
     "classification_metrics",
     "evaluate",
-    "mcnemar_exact",
-    "paired_bootstrap_auc",
 ]
 
 #: Scalar metrics :func:`classification_metrics` returns (besides n, the confusion
@@ -83,8 +80,8 @@ def choose_threshold(y_val, p_val) -> float:
     ``y_val``: 0/1 labels (1 = positive class). ``p_val``: positive-class probabilities,
     shape ``(N,)`` (an ``(N, 2)`` probability array is accepted; column 1 is used).
     """
-    y = _labels(y_val, 2, "y_val")
-    p = _positive_scores(p_val, len(y), "p_val")
+    y = check_labels(y_val, 2, "y_val")
+    p = positive_scores(p_val, len(y), "p_val")
     pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
     if len(pos) == 0 or len(neg) == 0:
         return DEFAULT_THRESHOLD
@@ -142,17 +139,17 @@ def bootstrap_ci(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"Expected level strictly between 0 and 1. Received: level={level!r}")
-    _check_resamples(n_resamples)
+    check_resamples(n_resamples)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"Expected metrics among {', '.join(METRICS)}. Received: {', '.join(map(str, unknown))}")
     data = _Data.build(y_true, proba, classes, threshold)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    for weights in _resample_weights(rng, data.n, n_resamples):
+    for weights in resample_weights(rng, data.n, n_resamples):
         for name, values in data.metrics(weights, metrics).items():
             parts[name].append(values)
-    return {name: _percentile_interval(np.concatenate(parts[name]), level) for name in metrics}
+    return {name: percentile_interval(np.concatenate(parts[name]), level) for name in metrics}
 
 
 def evaluate(
@@ -181,64 +178,6 @@ def evaluate(
     return row
 
 
-# --------------------------------------------------------------------------- comparisons
-
-
-def mcnemar_exact(correct_a, correct_b) -> float:
-    """Two-sided exact McNemar p-value for two models scored on the same images.
-
-    ``correct_a`` / ``correct_b``: per-image booleans (model right or wrong). With
-    ``b`` = images only A got right and ``c`` = images only B got right, the p-value is
-    ``min(1, 2 * P(X <= min(b, c)))`` for ``X ~ Binomial(b + c, 1/2)``; 1.0 when there
-    are no discordant images (as ``statsmodels``' ``mcnemar(exact=True)``).
-    """
-    a = _booleans(correct_a, "correct_a")
-    b = _booleans(correct_b, "correct_b")
-    if a.shape != b.shape:
-        raise ValueError(
-            "Expected correct_a and correct_b for the same images (same length). "
-            f"Received: {a.shape[0]} and {b.shape[0]}"
-        )
-    only_a = int(np.sum(a & ~b))
-    only_b = int(np.sum(~a & b))
-    if only_a + only_b == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), only_a + only_b, 0.5)))
-
-
-def paired_bootstrap_auc(
-    y_true, proba_a, proba_b, n_resamples: int = 2000, seed: int = 0, level: float = 0.95
-) -> dict:
-    """Paired bootstrap of the ROC AUC difference A - B on the same binary test images.
-
-    Both models are scored on the same resampled images each time (resamples with one
-    class only are dropped). Returns ``diff`` (A - B on all images), ``ci_low`` /
-    ``ci_high`` (percentile interval at ``level``) and ``p_value`` =
-    ``min(1, 2 * min(fraction of resampled diffs <= 0, fraction >= 0))``;
-    ``nan`` everywhere if the AUC is undefined. Probabilities as in
-    :func:`choose_threshold`: positive-class column, ``(N,)`` or ``(N, 2)``.
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"Expected level strictly between 0 and 1. Received: level={level!r}")
-    _check_resamples(n_resamples)
-    y = _labels(y_true, 2, "y_true")
-    scores_a = _positive_scores(proba_a, len(y), "proba_a")
-    scores_b = _positive_scores(proba_b, len(y), "proba_b")
-    rank_a = _Ranked.build(scores_a, y == 1)
-    rank_b = _Ranked.build(scores_b, y == 1)
-    ones = np.ones((1, len(y)))
-    diff = float(rank_a.auc(ones)[0] - rank_b.auc(ones)[0])
-    rng = np.random.default_rng(seed)
-    diffs = np.concatenate([rank_a.auc(w) - rank_b.auc(w) for w in _resample_weights(rng, len(y), n_resamples)])
-    diffs = diffs[~np.isnan(diffs)]
-    if np.isnan(diff) or diffs.size == 0:
-        nan = float("nan")
-        return {"diff": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
-    low, high = _percentile_interval(diffs, level)
-    p_value = min(1.0, 2.0 * min(np.mean(diffs <= 0.0), np.mean(diffs >= 0.0)))
-    return {"diff": diff, "ci_low": low, "ci_high": high, "p_value": float(p_value)}
-
-
 # --------------------------------------------------------------------------- internals
 #
 # A "weights" matrix has one row per resample and one column per test image; entry
@@ -246,7 +185,7 @@ def paired_bootstrap_auc(
 # function of it, computed for all rows at once.
 
 
-class _Ranked:
+class Ranked:
     """One score column and its 0/1 target, sorted once, for AUC and average precision."""
 
     def __init__(self, order: np.ndarray, positive: np.ndarray, group_ends: np.ndarray):
@@ -255,7 +194,7 @@ class _Ranked:
         self.group_ends = group_ends  # last sorted position of each run of tied scores
 
     @classmethod
-    def build(cls, scores: np.ndarray, target: np.ndarray) -> _Ranked:
+    def build(cls, scores: np.ndarray, target: np.ndarray) -> Ranked:
         order = np.argsort(scores, kind="stable")
         sorted_scores = scores[order]
         ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
@@ -306,7 +245,7 @@ class _Data:
         # one-hot of the (true, predicted) cell of each image: weights @ cells = confusion
         self.cells = np.eye(self.k * self.k)[y * self.k + self.pred]
         self._columns = columns
-        self._ranked: dict[int, _Ranked] = {}
+        self._ranked: dict[int, Ranked] = {}
 
     @classmethod
     def build(cls, y_true, proba, classes: Sequence[str], threshold: float | None) -> _Data:
@@ -320,7 +259,7 @@ class _Data:
                 f"Received: shape {p.shape}"
             )
         _check_probabilities(p, "proba")
-        y = _labels(y_true, len(classes), "y_true")
+        y = check_labels(y_true, len(classes), "y_true")
         if len(y) != len(p):
             raise ValueError(f"Expected one label per row of proba ({len(p)}). Received: {len(y)} labels")
         if len(classes) == 2:
@@ -334,9 +273,9 @@ class _Data:
             )
         return cls(y, p, threshold)
 
-    def ranked(self, column: int) -> _Ranked:
+    def ranked(self, column: int) -> Ranked:
         if column not in self._ranked:
-            self._ranked[column] = _Ranked.build(self.proba[:, column], self.y == column)
+            self._ranked[column] = Ranked.build(self.proba[:, column], self.y == column)
         return self._ranked[column]
 
     def confusion(self, weights: np.ndarray) -> np.ndarray:
@@ -373,7 +312,7 @@ class _Data:
         return {name: out[name] for name in names}
 
 
-def _resample_weights(rng: np.random.Generator, n: int, n_resamples: int):
+def resample_weights(rng: np.random.Generator, n: int, n_resamples: int):
     """Yield (chunk, n) count matrices of bootstrap resamples drawn from ``rng``."""
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
     done = 0
@@ -385,7 +324,7 @@ def _resample_weights(rng: np.random.Generator, n: int, n_resamples: int):
         done += size
 
 
-def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     values = values[~np.isnan(values)]
     if values.size == 0:
         return (float("nan"), float("nan"))
@@ -401,7 +340,7 @@ def _divide(num, den, fill: float) -> np.ndarray:
     return out
 
 
-def _labels(y, k: int, name: str) -> np.ndarray:
+def check_labels(y, k: int, name: str) -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"Expected {name} as a non-empty 1-D array of class indices. Received: shape {arr.shape}")
@@ -415,7 +354,7 @@ def _labels(y, k: int, name: str) -> np.ndarray:
     return labels
 
 
-def _positive_scores(p, n: int, name: str) -> np.ndarray:
+def positive_scores(p, n: int, name: str) -> np.ndarray:
     arr = np.asarray(p, dtype=float)
     if arr.ndim == 2 and arr.shape[1] == 2:
         arr = arr[:, 1]
@@ -438,7 +377,7 @@ def _check_probabilities(p: np.ndarray, name: str) -> None:
         )
 
 
-def _booleans(x, name: str) -> np.ndarray:
+def check_booleans(x, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"Expected {name} as a 1-D array of per-image booleans. Received: shape {arr.shape}")
@@ -447,6 +386,6 @@ def _booleans(x, name: str) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _check_resamples(n_resamples: int) -> None:
+def check_resamples(n_resamples: int) -> None:
     if int(n_resamples) < 1:
         raise ValueError(f"Expected n_resamples >= 1. Received: {n_resamples!r}")

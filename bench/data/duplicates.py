@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.scan import ImageRecord
 
 NEAR_PHASH_BITS = 8
 NEAR_DHASH_BITS = 8
@@ -60,7 +59,7 @@ def _hash_bits(hexes: list[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
 
 
-def group_duplicates(records: list[ImageRecord]) -> list[DuplicateGroup]:
+def group_duplicates(records: list) -> list[DuplicateGroup]:
     """Partition ``records`` into duplicate groups (singletons included).
 
     Groups are ordered by their first member's index, members ascending, so the result
@@ -95,7 +94,7 @@ def group_duplicates(records: list[ImageRecord]) -> list[DuplicateGroup]:
     return groups
 
 
-def exact_duplicate_sets(records: list[ImageRecord]) -> list[list[str]]:
+def exact_duplicate_sets(records: list) -> list[list[str]]:
     """Sets of paths with identical bytes (two or more files each), sorted."""
     by_sha: dict[str, list[str]] = {}
     for rec in records:

@@ -13,6 +13,9 @@ weights of the best epoch on the objective.
 from __future__ import annotations
 
 import math
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import keras
@@ -20,7 +23,7 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from bench.config import OBJECTIVES
-from bench.runtime import mixed
+from bench.search.runtime import mixed
 
 
 class NonFiniteLoss(Exception):
@@ -82,6 +85,26 @@ class FusedAdam:
                 var=var.handle, m=m.handle, v=v.handle, beta1_power=b1_power, beta2_power=b2_power,
                 lr=self.lr, beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon, grad=grad,
             )
+
+
+_epoch_seconds: ContextVar[list[float] | None] = ContextVar("bench_epoch_seconds", default=None)
+
+
+@contextmanager
+def timed_epochs():
+    """Collect the wall seconds of every epoch :func:`train` runs inside this block, in
+    order (both phases of a fine-tuning trial); an epoch ends after its validation
+    scores, and the first epoch of each ``train`` call includes tracing the step::
+
+        with timed_epochs() as seconds:
+            hypermodel.fit(...)
+    """
+    seconds: list[float] = []
+    token = _epoch_seconds.set(seconds)
+    try:
+        yield seconds
+    finally:
+        _epoch_seconds.reset(token)
 
 
 def _better(value: float, best: float, direction: str) -> bool:
@@ -149,7 +172,9 @@ def train(
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {}
     best, best_weights, waited = float("nan"), None, 0
+    epoch_seconds = _epoch_seconds.get()  # set inside timed_epochs()
     for epoch in range(initial_epoch, initial_epoch + epochs):
+        t_epoch = time.perf_counter()
         order = rng.permutation(len(y))
         total, seen, train_proba = 0.0, 0, np.zeros((len(y), y_true.shape[1]), "float32")
         for start in range(0, len(order), batch_size):
@@ -173,8 +198,10 @@ def train(
             best, best_weights, waited = logs[objective], model.get_weights(), 0
         else:
             waited += 1
-            if waited >= patience:
-                break
+        if epoch_seconds is not None:
+            epoch_seconds.append(time.perf_counter() - t_epoch)
+        if waited and waited >= patience:
+            break
     if best_weights is not None:
         model.set_weights(best_weights)
     return history

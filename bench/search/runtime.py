@@ -18,11 +18,13 @@ on CPU, where float16 is slower, not faster; ``on`` / ``off`` force it.
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
 
+from bench.config import MIXED_PRECISION_MODES
 from bench.errors import BenchError
 
-MIXED_PRECISION_MODES = ("auto", "on", "off")
+log = logging.getLogger(__name__)
+
 
 
 def check_mixed_precision(mode: str) -> str:
@@ -41,7 +43,7 @@ def policy_for(mode: str) -> str:
     return "mixed_float16" if mode == "on" else "float32"
 
 
-def configure(deterministic: bool, mixed_precision: str, seed: int, log: Callable[[str], None]) -> str:
+def configure(deterministic: bool, mixed_precision: str, seed: int) -> str:
     """Apply both settings for this process; returns the dtype policy in use."""
     import keras
     import tensorflow as tf
@@ -49,11 +51,11 @@ def configure(deterministic: bool, mixed_precision: str, seed: int, log: Callabl
     if deterministic:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
-        log("deterministic: TensorFlow op determinism on")
+        log.info("deterministic: TensorFlow op determinism on")
     policy = policy_for(mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     if policy != "float32":
-        log(f"mixed precision: {policy} (float16 compute, float32 variables)")
+        log.info(f"mixed precision: {policy} (float16 compute, float32 variables)")
     return policy
 
 

@@ -1,4 +1,4 @@
-"""``bench serve``: start the Streamlit app (:mod:`bench.serve_app`) for a model or run folder.
+"""``bench serve``: start the Streamlit app (:mod:`bench.deploy.serve_app`) for a model or run folder.
 
 Streamlit is an optional extra (``pip install 'bench[serve]'``); without it the command
 stops with a one-line message saying so.

@@ -1,10 +1,5 @@
-"""Pure functions behind the report's judgements: pairwise tests, Pareto fronts, warning
-banners and the plain-words sentences that read them out.
-
-Nothing here draws or writes files. The tests themselves live in :mod:`bench.metrics`
-(``mcnemar_exact``, ``paired_bootstrap_auc``); this module pairs up backbones on the same
-test images and turns the numbers into sentences.
-"""
+"""The report's judgements in plain words: readings of the paired tests, Pareto fronts,
+warning banners. Nothing here draws or writes files."""
 
 from __future__ import annotations
 
@@ -13,120 +8,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from bench.metrics import mcnemar_exact, paired_bootstrap_auc
+from bench.evaluate.paired import PairTest
+from bench.evaluate.rows import to_float
+from bench.report.formatting import fmt_p, fmt_signed
 
-#: Significance level the plain-words readings use.
-ALPHA = 0.05
 #: The "small test split" banner shows when a 95 % CI of test accuracy is wider than
 #: plus or minus this (in proportion; 0.05 = 5 percentage points).
 MAX_CI_HALF_WIDTH = 0.05
 #: The "imbalanced classes" banner shows when the largest class has at least this many
 #: times the images of the smallest.
 IMBALANCE_RATIO = 4.0
-#: Resamples of the paired AUC bootstrap.
-AUC_RESAMPLES = 2000
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def p_text(p: float | None) -> str:
-    """A p-value for a table cell: ``"0.03"``, ``"< 0.001"``, ``"1"``, ``"n/a"``."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "n/a"
-    if p < 0.001:
-        return "< 0.001"
-    return f"{p:.2g}" if p < 0.995 else "1"
-
-
-def fmt_p(p: float | None) -> str:
-    """``"p = 0.03"``, ``"p < 0.001"``, ``"p = n/a"``."""
-    text = p_text(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def fmt_signed(x: float, digits: int = 3) -> str:
-    """``+0.031`` / ``−0.031`` (typographic minus)."""
-    text = f"{x:+.{digits}f}"
-    return text.replace("-", "\u2212")
-
-
-# --------------------------------------------------------------------------- pairwise tests
-
-
-@dataclass
-class PairTest:
-    """Backbone ``a`` against ``b`` on the test images both were scored on."""
-
-    a: str
-    b: str
-    n: int
-    only_a: int  # images only a gets right
-    only_b: int  # images only b gets right
-    mcnemar_p: float
-    auc_diff: float | None = None  # AUC(a) - AUC(b); None for multi-class problems
-    auc_ci_low: float | None = None
-    auc_ci_high: float | None = None
-    auc_p: float | None = None
-
-    @property
-    def significant(self) -> bool:
-        return self.mcnemar_p < ALPHA
-
-    @property
-    def auc_significant(self) -> bool:
-        return self.auc_p is not None and not math.isnan(self.auc_p) and self.auc_p < ALPHA
-
-    def flipped(self) -> PairTest:
-        """The same test seen from ``b``'s side."""
-        neg = (lambda v: None if v is None else -v)  # noqa: E731
-        return PairTest(
-            self.b, self.a, self.n, self.only_b, self.only_a, self.mcnemar_p,
-            neg(self.auc_diff), neg(self.auc_ci_high), neg(self.auc_ci_low), self.auc_p,
-        )
-
-
-def compare_pair(
-    a: str, b: str, pred_a: pd.DataFrame, pred_b: pd.DataFrame, classes: Sequence[str],
-    n_resamples: int = AUC_RESAMPLES, seed: int = 0,
-) -> PairTest:
-    """McNemar's exact test on paired correctness and, for two classes, a paired bootstrap
-    of the ROC AUC difference, on the images both prediction tables share (by ``file``)."""
-    joined = pred_a.merge(pred_b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
-    if joined.empty:
-        raise ValueError(f"{a} and {b} share no test images; cannot compare them")
-    correct_a = joined["correct_a"].to_numpy(bool)
-    correct_b = joined["correct_b"].to_numpy(bool)
-    test = PairTest(
-        a, b, len(joined), int(np.sum(correct_a & ~correct_b)), int(np.sum(~correct_a & correct_b)),
-        mcnemar_exact(correct_a, correct_b),
-    )
-    if len(classes) == 2:
-        index = {c: i for i, c in enumerate(classes)}
-        y = np.array([index[str(v)] for v in joined["label_a"]], dtype=int)
-        column = f"prob_{classes[1]}"
-        auc = paired_bootstrap_auc(
-            y, joined[f"{column}_a"].to_numpy(float), joined[f"{column}_b"].to_numpy(float),
-            n_resamples=n_resamples, seed=seed,
-        )
-        test.auc_diff, test.auc_ci_low, test.auc_ci_high, test.auc_p = (
-            auc["diff"], auc["ci_low"], auc["ci_high"], auc["p_value"]
-        )
-    return test
-
-
-def pairwise_tests(
-    predictions: dict[str, pd.DataFrame], classes: Sequence[str], n_resamples: int = AUC_RESAMPLES, seed: int = 0
-) -> list[PairTest]:
-    """Every pair of backbones, in the given (rank) order: (1, 2), (1, 3), ..., (2, 3), ..."""
-    names = list(predictions)
-    return [
-        compare_pair(a, b, predictions[a], predictions[b], classes, n_resamples, seed)
-        for i, a in enumerate(names)
-        for b in names[i + 1 :]
-    ]
 
 
 def mcnemar_reading(t: PairTest) -> str:
@@ -221,11 +115,6 @@ class Banner:
     text: str
 
 
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def failed_trial_counts(data) -> dict[str, int]:
@@ -235,7 +124,7 @@ def failed_trial_counts(data) -> dict[str, int]:
         if b.trials is not None and "status" in b.trials:
             n = int((b.trials["status"].astype(str) != "completed").sum())
         else:
-            value = _float(b.row.get("trials_failed"))
+            value = to_float(b.row.get("trials_failed"))
             n = int(value) if math.isfinite(value) else 0
         out[b.name] = n
     return out
@@ -259,7 +148,7 @@ def banners(data) -> list[Banner]:
         ))
     widths = []
     for b in data.ok:
-        low, high = _float(b.row.get("test_accuracy_ci_low")), _float(b.row.get("test_accuracy_ci_high"))
+        low, high = to_float(b.row.get("test_accuracy_ci_low")), to_float(b.row.get("test_accuracy_ci_high"))
         if math.isfinite(low) and math.isfinite(high):
             widths.append((high - low) / 2)
     n_test = sum((data.split.get("sizes") or {}).get("test", {}).values())

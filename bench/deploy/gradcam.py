@@ -178,7 +178,7 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     tile (the negative class's map is mostly empty: "no finding" has no location); runs
     with more classes show the evidence for the label the model gave. ``backbone``
     None is the recommended model (rank 1). Uses the run's ``best_model.keras`` on the
-    same arrays the run evaluated (:func:`bench.images.load_array`). Returns the picked
+    same arrays the run evaluated (:func:`bench.data.images.load_array`). Returns the picked
     rows (file, label, prediction, probability, correct, group) in grid order.
 
     Raises :class:`BenchError` when the run's data folder (the test images) is missing.
@@ -188,10 +188,9 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    from bench.export import run_info
-    from bench.images import UnreadableImage, load_array, open_rgb, square_resize
+    from bench.data.images import UnreadableImage, load_array, open_rgb, square_resize
+    from bench.deploy.run_info import run_info
     from bench.runfolder import read_table, write_bytes_atomic
 
     info = run_info(run_dir, backbone)
@@ -252,7 +251,7 @@ GRID_JSON = "gradcam_grid.json"
 def write_run_gradcam(run_dir: Path, backbone: str | None = None, per_group: int = 4) -> Path:
     """Write ``RUN/<backbone>/gradcam_grid.png`` and ``gradcam_grid.json`` (the picks), so
     reports can show the grid without predicting anything. Returns the PNG's path."""
-    from bench.export import run_info
+    from bench.deploy.run_info import run_info
     from bench.runfolder import write_json_atomic
 
     info = run_info(run_dir, backbone)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.data.images import UnreadableImage, load_array
 from bench.errors import BenchError
-from bench.images import UnreadableImage, load_array
 
 
 def load_images(root: Path, rows: list[dict], size: int) -> np.ndarray:

@@ -1,0 +1,189 @@
+"""Export a backbone of a finished run as a self-contained classifier.
+
+``bench export RUN`` writes, by default to ``RUN/export/<backbone>/``:
+
+* ``model.keras`` (and on request ``saved_model/``): a model that takes raw RGB images,
+  ``uint8``, any height and width (a batch shares one size), and returns class
+  probabilities in the order of ``labels.json``. Padding to a square, resizing and the
+  backbone's own normalisation are layers inside the model, so nobody can feed it
+  wrongly scaled pixels.
+* on request ``model.tflite``: the same network for TFLite's builtin kernels, which lack
+  float64 and most dynamic-shape ops, so it takes ``(1, size, size, 3)`` uint8 images
+  already padded and resized (``labels.json`` ``tflite_input``); normalisation is inside.
+* ``labels.json``: class order, positive class and the decision threshold chosen on the
+  validation split (binary runs), the input contract.
+* ``model_card.md``: data, split, test metrics with confidence intervals, the selection
+  rule, intended use and limitations.
+* ``manifest.json``: every file with its sha256, bench and library versions, the run it
+  came from and the fidelity checks.
+
+The model and its layers: :mod:`bench.deploy.model`, :mod:`bench.layers`; the formats:
+:mod:`bench.deploy.formats`; the fidelity check: :mod:`bench.deploy.verify`.
+
+Loading ``model.keras`` needs bench installed (its custom layers are registered by
+importing :mod:`bench.layers`); the SavedModel and TFLite files need only TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+from bench import __version__
+from bench.deploy.formats import FORMATS, save_formats
+from bench.deploy.model import EXPORT_FORMAT_VERSION, build_export_model, labels_dict
+from bench.deploy.model_card import log_checks, model_card
+from bench.deploy.run_info import RunInfo, default_export_dir, run_info
+from bench.deploy.verify import check_export
+from bench.errors import BenchError
+from bench.runfolder import (
+    library_versions,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    backbone: str
+    formats: list[str]
+    files: list[str]
+    checks: dict = field(default_factory=dict)
+
+
+def export_run(
+    run_dir: Path,
+    backbone: str | None = None,
+    to: Path | None = None,
+    formats: Iterable[str] | str = ("keras",),
+    check: bool = True,
+) -> ExportResult:
+    """Export ``backbone`` (default: the recommended one) of ``run_dir`` to ``to``.
+
+    The export is assembled in a temporary folder beside ``to`` and moved into place only
+    when complete (and, with ``check``, when the fidelity checks pass). An existing
+    earlier export at ``to`` is replaced; any other non-empty folder is refused.
+    """
+    formats = parse_formats(formats)
+    info = run_info(run_dir, backbone)
+    dest = Path(to) if to is not None else default_export_dir(info.run_dir, info.backbone)
+    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / "manifest.json").is_file())):
+        raise BenchError(f"--to {dest} exists and is not an earlier bench export; pass an empty or new folder")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as exc:
+        raise BenchError(f"cannot write the export to {dest} ({exc.strerror or exc}); pass a writable folder with --to") from None
+    try:
+        log.info(f"exporting {info.backbone} ({', '.join(formats)}) from {info.run_dir}")
+        model = build_export_model(info)
+        save_formats(model, tmp, formats)
+        labels = labels_dict(info, formats)
+        write_json_atomic(tmp / "labels.json", labels)
+        checks = {"run": False, "reason": "not requested (--no-check)"}
+        if check:
+            log.info("checking the export in a fresh process against the run's test predictions")
+            checks = check_export(tmp, info.run_dir, fresh_process=True)
+            log_checks(checks)
+            if checks.get("run") and not checks.get("passed"):
+                raise BenchError(
+                    f"the exported model does not reproduce run {info.run_dir.name}'s test predictions: "
+                    f"{checks['failure']}; nothing was written to {dest}"
+                )
+        write_text_atomic(tmp / "model_card.md", model_card(info, labels, formats, checks))
+        manifest = write_manifest(tmp, info, formats, checks)
+        _replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(f"wrote {dest}")
+    return ExportResult(dest, info.backbone, formats, sorted(manifest["files"]), checks)
+
+
+def parse_formats(formats: Iterable[str] | str) -> list[str]:
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out = []
+    for item in (i.strip().lower() for i in items):
+        if not item:
+            continue
+        if item not in FORMATS:
+            raise BenchError(f"unknown export format {item!r}; choose from: {', '.join(FORMATS)} (comma-separated)")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise BenchError(f"no export format given; choose from: {', '.join(FORMATS)}")
+    return out
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{datetime.now().strftime('%Y%m%d%H%M%S%f')}")
+        dest.rename(old)
+    tmp.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict) -> dict:
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        files[path.relative_to(folder).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    run = info.run
+    manifest = {
+        "format": EXPORT_FORMAT_VERSION,
+        "bench_version": __version__,
+        "versions": library_versions(),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "formats": formats,
+        "files": files,
+        "source": {
+            "run_dir": str(info.run_dir.resolve()),
+            "run_name": run.get("config", {}).get("name", info.run_dir.name),
+            "backbone": info.backbone,
+            "recommended": info.recommended,
+            "rank": info.row.get("rank"),
+            "best_trial": info.row.get("best_trial"),
+            "run_created": run.get("created"),
+            "run_command": run.get("command"),
+            "run_bench_version": run.get("bench_version"),
+            "data": run.get("config", {}).get("data"),
+            "data_hash": run.get("data_hash"),
+            "synthetic_data": bool(run.get("synthetic_data")),
+            "weights": info.row.get("weights", run.get("config", {}).get("weights")),
+            "model_sha256": sha256_file(info.model_path),
+        },
+        "checks": checks,
+    }
+    write_json_atomic(folder / "manifest.json", manifest)
+    return manifest
+
+
+def export_winner(run_dir: Path, check: bool = True) -> ExportResult | None:
+    """End of ``bench run``: export the recommended backbone to ``RUN/export/<backbone>`` and
+    write its Grad-CAM grid of test images (:func:`bench.deploy.gradcam.write_run_gradcam`).
+
+    The run's results are complete before this runs, so problems here are logged as
+    warnings, not raised: a failed export never costs the user the run.
+    """
+    try:
+        result = export_run(run_dir, check=check)
+    except BenchError as exc:
+        log.warning(f"the recommended model was not exported: {exc}")
+        return None
+    try:
+        from bench.deploy.gradcam import write_run_gradcam
+
+        log.info(f"wrote {write_run_gradcam(run_dir, result.backbone)}")
+    except BenchError as exc:
+        log.warning(f"no Grad-CAM grid of test images: {exc}")
+    return result

@@ -1,0 +1,68 @@
+"""The exported model: the run's best model behind an exact Pillow resize, raw uint8
+images in, class probabilities out; and ``labels.json``, its input/output contract."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import keras
+
+from bench.deploy.run_info import RunInfo
+from bench.errors import BenchError
+from bench.layers import BackbonePreprocess, ClassProbabilities, SquareResize
+
+EXPORT_FORMAT_VERSION = 1
+
+
+def build_export_model(info: RunInfo) -> keras.Model:
+    """The run's best model with raw-image input: any-size uint8 RGB -> class probabilities."""
+    source = keras.saving.load_model(info.model_path, compile=False)
+    inner = [layer for layer in source.layers if not isinstance(layer, keras.layers.InputLayer)]
+    size = tuple(source.input.shape[1:])
+    if not inner or not isinstance(inner[0], BackbonePreprocess) or inner[-1].name != "head" \
+            or size != (info.image_size, info.image_size, 3):
+        raise BenchError(f"{info.model_path} is not a bench model (BackbonePreprocess -> backbone -> head at "
+                         f"{info.image_size}px); was it written by another bench version? Re-run the backbone")
+    inputs = keras.Input((None, None, 3), dtype="uint8", name="image")
+    x = SquareResize(info.image_size, name="square_resize")(inputs)
+    for layer in inner:  # BackbonePreprocess -> backbone -> head, a plain chain
+        x = layer(x)
+    outputs = ClassProbabilities(len(info.classes), name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"{info.backbone}_export")
+
+
+def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
+    classes = info.classes
+    out = {
+        "format": EXPORT_FORMAT_VERSION,
+        "classes": classes,
+        "output": "probabilities, one per class, in the order of 'classes'",
+        "input": {
+            "dtype": "uint8",
+            "channels": "RGB",
+            "shape": "(batch, height, width, 3); any height and width, one size per batch",
+            "inside_the_model": (
+                f"pad to a centred black square, bilinear resize to {info.image_size}x{info.image_size} "
+                "(bit-identical to Pillow's), then the backbone's own normalisation"
+            ),
+        },
+        "image_size": info.image_size,
+        "backbone": info.backbone,
+    }
+    if "tflite" in formats:
+        out["tflite_input"] = (
+            f"(1, {info.image_size}, {info.image_size}, 3) uint8 RGB, already padded to a centred black square "
+            f"and bilinear-resized (bench.data.images.square_resize); normalisation is inside"
+        )
+    if len(classes) == 2:
+        out.update(
+            positive_class=info.positive_class,
+            threshold=info.threshold,
+            decision_rule=(
+                f"'{info.positive_class}' when probability[{info.positive_class!r}] >= threshold, "
+                f"else '{classes[0]}' (threshold chosen on the validation split)"
+            ),
+        )
+    else:
+        out.update(positive_class=None, threshold=None, decision_rule="the class with the highest probability")
+    return out

@@ -1,0 +1,68 @@
+"""model_card.md of an export: data, split, selection rule, test metrics, limitations."""
+
+from __future__ import annotations
+
+import logging
+
+from bench.deploy.formats import FILES
+from bench.deploy.run_info import RunInfo
+from bench.deploy.verify import TFLITE_TOLERANCE
+from bench.evaluate.rows import metric_with_ci
+
+log = logging.getLogger(__name__)
+
+
+TEMPLATE = "model_card.md.j2"
+#: Test metrics the card lists, when the run has them.
+CARD_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "pr_auc", "precision", "recall", "specificity")
+
+
+def model_card(info: RunInfo, labels: dict, formats: list[str], checks: dict) -> str:
+    """The card's Markdown: ``templates/model_card.md.j2`` filled from the run's files."""
+    import jinja2
+
+    run, row = info.run, info.row
+    config = run.get("config", {})
+    params, trainable = row.get("params_total"), row.get("params_trainable")
+    parameters = (f"Parameters: {params:,} total, {trainable:,} trainable during fine-tuning"
+                  if isinstance(params, int) and isinstance(trainable, int) else f"Parameters: {row.get('params_total', '-')}")
+    env = jinja2.Environment(loader=jinja2.PackageLoader("bench.deploy", "templates"), keep_trailing_newline=False,
+                             undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["code"] = lambda value: f"`{value}`"
+    text = env.get_template(TEMPLATE).render(
+        backbone=info.backbone, run_name=config.get("name", info.run_dir.name), run=run, row=row, config=config,
+        split=info.split, classes=info.classes, size=info.image_size, labels=labels, formats=formats,
+        synthetic=bool(run.get("synthetic_data")), weights=str(row.get("weights", config.get("weights"))),
+        machine=run.get("machine", {}), recommended=info.recommended, parameters=parameters,
+        hyperparameters=", ".join(f"{k[3:]}={v}" for k, v in sorted(row.items()) if k.startswith("hp_")),
+        files=[FILES[f] for f in formats], n_ok=sum(1 for r in info.leaderboard if r.get("status") == "ok"),
+        metrics=[(name.replace("_", " "), metric_with_ci(row, name, ci_digits=3))
+                 for name in CARD_METRICS if row.get(f"test_{name}") is not None],
+        checks=_checks_lines(checks), tflite_tolerance=TFLITE_TOLERANCE, nan=float("nan"),
+    )
+    return text.rstrip("\n") + "\n"
+
+
+def _checks_lines(checks: dict) -> list[str]:
+    if not checks.get("run"):
+        return [f"Not run: {checks.get('reason', 'not requested')}."]
+    out = [f"A fresh Python process loaded the export and predicted the run's {checks.get('n_images')} test images "
+           "from their original files:", ""]
+    for fmt, res in checks.get("formats", {}).items():
+        out.append(
+            f"- {fmt}: largest probability difference {res['max_abs_diff']:.2e} (tolerance {res['tolerance']:g}), "
+            f"{res['label_mismatches']} label differences"
+            + (f" ({res['label_mismatches_near_threshold']} within tolerance of the threshold)"
+               if res.get("label_mismatches_near_threshold") else "")
+            + (": passed" if res["passed"] else ": FAILED")
+        )
+    return out
+
+
+def log_checks(checks: dict) -> None:
+    """The fidelity check's result, one log line per format."""
+    if not checks.get("run"):
+        log.info(f"fidelity check skipped: {checks.get('reason')}")
+        return
+    for line in _checks_lines(checks)[2:]:
+        log.info("  " + line[2:])

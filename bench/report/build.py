@@ -1,0 +1,211 @@
+"""``bench report``: a run folder in, ``report.md`` and ``report.html`` out.
+
+A pure function of the files in the run folder (see :mod:`bench.report.load`): nothing
+here trains or predicts. Figures are PNG files beside ``report.md`` (relative links, so
+the Markdown reads on GitHub) and the same bytes are embedded as base64 in
+``report.html``, which is therefore a single file that can be mailed.
+
+    from bench.report import build_report
+    md_path, html_path = build_report(Path("results/run-1"), Path("reports"))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from bench.evaluate.paired import pairwise_tests
+from bench.evaluate.rows import to_float
+from bench.report import findings, sections
+from bench.report.formatting import (
+    FIGURE_PREFIX,
+    Figure,
+    configuration,
+    display_name,
+    slug,
+)
+from bench.report.load import RunData, load_run
+from bench.runfolder import write_bytes_atomic, write_text_atomic
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
+    """All figures, keyed by name; per-backbone ones under ``"backbone"``: {name: Figure}."""
+    from bench.report import figures as F
+
+    out: dict = {"backbone": {}}
+    names = [b.name for b in data.backbones]
+    colours = F.backbone_colours(names)
+    with_preds = {b.name: b.test_predictions for b in data.ok if b.has_predictions}
+
+    def add(key, fig, title, caption):
+        if fig is None:
+            return None
+        w, h = fig.get_size_inches()
+        made = Figure(key, title, caption, F.png(fig), float(w), float(h))
+        fig.clear()
+        return made
+
+    with F.style():
+        rows = [b.row for b in data.ok]
+        out["leaderboard"] = add(
+            "leaderboard", F.leaderboard_points(rows, colours), "Test F1 and ROC AUC",
+            "Points are test-set values, bars their 95 % bootstrap confidence intervals; backbones in validation rank "
+            "order, best on top.")
+        out["deployment"] = add(
+            "deployment", F.deployment(rows, colours, deployment["flags"]), "Accuracy against cost",
+            "Stars: Pareto-optimal (no other backbone is both more accurate and cheaper); circles: dominated. "
+            "Vertical bars: 95 % CI of test accuracy.")
+        for b in data.ok:
+            out["backbone"][b.name] = add(
+                f"training-{slug(b.name)}",
+                F.training_and_confusion(b.history, b.row.get("test_confusion_matrix"), data.classes, colours[b.name]),
+                f"{b.name}: training and test confusion",
+                f"Best trial ({b.row.get('best_trial')}): train (solid) and validation (dashed) per epoch; the red "
+                "line marks the epoch whose weights were kept; a dotted line where fine-tuning began. Right: test "
+                "confusion matrix, counts and share of each true class.")
+        out["roc_pr"] = add(
+            "roc-pr", F.roc_pr(with_preds, data.classes, colours), "ROC and precision\u2013recall curves",
+            "Test split, all backbones overlaid. AP: average precision.")
+        out["calibration"] = add(
+            "calibration", F.reliability(with_preds, data.classes, colours), "Reliability diagram",
+            "Predicted probability against the observed frequency in equal-width bins of the test split (dot size: "
+            "images in the bin); points on the diagonal are well calibrated. ECE: expected calibration error. "
+            "Below: how the predicted probabilities are spread.")
+        trials = search["trials"]
+        out["search_lr"] = add(
+            "search-lr", F.search_learning_rate(trials, data.objective, colours) if len(trials) else None,
+            "Objective against learning rate", "Every completed trial of every backbone.")
+        out["search_choices"] = add(
+            "search-choices", F.search_choices(trials, data.objective, colours) if len(trials) else None,
+            "Objective by fine-tuning depth, pooling and dense layers",
+            "Boxes summarise all completed trials; points are single trials, coloured by backbone.")
+    return out
+
+
+def gradcam_figure(run_dir: Path, data: RunData) -> Figure | None:
+    """The recommended model's Grad-CAM grid, written by ``bench run``/``bench export``
+    (``bench.deploy.gradcam.write_run_gradcam``); the report only embeds it, never predicts."""
+    if not data.ok:
+        return None
+    best = data.ok[0].name
+    png, meta = Path(run_dir) / best / "gradcam_grid.png", Path(run_dir) / best / "gradcam_grid.json"
+    if not png.is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(png) as img:
+        width, height = img.size
+    picks = json.loads(meta.read_text()).get("picks", []) if meta.is_file() else []
+    wrong = sum(1 for p in picks if not p.get("correct"))
+    caption = (f"{len(picks)} test images picked deterministically ({len(picks) - wrong} correct, {wrong} "
+               "misclassified); warm colours mark the regions that raised the score of the class named on each "
+               "image.") if picks else "Test images with their Grad-CAM heatmaps."
+    return Figure("gradcam", f"Grad-CAM of the recommended model ({best})", caption, png.read_bytes(),
+                  width / 100, height / 100)
+
+
+def _all_figures(figs: dict) -> list[Figure]:
+    found = [f for k, f in figs.items() if k != "backbone" and f is not None]
+    return found + [f for f in figs["backbone"].values() if f is not None]
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["md"] = lambda table: table.markdown()
+    return env
+
+
+def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
+    tests = pairwise_tests(
+        {b.name: b.test_predictions for b in data.ok if b.has_predictions}, data.classes,
+        seed=int(to_float(data.config.get("seed")) if not math.isnan(to_float(data.config.get("seed"))) else 0),
+    ) if data.classes else []
+    pairs = {(t.a, t.b): t for t in tests}
+    pairs.update({(t.b, t.a): t.flipped() for t in tests})
+    deployment = sections.deployment_section(data)
+    search = sections.search_section(data)
+    figs = make_figures(data, deployment, search)
+    figs["gradcam"] = gradcam_figure(run_dir, data)
+    per_backbone = []
+    for b in data.backbones:
+        per_backbone.append({
+            "name": display_name(b),
+            "ok": b.ok,
+            "configuration": configuration(b.row) if b.ok else None,
+            "message": b.row.get("message"),
+            "figure": figs["backbone"].get(b.name),
+            "has_predictions": b.has_predictions,
+        })
+    return {
+        "run_name": data.name,
+        "created": data.run.get("created"),
+        "classes": data.classes,
+        "banners": findings.banners(data),
+        "summary": sections.summary_section(data, pairs),
+        "leaderboard": sections.leaderboard_table(data),
+        "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
+        "deployment": deployment,
+        "statistics": sections.statistics_section(data, tests),
+        "per_backbone": per_backbone,
+        "search": search,
+        "data": sections.data_section(data),
+        "reproduce": sections.reproduce_section(data, run_dir, reports_dir),
+        "fig": figs,
+        "objective": sections._objective_label(data.objective),
+    }
+
+
+def render(ctx: dict) -> tuple[str, str]:
+    """(Markdown, HTML) text of the report for a :func:`context`."""
+    env = _environment()
+    return env.get_template("report.md.j2").render(**ctx), env.get_template("report.html.j2").render(**ctx)
+
+
+def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Path, Path]:
+    """Write ``<reports_dir>/<run>/report.md`` (with its PNG figures) and ``report.html``.
+
+    Reads only the files in ``run_dir``; raises :class:`BenchError` when it is not a run
+    folder or the reports folder cannot be written. Returns (markdown path, html path).
+    """
+    run_dir = Path(run_dir)
+    data = load_run(run_dir)
+    from bench.runfolder import check_writable
+
+    out = check_writable(Path(reports_dir) / (run_dir.resolve().name or data.name), "--reports")
+    ctx = context(data, run_dir, Path(reports_dir))
+    markdown, html = render(ctx)
+    figures = _all_figures(ctx["fig"])
+    keep = {f.file for f in figures}
+    for f in figures:
+        write_bytes_atomic(out / f.file, f.data)
+    for stale in out.glob(f"{FIGURE_PREFIX}*.png"):
+        if stale.name not in keep:
+            stale.unlink()
+    md_path, html_path = out / "report.md", out / "report.html"
+    write_text_atomic(md_path, markdown)
+    write_text_atomic(html_path, html)
+    for path in (md_path, html_path, *(out / f.file for f in figures)):
+        _readable(path)
+    return md_path, html_path
+
+
+def _readable(path: Path) -> None:
+    """Atomic writes go through a private (0600) temporary file; a report is meant to be shared."""
+    try:
+        os.chmod(path, 0o644)
+    except OSError:  # pragma: no cover - e.g. a file system without permissions
+        pass

@@ -1,0 +1,347 @@
+"""The report's sections, each a dict of tables and sentences both templates render."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+from bench.config import OBJECTIVE_LABELS, command_line, option_rows
+from bench.evaluate.paired import ALPHA, PairTest
+from bench.evaluate.rows import to_float
+from bench.report import findings
+from bench.report.formatting import (
+    DASH,
+    Table,
+    configuration,
+    display_name,
+    duration,
+    fmt_p,
+    fmt_signed,
+    head_description,
+    interval,
+    lr,
+    millions,
+    num,
+    p_text,
+    to_int,
+    with_ci,
+)
+from bench.report.load import RunData
+
+#: Rows shown in long lists (skipped files, duplicate groups, ...) before "N more".
+MAX_LIST_ROWS = 30
+TOP_TRIALS = 5
+
+
+def _objective_label(objective: str) -> str:
+    return OBJECTIVE_LABELS.get(objective, objective)
+
+
+def summary_section(data: RunData, pairs: dict) -> dict:
+    objective = _objective_label(data.objective)
+    direction = "lowest" if data.minimise else "highest"
+    rule = (
+        f"Chosen on the validation objective ({objective}, {direction} wins): each backbone's search kept its best "
+        "trial by that objective, and the backbones are ranked by it. Test metrics are reported, never used to choose."
+    )
+    ok = data.ok
+    if not ok:
+        return {"rule": rule, "best": None}
+    best = ok[0]
+    runner = ok[1] if len(ok) > 1 else None
+    test = pairs.get((best.name, runner.name)) if runner else None
+    r = best.row
+    metrics = Table(
+        ["test metric", "value", "95 % CI"],
+        [
+            *[[label, num(r.get(f"test_{m}")), interval(r, m)]
+              for label, m in (("accuracy", "accuracy"), ("F1", "f1"), ("ROC AUC", "roc_auc"))],
+            ["sensitivity (recall)", num(r.get("test_recall")), ""],
+            ["specificity", num(r.get("test_specificity")), ""],
+            ["balanced accuracy", num(r.get("test_balanced_accuracy")), ""],
+            ["precision", num(r.get("test_precision")), ""],
+            ["PR AUC", num(r.get("test_pr_auc")), ""],
+            ["Brier score (lower is better)", num(r.get("test_brier")), ""],
+        ],
+        [False, True, True],
+    )
+    n_test = to_int(r.get("test_n"))
+    level = to_float(r.get("test_ci_level"))
+    resamples = to_int(r.get("test_ci_resamples"))
+    ci_note = (
+        f"On {n_test} test images; CIs are {100 * level:.0f} % percentile bootstrap intervals over "
+        f"{resamples} resamples of the test images."
+        if n_test and resamples and not math.isnan(level) else ""
+    )
+    if len(best.row.get("test_positive_class") or "") and len(data.classes) == 2:
+        ci_note += f" Positive class: {best.row['test_positive_class']}."
+    baseline = next((b for b in data.backbones if b.row.get("baseline")), None)
+    baseline_note = None
+    if baseline is not None and baseline is not best:
+        if baseline.ok:
+            rank = to_int(baseline.row.get("rank"))
+            baseline_note = (
+                f"The original notebook's recipe ({baseline.name}) ranks {rank} of {len(ok)} on validation; "
+                f"its test accuracy is {with_ci(baseline.row, 'accuracy')} against {with_ci(r, 'accuracy')} here."
+            )
+        else:
+            baseline_note = f"The original notebook's recipe ({baseline.name}) failed: {baseline.row.get('message')}."
+    elif baseline is best:
+        baseline_note = "The original notebook's recipe won: no searched configuration beat it on validation."
+    return {
+        "rule": rule,
+        "best": best.name,
+        "best_display": display_name(best),
+        "configuration": configuration(r),
+        "val_objective": f"{objective} {num(r.get('val_objective'))} (trial {r.get('best_trial')})",
+        "metrics": metrics,
+        "ci_note": ci_note,
+        "significance": findings.significance_sentence(best.name, runner.name if runner else None, test),
+        "baseline_note": baseline_note,
+    }
+
+
+def leaderboard_table(data: RunData) -> Table:
+    rows = []
+    for b in [*data.ok, *data.failed]:
+        r = b.row
+        rows.append([
+            str(to_int(r.get("rank")) or DASH) if b.ok else "failed", display_name(b),
+            with_ci(r, "accuracy"), with_ci(r, "f1"), with_ci(r, "roc_auc"),
+            num(r.get("test_recall")), num(r.get("test_specificity")), num(r.get("val_objective")),
+            f"{to_int(r.get('trials_done')) or 0} / {findings.failed_trial_counts(data).get(b.name, 0)}",
+            duration(r.get("search_seconds")), millions(r.get("params_total")),
+            DASH if math.isnan(to_float(r.get("latency_ms_b1"))) else f"{to_float(r.get('latency_ms_b1')):.1f}",
+        ])
+    headers = ["rank", "backbone", "test accuracy", "test F1", "test AUC",
+               "sensitivity", "specificity", _objective_label(data.objective), "trials ok / failed",
+               "search time", "parameters", "ms / image"]
+    return Table(headers, rows, [True, False, True, True, True, True, True, True, True, True, True, True])
+
+
+def deployment_section(data: RunData) -> dict:
+    rows = [b.row for b in data.ok]
+    accuracy = [to_float(r.get("test_accuracy")) for r in rows]
+    flags = {
+        "latency": findings.pareto_optimal([to_float(r.get("latency_ms_b1")) for r in rows], accuracy),
+        "params": findings.pareto_optimal([to_float(r.get("params_total")) for r in rows], accuracy),
+    }
+    table = Table(
+        ["backbone", "test accuracy (95 % CI)", "ms / image (batch 1)", "ms / image (batch 32)", "parameters",
+         "trainable", "Pareto: latency", "Pareto: size"],
+        [[display_name(b), with_ci(b.row, "accuracy"),
+          num(b.row.get("latency_ms_b1"), 1), num(b.row.get("latency_ms_b32"), 2),
+          millions(b.row.get("params_total")), millions(b.row.get("params_trainable")),
+          "\u2605 yes" if flags["latency"][i] else "", "\u2605 yes" if flags["params"][i] else ""]
+         for i, b in enumerate(data.ok)],
+        [False, True, True, True, True, True, False, False],
+    )
+    if len(data.ok) == 1:
+        only = data.ok[0].name
+        text = (f"Only {only} finished, so there is no trade-off to weigh; the table and figure show its cost. "
+                "Latency is the median time per image on the machine that ran the search (batch 1 and batch 32).")
+        return {"flags": flags, "table": table, "text": text}
+    fast = [b.name for b, f in zip(data.ok, flags["latency"]) if f]
+    small = [b.name for b, f in zip(data.ok, flags["params"]) if f]
+    text = (
+        "A backbone is Pareto-optimal when no other one is at least as accurate and at least as fast (or small), "
+        "and strictly better on one of the two. "
+        + (f"On latency: {', '.join(fast)}. " if fast else "")
+        + (f"On size: {', '.join(small)}. " if small else "")
+        + "Latency is the median time per image on the machine that ran the search (batch 1 and batch 32). "
+        "The trade-off is drawn on test accuracy for information; the recommendation itself used validation only."
+    )
+    return {"flags": flags, "table": table, "text": text}
+
+
+def statistics_section(data: RunData, tests: list[PairTest]) -> dict:
+    names = [b.name for b in data.ok if b.has_predictions]
+    if len(names) < 2:
+        return {
+            "available": False,
+            "text": "Only one backbone has test predictions, so there is nothing to compare it with."
+            if names else "No backbone has test predictions, so there is nothing to compare.",
+        }
+    by_pair = {(t.a, t.b): t for t in tests}
+    by_pair.update({(t.b, t.a): t.flipped() for t in tests})
+
+    def star(p):
+        return " *" if p is not None and not math.isnan(p) and p < ALPHA else ""
+
+    mcnemar = Table(
+        ["", *names],
+        [[a, *[DASH if a == b else f"{p_text(by_pair[a, b].mcnemar_p)}{star(by_pair[a, b].mcnemar_p)}"
+               for b in names]] for a in names],
+        [False, *[True] * len(names)],
+    )
+    binary = len(data.classes) == 2
+    auc = None
+    if binary:
+        def auc_cell(t: PairTest) -> str:
+            if t.auc_diff is None or math.isnan(t.auc_diff):
+                return DASH
+            return f"{fmt_signed(t.auc_diff)} ({fmt_p(t.auc_p)}){star(t.auc_p)}"
+
+        auc = Table(
+            ["row \u2212 column", *names],
+            [[a, *[DASH if a == b else auc_cell(by_pair[a, b]) for b in names]] for a in names],
+            [False, *[True] * len(names)],
+        )
+    readings = []
+    for t in tests:
+        line = findings.mcnemar_reading(t)
+        extra = findings.auc_reading(t)
+        readings.append({"pair": f"{t.a} vs {t.b}", "mcnemar": line, "auc": extra})
+    n_pairs = len(tests)
+    caution = (
+        f"{n_pairs} pairs are compared without correction for multiple testing: at p < 0.05 about one pair in "
+        "twenty looks different by chance alone, so read a lone small p-value with care."
+        if n_pairs > 1 else ""
+    )
+    return {
+        "available": True,
+        "mcnemar": mcnemar,
+        "auc": auc,
+        "readings": readings,
+        "caution": caution,
+        "n": tests[0].n,
+        "binary": binary,
+    }
+
+
+def search_section(data: RunData) -> dict:
+    import pandas as pd
+
+    objective = data.objective
+    frames, top, failed = [], [], []
+    for b in data.backbones:
+        t = b.trials
+        if t is None or t.empty:
+            continue
+        t = t.copy()
+        t["backbone"] = b.name
+        if "status" not in t:
+            t["status"] = "completed"
+        done = t[t["status"].astype(str) == "completed"]
+        if objective in done and len(done):
+            frames.append(done[done[objective].notna()])
+            ordered = done.sort_values(objective, ascending=data.minimise, kind="stable").head(TOP_TRIALS)
+            rows = []
+            for _, tr in ordered.iterrows():
+                hp = tr.to_dict()
+                chosen = b.ok and str(tr["trial"]) == str(b.row.get("best_trial"))
+                rows.append([
+                    str(tr["trial"]) + (" \u2605" if chosen else ""), num(tr.get(objective)),
+                    str(to_int(hp.get("unfreeze")) if to_int(hp.get("unfreeze")) is not None else DASH),
+                    head_description(hp), lr(hp.get("learning_rate")),
+                    f"{to_int(hp.get('best_epoch')) or DASH} / {to_int(hp.get('epochs_run')) or DASH}",
+                    duration(hp.get("seconds")),
+                ])
+            top.append({
+                "backbone": display_name(b),
+                "table": Table(["trial", _objective_label(objective), "blocks fine-tuned", "head", "learning rate",
+                                "best / run epochs", "time"], rows,
+                               [False, True, True, False, True, True, True]),
+                "total": len(done),
+            })
+        for _, tr in t[t["status"].astype(str) != "completed"].iterrows():
+            message = tr.get("message")
+            failed.append([b.name, str(tr["trial"]), str(tr["status"]),
+                           str(message) if isinstance(message, str) and message else "(no message recorded)"])
+    for b in data.failed:
+        failed.append([b.name, DASH, "backbone failed", str(b.row.get("message") or "(no message recorded)")])
+    trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return {
+        "trials": trials,
+        "top": top,
+        "failed": Table(["backbone", "trial", "status", "message"], failed) if failed else None,
+        "n_trials": int(sum(len(b.trials) for b in data.backbones if b.trials is not None)),
+    }
+
+
+def _capped(rows: list[list[str]]) -> tuple[list[list[str]], int]:
+    return rows[:MAX_LIST_ROWS], max(0, len(rows) - MAX_LIST_ROWS)
+
+
+def _files(files: list[str], limit: int = 4) -> str:
+    shown = ", ".join(files[:limit])
+    return shown + (f", \u2026 ({len(files) - limit} more)" if len(files) > limit else "")
+
+
+def data_section(data: RunData) -> dict:
+    ds, sp = data.dataset, data.split
+    counts = {c: int(n) for c, n in (ds.get("counts") or {}).items()}
+    total = sum(counts.values())
+    classes = Table(
+        ["class", "images", "share"],
+        [[c, str(n), f"{100 * n / total:.1f} %" if total else DASH] for c, n in counts.items()]
+        + ([["total", str(total), "100 %"]] if counts else []),
+        [False, True, True],
+    )
+    raw_sizes = sp.get("sizes") or {}
+    known = ("train", "val", "test")
+    order = [s for s in known if s in raw_sizes] + [s for s in raw_sizes if s not in known]
+    sizes = {s: raw_sizes[s] for s in order}
+    split_classes = list(sp.get("classes") or counts)
+    split_rows = [[s, *[str(sizes[s].get(c, 0)) for c in split_classes], str(sum(sizes[s].values()))] for s in sizes]
+    if sizes:
+        split_rows.append(["total", *[str(sum(sizes[s].get(c, 0) for s in sizes)) for c in split_classes],
+                           str(sum(sum(v.values()) for v in sizes.values()))])
+    split_table = Table(["split", *split_classes, "total"], split_rows, [False, *[True] * (len(split_classes) + 1)])
+    skipped_rows, skipped_more = _capped([[s.get("path", ""), s.get("reason", "")] for s in ds.get("skipped") or []])
+    exact = ds.get("exact_duplicates") or []
+    exact_rows, exact_more = _capped([[str(len(g)), _files(list(g))] for g in exact])
+    groups = sp.get("duplicate_groups") or []
+    group_rows, group_more = _capped(
+        [[g.get("group", ""), g.get("kind", ""), g.get("split", ""), str(len(g.get("files") or [])),
+          _files(list(g.get("files") or []))] for g in groups])
+    conflicts = sp.get("label_conflicts") or []
+    conflict_rows, conflict_more = _capped(
+        [[c.get("group", ""), ", ".join(c.get("labels") or []), _files(list(c.get("files") or []))] for c in conflicts])
+    in_splits = sum(sum(v.values()) for v in sizes.values())
+    n_near = sum(1 for g in groups if g.get("kind") == "near")
+    return {
+        "root": ds.get("root"),
+        "synthetic": bool(ds.get("synthetic")),
+        "classes": classes,
+        "split": split_table,
+        "split_note": (
+            f"Split seed {sp.get('seed')}, validation fraction {sp.get('val_size')}, test fraction "
+            f"{sp.get('test_size')}; duplicate groups are kept whole in one split, and label conflicts are "
+            "left out of every split."
+            + (f" {total - in_splits} of the {total} images are in no split (label conflicts)."
+               if sp and total > in_splits else "")
+            if sp else "split.json is missing from the run folder."
+        ),
+        "skipped": Table(["file", "reason"], skipped_rows, more=skipped_more) if skipped_rows else None,
+        "exact": Table(["copies", "files"], exact_rows, [True, False], more=exact_more) if exact_rows else None,
+        "groups": Table(["group", "kind", "split", "files", "examples"], group_rows,
+                        [False, False, False, True, False], more=group_more) if group_rows else None,
+        "groups_note": f"{len(groups)} multi-file groups ({n_near} of them near duplicates: "
+                       "re-saved or resized copies).",
+        "conflicts": Table(["group", "labels", "files"], conflict_rows, more=conflict_more) if conflict_rows else None,
+    }
+
+
+def reproduce_section(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
+    run = data.run
+    command = run.get("command") or []
+    config = data.config
+    machine = run.get("machine") or {}
+    versions = run.get("versions") or {}
+    return {
+        "command": shlex.join(str(c) for c in command) if command else "(not recorded)",
+        "seed": config.get("seed"),
+        "equivalent": shlex.join(command_line(config)),
+        "config": Table(["option", "value", "changes results"],
+                        [[flag, value, "yes" if changes else "no"] for flag, value, changes in option_rows(config)]),
+        "versions": Table(["package", "version"], [[k, str(v)] for k, v in sorted(versions.items())]),
+        "machine": Table(["property", "value"], [["platform", str(machine.get("platform", DASH))],
+                                    ["processor", str(machine.get("processor", DASH))],
+                                    ["CPU cores", str(machine.get("cpu_count", DASH))]]),
+        "created": run.get("created"),
+        "bench_version": run.get("bench_version"),
+        "data_hash": run.get("data_hash"),
+        "regenerate": shlex.join(["bench", "report", str(run_dir), "--reports", str(reports_dir)]),
+    }

@@ -1,0 +1,122 @@
+"""The run's backbone: built once with the requested weights, saved beside the run, reused.
+
+``<run>/<backbone>/backbone.weights.h5`` holds the exact backbone weights of the run
+(random, ImageNet or a local file), so every trial, every resumed process and every
+distributed worker starts from the same network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+import backbones
+from bench.data.loading import load_images
+from bench.layers import BackbonePreprocess
+from bench.runfolder import save_via_temp
+
+
+class BackboneSource:
+    """Builds the run's backbone, always with the same weights.
+
+    The first build uses the requested weights (random init seeded by the run seed,
+    ImageNet through Keras' cache, or a local file) and saves them to
+    ``backbone.weights.h5``; a later process loads that file. Within a process the
+    built model is kept and handed out again with its original weights restored
+    (building Xception and loading its weights cost ~5 s per fine-tuning trial).
+    """
+
+    def __init__(
+        self, record, weights: str, image_size: int, folder: Path, seed: int,
+        calibration_images: Callable[[], np.ndarray] | None = None,
+    ) -> None:
+        self.record, self.weights, self.image_size, self.seed = record, weights, image_size, seed
+        self.weights_file = Path(folder) / "backbone.weights.h5"
+        self.calibration_images = calibration_images
+        self.last_base: keras.Model | None = None
+        self._original: list[np.ndarray] | None = None
+
+    def base(self) -> keras.Model:
+        """The backbone with this run's original weights, every layer trainable."""
+        if self.last_base is not None and self._original is not None:
+            model = self.last_base
+            model.set_weights(self._original)  # undo any fine-tuning of an earlier trial
+            model.trainable = True
+            for layer in model.layers:
+                layer.trainable = True
+            return model
+        if self.weights_file.exists():
+            model = self.record.build(weights=None, image_size=self.image_size)
+            model.load_weights(self.weights_file)
+        else:
+            keras.utils.set_random_seed(self.seed)
+            spec = backbones.resolve_weights(self.weights)
+            model = backbones.build_with_weights(self.record, spec, self.image_size)
+            if spec.kind == "none":
+                if self.calibration_images is None:
+                    raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
+                calibrate_batchnorm(model, self.record.preprocessing, self.calibration_images())
+            self.weights_file.parent.mkdir(parents=True, exist_ok=True)
+            save_via_temp(self.weights_file, model.save_weights)
+        self.last_base, self._original = model, model.get_weights()
+        return model
+
+    def top(self, depth: int) -> keras.Model:
+        """The layers above unfreeze boundary ``depth``, as a model on the cut tensor."""
+        base = self.base()
+        cut = base.get_layer(self.record.cut_layer(depth))
+        return keras.Model(cut.output, base.output, name="top")
+
+    def prefix(self, depths: list[int], base: keras.Model | None = None) -> keras.Model:
+        """Images (uint8) -> the cut tensors of ``depths``, preprocessing included."""
+        base = base or self.base()
+        extractor = keras.Model(base.input, [base.get_layer(self.record.cut_layer(d)).output for d in depths])
+        inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
+        outputs = extractor(BackbonePreprocess(self.record.preprocessing)(inputs))
+        return keras.Model(inputs, outputs if isinstance(outputs, (list, tuple)) else [outputs], name="prefix")
+
+
+#: Training images whose statistics initialise BatchNorm of randomly initialised backbones.
+CALIBRATION_IMAGES = 32
+
+
+def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: Path, split, seed: int) -> BackboneSource:
+    """The run's :class:`BackboneSource` for ``record`` (weights kept in ``<run>/<record>``)."""
+    train_rows = split.rows("train")
+    spread = train_rows[:: max(1, len(train_rows) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]  # all classes
+    return BackboneSource(
+        record, weights, image_size, Path(run_dir) / record.name, seed,
+        calibration_images=lambda: load_images(data_root, spread, image_size),
+    )
+
+
+def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics from one batch of training images.
+
+    Randomly initialised networks in inference mode shrink activations layer by layer
+    (moving variance 1 does not normalise anything): MobileNetV2's final features are
+    ~1e-12, Xception's ~1e-5, i.e. constant. One forward pass in training mode with
+    momentum 0 makes each BatchNorm's moving mean/variance the batch statistics of its
+    input (data-dependent initialisation), so ``--weights none`` gives usable random
+    features. Only training images are used. Pretrained weights are never touched.
+    """
+    bns = [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bns or len(images) == 0:
+        return
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        x = BackbonePreprocess(preprocessing)(images.astype("float32"))
+        base(x, training=True)
+    finally:
+        for bn, momentum in zip(bns, saved):
+            bn.momentum = momentum
+
+
+def depths_for(record, max_unfreeze: int) -> list[int]:
+    return list(range(0, min(max_unfreeze, len(record.blocks) - 1) + 1))
+

@@ -1,0 +1,277 @@
+"""Per-backbone search: cache the frozen features, then run KerasTuner over them.
+
+Layout inside the run folder, per backbone ``<run>/<backbone>/``:
+``backbone.weights.h5`` (the exact backbone weights of this run, random or pretrained),
+``tuner/`` (KerasTuner's project: oracle state, one folder per trial with
+``bench_trial.json`` (history, best epoch, seconds and where they went) and TensorBoard
+logs), and ``trials.csv``. Features are cached in ``<run>/cache/`` (see :mod:`bench.search.cache`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import keras_tuner as kt
+import pandas as pd
+
+from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
+from bench.errors import BenchError, disk_full_message, is_disk_full
+from bench.runfolder import save_via_temp, write_json_atomic, write_text_atomic
+from bench.search.hypermodel import best_epoch
+from bench.search.trainer import NonFiniteLoss, timed_epochs, write_tensorboard
+
+log = logging.getLogger(__name__)
+GC_EVERY = 5
+TUNERS = {"bayesian": kt.BayesianOptimization, "random": kt.RandomSearch, "hyperband": kt.Hyperband}
+
+
+class DiskFull(BenchError, kt.errors.FatalError):
+    """A trial could not write its results: stops the search (KerasTuner would record
+    any other exception as a failed trial and go on, losing every later trial)."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of one backbone's search shares (given to the tuner's constructor)."""
+
+    epochs: int = DEFAULT_EPOCHS
+    seed: int = 0
+    tensorboard: bool = True
+    cluster: object = None  # bench.search.distributed.Cluster in distributed mode
+    job: int = 0  # index of this backbone in the run (the chief serves it on port + index)
+    search_done: Callable[[], bool] = lambda: False  # a worker stops once this is true
+
+
+class BenchTunerMixin:
+    """Replaces KerasTuner's run_trial: seeded build, two-phase fit, best-epoch metrics,
+    one checkpoint write per trial (only when it is the best so far), a JSON sidecar."""
+
+    def __init__(self, *args, settings: TrialSettings, **kwargs):
+        self.settings = settings
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial, *args, **kwargs):
+        try:
+            return self._bench_run_trial(trial)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(disk_full_message(exc)) from None
+            raise
+
+    def _bench_run_trial(self, trial):
+        hp = trial.hyperparameters
+        epochs = hp.values.get("tuner/epochs", self.settings.epochs) - hp.values.get("tuner/initial_epoch", 0)
+        trial_seed = self.settings.seed * 1000 + int(trial.trial_id)
+        keras.utils.set_random_seed(trial_seed)
+        t0 = time.perf_counter()
+        model = self._try_build(hp)
+        t_built = time.perf_counter()
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        try:
+            with timed_epochs() as epoch_seconds:
+                result = self.hypermodel.fit(hp, model, epochs=max(1, epochs), seed=trial_seed)
+        except NonFiniteLoss as exc:
+            raise kt.errors.FailedTrialError(str(exc)) from None
+        t_fit = time.perf_counter()
+        history = {k: [float(v) for v in vals] for k, vals in result["history"].items()}
+        if self.settings.tensorboard:
+            write_tensorboard(history, trial_dir / "logs")
+        objective = self.oracle.objective.name
+        best = best_epoch(history, objective)
+        metrics = {k: v[best] for k, v in history.items()}
+        if not math.isfinite(metrics[objective]):
+            raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
+        if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
+            # Hyperband continues later trials from this one: it needs both files.
+            save_via_temp(Path(self._get_checkpoint_fname(trial.trial_id)), model.save_weights)
+            write_json_atomic(Path(self._get_build_config_fname(trial.trial_id)), model.get_build_config())
+        seconds = time.perf_counter() - t0
+        write_json_atomic(
+            trial_dir / "bench_trial.json",
+            {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]),
+             "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3), "tuner_id": self.tuner_id,
+             # where the seconds went (benchmarks/search_speed.py): model build, fit, each epoch of the fit
+             "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3),
+             "epoch_seconds": [round(s, 4) for s in epoch_seconds]},
+        )
+        return metrics
+
+    def _try_build(self, hp):
+        # KerasTuner clears the session and runs a full gc.collect() before every build
+        # (0.7 s here). Clearing is enough to drop the old graph; a full collection
+        # every GC_EVERY trials keeps memory flat (see benchmarks/search_speed.py).
+        self._bench_builds = getattr(self, "_bench_builds", 0) + 1
+        keras.backend.clear_session(free_memory=self._bench_builds % GC_EVERY == 0)
+        return self._build_hypermodel(hp)
+
+    def _is_best_so_far(self, value: float) -> bool:
+        best = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
+        if not best:
+            return True
+        return value < best[0].score if self.oracle.objective.direction == "min" else value > best[0].score
+
+    def search(self, *args, **kwargs):
+        """Single process: KerasTuner's loop. Distributed: the chief serves the oracle,
+        a worker runs trials until the chief's search is over (see bench.search.distributed)."""
+        cluster = self.settings.cluster
+        if cluster is None:
+            return super().search(*args, **kwargs)
+        import contextlib
+        import os
+
+        from bench.search.distributed import serve_oracle, worker_search
+
+        # KerasTuner 1.4 prints a debug line for every conditional hyperparameter it sends
+        # over gRPC (conditions.Parent.to_proto), and the chief's console display: keep
+        # stdout for bench's own output.
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            if cluster.is_chief:
+                self.oracle.verbose = 0
+                self.save()
+                return serve_oracle(self.oracle, cluster, self.settings.job)
+            return worker_search(lambda: super(BenchTunerMixin, self).search(*args, **kwargs),
+                                 self.settings.search_done, cluster, self.settings.job)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        score = trial.score
+        if trial.status == "COMPLETED":
+            status = f"{self.oracle.objective.name} {score:.4f}" if score is not None else "completed"
+        else:
+            status = trial.status.lower()
+        if trial.status != "COMPLETED" and trial.message:
+            status += f": {_last_line(trial.message)}"
+        if self.settings.cluster is not None:  # a worker's oracle is a gRPC client: no trial list here
+            log.info(f"  trial {trial.trial_id} ({self.settings.cluster.role}): {status}")
+            return
+        done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
+        log.info(f"  trial {trial.trial_id} ({done}/{self.oracle.max_trials or '?'}): {status}")
+
+
+def _last_line(message: str) -> str:
+    lines = [ln.strip() for ln in (message or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _save_json_atomic(path, obj) -> str:
+    text = json.dumps(obj)
+    write_text_atomic(Path(path), text)
+    return text
+
+
+def atomic_keras_tuner_state() -> None:
+    """Make KerasTuner write its state (oracle.json, tuner_*.json, trial.json) atomically.
+
+    KerasTuner writes them in place; a kill in the middle of a write would leave a
+    truncated JSON file that makes ``--resume`` fail. Every such write goes through
+    ``keras_tuner.src.utils.save_json`` (looked up at call time), replaced here.
+    """
+    from keras_tuner.src import utils as kt_utils
+
+    kt_utils.save_json = _save_json_atomic
+
+
+def settle_reloaded_trials(oracle) -> None:
+    """Never run a finished trial again after a crash.
+
+    KerasTuner ends a trial with two writes: the trial's ``trial.json`` (status, score),
+    then ``oracle.json`` (which trials are still running). A process killed between them
+    leaves a trial that is finished in its own file but "running" in the oracle's, and on
+    reload KerasTuner queues every running trial for a retry. Trials whose own file says
+    they ended are taken out of that queue and counted as ended.
+
+    Starting a trial is two writes as well (``trial.json``, then ``oracle.json``): a trial
+    killed between them exists on disk, counts towards ``max_trials``, but is neither
+    running nor queued in the oracle's state, so it would never run. Such trials are
+    queued for a run.
+    """
+    ended = {tid for tid, trial in oracle.trials.items() if trial.status in ("COMPLETED", "FAILED")}
+    oracle._retry_queue = [tid for tid in oracle._retry_queue if tid not in ended]
+    oracle.end_order.extend(tid for tid in sorted(ended) if tid not in oracle.end_order)
+    orphans = sorted(tid for tid in oracle.trials if tid not in ended and tid not in oracle._retry_queue)
+    oracle.start_order.extend(tid for tid in orphans if tid not in oracle.start_order)
+    oracle._retry_queue.extend(orphans)
+
+
+def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, settings: TrialSettings,
+               hyperparameters=None):
+    """A KerasTuner tuner of ``cfg.tuner``'s kind with bench's trial loop, reloading any
+    earlier state in ``directory/project``; ``hyperparameters`` fixes the search space."""
+    base_cls = TUNERS[cfg.tuner]
+    tuner_cls = type(f"Bench{base_cls.__name__}", (BenchTunerMixin, base_cls), {})
+    kwargs = dict(
+        hypermodel=hypermodel,
+        objective=kt.Objective(cfg.objective, OBJECTIVES[cfg.objective]),
+        # KerasTuner treats seed 0 as "no seed" (seed or random.randint(...)): shift by one
+        seed=cfg.seed + 1,
+        directory=str(directory),
+        project_name=project,
+        overwrite=False,
+        max_consecutive_failed_trials=10**6,
+    )
+    if hyperparameters is not None:
+        kwargs.update(hyperparameters=hyperparameters, tune_new_entries=False)
+    if cfg.tuner == "hyperband":
+        kwargs.update(max_epochs=max(2, cfg.trial_epochs), factor=3)
+    else:
+        kwargs.update(max_trials=cfg.max_trials)
+    from bench.search.distributed import job_environment
+
+    atomic_keras_tuner_state()
+    cluster = settings.cluster
+    with job_environment(cluster, settings.job):  # a worker's oracle client connects to PORT + job
+        tuner = tuner_cls(settings=settings, **kwargs)
+    if cluster is None or cluster.is_chief:
+        settle_reloaded_trials(tuner.oracle)
+    return tuner
+
+
+def best_trial(tuner):
+    """The trial the final stage uses: the best objective, ties going to the earliest trial.
+
+    Ties are common on small validation splits. KerasTuner's own order among tied trials
+    can change when its state is reloaded (``--resume``), and only the first trial to
+    reach a score saved a checkpoint (see ``_is_best_so_far``): the earliest tied trial
+    with a checkpoint is the same choice in an uninterrupted and a resumed run.
+    """
+    scored = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED" and t.score is not None
+              and math.isfinite(t.score)]
+    if not scored:
+        return None
+    sign = 1 if tuner.oracle.objective.direction == "min" else -1
+    scored.sort(key=lambda t: (sign * t.score, int(t.trial_id)))
+    with_checkpoint = [t for t in scored if Path(tuner._get_checkpoint_fname(t.trial_id)).exists()]
+    return with_checkpoint[0] if with_checkpoint else scored[0]
+
+
+def trials_table(tuner) -> pd.DataFrame:
+    """One flat row per trial: id, every hyperparameter, val metrics, best epoch, seconds, status."""
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        row = {"trial": trial_id, "status": trial.status.lower()}
+        row.update({k: v for k, v in trial.hyperparameters.values.items()})
+        for name in ("val_loss", "val_accuracy", "val_auc", "val_f1", "loss", "accuracy", "auc", "f1"):
+            if trial.metrics.exists(name):
+                row[name] = trial.metrics.get_last_value(name)
+        sidecar = Path(tuner.get_trial_dir(trial_id)) / "bench_trial.json"
+        if sidecar.exists():
+
+            info = json.loads(sidecar.read_text())
+            row.update(best_epoch=info["best_epoch"], epochs_run=info["epochs_run"], seconds=info["seconds"],
+                       ran_on=info.get("tuner_id", "tuner0"))
+        row["message"] = _last_line(trial.message) if trial.status != "COMPLETED" else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_trials_csv(tuner, path: Path) -> pd.DataFrame:
+    table = trials_table(tuner)
+    write_text_atomic(path, table.to_csv(index=False))
+    return table
