@@ -212,28 +212,24 @@ def format_scan(index, split) -> str:
     return "\n".join(lines)
 
 
-@command("scan")
-def scan_cmd(
-    data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")],
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
-    val_size: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
-    test_size: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
-) -> None:
+def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")], *,
+             seed: int, val_size: float, test_size: float) -> None:
     """Scan a data folder: classes, counts, skipped files, duplicates, conflicts, the split."""
+    import time
+
     from bench.data.scan import scan
     from bench.data.split import check_sizes, make_split
 
     check_sizes(val_size, test_size)
+    t0 = time.perf_counter()
     index = _scan_with_progress(scan, data)
+    log.info(f"scanned {len(index.records) + len(index.skipped)} files in {time.perf_counter() - t0:.1f}s")
     split = make_split(index, val_size, test_size, seed)
     typer.echo(format_scan(index, split))
 
 
-@command("report")
-def report_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>.")],
-    reports: Annotated[Path, typer.Option(help="Folder for reports.")] = Path("reports"),
-) -> None:
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>.")], *,
+               reports: Path) -> None:
     """Write report.md and report.html for a run folder (no training, no prediction)."""
     from bench.report import build_report
 
@@ -289,9 +285,9 @@ def serve_cmd(
     raise typer.Exit(code=serve(path, port=port, address=address, open_browser=open_browser))
 
 
-def _typer_parameters() -> list[inspect.Parameter]:
-    """``bench run``'s options, derived from their one declaration in :mod:`bench.config`:
-    result-changing options first, then where output goes."""
+def _typer_parameters(only: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
+    """Options derived from their one declaration in :mod:`bench.config` (all of ``bench
+    run``'s, or the fields in ``only``): result-changing options first, then where output goes."""
     import typing
 
     from bench.config import RunConfig, SearchConfig, declared_options
@@ -299,6 +295,8 @@ def _typer_parameters() -> list[inspect.Parameter]:
     hints = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(SearchConfig)}
     params = []
     for name, opt, default in sorted(declared_options(), key=lambda item: not item[1].changes_results):
+        if only is not None and name not in only:
+            continue
         kind = opt.cli_type or hints[name]
         if opt.choices is not None:
             kind = Enum(name.title().replace("_", ""), {c: c for c in opt.choices}, type=str)
@@ -310,6 +308,13 @@ def _typer_parameters() -> list[inspect.Parameter]:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[kind, info]))
     return params
+
+
+def _with_options(func, names: tuple[str, ...]) -> None:
+    """Give ``func``'s keyword-only parameters ``names`` their declared flag, help and default."""
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name not in names]
+    func.__signature__ = signature.replace(parameters=[*own, *_typer_parameters(names)])
 
 
 def _explicit_options(ctx: typer.Context) -> dict:
@@ -384,6 +389,10 @@ _EXPORT = inspect.Parameter("export", inspect.Parameter.KEYWORD_ONLY, default=Tr
     bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")])
 run_cmd.__signature__ = inspect.Signature([_CTX, *_typer_parameters(), _RESUME, _EXPORT])
 command("run")(run_cmd)
+_with_options(scan_cmd, ("seed", "val_size", "test_size"))
+command("scan")(scan_cmd)
+_with_options(report_cmd, ("reports",))
+command("report")(report_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

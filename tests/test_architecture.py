@@ -4,6 +4,7 @@ sub-packages only re-export, and the CLI starts without TensorFlow."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,14 @@ def test_the_cli_and_the_data_stage_start_without_tensorflow():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_every_failure_mode_in_the_readme_names_a_test_that_exists():
+    readme = (BENCH.parent / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("### Failure modes"):readme.index("## Scaling out")]
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)(?:\[[^\]]*\])?`", table)
+    assert len(named) >= 20
+    tests = BENCH.parent / "tests"
+    for file, test in named:
+        tree = ast.parse((tests / file).read_text(encoding="utf-8"))
+        assert test in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}, f"{file}::{test}"

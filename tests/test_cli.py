@@ -158,7 +158,8 @@ def test_run_in_use_by_another_process(image_folder, tmp_path):
 
     out = tmp_path / "results"
     prepared = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--name", "busy",
-                      "--backbones", "mobilenet_v2", "--image-size", "32", "--max-trials", "1", "--epochs", "1")
+                      "--backbones", "mobilenet_v2", "--image-size", "32", "--max-trials", "1", "--epochs", "1",
+                      "--no-export")
     assert prepared.exit_code == 0, prepared.output
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
@@ -166,13 +167,13 @@ def test_run_in_use_by_another_process(image_folder, tmp_path):
     holder.start()
     try:
         assert ready.wait(60)
-        result = invoke("run", "--resume", "--name", "busy", "--out", out)
+        result = invoke("run", "--resume", "--name", "busy", "--out", out, "--no-export")
         assert_one_line_error(result, "run busy is in use by process", str(holder.pid))
     finally:
         holder.kill()
         holder.join()
     # the holder died without cleaning up: its stale lock is taken over
-    again = invoke("run", "--resume", "--name", "busy", "--out", out)
+    again = invoke("run", "--resume", "--name", "busy", "--out", out, "--no-export")
     assert again.exit_code == 0, again.output
     with RunLock(out / "busy"):
         pass
@@ -213,3 +214,34 @@ def test_resume_refuses_options_that_change_results(image_folder, tmp_path):
     (moved / "cat" / "img_000.png").unlink()
     changed = invoke("run", "--resume", "--name", "g", "--out", out, "--data", moved)
     assert_one_line_error(changed, "differs from the data run g started with")
+
+
+def test_quiet_and_verbose_on_every_command(image_folder):
+    import typer
+
+    for name, command in typer.main.get_command(app).commands.items():
+        flags = {opt for param in command.params for opt in param.opts}
+        assert {"--quiet", "--verbose"} <= flags, name
+    plain = invoke("scan", image_folder)
+    assert plain.exit_code == 0 and "scanned 22 files" in plain.stderr
+    quiet = invoke("scan", image_folder, "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == "" and "22 readable images" in quiet.stdout
+    assert_one_line_error(invoke("scan", image_folder, "--quiet", "--verbose"), "contradict")
+
+
+def test_verbose_shows_debug_messages_and_warnings_are_marked(capsys):
+    import logging
+
+    from bench.cli import configure_logging
+
+    try:
+        configure_logging(verbose=True)
+        logging.getLogger("bench.search.cache").debug("a debug line")
+        configure_logging()
+        logging.getLogger("bench.search.cache").debug("hidden")
+        logging.getLogger("bench.deploy.export").warning("not exported")
+    finally:
+        logging.getLogger("bench").handlers.clear()
+        logging.getLogger("bench").setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "a debug line" in err and "hidden" not in err and "WARNING: not exported" in err

@@ -16,16 +16,22 @@ from conftest import make_folder
 TIME_COLUMNS = {"seconds", "search_seconds", "latency_ms_b1", "latency_ms_b32"}
 
 
-def _run(data, out, name):
-    # a subprocess each: op determinism is process-wide and cannot be switched off again
-    result = subprocess.run([sys.executable, "-m", "bench.cli", *map(str, (
-        "run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
-        "--max-trials", "3", "--epochs", "3", "--tuner", "bayesian", "--max-unfreeze", "1", "--seed", "5",
-        "--deterministic", "--no-export", "--out", out, "--reports", out / "reports", "--name", name))],
-        capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "deterministic: TensorFlow op determinism on" in result.stderr
-    run = out / name
+#: Two `bench run`s one after the other in one fresh process: op determinism is
+#: process-wide and cannot be switched off again, so it must not leak into the test
+#: process; one process for both runs saves a TensorFlow start-up.
+_TWO_RUNS = """
+import sys
+from bench.cli import app
+data, *runs = sys.argv[1:]
+for out, name in zip(runs[::2], runs[1::2]):
+    app(["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+         "--max-trials", "3", "--epochs", "3", "--tuner", "bayesian", "--max-unfreeze", "1", "--seed", "5",
+         "--deterministic", "--no-export", "--out", out, "--reports", out + "/reports", "--name", name],
+        standalone_mode=False)
+"""
+
+
+def _read(run):
     trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")
     board = json.loads((run / "leaderboard.json").read_text())
     return trials, board
@@ -35,8 +41,12 @@ def _run(data, out, name):
 def test_deterministic_runs_are_identical(tmp_path):
     data = make_folder(tmp_path / "data", {"a": 14, "b": 14}, size=48, seed=2)
     # separate output folders: the second run computes its own caches instead of reusing the first's
-    first_trials, first_board = _run(data, tmp_path / "one", "a")
-    second_trials, second_board = _run(data, tmp_path / "two", "b")
+    result = subprocess.run([sys.executable, "-c", _TWO_RUNS, str(data), str(tmp_path / "one"), "a",
+                             str(tmp_path / "two"), "b"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("deterministic: TensorFlow op determinism on") == 2
+    first_trials, first_board = _read(tmp_path / "one" / "a")
+    second_trials, second_board = _read(tmp_path / "two" / "b")
     assert len(first_trials) == 3 and set(first_trials["status"]) == {"completed"}
     pd.testing.assert_frame_equal(first_trials.drop(columns=["seconds"]), second_trials.drop(columns=["seconds"]),
                                   check_exact=True)

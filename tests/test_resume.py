@@ -45,7 +45,7 @@ def test_kill_during_search_then_resume(tmp_path):
     data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=9)
     out = tmp_path / "results"
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
-            "--max-trials", "6", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--out", out,
+            "--max-trials", "6", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export", "--out", out,
             "--name", "k"]
     run = out / "k"
     proc = subprocess.Popen(_bench(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -60,7 +60,7 @@ def test_kill_during_search_then_resume(tmp_path):
     cache_before = {p.name: p.stat().st_mtime for p in (run / "cache").glob("*.npy")}
     assert 2 <= len(done_before) < 6 and not (run / "leaderboard.json").exists()
 
-    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out), capture_output=True, text=True,
+    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (run / "split.json").read_bytes() == split_before
@@ -73,7 +73,7 @@ def test_kill_during_search_then_resume(tmp_path):
     board = json.loads((run / "leaderboard.json").read_text())
     assert board[0]["backbone"] == "mobilenet_v2" and board[0]["status"] == "ok"
     # a finished run resumed again does nothing new
-    again = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out), capture_output=True, text=True,
+    again = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"), capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and "finished earlier, skipped" in again.stderr
 
@@ -113,7 +113,7 @@ def test_kill_at_crash_point_then_resume(tmp_path, uninterrupted, point):
         assert len(entries) == 4 and len(done_before) == 3 and (run / "mobilenet_v2" / "best_model.keras").exists()
     first_entry = entries[0].stat().st_mtime_ns
 
-    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out), capture_output=True, text=True,
+    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert entries[0].stat().st_mtime_ns == first_entry, "a valid cache entry was rebuilt"

@@ -138,7 +138,9 @@ class FeatureCache:
         keys = {name: self.key(**p) for name, p in parts.items()}
         found = {name: self.load(k) for name, k in keys.items()}
         if all(v is not None for v in found.values()):
+            log.debug(f"feature cache: all {len(keys)} entries found in {self.folder} ({', '.join(keys)})")
             return {name: v.astype(np.float32) for name, v in found.items()}
+        log.debug(f"feature cache: computing {', '.join(n for n, v in found.items() if v is None)} in {self.folder}")
         arrays = compute()
         out = {}
         for i, (name, key) in enumerate(keys.items()):

@@ -141,6 +141,7 @@ class BenchTunerMixin:
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
+        log.debug(f"  trial {trial.trial_id} hyperparameters: {trial.hyperparameters.values}")
         score = trial.score
         if trial.status == "COMPLETED":
             status = f"{self.oracle.objective.name} {score:.4f}" if score is not None else "completed"
