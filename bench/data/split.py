@@ -89,21 +89,61 @@ def _targets(n: int, val_size: float, test_size: float) -> dict[str, int]:
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def _assign(groups: list[DuplicateGroup], targets: dict[str, int], rng: np.random.Generator) -> dict[int, str]:
+def assign_groups(
+    groups: list[DuplicateGroup], targets: dict[str, int], rng: np.random.Generator
+) -> dict[int, str]:
+    """Assign whole ``groups`` (of one class) to the parts of ``targets`` (part -> images, each >= 1).
+
+    The groups are shuffled with ``rng``, then placed largest first (ties keep the seeded
+    order), each into the part whose target is least filled relative to its size (ties: the
+    first part in ``targets``' order). Returns ``{first member index: part}``. Also used by
+    :mod:`bench.data.folds` (test holdout, inner train/val and final splits).
+    """
     order = [groups[i] for i in rng.permutation(len(groups))]
     order.sort(key=lambda g: -g.size)  # stable: ties keep the seeded order
-    filled = {s: 0 for s in SPLITS}
+    filled = {s: 0 for s in targets}
     out: dict[int, str] = {}
     for group in order:
-        split = max(SPLITS, key=lambda s: (targets[s] - filled[s]) / targets[s])
+        split = max(targets, key=lambda s: (targets[s] - filled[s]) / targets[s])
         filled[split] += group.size
         out[group.members[0]] = split
     return out
 
 
-def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0) -> SplitManifest:
-    """Split ``index``; raises :class:`BenchError` when a class is too small to split."""
-    check_sizes(val_size, test_size)
+@dataclass
+class Grouping:
+    """The duplicate groups of an index, shared by :func:`make_split` and :func:`bench.data.folds.make_folds`.
+
+    ``ids`` maps a group's first member to its id (``g0000``, in group order); ``conflicts``
+    lists the groups whose copies carry different labels (excluded everywhere);
+    ``by_class`` holds the usable groups of each class, in group order.
+    """
+
+    records: list
+    groups: list[DuplicateGroup]
+    ids: dict[int, str]
+    conflicts: list[dict]
+    by_class: dict[str, list[DuplicateGroup]]
+
+    def group_id(self, group: DuplicateGroup) -> str:
+        return self.ids[group.members[0]]
+
+    def listing(self, key: str, part_of: dict[int, str]) -> list[dict]:
+        """The groups of two or more files: id, kind, files and ``key``: their part (or "excluded")."""
+        return [
+            {
+                "group": self.group_id(g),
+                "kind": g.kind,
+                key: part_of.get(g.members[0], "excluded"),
+                "files": [self.records[i].path for i in g.members],
+            }
+            for g in self.groups
+            if g.size > 1
+        ]
+
+
+def group_index(index: DatasetIndex) -> Grouping:
+    """Group ``index``'s duplicates and separate the label conflicts (see :class:`Grouping`)."""
     records = index.records
     groups = group_duplicates(records)
     group_ids = {g.members[0]: f"g{k:04d}" for k, g in enumerate(groups)}
@@ -117,6 +157,14 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
             )
         else:
             by_class[labels[0]].append(g)
+    return Grouping(records, groups, group_ids, conflicts, by_class)
+
+
+def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0) -> SplitManifest:
+    """Split ``index``; raises :class:`BenchError` when a class is too small to split."""
+    check_sizes(val_size, test_size)
+    grouping = group_index(index)
+    records, groups, group_ids, by_class = grouping.records, grouping.groups, grouping.ids, grouping.by_class
 
     split_of_group: dict[int, str] = {}
     for class_index, label in enumerate(index.classes):
@@ -129,7 +177,7 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
                 f"train/val/test split needs at least 3 distinct images per class; add images to {label!r} or drop that class"
             )
         rng = np.random.default_rng([seed, class_index])
-        split_of_group.update(_assign(class_groups, targets, rng))
+        split_of_group.update(assign_groups(class_groups, targets, rng))
 
     files = []
     for g in groups:
@@ -142,17 +190,8 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
                 {"path": rec.path, "sha256": rec.sha256, "label": rec.label, "split": split, "group": group_ids[g.members[0]]}
             )
     files.sort(key=lambda f: f["path"])
-    dup_groups = [
-        {
-            "group": group_ids[g.members[0]],
-            "kind": g.kind,
-            "split": split_of_group.get(g.members[0], "excluded"),
-            "files": [records[i].path for i in g.members],
-        }
-        for g in groups
-        if g.size > 1
-    ]
-    return SplitManifest(seed, val_size, test_size, list(index.classes), files, conflicts, dup_groups)
+    dup_groups = grouping.listing("split", split_of_group)
+    return SplitManifest(seed, val_size, test_size, list(index.classes), files, grouping.conflicts, dup_groups)
 
 
 def write_split(manifest: SplitManifest, path: Path) -> None:
