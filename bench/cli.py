@@ -213,18 +213,21 @@ def format_scan(index, split) -> str:
 
 
 def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")], *,
-             seed: int, val_size: float, test_size: float) -> None:
+             seed: int, val_size: float, test_size: float | None) -> None:
     """Scan a data folder: classes, counts, skipped files, duplicates, conflicts, the split."""
     import time
 
+    from bench.config import DEFAULT_TEST_SIZE
     from bench.data.scan import scan
     from bench.data.split import check_sizes, make_split
 
+    test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     check_sizes(val_size, test_size)
     t0 = time.perf_counter()
     index = _scan_with_progress(scan, data)
-    log.info(f"scanned {len(index.records) + len(index.skipped)} files in {time.perf_counter() - t0:.1f}s")
-    split = make_split(index, val_size, test_size, seed)
+    seconds = time.perf_counter() - t0
+    split = make_split(index, val_size, test_size, seed)  # bad data fails here: an error is the only line
+    log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s")
     typer.echo(format_scan(index, split))
 
 

@@ -93,7 +93,7 @@ def _frozen(r: dict, emit, table) -> None:
             f(t["val_auc"], 4), f(t["seconds"]), f(t["build"]), f(t["first_epoch"]), f(t["steady_epoch"], 3),
             f(t["in_fit"]), f(t["after_fit"]), f(t["tuner"]), f(t["fixed"])] for t in trials],
           ["trial", "head (pool units/dropout)", "lr", "epochs", "val_auc", "trial s", "build s",
-           "epoch 1 s (+trace)", "epoch 2+ s (median)", "rest of fit s", "tensorboard + checkpoint s",
+           "epoch 1 s (+trace)", "epoch 2+ s (median)", "fit outside epochs s", "tensorboard + checkpoint s",
            "tuner s (after previous trial)", "fixed overhead s"])
     walls = [t["seconds"] for t in trials if t["seconds"] is not None]
     if walls:
@@ -191,7 +191,7 @@ def _memory(r: dict, frozen: dict, emit, table) -> None:
         rows = m["rows"]
         table([[x["trial"], head_text(x["values"]), x["status"], f(x["rss"], 0), f(x["hwm"], 0)] for x in rows],
               ["trial", "head", "status", "VmRSS MiB", "VmHWM (peak) MiB"])
-        emit(f"RSS at start {m['start'].get('VmRSS', 0):.0f} MiB, after loading the cache (prepare_search) "
+        emit(f"RSS at start (after imports) {m['start'].get('VmRSS', 0):.0f} MiB, after loading the cache (prepare_search) "
              f"{m['loaded'].get('VmRSS', 0):.0f} MiB (peak {m['loaded'].get('VmHWM', 0):.0f}); "
              f"search took {m['seconds']:.1f}s")
         emit()

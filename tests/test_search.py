@@ -353,3 +353,18 @@ def test_trial_started_only_in_its_own_file_runs_after_a_crash(tmp_path):
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
     assert (tuner_dir / f"trial_{last}" / "bench_trial.json").exists()  # it ran
+
+
+def test_weights_fingerprint_does_not_depend_on_how_many_models_were_built():
+    """Keras numbers unnamed layers per process; the cache key must not see that."""
+    from bench.search.cache import weights_fingerprint
+
+    record = backbones.get("xception")
+    keras.utils.set_random_seed(1)
+    first = record.build(weights=None, image_size=71)
+    keras.utils.set_random_seed(1)
+    second = record.build(weights=None, image_size=71)  # its unnamed layers get other numbers
+    assert [w.path for w in first.weights] != [w.path for w in second.weights]
+    assert weights_fingerprint(first) == weights_fingerprint(second)
+    second.weights[0].assign(second.weights[0] + 1.0)
+    assert weights_fingerprint(first) != weights_fingerprint(second)

@@ -47,11 +47,15 @@ log = logging.getLogger(__name__)
 
 
 def weights_fingerprint(model) -> str:
-    """sha256 over every weight tensor of ``model`` (names, shapes and values)."""
+    """sha256 over every weight tensor of ``model`` (position, shape, dtype and values).
+
+    Not the weights' names: Keras numbers unnamed layers (``conv2d_4``) by how many models
+    the process built before, so the same backbone would get another fingerprint (and
+    miss its cache) on a second build in one process."""
     h = hashlib.sha256()
-    for w in model.weights:
+    for position, w in enumerate(model.weights):
         value = np.ascontiguousarray(w.numpy())
-        h.update(f"{w.path}:{value.shape}:{value.dtype}".encode())
+        h.update(f"{position}:{value.shape}:{value.dtype}".encode())
         h.update(value.tobytes())
     return h.hexdigest()
 
@@ -171,30 +175,40 @@ def run_prefix(model, images: np.ndarray, batch_size: int, progress: Callable[[i
 
 
 def cached_features(
-    source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig
+    source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig,
+    pool: list[dict] | None = None,
 ) -> tuple[dict, dict, np.ndarray, np.ndarray, dict[int, tuple]]:
     """Features of train (+ augmented views) and val for every depth, cached.
+
+    ``pool`` (cross-validation): the rows of every image any fold trains or validates on,
+    in one fixed order. Their features are then one cache entry per depth, computed once
+    and indexed per fold, so one backbone pass serves every fold and repeat (and a later
+    run on the same images, whatever its folds). Without ``pool``, train and val are an
+    entry each.
 
     Runs under a lock on the run's cache folder: processes sharing the run folder
     (distributed workers) make the backbone weights and each cache entry once; the
     others wait, then read them.
     """
     with file_lock(Path(run_dir) / "cache" / ".lock"):
-        return _cached_features(source, depths, run_dir, data_root, split, cfg)
+        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool)
 
 
-def _cached_features(source, depths, run_dir, data_root, split, cfg):
+def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None):
     base = source.base()
     fingerprint = weights_fingerprint(base)
     cache = FeatureCache(run_dir / "cache")
     rows = {s: split.rows(s) for s in ("train", "val")}
+    if pool is not None:
+        rows["pool"] = pool
     common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
     if mixed():
         common["compute"] = "float16"  # features from float16 compute are not those of float32
     parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
     jobs: dict[str, tuple[str, int]] = {}  # part -> (split, augmented views)
     views = cfg.aug_views if cfg.augment else 0
-    for part, (s, n_views) in {"train": ("train", 0), "val": ("val", 0), "aug": ("train", views)}.items():
+    plain = {"pool": ("pool", 0)} if pool is not None else {"train": ("train", 0), "val": ("val", 0)}
+    for part, (s, n_views) in {**plain, "aug": ("train", views)}.items():
         if part == "aug" and not n_views:
             continue
         jobs[part] = (s, n_views)
@@ -217,6 +231,11 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg):
         return out
 
     flat = cache.get_or_compute(parts, compute)
+    if pool is not None:  # one entry for every image: this fold's rows, by position
+        position = {r["path"]: i for i, r in enumerate(pool)}
+        for s in ("train", "val"):
+            index = np.array([position[r["path"]] for r in rows[s]], dtype=np.int64)
+            flat.update({f"{s}@{d}": flat[f"pool@{d}"][index] for d in depths})
     x_train, x_val = {}, {}
     for d in depths:
         x_train[d] = flat[f"train@{d}"]
