@@ -138,25 +138,62 @@ def test_bad_input_names_the_problem():
 # --------------------------------------------------------------------------- threshold
 
 
-def test_threshold_maximises_youden_j():
+def test_threshold_maximises_youden_j_at_the_midpoint_of_the_best_cut():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     p = np.array([0.05, 0.10, 0.20, 0.35, 0.30, 0.40, 0.45, 0.90])
-    # at 0.5: sens 1/4, spec 1 -> J 0.25; at 0.40: sens 3/4, spec 1 -> J 0.75 (the maximum)
+    # distinct scores, with labels:  .05n .10n .20n | .30p | .35n | .40p .45p .90p
+    # cut (.20, .30]: sens 4/4, spec 3/4 -> J 0.75;  cut (.35, .40]: sens 3/4, spec 4/4 -> J 0.75
+    # cut (.30, .35]: sens 3/4, spec 3/4 -> J 0.50;  every other cut is lower.
+    # Tie: midpoints 0.25 and 0.375; 0.375 is closer to 0.5.
     t = choose_threshold(y, p)
-    assert t == pytest.approx(0.40)
+    assert t == pytest.approx(0.375)
     pred = (p >= t).astype(int)
     j = skm.recall_score(y, pred) + skm.recall_score(y, pred, pos_label=0) - 1
     assert j == pytest.approx(0.75)
+    # the same J from scikit-learn's ROC curve: the best cut's J is the maximum of tpr - fpr
+    fpr, tpr, _ = skm.roc_curve(y, p)
+    assert j == pytest.approx(np.max(tpr - fpr))
 
 
-def test_threshold_ties_go_to_closest_to_half():
+def test_threshold_is_the_midpoint_not_a_validation_score():
     y = np.array([0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.8, 0.9])
-    # every threshold in (0.2, 0.8] separates perfectly; 0.5 itself is a candidate
-    assert choose_threshold(y, p) == 0.5
+    # one best cut, (0.2, 0.8]: its midpoint is 0.5
+    assert choose_threshold(y, p) == pytest.approx(0.5)
     p2 = np.array([0.1, 0.2, 0.3, 0.9])
-    # perfect at 0.3 only (0.5 misses a positive)
-    assert choose_threshold(y, p2) == pytest.approx(0.3)
+    # perfect only for cut (0.2, 0.3]: midpoint 0.25 (no longer the score 0.3)
+    assert choose_threshold(y, p2) == pytest.approx(0.25)
+    # a unique best cut far from 0.5 wins over a worse one near 0.5
+    y3 = np.array([0, 0, 0, 1, 1, 1])
+    p3 = np.array([0.01, 0.02, 0.45, 0.03, 0.04, 0.55])
+    # cuts: (.02,.03] sens 1 spec 2/3 -> J 2/3; (.45,.55] sens 1/3 spec 1 -> J 1/3
+    assert choose_threshold(y3, p3) == pytest.approx(0.025)
+
+
+def test_threshold_ties_go_to_the_midpoint_closest_to_half_then_the_lower():
+    # scores .1n .2p .3n .4p .6n .7p (a zig-zag): cuts (.1,.2], (.3,.4] and (.6,.7] all have
+    # J = 1/3 and the other cuts J = 0. Midpoints .15, .35, .65: .35 and .65 are equally
+    # close to 0.5 (in floating point .65 comes out a hair closer), the lower one wins.
+    y = np.array([0, 1, 0, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7])
+    assert choose_threshold(y, p) == pytest.approx(0.35)
+    assert choose_threshold(y[::-1], p[::-1]) == pytest.approx(0.35)  # order does not matter
+    # two best cuts, one clearly closer: .1n .2p .3n .45p .55n .9p -> cuts (.1,.2], (.3,.45],
+    # (.55,.9] with J = 1/3; midpoints .15, .375, .725: .375 is closest
+    p2 = np.array([0.1, 0.2, 0.3, 0.45, 0.55, 0.9])
+    assert choose_threshold(y, p2) == pytest.approx(0.375)
+    # adjacent floats: the midpoint would round onto the lower score; the upper is returned
+    lo = 0.3
+    hi = np.nextafter(lo, 1.0)
+    t = choose_threshold(np.array([0, 1]), np.array([lo, hi]))
+    assert lo < t <= hi
+
+
+def test_threshold_falls_back_to_half_without_an_informative_cut():
+    # best J <= 0: the scores rank the classes backwards
+    assert choose_threshold(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.5
+    # one distinct score only
+    assert choose_threshold(np.array([0, 1, 0, 1]), np.full(4, 0.3)) == 0.5
 
 
 def test_threshold_falls_back_to_half_with_one_class():
@@ -262,3 +299,119 @@ def test_paired_bootstrap_detects_a_better_model():
     assert out["ci_low"] > 0 and out["p_value"] < 0.05
     reverse = paired_bootstrap_auc(y, weak, good, n_resamples=1000)
     assert reverse["diff"] == pytest.approx(-out["diff"]) and reverse["p_value"] < 0.05
+
+
+# --------------------------------------------------------------------------- more intervals
+
+
+def _direct_intervals(y, proba, classes, threshold, idx, level=0.95):
+    """Percentile intervals of scikit-learn metrics on explicitly resampled arrays."""
+    k = len(classes)
+    values: dict[str, list[float]] = {name: [] for name in bm.CI_METRICS}
+    for row in idx:
+        yy, pp = y[row], proba[row]
+        pred = (pp[:, 1] >= threshold).astype(int) if k == 2 else pp.argmax(axis=1)
+        every_class = len(set(yy.tolist())) == k
+        avg = "binary" if k == 2 else "macro"
+        labels = list(range(k))
+        values["accuracy"].append(skm.accuracy_score(yy, pred))
+        values["brier"].append(skm.brier_score_loss(yy, pp[:, 1]) if k == 2 else
+                               np.mean(np.sum((pp - np.eye(k)[yy]) ** 2, axis=1)))
+        cm = skm.confusion_matrix(yy, pred, labels=labels)
+        tn = cm.sum() - cm.sum(axis=0) - cm.sum(axis=1) + np.diag(cm)
+        spec = tn / (tn + cm.sum(axis=0) - np.diag(cm))
+        values["specificity"].append(spec[1] if k == 2 else spec.mean())
+        if not every_class:
+            continue  # recall, F1, AUCs, balanced accuracy undefined: dropped by bootstrap_ci
+        values["balanced_accuracy"].append(skm.balanced_accuracy_score(yy, pred))
+        values["recall"].append(skm.recall_score(yy, pred, average=avg, labels=labels))
+        values["f1"].append(skm.f1_score(yy, pred, average=avg, labels=labels))
+        if k == 2:
+            values["roc_auc"].append(skm.roc_auc_score(yy, pp[:, 1]))
+            values["pr_auc"].append(skm.average_precision_score(yy, pp[:, 1]))
+        else:
+            values["roc_auc"].append(skm.roc_auc_score(yy, pp, multi_class="ovr", average="macro", labels=labels))
+            values["pr_auc"].append(skm.average_precision_score(np.eye(k)[yy], pp, average="macro"))
+    tail = 100 * (1 - level) / 2
+    return {name: tuple(np.percentile(v, [tail, 100 - tail])) for name, v in values.items()}
+
+
+@pytest.mark.parametrize("kind", ["binary", "three"])
+def test_every_ci_metric_matches_sklearn_on_the_same_resamples(kind):
+    if kind == "binary":
+        (y, proba), classes, threshold = binary_data(50, seed=11), BINARY, 0.45
+    else:
+        (y, proba), classes, threshold = three_class_data(45, seed=12), THREE, None
+    assert set(bm.CI_METRICS) == {"accuracy", "balanced_accuracy", "recall", "specificity", "f1", "roc_auc",
+                                  "pr_auc", "brier"}
+    ci = bootstrap_ci(y, proba, classes, threshold=threshold, n_resamples=150, seed=3)
+    # one chunk of resamples: the same index matrix numpy draws from default_rng(3)
+    idx = np.random.default_rng(3).integers(0, len(y), size=(150, len(y)))
+    expected = _direct_intervals(y, proba, classes, 0.45 if threshold is None else threshold, idx)
+    for name in bm.CI_METRICS:
+        assert ci[name] == pytest.approx(expected[name]), name
+
+
+@pytest.mark.parametrize("kind", ["binary", "three"])
+def test_evaluate_gives_intervals_for_every_ci_metric(kind):
+    y, proba = binary_data(80, seed=13) if kind == "binary" else three_class_data(81, seed=13)
+    classes = BINARY if kind == "binary" else THREE
+    row = evaluate(y, proba, classes, n_resamples=300)
+    for name in bm.CI_METRICS:
+        low, high = row[f"{name}_ci_low"], row[f"{name}_ci_high"]
+        assert low <= row[name] <= high, name
+        assert low < high, name
+    assert row["ci_unit"] == "image" and row["ci_groups"] is None
+    # without a prevalence the skill score and its interval are present but undefined
+    assert all(math.isnan(row[k]) for k in ("brier_skill", "brier_skill_ci_low", "brier_skill_ci_high"))
+
+
+# --------------------------------------------------------------------------- Brier skill score
+
+
+def test_brier_skill_score_binary_by_hand():
+    y = np.array([0, 1, 1, 0])
+    p1 = np.array([0.2, 0.7, 0.9, 0.4])
+    # Brier = (0.04 + 0.09 + 0.01 + 0.16) / 4 = 0.075
+    # always 0.4: (0.16 + 0.36 + 0.36 + 0.16) / 4 = 0.26;  1 - 0.075 / 0.26 = 37 / 52
+    proba = np.column_stack([1 - p1, p1])
+    assert bm.brier_skill_score(y, proba, [0.6, 0.4]) == pytest.approx(37 / 52)
+    assert bm.brier_skill_score(y, proba, 0.4) == pytest.approx(37 / 52)  # positive-class share
+    assert bm.brier_skill_score(y, p1, 0.4) == pytest.approx(37 / 52)  # (N,) positive column
+    # forecasting the prevalence itself has no skill; a perfect forecast has skill 1
+    assert bm.brier_skill_score(y, np.full(4, 0.4), 0.4) == pytest.approx(0.0)
+    assert bm.brier_skill_score(y, y.astype(float), 0.4) == pytest.approx(1.0)
+    # worse than the prevalence: negative
+    assert bm.brier_skill_score(y, 1.0 - y.astype(float), 0.4) < 0
+
+
+def test_brier_skill_score_three_classes_by_hand():
+    y = np.array([0, 1, 2, 2])
+    proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]])
+    # Brier per image: 0.14, 0.06, 0.24, 0.54 -> 0.245
+    # prevalence (.5, .25, .25): y=0 -> 0.375, y=1 or 2 -> 0.875 -> mean 0.75
+    assert bm.brier_skill_score(y, proba, [0.5, 0.25, 0.25]) == pytest.approx(1 - 0.245 / 0.75)
+    assert bm.brier_skill_score(y, proba, [0.5, 0.25, 0.25]) == pytest.approx(101 / 150)
+
+
+def test_brier_skill_edge_cases_and_bad_input():
+    # every label of a class the prevalence is certain about: the reference Brier is 0
+    assert math.isnan(bm.brier_skill_score(np.ones(3, dtype=int), np.full(3, 0.9), 1.0))
+    for bad in ([0.5, 0.6], [0.2, 0.3, 0.5], [-0.1, 1.1], float("nan")):
+        with pytest.raises(ValueError, match="Expected prevalence"):
+            bm.brier_skill_score(np.array([0, 1]), np.array([0.2, 0.7]), bad)
+    y, proba = binary_data(20, seed=1)
+    with pytest.raises(ValueError, match="prevalence="):
+        bootstrap_ci(y, proba, BINARY, metrics=("brier_skill",), n_resamples=10)
+
+
+def test_brier_skill_interval_and_resamples_match_direct_recomputation():
+    y, proba = binary_data(60, seed=14)
+    row = evaluate(y, proba, BINARY, n_resamples=200, seed=2, prevalence=0.3)
+    assert row["brier_skill"] == pytest.approx(1 - row["brier"] / np.mean((0.3 - y) ** 2))
+    assert row["brier_skill_ci_low"] <= row["brier_skill"] <= row["brier_skill_ci_high"]
+    idx = np.random.default_rng(2).integers(0, 60, size=(200, 60))
+    direct = [bm.brier_skill_score(y[i], proba[i], 0.3) for i in idx]
+    assert (row["brier_skill_ci_low"], row["brier_skill_ci_high"]) == pytest.approx(
+        tuple(np.percentile(direct, [2.5, 97.5]))
+    )

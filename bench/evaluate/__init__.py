@@ -1,16 +1,24 @@
 """Evaluate stage: :mod:`~bench.evaluate.final` rebuilds each backbone's best trial as a
 full model, picks the decision threshold on validation and scores the test split once;
 :mod:`~bench.evaluate.metrics` holds the metrics and their bootstrap intervals;
-:mod:`~bench.evaluate.paired` compares two backbones on the same images (McNemar, paired
-AUC bootstrap); :mod:`~bench.evaluate.leaderboard` ranks backbones by the validation
-objective; :mod:`~bench.evaluate.rows` reads the flat result rows all of them write.
+:mod:`~bench.evaluate.resampling` is the weighted-resample engine (per image or per
+duplicate group) behind every interval; :mod:`~bench.evaluate.paired`,
+:mod:`~bench.evaluate.delong` and :mod:`~bench.evaluate.comparisons` compare backbones
+(McNemar, paired AUC bootstrap, DeLong, corrected resampled t-test, Holm, probability
+best); :mod:`~bench.evaluate.crossval` turns out-of-fold predictions into CV estimates;
+:mod:`~bench.evaluate.leaderboard` ranks backbones; :mod:`~bench.evaluate.rows` reads the
+flat result rows all of them write.
 """
 
 from bench.lazy import reexport
 
 __getattr__, __dir__, __all__ = reexport(__name__, {
     "evaluate_on_test": "final", "full_model": "final",
-    "evaluate": "metrics", "bootstrap_ci": "metrics", "choose_threshold": "metrics",
+    "evaluate": "metrics", "bootstrap_ci": "metrics", "choose_threshold": "metrics", "brier_skill_score": "metrics",
+    "delong_test": "delong", "auc_covariance": "delong",
+    "corrected_resampled_ttest": "comparisons", "holm": "comparisons", "probability_best": "comparisons",
+    "bootstrap_scores": "comparisons", "mcnemar_counts": "paired",
+    "cv_row": "crossval", "rank_cv": "crossval",
     "PairTest": "paired", "pairwise_tests": "paired", "mcnemar_exact": "paired", "paired_bootstrap_auc": "paired",
     "rank": "leaderboard", "write_leaderboard": "leaderboard", "format_leaderboard": "leaderboard",
     "to_float": "rows", "metric_with_ci": "rows",

@@ -1,7 +1,7 @@
 """Test-set metrics, the validation-chosen decision threshold, and bootstrap intervals.
 
-Pure functions of labels and predicted probabilities (numpy and scipy only; nothing here
-trains or predicts). The same code computes the point estimates and every bootstrap
+Pure functions of labels and predicted probabilities (numpy only; nothing here trains or
+predicts). The same code computes the point estimates and every bootstrap
 resample: a resample is a vector of per-image counts (how often each test image was
 drawn), and every metric is written as a function of those counts. The point estimate
 is the all-ones count vector. This keeps the intervals consistent with the reported
@@ -33,10 +33,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bench.evaluate.resampling import (
+    DEFAULT_THRESHOLD,
+    check_level,
+    check_labels,
+    check_resamples,
+    group_codes,
+    percentile_interval,
+    positive_scores,
+    resample_weights,
+)
+from bench.evaluate.resampling import Predictions as _Data
+
 __all__ = [
     "CI_METRICS",
     "METRICS",
     "bootstrap_ci",
+    "brier_skill_score",
     "choose_threshold",
     "classification_metrics",
     "evaluate",
@@ -55,12 +68,12 @@ METRICS = (
     "pr_auc",
     "brier",
 )
-#: Metrics :func:`evaluate` gives confidence intervals for.
-CI_METRICS = ("accuracy", "f1", "roc_auc")
+#: Metrics :func:`evaluate` gives confidence intervals for (plus ``brier_skill`` when it
+#: is given a prevalence).
+CI_METRICS = ("accuracy", "balanced_accuracy", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier")
+#: Metrics that need the reference prevalence (``prevalence=``).
+SKILL_METRICS = ("brier_skill",)
 
-DEFAULT_THRESHOLD = 0.5
-# Cells of the (resamples x images) count matrix handled at once; bounds memory.
-_CHUNK_CELLS = 2_000_000
 _TIE_TOL = 1e-12
 
 
@@ -68,14 +81,24 @@ _TIE_TOL = 1e-12
 
 
 def choose_threshold(y_val, p_val) -> float:
-    """Binary decision threshold chosen on validation predictions.
+    """Binary decision threshold chosen on validation predictions (Youden's J, midpoint).
 
-    Rule: among the candidate thresholds, every distinct predicted positive-class
-    probability on the validation split plus 0.5, take the one that maximises Youden's
-    J = sensitivity + specificity - 1, where an image counts as positive when
-    ``p >= threshold``. Ties in J go to the candidate closest to 0.5 (then to the lower
-    one). If the validation labels contain one class only, J is undefined and the
-    threshold is 0.5.
+    Youden's index (Youden, Cancer 3:32, 1950) weighs sensitivity and specificity equally.
+
+    An image counts as positive when ``p >= threshold``. With ``s_1 < ... < s_m`` the
+    distinct validation scores, every threshold in ``(s_j, s_j+1]`` makes the same
+    decisions (the "cut" between them); the rule takes the cut with the largest
+    J = sensitivity + specificity - 1 and returns its midpoint ``(s_j + s_j+1) / 2``,
+    so the threshold sits in the gap, not on a validation score (which would classify
+    that image by a hair). Ties:
+
+    * several cuts with the same best J (to 1e-12): the one whose midpoint is closest to
+      0.5 (distances equal to 1e-12 count as equal), then the lower one;
+    * no cut better than chance (best J <= 0), fewer than two distinct scores, or one
+      class only in ``y_val``: 0.5.
+
+    If the two scores are adjacent floats, the midpoint rounds onto ``s_j``; then
+    ``s_j+1`` is returned (still inside the cut). Deterministic.
 
     ``y_val``: 0/1 labels (1 = positive class). ``p_val``: positive-class probabilities,
     shape ``(N,)`` (an ``(N, 2)`` probability array is accepted; column 1 is used).
@@ -83,16 +106,23 @@ def choose_threshold(y_val, p_val) -> float:
     y = check_labels(y_val, 2, "y_val")
     p = positive_scores(p_val, len(y), "p_val")
     pos, neg = np.sort(p[y == 1]), np.sort(p[y == 0])
-    if len(pos) == 0 or len(neg) == 0:
+    scores = np.unique(p)
+    if len(pos) == 0 or len(neg) == 0 or len(scores) < 2:
         return DEFAULT_THRESHOLD
-    candidates = np.union1d(p, [DEFAULT_THRESHOLD])
-    sensitivity = 1.0 - np.searchsorted(pos, candidates, side="left") / len(pos)
-    specificity = np.searchsorted(neg, candidates, side="left") / len(neg)
+    lower, upper = scores[:-1], scores[1:]  # cut c: positive iff p >= upper[c]
+    sensitivity = 1.0 - np.searchsorted(pos, upper, side="left") / len(pos)
+    specificity = np.searchsorted(neg, upper, side="left") / len(neg)
     j = sensitivity + specificity - 1.0
+    if j.max() <= _TIE_TOL:
+        return DEFAULT_THRESHOLD
     best = np.flatnonzero(j >= j.max() - _TIE_TOL)
-    distance = np.abs(candidates[best] - DEFAULT_THRESHOLD)
-    pick = best[np.lexsort((candidates[best], distance))[0]]
-    return float(candidates[pick])
+    mids = lower[best] + (upper[best] - lower[best]) / 2.0
+    distance = np.abs(mids - DEFAULT_THRESHOLD)
+    pick = np.flatnonzero(distance <= distance.min() + _TIE_TOL)[0]  # mids ascend: the lower one
+    threshold = mids[pick]
+    if not lower[best[pick]] < threshold:
+        threshold = upper[best[pick]]
+    return float(threshold)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -119,6 +149,26 @@ def classification_metrics(y_true, proba, classes: Sequence[str], threshold: flo
     return out
 
 
+def brier_skill_score(y_true, proba, prevalence) -> float:
+    """Brier skill score against always forecasting ``prevalence``: ``1 - B / B_ref``.
+
+    ``proba``: ``(N, K)`` class probabilities (a binary problem also takes the ``(N,)``
+    positive-class column). ``prevalence``: the K class shares of the *training* data
+    (binary: also the positive-class share as one number). ``B`` and ``B_ref`` follow the
+    module's Brier convention (binary ``mean((p1 - y)^2)``; multi-class summed over
+    classes), so ``B_ref`` is e.g. ``mean((pi1 - y)^2)`` for a binary problem. 1 is a
+    perfect forecast, 0 no better than the prevalence, negative worse; nan when
+    ``B_ref == 0`` (every test image of a class the prevalence gives probability 1).
+    """
+    p = np.asarray(proba, dtype=float)
+    if p.ndim == 1:
+        p = np.column_stack([1.0 - p, p])
+    if p.ndim != 2:
+        raise ValueError(f"Expected proba of shape (N, K) or (N,). Received: shape {p.shape}")
+    data = _Data.build(y_true, p, [str(k) for k in range(p.shape[1])], None if p.shape[1] > 2 else 0.5, prevalence)
+    return float(data.metrics(np.ones((1, data.n)), SKILL_METRICS)["brier_skill"][0])
+
+
 def bootstrap_ci(
     y_true,
     proba,
@@ -128,25 +178,35 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
     metrics: Sequence[str] = CI_METRICS,
+    groups=None,
+    prevalence=None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals over the test images.
 
-    Each resample draws N image indices with replacement (``numpy.random.default_rng
-    (seed)``) and recomputes the metrics with the same ``threshold``. Resamples where a
-    metric is undefined (e.g. AUC of a resample with one class) are dropped for that
+    Each resample (``numpy.random.default_rng(seed)``) draws N image indices with
+    replacement, or, with ``groups`` (one duplicate-group id per image), G groups with
+    replacement, every image weighted by how often its group was drawn (G = number of
+    distinct groups); it recomputes the metrics with the same ``threshold``.
+    ``groups=None`` gives exactly the per-image draws of earlier versions. Resamples where
+    a metric is undefined (e.g. AUC of a resample with one class) are dropped for that
     metric; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles
-    of the rest, ``(nan, nan)`` if none is left. Returns ``{metric: (low, high)}``.
+    of the rest, ``(nan, nan)`` if none is left. ``metrics`` may include
+    ``"brier_skill"`` when ``prevalence`` is given. Returns ``{metric: (low, high)}``.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"Expected level strictly between 0 and 1. Received: level={level!r}")
+    check_level(level)
     check_resamples(n_resamples)
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in METRICS + SKILL_METRICS]
     if unknown:
-        raise ValueError(f"Expected metrics among {', '.join(METRICS)}. Received: {', '.join(map(str, unknown))}")
-    data = _Data.build(y_true, proba, classes, threshold)
+        raise ValueError(
+            f"Expected metrics among {', '.join(METRICS + SKILL_METRICS)}. Received: {', '.join(map(str, unknown))}"
+        )
+    if prevalence is None and any(m in SKILL_METRICS for m in metrics):
+        raise ValueError("Expected prevalence= (the training class shares) for brier_skill. Received: None")
+    data = _Data.build(y_true, proba, classes, threshold, prevalence)
+    codes = None if groups is None else group_codes(groups, data.n)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    for weights in resample_weights(rng, data.n, n_resamples):
+    for weights in resample_weights(rng, data.n, n_resamples, codes):
         for name, values in data.metrics(weights, metrics).items():
             parts[name].append(values)
     return {name: percentile_interval(np.concatenate(parts[name]), level) for name in metrics}
@@ -159,233 +219,33 @@ def evaluate(
     threshold: float | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    groups=None,
+    prevalence=None,
 ) -> dict:
     """:func:`classification_metrics` plus 95 % bootstrap intervals, as one flat row.
 
-    Adds ``<metric>_ci_low`` / ``<metric>_ci_high`` for accuracy, f1 and roc_auc, and
-    ``ci_level`` / ``ci_resamples`` so a report can state how the intervals were made.
+    Adds ``<metric>_ci_low`` / ``<metric>_ci_high`` for every metric in
+    :data:`CI_METRICS`; ``brier_skill`` (:func:`brier_skill_score` against
+    ``prevalence``) with its interval, all three nan without a prevalence; ``ci_level``,
+    ``ci_resamples``, ``ci_unit`` (``"image"``, or ``"group"`` when ``groups`` is given:
+    the group bootstrap of :func:`bootstrap_ci`) and ``ci_groups`` (number of distinct
+    groups, ``None`` per image), so a report can state how the intervals were made.
     """
     level = 0.95
     row = classification_metrics(y_true, proba, classes, threshold)
+    names = CI_METRICS + (SKILL_METRICS if prevalence is not None else ())
     intervals = bootstrap_ci(
-        y_true, proba, classes, threshold=threshold, n_resamples=n_resamples, seed=seed, level=level, metrics=CI_METRICS
+        y_true, proba, classes, threshold=threshold, n_resamples=n_resamples, seed=seed, level=level, metrics=names,
+        groups=groups, prevalence=prevalence,
     )
+    nan = float("nan")
+    row["brier_skill"] = brier_skill_score(y_true, proba, prevalence) if prevalence is not None else nan
+    intervals.setdefault("brier_skill", (nan, nan))
     for name, (low, high) in intervals.items():
         row[f"{name}_ci_low"] = low
         row[f"{name}_ci_high"] = high
     row["ci_level"] = level
     row["ci_resamples"] = int(n_resamples)
+    row["ci_unit"] = "image" if groups is None else "group"
+    row["ci_groups"] = None if groups is None else int(group_codes(groups, row["n"]).max() + 1)
     return row
-
-
-# --------------------------------------------------------------------------- internals
-#
-# A "weights" matrix has one row per resample and one column per test image; entry
-# (b, i) is how many times image i was drawn in resample b. Every metric below is a
-# function of it, computed for all rows at once.
-
-
-class Ranked:
-    """One score column and its 0/1 target, sorted once, for AUC and average precision."""
-
-    def __init__(self, order: np.ndarray, positive: np.ndarray, group_ends: np.ndarray):
-        self.order = order  # image indices by ascending score
-        self.positive = positive  # target, in that order, as float
-        self.group_ends = group_ends  # last sorted position of each run of tied scores
-
-    @classmethod
-    def build(cls, scores: np.ndarray, target: np.ndarray) -> Ranked:
-        order = np.argsort(scores, kind="stable")
-        sorted_scores = scores[order]
-        ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
-        return cls(order, target[order].astype(float), ends)
-
-    def _group_counts(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positives, negatives) per tied-score group, ascending score; (B, groups)."""
-        w = weights[:, self.order]
-        cum_pos = np.cumsum(w * self.positive, axis=1)[:, self.group_ends]
-        cum_all = np.cumsum(w, axis=1)[:, self.group_ends]
-        pos = np.diff(cum_pos, axis=1, prepend=0.0)
-        neg = np.diff(cum_all - cum_pos, axis=1, prepend=0.0)
-        return pos, neg
-
-    def auc(self, weights: np.ndarray) -> np.ndarray:
-        """Mann-Whitney ROC AUC (ties count one half); nan without both classes."""
-        pos, neg = self._group_counts(weights)
-        n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-        neg_below = np.cumsum(neg, axis=1) - neg
-        wins = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
-        return _divide(wins, n_pos * n_neg, fill=np.nan)
-
-    def average_precision(self, weights: np.ndarray) -> np.ndarray:
-        """Sum over distinct thresholds of recall gain times precision; nan without positives."""
-        pos, neg = self._group_counts(weights)
-        pos, neg = pos[:, ::-1], neg[:, ::-1]  # descending score
-        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-        precision = _divide(tp, tp + fp, fill=0.0)
-        return _divide(np.sum(pos * precision, axis=1), pos.sum(axis=1), fill=np.nan)
-
-
-class _Data:
-    """Validated predictions of one model on one test set, ready for weighted metrics."""
-
-    def __init__(self, y: np.ndarray, proba: np.ndarray, threshold: float | None):
-        self.y = y
-        self.proba = proba
-        self.n, self.k = proba.shape
-        self.threshold = threshold
-        if self.k == 2:
-            self.pred = (proba[:, 1] >= threshold).astype(int)
-            self.loss = (proba[:, 1] - y) ** 2
-            columns = [1]
-        else:
-            self.pred = np.argmax(proba, axis=1)
-            self.loss = np.sum((proba - np.eye(self.k)[y]) ** 2, axis=1)
-            columns = list(range(self.k))
-        # one-hot of the (true, predicted) cell of each image: weights @ cells = confusion
-        self.cells = np.eye(self.k * self.k)[y * self.k + self.pred]
-        self._columns = columns
-        self._ranked: dict[int, Ranked] = {}
-
-    @classmethod
-    def build(cls, y_true, proba, classes: Sequence[str], threshold: float | None) -> _Data:
-        classes = list(classes)
-        if len(classes) < 2:
-            raise ValueError(f"Expected at least 2 classes. Received: {classes!r}")
-        p = np.asarray(proba, dtype=float)
-        if p.ndim != 2 or p.shape[1] != len(classes):
-            raise ValueError(
-                f"Expected proba of shape (N, {len(classes)}), one column per class in {classes!r}. "
-                f"Received: shape {p.shape}"
-            )
-        _check_probabilities(p, "proba")
-        y = check_labels(y_true, len(classes), "y_true")
-        if len(y) != len(p):
-            raise ValueError(f"Expected one label per row of proba ({len(p)}). Received: {len(y)} labels")
-        if len(classes) == 2:
-            threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-            if not np.isfinite(threshold):
-                raise ValueError(f"Expected a finite threshold. Received: {threshold!r}")
-        elif threshold is not None:
-            raise ValueError(
-                "Expected threshold=None for a multi-class problem (predictions are the argmax). "
-                f"Received: threshold={threshold!r} with {len(classes)} classes"
-            )
-        return cls(y, p, threshold)
-
-    def ranked(self, column: int) -> Ranked:
-        if column not in self._ranked:
-            self._ranked[column] = Ranked.build(self.proba[:, column], self.y == column)
-        return self._ranked[column]
-
-    def confusion(self, weights: np.ndarray) -> np.ndarray:
-        return (weights @ self.cells).reshape(-1, self.k, self.k)
-
-    def metrics(self, weights: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """``{name: values}`` with one value per row of ``weights``."""
-        wanted = set(names)
-        out: dict[str, np.ndarray] = {}
-        total = weights.sum(axis=1)
-        if wanted & {"accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1"}:
-            cm = self.confusion(weights)
-            tp = np.diagonal(cm, axis1=1, axis2=2)
-            actual, predicted = cm.sum(axis=2), cm.sum(axis=1)
-            fp, fn = predicted - tp, actual - tp
-            tn = total[:, None] - tp - fp - fn
-            recall = _divide(tp, actual, fill=np.nan)
-            per_class = {
-                "precision": _divide(tp, predicted, fill=0.0),
-                "recall": recall,
-                "specificity": _divide(tn, tn + fp, fill=np.nan),
-                "f1": np.where(actual > 0, _divide(2 * tp, 2 * tp + fp + fn, fill=0.0), np.nan),
-            }
-            out["accuracy"] = _divide(tp.sum(axis=1), total, fill=np.nan)
-            out["balanced_accuracy"] = recall.mean(axis=1)  # nan if any class is absent
-            for name, values in per_class.items():
-                out[name] = values[:, 1] if self.k == 2 else values.mean(axis=1)
-        if "roc_auc" in wanted:
-            out["roc_auc"] = np.mean([self.ranked(c).auc(weights) for c in self._columns], axis=0)
-        if "pr_auc" in wanted:
-            out["pr_auc"] = np.mean([self.ranked(c).average_precision(weights) for c in self._columns], axis=0)
-        if "brier" in wanted:
-            out["brier"] = _divide(weights @ self.loss, total, fill=np.nan)
-        return {name: out[name] for name in names}
-
-
-def resample_weights(rng: np.random.Generator, n: int, n_resamples: int):
-    """Yield (chunk, n) count matrices of bootstrap resamples drawn from ``rng``."""
-    chunk = max(1, _CHUNK_CELLS // max(n, 1))
-    done = 0
-    while done < n_resamples:
-        size = min(chunk, n_resamples - done)
-        idx = rng.integers(0, n, size=(size, n))
-        flat = (np.arange(size)[:, None] * n + idx).ravel()
-        yield np.bincount(flat, minlength=size * n).reshape(size, n).astype(float)
-        done += size
-
-
-def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return (float("nan"), float("nan"))
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return (float(low), float(high))
-
-
-def _divide(num, den, fill: float) -> np.ndarray:
-    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    out = np.full(np.broadcast(num, den).shape, fill, dtype=float)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def check_labels(y, k: int, name: str) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"Expected {name} as a non-empty 1-D array of class indices. Received: shape {arr.shape}")
-    if arr.dtype.kind not in "iub":
-        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"Expected {name} as integer class indices. Received: dtype {arr.dtype}")
-    labels = arr.astype(int)
-    bad = labels[(labels < 0) | (labels >= k)]
-    if bad.size:
-        raise ValueError(f"Expected {name} values in 0..{k - 1}. Received: {sorted(set(bad.tolist()))[:5]}")
-    return labels
-
-
-def positive_scores(p, n: int, name: str) -> np.ndarray:
-    arr = np.asarray(p, dtype=float)
-    if arr.ndim == 2 and arr.shape[1] == 2:
-        arr = arr[:, 1]
-    if arr.ndim != 1 or len(arr) != n:
-        raise ValueError(
-            f"Expected {name} as positive-class probabilities of shape ({n},) or ({n}, 2). "
-            f"Received: shape {np.asarray(p).shape}"
-        )
-    _check_probabilities(arr, name)
-    return arr
-
-
-def _check_probabilities(p: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(p)):
-        raise ValueError(f"Expected finite probabilities in {name}. Received: nan or inf")
-    if p.min() < -1e-6 or p.max() > 1 + 1e-6:
-        raise ValueError(
-            f"Expected probabilities in [0, 1] in {name} (apply softmax/sigmoid to logits). "
-            f"Received: values from {p.min():.4g} to {p.max():.4g}"
-        )
-
-
-def check_booleans(x, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"Expected {name} as a 1-D array of per-image booleans. Received: shape {arr.shape}")
-    if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
-        raise ValueError(f"Expected {name} as booleans (or 0/1). Received: dtype {arr.dtype}")
-    return arr.astype(bool)
-
-
-def check_resamples(n_resamples: int) -> None:
-    if int(n_resamples) < 1:
-        raise ValueError(f"Expected n_resamples >= 1. Received: {n_resamples!r}")

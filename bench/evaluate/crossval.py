@@ -1,0 +1,180 @@
+"""Cross-validation estimates from out-of-fold (OOF) predictions.
+
+In a ``--cv K --repeats R`` run every cross-validated image is predicted once per repeat,
+by the model of the one outer fold that held it out (chosen, thresholded and early-
+stopped on that fold's inner validation split; Cawley & Talbot 2010 on why selection must
+stay inside the fold). This module gathers those predictions per backbone
+(``oof_predictions.csv``) and turns them into one leaderboard row: every metric pooled over
+the OOF predictions of all repeats, with a 95 % interval from a bootstrap that draws
+whole duplicate groups (copies are not independent images), and the spread across
+folds (Varoquaux 2018: fold-to-fold spread alone understates the uncertainty).
+
+Binary decisions use each fold's own validation threshold. The pooled threshold metrics
+are computed on scores shifted per fold, ``0.5 + (p - t_fold) / 2``, which keeps every
+decision (``p >= t_fold`` exactly when the shifted score is ``>= 0.5``) and lets one
+threshold serve all folds; ROC AUC, PR AUC and Brier use the probabilities themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.config import OBJECTIVES
+from bench.evaluate.comparisons import bootstrap_scores, probability_best
+from bench.evaluate.metrics import CI_METRICS, evaluate
+from bench.runfolder import probability_matrix, read_json, read_table, records_frame, write_text_atomic
+
+#: The CV metric that estimates each validation objective (val_loss: the Brier score,
+#: the proper score bench reports for every model).
+CV_METRIC = {"val_auc": "roc_auc", "val_f1": "f1", "val_accuracy": "accuracy", "val_loss": "brier"}
+#: Metrics that do not depend on the decision threshold.
+THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
+#: Bootstrap resamples behind the intervals and the probability of being best.
+CV_RESAMPLES = 1000
+
+
+def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
+    """Where one outer fold's search of ``backbone`` writes (see bench.pipeline.fold_folder)."""
+    return Path(run_dir) / "cv" / f"r{repeat}-f{fold}" / backbone
+
+
+def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
+    """Every outer fold's test predictions of ``backbone``, one row per image and repeat,
+    with the fold, the image's duplicate group and the fold's decision threshold."""
+    group_of = {r["path"]: r["group"] for r in plan.files}
+    parts = []
+    for repeat in range(plan.repeats):
+        for fold in range(plan.k):
+            folder = fold_dir(run_dir, repeat, fold, backbone)
+            result = read_json(folder / "result.json")
+            if result.get("status") != "ok":
+                continue
+            table = read_table(folder / "test_predictions.csv")
+            columns = {"repeat": [repeat] * len(table), "fold": [fold] * len(table),
+                       "group": [group_of[f] for f in table["file"]],
+                       "threshold": [result.get("test_threshold")] * len(table)}
+            parts.append(records_frame([{**{k: v[i] for k, v in columns.items()},
+                                         **{c: table[c].iloc[i] for c in table.columns}} for i in range(len(table))]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _decision_scores(oof: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Probabilities whose 0.5 cut gives each fold's own decisions (binary; see module doc)."""
+    p = probability_matrix(oof, classes)
+    if len(classes) != 2:
+        return p
+    t = np.asarray(oof["threshold"], dtype=float)
+    shifted = np.clip(0.5 + (p[:, 1] - t) / 2.0, 0.0, 1.0)
+    return np.stack([1.0 - shifted, shifted], axis=1)
+
+
+def _labels(oof: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[str(v)] for v in oof["label"]], dtype=int)
+
+
+def cv_metrics(oof: pd.DataFrame, classes: list[str], seed: int = 0) -> dict:
+    """Pooled OOF metrics with group-bootstrap intervals, as ``cv_<metric>`` keys."""
+    y, groups = _labels(oof, classes), np.asarray(oof["group"], dtype=object)
+    raw = evaluate(y, probability_matrix(oof, classes), classes, threshold=0.5 if len(classes) == 2 else None,
+                   n_resamples=CV_RESAMPLES, seed=seed, groups=groups)
+    decided = evaluate(y, _decision_scores(oof, classes), classes, threshold=0.5 if len(classes) == 2 else None,
+                       n_resamples=CV_RESAMPLES, seed=seed, groups=groups)
+    out = {"cv_n": int(len(oof)), "cv_images": int(oof["file"].nunique()), "cv_groups": int(len(set(groups)))}
+    for metric in CI_METRICS:
+        source = raw if metric in THRESHOLD_FREE else decided
+        out[f"cv_{metric}"] = source.get(metric)
+        out[f"cv_{metric}_ci_low"] = source.get(f"{metric}_ci_low")
+        out[f"cv_{metric}_ci_high"] = source.get(f"{metric}_ci_high")
+    out["cv_confusion_matrix"] = decided.get("confusion_matrix")
+    return out
+
+
+def fold_spread(fold_rows: list[dict]) -> dict:
+    """Mean and standard deviation across outer folds (all repeats) of each fold's own test metrics."""
+    out = {}
+    for metric in CI_METRICS:
+        values = np.array([float(r[f"test_{metric}"]) for r in fold_rows
+                           if r.get("status") == "ok" and r.get(f"test_{metric}") is not None], dtype=float)
+        values = values[~np.isnan(values)]
+        out[f"cv_{metric}_fold_mean"] = float(values.mean()) if len(values) else None
+        out[f"cv_{metric}_fold_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        out[f"cv_{metric}_folds"] = [None if np.isnan(v) else float(v) for v in values.tolist()]
+    return out
+
+
+def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str, seed: int = 0) -> dict:
+    """The leaderboard row of one backbone of a CV run (before ranking); writes its
+    ``oof_predictions.csv``. A backbone with a failed fold has status ``failed``."""
+    first = fold_rows[0]
+    row = {key: first.get(key) for key in ("backbone", "family", "image_size", "weights", "baseline", "compute_dtype")}
+    row.update(objective=objective, cv_k=plan.k, cv_repeats=plan.repeats,
+               trials_done=sum(int(r.get("trials_done") or 0) for r in fold_rows),
+               trials_failed=sum(int(r.get("trials_failed") or 0) for r in fold_rows),
+               search_seconds=round(sum(float(r.get("search_seconds") or 0.0) for r in fold_rows), 1))
+    failed = [r for r in fold_rows if r.get("status") != "ok"]
+    expected = plan.k * plan.repeats
+    if failed or len(fold_rows) != expected:
+        row.update(status="failed", message=f"{len(failed)} of {expected} outer folds failed; see cv/*/{name}/trials.csv")
+        return row
+    oof = oof_predictions(run_dir, name, plan)
+    write_text_atomic(Path(run_dir) / name / "oof_predictions.csv", oof.to_csv(index=False))
+    row.update(status="ok", val_objective=float(np.mean([float(r["val_objective"]) for r in fold_rows])))
+    row.update(cv_metrics(oof, list(plan.classes), seed))
+    row.update(fold_spread(fold_rows))
+    row["cv_objective"] = row.get(f"cv_{CV_METRIC[objective]}")
+    return row
+
+
+def probability_best_by_backbone(run_dir: Path, rows: list[dict], plan, objective: str, seed: int = 0) -> dict:
+    """Share of repeats x group-bootstrap resamples in which each backbone has the best CV
+    estimate of the objective; all backbones scored on the same resampled images."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return {}
+    classes, metric = list(plan.classes), CV_METRIC[objective]
+    tables = {r["backbone"]: pd.read_csv(Path(run_dir) / r["backbone"] / "oof_predictions.csv", dtype={"file": object})
+              for r in ok}
+    first = tables[ok[0]["backbone"]]
+    key = ["repeat", "file"]
+    order = first[key].copy()
+    probas, thresholds_free = [], metric in THRESHOLD_FREE
+    for r in ok:
+        table = order.merge(tables[r["backbone"]], on=key, how="left", validate="one_to_one")
+        p = probability_matrix(table, classes) if thresholds_free else _decision_scores(table, classes)
+        probas.append([p[(table["repeat"] == rep).to_numpy()] for rep in range(plan.repeats)])
+    stacked = np.array([[probas[m][rep] for m in range(len(ok))] for rep in range(plan.repeats)])
+    in_repeat = (order["repeat"] == 0).to_numpy()
+    y = _labels(first[in_repeat], classes)
+    groups = np.asarray(first.loc[in_repeat, "group"], dtype=object)
+    scores = bootstrap_scores(y, stacked, classes, metric=metric, threshold=0.5 if len(classes) == 2 else None,
+                              groups=groups, n_resamples=CV_RESAMPLES, seed=seed)
+    best = probability_best(scores, maximise=OBJECTIVES[objective] != "min")
+    return {r["backbone"]: float(b) for r, b in zip(ok, best)}
+
+
+def rank_cv(rows: list[dict], objective: str) -> list[dict]:
+    """Rows ordered by the CV estimate of the objective (best first), ``rank`` set on the ok ones."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    bad = [r for r in rows if r.get("status") != "ok"]
+    sign = 1.0 if OBJECTIVES[objective] == "min" else -1.0
+    ok.sort(key=lambda r: sign * float(r["cv_objective"]) if r.get("cv_objective") is not None else np.inf)
+    for i, r in enumerate(ok):
+        r["rank"] = i + 1
+    return ok + bad
+
+
+def selection_rule(objective: str, k: int, repeats: int) -> str:
+    """The ranking rule, in words (the leaderboard and report state it)."""
+    metric = CV_METRIC[objective]
+    direction = "lowest" if OBJECTIVES[objective] == "min" else "highest"
+    return (f"ranked by the cross-validated {metric} ({direction} first): out-of-fold predictions of {k} outer folds"
+            f"{f' x {repeats} repeats' if repeats > 1 else ''}, each fold's model chosen on its own inner validation "
+            "split; 95 % intervals from a bootstrap over duplicate groups")
+
+
+__all__ = ["CV_METRIC", "cv_row", "fold_dir", "oof_predictions", "probability_best_by_backbone", "rank_cv",
+           "records_frame", "selection_rule"]
