@@ -38,6 +38,8 @@ OBJECTIVE_LABELS = {name: spec.label for name, spec in OBJECTIVE_SPECS.items()}
 TUNER_NAMES = ("bayesian", "random", "hyperband")
 #: ``--mixed-precision`` modes (bench.search.runtime applies them).
 MIXED_PRECISION_MODES = ("auto", "on", "off")
+#: ``--test-size`` without ``--cv`` when not given (with ``--cv`` it is 0: all data in CV).
+DEFAULT_TEST_SIZE = 0.15
 #: Epochs per trial when ``--epochs`` is not given; the notebook baseline then trains
 #: NOTEBOOK_EPOCHS (bench.pipeline), as the original notebook did.
 DEFAULT_EPOCHS = 10
@@ -102,7 +104,13 @@ class RunConfig:
     weights: str = option("imagenet", flag="--weights",
                           help="'imagenet', 'none' (random init), or a weights file / folder.")
     val_size: float = option(0.15, flag="--val-size", help="Validation fraction.")
-    test_size: float = option(0.15, flag="--test-size", help="Test fraction.")
+    test_size: float | None = option(None, flag="--test-size", show_default=f"{DEFAULT_TEST_SIZE}; 0 with --cv",
+                                     help="Test fraction, held out from every choice (with --cv: from the "
+                                          "cross-validation too, evaluated once by the final model).")
+    cv: int | None = option(None, flag="--cv", low=2, show_default="one train/val/test split",
+                            help="Nested cross-validation: K outer folds, stratified and group-aware; the search "
+                                 "runs inside each fold on an inner train/val split.")
+    repeats: int = option(1, flag="--repeats", low=1, help="Repetitions of --cv with other fold assignments.")
     image_size: int | None = option(None, flag="--image-size", show_default="each backbone's own",
                                     help="Input size in px.")
     baseline: bool | None = option(None, flag="--baseline", off_flag="--no-baseline",
@@ -144,6 +152,13 @@ class RunConfig:
             value = getattr(config, key)
             setattr(config, key, None if value is None else Path(value))
         return config
+
+    @property
+    def resolved_test_size(self) -> float:
+        """``--test-size``, or its default: :data:`DEFAULT_TEST_SIZE`, 0 with ``--cv``."""
+        if self.test_size is not None:
+            return self.test_size
+        return 0.0 if self.cv else DEFAULT_TEST_SIZE
 
     def get(self, name: str):
         """A field of the run or of its search settings, by name."""

@@ -46,6 +46,11 @@ NOTEBOOK_RECIPE = {
 NOTEBOOK_EPOCHS = 15
 
 
+def fold_folder(repeat: int, fold: int) -> str:
+    """Folder of one outer fold's searches: ``<run>/cv/r<repeat>-f<fold>/``."""
+    return f"r{repeat}-f{fold}"
+
+
 def _recipe_hyperparameters() -> kt.HyperParameters:
     hp = kt.HyperParameters()
     for name, value in NOTEBOOK_RECIPE.items():
@@ -67,15 +72,40 @@ class BackboneJob:
     image_size: int | None
     search: SearchConfig
     cluster: object = None  # bench.search.distributed.Cluster in distributed mode
+    fold: tuple[int, int] | None = None  # --cv: (repeat, outer fold); the split's test is that outer fold
+    pool: list[dict] | None = None  # --cv: every cross-validated image, one feature cache entry for all folds
+
+    @staticmethod
+    def names(run) -> list[tuple[str, bool]]:
+        """(name, is the notebook baseline) of every backbone of ``run``, in order."""
+        return [(name, False) for name in run.config.backbones] + ([(BASELINE, True)] if run.config.baseline else [])
 
     @classmethod
     def for_run(cls, run, cluster=None) -> list["BackboneJob"]:
         """Every backbone of ``run`` (a :class:`bench.run.RunFolder`) in order, then the baseline."""
-        names = [(name, False) for name in run.config.backbones]
-        if run.config.baseline:
-            names.append((BASELINE, True))
         return [cls(name, i, baseline, run.path, run.index.root, run.split, run.config.weights,
-                    run.config.image_size, run.config.search, cluster) for i, (name, baseline) in enumerate(names)]
+                    run.config.image_size, run.config.search, cluster) for i, (name, baseline) in enumerate(cls.names(run))]
+
+    @classmethod
+    def for_folds(cls, run, cluster=None) -> list["BackboneJob"]:
+        """--cv: every backbone in every outer fold of every repeat (repeat-major, then fold)."""
+        plan, jobs = run.folds, []
+        pool = [r for r in plan.files if not r["holdout"]]
+        for repeat in range(plan.repeats):
+            for fold in range(plan.k):
+                split = plan.split(repeat, fold)
+                for name, baseline in cls.names(run):
+                    jobs.append(cls(name, len(jobs), baseline, run.path, run.index.root, split, run.config.weights,
+                                    run.config.image_size, run.config.search, cluster, (repeat, fold), pool))
+        return jobs
+
+    @classmethod
+    def final(cls, run, name: str, index: int, cluster=None) -> "BackboneJob":
+        """--cv: the deployable model of ``name``, searched once more on all cross-validated
+        images (the final train/val split); its test split is the holdout, possibly empty."""
+        pool = [r for r in run.folds.files if not r["holdout"]]
+        return cls(name, index, name == BASELINE, run.path, run.index.root, run.split, run.config.weights,
+                   run.config.image_size, run.config.search, cluster, None, pool)
 
     @cached_property
     def record(self):
@@ -87,7 +117,9 @@ class BackboneJob:
 
     @property
     def out_dir(self) -> Path:
-        return self.run_dir / self.name
+        if self.fold is None:
+            return self.run_dir / self.name
+        return self.run_dir / "cv" / fold_folder(*self.fold) / self.name
 
     @property
     def worker(self) -> bool:
@@ -120,7 +152,8 @@ def prepare_search(job: BackboneJob) -> PreparedSearch:
     trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
     source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
     depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)
-    x_train, x_val, y_train, y_val, shapes = cached_features(source, depths, job.run_dir, job.data_root, job.split, cfg)
+    x_train, x_val, y_train, y_val, shapes = cached_features(source, depths, job.run_dir, job.data_root, job.split, cfg,
+                                                             pool=job.pool)
     n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,
@@ -166,8 +199,9 @@ def run_backbone(job: BackboneJob) -> dict | None:
     search_seconds = time.perf_counter() - t0
     done = int((table["status"] == "completed").sum()) if len(table) else 0
     failed = len(table) - done
+    where = {} if job.fold is None else {"repeat": job.fold[0], "fold": job.fold[1]}
     row = {
-        "backbone": name, "family": record.family, "image_size": size, "weights": job.weights,
+        **where, "backbone": name, "family": record.family, "image_size": size, "weights": job.weights,
         "baseline": job.baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
         "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision
@@ -178,13 +212,15 @@ def run_backbone(job: BackboneJob) -> dict | None:
         write_result(result_path, row)
         return row
     model = full_model(source, tuner, trial)
-    save_model(model, out_dir / "best_model.keras")
+    if job.fold is None:  # a fold's model only predicts its outer fold; the final model is the one kept
+        save_model(model, out_dir / "best_model.keras")
     crash_point("final")
     metrics = evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size)
     row.update(status="ok", best_trial=trial.trial_id, val_objective=trial.score)
     row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")})
     row.update({f"test_{k}": v for k, v in metrics.items() if k != "confusion_matrix"})
-    row["test_confusion_matrix"] = metrics["confusion_matrix"]
+    if "confusion_matrix" in metrics:  # absent without test images (--cv without a --test-size holdout)
+        row["test_confusion_matrix"] = metrics["confusion_matrix"]
     row["params_total"] = int(model.count_params())
     row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     row.update(measure_latency(model, size))
@@ -192,3 +228,56 @@ def run_backbone(job: BackboneJob) -> dict | None:
     keras.backend.clear_session()
     gc.collect()
     return row
+
+
+def run_single_split(run, cluster=None):
+    """Every backbone on the run's one split; the leaderboard ranks by the validation objective."""
+    from bench.evaluate.leaderboard import write_leaderboard
+
+    rows = []
+    for job in BackboneJob.for_run(run, cluster):
+        row = run_backbone(job)
+        if row is not None:
+            rows.append(row)
+            write_leaderboard(rows, run.path)
+    return write_leaderboard(rows, run.path) if rows else None
+
+
+def run_cross_validation(run, cluster=None):
+    """``--cv``: every backbone in every outer fold (resumable per repeat x fold x backbone),
+    CV estimates from the out-of-fold predictions, a ranking on them, then the winner's
+    search once more on all cross-validated images: the model that is exported."""
+    from bench.evaluate.crossval import cv_row, probability_best_by_backbone, selection_rule
+    from bench.evaluate.leaderboard import write_leaderboard
+
+    jobs = BackboneJob.for_folds(run, cluster)
+    fold_rows: dict[str, list[dict]] = {}
+    for job in jobs:
+        log.info(f"cv repeat {job.fold[0] + 1}/{run.folds.repeats}, fold {job.fold[1] + 1}/{run.folds.k}: {job.name}")
+        row = run_backbone(job)
+        if row is not None:
+            fold_rows.setdefault(job.name, []).append(row)
+    if cluster is not None and not cluster.is_chief:
+        return None
+    objective, seed = run.config.search.objective, run.config.search.seed
+    rows = [cv_row(run.path, name, fold_rows[name], run.folds, objective, seed)
+            for name, _ in BackboneJob.names(run) if name in fold_rows]
+    best = probability_best_by_backbone(run.path, rows, run.folds, objective, seed)
+    rule = selection_rule(objective, run.folds.k, run.folds.repeats)
+    for row in rows:
+        row["probability_best"] = best.get(row["backbone"])
+        row["selection_rule"] = rule
+    table = write_leaderboard(rows, run.path)
+    ranked = table[table["rank"] == 1]
+    if ranked.empty:
+        return table
+    winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
+    log.info(f"cv: {winner['backbone']} ranks first; searching it once more on all {len(jobs[0].pool)} "
+             "cross-validated images for the model to deploy")
+    final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs)))  # the chief alone
+    final_keys = ("status", "best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
+    winner["final_status"] = final.get("status")
+    winner.update({k: v for k, v in final.items()
+                   if k.startswith(("hp_", "test_")) or (k in final_keys and k != "status")})
+    winner["final_val_objective"] = final.get("val_objective")
+    return write_leaderboard(rows, run.path)

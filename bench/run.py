@@ -15,6 +15,7 @@ from typing import Callable
 import backbones
 from bench import __version__
 from bench.config import RunConfig, as_flag, check_bounds, result_options
+from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
 from bench.data.scan import DatasetIndex, scan
 from bench.data.split import (
     SplitManifest,
@@ -42,7 +43,8 @@ class RunFolder:
     path: Path
     config: RunConfig
     index: DatasetIndex
-    split: SplitManifest
+    split: SplitManifest  # with --cv: the final model's train/val (all CV images) and the holdout as test
+    folds: FoldPlan | None = None  # --cv: the outer folds and their inner splits (folds.json)
 
 
 def parse_backbones(spec: str | list[str]) -> list[str]:
@@ -63,13 +65,21 @@ def parse_backbones(spec: str | list[str]) -> list[str]:
 
 def validate(config: RunConfig) -> None:
     """Checks on options alone (no data, no files): raises BenchError."""
-    check_sizes(config.val_size, config.test_size)
+    check_bounds(config)
+    if config.cv is None and config.repeats != 1:
+        raise BenchError(f"--repeats {config.repeats} needs --cv K (repeats of a K-fold cross-validation); add --cv 5")
+    config.test_size = config.resolved_test_size
+    if config.cv is None:
+        check_sizes(config.val_size, config.test_size)
+    else:
+        from bench.data.folds import check_cv
+
+        check_cv(config.cv, config.repeats, config.test_size)
     config.backbones = parse_backbones(config.backbones)
     if config.image_size is not None:
         for name in config.backbones:
             backbones.get(name).check_size(config.image_size)
     backbones.resolve_weights(config.weights)
-    check_bounds(config)
     if config.baseline is None:
         config.baseline = "xception" in config.backbones
     if config.name is not None:
@@ -89,7 +99,12 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         config.data = demo_data_dir()
     index = scan(config.data, progress=progress)
     config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
-    split = make_split(index, config.val_size, config.test_size, config.search.seed)
+    folds = None
+    if config.cv:
+        folds = make_folds(index, config.cv, config.repeats, config.val_size, config.test_size, config.search.seed)
+        split = folds.final_split()
+    else:
+        split = make_split(index, config.val_size, config.test_size, config.search.seed)
     out = check_writable(config.out, "--out")
     config.name = config.name or default_run_name()
     run_dir = out / config.name
@@ -101,6 +116,8 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     # dataset.json and split.json first: run.json marks a fully prepared run folder
     write_json_atomic(run_dir / "dataset.json", index.to_dict())
     write_split(split, run_dir / "split.json")
+    if folds is not None:
+        write_folds(folds, run_dir / "folds.json")
     write_json_atomic(
         run_dir / "run.json",
         {
@@ -114,7 +131,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
             "versions": library_versions(),
         },
     )
-    return RunFolder(run_dir, config, index, split)
+    return RunFolder(run_dir, config, index, split, folds)
 
 
 def check_options(config: RunConfig, given: dict, name: str, who: str = "--resume") -> None:
@@ -170,7 +187,8 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
             "edited); restore it, or start a new run without --resume"
         )
     split = read_split(run_dir / "split.json")
-    return RunFolder(run_dir, config, index, split)
+    folds = read_folds(run_dir / "folds.json") if config.cv else None
+    return RunFolder(run_dir, config, index, split, folds)
 
 
 def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> RunFolder:
@@ -187,22 +205,18 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
 
 
 def execute(run: RunFolder, cluster=None) -> "object":
-    """Search and evaluate every backbone (and the notebook baseline), write the leaderboard.
+    """Search and evaluate every backbone (and the notebook baseline), write the leaderboard;
+    with ``--cv`` per outer fold, ranked on the cross-validation estimates.
 
     Holds the run's lock throughout: a second process on the same run fails at once. In
     distributed mode the chief holds it; each worker holds its own (one process per
     worker id) and returns None: the chief ranks and reports.
     """
-    from bench.evaluate.leaderboard import write_leaderboard
-    from bench.pipeline import BackboneJob, run_backbone
+    from bench.pipeline import run_cross_validation, run_single_split
     from bench.search.runtime import configure
 
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name):
         configure(run.config.deterministic, run.config.mixed_precision, run.config.search.seed)
-        rows = []
-        for job in BackboneJob.for_run(run, cluster):
-            row = run_backbone(job)
-            if row is not None:
-                rows.append(row)
-                write_leaderboard(rows, run.path)
-        return write_leaderboard(rows, run.path) if rows else None
+        if run.folds is None:
+            return run_single_split(run, cluster)
+        return run_cross_validation(run, cluster)

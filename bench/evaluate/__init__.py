@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = reexport(__name__, {
     "delong_test": "delong", "auc_covariance": "delong",
     "corrected_resampled_ttest": "comparisons", "holm": "comparisons", "probability_best": "comparisons",
     "bootstrap_scores": "comparisons", "mcnemar_counts": "paired",
-    "cv_row": "crossval", "rank_cv": "crossval",
+    "cv_row": "crossval", "oof_predictions": "crossval",
     "PairTest": "paired", "pairwise_tests": "paired", "mcnemar_exact": "paired", "paired_bootstrap_auc": "paired",
     "rank": "leaderboard", "write_leaderboard": "leaderboard", "format_leaderboard": "leaderboard",
     "to_float": "rows", "metric_with_ci": "rows",

@@ -25,7 +25,7 @@ import pandas as pd
 from bench.config import OBJECTIVES
 from bench.evaluate.comparisons import bootstrap_scores, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
-from bench.runfolder import probability_matrix, read_json, read_table, records_frame, write_text_atomic
+from bench.runfolder import probability_matrix, read_json, read_table, text_frame, write_text_atomic
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
 #: the proper score bench reports for every model).
@@ -53,11 +53,12 @@ def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
             if result.get("status") != "ok":
                 continue
             table = read_table(folder / "test_predictions.csv")
-            columns = {"repeat": [repeat] * len(table), "fold": [fold] * len(table),
-                       "group": [group_of[f] for f in table["file"]],
-                       "threshold": [result.get("test_threshold")] * len(table)}
-            parts.append(records_frame([{**{k: v[i] for k, v in columns.items()},
-                                         **{c: table[c].iloc[i] for c in table.columns}} for i in range(len(table))]))
+            parts.append(text_frame({
+                "repeat": [repeat] * len(table), "fold": [fold] * len(table),
+                "group": [group_of[f] for f in table["file"]],
+                "threshold": [result.get("test_threshold")] * len(table),
+                **{c: table[c].tolist() for c in table.columns},
+            }))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -156,17 +157,6 @@ def probability_best_by_backbone(run_dir: Path, rows: list[dict], plan, objectiv
     return {r["backbone"]: float(b) for r, b in zip(ok, best)}
 
 
-def rank_cv(rows: list[dict], objective: str) -> list[dict]:
-    """Rows ordered by the CV estimate of the objective (best first), ``rank`` set on the ok ones."""
-    ok = [r for r in rows if r.get("status") == "ok"]
-    bad = [r for r in rows if r.get("status") != "ok"]
-    sign = 1.0 if OBJECTIVES[objective] == "min" else -1.0
-    ok.sort(key=lambda r: sign * float(r["cv_objective"]) if r.get("cv_objective") is not None else np.inf)
-    for i, r in enumerate(ok):
-        r["rank"] = i + 1
-    return ok + bad
-
-
 def selection_rule(objective: str, k: int, repeats: int) -> str:
     """The ranking rule, in words (the leaderboard and report state it)."""
     metric = CV_METRIC[objective]
@@ -174,7 +164,3 @@ def selection_rule(objective: str, k: int, repeats: int) -> str:
     return (f"ranked by the cross-validated {metric} ({direction} first): out-of-fold predictions of {k} outer folds"
             f"{f' x {repeats} repeats' if repeats > 1 else ''}, each fold's model chosen on its own inner validation "
             "split; 95 % intervals from a bootstrap over duplicate groups")
-
-
-__all__ = ["CV_METRIC", "cv_row", "fold_dir", "oof_predictions", "probability_best_by_backbone", "rank_cv",
-           "records_frame", "selection_rule"]

@@ -83,16 +83,29 @@ def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str
 def evaluate_on_test(
     model: keras.Model, split, data_root: Path, size: int, out_dir: Path, seed: int, batch_size: int = 32
 ) -> dict:
-    """Threshold on val, then one evaluation on test; writes test_predictions.csv."""
+    """Threshold on val, then one evaluation on test; writes val_ and test_predictions.csv.
+
+    Without test images (``--cv`` with no holdout) only the threshold is returned."""
     classes = split.classes
     n_classes = len(classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     p_val = predict_proba(model, load_images(data_root, val_rows, size), n_classes, batch_size)
     y_val = label_indices(val_rows, classes)
     threshold = choose_threshold(y_val, p_val[:, 1]) if n_classes == 2 else None
+    val_table = text_frame({
+        "file": [r["path"] for r in val_rows], "label": [classes[i] for i in y_val],
+        **{f"prob_{c}": p_val[:, k] for k, c in enumerate(classes)},
+    })
+    write_text_atomic(out_dir / "val_predictions.csv", val_table.to_csv(index=False))
+    if not test_rows:  # --cv without a holdout: the final model has no test images
+        return {"n": 0, "threshold": threshold, "positive_class": str(classes[1]) if n_classes == 2 else None}
     p_test = predict_proba(model, load_images(data_root, test_rows, size), n_classes, batch_size)
     y_test = label_indices(test_rows, classes)
-    metrics = evaluate(y_test, p_test, classes, threshold=threshold, n_resamples=1000, seed=seed)
+    # intervals resample whole duplicate groups; Brier skill against the training prevalence
+    train_labels = label_indices(split.rows("train"), classes)
+    prevalence = np.bincount(train_labels, minlength=n_classes) / max(1, len(train_labels))
+    metrics = evaluate(y_test, p_test, classes, threshold=threshold, n_resamples=1000, seed=seed,
+                       groups=[r["group"] for r in test_rows], prevalence=prevalence)
     if n_classes == 2:
         pred = (p_test[:, 1] >= threshold).astype(int)
     else:
@@ -103,11 +116,6 @@ def evaluate_on_test(
         "prediction": [classes[i] for i in pred], "correct": pred == y_test,
     })
     write_text_atomic(out_dir / "test_predictions.csv", table.to_csv(index=False))
-    val_table = text_frame({
-        "file": [r["path"] for r in val_rows], "label": [classes[i] for i in y_val],
-        **{f"prob_{c}": p_val[:, k] for k, c in enumerate(classes)},
-    })
-    write_text_atomic(out_dir / "val_predictions.csv", val_table.to_csv(index=False))
     return metrics
 
 

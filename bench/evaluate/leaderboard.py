@@ -16,18 +16,29 @@ from bench.evaluate.rows import metric_with_ci
 from bench.runfolder import records_frame, write_json_atomic, write_text_atomic
 
 
+def is_cv(table) -> bool:
+    """Whether a leaderboard (table or rows) comes from a ``--cv`` run."""
+    return "cv_objective" in (table.columns if isinstance(table, pd.DataFrame) else table[0] if table else {})
+
+
 def rank(rows: list[dict]) -> pd.DataFrame:
+    """Rows ordered best first with an integer ``rank`` on those that finished: by the
+    cross-validation estimate of the objective in a ``--cv`` run, else by the validation
+    objective. The test split never decides the rank."""
     table = records_frame(rows)
     if table.empty:
         return table
     objective = table["objective"].dropna().iloc[0]
+    key = "cv_objective" if is_cv(table) else "val_objective"
     ok = table[table["status"] == "ok"].copy()
     bad = table[table["status"] != "ok"].copy()
     if len(ok):
-        ok = ok.sort_values("val_objective", ascending=OBJECTIVES[objective] == "min", kind="stable")
+        ok = ok.sort_values(key, ascending=OBJECTIVES[objective] == "min", kind="stable")
     ok["rank"] = range(1, len(ok) + 1)
     table = pd.concat([ok, bad], ignore_index=True)
-    front = ["rank", "backbone", "status", "val_objective", "test_accuracy", "test_accuracy_ci_low",
+    cv = [f"cv_{m}{s}" for m in ("roc_auc", "accuracy", "f1") for s in ("", "_ci_low", "_ci_high")]
+    front = ["rank", "backbone", "status", *(["cv_objective", "probability_best", *cv] if key == "cv_objective" else []),
+             "val_objective", "test_accuracy", "test_accuracy_ci_low",
              "test_accuracy_ci_high", "test_f1", "test_f1_ci_low", "test_f1_ci_high", "test_roc_auc",
              "test_roc_auc_ci_low", "test_roc_auc_ci_high", "test_recall", "test_specificity"]
     # the rest alphabetically: a row read back from result.json (resume) has its keys sorted
@@ -71,4 +82,12 @@ def format_leaderboard(table: pd.DataFrame) -> str:
     objective = table["objective"].dropna().iloc[0] if len(table) else "val"
     headers = ["rank", "backbone", "status", objective, "test acc [95% CI]", "test F1 [95% CI]",
                "test AUC [95% CI]", "trials ok/failed", "search s", "ms/img"]
+    if is_cv(table):  # the CV estimates decide; the holdout test (if any) comes after
+        headers[3:3] = ["P(best)", "CV acc [95% CI]", "CV F1 [95% CI]", "CV AUC [95% CI]"]
+        headers[7] = f"mean inner {objective}"
+        for row, (_, r) in zip(rows, table.iterrows()):
+            r = r.to_dict()
+            best = r.get("probability_best")
+            row[3:3] = ["-" if best is None or pd.isna(best) else f"{best:.2f}",
+                        *(metric_with_ci(r, m, prefix="cv_") for m in ("accuracy", "f1", "roc_auc"))]
     return tabulate(rows, headers=headers)

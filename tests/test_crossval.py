@@ -1,0 +1,167 @@
+"""`bench run --cv K --repeats R`: out-of-fold predictions for every image once per repeat,
+one backbone pass for all folds, CV estimates with group-bootstrap intervals, a ranking
+on them, the winner searched again on all CV images, kill-and-resume, bad options."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from bench.cli import app
+from conftest import make_folder
+
+runner = CliRunner()
+ARGS = ["--backbones", "mobilenet_v2,mobilenet_v3_small", "--weights", "none", "--image-size", "32", "--max-trials", "2",
+        "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--no-baseline", "--no-export"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _bench(*args) -> list[str]:
+    return [sys.executable, "-m", "bench.cli", *map(str, args)]
+
+
+def _data(root: Path) -> Path:
+    data = make_folder(root / "data", {"a": 12, "b": 12}, size=48, seed=21)
+    shutil.copyfile(data / "a" / "img_000.png", data / "a" / "copy_of_000.png")  # a duplicate group of two
+    return data
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cv")
+    data = _data(root)
+    result = invoke("run", "--data", data, *ARGS, "--cv", "3", "--repeats", "2", "--out", root / "results",
+                    "--reports", root / "reports", "--name", "cv")
+    assert result.exit_code == 0, result.output
+    return root / "results" / "cv", result
+
+
+def test_every_image_is_predicted_once_per_repeat_by_the_fold_that_held_it_out(cv_run):
+    run, _ = cv_run
+    folds = json.loads((run / "folds.json").read_text())
+    files = {f["path"]: f for f in folds["files"]}
+    for backbone in ("mobilenet_v2", "mobilenet_v3_small"):
+        oof = pd.read_csv(run / backbone / "oof_predictions.csv")
+        assert len(oof) == 2 * len(files)
+        for repeat in (0, 1):
+            part = oof[oof["repeat"] == repeat]
+            assert sorted(part["file"]) == sorted(files)
+            for _, row in part.iterrows():
+                assert files[row["file"]]["fold"][repeat] == row["fold"]
+                assert row["group"] == files[row["file"]]["group"]
+        # each fold's own validation threshold made its decisions
+        assert ((oof["prob_b"] >= oof["threshold"]) == (oof["prediction"] == "b")).all()
+        thresholds = oof.groupby(["repeat", "fold"])["threshold"].nunique()
+        assert (thresholds == 1).all()
+
+
+def test_one_backbone_pass_serves_every_fold(cv_run):
+    run, result = cv_run
+    for backbone in ("mobilenet_v2", "mobilenet_v3_small"):
+        assert result.stderr.count(f"{backbone}: cached pool features of 25 images") == 1
+        assert f"{backbone}: cached train features" not in result.stderr
+    entries = [json.loads(p.read_text()) for p in (run / "cache").glob("*.json")]
+    assert sorted(e["backbone"] for e in entries) == ["mobilenet_v2", "mobilenet_v3_small"]  # depth 0 only: one entry each
+
+
+def test_cv_estimates_rank_and_the_winner_is_searched_again(cv_run):
+    run, result = cv_run
+    board = json.loads((run / "leaderboard.json").read_text())
+    assert [r["rank"] for r in board] == [1, 2]
+    assert board[0]["cv_objective"] >= board[1]["cv_objective"]  # val_auc: highest cross-validated AUC first
+    assert sum(r["probability_best"] for r in board) == pytest.approx(1.0)
+    for r in board:
+        assert r["cv_k"] == 3 and r["cv_repeats"] == 2 and r["cv_n"] == 50 and r["cv_images"] == 25
+        assert r["cv_groups"] == 24  # the copy and its original are one group
+        for metric in ("accuracy", "balanced_accuracy", "f1", "roc_auc", "pr_auc", "recall", "specificity", "brier"):
+            assert r[f"cv_{metric}_ci_low"] <= r[f"cv_{metric}"] <= r[f"cv_{metric}_ci_high"], metric
+        assert len(r["cv_roc_auc_folds"]) == 6 and r["cv_roc_auc_fold_sd"] >= 0
+        assert "cross-validated roc_auc" in r["selection_rule"]
+        oof = pd.read_csv(run / r["backbone"] / "oof_predictions.csv")
+        assert r["cv_roc_auc"] == pytest.approx(roc_auc_score(oof["label"] == "b", oof["prob_b"]))
+        assert r["cv_accuracy"] == pytest.approx(oof["correct"].mean())
+    winner, other = board[0]["backbone"], board[1]["backbone"]
+    assert (run / winner / "best_model.keras").is_file() and not (run / other / "best_model.keras").exists()
+    assert board[0]["test_n"] == 0 and board[0]["test_threshold"] is not None  # no holdout: no test metrics
+    assert not list((run / "cv").glob("*/*/best_model.keras"))  # fold models are not kept
+    assert "P(best)" in result.stdout and "CV AUC [95% CI]" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cv", "1"], "--cv must be at least 2, got 1"),
+    (["--cv", "3", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--repeats", "2"], "--repeats 2 needs --cv K"),
+    (["--cv", "3", "--test-size", "0.5"], "--test-size 0.5 with --cv must be 0"),
+    (["--cv", "20"], "is more than the 12 duplicate groups of class"),
+])
+def test_bad_cv_options_are_one_line_and_write_nothing(tmp_path, args, message):
+    data = _data(tmp_path)
+    result = invoke("run", "--data", data, *ARGS, *args, "--out", tmp_path / "results", "--name", "bad")
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("Error: ") and message in err, err
+    assert not (tmp_path / "results" / "bad").exists()
+
+
+def test_resume_refuses_other_folds(cv_run, tmp_path):
+    run, _ = cv_run
+    refused = invoke("run", "--resume", "--name", "cv", "--out", run.parent, "--cv", "5", "--repeats", "2")
+    assert refused.exit_code == 2 and "--cv 5 (run cv has --cv 3)" in refused.stderr
+
+
+def _completed(run: Path) -> dict[str, float]:
+    done = {}
+    for trial_json in run.glob("cv/*/*/tuner/trial_*/trial.json"):
+        try:
+            status = json.loads(trial_json.read_text()).get("status")
+        except ValueError:
+            continue
+        history = trial_json.parent / "bench_trial.json"
+        if status == "COMPLETED" and history.exists():
+            done[str(trial_json.parent.relative_to(run))] = history.stat().st_mtime
+    return done
+
+
+@pytest.mark.slow
+def test_kill_inside_a_cv_run_then_resume(tmp_path):
+    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=5)
+    out = tmp_path / "results"
+    args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+            "--max-trials", "3", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "0", "--cv", "3",
+            "--no-export", "--out", out, "--reports", tmp_path / "reports", "--name", "k"]
+    run = out / "k"
+    proc = subprocess.Popen(_bench(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while len(_completed(run)) < 4 and proc.poll() is None and time.time() < deadline:  # inside the second fold
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _completed(run)
+    assert 4 <= len(before) < 9 and not (run / "leaderboard.json").exists()
+    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _completed(run)
+    assert all(after[t] == m for t, m in before.items()), "a completed trial ran again"
+    assert len([t for t in after if t.startswith("cv/")]) == 9  # 3 folds x 3 trials
+    oof = pd.read_csv(run / "mobilenet_v2" / "oof_predictions.csv")
+    assert sorted(oof["file"]) == sorted(f["path"] for f in json.loads((run / "folds.json").read_text())["files"])
+    board = json.loads((run / "leaderboard.json").read_text())
+    assert board[0]["status"] == "ok" and np.isfinite(board[0]["cv_roc_auc"])
+    assert (run / "mobilenet_v2" / "best_model.keras").is_file()
