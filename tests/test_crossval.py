@@ -165,3 +165,20 @@ def test_kill_inside_a_cv_run_then_resume(tmp_path):
     board = json.loads((run / "leaderboard.json").read_text())
     assert board[0]["status"] == "ok" and np.isfinite(board[0]["cv_roc_auc"])
     assert (run / "mobilenet_v2" / "best_model.keras").is_file()
+
+
+def test_pairwise_tests_on_out_of_fold_predictions(cv_run):
+    from bench.data.folds import read_folds
+    from bench.evaluate.crossval import cv_pairwise_tests
+
+    run, _ = cv_run
+    plan = read_folds(run / "folds.json")
+    [test] = cv_pairwise_tests(run, ["mobilenet_v2", "mobilenet_v3_small"], plan, "val_auc")
+    assert test.n == 50 and test.unit == "group" and test.n_groups == 24  # both repeats, copies in one cluster
+    assert test.ttest_metric == "roc_auc" and test.ttest_df == 5  # 3 folds x 2 repeats - 1
+    folds = {b: [json.loads(p.read_text())["test_roc_auc"] for p in sorted((run / "cv").glob(f"*/{b}/result.json"))]
+             for b in ("mobilenet_v2", "mobilenet_v3_small")}
+    assert test.ttest_mean == pytest.approx(np.mean(np.subtract(folds["mobilenet_v2"], folds["mobilenet_v3_small"])))
+    for p, adjusted in ((test.mcnemar_p, test.mcnemar_p_holm), (test.delong_p, test.delong_p_holm),
+                        (test.ttest_p, test.ttest_p_holm)):
+        assert 0 <= p <= 1 and adjusted == pytest.approx(p)  # one pair: Holm changes nothing

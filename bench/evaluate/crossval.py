@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from bench.config import OBJECTIVES
-from bench.evaluate.comparisons import bootstrap_scores, probability_best
+from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_ttest, holm, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
+from bench.evaluate.paired import pairwise_tests
 from bench.runfolder import probability_matrix, read_json, read_table, text_frame, write_text_atomic
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
@@ -155,6 +156,52 @@ def probability_best_by_backbone(run_dir: Path, rows: list[dict], plan, objectiv
                               groups=groups, n_resamples=CV_RESAMPLES, seed=seed)
     best = probability_best(scores, maximise=OBJECTIVES[objective] != "min")
     return {r["backbone"]: float(b) for r, b in zip(ok, best)}
+
+
+def cv_pairwise_tests(run_dir: Path, names: list[str], plan, objective: str, seed: int = 0) -> list:
+    """Every pair of ``names`` (rank order) on their out-of-fold predictions: DeLong's test
+    clustered by duplicate group and McNemar with one vote per group (both over all
+    repeats' OOF predictions, an image's repeats in its group's cluster), and the corrected
+    resampled t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004) on the per-fold
+    differences of the objective's metric; each family Holm-adjusted over all pairs."""
+    run_dir = Path(run_dir)
+    predictions, groups = {}, {}
+    for name in names:
+        oof = read_table(run_dir / name / "oof_predictions.csv", text_columns=("file", "label", "prediction", "group"))
+        keys = [f"r{r}/{f}" for r, f in zip(oof["repeat"], oof["file"])]
+        groups.update(zip(keys, oof["group"]))
+        table = oof.drop(columns=["file"])
+        table.insert(0, "file", keys)
+        table["correct"] = table["correct"].astype(str).str.lower().isin(["true", "1"])
+        predictions[name] = table
+    tests = pairwise_tests(predictions, list(plan.classes), seed=seed, groups=groups)
+    metric = CV_METRIC[objective]
+    per_fold = {name: _fold_metric(run_dir, name, plan, metric) for name in names}
+    n_cv = sum(1 for f in plan.files if not f["holdout"])
+    n_test = n_cv / plan.k
+    for test in tests:
+        diffs = per_fold[test.a] - per_fold[test.b]
+        if np.isnan(diffs).any():
+            continue
+        result = corrected_resampled_ttest(diffs, n_train=n_cv - n_test, n_test=n_test)
+        test.ttest_metric = metric
+        test.ttest_mean, test.ttest_t, test.ttest_df, test.ttest_p = result.mean, result.t, result.df, result.p_value
+        test.ttest_ci_low, test.ttest_ci_high = result.ci_low, result.ci_high
+    ran = [t for t in tests if t.ttest_p is not None]
+    for test, p in zip(ran, holm([t.ttest_p for t in ran]) if ran else []):
+        test.ttest_p_holm = float(p)
+    return tests
+
+
+def _fold_metric(run_dir: Path, name: str, plan, metric: str) -> np.ndarray:
+    """``metric`` of each outer fold's own test predictions, repeat-major (nan where missing)."""
+    values = []
+    for repeat in range(plan.repeats):
+        for fold in range(plan.k):
+            row = read_json(fold_dir(run_dir, repeat, fold, name) / "result.json")
+            value = row.get(f"test_{metric}")
+            values.append(np.nan if value is None else float(value))
+    return np.array(values, dtype=float)
 
 
 def selection_rule(objective: str, k: int, repeats: int) -> str:

@@ -78,6 +78,15 @@ class PairTest:
     mcnemar_p_holm: float | None = None
     auc_p_holm: float | None = None
     delong_p_holm: float | None = None
+    # --cv: the corrected resampled t-test on per-fold differences of ttest_metric (a - b)
+    ttest_metric: str | None = None
+    ttest_mean: float | None = None
+    ttest_t: float | None = None
+    ttest_df: int | None = None
+    ttest_p: float | None = None
+    ttest_ci_low: float | None = None
+    ttest_ci_high: float | None = None
+    ttest_p_holm: float | None = None
 
     @property
     def significant(self) -> bool:
@@ -98,7 +107,8 @@ class PairTest:
             groups_only_a=self.groups_only_b, groups_only_b=self.groups_only_a,
             auc_diff=_neg(self.auc_diff), auc_ci_low=_neg(self.auc_ci_high), auc_ci_high=_neg(self.auc_ci_low),
             delong_z=_neg(self.delong_z), delong_ci_low=_neg(self.delong_ci_high),
-            delong_ci_high=_neg(self.delong_ci_low),
+            delong_ci_high=_neg(self.delong_ci_low), ttest_mean=_neg(self.ttest_mean), ttest_t=_neg(self.ttest_t),
+            ttest_ci_low=_neg(self.ttest_ci_high), ttest_ci_high=_neg(self.ttest_ci_low),
         )
 
 
