@@ -79,6 +79,38 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
         assert "the chief writes the leaderboard" in logs[tuner_id]
 
 
+@pytest.mark.slow
+def test_workers_take_trials_from_every_fold_of_a_cv_run(tmp_path):
+    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=6)
+    out, reports = tmp_path / "results", tmp_path / "reports"
+    args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+            "--max-trials", "2", "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--cv", "3",
+            "--no-export", "--out", out, "--reports", reports, "--name", "dcv"]
+    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
+    procs = {
+        tuner_id: subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env={**env, ENV_ID: tuner_id},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for tuner_id in ("chief", "tuner0", "tuner1")
+    }
+    logs = {}
+    try:
+        for tuner_id, proc in procs.items():
+            _, logs[tuner_id] = proc.communicate(timeout=900)
+            assert proc.returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    run = out / "dcv"
+    for fold in range(3):  # every fold's trials ran once, on the workers
+        trials = pd.read_csv(run / "cv" / f"r0-f{fold}" / "mobilenet_v2" / "trials.csv")
+        assert len(trials) == 2 and set(trials["status"]) == {"completed"}
+        assert set(trials["ran_on"]) <= {"tuner0", "tuner1"}
+    cached = [line for log in logs.values() for line in log.splitlines() if "cached pool features" in line]
+    assert len(cached) == 1, cached  # one backbone pass for every fold, by one process
+    board = json.loads((run / "leaderboard.json").read_text())
+    assert board[0]["status"] == "ok" and board[0]["cv_k"] == 3 and (run / "mobilenet_v2" / "best_model.keras").exists()
+
+
 def test_the_first_process_prepares_the_run_and_the_others_join_it(tmp_path):
     from bench.search.distributed import Cluster
     from bench.run import RunConfig, open_distributed

@@ -89,9 +89,17 @@ def cluster_from_env(environ=None) -> Cluster | None:
 
 @contextmanager
 def job_environment(cluster: Cluster | None, index: int) -> Iterator[None]:
-    """Point KerasTuner's client at backbone ``index``'s server while a tuner is built."""
+    """Point KerasTuner's client at backbone ``index``'s server while a tuner is built.
+
+    ``cluster`` None: a local search, even in a process started in distributed mode (the
+    chief searches the final model of a ``--cv`` run alone): KerasTuner's environment
+    variables are hidden meanwhile, or KerasTuner would serve or join an oracle."""
     if cluster is None:
-        yield
+        saved_env = {k: os.environ.pop(k) for k in (ENV_ID, ENV_IP, ENV_PORT) if k in os.environ}
+        try:
+            yield
+        finally:
+            os.environ.update(saved_env)
         return
     saved = os.environ.get(ENV_PORT)
     os.environ[ENV_PORT] = str(cluster.job_port(index))

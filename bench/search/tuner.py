@@ -29,6 +29,8 @@ from bench.search.trainer import NonFiniteLoss, timed_epochs, write_tensorboard
 
 log = logging.getLogger(__name__)
 GC_EVERY = 5
+#: Parameters above which a trial's model is collected as soon as the trial ends.
+LARGE_MODEL_PARAMS = 5_000_000
 TUNERS = {"bayesian": kt.BayesianOptimization, "random": kt.RandomSearch, "hyperband": kt.Hyperband}
 
 
@@ -106,10 +108,15 @@ class BenchTunerMixin:
     def _try_build(self, hp):
         # KerasTuner clears the session and runs a full gc.collect() before every build
         # (0.7 s here). Clearing is enough to drop the old graph; a full collection
-        # every GC_EVERY trials keeps memory flat (see benchmarks/search_speed.py).
+        # every GC_EVERY trials keeps memory flat (see benchmarks/search_speed.py). A dead
+        # large model (a flatten head on a 10x10x2048 map holds 1.3 GB with its Adam
+        # slots) is collected before the next build, or several would linger at once.
         self._bench_builds = getattr(self, "_bench_builds", 0) + 1
-        keras.backend.clear_session(free_memory=self._bench_builds % GC_EVERY == 0)
-        return self._build_hypermodel(hp)
+        large = getattr(self, "_bench_last_params", 0) > LARGE_MODEL_PARAMS
+        keras.backend.clear_session(free_memory=large or self._bench_builds % GC_EVERY == 0)
+        model = self._build_hypermodel(hp)
+        self._bench_last_params = model.count_params()
+        return model
 
     def _is_best_so_far(self, value: float) -> bool:
         best = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
@@ -122,7 +129,10 @@ class BenchTunerMixin:
         a worker runs trials until the chief's search is over (see bench.search.distributed)."""
         cluster = self.settings.cluster
         if cluster is None:
-            return super().search(*args, **kwargs)
+            from bench.search.distributed import job_environment
+
+            with job_environment(None, self.settings.job):
+                return super().search(*args, **kwargs)
         import contextlib
         import os
 
