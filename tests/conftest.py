@@ -52,3 +52,24 @@ def brain_mri() -> Path:
     if not BRAIN_MRI.is_dir():
         pytest.skip(f"real data not found at {BRAIN_MRI}")
     return BRAIN_MRI
+
+
+def completed_trials(run: Path, pattern: str = "mobilenet_v2/tuner/trial_*/trial.json") -> dict[str, float]:
+    """Trials KerasTuner has recorded as completed (``pattern`` below ``run``) -> mtime of
+    their bench history file, keyed by the trial folder relative to ``run``.
+
+    (bench_trial.json is written inside the trial, just before KerasTuner marks it done:
+    a trial killed in between is the in-flight one and legitimately runs again.)
+    """
+    import json
+
+    done = {}
+    for trial_json in run.glob(pattern):
+        try:
+            status = json.loads(trial_json.read_text()).get("status")
+        except ValueError:  # being written right now
+            continue
+        history = trial_json.parent / "bench_trial.json"
+        if status == "COMPLETED" and history.exists():
+            done[str(trial_json.parent.relative_to(run))] = history.stat().st_mtime
+    return done

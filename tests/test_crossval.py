@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from bench.cli import app
-from conftest import make_folder
+from conftest import completed_trials, make_folder
 
 runner = CliRunner()
 ARGS = ["--backbones", "mobilenet_v2,mobilenet_v3_small", "--weights", "none", "--image-size", "32", "--max-trials", "2",
@@ -125,16 +125,7 @@ def test_resume_refuses_other_folds(cv_run, tmp_path):
 
 
 def _completed(run: Path) -> dict[str, float]:
-    done = {}
-    for trial_json in run.glob("cv/*/*/tuner/trial_*/trial.json"):
-        try:
-            status = json.loads(trial_json.read_text()).get("status")
-        except ValueError:
-            continue
-        history = trial_json.parent / "bench_trial.json"
-        if status == "COMPLETED" and history.exists():
-            done[str(trial_json.parent.relative_to(run))] = history.stat().st_mtime
-    return done
+    return completed_trials(run, "cv/*/*/tuner/trial_*/trial.json")
 
 
 @pytest.mark.slow

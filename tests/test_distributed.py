@@ -35,13 +35,8 @@ def test_cluster_from_environment():
         cluster_from_env({ENV_ID: "chief", ENV_IP: "10.0.0.1", ENV_PORT: "http"})
 
 
-@pytest.mark.slow
-def test_chief_and_two_workers_run_every_trial_once(tmp_path):
-    data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=4)
-    out, reports = tmp_path / "results", tmp_path / "reports"
-    args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
-            "--max-trials", "5", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export",
-            "--out", out, "--reports", reports, "--name", "dist"]
+def _run_cluster(args: list) -> dict[str, str]:
+    """``bench ARGS`` as a chief and two workers on 127.0.0.1; each one's stderr, after all exited 0."""
     env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
     procs = {
         tuner_id: subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env={**env, ENV_ID: tuner_id},
@@ -51,12 +46,22 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     logs = {}
     try:
         for tuner_id, proc in procs.items():
-            stdout, stderr = proc.communicate(timeout=900)
-            logs[tuner_id] = stderr
-            assert proc.returncode == 0, f"{tuner_id}:\n{stderr[-3000:]}"
+            _, logs[tuner_id] = proc.communicate(timeout=900)
+            assert proc.returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
     finally:
         for proc in procs.values():
             proc.kill()
+    return logs
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+    data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=4)
+    out, reports = tmp_path / "results", tmp_path / "reports"
+    args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+            "--max-trials", "5", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export",
+            "--out", out, "--reports", reports, "--name", "dist"]
+    logs = _run_cluster(args)
 
     run = out / "dist"
     trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")
@@ -86,20 +91,7 @@ def test_workers_take_trials_from_every_fold_of_a_cv_run(tmp_path):
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
             "--max-trials", "2", "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--cv", "3",
             "--no-export", "--out", out, "--reports", reports, "--name", "dcv"]
-    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
-    procs = {
-        tuner_id: subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env={**env, ENV_ID: tuner_id},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for tuner_id in ("chief", "tuner0", "tuner1")
-    }
-    logs = {}
-    try:
-        for tuner_id, proc in procs.items():
-            _, logs[tuner_id] = proc.communicate(timeout=900)
-            assert proc.returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
-    finally:
-        for proc in procs.values():
-            proc.kill()
+    logs = _run_cluster(args)
     run = out / "dcv"
     for fold in range(3):  # every fold's trials ran once, on the workers
         trials = pd.read_csv(run / "cv" / f"r0-f{fold}" / "mobilenet_v2" / "trials.csv")

@@ -83,10 +83,25 @@ def _history(epochs: int = 4) -> dict:
     }
 
 
+def split_test_files(classes: list[str] = CLASSES) -> list[dict]:
+    """split.json's test rows of :func:`make_run`: the first ``4 k`` images (``k`` classes) make
+    ``2 k`` duplicate groups of two images of one class (with two classes: 40 images, 36
+    groups); every other image is its own group."""
+    k = len(classes)
+    rows = []
+    for i in range(N_TEST):
+        group = f"dup{i % k + k * (i // (2 * k))}" if i < 4 * k else f"t{i:03d}"
+        rows.append({"path": f"{classes[i % k]}/img_{i:03d}.png", "label": classes[i % k], "group": group,
+                     "split": "test", "sha256": "0" * 64})
+    return rows
+
+
 def make_run(root: Path, backbones: dict | None = None, weights: str = "imagenet", synthetic: bool = False,
              counts: dict | None = None, name: str = "handmade", classes: list[str] = CLASSES) -> Path:
     """A run folder as `bench run` writes it, by hand: ``backbones`` maps name to
-    ``{"status": "ok"|"failed", "skill": float, "failed_trials": int}``."""
+    ``{"status": "ok"|"failed", "skill": float, "failed_trials": int}``. split.json lists the
+    test images with their duplicate groups (:func:`split_test_files`), and the test intervals
+    resample those groups, as `bench run` does."""
     backbones = backbones if backbones is not None else {
         "alpha": {"status": "ok", "skill": 0.5, "failed_trials": 1},
         "beta": {"status": "ok", "skill": 0.1, "failed_trials": 0},
@@ -113,7 +128,7 @@ def make_run(root: Path, backbones: dict | None = None, weights: str = "imagenet
         "format": 1, "seed": 7, "val_size": 0.15, "test_size": 0.15, "classes": list(counts),
         "sizes": {"train": {c: n - 40 for c, n in counts.items()}, "val": dict.fromkeys(counts, 20),
                   "test": {c: int(np.sum(np.arange(N_TEST) % len(classes) == i)) for i, c in enumerate(classes)}},
-        "files": [],
+        "files": split_test_files(classes),
         "duplicate_groups": [{"group": "g0001", "kind": "exact", "split": "train",
                               "files": ["tumour/a.png", "tumour/a_copy.png"]}],
         "label_conflicts": [],
@@ -132,8 +147,10 @@ def make_run(root: Path, backbones: dict | None = None, weights: str = "imagenet
             trials = _trials(3, failed, best, seed=i)
             pred = _predictions(seed=10 + i, skill=spec["skill"], classes=classes)
             y = np.array([classes.index(v) for v in pred["label"]])
+            groups = {f["path"]: f["group"] for f in split_test_files(classes)}
             metrics = evaluate(y, pred[[f"prob_{c}" for c in classes]].to_numpy(), classes,
-                               threshold=0.5 if len(classes) == 2 else None, n_resamples=200, seed=0)
+                               threshold=0.5 if len(classes) == 2 else None, n_resamples=200, seed=0,
+                               groups=[groups[f] for f in pred["file"]], prevalence=np.full(len(classes), 1 / len(classes)))
             row.update(status="ok", rank=rank, best_trial=best, val_objective=0.95 - 0.05 * i, hp_unfreeze=1,
                        hp_pooling="avg", hp_dense_layers=1, hp_units_0=64, hp_dropout_0=0.2,
                        hp_learning_rate=1e-3, params_total=3_000_000 - 1_000_000 * i,
@@ -230,7 +247,7 @@ def test_report_content(built):
     assert "OOM when allocating tensor \\| shape" in text
     assert "OOM when allocating tensor | shape" in page
     assert "McNemar p < 0.001: alpha and beta disagree" in text and "**alpha vs beta.**" in text
-    assert "| 0.001 *" not in text and "< 0.001 *" in text
+    assert "| 0.001 *" not in text and "< 0.001 (Holm < 0.001) *" in text
     assert "&lt;" not in text
     assert "healthy/notes.txt" in text and "not an image" in text  # skipped
     assert "g0001" in text  # duplicate group
@@ -239,6 +256,75 @@ def test_report_content(built):
     # the default fixture: 40 test images and one failed trial
     assert text.count("> [!WARNING]") == 2 and "**Small test split.**" in text and "**Trials failed.**" in text
     assert page.count('class="banner') == 2 and 'data-banner="failed_trials"' in page
+
+
+def test_single_split_summary_states_intervals_and_the_optimistic_selection_score(built):
+    run, md, html = built
+    text, page = md.read_text(encoding="utf-8"), html.read_text(encoding="utf-8")
+    row = json.loads((run / "leaderboard.json").read_text())[0]
+    summary = text.split("## 2.")[0]
+    for label, metric in (("sensitivity (recall)", "recall"), ("specificity", "specificity"),
+                          ("balanced accuracy", "balanced_accuracy"), ("PR AUC", "pr_auc"),
+                          ("Brier score (lower is better)", "brier"),
+                          ("Brier skill (vs. training prevalence)", "brier_skill")):
+        low, high = formatting.num(row[f"test_{metric}_ci_low"], 2), formatting.num(row[f"test_{metric}_ci_high"], 2)
+        assert re.search(rf"^\| {re.escape(label)} +\| +{formatting.num(row[f'test_{metric}'])} \| +{low}\u2013{high} \|",
+                         summary, flags=re.M), label
+    assert row["test_ci_unit"] == "group" and row["test_ci_groups"] == 36
+    assert "200 resamples of duplicate groups (36 groups; copies of one image are drawn together)" in summary
+    assert "over resamples of duplicate groups" in text.split("## 3.")[0]  # the leaderboard's caption
+    assert "Selection score (optimistic: best of trials \u00d7 epochs): val AUC 0.950 (trial 01)" in summary
+    assert "val AUC selection score (optimistic)" in text and "val AUC selection score (optimistic)" in page
+
+
+def test_single_split_pairs_use_the_duplicate_groups_of_split_json(built):
+    """The report's tests are pairwise_tests with the test images' groups, not per image."""
+    run, md, _ = built
+    text = md.read_text(encoding="utf-8")
+    groups = {f["path"]: f["group"] for f in json.loads((run / "split.json").read_text())["files"]}
+    preds = {b: pd.read_csv(run / b / "test_predictions.csv") for b in ("alpha", "beta")}
+    [t] = paired.pairwise_tests(preds, CLASSES, seed=7, groups=groups)
+    assert t.unit == "group" and t.n_groups == 36 and (t.groups_only_a, t.groups_only_b) != (t.only_a, t.only_b)
+    assert "compared on the same 40 test images (36 duplicate groups" in text
+    assert (f"alpha is right on {t.groups_only_a} groups beta misses, beta on {t.groups_only_b} that alpha misses, "
+            "of 36 duplicate groups") in text
+    assert f"DeLong's test, clustered by duplicate group, {formatting.fmt_p(t.delong_p)}" in text
+    assert "**DeLong's test of the AUC difference, row \u2212 column (p)**" in text
+    stats = text[text.index("## 4."):text.index("## 5.")]
+    assert f"| {formatting.fmt_signed(t.auc_diff)} ({formatting.fmt_p(t.delong_p)}, Holm " in stats
+
+
+def test_pairwise_matrix_stars_follow_holm_adjusted_p_values():
+    """A raw p below 0.05 whose Holm-adjusted p is not gets no star; the raw and adjusted
+    values are both shown, in the McNemar, bootstrap and DeLong matrices."""
+    from bench.report import sections
+    from bench.report.load import BackboneResult, RunData
+
+    preds = _predictions(1, 0.5)
+    data = RunData(Path("."), "x", {}, {}, {}, CLASSES, [
+        BackboneResult(n, {"status": "ok", "rank": i + 1}, test_predictions=preds) for i, n in enumerate("abc")])
+    common = dict(auc_diff=0.1, auc_ci_low=0.01, auc_ci_high=0.2, unit="group", n_groups=30, groups_only_a=5,
+                  groups_only_b=1)
+    tests = [paired.PairTest("a", "b", 40, 6, 1, 0.03, auc_p=0.02, mcnemar_p_holm=0.06, auc_p_holm=0.04,
+                             delong_p=0.01, delong_p_holm=0.03, **common),
+             paired.PairTest("a", "c", 40, 6, 1, 0.01, auc_p=0.04, mcnemar_p_holm=0.03, auc_p_holm=0.08,
+                             delong_p=0.04, delong_p_holm=0.08, **common),
+             paired.PairTest("b", "c", 40, 6, 1, 0.5, auc_p=0.5, mcnemar_p_holm=0.5, auc_p_holm=0.5,
+                             delong_p=0.5, delong_p_holm=0.5, **common)]
+    stats = sections.statistics_section(data, tests)
+    mcnemar = {(r[0], name): cell for r in stats["mcnemar"].rows for name, cell in zip("abc", r[1:])}
+    assert mcnemar["a", "b"] == mcnemar["b", "a"] == "0.03 (Holm 0.06)"  # raw p < 0.05, but not after Holm
+    assert mcnemar["a", "c"] == "0.01 (Holm 0.03) *"
+    auc = {(r[0], name): cell for r in stats["auc"].rows for name, cell in zip("abc", r[1:])}
+    assert auc["a", "b"] == "+0.100 (p = 0.02, Holm 0.04) *" and auc["b", "a"].startswith("\u22120.100")
+    assert auc["a", "c"] == "+0.100 (p = 0.04, Holm 0.08)"
+    delong = {(r[0], name): cell for r in stats["delong"].rows for name, cell in zip("abc", r[1:])}
+    assert delong["a", "b"] == "+0.100 (p = 0.01, Holm 0.03) *" and delong["a", "c"] == "+0.100 (p = 0.04, Holm 0.08)"
+    assert "Holm-adjusted p < 0.05" in stats["intro"] and "30 duplicate groups" in stats["intro"]
+    assert "Holm" in stats["caution"]
+    reading = stats["readings"][0]["mcnemar"]
+    assert reading.startswith("McNemar p = 0.03, Holm-adjusted p = 0.06:") and "weak evidence" in reading
+    assert "a is right on 5 groups b misses, b on 1 that a misses, of 30 duplicate groups" in reading
 
 
 def test_one_ok_backbone_and_one_failed_backbone(tmp_path):

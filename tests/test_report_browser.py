@@ -57,6 +57,29 @@ def test_report_renders_in_chromium(tmp_path):
     print(f"screenshot: {shot}")
 
 
+def test_cv_report_renders_in_chromium(tmp_path):
+    from test_report_cv import make_cv_run
+
+    run = make_cv_run(tmp_path / "results")
+    md, html = build_report(run, tmp_path / "reports")
+    shot = tmp_path / "screenshot" / "report_cv.png"
+
+    result = check_html(html, shot)
+
+    assert result.images_total == len(list(md.parent.glob("*.png"))) >= 10
+    assert result.images_decoded == result.images_total, f"not decoded: {result.broken}"
+    assert result.tables == html.read_text(encoding="utf-8").count("<table") >= 12
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size[0] == 1200 and img.size[1] > 3000
+        assert img.convert("L").getextrema()[0] < 60
+    keep = os.environ.get("BENCH_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "report_cv.png")
+
+
 def test_check_detects_a_broken_image(tmp_path):
     html = tmp_path / "broken.html"
     html.write_text(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_folder
+from conftest import completed_trials, make_folder
 
 
 def _bench(*args) -> list[str]:
@@ -23,21 +23,7 @@ def _bench(*args) -> list[str]:
 
 
 def _completed(run: Path) -> dict[str, float]:
-    """Trials KerasTuner has recorded as completed -> mtime of their bench history file.
-
-    (bench_trial.json is written inside the trial, just before KerasTuner marks it done:
-    a trial killed in between is the in-flight one and legitimately runs again.)
-    """
-    done = {}
-    for trial_json in run.glob("mobilenet_v2/tuner/trial_*/trial.json"):
-        try:
-            status = json.loads(trial_json.read_text()).get("status")
-        except ValueError:  # being written right now
-            continue
-        history = trial_json.parent / "bench_trial.json"
-        if status == "COMPLETED" and history.exists():
-            done[trial_json.parent.name] = history.stat().st_mtime
-    return done
+    return completed_trials(run)
 
 
 @pytest.mark.slow

@@ -6,7 +6,11 @@ plain-words judgements, :mod:`~bench.report.formatting` writes the numbers,
 :mod:`~bench.report.figures` draws the plots, :mod:`~bench.report.build` renders the
 Jinja templates (figures as PNG files beside ``report.md`` and embedded as base64 in the
 single-file ``report.html``), and :mod:`~bench.report.browser` checks the HTML in
-headless Chromium. Nothing here trains or predicts.
+headless Chromium. A cross-validated run (``bench run --cv K``) gets its own layout:
+:mod:`~bench.report.cv_build` assembles it from :mod:`~bench.report.cv_sections`,
+:mod:`~bench.report.cv_search` and :mod:`~bench.report.cv_figures` (per-fold scores, out-of-fold ROC bands, probability of
+being best, the paired tests of :func:`bench.evaluate.crossval.cv_pairwise_tests`).
+Nothing here trains or predicts.
 
     from bench.report import build_report
     md_path, html_path = build_report(Path("results/run-1"), Path("reports"))

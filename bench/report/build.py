@@ -11,13 +11,10 @@ the Markdown reads on GitHub) and the same bytes are embedded as base64 in
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
 from bench.evaluate.paired import pairwise_tests
-from bench.evaluate.rows import to_float
 from bench.report import findings, sections
 from bench.report.formatting import (
     FIGURE_PREFIX,
@@ -26,7 +23,7 @@ from bench.report.formatting import (
     display_name,
     slug,
 )
-from bench.report.load import RunData, load_run
+from bench.report.load import RunData, gradcam_figure, load_run
 from bench.runfolder import write_bytes_atomic, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -86,28 +83,6 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
     return out
 
 
-def gradcam_figure(run_dir: Path, data: RunData) -> Figure | None:
-    """The recommended model's Grad-CAM grid, written by ``bench run``/``bench export``
-    (``bench.deploy.gradcam.write_run_gradcam``); the report only embeds it, never predicts."""
-    if not data.ok:
-        return None
-    best = data.ok[0].name
-    png, meta = Path(run_dir) / best / "gradcam_grid.png", Path(run_dir) / best / "gradcam_grid.json"
-    if not png.is_file():
-        return None
-    from PIL import Image
-
-    with Image.open(png) as img:
-        width, height = img.size
-    picks = json.loads(meta.read_text()).get("picks", []) if meta.is_file() else []
-    wrong = sum(1 for p in picks if not p.get("correct"))
-    caption = (f"{len(picks)} test images picked deterministically ({len(picks) - wrong} correct, {wrong} "
-               "misclassified); warm colours mark the regions that raised the score of the class named on each "
-               "image.") if picks else "Test images with their Grad-CAM heatmaps."
-    return Figure("gradcam", f"Grad-CAM of the recommended model ({best})", caption, png.read_bytes(),
-                  width / 100, height / 100)
-
-
 def _all_figures(figs: dict) -> list[Figure]:
     found = [f for k, f in figs.items() if k != "backbone" and f is not None]
     return found + [f for f in figs["backbone"].values() if f is not None]
@@ -129,11 +104,23 @@ def _environment():
     return env
 
 
+def groups_of_test_images(data: RunData, predictions: dict) -> dict | None:
+    """File -> duplicate group of the test images (split.json), when every compared image has one;
+    ``None`` (images as the unit) for runs whose split.json does not list its files."""
+    groups = {f["path"]: str(f["group"]) for f in data.split.get("files") or []
+              if f.get("split") == "test" and f.get("group") is not None}
+    files = set().union(*(set(p["file"]) for p in predictions.values())) if predictions else set()
+    return groups if files and files <= groups.keys() else None
+
+
 def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
-    tests = pairwise_tests(
-        {b.name: b.test_predictions for b in data.ok if b.has_predictions}, data.classes,
-        seed=int(to_float(data.config.get("seed")) if not math.isnan(to_float(data.config.get("seed"))) else 0),
-    ) if data.classes else []
+    if data.is_cv:
+        from bench.report.cv_build import cv_context
+
+        return cv_context(data, run_dir, reports_dir)
+    predictions = {b.name: b.test_predictions for b in data.ok if b.has_predictions}
+    tests = pairwise_tests(predictions, data.classes, seed=data.seed,
+                           groups=groups_of_test_images(data, predictions)) if data.classes else []
     pairs = {(t.a, t.b): t for t in tests}
     pairs.update({(t.b, t.a): t.flipped() for t in tests})
     deployment = sections.deployment_section(data)
@@ -166,13 +153,27 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "reproduce": sections.reproduce_section(data, run_dir, reports_dir),
         "fig": figs,
         "objective": sections._objective_label(data.objective),
+        "leaderboard_note": leaderboard_note(data),
+        "cv": False,
     }
 
 
+def leaderboard_note(data: RunData) -> str:
+    """The leaderboard's caption: what the intervals resample and what the selection score is."""
+    unit = next((sections.ci_unit_text(b.row, detail=False) for b in data.ok if b.row.get("test_ci_unit")),
+                "resamples of the test images")
+    positive = f"({data.classes[1]})" if len(data.classes) == 2 else "(macro averages)"
+    return (f"One row per backbone, ranked by {sections._objective_label(data.objective)} (validation). Test values "
+            f"with 95 % bootstrap CIs in parentheses, over {unit}; sensitivity and specificity are those of the positive "
+            f"class {positive}. The {sections.SELECTION_SCORE} is the kept trial's validation value, the best over "
+            "all trials and epochs of the search: a maximum over many tries on one small validation split.")
+
+
 def render(ctx: dict) -> tuple[str, str]:
-    """(Markdown, HTML) text of the report for a :func:`context`."""
+    """(Markdown, HTML) text of the report for a :func:`context` (a --cv run has its own layout)."""
     env = _environment()
-    return env.get_template("report.md.j2").render(**ctx), env.get_template("report.html.j2").render(**ctx)
+    stem = "report_cv" if ctx.get("cv") else "report"
+    return env.get_template(f"{stem}.md.j2").render(**ctx), env.get_template(f"{stem}.html.j2").render(**ctx)
 
 
 def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Path, Path]:

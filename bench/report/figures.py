@@ -75,8 +75,9 @@ def backbone_colours(names: Sequence[str]) -> dict[str, tuple]:
 # --------------------------------------------------------------------------- leaderboard
 
 
-def leaderboard_points(rows: list[dict], colours: dict):
-    """Test F1 and ROC AUC per backbone with their 95 % CIs (rank order, best on top)."""
+def leaderboard_points(rows: list[dict], colours: dict, prefix: str = "test_", what: str = "test"):
+    """F1 and ROC AUC per backbone with their 95 % CIs (rank order, best on top): test
+    values, or with ``prefix="cv_"`` the cross-validated ones (``what`` names them)."""
     if not rows:
         return None
     names = [r["backbone"] for r in rows]
@@ -84,8 +85,8 @@ def leaderboard_points(rows: list[dict], colours: dict):
     fig, axes = new_figure(WIDTH, 0.9 + 0.38 * len(rows), ncols=2, sharey=True)
     for ax, metric, title in zip(axes, ("f1", "roc_auc"), ("F1", "ROC AUC")):
         for yi, r in zip(y, rows):
-            v = to_float(r.get(f"test_{metric}"))
-            lo, hi = to_float(r.get(f"test_{metric}_ci_low")), to_float(r.get(f"test_{metric}_ci_high"))
+            v = to_float(r.get(f"{prefix}{metric}"))
+            lo, hi = to_float(r.get(f"{prefix}{metric}_ci_low")), to_float(r.get(f"{prefix}{metric}_ci_high"))
             if math.isnan(v):
                 continue
             err = [[v - lo if math.isfinite(lo) else 0], [hi - v if math.isfinite(hi) else 0]]
@@ -93,12 +94,12 @@ def leaderboard_points(rows: list[dict], colours: dict):
                         elinewidth=2, capsize=3, markersize=7)
             ax.annotate(f"{v:.3f}", (v, yi), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8,
                         color="#444444")
-        ax.set_title(f"Test {title}")
+        ax.set_title(f"{what[:1].upper()}{what[1:]} {title}")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_xlabel(f"test {title}, bars: 95 % bootstrap CI")
+        ax.set_xlabel(f"{what} {title}, bars: 95 % bootstrap CI")
     axes[0].set_yticks(y, names)
-    if any(r.get("test_roc_auc") is not None for r in rows):
+    if any(r.get(f"{prefix}roc_auc") is not None for r in rows):
         axes[1].axvline(0.5, color="#999999", lw=1, ls=":")
     return fig
 
@@ -106,17 +107,19 @@ def leaderboard_points(rows: list[dict], colours: dict):
 # --------------------------------------------------------------------------- deployment
 
 
-def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]]):
-    """Test accuracy against latency and against parameter count, Pareto front marked.
+def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]], prefix: str = "test_",
+               what: str = "test"):
+    """Accuracy (``prefix``: test, or ``cv_`` cross-validated) against latency and against
+    parameter count, Pareto front marked.
 
     ``pareto`` maps ``"latency"`` / ``"params"`` to one flag per row.
     """
     if not rows:
         return None
     fig, axes = new_figure(WIDTH, 3.4, ncols=2, sharey=True)
-    acc = np.array([to_float(r.get("test_accuracy")) for r in rows])
-    lo = np.array([to_float(r.get("test_accuracy_ci_low")) for r in rows])
-    hi = np.array([to_float(r.get("test_accuracy_ci_high")) for r in rows])
+    acc = np.array([to_float(r.get(f"{prefix}accuracy")) for r in rows])
+    lo = np.array([to_float(r.get(f"{prefix}accuracy_ci_low")) for r in rows])
+    hi = np.array([to_float(r.get(f"{prefix}accuracy_ci_high")) for r in rows])
     axes_spec = (
         ("latency", np.array([to_float(r.get("latency_ms_b1")) for r in rows]), "latency, ms per image (batch 1)",
          "Accuracy against latency"),
@@ -148,7 +151,7 @@ def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]]):
             if ax.get_xscale() == "linear":
                 pad = 0.25 * span if span > 0 else 0.5 * max(np.nanmax(x[ok]), 1e-3)
                 ax.set_xlim(max(0.0, np.nanmin(x[ok]) - pad), np.nanmax(x[ok]) + pad)
-    axes[0].set_ylabel("test accuracy (95 % CI)")
+    axes[0].set_ylabel(f"{what} accuracy (95 % CI)")
     axes[0].set_ylim(max(0.0, np.nanmin(lo) - 0.05) if np.isfinite(lo).any() else 0, 1.02)
     handles = [
         _marker("*", "#555555", True, "Pareto-optimal"), _marker("o", "#555555", False, "dominated"),
@@ -174,8 +177,6 @@ def shown(name: str) -> str:
 
 def training_and_confusion(history: dict | None, confusion, classes: Sequence[str], colour):
     """Loss and accuracy per epoch (train and val) of the best trial, and the test confusion matrix."""
-    import seaborn as sns
-
     fig, axes = new_figure(WIDTH, 2.9, ncols=3)
     hist = (history or {}).get("history") or {}
     epochs_run = max((len(v) for v in hist.values()), default=0)
@@ -204,23 +205,29 @@ def training_and_confusion(history: dict | None, confusion, classes: Sequence[st
         if metric == "accuracy":
             ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8, loc="best")
-    ax = axes[2]
-    ax.set_title("Test confusion matrix")
+    confusion_panel(axes[2], confusion, classes, "Test confusion matrix")
+    return fig
+
+
+def confusion_panel(ax, confusion, classes: Sequence[str], title: str) -> None:
+    """A confusion matrix (counts and share of each true class) on ``ax``, or "not available"."""
+    import seaborn as sns
+
+    ax.set_title(title)
     cm = np.asarray(confusion if confusion is not None else [], dtype=float)
     if cm.ndim == 2 and cm.size and cm.shape[0] == len(classes):
         share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         labels = np.array([[f"{int(cm[i, j])}\n{100 * share[i, j]:.0f} %" for j in range(cm.shape[1])]
                            for i in range(cm.shape[0])])
         sns.heatmap(share, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
-                    xticklabels=[shown(c) for c in classes], yticklabels=[shown(c) for c in classes], linewidths=1, linecolor="white",
-                    annot_kws={"fontsize": 9})
+                    xticklabels=[shown(c) for c in classes], yticklabels=[shown(c) for c in classes], linewidths=1,
+                    linecolor="white", annot_kws={"fontsize": 9})
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.tick_params(axis="y", rotation=0)
         ax.grid(False)
     else:
         ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="#777")
-    return fig
 
 
 def _scores(pred: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -291,9 +298,11 @@ def reliability_bins(y_true: np.ndarray, score: np.ndarray, n_bins: int = 10):
     return mean_s, freq, count, ece
 
 
-def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], colours: dict):
+def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], colours: dict,
+                where: str = "test split"):
     """Reliability diagram (observed frequency against predicted probability), overlaid,
-    with the distribution of predicted probabilities underneath."""
+    with the distribution of predicted probabilities underneath (``where``: which
+    predictions, for the title)."""
     if not predictions:
         return None
     fig, axes = new_figure(WIDTH * 0.62, 4.6, nrows=2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -316,7 +325,7 @@ def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], co
                     zorder=3)
         bottom.hist(score, bins=bins, histtype="step", color=colours[name], lw=1.6)
     top.plot([0, 1], [0, 1], color="#999999", lw=1, ls=":", label="perfectly calibrated")
-    top.set(title=f"Reliability (test split, {n_bins} bins)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+    top.set(title=f"Reliability ({where}, {n_bins} bins)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
             ylabel=f"observed share {shown(classes[1])}" if binary else "observed accuracy")
     top.legend(fontsize=7.5, loc="upper left")
     bottom.set(xlabel=f"predicted P({shown(classes[1])})" if binary else "predicted probability of the chosen class",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.evaluate.paired import PairTest
+from bench.evaluate.paired import ALPHA, PairTest
 from bench.evaluate.rows import to_float
 from bench.report.formatting import fmt_p, fmt_signed
 
@@ -23,22 +23,45 @@ IMBALANCE_RATIO = 4.0
 
 
 
+def _holm(p, adjusted) -> str:
+    """``"p = 0.012"`` or ``"p = 0.012, Holm-adjusted p = 0.036"``."""
+    if adjusted is None or math.isnan(adjusted) or adjusted == p:
+        return fmt_p(p)
+    return f"{fmt_p(p)}, Holm-adjusted {fmt_p(adjusted)}"
+
+
+def _below(p) -> bool:
+    return p is not None and not math.isnan(p) and p < ALPHA
+
+
 def mcnemar_reading(t: PairTest) -> str:
-    """One plain sentence on the McNemar result of ``t``."""
-    head = f"McNemar {fmt_p(t.mcnemar_p)}: "
-    if t.only_a + t.only_b == 0:
+    """One plain sentence on the McNemar result of ``t`` (Holm-adjusted where available)."""
+    p = t.mcnemar_p if t.mcnemar_p_holm is None else t.mcnemar_p_holm
+    head = f"McNemar {_holm(t.mcnemar_p, t.mcnemar_p_holm)}: "
+    grouped = t.unit == "group" and t.groups_only_a is not None
+    only_a, only_b = (t.groups_only_a, t.groups_only_b) if grouped else (t.only_a, t.only_b)
+    what = "duplicate groups" if grouped else "images"
+    if only_a + only_b == 0:
         return head + (
-            f"{t.a} and {t.b} get exactly the same {t.n} test images right, so this test cannot tell them apart."
+            f"{t.a} and {t.b} get exactly the same {t.n_groups if grouped else t.n} test {what} right, so this test "
+            "cannot tell them apart."
         )
-    counts = f"({t.a} alone is right on {t.only_a} images, {t.b} alone on {t.only_b}, of {t.n})"
-    if t.significant:
-        better = t.a if t.only_a > t.only_b else t.b
+    if grouped:
+        counts = (f"({t.a} is right on {only_a} groups {t.b} misses, {t.b} on {only_b} that {t.a} misses, of "
+                  f"{t.n_groups} duplicate groups, one vote per group)")
+    else:
+        counts = f"({t.a} alone is right on {only_a} images, {t.b} alone on {only_b}, of {t.n})"
+    if _below(p):
+        better = t.a if only_a > only_b else t.b
         return head + (
-            f"{t.a} and {t.b} disagree on which images they get right more than chance would explain {counts}; "
-            f"{better} is the more accurate on these images."
+            f"{t.a} and {t.b} disagree on which {what} they get right more than chance would explain {counts}; "
+            f"{better} is the more accurate on these {what}."
         )
+    if _below(t.mcnemar_p):
+        return head + (f"the {what} only one of {t.a} and {t.b} gets right are split unevenly {counts}, but not "
+                       "beyond chance after Holm's adjustment for the pairs compared: weak evidence.")
     return head + (
-        f"the images only one of {t.a} and {t.b} gets right are split about as chance would split them {counts}; "
+        f"the {what} only one of {t.a} and {t.b} gets right are split about as chance would split them {counts}; "
         "no evidence that their accuracy differs."
     )
 
@@ -51,12 +74,28 @@ def auc_reading(t: PairTest) -> str | None:
         return f"AUC {t.a} \u2212 {t.b}: undefined (the test split holds one class only)."
     text = (
         f"AUC {t.a} \u2212 {t.b} = {fmt_signed(t.auc_diff)} "
-        f"(95 % CI {fmt_signed(t.auc_ci_low)} to {fmt_signed(t.auc_ci_high)}), paired bootstrap {fmt_p(t.auc_p)}: "
+        f"(95 % CI {fmt_signed(t.auc_ci_low)} to {fmt_signed(t.auc_ci_high)}), paired bootstrap "
+        f"{_holm(t.auc_p, t.auc_p_holm)}: "
     )
-    if t.auc_significant:
+    if _below(t.auc_p if t.auc_p_holm is None else t.auc_p_holm):
         better = t.a if t.auc_diff > 0 else t.b
         return text + f"{better} ranks positive above negative images reliably better."
+    if _below(t.auc_p):
+        return text + "below 0.05 alone, but not after Holm's adjustment for the pairs compared: weak evidence."
     return text + "the interval includes 0, so no evidence that they rank images differently well."
+
+
+def delong_reading(t: PairTest) -> str | None:
+    """One plain sentence on DeLong's test of ``t`` (None where it was not run)."""
+    if t.delong_p is None or t.auc_diff is None or math.isnan(t.auc_diff):
+        return None
+    kind = "DeLong's test, clustered by duplicate group," if t.unit == "group" else "DeLong's test"
+    ci = ""
+    if t.delong_ci_low is not None and not math.isnan(t.delong_ci_low):
+        ci = f" (95 % CI {fmt_signed(t.delong_ci_low)} to {fmt_signed(t.delong_ci_high)})"
+    verdict = ("the difference is significant" if _below(t.delong_p if t.delong_p_holm is None else t.delong_p_holm)
+               else "no evidence of a difference")
+    return f"{kind} {_holm(t.delong_p, t.delong_p_holm)}{ci}: {verdict}."
 
 
 def significance_sentence(best: str, runner_up: str | None, test: PairTest | None) -> str:
@@ -74,8 +113,14 @@ def significance_sentence(best: str, runner_up: str | None, test: PairTest | Non
             f"; AUC difference {fmt_signed(test.auc_diff)}, 95 % CI {fmt_signed(test.auc_ci_low)} to "
             f"{fmt_signed(test.auc_ci_high)}, paired bootstrap {fmt_p(test.auc_p)}"
         )
-    stats = f"(McNemar exact test on the same {test.n} test images, {fmt_p(test.mcnemar_p)}{auc})"
-    if test.significant and test.only_a > test.only_b:
+        if test.delong_p is not None:
+            auc += f", DeLong {fmt_p(test.delong_p)}"
+    grouped = test.unit == "group" and test.groups_only_a is not None
+    where = f"the same {test.n} test images" + (
+        f" ({test.n_groups} duplicate groups, one vote per group)" if grouped else "")
+    stats = f"(McNemar exact test on {where}, {fmt_p(test.mcnemar_p)}{auc})"
+    only_a, only_b = (test.groups_only_a, test.groups_only_b) if grouped else (test.only_a, test.only_b)
+    if test.significant and only_a > only_b:
         return f"{best} is significantly more accurate than the runner-up, {runner_up} {stats}."
     if test.significant:
         return (
@@ -110,7 +155,7 @@ def pareto_optimal(cost: Sequence[float], value: Sequence[float]) -> list[bool]:
 
 @dataclass(frozen=True)
 class Banner:
-    key: str  # random_weights | synthetic | small_test | imbalanced | failed_trials | no_result
+    key: str  # random_weights | synthetic | small_test (wide_cv with --cv) | imbalanced | failed_trials | no_result
     title: str
     text: str
 
@@ -146,6 +191,33 @@ def banners(data) -> list[Banner]:
             "The images are the synthetic demo set made by bench, not patient data. "
             "Use this report to see what bench produces, not to choose a model.",
         ))
+    if data.is_cv:
+        out.extend(_wide_cv(data))
+    else:
+        out.extend(_small_test(data))
+    out.extend(_imbalance_and_failures(data))
+    return out
+
+
+def _wide_cv(data) -> list[Banner]:
+    """--cv: the CV estimates' intervals are wide (few images even when all are used)."""
+    widths = [(to_float(b.row.get("cv_accuracy_ci_high")) - to_float(b.row.get("cv_accuracy_ci_low"))) / 2
+              for b in data.ok]
+    widths = [w for w in widths if math.isfinite(w)]
+    if not widths or max(widths) <= MAX_CI_HALF_WIDTH + 1e-12:
+        return []
+    row = data.ok[0].row
+    return [Banner(
+        "wide_cv", "Small data, wide intervals",
+        f"Cross-validation used {int(to_float(row.get('cv_images'), 0))} images in "
+        f"{int(to_float(row.get('cv_groups'), 0))} duplicate groups: the 95 % confidence interval of the "
+        f"cross-validated accuracy spans up to \u00b1{100 * max(widths):.0f} percentage points (more than "
+        f"\u00b1{100 * MAX_CI_HALF_WIDTH:.0f}). Differences smaller than that are noise.",
+    )]
+
+
+def _small_test(data) -> list[Banner]:
+    out = []
     widths = []
     for b in data.ok:
         low, high = to_float(b.row.get("test_accuracy_ci_low")), to_float(b.row.get("test_accuracy_ci_high"))
@@ -161,6 +233,11 @@ def banners(data) -> list[Banner]:
             f"\u00b1{100 * max(widths):.0f} percentage points (more than \u00b1{100 * MAX_CI_HALF_WIDTH:.0f}). "
             "Differences smaller than that are noise.",
         ))
+    return out
+
+
+def _imbalance_and_failures(data) -> list[Banner]:
+    out = []
     counts = {c: int(n) for c, n in (data.dataset.get("counts") or {}).items()}
     if len(counts) >= 2:
         largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)

@@ -75,8 +75,31 @@ def with_ci(row: dict, metric: str, digits: int = 3) -> str:
     return metric_with_ci(row, metric, digits, style="dash", missing=DASH)
 
 
-def interval(row: dict, metric: str) -> str:
-    return f"{num(row.get(f'test_{metric}_ci_low'), 2)}\u2013{num(row.get(f'test_{metric}_ci_high'), 2)}"
+def interval(row: dict, metric: str, prefix: str = "test_") -> str:
+    """``0.71\u20130.94``: the 95 % CI of ``row[prefix + metric]``; empty without one."""
+    low, high = to_float(row.get(f"{prefix}{metric}_ci_low")), to_float(row.get(f"{prefix}{metric}_ci_high"))
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    return f"{num(low, 2)}\u2013{num(high, 2)}"
+
+
+def mean_sd(mean, sd, digits: int = 3) -> str:
+    """``0.742 \u00b1 0.061`` (the mean alone without a standard deviation; a dash without either)."""
+    if math.isnan(to_float(mean)):
+        return DASH
+    return num(mean, digits) + ("" if math.isnan(to_float(sd)) else f" \u00b1 {num(sd, digits)}")
+
+
+def percent(value) -> str:
+    """A probability as ``"73 %"`` (``"< 1 %"``, ``"> 99 %"`` near the ends; a dash when missing)."""
+    v = to_float(value)
+    if math.isnan(v):
+        return DASH
+    if 0 < v < 0.005:
+        return "< 1 %"
+    if 0.995 < v < 1:
+        return "> 99 %"
+    return f"{100 * v:.0f} %"
 
 
 def duration(seconds) -> str:

@@ -1,13 +1,16 @@
 """Read a finished (or partly finished) run folder into plain data for the report.
 
 Only files are read: run.json, dataset.json, split.json, leaderboard.json and, per
-backbone, trials.csv, test_predictions.csv and the best trial's bench_trial.json.
+backbone, trials.csv, test_predictions.csv and the best trial's bench_trial.json; a
+cross-validated run (``--cv``) adds folds.json and, per backbone, oof_predictions.csv and
+every outer fold's result.json, trials.csv and kept trial's bench_trial.json.
 Missing optional files give ``None`` (the report says so); a folder without run.json or
 leaderboard.json is not a run the report can describe and raises :class:`BenchError`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +21,10 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
 from bench.evaluate.rows import to_float
-from bench.runfolder import read_run, read_run_file, read_table
+from bench.report.formatting import Figure
+from bench.runfolder import PREDICTION_TEXT_COLUMNS, read_run, read_run_file, read_table
 
+OOF_TEXT = (*PREDICTION_TEXT_COLUMNS, "group")
 
 
 @dataclass
@@ -31,6 +36,11 @@ class BackboneResult:
     trials: pd.DataFrame | None = None
     test_predictions: pd.DataFrame | None = None
     history: dict | None = None
+    #: --cv: the out-of-fold predictions (oof_predictions.csv), every outer fold's
+    #: result.json (repeat-major, with ``repeat`` / ``fold``) and its kept trial's history.
+    oof: pd.DataFrame | None = None
+    folds: list[dict] = field(default_factory=list)
+    fold_histories: list[dict | None] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -50,10 +60,28 @@ class RunData:
     split: dict
     classes: list[str]
     backbones: list[BackboneResult] = field(default_factory=list)
+    folds: dict | None = None  # --cv: folds.json
 
     @property
     def config(self) -> dict:
         return self.run.get("config", {})
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (0 when not recorded): the report's bootstraps use it."""
+        return int(to_float(self.config.get("seed"), 0))
+
+    @property
+    def is_cv(self) -> bool:
+        """A cross-validated run (``bench run --cv K``): ranked on out-of-fold estimates."""
+        return bool(to_float(self.config.get("cv"), 0)) or any(b.row.get("cv_objective") is not None
+                                                               for b in self.backbones)
+
+    @property
+    def holdout_n(self) -> int:
+        """--cv: images of the untouched holdout (``--test-size``), 0 without one."""
+        sizes = (self.split.get("sizes") or {}).get("test") or {}
+        return int(sum(sizes.values()))
 
     @property
     def objective(self) -> str:
@@ -112,6 +140,43 @@ def _trial_history(backbone_dir: Path, best_trial) -> dict | None:
     return read_run_file(path)
 
 
+def _fold_results(run_dir: Path, name: str, k: int, repeats: int):
+    """Every outer fold's result.json of ``name`` (with ``repeat`` / ``fold``), its kept
+    trial's history and its trials.csv (with a ``search`` column), repeat-major."""
+    rows, histories, trials = [], [], []
+    for repeat in range(repeats):
+        for fold in range(k):
+            folder = run_dir / "cv" / f"r{repeat}-f{fold}" / name
+            row = read_run_file(folder / "result.json")
+            if row is None:
+                continue
+            rows.append({**row, "repeat": repeat, "fold": fold})
+            histories.append(_trial_history(folder, row.get("best_trial")) if row.get("status") == "ok" else None)
+            table = _read_csv(folder / "trials.csv", text_columns=("trial", "message"))
+            if table is not None and len(table):
+                trials.append(table.assign(search=f"repeat {repeat + 1}, fold {fold + 1}"))
+    return rows, histories, trials
+
+
+def _load_cv(data: RunData) -> None:
+    """--cv: folds.json, the OOF predictions and the outer folds' files; every search's
+    trials (outer folds, then the final model's) in ``trials`` with a ``search`` column."""
+    data.folds = read_run_file(data.path / "folds.json")
+    first = next((b.row for b in data.backbones if b.row.get("cv_k") is not None), {})
+    k = int(to_float(first.get("cv_k"), to_float(data.config.get("cv"), 0)))
+    repeats = int(to_float(first.get("cv_repeats"), to_float(data.config.get("repeats"), 1)))
+    for b in data.backbones:
+        oof = _read_csv(data.path / b.name / "oof_predictions.csv", text_columns=OOF_TEXT) if b.ok else None
+        if oof is not None and len(oof):
+            oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
+        b.oof = oof
+        b.folds, b.fold_histories, parts = _fold_results(data.path, b.name, k, repeats)
+        if b.trials is not None and len(b.trials):
+            parts.append(b.trials.assign(search="final model"))
+        if parts:
+            b.trials = pd.concat(parts, ignore_index=True)
+
+
 def load_run(run_dir: Path) -> RunData:
     """Read ``run_dir`` (``<out>/<run>/``); raises BenchError when it is not a run folder."""
     finished = read_run(run_dir)
@@ -142,9 +207,33 @@ def load_run(run_dir: Path) -> RunData:
                 "it was not written by this version of bench; re-run the backbone"
             )
         predictions["correct"] = predictions["correct"].astype(str).str.lower().isin(["true", "1"])
+    if data.is_cv:
+        _load_cv(data)
     return data
 
 
 def label_indices(data: RunData, labels) -> np.ndarray:
     index = {c: i for i, c in enumerate(data.classes)}
     return np.array([index[str(label)] for label in labels], dtype=int)
+
+
+def gradcam_figure(run_dir: Path, data: RunData, what: str = "test images") -> Figure | None:
+    """The recommended model's Grad-CAM grid, written by ``bench run``/``bench export``
+    (``bench.deploy.gradcam.write_run_gradcam``); the report only embeds it, never predicts."""
+    if not data.ok:
+        return None
+    best = data.ok[0].name
+    png, meta = Path(run_dir) / best / "gradcam_grid.png", Path(run_dir) / best / "gradcam_grid.json"
+    if not png.is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(png) as img:
+        width, height = img.size
+    picks = json.loads(meta.read_text()).get("picks", []) if meta.is_file() else []
+    wrong = sum(1 for p in picks if not p.get("correct"))
+    caption = (f"{len(picks)} {what} picked deterministically ({len(picks) - wrong} correct, {wrong} "
+               "misclassified); warm colours mark the regions that raised the score of the class named on each "
+               "image.") if picks else f"{what[:1].upper()}{what[1:]} with their Grad-CAM heatmaps."
+    return Figure("gradcam", f"Grad-CAM of the recommended model ({best})", caption, png.read_bytes(),
+                  width / 100, height / 100)

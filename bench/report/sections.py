@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.config import OBJECTIVE_LABELS, command_line, option_rows
 from bench.evaluate.paired import ALPHA, PairTest
-from bench.evaluate.rows import to_float
+from bench.evaluate.rows import metric_with_ci, to_float
 from bench.report import findings
 from bench.report.formatting import (
     DASH,
@@ -38,6 +38,25 @@ def _objective_label(objective: str) -> str:
     return OBJECTIVE_LABELS.get(objective, objective)
 
 
+#: The summary table's test metrics: (label, metric); every one with its 95 % CI.
+SUMMARY_METRICS = (
+    ("accuracy", "accuracy"), ("F1", "f1"), ("ROC AUC", "roc_auc"), ("sensitivity (recall)", "recall"),
+    ("specificity", "specificity"), ("balanced accuracy", "balanced_accuracy"), ("precision", "precision"),
+    ("PR AUC", "pr_auc"), ("Brier score (lower is better)", "brier"),
+)
+SELECTION_SCORE = "selection score (optimistic: best of trials \u00d7 epochs)"
+
+
+def ci_unit_text(row: dict, prefix: str = "test_", detail: bool = True) -> str:
+    """What an interval resamples: ``"resamples of duplicate groups (29 groups; ...)"`` or
+    ``"resamples of the test images"``."""
+    if row.get(f"{prefix}ci_unit") == "group":
+        groups = to_int(row.get(f"{prefix}ci_groups"))
+        return "resamples of duplicate groups" + (f" ({groups} groups; copies of one image are drawn together)"
+                                                  if groups and detail else "")
+    return "resamples of the test images"
+
+
 def summary_section(data: RunData, pairs: dict) -> dict:
     objective = _objective_label(data.objective)
     direction = "lowest" if data.minimise else "highest"
@@ -52,26 +71,17 @@ def summary_section(data: RunData, pairs: dict) -> dict:
     runner = ok[1] if len(ok) > 1 else None
     test = pairs.get((best.name, runner.name)) if runner else None
     r = best.row
-    metrics = Table(
-        ["test metric", "value", "95 % CI"],
-        [
-            *[[label, num(r.get(f"test_{m}")), interval(r, m)]
-              for label, m in (("accuracy", "accuracy"), ("F1", "f1"), ("ROC AUC", "roc_auc"))],
-            ["sensitivity (recall)", num(r.get("test_recall")), ""],
-            ["specificity", num(r.get("test_specificity")), ""],
-            ["balanced accuracy", num(r.get("test_balanced_accuracy")), ""],
-            ["precision", num(r.get("test_precision")), ""],
-            ["PR AUC", num(r.get("test_pr_auc")), ""],
-            ["Brier score (lower is better)", num(r.get("test_brier")), ""],
-        ],
-        [False, True, True],
-    )
+    rows = [[label, num(r.get(f"test_{m}")), interval(r, m)] for label, m in SUMMARY_METRICS]
+    if not math.isnan(to_float(r.get("test_brier_skill"))):
+        rows.append(["Brier skill (vs. training prevalence)", num(r.get("test_brier_skill")),
+                     interval(r, "brier_skill")])
+    metrics = Table(["test metric", "value", "95 % CI"], rows, [False, True, True])
     n_test = to_int(r.get("test_n"))
     level = to_float(r.get("test_ci_level"))
     resamples = to_int(r.get("test_ci_resamples"))
     ci_note = (
         f"On {n_test} test images; CIs are {100 * level:.0f} % percentile bootstrap intervals over "
-        f"{resamples} resamples of the test images."
+        f"{resamples} {ci_unit_text(r)}."
         if n_test and resamples and not math.isnan(level) else ""
     )
     if len(best.row.get("test_positive_class") or "") and len(data.classes) == 2:
@@ -94,7 +104,8 @@ def summary_section(data: RunData, pairs: dict) -> dict:
         "best": best.name,
         "best_display": display_name(best),
         "configuration": configuration(r),
-        "val_objective": f"{objective} {num(r.get('val_objective'))} (trial {r.get('best_trial')})",
+        "val_objective": f"{SELECTION_SCORE[:1].upper()}{SELECTION_SCORE[1:]}: {objective} "
+                         f"{num(r.get('val_objective'))} (trial {r.get('best_trial')})",
         "metrics": metrics,
         "ci_note": ci_note,
         "significance": findings.significance_sentence(best.name, runner.name if runner else None, test),
@@ -115,28 +126,39 @@ def leaderboard_table(data: RunData) -> Table:
             DASH if math.isnan(to_float(r.get("latency_ms_b1"))) else f"{to_float(r.get('latency_ms_b1')):.1f}",
         ])
     headers = ["rank", "backbone", "test accuracy", "test F1", "test AUC",
-               "sensitivity", "specificity", _objective_label(data.objective), "trials ok / failed",
+               "sensitivity", "specificity", f"{_objective_label(data.objective)} selection score (optimistic)",
+               "trials ok / failed",
                "search time", "parameters", "ms / image"]
     return Table(headers, rows, [True, False, True, True, True, True, True, True, True, True, True, True])
 
 
-def deployment_section(data: RunData) -> dict:
-    rows = [b.row for b in data.ok]
-    accuracy = [to_float(r.get("test_accuracy")) for r in rows]
-    flags = {
-        "latency": findings.pareto_optimal([to_float(r.get("latency_ms_b1")) for r in rows], accuracy),
-        "params": findings.pareto_optimal([to_float(r.get("params_total")) for r in rows], accuracy),
+def pareto_flags(backbones, prefix: str = "test_") -> dict[str, list[bool]]:
+    """Pareto-optimal flags of ``backbones`` on accuracy against latency and against size."""
+    accuracy = [to_float(b.row.get(f"{prefix}accuracy")) for b in backbones]
+    return {
+        "latency": findings.pareto_optimal([to_float(b.row.get("latency_ms_b1")) for b in backbones], accuracy),
+        "params": findings.pareto_optimal([to_float(b.row.get("params_total")) for b in backbones], accuracy),
     }
-    table = Table(
-        ["backbone", "test accuracy (95 % CI)", "ms / image (batch 1)", "ms / image (batch 32)", "parameters",
-         "trainable", "Pareto: latency", "Pareto: size"],
-        [[display_name(b), with_ci(b.row, "accuracy"),
-          num(b.row.get("latency_ms_b1"), 1), num(b.row.get("latency_ms_b32"), 2),
-          millions(b.row.get("params_total")), millions(b.row.get("params_trainable")),
-          "\u2605 yes" if flags["latency"][i] else "", "\u2605 yes" if flags["params"][i] else ""]
-         for i, b in enumerate(data.ok)],
-        [False, True, True, True, True, True, False, False],
-    )
+
+
+def cost_table(backbones, flags: dict, prefix: str = "test_", what: str = "test", pareto: bool = True) -> Table:
+    """Accuracy and cost per backbone; ``pareto`` adds the two Pareto columns."""
+    headers = ["backbone", f"{what} accuracy (95 % CI)", "ms / image (batch 1)", "ms / image (batch 32)",
+               "parameters", "trainable"]
+    rows = [[display_name(b), metric_with_ci(b.row, "accuracy", style="dash", missing=DASH, prefix=prefix),
+             num(b.row.get("latency_ms_b1"), 1), num(b.row.get("latency_ms_b32"), 2),
+             millions(b.row.get("params_total")), millions(b.row.get("params_trainable"))]
+            for b in backbones]
+    if not pareto:
+        return Table(headers, rows, [False, True, True, True, True, True])
+    for i, row in enumerate(rows):
+        row += ["\u2605 yes" if flags["latency"][i] else "", "\u2605 yes" if flags["params"][i] else ""]
+    return Table(headers + ["Pareto: latency", "Pareto: size"], rows, [False, True, True, True, True, True, False, False])
+
+
+def deployment_section(data: RunData) -> dict:
+    flags = pareto_flags(data.ok)
+    table = cost_table(data.ok, flags)
     if len(data.ok) == 1:
         only = data.ok[0].name
         text = (f"Only {only} finished, so there is no trade-off to weigh; the table and figure show its cost. "
@@ -155,6 +177,18 @@ def deployment_section(data: RunData) -> dict:
     return {"flags": flags, "table": table, "text": text}
 
 
+def star(p) -> str:
+    """`` *`` when a (Holm-adjusted) p-value is below the significance level."""
+    return " *" if p is not None and not math.isnan(p) and p < ALPHA else ""
+
+
+def p_holm(p, adjusted) -> str:
+    """``"0.012 (Holm 0.036) *"``: a raw p-value, its Holm-adjusted one, a star on the adjusted one."""
+    if adjusted is None or math.isnan(adjusted):
+        return p_text(p)
+    return f"{p_text(p)} (Holm {p_text(adjusted)}){star(adjusted)}"
+
+
 def statistics_section(data: RunData, tests: list[PairTest]) -> dict:
     names = [b.name for b in data.ok if b.has_predictions]
     if len(names) < 2:
@@ -166,48 +200,75 @@ def statistics_section(data: RunData, tests: list[PairTest]) -> dict:
     by_pair = {(t.a, t.b): t for t in tests}
     by_pair.update({(t.b, t.a): t.flipped() for t in tests})
 
-    def star(p):
-        return " *" if p is not None and not math.isnan(p) and p < ALPHA else ""
+    def matrix(cell, corner: str = "") -> Table:
+        return Table([corner, *names], [[a, *[DASH if a == b else cell(by_pair[a, b]) for b in names]] for a in names],
+                     [False, *[True] * len(names)])
 
-    mcnemar = Table(
-        ["", *names],
-        [[a, *[DASH if a == b else f"{p_text(by_pair[a, b].mcnemar_p)}{star(by_pair[a, b].mcnemar_p)}"
-               for b in names]] for a in names],
-        [False, *[True] * len(names)],
-    )
+    mcnemar = matrix(lambda t: p_holm(t.mcnemar_p, t.mcnemar_p_holm))
     binary = len(data.classes) == 2
-    auc = None
+    auc = delong = None
     if binary:
-        def auc_cell(t: PairTest) -> str:
+        def auc_cell(t: PairTest, p, adjusted) -> str:
             if t.auc_diff is None or math.isnan(t.auc_diff):
                 return DASH
-            return f"{fmt_signed(t.auc_diff)} ({fmt_p(t.auc_p)}){star(t.auc_p)}"
+            return f"{fmt_signed(t.auc_diff)} ({fmt_p(p)}{'' if adjusted is None else f', Holm {p_text(adjusted)}'})" \
+                   f"{star(p if adjusted is None else adjusted)}"
 
-        auc = Table(
-            ["row \u2212 column", *names],
-            [[a, *[DASH if a == b else auc_cell(by_pair[a, b]) for b in names]] for a in names],
-            [False, *[True] * len(names)],
-        )
+        auc = matrix(lambda t: auc_cell(t, t.auc_p, t.auc_p_holm), "row \u2212 column")
+        delong = matrix(lambda t: auc_cell(t, t.delong_p, t.delong_p_holm), "row \u2212 column")
     readings = []
     for t in tests:
-        line = findings.mcnemar_reading(t)
-        extra = findings.auc_reading(t)
-        readings.append({"pair": f"{t.a} vs {t.b}", "mcnemar": line, "auc": extra})
+        readings.append({"pair": f"{t.a} vs {t.b}", "mcnemar": findings.mcnemar_reading(t),
+                         "auc": " ".join(x for x in (findings.auc_reading(t), findings.delong_reading(t)) if x)})
+    grouped = tests[0].unit == "group"
+    n, n_groups = tests[0].n, tests[0].n_groups
+    unit = (f"the same {n} test images ({n_groups} duplicate groups: copies of one image count once)" if grouped
+            else f"the same {n} test images")
+    intro = (
+        f"Each pair of backbones is compared on {unit}. McNemar's exact test asks whether the "
+        f"{'groups' if grouped else 'images'} only one of the two gets right split more unevenly than chance would make "
+        f"them{' (one vote per model and group: right on more than half of its images)' if grouped else ''}"
+        + ("; the paired bootstrap (2000 resamples of " + ("duplicate groups" if grouped else "the test images")
+           + ") and DeLong's test" + (" (clustered by duplicate group)" if grouped else "")
+           + " ask whether their ROC AUCs differ (row minus column)" if binary else "")
+        + ". Each cell shows the raw p-value and the Holm-adjusted one (over all pairs of that test); "
+        "`*`: Holm-adjusted p < 0.05."
+    )
     n_pairs = len(tests)
     caution = (
-        f"{n_pairs} pairs are compared without correction for multiple testing: at p < 0.05 about one pair in "
-        "twenty looks different by chance alone, so read a lone small p-value with care."
+        f"{n_pairs} pairs are compared: at p < 0.05 about one pair in twenty looks different by chance alone, so the "
+        "stars use Holm's adjustment, which keeps the chance of any false alarm over all pairs of a test below 5 %."
         if n_pairs > 1 else ""
     )
     return {
         "available": True,
+        "intro": intro,
         "mcnemar": mcnemar,
         "auc": auc,
+        "delong": delong,
         "readings": readings,
         "caution": caution,
-        "n": tests[0].n,
+        "n": n,
         "binary": binary,
     }
+
+
+def top_trials(done, objective: str, minimise: bool, kept) -> Table:
+    """The best :data:`TOP_TRIALS` completed trials by ``objective``; a star on the ``kept`` one."""
+    ordered = done.sort_values(objective, ascending=minimise, kind="stable").head(TOP_TRIALS)
+    rows = []
+    for _, tr in ordered.iterrows():
+        hp = tr.to_dict()
+        chosen = kept is not None and str(tr["trial"]) == str(kept)
+        rows.append([
+            str(tr["trial"]) + (" \u2605" if chosen else ""), num(tr.get(objective)),
+            str(to_int(hp.get("unfreeze")) if to_int(hp.get("unfreeze")) is not None else DASH),
+            head_description(hp), lr(hp.get("learning_rate")),
+            f"{to_int(hp.get('best_epoch')) or DASH} / {to_int(hp.get('epochs_run')) or DASH}",
+            duration(hp.get("seconds")),
+        ])
+    return Table(["trial", _objective_label(objective), "blocks fine-tuned", "head", "learning rate",
+                  "best / run epochs", "time"], rows, [False, True, True, False, True, True, True])
 
 
 def search_section(data: RunData) -> dict:
@@ -226,25 +287,9 @@ def search_section(data: RunData) -> dict:
         done = t[t["status"].astype(str) == "completed"]
         if objective in done and len(done):
             frames.append(done[done[objective].notna()])
-            ordered = done.sort_values(objective, ascending=data.minimise, kind="stable").head(TOP_TRIALS)
-            rows = []
-            for _, tr in ordered.iterrows():
-                hp = tr.to_dict()
-                chosen = b.ok and str(tr["trial"]) == str(b.row.get("best_trial"))
-                rows.append([
-                    str(tr["trial"]) + (" \u2605" if chosen else ""), num(tr.get(objective)),
-                    str(to_int(hp.get("unfreeze")) if to_int(hp.get("unfreeze")) is not None else DASH),
-                    head_description(hp), lr(hp.get("learning_rate")),
-                    f"{to_int(hp.get('best_epoch')) or DASH} / {to_int(hp.get('epochs_run')) or DASH}",
-                    duration(hp.get("seconds")),
-                ])
-            top.append({
-                "backbone": display_name(b),
-                "table": Table(["trial", _objective_label(objective), "blocks fine-tuned", "head", "learning rate",
-                                "best / run epochs", "time"], rows,
-                               [False, True, True, False, True, True, True]),
-                "total": len(done),
-            })
+            top.append({"backbone": display_name(b),
+                        "table": top_trials(done, objective, data.minimise, b.row.get("best_trial") if b.ok else None),
+                        "total": len(done)})
         for _, tr in t[t["status"].astype(str) != "completed"].iterrows():
             message = tr.get("message")
             failed.append([b.name, str(tr["trial"]), str(tr["status"]),
@@ -321,6 +366,7 @@ def data_section(data: RunData) -> dict:
         "groups_note": f"{len(groups)} multi-file groups ({n_near} of them near duplicates: "
                        "re-saved or resized copies).",
         "conflicts": Table(["group", "labels", "files"], conflict_rows, more=conflict_more) if conflict_rows else None,
+        "folds": None,  # --cv: the outer folds (bench.report.cv_build)
     }
 
 
