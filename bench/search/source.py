@@ -102,7 +102,13 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
     momentum 0 makes each BatchNorm's moving mean/variance the batch statistics of its
     input (data-dependent initialisation), so ``--weights none`` gives usable random
     features. Only training images are used. Pretrained weights are never touched.
+
+    The pass runs as one compiled graph: eagerly, Xception@299 on 32 images held 9.3 GB
+    of memory and took 24 s here; compiled, 2.2 GB and 5 s, with the same statistics
+    (``benchmarks/memory.py``).
     """
+    import tensorflow as tf
+
     bns = [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns or len(images) == 0:
         return
@@ -111,7 +117,7 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
         bn.momentum = 0.0
     try:
         x = BackbonePreprocess(preprocessing)(images.astype("float32"))
-        base(x, training=True)
+        tf.function(lambda batch: base(batch, training=True))(x)
     finally:
         for bn, momentum in zip(bns, saved):
             bn.momentum = momentum
