@@ -22,8 +22,10 @@ import numpy as np
 import backbones
 from bench.config import SearchConfig
 from bench.evaluate.final import (
+    evaluate_fold,
     evaluate_on_test,
     full_model,
+    load_trial_model,
     measure_latency,
     save_model,
     write_result,
@@ -142,6 +144,8 @@ class PreparedSearch:
     source: object  # bench.search.source.BackboneSource
     tuner: object  # a KerasTuner tuner with bench's trial loop (bench.search.tuner)
     depths: list[int]
+    x_val: dict | None = None  # --cv folds: cached features by depth of the inner val images ...
+    x_test: dict | None = None  # ... and of the images the fold holds out
 
 
 def prepare_search(job: BackboneJob) -> PreparedSearch:
@@ -152,8 +156,8 @@ def prepare_search(job: BackboneJob) -> PreparedSearch:
     trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
     source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
     depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)
-    x_train, x_val, y_train, y_val, shapes = cached_features(source, depths, job.run_dir, job.data_root, job.split, cfg,
-                                                             pool=job.pool)
+    x_train, x_val, y_train, y_val, shapes, *x_test = cached_features(
+        source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None)
     n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,
@@ -167,7 +171,7 @@ def prepare_search(job: BackboneJob) -> PreparedSearch:
                              search_done=lambda: trials_path.exists() or result_path.exists())
     tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
-    return PreparedSearch(cfg, source, tuner, depths)
+    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None)
 
 
 def run_backbone(job: BackboneJob) -> dict | None:
@@ -211,23 +215,32 @@ def run_backbone(job: BackboneJob) -> dict | None:
         row.update(status="failed", message="every trial failed; see trials.csv")
         write_result(result_path, row)
         return row
-    model = full_model(source, tuner, trial)
-    if job.fold is None:  # a fold's model only predicts its outer fold; the final model is the one kept
+    if job.fold is not None:  # the fold's model predicts its held-out images from the cache, once
+        crash_point("final")
+        metrics = evaluate_fold(load_trial_model(tuner, trial), trial.hyperparameters.get("unfreeze"), search.x_val,
+                                search.x_test, job.split, out_dir, cfg.seed, cfg.batch_size)
+        _record(row, trial, metrics)
+    else:
+        model = full_model(source, tuner, trial)
         save_model(model, out_dir / "best_model.keras")
-    crash_point("final")
-    metrics = evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size)
+        crash_point("final")
+        _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size))
+        row["params_total"] = int(model.count_params())
+        row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        row.update(measure_latency(model, size))
+    write_result(result_path, row)
+    keras.backend.clear_session()
+    gc.collect()
+    return row
+
+
+def _record(row: dict, trial, metrics: dict) -> None:
+    """The chosen trial, its hyperparameters and its test (or held-out fold) metrics, into ``row``."""
     row.update(status="ok", best_trial=trial.trial_id, val_objective=trial.score)
     row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")})
     row.update({f"test_{k}": v for k, v in metrics.items() if k != "confusion_matrix"})
     if "confusion_matrix" in metrics:  # absent without test images (--cv without a --test-size holdout)
         row["test_confusion_matrix"] = metrics["confusion_matrix"]
-    row["params_total"] = int(model.count_params())
-    row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    row.update(measure_latency(model, size))
-    write_result(result_path, row)
-    keras.backend.clear_session()
-    gc.collect()
-    return row
 
 
 def run_single_split(run, cluster=None):

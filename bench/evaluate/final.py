@@ -35,12 +35,17 @@ def set_trainable(base: keras.Model, cut_layer: str | None) -> None:
         layer.trainable = id(layer) in above
 
 
-def full_model(source, tuner, trial) -> keras.Model:
-    """Backbone + head of ``trial`` with its best-epoch weights, taking raw RGB images."""
+def load_trial_model(tuner, trial) -> keras.Model:
+    """The trial's model (cached features in, probabilities out) with its best-epoch weights."""
     with warnings.catch_warnings():
         # Trial checkpoints hold weights only; Keras warns that the optimizer is not restored.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = tuner.load_model(trial)
+        return tuner.load_model(trial)
+
+
+def full_model(source, tuner, trial) -> keras.Model:
+    """Backbone + head of ``trial`` with its best-epoch weights, taking raw RGB images."""
+    model = load_trial_model(tuner, trial)
     depth = trial.hyperparameters.get("unfreeze")
     if depth == 0:
         head, base = model, source.base()
@@ -85,11 +90,35 @@ def evaluate_on_test(
 ) -> dict:
     """Threshold on val, then one evaluation on test; writes val_ and test_predictions.csv.
 
-    Without test images (``--cv`` with no holdout) only the threshold is returned."""
+    The full model (raw images in) predicts the images themselves: the test split is
+    loaded here and nowhere else. Without test images (``--cv`` with no holdout) only the
+    threshold is returned."""
+    n_classes = len(split.classes)
+    val_rows, test_rows = split.rows("val"), split.rows("test")
+    p_val = predict_proba(model, load_images(data_root, val_rows, size), n_classes, batch_size)
+    p_test = predict_proba(model, load_images(data_root, test_rows, size), n_classes, batch_size) if test_rows else None
+    return evaluate_predictions(split, p_val, p_test, out_dir, seed)
+
+
+def evaluate_fold(trial_model: keras.Model, depth: int, x_val: dict, x_test: dict, split, out_dir: Path, seed: int,
+                  batch_size: int = 32) -> dict:
+    """One outer fold of ``--cv``: the trial's model on the cached features of the fold's
+    inner val images (threshold) and of the images it held out (its out-of-fold
+    predictions). Every cross-validated image is some fold's training image, so its
+    features are in the run's cache anyway; the backbone does not run again."""
+    n_classes = len(split.classes)
+    p_val = predict_proba(trial_model, x_val[depth], n_classes, batch_size)
+    p_test = predict_proba(trial_model, x_test[depth], n_classes, batch_size)
+    return evaluate_predictions(split, p_val, p_test, out_dir, seed)
+
+
+def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, out_dir: Path, seed: int) -> dict:
+    """Choose the threshold on the val predictions, evaluate the test predictions once
+    (intervals over duplicate groups, Brier skill against the training prevalence), and
+    write ``val_predictions.csv`` and ``test_predictions.csv``."""
     classes = split.classes
     n_classes = len(classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
-    p_val = predict_proba(model, load_images(data_root, val_rows, size), n_classes, batch_size)
     y_val = label_indices(val_rows, classes)
     threshold = choose_threshold(y_val, p_val[:, 1]) if n_classes == 2 else None
     val_table = text_frame({
@@ -97,19 +126,14 @@ def evaluate_on_test(
         **{f"prob_{c}": p_val[:, k] for k, c in enumerate(classes)},
     })
     write_text_atomic(out_dir / "val_predictions.csv", val_table.to_csv(index=False))
-    if not test_rows:  # --cv without a holdout: the final model has no test images
+    if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
         return {"n": 0, "threshold": threshold, "positive_class": str(classes[1]) if n_classes == 2 else None}
-    p_test = predict_proba(model, load_images(data_root, test_rows, size), n_classes, batch_size)
     y_test = label_indices(test_rows, classes)
-    # intervals resample whole duplicate groups; Brier skill against the training prevalence
     train_labels = label_indices(split.rows("train"), classes)
     prevalence = np.bincount(train_labels, minlength=n_classes) / max(1, len(train_labels))
     metrics = evaluate(y_test, p_test, classes, threshold=threshold, n_resamples=1000, seed=seed,
                        groups=[r["group"] for r in test_rows], prevalence=prevalence)
-    if n_classes == 2:
-        pred = (p_test[:, 1] >= threshold).astype(int)
-    else:
-        pred = p_test.argmax(axis=1)
+    pred = (p_test[:, 1] >= threshold).astype(int) if n_classes == 2 else p_test.argmax(axis=1)
     table = text_frame({
         "file": [r["path"] for r in test_rows], "label": [classes[i] for i in y_test],
         **{f"prob_{c}": p_test[:, k] for k, c in enumerate(classes)},

@@ -176,31 +176,34 @@ def run_prefix(model, images: np.ndarray, batch_size: int, progress: Callable[[i
 
 def cached_features(
     source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig,
-    pool: list[dict] | None = None,
-) -> tuple[dict, dict, np.ndarray, np.ndarray, dict[int, tuple]]:
+    pool: list[dict] | None = None, with_test: bool = False,
+) -> tuple:
     """Features of train (+ augmented views) and val for every depth, cached.
 
     ``pool`` (cross-validation): the rows of every image any fold trains or validates on,
     in one fixed order. Their features are then one cache entry per depth, computed once
     and indexed per fold, so one backbone pass serves every fold and repeat (and a later
     run on the same images, whatever its folds). Without ``pool``, train and val are an
-    entry each.
+    entry each. ``with_test`` (with ``pool``): also the features of the split's test rows
+    (an outer fold, all in the pool), as a sixth element.
 
-    Runs under a lock on the run's cache folder: processes sharing the run folder
+    Returns ``(x_train, x_val, y_train, y_val, shapes[, x_test])``; the ``x`` are dicts
+    by depth. Runs under a lock on the run's cache folder: processes sharing the run folder
     (distributed workers) make the backbone weights and each cache entry once; the
     others wait, then read them.
     """
     with file_lock(Path(run_dir) / "cache" / ".lock"):
-        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool)
+        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test)
 
 
-def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None):
+def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, with_test=False):
     base = source.base()
     fingerprint = weights_fingerprint(base)
     cache = FeatureCache(run_dir / "cache")
     rows = {s: split.rows(s) for s in ("train", "val")}
     if pool is not None:
         rows["pool"] = pool
+        rows["test"] = split.rows("test") if with_test else []
     common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
     if mixed():
         common["compute"] = "float16"  # features from float16 compute are not those of float32
@@ -233,7 +236,7 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None):
     flat = cache.get_or_compute(parts, compute)
     if pool is not None:  # one entry for every image: this fold's rows, by position
         position = {r["path"]: i for i, r in enumerate(pool)}
-        for s in ("train", "val"):
+        for s in ("train", "val", "test"):
             index = np.array([position[r["path"]] for r in rows[s]], dtype=np.int64)
             flat.update({f"{s}@{d}": flat[f"pool@{d}"][index] for d in depths})
     x_train, x_val = {}, {}
@@ -246,4 +249,6 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None):
     y_train = np.concatenate([y_train] * (1 + views))
     y_val = label_indices(rows["val"], split.classes)
     shapes = {d: tuple(x_val[d].shape[1:]) for d in depths}
+    if with_test:
+        return x_train, x_val, y_train, y_val, shapes, {d: flat[f"test@{d}"] for d in depths}
     return x_train, x_val, y_train, y_val, shapes
