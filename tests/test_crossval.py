@@ -173,3 +173,19 @@ def test_pairwise_tests_on_out_of_fold_predictions(cv_run):
     for p, adjusted in ((test.mcnemar_p, test.mcnemar_p_holm), (test.delong_p, test.delong_p_holm),
                         (test.ttest_p, test.ttest_p_holm)):
         assert 0 <= p <= 1 and adjusted == pytest.approx(p)  # one pair: Holm changes nothing
+
+
+def test_export_of_a_cv_run_without_holdout_checks_on_validation_images(cv_run, tmp_path, caplog):
+    from bench.deploy.export import export_winner
+
+    run, _ = cv_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("cache", "cv"))
+    caplog.set_level("INFO", logger="bench")
+    result = export_winner(copy)
+    assert result is not None and result.checks["passed"] and result.checks["images"] == "validation"
+    assert result.checks["n_images"] == len(pd.read_csv(copy / result.backbone / "val_predictions.csv"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("Grad-CAM grid shows test images only" in w for w in warnings)
+    card = (result.path / "model_card.md").read_text()
+    assert "validation images from their original files" in card and "cross-validat" in card.lower()

@@ -91,7 +91,8 @@ def export_run(
         write_json_atomic(tmp / "labels.json", labels)
         checks = {"run": False, "reason": "not requested (--no-check)"}
         if check:
-            log.info("checking the export in a fresh process against the run's test predictions")
+            log.info("checking the export in a fresh process against the run's test predictions "
+                     "(validation predictions when the run has no test images)")
             checks = check_export(tmp, info.run_dir, fresh_process=True)
             log_checks(checks)
             if checks.get("run") and not checks.get("passed"):

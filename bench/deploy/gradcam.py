@@ -198,7 +198,11 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     if root is None or not root.is_dir():
         raise BenchError(f"the test images of run {info.run_dir.name} are not available ({root} not found); "
                          "Grad-CAM needs the run's data folder")
-    table = read_table(info.run_dir / info.backbone / "test_predictions.csv")
+    predictions = info.run_dir / info.backbone / "test_predictions.csv"
+    if not predictions.is_file():
+        raise BenchError(f"{info.backbone} of run {info.run_dir.name} has no test images (a --cv run without "
+                         "--test-size); the Grad-CAM grid shows test images only")
+    table = read_table(predictions)
     correct, wrong = pick_examples(table, info.classes, per_group)
     model = keras.saving.load_model(info.model_path, compile=False)
     cam = GradCam(model)

@@ -92,8 +92,8 @@ def _checks_lines(checks: dict, cv: dict | None = None) -> list[str]:
                     "cross-validated run kept no holdout (no --test-size) for the final model "
                     f"({checks.get('reason', 'not requested')})."]
         return [f"Not run: {checks.get('reason', 'not requested')}."]
-    out = [f"A fresh Python process loaded the export and predicted the run's {checks.get('n_images')} test images "
-           "from their original files:", ""]
+    out = [f"A fresh Python process loaded the export and predicted the run's {checks.get('n_images')} "
+           f"{checks.get('images', 'test')} images from their original files:", ""]
     for fmt, res in checks.get("formats", {}).items():
         out.append(
             f"- {fmt}: largest probability difference {res['max_abs_diff']:.2e} (tolerance {res['tolerance']:g}), "

@@ -59,7 +59,7 @@ def _test_rows(run_dir: Path, files: list[str]) -> tuple[Path | None, str | None
     for name in files:
         path = root / name
         if not path.is_file() or sha256_file(path) != recorded.get(name):
-            return root, f"test image {path} is missing or changed since the run"
+            return root, f"image {path} is missing or changed since the run"
     return root, None
 
 
@@ -70,7 +70,9 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
 
     labels = read_json(export_dir / "labels.json")
     backbone = labels["backbone"]
-    csv = run_dir / backbone / "test_predictions.csv"
+    csv, images_of = run_dir / backbone / "test_predictions.csv", "test"
+    if not csv.is_file():  # --cv without a holdout: the final model's validation predictions
+        csv, images_of = run_dir / backbone / "val_predictions.csv", "validation"
     if not csv.is_file():
         return {"run": False, "reason": f"{csv} not found"}
     expected = read_table(csv)
@@ -80,6 +82,8 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
         return {"run": False, "reason": reason}
     classes = labels["classes"]
     want = probability_matrix(expected, classes)
+    if "prediction" not in expected:  # validation predictions record probabilities only
+        expected["prediction"] = _decide(want, classes, labels.get("threshold"))
     # Keras and SavedModel get each original file at its own size (the user's path);
     # TFLite gets the padded, resized arrays the run evaluated (its documented input).
     images = [read_image(root / r["path"]) for r in rows]
@@ -90,7 +94,7 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
         size = int(labels["image_size"])
         arrays = [load_array(root / r["path"], size) for r in rows]
         runners["tflite"] = (_tflite_runner(export_dir / FILES["tflite"]), arrays)
-    result = {"run": True, "n_images": len(rows), "formats": {}, "passed": True, "failure": None}
+    result = {"run": True, "n_images": len(rows), "images": images_of, "formats": {}, "passed": True, "failure": None}
     threshold = labels.get("threshold")
     for fmt, (runner, inputs) in runners.items():
         got = np.stack([runner(img) for img in inputs]).astype(np.float64)
