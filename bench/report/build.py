@@ -38,13 +38,7 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
     colours = F.backbone_colours(names)
     with_preds = {b.name: b.test_predictions for b in data.ok if b.has_predictions}
 
-    def add(key, fig, title, caption):
-        if fig is None:
-            return None
-        w, h = fig.get_size_inches()
-        made = Figure(key, title, caption, F.png(fig), float(w), float(h))
-        fig.clear()
-        return made
+    add = F.as_figure
 
     with F.style():
         rows = [b.row for b in data.ok]

@@ -12,7 +12,7 @@ from bench.errors import BenchError
 from bench.report import cv_sections as C
 from bench.report import findings, sections
 from bench.report.cv_search import search_section
-from bench.report.formatting import Figure, Table, display_name, interval, num, slug
+from bench.report.formatting import Table, display_name, interval, num, slug
 from bench.report.load import RunData, gradcam_figure
 
 
@@ -32,15 +32,6 @@ def cv_tests(data: RunData) -> list:
     return cv_pairwise_tests(data.path, names, plan, data.objective, seed=data.seed)
 
 
-def _figure(key: str, fig, title: str, caption: str, F) -> Figure | None:
-    if fig is None:
-        return None
-    w, h = fig.get_size_inches()
-    made = Figure(key, title, caption, F.png(fig), float(w), float(h))
-    fig.clear()
-    return made
-
-
 def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
     from bench.report import cv_figures as CF
     from bench.report import figures as F
@@ -52,8 +43,7 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
     rows = [b.row for b in data.ok]
     oof = {b.name: b.oof for b in data.ok if b.oof is not None and len(b.oof)}
 
-    def add(key, fig, title, caption):
-        return _figure(key, fig, title, caption, F)
+    add = F.as_figure
 
     with F.style():
         out["leaderboard"] = add(

@@ -61,6 +61,19 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def as_figure(key: str, fig, title: str, caption: str):
+    """A drawn matplotlib figure as the report's :class:`~bench.report.formatting.Figure`
+    (PNG bytes and size), then cleared; None stays None (a figure with nothing to show)."""
+    from bench.report.formatting import Figure
+
+    if fig is None:
+        return None
+    w, h = fig.get_size_inches()
+    made = Figure(key, title, caption, png(fig), float(w), float(h))
+    fig.clear()
+    return made
+
+
 def backbone_colours(names: Sequence[str]) -> dict[str, tuple]:
     import seaborn as sns
 
