@@ -148,13 +148,21 @@ class PreparedSearch:
     x_test: dict | None = None  # ... and of the images the fold holds out
 
 
-def prepare_search(job: BackboneJob) -> PreparedSearch:
+def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSearch:
     """Build the backbone, cache its features (once per image) and make the tuner, which
-    reloads any earlier state of this job's search."""
+    reloads any earlier state of this job's search.
+
+    ``sources``: backbone sources kept between jobs of one process (the folds of a
+    ``--cv`` run), so each backbone is built once, not once per fold (3-5 s for Xception)."""
     cfg = job.search_settings()
     record = job.record
     trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
-    source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
+    key = (record.name, job.size)
+    source = (sources or {}).get(key)
+    if source is None:
+        source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
+        if sources is not None:
+            sources[key] = source
     depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)
     x_train, x_val, y_train, y_val, shapes, *x_test = cached_features(
         source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None)
@@ -174,7 +182,7 @@ def prepare_search(job: BackboneJob) -> PreparedSearch:
     return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None)
 
 
-def run_backbone(job: BackboneJob) -> dict | None:
+def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
     """Search (or the fixed notebook recipe for the baseline), evaluate, write result.json.
 
     Distributed: the chief serves the search of the job and evaluates; a worker only runs
@@ -189,7 +197,7 @@ def run_backbone(job: BackboneJob) -> dict | None:
         log.info(f"{name}: search finished (the chief evaluates it), skipped")
         return None
     t0 = time.perf_counter()
-    search = prepare_search(job)
+    search = prepare_search(job, sources)
     cfg, source, tuner, depths = search.config, search.source, search.tuner, search.depths
     budget = (f"up to {cfg.trial_epochs} epochs a trial" if cfg.tuner == "hyperband"
               else f"{cfg.max_trials} trials, {cfg.trial_epochs} epochs")
@@ -265,9 +273,10 @@ def run_cross_validation(run, cluster=None):
 
     jobs = BackboneJob.for_folds(run, cluster)
     fold_rows: dict[str, list[dict]] = {}
+    sources: dict = {}  # each backbone built once for all folds
     for job in jobs:
         log.info(f"cv repeat {job.fold[0] + 1}/{run.folds.repeats}, fold {job.fold[1] + 1}/{run.folds.k}: {job.name}")
-        row = run_backbone(job)
+        row = run_backbone(job, sources)
         if row is not None:
             fold_rows.setdefault(job.name, []).append(row)
     if cluster is not None and not cluster.is_chief:
@@ -287,7 +296,7 @@ def run_cross_validation(run, cluster=None):
     winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
     log.info(f"cv: {winner['backbone']} ranks first; searching it once more on all {len(jobs[0].pool)} "
              "cross-validated images for the model to deploy")
-    final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs)))  # the chief alone
+    final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs)), sources)  # the chief alone
     final_keys = ("status", "best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
     winner["final_status"] = final.get("status")
     winner.update({k: v for k, v in final.items()
