@@ -31,7 +31,7 @@ from bench.evaluate.final import (
     write_result,
 )
 from bench.faults import crash_point
-from bench.runfolder import read_json
+from bench.runfolder import fold_dir, read_json
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.search.cache import cached_features
 from bench.search.source import depths_for, source_for
@@ -46,11 +46,6 @@ NOTEBOOK_RECIPE = {
     "units_1": 32, "dropout_1": 0.0, "learning_rate": 1e-3,
 }
 NOTEBOOK_EPOCHS = 15
-
-
-def fold_folder(repeat: int, fold: int) -> str:
-    """Folder of one outer fold's searches: ``<run>/cv/r<repeat>-f<fold>/``."""
-    return f"r{repeat}-f{fold}"
 
 
 def _recipe_hyperparameters() -> kt.HyperParameters:
@@ -92,7 +87,7 @@ class BackboneJob:
     def for_folds(cls, run, cluster=None) -> list["BackboneJob"]:
         """--cv: every backbone in every outer fold of every repeat (repeat-major, then fold)."""
         plan, jobs = run.folds, []
-        pool = [r for r in plan.files if not r["holdout"]]
+        pool = plan.cv_files
         for repeat in range(plan.repeats):
             for fold in range(plan.k):
                 split = plan.split(repeat, fold)
@@ -105,7 +100,7 @@ class BackboneJob:
     def final(cls, run, name: str, index: int, cluster=None) -> "BackboneJob":
         """--cv: the deployable model of ``name``, searched once more on all cross-validated
         images (the final train/val split); its test split is the holdout, possibly empty."""
-        pool = [r for r in run.folds.files if not r["holdout"]]
+        pool = run.folds.cv_files
         return cls(name, index, name == BASELINE, run.path, run.index.root, run.split, run.config.weights,
                    run.config.image_size, run.config.search, cluster, None, pool)
 
@@ -121,7 +116,7 @@ class BackboneJob:
     def out_dir(self) -> Path:
         if self.fold is None:
             return self.run_dir / self.name
-        return self.run_dir / "cv" / fold_folder(*self.fold) / self.name
+        return fold_dir(self.run_dir, *self.fold, self.name)
 
     @property
     def worker(self) -> bool:
@@ -302,4 +297,5 @@ def run_cross_validation(run, cluster=None):
     winner.update({k: v for k, v in final.items()
                    if k.startswith(("hp_", "test_")) or (k in final_keys and k != "status")})
     winner["final_val_objective"] = final.get("val_objective")
+    winner["final_trials_done"] = final.get("trials_done")
     return write_leaderboard(rows, run.path)

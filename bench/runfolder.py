@@ -333,6 +333,12 @@ def read_run(run_dir: Path) -> FinishedRun:
                        read_run_file(run_dir / "leaderboard.json", required=True))
 
 
+def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
+    """Where one outer fold's search of ``backbone`` writes in a ``--cv`` run:
+    ``<run>/cv/r<repeat>-f<fold>/<backbone>/``."""
+    return Path(run_dir) / "cv" / f"r{repeat}-f{fold}" / backbone
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a run folder with a leaderboard (finished or partly finished)."""
     return (Path(path) / "run.json").is_file() and (Path(path) / "leaderboard.json").is_file()

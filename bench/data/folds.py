@@ -111,6 +111,11 @@ class FoldPlan:
     conflicts: list[dict] = field(default_factory=list)
     groups: list[dict] = field(default_factory=list)
 
+    @property
+    def cv_files(self) -> list[dict]:
+        """Rows of every cross-validated image (all but the holdout), in plan order."""
+        return [r for r in self.files if not r["holdout"]]
+
     def _check(self, repeat: int, fold: int | None = None) -> None:
         if not 0 <= repeat < self.repeats or (fold is not None and not 0 <= fold < self.k):
             raise IndexError(f"no fold {fold} of repeat {repeat} in a plan of {self.repeats} x {self.k} folds")

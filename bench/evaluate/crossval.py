@@ -26,7 +26,7 @@ from bench.config import OBJECTIVES
 from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_ttest, holm, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
-from bench.runfolder import probability_matrix, read_json, read_table, text_frame, write_text_atomic
+from bench.runfolder import fold_dir, probability_matrix, read_json, read_table, text_frame, write_text_atomic
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
 #: the proper score bench reports for every model).
@@ -35,11 +35,6 @@ CV_METRIC = {"val_auc": "roc_auc", "val_f1": "f1", "val_accuracy": "accuracy", "
 THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
 #: Bootstrap resamples behind the intervals and the probability of being best.
 CV_RESAMPLES = 1000
-
-
-def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
-    """Where one outer fold's search of ``backbone`` writes (see bench.pipeline.fold_folder)."""
-    return Path(run_dir) / "cv" / f"r{repeat}-f{fold}" / backbone
 
 
 def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
@@ -177,7 +172,7 @@ def cv_pairwise_tests(run_dir: Path, names: list[str], plan, objective: str, see
     tests = pairwise_tests(predictions, list(plan.classes), seed=seed, groups=groups)
     metric = CV_METRIC[objective]
     per_fold = {name: _fold_metric(run_dir, name, plan, metric) for name in names}
-    n_cv = sum(1 for f in plan.files if not f["holdout"])
+    n_cv = len(plan.cv_files)
     n_test = n_cv / plan.k
     for test in tests:
         diffs = per_fold[test.a] - per_fold[test.b]

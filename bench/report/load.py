@@ -22,7 +22,7 @@ from bench.errors import BenchError
 from bench.config import OBJECTIVES
 from bench.evaluate.rows import to_float
 from bench.report.formatting import Figure
-from bench.runfolder import PREDICTION_TEXT_COLUMNS, read_run, read_run_file, read_table
+from bench.runfolder import PREDICTION_TEXT_COLUMNS, fold_dir, read_run, read_run_file, read_table
 
 OOF_TEXT = (*PREDICTION_TEXT_COLUMNS, "group")
 
@@ -146,7 +146,7 @@ def _fold_results(run_dir: Path, name: str, k: int, repeats: int):
     rows, histories, trials = [], [], []
     for repeat in range(repeats):
         for fold in range(k):
-            folder = run_dir / "cv" / f"r{repeat}-f{fold}" / name
+            folder = fold_dir(run_dir, repeat, fold, name)
             row = read_run_file(folder / "result.json")
             if row is None:
                 continue
