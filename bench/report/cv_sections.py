@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from bench.evaluate.crossval import CV_METRIC, CV_RESAMPLES
-from bench.evaluate.paired import ALPHA, PairTest
+from bench.evaluate.paired import PairTest
 from bench.evaluate.rows import metric_with_ci, to_float
 from bench.report import findings, sections
 from bench.report.formatting import (
@@ -127,10 +127,6 @@ def _adjusted(p, holm):
     return p if holm is None else holm
 
 
-def _significant(p) -> bool:
-    return p is not None and not math.isnan(p) and p < ALPHA
-
-
 def runner_up_sentence(best: str, runner: str | None, test: PairTest | None, metric: str) -> str:
     if runner is None:
         return "Only one backbone finished, so there is no runner-up to compare against."
@@ -141,8 +137,8 @@ def runner_up_sentence(best: str, runner: str | None, test: PairTest | None, met
         test = test.flipped()
     parts = pair_parts(test, metric)
     details = "; ".join(text for _, text, _, _ in parts)
-    for_best = [name for name, _, p, fav in parts if _significant(p) and fav == best]
-    for_runner = [name for name, _, p, fav in parts if _significant(p) and fav == runner]
+    for_best = [name for name, _, p, fav in parts if findings.significant(p) and fav == best]
+    for_runner = [name for name, _, p, fav in parts if findings.significant(p) and fav == runner]
     where = "on the out-of-fold predictions, p-values Holm-adjusted over all pairs"
     if for_runner:
         return (f"By {', '.join(for_runner)}, the runner-up, {runner}, is significantly better than {best} ({where}: "
@@ -342,7 +338,7 @@ def pair_reading(t: PairTest, metric: str, n_folds: int) -> str:
         text += (f" Over the {n_folds} outer folds, {label(t.ttest_metric or metric)} {t.a} \u2212 {t.b} = "
                  f"{fmt_signed(t.ttest_mean)} on average (95 % CI {fmt_signed(t.ttest_ci_low)} to "
                  f"{fmt_signed(t.ttest_ci_high)}; corrected t-test {_p_pair(t.ttest_p, t.ttest_p_holm)}).")
-    found = [(name, fav) for name, _, p, fav in pair_parts(t, metric) if _significant(p)]
+    found = [(name, fav) for name, _, p, fav in pair_parts(t, metric) if findings.significant(p)]
     if not found:
         return text + " No test finds a difference at Holm-adjusted p < 0.05."
     return text + " Significant after Holm: " + "; ".join(

@@ -30,7 +30,8 @@ def _holm(p, adjusted) -> str:
     return f"{fmt_p(p)}, Holm-adjusted {fmt_p(adjusted)}"
 
 
-def _below(p) -> bool:
+def significant(p) -> bool:
+    """A p-value below :data:`~bench.evaluate.paired.ALPHA` (None and NaN are not)."""
     return p is not None and not math.isnan(p) and p < ALPHA
 
 
@@ -51,13 +52,13 @@ def mcnemar_reading(t: PairTest) -> str:
                   f"{t.n_groups} duplicate groups, one vote per group)")
     else:
         counts = f"({t.a} alone is right on {only_a} images, {t.b} alone on {only_b}, of {t.n})"
-    if _below(p):
+    if significant(p):
         better = t.a if only_a > only_b else t.b
         return head + (
             f"{t.a} and {t.b} disagree on which {what} they get right more than chance would explain {counts}; "
             f"{better} is the more accurate on these {what}."
         )
-    if _below(t.mcnemar_p):
+    if significant(t.mcnemar_p):
         return head + (f"the {what} only one of {t.a} and {t.b} gets right are split unevenly {counts}, but not "
                        "beyond chance after Holm's adjustment for the pairs compared: weak evidence.")
     return head + (
@@ -77,10 +78,10 @@ def auc_reading(t: PairTest) -> str | None:
         f"(95 % CI {fmt_signed(t.auc_ci_low)} to {fmt_signed(t.auc_ci_high)}), paired bootstrap "
         f"{_holm(t.auc_p, t.auc_p_holm)}: "
     )
-    if _below(t.auc_p if t.auc_p_holm is None else t.auc_p_holm):
+    if significant(t.auc_p if t.auc_p_holm is None else t.auc_p_holm):
         better = t.a if t.auc_diff > 0 else t.b
         return text + f"{better} ranks positive above negative images reliably better."
-    if _below(t.auc_p):
+    if significant(t.auc_p):
         return text + "below 0.05 alone, but not after Holm's adjustment for the pairs compared: weak evidence."
     return text + "the interval includes 0, so no evidence that they rank images differently well."
 
@@ -93,7 +94,7 @@ def delong_reading(t: PairTest) -> str | None:
     ci = ""
     if t.delong_ci_low is not None and not math.isnan(t.delong_ci_low):
         ci = f" (95 % CI {fmt_signed(t.delong_ci_low)} to {fmt_signed(t.delong_ci_high)})"
-    verdict = ("the difference is significant" if _below(t.delong_p if t.delong_p_holm is None else t.delong_p_holm)
+    verdict = ("the difference is significant" if significant(t.delong_p if t.delong_p_holm is None else t.delong_p_holm)
                else "no evidence of a difference")
     return f"{kind} {_holm(t.delong_p, t.delong_p_holm)}{ci}: {verdict}."
 
