@@ -50,7 +50,7 @@ def test_scan_prints_summary(image_folder):
 def test_run_writes_run_folder(image_folder, tmp_path):
     out = tmp_path / "results"
     result = invoke("run", "--data", image_folder, "--backbones", "mobilenet_v2", "--weights", "none",
-                    "--out", out, "--name", "r1", "--seed", "3", "--image-size", "32", "--max-trials", "2",
+                    "--out", out, "--reports", tmp_path / "reports", "--name", "r1", "--seed", "3", "--image-size", "32", "--max-trials", "2",
                     "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1")
     assert result.exit_code == 0, result.output
     run = out / "r1"
@@ -157,7 +157,8 @@ def test_run_in_use_by_another_process(image_folder, tmp_path):
     from bench.runfolder import RunLock
 
     out = tmp_path / "results"
-    prepared = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--name", "busy",
+    prepared = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--reports", tmp_path / "reports",
+                      "--name", "busy",
                       "--backbones", "mobilenet_v2", "--image-size", "32", "--max-trials", "1", "--epochs", "1",
                       "--no-export")
     assert prepared.exit_code == 0, prepared.output

@@ -32,6 +32,7 @@ def test_kill_during_search_then_resume(tmp_path):
     out = tmp_path / "results"
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
             "--max-trials", "6", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export", "--out", out,
+            "--reports", tmp_path / "reports",
             "--name", "k"]
     run = out / "k"
     proc = subprocess.Popen(_bench(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
