@@ -78,10 +78,15 @@ class BackboneJob:
         return [(name, False) for name in run.config.backbones] + ([(BASELINE, True)] if run.config.baseline else [])
 
     @classmethod
+    def of(cls, run, name: str, index: int, split, cluster=None, fold=None, pool=None) -> "BackboneJob":
+        """The job of backbone ``name`` of ``run`` (a :class:`bench.run.RunFolder`) on ``split``."""
+        return cls(name, index, name == BASELINE, run.path, run.index.root, split, run.config.weights,
+                   run.config.image_size, run.config.search, cluster, fold, pool)
+
+    @classmethod
     def for_run(cls, run, cluster=None) -> list["BackboneJob"]:
-        """Every backbone of ``run`` (a :class:`bench.run.RunFolder`) in order, then the baseline."""
-        return [cls(name, i, baseline, run.path, run.index.root, run.split, run.config.weights,
-                    run.config.image_size, run.config.search, cluster) for i, (name, baseline) in enumerate(cls.names(run))]
+        """Every backbone of ``run`` in order, then the baseline."""
+        return [cls.of(run, name, i, run.split, cluster) for i, (name, _) in enumerate(cls.names(run))]
 
     @classmethod
     def for_folds(cls, run, cluster=None) -> list["BackboneJob"]:
@@ -91,18 +96,15 @@ class BackboneJob:
         for repeat in range(plan.repeats):
             for fold in range(plan.k):
                 split = plan.split(repeat, fold)
-                for name, baseline in cls.names(run):
-                    jobs.append(cls(name, len(jobs), baseline, run.path, run.index.root, split, run.config.weights,
-                                    run.config.image_size, run.config.search, cluster, (repeat, fold), pool))
+                for name, _ in cls.names(run):
+                    jobs.append(cls.of(run, name, len(jobs), split, cluster, (repeat, fold), pool))
         return jobs
 
     @classmethod
     def final(cls, run, name: str, index: int, cluster=None) -> "BackboneJob":
         """--cv: the deployable model of ``name``, searched once more on all cross-validated
         images (the final train/val split); its test split is the holdout, possibly empty."""
-        pool = run.folds.cv_files
-        return cls(name, index, name == BASELINE, run.path, run.index.root, run.split, run.config.weights,
-                   run.config.image_size, run.config.search, cluster, None, pool)
+        return cls.of(run, name, index, run.split, cluster, pool=run.folds.cv_files)
 
     @cached_property
     def record(self):
@@ -292,10 +294,8 @@ def run_cross_validation(run, cluster=None):
     log.info(f"cv: {winner['backbone']} ranks first; searching it once more on all {len(jobs[0].pool)} "
              "cross-validated images for the model to deploy")
     final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs)), sources)  # the chief alone
-    final_keys = ("status", "best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
-    winner["final_status"] = final.get("status")
-    winner.update({k: v for k, v in final.items()
-                   if k.startswith(("hp_", "test_")) or (k in final_keys and k != "status")})
-    winner["final_val_objective"] = final.get("val_objective")
-    winner["final_trials_done"] = final.get("trials_done")
+    kept = ("best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
+    winner.update({k: v for k, v in final.items() if k.startswith(("hp_", "test_")) or k in kept})
+    winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
+                  final_trials_done=final.get("trials_done"))
     return write_leaderboard(rows, run.path)

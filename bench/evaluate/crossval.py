@@ -26,13 +26,23 @@ from bench.config import OBJECTIVES
 from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_ttest, holm, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
-from bench.runfolder import fold_dir, probability_matrix, read_json, read_table, text_frame, write_text_atomic
+from bench.runfolder import (
+    PREDICTION_TEXT_COLUMNS,
+    fold_dir,
+    probability_matrix,
+    read_json,
+    read_table,
+    text_frame,
+    write_text_atomic,
+)
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
 #: the proper score bench reports for every model).
 CV_METRIC = {"val_auc": "roc_auc", "val_f1": "f1", "val_accuracy": "accuracy", "val_loss": "brier"}
 #: Metrics that do not depend on the decision threshold.
 THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
+#: Text columns of oof_predictions.csv.
+OOF_TEXT_COLUMNS = (*PREDICTION_TEXT_COLUMNS, "group")
 #: Bootstrap resamples behind the intervals and the probability of being best.
 CV_RESAMPLES = 1000
 
@@ -56,6 +66,14 @@ def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
                 **{c: table[c].tolist() for c in table.columns},
             }))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def read_oof(run_dir: Path, backbone: str) -> pd.DataFrame:
+    """``<run>/<backbone>/oof_predictions.csv`` as written by :func:`cv_row` (names that are
+    not valid UTF-8 come back unchanged; ``correct`` as booleans)."""
+    oof = read_table(Path(run_dir) / backbone / "oof_predictions.csv", text_columns=OOF_TEXT_COLUMNS)
+    oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
+    return oof
 
 
 def _decision_scores(oof: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -133,8 +151,7 @@ def probability_best_by_backbone(run_dir: Path, rows: list[dict], plan, objectiv
     if not ok:
         return {}
     classes, metric = list(plan.classes), CV_METRIC[objective]
-    tables = {r["backbone"]: pd.read_csv(Path(run_dir) / r["backbone"] / "oof_predictions.csv", dtype={"file": object})
-              for r in ok}
+    tables = {r["backbone"]: read_oof(run_dir, r["backbone"]) for r in ok}
     first = tables[ok[0]["backbone"]]
     key = ["repeat", "file"]
     order = first[key].copy()
@@ -162,12 +179,11 @@ def cv_pairwise_tests(run_dir: Path, names: list[str], plan, objective: str, see
     run_dir = Path(run_dir)
     predictions, groups = {}, {}
     for name in names:
-        oof = read_table(run_dir / name / "oof_predictions.csv", text_columns=("file", "label", "prediction", "group"))
+        oof = read_oof(run_dir, name)
         keys = [f"r{r}/{f}" for r, f in zip(oof["repeat"], oof["file"])]
         groups.update(zip(keys, oof["group"]))
         table = oof.drop(columns=["file"])
         table.insert(0, "file", keys)
-        table["correct"] = table["correct"].astype(str).str.lower().isin(["true", "1"])
         predictions[name] = table
     tests = pairwise_tests(predictions, list(plan.classes), seed=seed, groups=groups)
     metric = CV_METRIC[objective]

@@ -20,11 +20,11 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
+from bench.evaluate.crossval import OOF_TEXT_COLUMNS
 from bench.evaluate.rows import to_float
 from bench.report.formatting import Figure
-from bench.runfolder import PREDICTION_TEXT_COLUMNS, fold_dir, read_run, read_run_file, read_table
+from bench.runfolder import fold_dir, read_run, read_run_file, read_table
 
-OOF_TEXT = (*PREDICTION_TEXT_COLUMNS, "group")
 
 
 @dataclass
@@ -166,7 +166,7 @@ def _load_cv(data: RunData) -> None:
     k = int(to_float(first.get("cv_k"), to_float(data.config.get("cv"), 0)))
     repeats = int(to_float(first.get("cv_repeats"), to_float(data.config.get("repeats"), 1)))
     for b in data.backbones:
-        oof = _read_csv(data.path / b.name / "oof_predictions.csv", text_columns=OOF_TEXT) if b.ok else None
+        oof = _read_csv(data.path / b.name / "oof_predictions.csv", text_columns=OOF_TEXT_COLUMNS) if b.ok else None
         if oof is not None and len(oof):
             oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
         b.oof = oof
