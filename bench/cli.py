@@ -170,65 +170,41 @@ def demo_data_cmd(
     typer.echo(f"wrote {2 * n} synthetic images ({n} per class, {size}px, seed {seed}) to {path}")
 
 
-def format_scan(index, split) -> str:
-    """The human summary printed by ``bench scan``."""
-    from bench.data.duplicates import exact_duplicate_sets
-
-    counts = index.counts()
-    lines = [f"data: {index.root}" + ("  (SYNTHETIC demo data)" if index.synthetic else "")]
-    n_files = len(index.records) + sum(1 for s in index.skipped if s.reason != "class folder holds no readable images")
-    lines.append(f"{n_files} files, {len(index.records)} readable images, {len(index.classes)} classes")
-    lines.append(tabulate([[c, counts[c]] for c in index.classes], headers=["class", "images"]))
-    if index.skipped:
-        lines.append(f"\nskipped {len(index.skipped)}:")
-        lines.extend(f"  {s.path}: {s.reason}" for s in index.skipped)
-    exact = exact_duplicate_sets(index.records)
-    lines.append(f"\nexact duplicates (identical bytes): {len(exact)} groups, {sum(map(len, exact))} files")
-    lines.extend("  " + ", ".join(paths) for paths in exact)
-    near = [g for g in split.groups if g["kind"] == "near"]
-    lines.append(
-        f"near-duplicate groups (re-saved/resized copies, exact copies included): {len(near)} groups, "
-        f"{sum(len(g['files']) for g in near)} files"
-    )
-    lines.extend(f"  {g['group']} [{g['split']}]: " + ", ".join(g["files"]) for g in near)
-    lines.append(f"split groups: {len(split.groups)} multi-file groups, each kept whole in one split")
-    if split.conflicts:
-        lines.append(f"\nlabel conflicts (excluded from every split): {len(split.conflicts)}")
-        lines.extend(f"  {c['group']}: labels {', '.join(c['labels'])}: {', '.join(c['files'])}" for c in split.conflicts)
-    else:
-        lines.append("\nlabel conflicts: none")
-    sizes = split.sizes()
-    rows = [[s, *(sizes[s][c] for c in index.classes), sum(sizes[s].values())] for s in sizes]
-    lines.append(f"\nsplit (seed {split.seed}, val {split.val_size:g}, test {split.test_size:g}):")
-    lines.append(tabulate(rows, headers=["split", *index.classes, "total"]))
-    split_of = {}
-    crossing = set()
-    for f in split.files:
-        if split_of.setdefault(f["group"], f["split"]) != f["split"]:
-            crossing.add(f["group"])
-    lines.append(
-        "no duplicate group crosses splits" if not crossing else f"WARNING: groups crossing splits: {sorted(crossing)}"
-    )
-    return "\n".join(lines)
-
-
 def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")], *,
-             seed: int, val_size: float, test_size: float | None) -> None:
-    """Scan a data folder: classes, counts, skipped files, duplicates, conflicts, the split."""
+             seed: int, val_size: float, test_size: float | None, copy_threshold: float, groups: Path | None,
+             write_groups: Annotated[Path, typer.Option(
+                 "--write-groups", help="Where to write every image's group (CSV); the contact sheet copies.png "
+                                        "goes beside it.")] = Path("groups.csv")) -> None:
+    """Scan a data folder: classes, counts, skipped files, copies and groups, conflicts, the split, a leakage audit."""
     import time
 
-    from bench.config import DEFAULT_TEST_SIZE
+    from bench.config import DEFAULT_TEST_SIZE, RunConfig, check_bounds
+    from bench.data.group_files import large_group_warnings, write_group_files
     from bench.data.scan import scan
-    from bench.data.split import check_sizes, make_split
+    from bench.data.split import check_sizes, group_index, make_split
+    from bench.data.user_groups import read_user_groups
 
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     check_sizes(val_size, test_size)
+    check_bounds(RunConfig(copy_threshold=copy_threshold))
     t0 = time.perf_counter()
     index = _scan_with_progress(scan, data)
     seconds = time.perf_counter() - t0
-    split = make_split(index, val_size, test_size, seed)  # bad data fails here: an error is the only line
-    log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s")
-    typer.echo(format_scan(index, split))
+    user = read_user_groups(groups, index) if groups else None
+    grouping = group_index(index, copy_threshold, user)
+    split = make_split(index, val_size, test_size, seed, grouping=grouping)  # bad data fails here: an error is the only line
+    log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s, "
+             f"grouped in {time.perf_counter() - t0 - seconds:.1f}s")
+    for warning in large_group_warnings(grouping):
+        log.warning(warning)
+    from bench.data.summary import format_scan
+
+    typer.echo(format_scan(index, split, grouping))
+    csv_path, sheet = write_group_files(grouping, {f["group"]: f["split"] for f in split.files}, index.root,
+                                        write_groups)
+    typer.echo(f"wrote {csv_path} (every image with its group and split)")
+    if sheet is not None:
+        typer.echo(f"wrote {sheet} (contact sheet: example links of each kind, to check by eye)")
 
 
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>.")], *,
@@ -392,7 +368,7 @@ _EXPORT = inspect.Parameter("export", inspect.Parameter.KEYWORD_ONLY, default=Tr
     bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")])
 run_cmd.__signature__ = inspect.Signature([_CTX, *_typer_parameters(), _RESUME, _EXPORT])
 command("run")(run_cmd)
-_with_options(scan_cmd, ("seed", "val_size", "test_size"))
+_with_options(scan_cmd, ("seed", "val_size", "test_size", "copy_threshold", "groups"))
 command("scan")(scan_cmd)
 _with_options(report_cmd, ("reports",))
 command("report")(report_cmd)

@@ -43,6 +43,8 @@ DEFAULT_TEST_SIZE = 0.15
 #: Epochs per trial when ``--epochs`` is not given; the notebook baseline then trains
 #: NOTEBOOK_EPOCHS (bench.pipeline), as the original notebook did.
 DEFAULT_EPOCHS = 10
+#: ``--copy-threshold`` when not given (bench.data.copies explains the measure).
+DEFAULT_COPY_THRESHOLD = 0.70
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Option:
     flag: str  # "--max-trials"
     help: str
     low: float | None = None  # smallest allowed value
+    high: float | None = None  # largest allowed value
     choices: tuple[str, ...] | None = None
     off_flag: str | None = None  # booleans with an off switch: "--no-augment"
     changes_results: bool = True  # refused by --resume when it differs from run.json
@@ -107,6 +110,12 @@ class RunConfig:
     test_size: float | None = option(None, flag="--test-size", show_default=f"{DEFAULT_TEST_SIZE}; 0 with --cv",
                                      help="Test fraction, held out from every choice (with --cv: from the "
                                           "cross-validation too, evaluated once by the final model).")
+    copy_threshold: float = option(DEFAULT_COPY_THRESHOLD, flag="--copy-threshold", low=0.05, high=0.99,
+                                   help="How alike two images must be to link as copies (layout correlation; "
+                                        "the keypoints needed move with it): higher links fewer.")
+    groups: Path | None = option(None, flag="--groups", show_default="none",
+                                 help="CSV with columns path,group (patient or study IDs): files of a group "
+                                      "stay in one split, on top of detected copies.")
     cv: int | None = option(None, flag="--cv", low=2, show_default="one train/val/test split",
                             help="Nested cross-validation: K outer folds, stratified and group-aware; the search "
                                  "runs inside each fold on an inner train/val split.")
@@ -148,7 +157,7 @@ class RunConfig:
                      search=SearchConfig(**{k: v for k, v in flat.items() if k in searched}))
         if isinstance(config.backbones, str):  # the CLI's comma-separated form
             config.backbones = [name.strip() for name in config.backbones.split(",") if name.strip()]
-        for key in ("out", "reports", "data"):
+        for key in ("out", "reports", "data", "groups"):
             value = getattr(config, key)
             setattr(config, key, None if value is None else Path(value))
         return config
@@ -196,6 +205,8 @@ def check_bounds(config: RunConfig) -> None:
             raise BenchError(f"unknown {opt.flag} {value!r}; choose one of: {', '.join(opt.choices)}")
         if opt.low is not None and value < opt.low:
             raise BenchError(f"{opt.flag} must be at least {opt.low:g}, got {value}")
+        if opt.high is not None and value > opt.high:
+            raise BenchError(f"{opt.flag} must be at most {opt.high:g}, got {value}")
 
 
 def as_flag(name: str, value) -> str:

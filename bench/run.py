@@ -6,6 +6,7 @@ leaves no half-made folder behind.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,14 +17,17 @@ import backbones
 from bench import __version__
 from bench.config import RunConfig, as_flag, check_bounds, result_options
 from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
+from bench.data.group_files import large_group_warnings, write_group_files
 from bench.data.scan import DatasetIndex, scan
 from bench.data.split import (
     SplitManifest,
     check_sizes,
+    group_index,
     make_split,
     read_split,
     write_split,
 )
+from bench.data.user_groups import read_user_groups
 from bench.errors import BenchError
 from bench.runfolder import (
     RunLock,
@@ -36,6 +40,8 @@ from bench.runfolder import (
     read_json,
     write_json_atomic,
 )
+
+log = logging.getLogger("bench")
 
 
 @dataclass
@@ -99,12 +105,19 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         config.data = demo_data_dir()
     index = scan(config.data, progress=progress)
     config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
+    grouping = group_index(index, config.copy_threshold,
+                           read_user_groups(config.groups, index) if config.groups else None)
+    for warning in large_group_warnings(grouping):
+        log.warning(warning)
     folds = None
     if config.cv:
-        folds = make_folds(index, config.cv, config.repeats, config.val_size, config.test_size, config.search.seed)
+        folds = make_folds(index, config.cv, config.repeats, config.val_size, config.test_size, config.search.seed,
+                           grouping=grouping)
         split = folds.final_split()
+        part_of = folds.part_of_groups()
     else:
-        split = make_split(index, config.val_size, config.test_size, config.search.seed)
+        split = make_split(index, config.val_size, config.test_size, config.search.seed, grouping=grouping)
+        part_of = {f["group"]: f["split"] for f in split.files}
     out = check_writable(config.out, "--out")
     config.name = config.name or default_run_name()
     run_dir = out / config.name
@@ -118,6 +131,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     write_split(split, run_dir / "split.json")
     if folds is not None:
         write_folds(folds, run_dir / "folds.json")
+    write_group_files(grouping, part_of, index.root, run_dir / "groups.csv")
     write_json_atomic(
         run_dir / "run.json",
         {
@@ -178,7 +192,7 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     config.data = Path(config.data) if config.data else None
     if "reports" in given:
         config.reports = Path(given["reports"])
-    index = scan(config.data)
+    index = scan(config.data, copies=False)  # the groups are in split.json
     config.data = index.root
     stored_hash = info.get("data_hash")
     if stored_hash and index.content_hash() != stored_hash:

@@ -30,6 +30,29 @@ def noise_image(rng: np.random.Generator, size: int = 48, mode: str = "RGB") -> 
     return img.convert(mode) if mode != "RGB" else img
 
 
+def scan_like(seed: int, size: int = 192) -> Image.Image:
+    """A scan-like greyscale picture: dark background, a bright outline, random inner structures.
+
+    Distinct seeds give distinct pictures of the same overall layout (as two patients' scans are).
+    """
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng([seed, 17])
+    img = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(img)
+    m = size * 0.08
+    draw.ellipse([m, m * 1.2, size - m, size - m * 1.2], fill=int(rng.integers(150, 200)), outline=240,
+                 width=max(2, size // 60))
+    for _ in range(25):
+        x, y = rng.uniform(size * 0.2, size * 0.8, 2)
+        rx, ry = rng.uniform(size * 0.02, size * 0.12, 2)
+        draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=int(rng.integers(20, 255)))
+    for _ in range(12):
+        x0, y0, x1, y1 = rng.uniform(size * 0.2, size * 0.8, 4)
+        draw.line([x0, y0, x1, y1], fill=int(rng.integers(0, 255)), width=int(rng.integers(1, 4)))
+    return img.filter(ImageFilter.GaussianBlur(0.8))
+
+
 def make_folder(root: Path, counts: dict[str, int], size: int = 48, seed: int = 0, fmt: str = "PNG") -> Path:
     """Create ``root/<class>/img_<i>.png`` with ``counts[class]`` distinct images."""
     rng = np.random.default_rng(seed)

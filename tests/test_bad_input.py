@@ -33,6 +33,12 @@ from conftest import make_folder, noise_image
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """`bench scan` writes groups.csv and copies.png into the working folder: keep them out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 def invoke(*args):
     return runner.invoke(app, [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args])
 

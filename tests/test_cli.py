@@ -15,6 +15,12 @@ from conftest import make_folder
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """`bench scan` writes groups.csv and copies.png into the working folder: keep them out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -32,7 +32,7 @@ def test_exact_and_near_duplicates_stay_together(tmp_path):
         assert group["a/img_000.png"] == group["a/copy.png"] == group["a/resized.jpg"]
         assert not _groups_cross(manifest)
     dup = [g for g in manifest.groups if "a/copy.png" in g["files"]][0]
-    assert dup["kind"] == "near" and len(dup["files"]) == 3
+    assert dup["kind"] == "exact+resized/re-encoded" and len(dup["files"]) == 3
 
 
 def test_stratified_sizes_close_to_requested(tmp_path):
@@ -60,7 +60,8 @@ def test_label_conflicts_excluded(tmp_path):
     manifest = make_split(scan(root))
     paths = {f["path"] for f in manifest.files}
     assert "a/img_000.png" not in paths and "b/same_as_a0.png" not in paths
-    assert manifest.conflicts[0]["labels"] == ["a", "b"]
+    assert {c["file"]: c["copies"] for c in manifest.conflicts} == {
+        "a/img_000.png": [["b/same_as_a0.png", "b"]], "b/same_as_a0.png": [["a/img_000.png", "a"]]}
     assert len(manifest.files) == 11  # 13 files less the two conflicting copies
 
 
@@ -90,6 +91,6 @@ def test_real_data_no_group_crosses_splits(brain_mri, tmp_path):
         split_of = {f["path"]: f["split"] for f in manifest.files}
         for paths in index.to_dict()["exact_duplicates"]:
             assert len({split_of[p] for p in paths}) == 1
-    near = [g for g in manifest.groups if g["kind"] == "near"]
+    near = [g for g in manifest.groups if "resized/re-encoded" in g["kind"]]
     assert len(near) >= 10
     assert np.mean([len(g["files"]) for g in near]) >= 2

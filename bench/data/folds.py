@@ -50,10 +50,11 @@ import numpy as np
 
 from bench.data.duplicates import DuplicateGroup
 from bench.data.scan import DatasetIndex
-from bench.data.split import SplitManifest, assign_groups, group_index
+from bench.data.audit import leakage_audit, plain_parts
+from bench.data.split import Grouping, SplitManifest, assign_groups, group_index
 from bench.errors import BenchError
 
-FOLDS_FORMAT = 1
+FOLDS_FORMAT = 2
 MAX_DRAWS = 32
 _HOLDOUT, _OUTER, _INNER, _FINAL = 1, 2, 3, 4  # seed tags: each step draws from its own stream
 
@@ -110,6 +111,8 @@ class FoldPlan:
     files: list[dict]
     conflicts: list[dict] = field(default_factory=list)
     groups: list[dict] = field(default_factory=list)
+    audit: list[dict] = field(default_factory=list)  # over the outer folds of repeat 0 (and the holdout)
+    grouping: dict = field(default_factory=dict)
 
     @property
     def cv_files(self) -> list[dict]:
@@ -131,7 +134,8 @@ class FoldPlan:
             {"group": g["group"], "kind": g["kind"], "split": split_of_group.get(g["group"], "excluded"), "files": list(g["files"])}
             for g in self.groups
         ]
-        return SplitManifest(self.seed, self.val_size, test_size, list(self.classes), files, list(self.conflicts), groups)
+        return SplitManifest(self.seed, self.val_size, test_size, list(self.classes), files, list(self.conflicts), groups,
+                             list(self.audit), dict(self.grouping))
 
     def split(self, repeat: int, fold: int) -> SplitManifest:
         """Repeat ``repeat``, outer fold ``fold``: train/val = inner train/val, test = the outer fold.
@@ -152,6 +156,10 @@ class FoldPlan:
     def final_split(self) -> SplitManifest:
         """Train/val of all CV images; test = the holdout (empty when ``test_size`` is 0)."""
         return self._manifest(lambda row: row["final"], self.test_size)
+
+    def part_of_groups(self) -> dict[str, str]:
+        """Group id -> "holdout" or its outer fold in repeat 0 ("fold 1"...), as groups.csv shows it."""
+        return {row["group"]: "holdout" if row["holdout"] else f"fold {row['fold'][0] + 1}" for row in self.files}
 
     def oof_rows(self, repeat: int) -> list[dict]:
         """Every CV image of ``repeat`` with its outer fold: where its out-of-fold prediction comes from."""
@@ -183,12 +191,14 @@ class FoldPlan:
             "files": self.files,
             "duplicate_groups": self.groups,
             "label_conflicts": self.conflicts,
+            "leakage_audit": self.audit,
+            "grouping": self.grouping,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "FoldPlan":
         """Rebuild a plan; ``ValueError`` when the rows do not fit ``k``/``repeats``/``classes``."""
-        if data.get("format") != FOLDS_FORMAT:
+        if data.get("format") not in (1, FOLDS_FORMAT):  # format 1: before copy detection's audit
             raise ValueError(f"format {data.get('format')!r}, expected {FOLDS_FORMAT}")
         plan = cls(
             k=int(data["k"]),
@@ -200,6 +210,8 @@ class FoldPlan:
             files=list(data["files"]),
             conflicts=list(data.get("label_conflicts", [])),
             groups=list(data.get("duplicate_groups", [])),
+            audit=list(data.get("leakage_audit", [])),
+            grouping=dict(data.get("grouping") or {}),
         )
         for row in plan.files:
             if not _row_ok(row, plan):
@@ -300,7 +312,8 @@ def _outer_folds(cv_groups: dict[str, list], k: int, seed: int, repeat: int, ear
 
 
 def make_folds(
-    index: DatasetIndex, k: int, repeats: int = 1, val_size: float = 0.15, test_size: float = 0.0, seed: int = 0
+    index: DatasetIndex, k: int, repeats: int = 1, val_size: float = 0.15, test_size: float = 0.0, seed: int = 0,
+    grouping: Grouping | None = None,
 ) -> FoldPlan:
     """The nested, repeated ``k``-fold plan of ``index`` (algorithm and guarantees: module docstring).
 
@@ -311,7 +324,7 @@ def make_folds(
     """
     check_cv(k, repeats, test_size)
     _check_val_size(val_size)
-    grouping = group_index(index)
+    grouping = grouping or group_index(index)
     classes = list(index.classes)
 
     holdout: set[int] = set()
@@ -335,7 +348,7 @@ def make_folds(
                 inner_val[r][f].update(m for m, p in part.items() if p == "val")
         final.update(_two_way(groups, val_size, ("train", "val"), _rng(seed, _FINAL, class_index)))
 
-    files = []
+    files, part_of = [], {}
     for label in classes:
         for g in grouping.by_class[label]:
             first, in_holdout = g.members[0], g.members[0] in holdout
@@ -351,11 +364,27 @@ def make_folds(
             }
             for i in g.members:
                 rec = grouping.records[i]
-                files.append({"path": rec.path, "sha256": rec.sha256, **row, "fold": list(row["fold"]),
-                              "inner_val": list(row["inner_val"])})
+                files.append({"path": rec.path, "sha256": rec.sha256, **row, "label": rec.label,
+                              "fold": list(row["fold"]), "inner_val": list(row["inner_val"])})
+                part_of[i] = "holdout" if in_holdout else f"fold {row['fold'][0]}"
     files.sort(key=lambda f: f["path"])
     groups = grouping.listing("part", {m: ("holdout" if m in holdout else "cv") for m in final.keys() | holdout})
-    return FoldPlan(k, repeats, seed, val_size, test_size, classes, files, grouping.conflicts, groups)
+    plain = _plain_folds(grouping.records, classes, set(part_of), k, test_size, seed)
+    return FoldPlan(k, repeats, seed, val_size, test_size, classes, files, grouping.conflicts, groups,
+                    leakage_audit(grouping, part_of, plain), grouping.settings())
+
+
+def _plain_folds(records: list, classes: list[str], included: set[int], k: int, test_size: float,
+                 seed: int) -> dict[int, str]:
+    """A plain stratified random fold assignment (groups ignored), for the leakage audit:
+    per class, the test fraction first (the holdout), then the rest dealt round the folds."""
+
+    def targets(n: int) -> dict[str, int]:
+        n_test = round(n * test_size) if test_size > 0 else 0
+        rest = n - n_test
+        return {"holdout": n_test, **{f"fold {f}": rest // k + (1 if f < rest % k else 0) for f in range(k)}}
+
+    return plain_parts(records, classes, included, targets, seed)
 
 
 def write_folds(plan: FoldPlan, path: Path) -> None:

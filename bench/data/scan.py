@@ -50,6 +50,15 @@ class DatasetIndex:
     records: list[ImageRecord]
     skipped: list[SkippedFile] = field(default_factory=list)
     synthetic: bool = False
+    #: Copy-detection features per record (:mod:`bench.data.copies`), in memory only; empty
+    #: when the scan was asked not to compute them.
+    features: list = field(default_factory=list, repr=False)
+
+    def mirrored_features(self, i: int):
+        """Record ``i``'s copy features, flipped left-right (read again from disk)."""
+        from bench.data.copies import mirrored_features
+
+        return mirrored_features(open_rgb(self.root / self.records[i].path)[0])
 
     def counts(self) -> dict[str, int]:
         out = {c: 0 for c in self.classes}
@@ -105,10 +114,12 @@ def _class_files(class_dir: Path) -> list[Path]:
     return files
 
 
-def scan(root: Path, progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
+def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies: bool = True) -> DatasetIndex:
     """Scan ``root`` into a :class:`DatasetIndex`.
 
-    ``progress(done, total)`` is called after each file, for progress bars.
+    ``progress(done, total)`` is called after each file, for progress bars. ``copies``:
+    also compute each image's copy-detection features (needed to group copies; a resumed
+    run reads its groups from split.json and skips them).
     Raises :class:`BenchError` for a missing/empty folder, fewer than two classes, or no
     readable image at all.
     """
@@ -126,6 +137,9 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None) -> Data
         )
     jobs = [(cdir.name, f) for cdir in class_dirs for f in _class_files(cdir)]
     records: list[ImageRecord] = []
+    features: list = []
+    if copies:
+        from bench.data.copies import copy_features
     for done, (label, fpath) in enumerate(jobs, start=1):
         rel = _rel(fpath, root)
         try:
@@ -154,6 +168,8 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None) -> Data
                     format=fmt,
                 )
             )
+            if copies:
+                features.append(copy_features(gray))
         if progress is not None:
             progress(done, len(jobs))
     if not records:
@@ -173,4 +189,5 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None) -> Data
         records=records,
         skipped=skipped,
         synthetic=(root / DEMO_MARKER).exists(),
+        features=features,
     )

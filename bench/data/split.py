@@ -4,29 +4,40 @@ Whole duplicate groups (see :mod:`bench.data.duplicates`) are assigned to one sp
 class. Within a class the groups are shuffled with the seed, then placed largest first,
 each into the split whose quota is least filled (relative to its target), so the
 realised fractions stay close to the requested ones even with large groups.
-Groups whose copies carry different labels are label conflicts: they are excluded from
-every split and listed.
+A file whose own copy carries another label is a label conflict: it is excluded from every
+split and listed with its copies (the rest of its group stays). A user group (``--groups``)
+spanning several labels is placed with its most frequent label, whole. The manifest also
+holds the leakage audit (:mod:`bench.data.audit`).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench.data.duplicates import DuplicateGroup, group_duplicates
+from bench.data.audit import leakage_audit, plain_parts
+from bench.data.copies import DEFAULT_COPY_THRESHOLD, find_links
+from bench.data.duplicates import DuplicateGroup, build_groups
 from bench.data.scan import DatasetIndex
+from bench.data.user_groups import UserGroups
 from bench.errors import BenchError
 
 SPLITS = ("train", "val", "test")
-SPLIT_FORMAT = 1
+SPLIT_FORMAT = 2
 
 
 @dataclass
 class SplitManifest:
-    """The split of one run. ``files`` rows: path, sha256, label, split, group."""
+    """The split of one run. ``files`` rows: path, sha256, label, split, group.
+
+    ``groups``: the groups of two or more files with their kind, split, files and links;
+    ``conflicts``: excluded files with their copies of another label; ``audit``: the
+    leakage audit (:mod:`bench.data.audit`).
+    """
 
     seed: int
     val_size: float
@@ -35,6 +46,8 @@ class SplitManifest:
     files: list[dict]
     conflicts: list[dict] = field(default_factory=list)
     groups: list[dict] = field(default_factory=list)
+    audit: list[dict] = field(default_factory=list)
+    grouping: dict = field(default_factory=dict)  # Grouping.settings(): threshold, user groups, refused links
 
     def rows(self, split: str) -> list[dict]:
         return [f for f in self.files if f["split"] == split]
@@ -57,6 +70,8 @@ class SplitManifest:
             "files": self.files,
             "duplicate_groups": self.groups,
             "label_conflicts": self.conflicts,
+            "leakage_audit": self.audit,
+            "grouping": self.grouping,
         }
 
     @classmethod
@@ -69,6 +84,8 @@ class SplitManifest:
             files=list(data["files"]),
             conflicts=list(data.get("label_conflicts", [])),
             groups=list(data.get("duplicate_groups", [])),
+            audit=list(data.get("leakage_audit", [])),
+            grouping=dict(data.get("grouping") or {}),
         )
 
 
@@ -112,11 +129,13 @@ def assign_groups(
 
 @dataclass
 class Grouping:
-    """The duplicate groups of an index, shared by :func:`make_split` and :func:`bench.data.folds.make_folds`.
+    """The groups of an index, shared by :func:`make_split` and :func:`bench.data.folds.make_folds`.
 
-    ``ids`` maps a group's first member to its id (``g0000``, in group order); ``conflicts``
-    lists the groups whose copies carry different labels (excluded everywhere);
-    ``by_class`` holds the usable groups of each class, in group order.
+    ``ids`` maps a group's first member to its id (``g0000``, in group order);
+    ``conflicts`` lists the files excluded because a copy of theirs carries another label;
+    ``by_class`` holds the usable groups under the class they are placed with (a user
+    group spanning labels goes with its most frequent label), in group order; ``links``
+    are all confirmed copy links and ``refused`` those that did not merge their clusters.
     """
 
     records: list
@@ -124,46 +143,85 @@ class Grouping:
     ids: dict[int, str]
     conflicts: list[dict]
     by_class: dict[str, list[DuplicateGroup]]
+    links: list = field(default_factory=list)
+    refused: list = field(default_factory=list)
+    copy_threshold: float = DEFAULT_COPY_THRESHOLD
+    user_groups: dict | None = None  # {"source": csv, "groups": n, "files": n, "missing": n}
+    user_group_of: dict[int, str] = field(default_factory=dict)
 
     def group_id(self, group: DuplicateGroup) -> str:
         return self.ids[group.members[0]]
 
+    def link_rows(self, links) -> list[list]:
+        return [[self.records[l.a].path, self.records[l.b].path, l.kind, l.layout, l.details] for l in links]
+
     def listing(self, key: str, part_of: dict[int, str]) -> list[dict]:
-        """The groups of two or more files: id, kind, files and ``key``: their part (or "excluded")."""
+        """The groups of two or more files: id, kind, ``key`` (their part, or "excluded"), files, links."""
         return [
             {
                 "group": self.group_id(g),
                 "kind": g.kind,
                 key: part_of.get(g.members[0], "excluded"),
                 "files": [self.records[i].path for i in g.members],
+                "links": self.link_rows(g.links),
             }
             for g in self.groups
             if g.size > 1
         ]
 
+    def settings(self) -> dict:
+        """What split.json / folds.json record about how the groups were made."""
+        return {"copy_threshold": self.copy_threshold, "user_groups": self.user_groups,
+                "refused_links": self.link_rows(self.refused)}
 
-def group_index(index: DatasetIndex) -> Grouping:
-    """Group ``index``'s duplicates and separate the label conflicts (see :class:`Grouping`)."""
+
+def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESHOLD,
+                user_groups: UserGroups | None = None) -> Grouping:
+    """Link ``index``'s copies, build the groups and separate the label conflicts (see :class:`Grouping`).
+
+    Without copy features (an index scanned with ``copies=False``) only exact copies link.
+    """
     records = index.records
-    groups = group_duplicates(records)
+    if index.features:
+        links = find_links(records, index.features, copy_threshold, mirrored=index.mirrored_features)
+    else:
+        links = find_links(records, [], copy_threshold)
+    user_of = {}
+    if user_groups is not None:
+        position = {r.path: i for i, r in enumerate(records)}
+        user_of = {position[p]: g for p, g in user_groups.group_of.items() if p in position}
+    built = build_groups([r.label for r in records], links, user_of)
+    groups = built.groups
     group_ids = {g.members[0]: f"g{k:04d}" for k, g in enumerate(groups)}
-
-    conflicts, by_class = [], {c: [] for c in index.classes}
+    order = {c: k for k, c in enumerate(index.classes)}
+    by_class: dict[str, list[DuplicateGroup]] = {c: [] for c in index.classes}
     for g in groups:
-        labels = sorted({records[i].label for i in g.members})
-        if len(labels) > 1:
-            conflicts.append(
-                {"group": group_ids[g.members[0]], "labels": labels, "files": [records[i].path for i in g.members]}
-            )
-        else:
-            by_class[labels[0]].append(g)
-    return Grouping(records, groups, group_ids, conflicts, by_class)
+        counts = Counter(records[i].label for i in g.members)
+        by_class[min(counts, key=lambda c: (-counts[c], order[c]))].append(g)
+    conflicts = [
+        {
+            "file": records[c["file"]].path,
+            "label": records[c["file"]].label,
+            "copies": [[records[j].path, records[j].label] for j in c["copies"]],
+        }
+        for c in built.conflicts
+    ]
+    info = None
+    if user_groups is not None:
+        info = {"source": user_groups.source, "groups": len(set(user_groups.group_of.values())),
+                "files": len(user_of), "missing": user_groups.missing}
+    return Grouping(records, groups, group_ids, conflicts, by_class, built.links, built.refused,
+                    copy_threshold, info, user_of)
 
 
-def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0) -> SplitManifest:
-    """Split ``index``; raises :class:`BenchError` when a class is too small to split."""
+def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
+               grouping: Grouping | None = None) -> SplitManifest:
+    """Split ``index`` (grouped with the defaults unless ``grouping`` is given).
+
+    Raises :class:`BenchError` when a class is too small to split.
+    """
     check_sizes(val_size, test_size)
-    grouping = group_index(index)
+    grouping = grouping or group_index(index)
     records, groups, group_ids, by_class = grouping.records, grouping.groups, grouping.ids, grouping.by_class
 
     split_of_group: dict[int, str] = {}
@@ -179,19 +237,24 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
         rng = np.random.default_rng([seed, class_index])
         split_of_group.update(assign_groups(class_groups, targets, rng))
 
-    files = []
+    files, split_of_record = [], {}
     for g in groups:
         split = split_of_group.get(g.members[0])
         if split is None:
             continue
         for i in g.members:
             rec = records[i]
+            split_of_record[i] = split
             files.append(
                 {"path": rec.path, "sha256": rec.sha256, "label": rec.label, "split": split, "group": group_ids[g.members[0]]}
             )
     files.sort(key=lambda f: f["path"])
     dup_groups = grouping.listing("split", split_of_group)
-    return SplitManifest(seed, val_size, test_size, list(index.classes), files, grouping.conflicts, dup_groups)
+    plain = plain_parts(records, list(index.classes), set(split_of_record),
+                        lambda n: _targets(n, val_size, test_size), seed)
+    audit = leakage_audit(grouping, split_of_record, plain)
+    return SplitManifest(seed, val_size, test_size, list(index.classes), files, grouping.conflicts, dup_groups,
+                         audit, grouping.settings())
 
 
 def write_split(manifest: SplitManifest, path: Path) -> None:

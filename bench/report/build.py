@@ -23,7 +23,7 @@ from bench.report.formatting import (
     display_name,
     slug,
 )
-from bench.report.load import RunData, gradcam_figure, load_run
+from bench.report.load import RunData, copies_figure, gradcam_figure, load_run
 from bench.runfolder import write_bytes_atomic, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -121,6 +121,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     search = sections.search_section(data)
     figs = make_figures(data, deployment, search)
     figs["gradcam"] = gradcam_figure(run_dir, data)
+    figs["copies"] = copies_figure(run_dir)
     per_backbone = []
     for b in data.backbones:
         per_backbone.append({

@@ -13,7 +13,7 @@ from bench.report import cv_sections as C
 from bench.report import findings, sections
 from bench.report.cv_search import search_section
 from bench.report.formatting import Table, display_name, interval, num, slug
-from bench.report.load import RunData, gradcam_figure
+from bench.report.load import RunData, copies_figure, gradcam_figure
 
 
 def cv_tests(data: RunData) -> list:
@@ -132,6 +132,7 @@ def cv_context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     search = search_section(data)
     figs = make_cv_figures(data, deployment, search)
     figs["gradcam"] = gradcam_figure(run_dir, data, what="holdout images") if data.holdout_n else None
+    figs["copies"] = copies_figure(run_dir)
     per_backbone = []
     for b in data.backbones:
         per_backbone.append({

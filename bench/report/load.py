@@ -217,6 +217,21 @@ def label_indices(data: RunData, labels) -> np.ndarray:
     return np.array([index[str(label)] for label in labels], dtype=int)
 
 
+def copies_figure(run_dir: Path) -> Figure | None:
+    """The contact sheet of linked copies, written by ``bench run`` beside split.json."""
+    png = Path(run_dir) / "copies.png"
+    if not png.is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(png) as img:
+        width, height = img.size
+    return Figure("copies", "Linked copies, to check by eye",
+                  "The weakest links of each kind first (the most worth checking), the largest group, and links "
+                  "that were refused; groups.csv in the run folder lists every image's group.",
+                  png.read_bytes(), width / 100, height / 100)
+
+
 def gradcam_figure(run_dir: Path, data: RunData, what: str = "test images") -> Figure | None:
     """The recommended model's Grad-CAM grid, written by ``bench run``/``bench export``
     (``bench.deploy.gradcam.write_run_gradcam``); the report only embeds it, never predicts."""

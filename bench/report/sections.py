@@ -314,6 +314,53 @@ def _files(files: list[str], limit: int = 4) -> str:
     return shown + (f", \u2026 ({len(files) - limit} more)" if len(files) > limit else "")
 
 
+def _conflict_row(c: dict) -> list[str]:
+    if "file" in c:
+        return [c["file"], c.get("label", ""), _files([f"{p} ({lab})" for p, lab in c.get("copies") or []])]
+    return [_files(list(c.get("files") or [])), ", ".join(c.get("labels") or []), "(whole group, older run)"]
+
+
+def copies_summary(sp: dict) -> dict:
+    """Link kinds, the leakage audit and how the groups were made, from split.json."""
+    from bench.data.duplicates import KIND_ORDER
+
+    groups = sp.get("duplicate_groups") or []
+    links = [link for g in groups for link in g.get("links") or []]
+    kinds = [[k, str(sum(1 for link in links if link[2] == k)), str(sum(1 for g in groups if k in g.get("kind", "")))]
+             for k in KIND_ORDER]
+    kinds = [row for row in kinds if row[1] != "0" or row[2] != "0"]
+    audit = sp.get("leakage_audit") or []
+    settings = sp.get("grouping") or {}
+    notes = []
+    if settings.get("copy_threshold") is not None:
+        notes.append(f"Copies were linked at --copy-threshold {settings['copy_threshold']:g}: both the layout of "
+                     "the equalised pictures and their keypoints must agree (any flip or 90° rotation, monotone "
+                     "intensity changes, blur, sharpening, re-encoding, resizing, crops and pads of up to 10 %).")
+    user = settings.get("user_groups")
+    if user:
+        notes.append(f"User groups from {user['source']}: {user['files']} files in {user['groups']} groups; "
+                     f"{user['missing']} images were not listed.")
+    refused = settings.get("refused_links") or []
+    if refused:
+        notes.append(f"{len(refused)} weaker links were not used: the groups they would have joined did not agree "
+                     "enough (fewer than half the pairs between them linked); the contact sheet shows them.")
+    largest = max(groups, key=lambda g: len(g.get("files") or []), default=None)
+    if largest:
+        notes.append(f"Largest group: {largest.get('group')} with {len(largest.get('files') or [])} files "
+                     f"({largest.get('kind')}).")
+    return {
+        "kinds": Table(["kind", "links", "groups with it"], kinds, [False, True, True]) if kinds else None,
+        "audit": Table(["kind", "linked pairs", "plain split: on different sides", "bench: on different sides"],
+                       [[a["kind"], str(a["pairs"]), str(a["plain_split_crossing"]), str(a["bench_crossing"])]
+                        for a in audit], [False, True, True, True]) if audit else None,
+        "audit_note": ("A plain split is a stratified random split with the same seed and fractions that ignores the "
+                       "groups (for --cv: a stratified random fold assignment, against repeat 1's outer folds). "
+                       "Every pair it puts on different sides would have let a copy of a training image be "
+                       "tested."),
+        "copies_note": " ".join(notes),
+    }
+
+
 def data_section(data: RunData) -> dict:
     ds, sp = data.dataset, data.split
     counts = {c: int(n) for c, n in (ds.get("counts") or {}).items()}
@@ -339,13 +386,12 @@ def data_section(data: RunData) -> dict:
     exact_rows, exact_more = _capped([[str(len(g)), _files(list(g))] for g in exact])
     groups = sp.get("duplicate_groups") or []
     group_rows, group_more = _capped(
-        [[g.get("group", ""), g.get("kind", ""), g.get("split", ""), str(len(g.get("files") or [])),
-          _files(list(g.get("files") or []))] for g in groups])
+        [[g.get("group", ""), g.get("kind", ""), g.get("split", g.get("part", "")), str(len(g.get("files") or [])),
+          _files(list(g.get("files") or []))] for g in sorted(groups, key=lambda g: -len(g.get("files") or []))])
     conflicts = sp.get("label_conflicts") or []
-    conflict_rows, conflict_more = _capped(
-        [[c.get("group", ""), ", ".join(c.get("labels") or []), _files(list(c.get("files") or []))] for c in conflicts])
+    conflict_rows, conflict_more = _capped([_conflict_row(c) for c in conflicts])
+    copies = copies_summary(sp)
     in_splits = sum(sum(v.values()) for v in sizes.values())
-    n_near = sum(1 for g in groups if g.get("kind") == "near")
     return {
         "root": ds.get("root"),
         "synthetic": bool(ds.get("synthetic")),
@@ -363,9 +409,12 @@ def data_section(data: RunData) -> dict:
         "exact": Table(["copies", "files"], exact_rows, [True, False], more=exact_more) if exact_rows else None,
         "groups": Table(["group", "kind", "split", "files", "examples"], group_rows,
                         [False, False, False, True, False], more=group_more) if group_rows else None,
-        "groups_note": f"{len(groups)} multi-file groups ({n_near} of them near duplicates: "
-                       "re-saved or resized copies).",
-        "conflicts": Table(["group", "labels", "files"], conflict_rows, more=conflict_more) if conflict_rows else None,
+        "groups_note": f"{len(groups)} groups of two or more files, largest first. The kind lists the links inside "
+                       "a group: exact (identical bytes), resized/re-encoded, re-processed (contrast, gamma, blur, "
+                       "crop ...), mirrored/rotated, user group (--groups).",
+        "conflicts": Table(["excluded file", "label", "its copies of another label"], conflict_rows,
+                           more=conflict_more) if conflict_rows else None,
+        **copies,
         "folds": None,  # --cv: the outer folds (bench.report.cv_build)
     }
 
