@@ -48,16 +48,18 @@ def test_scan_prints_summary(image_folder):
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "22 files, 22 readable images, 2 classes" in out
-    assert "exact duplicates (identical bytes): 0 groups" in out
-    assert "no duplicate group crosses splits" in out
+    assert "copies (--copy-threshold 0.7): 0 links" in out and "label conflicts: none" in out
+    assert "no group crosses splits" in out and "wrote groups.csv" in out
     assert "train" in out and "val" in out and "test" in out
 
 
 def test_run_writes_run_folder(image_folder, tmp_path):
     out = tmp_path / "results"
+    (image_folder / "cat" / "img_000_copy.png").write_bytes((image_folder / "cat" / "img_000.png").read_bytes())
+    (tmp_path / "patients.csv").write_text("path,group\ncat/img_001.png,p1\ndog/img_001.png,p1\n")
     result = invoke("run", "--data", image_folder, "--backbones", "mobilenet_v2", "--weights", "none",
                     "--out", out, "--reports", tmp_path / "reports", "--name", "r1", "--seed", "3", "--image-size", "32", "--max-trials", "2",
-                    "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1")
+                    "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--groups", tmp_path / "patients.csv")
     assert result.exit_code == 0, result.output
     run = out / "r1"
     config = json.loads((run / "run.json").read_text())
@@ -65,7 +67,16 @@ def test_run_writes_run_folder(image_folder, tmp_path):
     assert config["versions"]["tensorflow"] and config["data_hash"]
     split = json.loads((run / "split.json").read_text())
     assert {f["split"] for f in split["files"]} == {"train", "val", "test"}
-    assert len(json.loads((run / "dataset.json").read_text())["files"]) == 22
+    assert len(json.loads((run / "dataset.json").read_text())["files"]) == 23
+    # the copy and the patient group each stay in one split; the run folder has what scan writes
+    split_of = {f["path"]: f["split"] for f in split["files"]}
+    assert split_of["cat/img_000.png"] == split_of["cat/img_000_copy.png"]
+    assert split_of["cat/img_001.png"] == split_of["dog/img_001.png"]
+    assert split["grouping"]["user_groups"]["missing"] == 21 and config["config"]["groups"].endswith("patients.csv")
+    assert {row["kind"] for row in split["leakage_audit"]} == {"exact", "user group"}
+    assert (run / "groups.csv").is_file() and (run / "copies.png").is_file()
+    report_html = (tmp_path / "reports" / "r1" / "report.html").read_text()
+    assert "Leakage audit" in report_html and "Linked copies, to check by eye" in report_html
     # the search wrote everything a user reads afterwards
     assert "rank" in result.stdout and "mobilenet_v2" in result.stdout and "test AUC" in result.stdout
     trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")

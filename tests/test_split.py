@@ -8,7 +8,7 @@ from PIL import Image
 
 from bench.errors import BenchError
 from bench.data.scan import scan
-from bench.data.split import make_split, read_split, write_split
+from bench.data.split import group_index, make_split, read_split, write_split
 from conftest import make_folder
 
 
@@ -80,8 +80,9 @@ def test_bad_fractions(image_folder, val, test):
 @pytest.mark.slow
 def test_real_data_no_group_crosses_splits(brain_mri, tmp_path):
     index = scan(brain_mri)
+    grouping = group_index(index)
     for seed in (0, 1, 2):
-        manifest = make_split(index, seed=seed)
+        manifest = make_split(index, seed=seed, grouping=grouping)
         assert len(manifest.files) == 253
         assert not _groups_cross(manifest)
         sizes = manifest.sizes()

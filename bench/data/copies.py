@@ -26,10 +26,12 @@ Measured (``benchmarks/copies.py``, 15,190 pairs of a "yes" and a "no" brain MRI
 different scans of the same anatomy reach a layout of 0.87 with 6 agreeing keypoints, or
 16 keypoints at a layout of 0.61, and link at neither.
 
-Finding candidate pairs scales as blocked matrix products: the 16 × 16 layouts are
-projected on their 64 principal components and each image keeps its ``CANDIDATES``
-most similar images (over the 8 orientations); only those pairs are scored in full.
-Exact copies (same sha256) are linked without scoring.
+Finding candidate pairs scales as blocked matrix products: the 16 × 16 layouts (framed,
+and unframed as a second view) are projected on their 64 principal components and each
+image keeps its ``CANDIDATES`` most similar images (over the 8 orientations); only those
+pairs are scored, and the keypoint check (the costly part) runs on each image's best
+candidates within a budget (all of them up to ~15,000 images). Exact copies (same
+sha256) are linked without scoring.
 """
 
 from __future__ import annotations
@@ -344,9 +346,9 @@ def find_links(
 ) -> list[Link]:
     """Every confirmed copy link between ``records`` (exact copies included), sorted.
 
-    ``features[i]`` belongs to ``records[i]``; ``mirrored(i)`` returns the features of
-    record i flipped left-right (needed for the detail score of mirrored candidates;
-    without it those pairs are scored on the layout's orientation alone... and refused).
+    ``features[i]`` belongs to ``records[i]`` (records need ``sha256``, ``phash`` and
+    ``dhash``); ``mirrored(i)`` returns the features of record i flipped left-right (ORB
+    needs them for mirror-image candidates; without it those candidates are skipped).
     """
     links: list[Link] = []
     first: dict[str, int] = {}

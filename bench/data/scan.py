@@ -53,6 +53,9 @@ class DatasetIndex:
     #: Copy-detection features per record (:mod:`bench.data.copies`), in memory only; empty
     #: when the scan was asked not to compute them.
     features: list = field(default_factory=list, repr=False)
+    #: Copy links already found, by threshold (bench.data.split.group_index): finding them
+    #: is the costly part of grouping, and a split and a fold plan of one index share them.
+    link_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def mirrored_features(self, i: int):
         """Record ``i``'s copy features, flipped left-right (read again from disk)."""

@@ -182,10 +182,10 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
     Without copy features (an index scanned with ``copies=False``) only exact copies link.
     """
     records = index.records
-    if index.features:
+    links = index.link_cache.get(copy_threshold)
+    if links is None:
         links = find_links(records, index.features, copy_threshold, mirrored=index.mirrored_features)
-    else:
-        links = find_links(records, [], copy_threshold)
+        index.link_cache[copy_threshold] = links
     user_of = {}
     if user_groups is not None:
         position = {r.path: i for i, r in enumerate(records)}
