@@ -235,3 +235,10 @@ def test_brain_mri_groups_run_folder_files(brain_mri, tmp_path):
     assert sum(row["plain_split_crossing"] for row in data["leakage_audit"]) > 0
     assert max(len(g["files"]) for g in data["duplicate_groups"]) <= 0.02 * len(index.records)
     assert all(g["links"] for g in data["duplicate_groups"])
+    # every pair the old detector linked (pHash and dHash both within 8 bits) is still grouped
+    group = {f["path"]: f["group"] for f in data["files"]}
+    ph = [imagehash.hex_to_hash(r.phash) for r in index.records]
+    dh = [imagehash.hex_to_hash(r.dhash) for r in index.records]
+    old = [(a.path, b.path) for i, a in enumerate(index.records) for j, b in enumerate(index.records)
+           if i < j and ph[i] - ph[j] <= 8 and dh[i] - dh[j] <= 8]
+    assert len(old) >= 30 and all(group[a] == group[b] for a, b in old)
