@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/copies.py                 # all three parts (~10 min here)
     .venv/bin/python benchmarks/copies.py --scale 5000    # a smaller scale part
     .venv/bin/python benchmarks/copies.py --scale 0       # recall and false links only
+    .venv/bin/python benchmarks/copies.py --only-scale    # the scale part only (~7 min)
 
 1. **Recall per family.** From ../shared/data/brain_mri, every other image that is not
    already a copy of another (held apart: one per group of the data's own grouping) gets
@@ -172,16 +173,9 @@ def scale(n: int, threshold: float) -> dict:
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_COPY_THRESHOLD)
-    parser.add_argument("--scale", type=int, default=50_000, help="images in the scale part (0: skip)")
-    parser.add_argument("--phantoms", type=int, default=1000, help="distinct phantoms for the false-link rate")
-    opts = parser.parse_args()
+def recall_and_false_links(opts) -> None:
     from tabulate import tabulate
 
-    print(f"# copy detection, --copy-threshold {opts.threshold}")
     t0 = time.perf_counter()
     rows, held, false_total = recall_per_family(opts.data, opts.threshold)
     print(f"\n## 1. recall per family: {held} held-apart brain MRI images, one copy each per family "
@@ -199,6 +193,18 @@ def main() -> int:
         pairs, links = distinct_phantoms(opts.phantoms, opts.threshold)
         print(f"distinct synthetic phantoms: {links} links of {pairs} pairs ({100 * links / pairs:.4f} %)")
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_COPY_THRESHOLD)
+    parser.add_argument("--scale", type=int, default=50_000, help="images in the scale part (0: skip)")
+    parser.add_argument("--phantoms", type=int, default=1000, help="distinct phantoms for the false-link rate")
+    parser.add_argument("--only-scale", action="store_true", help="skip parts 1 and 2")
+    opts = parser.parse_args()
+    print(f"# copy detection, --copy-threshold {opts.threshold}")
+    if not opts.only_scale:
+        recall_and_false_links(opts)
     if opts.scale:
         r = scale(opts.scale, opts.threshold)
         print(f"\n## 3. scale: {r['n']} synthetic images (96 px phantoms, {r['copies']} re-processed copies) "
@@ -207,7 +213,8 @@ def main() -> int:
               f"({r['n'] / r['features_s']:.0f} images/s)")
         print(f"grouping: find_links {r['links_s']:.0f} s + build_groups {r['groups_s']:.1f} s = "
               f"{r['links_s'] + r['groups_s']:.0f} s; {r['links']} links, largest group {r['largest']}, "
-              f"copies grouped with their source {r['copies_found']}/{r['copies']}")
+              f"copies grouped with their source {r['copies_found']}/{r['copies']}, other links "
+              f"{r['links'] - r['copies_found']}")
         print(f"peak RSS of this process: {r['peak_mib'] / 1024:.2f} GiB")
     return 0
 
