@@ -44,12 +44,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.data.copies import DEFAULT_COPY_THRESHOLD, copy_features, find_links  # noqa: E402
-from bench.data.duplicates import build_groups  # noqa: E402
-from bench.data.images import open_rgb  # noqa: E402
-from bench.data.reprocess import FAMILIES  # noqa: E402
-from bench.data.scan import scan  # noqa: E402
-from bench.data.split import group_index  # noqa: E402
+from bench.data.copies import DEFAULT_COPY_THRESHOLD, copy_features, find_links
+from bench.data.duplicates import build_groups
+from bench.data.images import open_rgb
+from bench.data.reprocess import FAMILIES
+from bench.data.scan import scan
+from bench.data.split import group_index
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain_mri"
 
@@ -83,7 +83,6 @@ def recall_per_family(data: Path, threshold: float) -> tuple[list[list], int, in
             linked = sum(c in group and group.get(c) == group.get(o) for c, o in copy_of.items())
             base_group = _group_of(base)
             # a false link: a copy linked to an image outside its own original's base group
-            position = {r.path: i for i, r in enumerate(grouping.records)}
             false = 0
             for link in grouping.links:
                 a, b = grouping.records[link.a].path, grouping.records[link.b].path
@@ -97,7 +96,6 @@ def recall_per_family(data: Path, threshold: float) -> tuple[list[list], int, in
                     why = ("linked, but not grouped (average linkage)" if (o, c) in direct or (c, o) in direct
                            else "not linked")
                     print(f"  missed ({family}): {c} (copy of {o}): {why}")
-            del position
             false_total += false
             rows.append([family, len(copy_of), linked, 100.0 * linked / len(copy_of), false])
             shutil.rmtree(root)

@@ -15,7 +15,7 @@ side, shifts up to 5 % of a side, greyscale↔RGB.
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
