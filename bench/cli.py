@@ -193,6 +193,9 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     user = read_user_groups(groups, index) if groups else None
     grouping = group_index(index, copy_threshold, user)
     split = make_split(index, val_size, test_size, seed, grouping=grouping)  # bad data fails here: an error is the only line
+    from bench.evaluate.shortcuts import check_split
+
+    split.shortcut = check_split(index, split)
     log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s, "
              f"grouped in {time.perf_counter() - t0 - seconds:.1f}s")
     for warning in large_group_warnings(grouping):

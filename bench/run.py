@@ -29,6 +29,7 @@ from bench.data.split import (
 )
 from bench.data.user_groups import read_user_groups
 from bench.errors import BenchError
+from bench.evaluate.shortcuts import check_split, shortcut_sentence
 from bench.runfolder import (
     RunLock,
     check_run_name,
@@ -118,6 +119,9 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     else:
         split = make_split(index, config.val_size, config.test_size, config.search.seed, grouping=grouping)
         part_of = {f["group"]: f["split"] for f in split.files}
+    split.shortcut = check_split(index, split)
+    if split.shortcut and split.shortcut["warn"]:
+        log.warning(shortcut_sentence(split.shortcut).removeprefix("WARNING: "))
     out = check_writable(config.out, "--out")
     config.name = config.name or default_run_name()
     run_dir = out / config.name

@@ -26,8 +26,8 @@ Measured (``benchmarks/copies.py``, 15,190 pairs of a "yes" and a "no" brain MRI
 different scans of the same anatomy reach a layout of 0.87 with 6 agreeing keypoints, or
 16 keypoints at a layout of 0.61, and link at neither.
 
-Finding candidate pairs scales as blocked matrix products: the 16 × 16 layouts (framed,
-and unframed as a second view) are projected on their 64 principal components and each
+Finding candidate pairs scales as blocked matrix products: the 16 × 16 layouts (framed by
+the bright content, and framed by the keypoints) are projected on their 64 principal components and each
 image keeps its ``CANDIDATES`` most similar images (over the 8 orientations); only those
 pairs are scored, and the keypoint check (the costly part) runs on each image's best
 candidates within a budget (all of them up to ~15,000 images). Exact copies (same
@@ -51,8 +51,10 @@ GRID = 32
 COARSE = 16
 #: Dimensions the candidate search works in (principal components of the coarse grids).
 COMPONENTS = 64
-#: Candidate pairs kept per image (its most similar images by layout).
+#: Candidate pairs kept per image (its most similar images by layout), in the framed layout
+#: and in these further views.
 CANDIDATES = 16
+CANDIDATE_VIEWS = ("spots",)
 #: Candidates below this coarse similarity are never scored.
 CANDIDATE_FLOOR = 0.4
 #: Candidates whose layout (in their frames) is below this are not looked at in detail.
@@ -89,7 +91,7 @@ class CopyFeatures:
 
     layout: np.ndarray  # (GRID, GRID) float16, equalised, framed
     frame: np.ndarray  # (4,) float32: x0, y0, x1, y1 of the layout's frame in the detail picture
-    whole: np.ndarray  # (GRID, GRID) float16: the equalised picture, unframed (a second view for candidates)
+    spots: np.ndarray  # (GRID, GRID) float16: framed by its keypoints (a second view for candidates)
     levels: np.ndarray  # (9,) uint8: grey-level deciles (tells a re-encoded copy from a contrast-changed one)
     points: np.ndarray  # (k, 2) float32 keypoint positions in the detail picture
     descriptors: np.ndarray | None  # (k, 32) uint8 ORB descriptors
@@ -144,18 +146,28 @@ def _detail_size(grey: Image.Image) -> Image.Image:
     return grey.resize(size, Image.Resampling.BOX if f < 1 else Image.Resampling.BICUBIC)
 
 
+def _sample(q: Image.Image, frame) -> np.ndarray:
+    framed = q.transform((GRID * 4, GRID * 4), Image.Transform.EXTENT, tuple(float(v) for v in frame),
+                         resample=Image.Resampling.BILINEAR, fillcolor=0.0)
+    return np.asarray(framed.resize((GRID, GRID), Image.Resampling.BOX), dtype=np.float32)
+
+
 def layout_grid(picture: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The equalised picture sampled on GRID x GRID cells over its frame, and the frame."""
     q = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
     frame = _frame(np.asarray(q))
-    framed = q.transform((GRID * 4, GRID * 4), Image.Transform.EXTENT, frame, resample=Image.Resampling.BILINEAR,
-                         fillcolor=0.0)
-    return np.asarray(framed.resize((GRID, GRID), Image.Resampling.BOX), dtype=np.float32), frame
+    return _sample(q, frame), frame
 
 
-def whole_grid(picture: Image.Image) -> np.ndarray:
+def spots_grid(picture: Image.Image, points: np.ndarray) -> np.ndarray:
+    """The equalised picture over the frame of its keypoints (centre ± 2 spreads): a second
+    view for candidates, which padding cannot move (a pad has no keypoints); the whole
+    picture when there are too few keypoints."""
     q = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
-    return np.asarray(q.resize((GRID, GRID), Image.Resampling.BOX), dtype=np.float32)
+    if len(points) < 8:
+        return _sample(q, (0.0, 0.0, float(picture.width), float(picture.height)))
+    centre, spread = points.mean(0), np.maximum(points.std(0), 4.0)
+    return _sample(q, (*(centre - 2 * spread), *(centre + 2 * spread)))
 
 
 _ORB = None
@@ -184,7 +196,7 @@ def copy_features(image: Image.Image) -> CopyFeatures:
     points = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
     levels = np.percentile(np.asarray(picture), np.arange(10, 100, 10)).round().astype(np.uint8)
     return CopyFeatures(grid.astype(np.float16), np.array(frame, dtype=np.float32),
-                        whole_grid(picture).astype(np.float16), levels, points, des)
+                        spots_grid(picture, points).astype(np.float16), levels, points, des)
 
 
 def mirrored_features(image: Image.Image) -> CopyFeatures:
@@ -362,14 +374,17 @@ def find_links(
     if len(unique) < 2 or not features:
         return sorted(links, key=lambda l: (l.a, l.b))
     grids = np.stack([features[i].layout for i in unique]).astype(np.float32)
-    wholes = np.stack([features[i].whole for i in unique]).astype(np.float32)
+    views = [np.stack([getattr(features[i], view) for i in unique]).astype(np.float32) for view in CANDIDATE_VIEWS]
     candidates = candidate_pairs(grids)
-    for key, sim in candidate_pairs(wholes).items():
-        candidates[key] = max(candidates.get(key, -1.0), sim)
+    for other_view in views:
+        for key, sim in candidate_pairs(other_view).items():
+            candidates[key] = max(candidates.get(key, -1.0), sim)
     pairs = np.array(sorted(candidates), dtype=np.int64).reshape(-1, 2)
     scores = layout_scores(grids, pairs)
     scores[:, 0] += 0.01  # as is, unless another orientation is clearly better (symmetric anatomy)
-    gate = np.maximum(scores.max(1), layout_scores(wholes, pairs).max(1))
+    gate = scores.max(1)
+    for other_view in views:
+        gate = np.maximum(gate, layout_scores(other_view, pairs).max(1))
     examine = _worth_a_look(pairs, gate, len(unique))
     phash = _bits([records[i].phash for i in unique])
     dhash = _bits([records[i].dhash for i in unique])

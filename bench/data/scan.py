@@ -35,6 +35,7 @@ class ImageRecord:
     height: int
     mode: str
     format: str
+    bytes: int = 0  # file size (the shortcut check uses it)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies:
                     height=rgb.height,
                     mode=mode,
                     format=fmt,
+                    bytes=len(data),
                 )
             )
             if copies:

@@ -48,6 +48,7 @@ class SplitManifest:
     groups: list[dict] = field(default_factory=list)
     audit: list[dict] = field(default_factory=list)
     grouping: dict = field(default_factory=dict)  # Grouping.settings(): threshold, user groups, refused links
+    shortcut: dict | None = None  # bench.evaluate.shortcuts: file attributes alone vs the label
 
     def rows(self, split: str) -> list[dict]:
         return [f for f in self.files if f["split"] == split]
@@ -72,6 +73,7 @@ class SplitManifest:
             "label_conflicts": self.conflicts,
             "leakage_audit": self.audit,
             "grouping": self.grouping,
+            "shortcut_check": self.shortcut,
         }
 
     @classmethod
@@ -86,6 +88,7 @@ class SplitManifest:
             groups=list(data.get("duplicate_groups", [])),
             audit=list(data.get("leakage_audit", [])),
             grouping=dict(data.get("grouping") or {}),
+            shortcut=data.get("shortcut_check"),
         )
 
 

@@ -70,6 +70,9 @@ def format_scan(index, split, grouping) -> str:
         lines.append(tabulate([[a["kind"], a["pairs"], a["plain_split_crossing"], a["bench_crossing"]]
                                for a in split.audit],
                               headers=["kind", "linked pairs", "plain split", "bench split"]))
+    from bench.evaluate.shortcuts import shortcut_sentence
+
+    lines.append("\n" + shortcut_sentence(split.shortcut))
     split_of, crossing = {}, set()
     for f in split.files:
         if split_of.setdefault(f["group"], f["split"]) != f["split"]:

@@ -201,3 +201,9 @@ def fmt_signed(x: float, digits: int = 3) -> str:
     """``+0.031`` / ``−0.031`` (typographic minus)."""
     text = f"{x:+.{digits}f}"
     return text.replace("-", "\u2212")
+
+
+def files_text(files: list[str], limit: int = 4) -> str:
+    """The first ``limit`` file names, then how many more."""
+    shown = ", ".join(files[:limit])
+    return shown + (f", \u2026 ({len(files) - limit} more)" if len(files) > limit else "")

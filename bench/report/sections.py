@@ -10,12 +10,14 @@ from bench.config import OBJECTIVE_LABELS, command_line, option_rows
 from bench.evaluate.paired import ALPHA, PairTest
 from bench.evaluate.rows import metric_with_ci, to_float
 from bench.report import findings
+from bench.report.copies_section import conflict_row, copies_summary
 from bench.report.formatting import (
     DASH,
     Table,
     configuration,
     display_name,
     duration,
+    files_text,
     fmt_p,
     fmt_signed,
     head_description,
@@ -309,58 +311,6 @@ def _capped(rows: list[list[str]]) -> tuple[list[list[str]], int]:
     return rows[:MAX_LIST_ROWS], max(0, len(rows) - MAX_LIST_ROWS)
 
 
-def _files(files: list[str], limit: int = 4) -> str:
-    shown = ", ".join(files[:limit])
-    return shown + (f", \u2026 ({len(files) - limit} more)" if len(files) > limit else "")
-
-
-def _conflict_row(c: dict) -> list[str]:
-    if "file" in c:
-        return [c["file"], c.get("label", ""), _files([f"{p} ({lab})" for p, lab in c.get("copies") or []])]
-    return [_files(list(c.get("files") or [])), ", ".join(c.get("labels") or []), "(whole group, older run)"]
-
-
-def copies_summary(sp: dict) -> dict:
-    """Link kinds, the leakage audit and how the groups were made, from split.json."""
-    from bench.data.duplicates import KIND_ORDER
-
-    groups = sp.get("duplicate_groups") or []
-    links = [link for g in groups for link in g.get("links") or []]
-    kinds = [[k, str(sum(1 for link in links if link[2] == k)), str(sum(1 for g in groups if k in g.get("kind", "")))]
-             for k in KIND_ORDER]
-    kinds = [row for row in kinds if row[1] != "0" or row[2] != "0"]
-    audit = sp.get("leakage_audit") or []
-    settings = sp.get("grouping") or {}
-    notes = []
-    if settings.get("copy_threshold") is not None:
-        notes.append(f"Copies were linked at --copy-threshold {settings['copy_threshold']:g}: both the layout of "
-                     "the equalised pictures and their keypoints must agree (any flip or 90° rotation, monotone "
-                     "intensity changes, blur, sharpening, re-encoding, resizing, crops and pads of up to 10 %).")
-    user = settings.get("user_groups")
-    if user:
-        notes.append(f"User groups from {user['source']}: {user['files']} files in {user['groups']} groups; "
-                     f"{user['missing']} images were not listed.")
-    refused = settings.get("refused_links") or []
-    if refused:
-        notes.append(f"{len(refused)} weaker links were not used: the groups they would have joined did not agree "
-                     "enough (fewer than half the pairs between them linked); the contact sheet shows them.")
-    largest = max(groups, key=lambda g: len(g.get("files") or []), default=None)
-    if largest:
-        notes.append(f"Largest group: {largest.get('group')} with {len(largest.get('files') or [])} files "
-                     f"({largest.get('kind')}).")
-    return {
-        "kinds": Table(["kind", "links", "groups with it"], kinds, [False, True, True]) if kinds else None,
-        "audit": Table(["kind", "linked pairs", "plain split: on different sides", "bench: on different sides"],
-                       [[a["kind"], str(a["pairs"]), str(a["plain_split_crossing"]), str(a["bench_crossing"])]
-                        for a in audit], [False, True, True, True]) if audit else None,
-        "audit_note": ("A plain split is a stratified random split with the same seed and fractions that ignores the "
-                       "groups (for --cv: a stratified random fold assignment, against repeat 1's outer folds). "
-                       "Every pair it puts on different sides would have let a copy of a training image be "
-                       "tested."),
-        "copies_note": " ".join(notes),
-    }
-
-
 def data_section(data: RunData) -> dict:
     ds, sp = data.dataset, data.split
     counts = {c: int(n) for c, n in (ds.get("counts") or {}).items()}
@@ -383,13 +333,13 @@ def data_section(data: RunData) -> dict:
     split_table = Table(["split", *split_classes, "total"], split_rows, [False, *[True] * (len(split_classes) + 1)])
     skipped_rows, skipped_more = _capped([[s.get("path", ""), s.get("reason", "")] for s in ds.get("skipped") or []])
     exact = ds.get("exact_duplicates") or []
-    exact_rows, exact_more = _capped([[str(len(g)), _files(list(g))] for g in exact])
+    exact_rows, exact_more = _capped([[str(len(g)), files_text(list(g))] for g in exact])
     groups = sp.get("duplicate_groups") or []
     group_rows, group_more = _capped(
         [[g.get("group", ""), g.get("kind", ""), g.get("split", g.get("part", "")), str(len(g.get("files") or [])),
-          _files(list(g.get("files") or []))] for g in sorted(groups, key=lambda g: -len(g.get("files") or []))])
+          files_text(list(g.get("files") or []))] for g in sorted(groups, key=lambda g: -len(g.get("files") or []))])
     conflicts = sp.get("label_conflicts") or []
-    conflict_rows, conflict_more = _capped([_conflict_row(c) for c in conflicts])
+    conflict_rows, conflict_more = _capped([conflict_row(c) for c in conflicts])
     copies = copies_summary(sp)
     in_splits = sum(sum(v.values()) for v in sizes.values())
     return {

@@ -1,0 +1,63 @@
+"""The Data section's copies part: link kinds, the leakage audit, how groups were made,
+label conflicts, and the shortcut check, all read from split.json."""
+
+from __future__ import annotations
+
+from bench.report.formatting import Table, files_text
+
+
+def conflict_row(c: dict) -> list[str]:
+    if "file" in c:
+        return [c["file"], c.get("label", ""), files_text([f"{p} ({lab})" for p, lab in c.get("copies") or []])]
+    return [files_text(list(c.get("files") or [])), ", ".join(c.get("labels") or []), "(whole group, older run)"]
+
+
+def copies_summary(sp: dict) -> dict:
+    """Link kinds, the leakage audit and how the groups were made, from split.json."""
+    from bench.data.duplicates import KIND_ORDER
+
+    groups = sp.get("duplicate_groups") or []
+    links = [link for g in groups for link in g.get("links") or []]
+    kinds = [[k, str(sum(1 for link in links if link[2] == k)), str(sum(1 for g in groups if k in g.get("kind", "")))]
+             for k in KIND_ORDER]
+    kinds = [row for row in kinds if row[1] != "0" or row[2] != "0"]
+    audit = sp.get("leakage_audit") or []
+    settings = sp.get("grouping") or {}
+    notes = []
+    if settings.get("copy_threshold") is not None:
+        notes.append(f"Copies were linked at --copy-threshold {settings['copy_threshold']:g}: both the layout of "
+                     "the equalised pictures and their keypoints must agree (any flip or 90° rotation, monotone "
+                     "intensity changes, blur, sharpening, re-encoding, resizing, crops and pads of up to 10 %).")
+    user = settings.get("user_groups")
+    if user:
+        notes.append(f"User groups from {user['source']}: {user['files']} files in {user['groups']} groups; "
+                     f"{user['missing']} images were not listed.")
+    refused = settings.get("refused_links") or []
+    if refused:
+        notes.append(f"{len(refused)} weaker links were not used: the groups they would have joined did not agree "
+                     "enough (fewer than half the pairs between them linked); the contact sheet shows them.")
+    largest = max(groups, key=lambda g: len(g.get("files") or []), default=None)
+    if largest:
+        notes.append(f"Largest group: {largest.get('group')} with {len(largest.get('files') or [])} files "
+                     f"({largest.get('kind')}).")
+    return {
+        "kinds": Table(["kind", "links", "groups with it"], kinds, [False, True, True]) if kinds else None,
+        "audit": Table(["kind", "linked pairs", "plain split: on different sides", "bench: on different sides"],
+                       [[a["kind"], str(a["pairs"]), str(a["plain_split_crossing"]), str(a["bench_crossing"])]
+                        for a in audit], [False, True, True, True]) if audit else None,
+        "audit_note": ("A plain split is a stratified random split with the same seed and fractions that ignores the "
+                       "groups (for --cv: a stratified random fold assignment, against repeat 1's outer folds). "
+                       "Every pair it puts on different sides would have let a copy of a training image be "
+                       "tested."),
+        "copies_note": " ".join(notes),
+        "shortcut": _shortcut_text(sp),
+    }
+
+
+def _shortcut_text(sp: dict) -> str | None:
+    """The shortcut check's sentence (runs before it existed have none)."""
+    if "shortcut_check" not in sp:
+        return None
+    from bench.evaluate.shortcuts import shortcut_sentence
+
+    return shortcut_sentence(sp.get("shortcut_check"))
