@@ -179,10 +179,9 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     import time
 
     from bench.config import DEFAULT_TEST_SIZE, RunConfig, check_bounds
-    from bench.data.group_files import large_group_warnings, write_group_files
+    from bench.data.group_files import grouping_for, write_group_files
     from bench.data.scan import scan
-    from bench.data.split import check_sizes, group_index, make_split
-    from bench.data.user_groups import read_user_groups
+    from bench.data.split import check_sizes, make_split
 
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     check_sizes(val_size, test_size)
@@ -190,21 +189,17 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     t0 = time.perf_counter()
     index = _scan_with_progress(scan, data)
     seconds = time.perf_counter() - t0
-    user = read_user_groups(groups, index) if groups else None
-    grouping = group_index(index, copy_threshold, user)
+    grouping = grouping_for(index, copy_threshold, groups)
     split = make_split(index, val_size, test_size, seed, grouping=grouping)  # bad data fails here: an error is the only line
     from bench.evaluate.shortcuts import check_split
 
     split.shortcut = check_split(index, split)
     log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s, "
              f"grouped in {time.perf_counter() - t0 - seconds:.1f}s")
-    for warning in large_group_warnings(grouping):
-        log.warning(warning)
     from bench.data.summary import format_scan
 
     typer.echo(format_scan(index, split, grouping))
-    csv_path, sheet = write_group_files(grouping, {f["group"]: f["split"] for f in split.files}, index.root,
-                                        write_groups)
+    csv_path, sheet = write_group_files(grouping, split.part_of_groups(), index.root, write_groups)
     typer.echo(f"wrote {csv_path} (every image with its group and split)")
     if sheet is not None:
         typer.echo(f"wrote {sheet} (contact sheet: example links of each kind, to check by eye)")

@@ -17,17 +17,15 @@ import backbones
 from bench import __version__
 from bench.config import RunConfig, as_flag, check_bounds, result_options
 from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
-from bench.data.group_files import large_group_warnings, write_group_files
+from bench.data.group_files import grouping_for, write_group_files
 from bench.data.scan import DatasetIndex, scan
 from bench.data.split import (
     SplitManifest,
     check_sizes,
-    group_index,
     make_split,
     read_split,
     write_split,
 )
-from bench.data.user_groups import read_user_groups
 from bench.errors import BenchError
 from bench.evaluate.shortcuts import check_split, shortcut_sentence
 from bench.runfolder import (
@@ -106,10 +104,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         config.data = demo_data_dir()
     index = scan(config.data, progress=progress)
     config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
-    grouping = group_index(index, config.copy_threshold,
-                           read_user_groups(config.groups, index) if config.groups else None)
-    for warning in large_group_warnings(grouping):
-        log.warning(warning)
+    grouping = grouping_for(index, config.copy_threshold, config.groups)
     folds = None
     if config.cv:
         folds = make_folds(index, config.cv, config.repeats, config.val_size, config.test_size, config.search.seed,
@@ -118,7 +113,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         part_of = folds.part_of_groups()
     else:
         split = make_split(index, config.val_size, config.test_size, config.search.seed, grouping=grouping)
-        part_of = {f["group"]: f["split"] for f in split.files}
+        part_of = split.part_of_groups()
     split.shortcut = check_split(index, split)
     if split.shortcut and split.shortcut["warn"]:
         log.warning(shortcut_sentence(split.shortcut).removeprefix("WARNING: "))

@@ -38,6 +38,15 @@ def _links(images: list[Image.Image], threshold: float = 0.7) -> list[Link]:
     return find_links(records, features, threshold, mirrored=lambda i: mirrored_features(images[i]))
 
 
+def _scan_folder(root, seeds: dict[str, range], size: int = 96):
+    """``root/<label>/sNN.png``: one scan-like picture per seed (NN), distinct per seed."""
+    for label, labelled in seeds.items():
+        (root / label).mkdir(parents=True)
+        for s in labelled:
+            scan_like(s, size).save(root / label / f"s{s:02d}.png")
+    return root
+
+
 def _pairs(links) -> set[frozenset]:
     return {frozenset((link.a, link.b)) for link in links}
 
@@ -118,11 +127,7 @@ def test_label_conflict_excludes_only_the_conflicting_copies():
 
 
 def test_user_groups_join_copies_across_labels(tmp_path):
-    root = tmp_path / "data"
-    for label, seeds in (("no", range(0, 8)), ("yes", range(8, 16))):
-        (root / label).mkdir(parents=True)
-        for s in seeds:
-            scan_like(s, 96).save(root / label / f"s{s:02d}.png")
+    root = _scan_folder(tmp_path / "data", {"no": range(0, 8), "yes": range(8, 16)})
     scan_like(3, 96).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "no" / "s03_mirror.png")
     # patient p1: a "no" slice and a "yes" slice (a patient may have both); p2: two "yes" slices
     (tmp_path / "groups.csv").write_text("path,group\nno/s00.png,p1\nyes/s08.png,p1\nyes/s09.png,p2\n"
@@ -149,13 +154,10 @@ def test_user_groups_join_copies_across_labels(tmp_path):
 
 
 def test_leakage_audit_counts_what_a_plain_split_would_leak(tmp_path):
-    root = tmp_path / "data"
-    for label, seeds in (("no", range(0, 20)), ("yes", range(20, 40))):
-        (root / label).mkdir(parents=True)
-        for s in seeds:
-            scan_like(s, 96).save(root / label / f"s{s:02d}.png")
-            if s % 2 == 0:  # every other image also has a contrast-changed copy
-                scan_like(s, 96).point(lambda v: min(255, int(v * 1.25))).save(root / label / f"s{s:02d}_c.png")
+    root = _scan_folder(tmp_path / "data", {"no": range(0, 20), "yes": range(20, 40)})
+    for s in range(0, 40, 2):  # every other image also has a contrast-changed copy
+        label = "no" if s < 20 else "yes"
+        scan_like(s, 96).point(lambda v: min(255, int(v * 1.25))).save(root / label / f"s{s:02d}_c.png")
     manifest = make_split(scan(root), seed=0)
     (row,) = manifest.audit
     assert row["kind"] == "re-processed" and row["pairs"] == 20
@@ -163,11 +165,7 @@ def test_leakage_audit_counts_what_a_plain_split_would_leak(tmp_path):
 
 
 def test_scan_cli_summary_groups_csv_and_contact_sheet(tmp_path):
-    root = tmp_path / "data"
-    for label, seeds in (("no", range(0, 10)), ("yes", range(10, 20))):
-        (root / label).mkdir(parents=True)
-        for s in seeds:
-            scan_like(s, 96).save(root / label / f"s{s:02d}.png")
+    root = _scan_folder(tmp_path / "data", {"no": range(0, 10), "yes": range(10, 20)})
     scan_like(1, 96).rotate(90).save(root / "no" / "s01_rot.png")
     (root / "no" / "s02_same.png").write_bytes((root / "no" / "s02.png").read_bytes())
     (tmp_path / "groups.csv").write_text("path,group\nyes/s10.png,p7\nyes/s11.png,p7\n")
@@ -194,11 +192,7 @@ def test_scan_cli_summary_groups_csv_and_contact_sheet(tmp_path):
     ("file,patient\nno/s00.png,p1\n", "no 'path' column"),
 ])
 def test_scan_groups_file_errors_are_one_line(tmp_path, content, fragment):
-    root = tmp_path / "data"
-    for label in ("no", "yes"):
-        (root / label).mkdir(parents=True)
-        for s in range(3):
-            scan_like(s + (0 if label == "no" else 10), 64).save(root / label / f"s{s:02d}.png")
+    root = _scan_folder(tmp_path / "data", {"no": range(0, 3), "yes": range(10, 13)}, size=64)
     (tmp_path / "g.csv").write_text(content)
     result = CliRunner().invoke(app, ["scan", str(root), "--groups", str(tmp_path / "g.csv"),
                                       "--write-groups", str(tmp_path / "out.csv")])

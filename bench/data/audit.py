@@ -13,7 +13,7 @@ sees what was left unlinked and where it landed.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 
@@ -60,25 +60,19 @@ def leakage_audit(grouping, bench_part: dict[int, str], plain_part: dict[int, st
                 "bench_crossing": sum(bench_part[a] != bench_part[b] for a, b in pairs),
             })
 
-    by_kind: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for g in grouping.groups:
-        for link in g.links:
-            by_kind[link.kind].append((link.a, link.b))
+    by_kind = grouping.links_by_kind()
     for kind in KIND_ORDER:
         if kind != USER_KIND:
-            row(kind, by_kind[kind])
+            row(kind, [(link.a, link.b) for link in by_kind[kind]])
             continue
-        members: dict[str, list[int]] = defaultdict(list)
-        for i, gid in grouping.user_group_of.items():
-            if i in bench_part:
-                members[gid].append(i)
-        pairs = sum(len(m) * (len(m) - 1) // 2 for m in members.values())
+        members = [[i for i in m if i in bench_part] for m in grouping.user_members().values()]
+        pairs = sum(len(m) * (len(m) - 1) // 2 for m in members)
         if pairs:
             rows.append({
                 "kind": USER_KIND,
                 "pairs": pairs,
-                "plain_split_crossing": sum(_crossing_pairs([plain_part[i] for i in m]) for m in members.values()),
-                "bench_crossing": sum(_crossing_pairs([bench_part[i] for i in m]) for m in members.values()),
+                "plain_split_crossing": sum(_crossing_pairs([plain_part[i] for i in m]) for m in members),
+                "bench_crossing": sum(_crossing_pairs([bench_part[i] for i in m]) for m in members),
             })
     row(REFUSED, [(l.a, l.b) for l in grouping.refused])
     return rows

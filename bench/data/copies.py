@@ -152,20 +152,18 @@ def _sample(q: Image.Image, frame) -> np.ndarray:
     return np.asarray(framed.resize((GRID, GRID), Image.Resampling.BOX), dtype=np.float32)
 
 
-def layout_grid(picture: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """The equalised picture sampled on GRID x GRID cells over its frame, and the frame."""
-    q = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
+def layout_grid(q: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The equalised picture ``q`` sampled on GRID x GRID cells over its frame, and the frame."""
     frame = _frame(np.asarray(q))
     return _sample(q, frame), frame
 
 
-def spots_grid(picture: Image.Image, points: np.ndarray) -> np.ndarray:
-    """The equalised picture over the frame of its keypoints (centre ± 2 spreads): a second
+def spots_grid(q: Image.Image, points: np.ndarray) -> np.ndarray:
+    """The equalised picture ``q`` over the frame of its keypoints (centre ± 2 spreads): a second
     view for candidates, which padding cannot move (a pad has no keypoints); the whole
     picture when there are too few keypoints."""
-    q = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
     if len(points) < 8:
-        return _sample(q, (0.0, 0.0, float(picture.width), float(picture.height)))
+        return _sample(q, (0.0, 0.0, float(q.width), float(q.height)))
     centre, spread = points.mean(0), np.maximum(points.std(0), 4.0)
     return _sample(q, (*(centre - 2 * spread), *(centre + 2 * spread)))
 
@@ -188,7 +186,8 @@ def copy_features(image: Image.Image) -> CopyFeatures:
 
     grey = image.convert("L")
     picture = _detail_size(grey)
-    grid, frame = layout_grid(picture)
+    equalised = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
+    grid, frame = layout_grid(equalised)
     # smooth at the original's pixel scale: an upsampled small image's noise must not make corners
     sigma = max(1.0, SMOOTH_PIXELS * DETAIL_SIDE / max(grey.size))
     smooth = cv2.equalizeHist(cv2.GaussianBlur(np.ascontiguousarray(np.asarray(picture)), (0, 0), sigma))
@@ -196,7 +195,7 @@ def copy_features(image: Image.Image) -> CopyFeatures:
     points = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
     levels = np.percentile(np.asarray(picture), np.arange(10, 100, 10)).round().astype(np.uint8)
     return CopyFeatures(grid.astype(np.float16), np.array(frame, dtype=np.float32),
-                        spots_grid(picture, points).astype(np.float16), levels, points, des)
+                        spots_grid(equalised, points).astype(np.float16), levels, points, des)
 
 
 def mirrored_features(image: Image.Image) -> CopyFeatures:
@@ -209,13 +208,15 @@ def mirrored_features(image: Image.Image) -> CopyFeatures:
 # ---------------------------------------------------------------------------------------
 
 
+def oriented(grids: np.ndarray, o: int) -> np.ndarray:
+    """Orientation ``o`` of a grid or of a stack of grids (the last two axes)."""
+    turned = np.rot90(grids, o // 2, axes=(-2, -1))
+    return turned[..., ::-1] if o % 2 else turned
+
+
 def orientations(grids: np.ndarray) -> np.ndarray:
     """``(n, s, s)`` -> ``(8, n, s, s)``: the 8 flips/rotations of every grid."""
-    out = []
-    for k in range(4):
-        r = np.rot90(grids, k, axes=(1, 2))
-        out.extend([r, r[:, :, ::-1]])
-    return np.stack(out)
+    return np.stack([oriented(grids, o) for o in range(8)])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -323,8 +324,8 @@ def aligned_layout(a: CopyFeatures, b: CopyFeatures, transform: np.ndarray) -> f
     valid = np.isfinite(sampled)
     if valid.mean() < 0.5:
         return -1.0
-    x = a.layout.astype(np.float32)[valid] - a.layout.astype(np.float32)[valid].mean()
-    y = sampled[valid] - sampled[valid].mean()
+    x, y = a.layout.astype(np.float32)[valid], sampled[valid]
+    x, y = x - x.mean(), y - y.mean()
     denominator = float(np.sqrt((x @ x) * (y @ y)))
     return float(x @ y) / denominator if denominator > 0 else -1.0
 
@@ -413,8 +414,8 @@ def find_links(
             details, transform = detail_score(features[ra], other)
             if details < MIN_KEYPOINTS:
                 continue
-            oriented = orientations(grids[b][None])[o, 0]
-            score = min(max(float(row[o]) - (0.01 if o == 0 else 0.0), shifted_layout(grids[a], oriented)), 1.0)
+            shifted = shifted_layout(grids[a], oriented(grids[b], o))
+            score = min(max(float(row[o]) - (0.01 if o == 0 else 0.0), shifted), 1.0)
             # a crop or shift the frames missed? the keypoints' transform lines the grids up
             score = max(score, aligned_layout(features[ra], other, transform))
             if score < threshold or details < keypoints_needed(score, threshold):

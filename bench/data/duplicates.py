@@ -57,7 +57,6 @@ class Groups:
     groups: list[DuplicateGroup]
     conflicts: list[dict]  # {"file": i, "copies": [j, ...], "labels": [...]} per excluded file
     refused: list[Link]  # links whose clusters did not agree enough to merge
-    links: list[Link]  # every confirmed copy link
 
 
 class _Sets:
@@ -166,7 +165,7 @@ def build_groups(labels: list[str], links: list[Link], user_groups: dict[int, st
         if root in user_roots and len(idx) > 1:
             kinds.add(USER_KIND)
         groups.append(DuplicateGroup(tuple(idx), tuple(k for k in KIND_ORDER if k in kinds), tuple(links_of[root])))
-    return Groups(groups, conflicts, refused, list(links))
+    return Groups(groups, conflicts, refused)
 
 
 def exact_duplicate_sets(records: list) -> list[list[str]]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+import logging
 from pathlib import Path
 
 from bench.data.duplicates import KIND_ORDER, USER_KIND
+
+log = logging.getLogger("bench")
 
 #: A group holding more than this share of the images (and more than LARGE_GROUP_FILES
 #: files: on a small dataset a pair is already 2 %) gets a warning.
@@ -84,16 +86,11 @@ def sheet_rows(grouping) -> list:
     """The contact sheet's rows: weakest links per kind, the largest group, refused links."""
     from bench.report.contact_sheet import SheetRow
 
-    by_kind = defaultdict(list)
-    for g in grouping.groups:
-        for link in g.links:
-            by_kind[link.kind].append(link)
+    by_kind = grouping.links_by_kind()
     rows = []
     for kind in KIND_ORDER:
         if kind == USER_KIND:
-            members = defaultdict(list)
-            for i, gid in sorted(grouping.user_group_of.items()):
-                members[gid].append(i)
+            members = grouping.user_members()
             pairs = [(m[0], m[1]) for m in sorted(members.values(), key=len, reverse=True) if len(m) > 1]
             if pairs:
                 rows.append(SheetRow(f"{USER_KIND} (--groups): {len(pairs)} groups of 2+ files, examples",
@@ -127,6 +124,18 @@ def write_contact_sheet(grouping, root: Path, out: Path) -> Path | None:
     from bench.report.contact_sheet import contact_sheet
 
     return contact_sheet(Path(root), sheet_rows(grouping), Path(out))
+
+
+def grouping_for(index, copy_threshold: float, groups_csv: Path | None):
+    """Group ``index`` (``--groups`` read from ``groups_csv`` when given), logging large-group warnings:
+    what ``bench scan`` and ``bench run`` both do before splitting."""
+    from bench.data.split import group_index
+    from bench.data.user_groups import read_user_groups
+
+    grouping = group_index(index, copy_threshold, read_user_groups(groups_csv, index) if groups_csv else None)
+    for warning in large_group_warnings(grouping):
+        log.warning(warning)
+    return grouping
 
 
 def write_group_files(grouping, part_of: dict[str, str], root: Path, groups_csv: Path) -> tuple[Path, Path | None]:

@@ -13,7 +13,7 @@ holds the leakage audit (:mod:`bench.data.audit`).
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,10 @@ class SplitManifest:
 
     def rows(self, split: str) -> list[dict]:
         return [f for f in self.files if f["split"] == split]
+
+    def part_of_groups(self) -> dict[str, str]:
+        """Group id -> its split (as groups.csv shows it; :meth:`FoldPlan.part_of_groups` for --cv)."""
+        return {f["group"]: f["split"] for f in self.files}
 
     def sizes(self) -> dict[str, dict[str, int]]:
         """``{split: {class: count}}`` for every split and class (zeros included)."""
@@ -155,6 +159,21 @@ class Grouping:
     def group_id(self, group: DuplicateGroup) -> str:
         return self.ids[group.members[0]]
 
+    def links_by_kind(self) -> dict[str, list]:
+        """The links inside the groups (the ones that built them), by kind."""
+        out: dict[str, list] = defaultdict(list)
+        for g in self.groups:
+            for link in g.links:
+                out[link.kind].append(link)
+        return out
+
+    def user_members(self) -> dict[str, list[int]]:
+        """``--groups`` id -> its (usable) records, ascending."""
+        out: dict[str, list[int]] = defaultdict(list)
+        for i, gid in sorted(self.user_group_of.items()):
+            out[gid].append(i)
+        return out
+
     def link_rows(self, links) -> list[list]:
         return [[self.records[l.a].path, self.records[l.b].path, l.kind, l.layout, l.details] for l in links]
 
@@ -213,7 +232,7 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
     if user_groups is not None:
         info = {"source": user_groups.source, "groups": len(set(user_groups.group_of.values())),
                 "files": len(user_of), "missing": user_groups.missing}
-    return Grouping(records, groups, group_ids, conflicts, by_class, built.links, built.refused,
+    return Grouping(records, groups, group_ids, conflicts, by_class, links, built.refused,
                     copy_threshold, info, user_of)
 
 

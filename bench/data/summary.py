@@ -31,7 +31,7 @@ def format_scan(index, split, grouping) -> str:
     n_links = sum(len(g.links) for g in grouping.groups)
     lines.append(f"\ncopies (--copy-threshold {grouping.copy_threshold:g}): {n_links} links; "
                  f"{len(multi)} groups of 2+ files hold {sum(g.size for g in multi)} images")
-    kind_rows = []
+    kind_rows, by_kind = [], grouping.links_by_kind()
     for kind in KIND_ORDER:
         groups = sum(1 for g in multi if kind in g.kinds)
         if kind == USER_KIND:
@@ -40,8 +40,7 @@ def format_scan(index, split, grouping) -> str:
                 kind_rows.append([f"{kind} ({u['source']})",
                                   f"{u['files']} files in {u['groups']} group{'s' if u['groups'] != 1 else ''}", groups])
             continue
-        links = sum(1 for g in grouping.groups for link in g.links if link.kind == kind)
-        kind_rows.append([kind, links, groups])
+        kind_rows.append([kind, len(by_kind[kind]), groups])
     lines.append(tabulate(kind_rows, headers=["kind", "links", "groups with it"]))
     if grouping.user_groups and grouping.user_groups["missing"]:
         lines.append(f"{grouping.user_groups['missing']} images are not listed in {grouping.user_groups['source']} "
