@@ -59,6 +59,23 @@ def test_each_family_of_copies_links_to_its_original_and_nothing_else(family):
     assert pairs == {frozenset((k, k + 4)) for k in range(4)}
 
 
+def test_black_padding_around_a_bright_cornered_picture_is_trimmed_away(brain_mri):
+    # yes/Y183.jpg: a scan whose corners are white; a black pad around it changed every
+    # pixel's rank and the content frame, and its padded copy was never a candidate
+    from bench.data.copies import _trim
+    from bench.data.images import open_rgb
+
+    original = open_rgb(brain_mri / "yes" / "Y183.jpg")[0].convert("L")
+    padded = FAMILIES["pad"](original, np.random.default_rng(3))
+    assert padded.size != original.size
+    assert _trim(padded).size == _trim(original).size
+    a, b = (copy_features(img).layout.astype(float).ravel() for img in (original, padded))
+    assert np.corrcoef(a, b)[0, 1] > 0.95  # the same layout, so the pair becomes a candidate
+    others = [open_rgb(p)[0] for p in sorted(brain_mri.glob("yes/*"))[:12] if p.name != "Y183.jpg"]
+    pairs = _pairs(_links([original, padded, *others]))
+    assert frozenset((0, 1)) in pairs and not any(0 in p or 1 in p for p in pairs - {frozenset((0, 1))})
+
+
 def test_link_kinds_name_what_changed():
     base = scan_like(1)
     images = [base, base.transpose(Image.Transpose.FLIP_LEFT_RIGHT), base.resize((150, 150)),

@@ -68,6 +68,11 @@ DETAIL_SIDE = 256
 DETAIL_FEATURES = 250
 #: Smoothing before ORB, in pixels of the original image (at least 1 pixel of the detail picture).
 SMOOTH_PIXELS = 1.0
+#: The uniform border trimmed first: rows/columns with at most TRIM_SHARE of their pixels
+#: more than TRIM_TOLERANCE grey levels from the border's median colour.
+TRIM_TOLERANCE = 12
+TRIM_SHARE = 0.02
+TRIM_ROUNDS = 4
 #: Agreeing keypoints needed: MIN_KEYPOINTS when the layout is at least threshold + RAMP,
 #: MAX_KEYPOINTS when it is just at the threshold, linear in between.
 MIN_KEYPOINTS = 12
@@ -137,6 +142,25 @@ def _frame(q: np.ndarray) -> tuple[float, float, float, float]:
     return cx - 2 * sx, cy - 2 * sy, cx + 2 * sx, cy + 2 * sy
 
 
+def _trim(grey: Image.Image) -> Image.Image:
+    """``grey`` without the uniform border around it (rows and columns whose pixels nearly all
+    match the border's colour), repeated until nothing more comes off: a padded copy and
+    its original trim to the same picture."""
+    for _ in range(TRIM_ROUNDS):
+        a = np.asarray(grey, dtype=np.int16)
+        edge = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+        off = np.abs(a - int(np.median(edge))) > TRIM_TOLERANCE
+        rows = np.flatnonzero(off.mean(1) > TRIM_SHARE)
+        cols = np.flatnonzero(off.mean(0) > TRIM_SHARE)
+        if len(rows) == 0 or len(cols) == 0:
+            return grey
+        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        if (box[2] - box[0]) * 2 < grey.width or (box[3] - box[1]) * 2 < grey.height or box == (0, 0, *grey.size):
+            return grey  # mostly border: keep the whole picture rather than a speck
+        grey = grey.crop(box)
+    return grey
+
+
 def _detail_size(grey: Image.Image) -> Image.Image:
     """The picture both measures look at: longest side DETAIL_SIDE, so copies at other sizes line up."""
     f = DETAIL_SIDE / max(grey.size)
@@ -184,7 +208,7 @@ def copy_features(image: Image.Image) -> CopyFeatures:
     """The layout grid and keypoints of one image (any mode; it is converted to grey)."""
     import cv2
 
-    grey = image.convert("L")
+    grey = _trim(image.convert("L"))
     picture = _detail_size(grey)
     equalised = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
     grid, frame = layout_grid(equalised)
