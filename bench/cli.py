@@ -237,12 +237,15 @@ def predict_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also save the predictions to this CSV file.")] = None,
     gradcam: Annotated[Optional[Path], typer.Option("--gradcam", help="Folder for Grad-CAM overlay PNGs, one per image.")] = None,
+    operating_point: Annotated[Optional[str], typer.Option(
+        "--operating-point", help="Binary models: decide with the threshold chosen on validation for 'youden' "
+                                  "(the default), 'sensitivity' or 'specificity' (see labels.json).")] = None,
 ) -> None:
     """Label images: one tab-separated line per image (file, label, probability of that label)."""
     _quiet_tensorflow()
     from bench.deploy.predict import predict_paths
 
-    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam)
+    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam, operating_point=operating_point)
     for line in result.lines():
         typer.echo(line)
     if result.skipped:

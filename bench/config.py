@@ -69,7 +69,7 @@ def option(default=MISSING, *, factory=MISSING, **kwargs):
 
 @dataclass
 class SearchConfig:
-    """How each backbone is searched."""
+    """How each backbone is searched, and how its decision thresholds are chosen."""
 
     seed: int = option(0, flag="--seed", help="Seed for the split and the search.")
     tuner: str = option("bayesian", flag="--tuner", help="KerasTuner search algorithm.", choices=TUNER_NAMES)
@@ -86,6 +86,12 @@ class SearchConfig:
     aug_views: int = option(4, flag="--aug-views", low=1, help="Augmented views per training image with --augment.")
     max_unfreeze: int = option(2, flag="--max-unfreeze", low=0,
                                help="Largest number of top backbone blocks the search may fine-tune.")
+    min_sensitivity: float = option(0.95, flag="--min-sensitivity", low=0.5, high=1.0,
+                                    help="Binary: the 'sensitivity' operating point's threshold keeps validation "
+                                         "sensitivity at least this high.")
+    min_specificity: float = option(0.95, flag="--min-specificity", low=0.5, high=1.0,
+                                    help="Binary: the 'specificity' operating point's threshold keeps validation "
+                                         "specificity at least this high.")
     patience: int = 5
     class_weights: bool = True
     tensorboard: bool = True

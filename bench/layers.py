@@ -174,3 +174,35 @@ class ClassProbabilities(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "n_classes": self.n_classes}
+
+
+@keras.saving.register_keras_serializable(package="bench")
+class Calibrate(keras.layers.Layer):
+    """Calibrated class probabilities: ``softmax((log p - log w) / T)``.
+
+    ``p`` are the model's class probabilities, ``w`` the class weights it was trained with
+    (subtracting ``log w`` undoes the prior shift that weighting causes) and ``T`` the
+    temperature fitted on the validation split (:mod:`bench.evaluate.calibration`, whose
+    :func:`~bench.evaluate.calibration.apply_temperature` computes the same in numpy).
+    ``T = 1`` and equal weights give back ``p`` (up to the clipping of ``p`` to
+    ``[1e-7, 1 - 1e-7]``).
+    """
+
+    EPS = 1e-7
+
+    def __init__(self, temperature: float = 1.0, class_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, inputs):
+        logits = ops.log(ops.clip(ops.cast(inputs, "float32"), self.EPS, 1.0 - self.EPS))
+        if self.class_weights is not None:
+            logits = logits - ops.log(ops.convert_to_tensor(self.class_weights, dtype="float32"))
+        return ops.softmax(logits / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature, "class_weights": self.class_weights}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 import backbones
 from bench.config import SearchConfig
 from bench.evaluate.final import (
+    FinalSettings,
     evaluate_fold,
     evaluate_on_test,
     full_model,
@@ -143,6 +144,7 @@ class PreparedSearch:
     depths: list[int]
     x_val: dict | None = None  # --cv folds: cached features by depth of the inner val images ...
     x_test: dict | None = None  # ... and of the images the fold holds out
+    final: FinalSettings = field(default_factory=FinalSettings)  # class weights, operating-point minima
 
 
 def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSearch:
@@ -176,7 +178,8 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
                              search_done=lambda: trials_path.exists() or result_path.exists())
     tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
-    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None)
+    final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)
+    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final)
 
 
 def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
@@ -223,13 +226,14 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
     if job.fold is not None:  # the fold's model predicts its held-out images from the cache, once
         crash_point("final")
         metrics = evaluate_fold(load_trial_model(tuner, trial), trial.hyperparameters.get("unfreeze"), search.x_val,
-                                search.x_test, job.split, out_dir, cfg.seed, cfg.batch_size)
+                                search.x_test, job.split, out_dir, cfg.seed, cfg.batch_size, search.final)
         _record(row, trial, metrics)
     else:
         model = full_model(source, tuner, trial)
         save_model(model, out_dir / "best_model.keras")
         crash_point("final")
-        _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size))
+        _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size,
+                                             search.final))
         row["params_total"] = int(model.count_params())
         row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         row.update(measure_latency(model, size))

@@ -20,6 +20,7 @@ from bench.deploy.model_card import model_card
 from bench.deploy.run_info import run_info
 from bench.deploy.verify import KERAS_TOLERANCE, TFLITE_TOLERANCE, _tflite_runner, check_export
 from bench.errors import BenchError
+from bench.evaluate.calibration import apply_temperature
 from bench.layers import SquareResize
 from bench.data.images import square_resize
 from bench.run import RunConfig, execute, prepare_run
@@ -106,6 +107,8 @@ def test_export_reproduces_the_runs_test_predictions_in_a_fresh_process(full_exp
 def test_exported_model_takes_raw_images_of_any_size(full_export, tiny_run):
     model = keras.saving.load_model(full_export.path / "model.keras", compile=False)
     source = keras.saving.load_model(tiny_run / "mobilenet_v2" / "best_model.keras", compile=False)
+    fitted = run_info(tiny_run).calibration
+    assert fitted["temperature"] != 1.0  # fitted on validation, applied inside the export
     assert model.input.dtype == "uint8" and tuple(model.input.shape[1:]) == (None, None, 3)
     rng = np.random.default_rng(3)
     for h, w in [(32, 32), (90, 40), (17, 200), (300, 301)]:
@@ -113,7 +116,9 @@ def test_exported_model_takes_raw_images_of_any_size(full_export, tiny_run):
         probs = np.asarray(model(image[None]))[0]
         assert probs.shape == (2,) and abs(probs.sum() - 1) < 1e-6
         p = float(np.asarray(source(square_resize(Image.fromarray(image), 32)[None].astype("float32")))[0, 0])
-        np.testing.assert_allclose(probs, [1 - p, p], atol=1e-6)
+        # the run's model, then the calibration fitted on validation (temperature, class weights)
+        want = apply_temperature(np.array([[1 - p, p]]), fitted["temperature"], fitted["class_weights"])[0]
+        np.testing.assert_allclose(probs, want, atol=1e-5)
 
 
 def test_savedmodel_and_tflite_load_without_bench_layers(full_export, tiny_run):

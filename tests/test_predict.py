@@ -131,3 +131,52 @@ def test_cli_predict(exported, mixed_folder, tmp_path):
     (tmp_path / "bad" / "x.png").write_bytes(b"nope")
     nothing = CliRunner().invoke(app, ["predict", str(exported), str(tmp_path / "bad")])
     assert nothing.exit_code == 2 and "no image could be predicted" in nothing.stderr
+
+
+def test_operating_points_pick_the_validation_thresholds_from_labels_json(exported, tiny_run):
+    labels = json.loads((exported / "labels.json").read_text())
+    points = labels["operating_points"]
+    assert set(points) == {"youden", "sensitivity", "specificity"}
+    assert points["youden"]["threshold"] == labels["threshold"]
+    assert labels["calibration"]["temperature"] > 0
+    fitted = json.loads((tiny_run / "mobilenet_v2" / "calibration.json").read_text())
+    for name, point in points.items():
+        predictor = Predictor.from_export(exported, operating_point=name)
+        assert predictor.threshold == point["threshold"] == fitted["operating_points"][name]["threshold"]
+    # the sensitivity point never asks for more evidence than the specificity point
+    assert points["sensitivity"]["threshold"] <= points["specificity"]["threshold"]
+
+
+def test_operating_point_errors_are_one_line(exported, mixed_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    bad = CliRunner().invoke(app, ["predict", str(exported), str(mixed_folder), "--operating-point", "cheapest"])
+    assert bad.exit_code == 2 and "unknown --operating-point 'cheapest'" in bad.output
+    assert "Traceback" not in bad.output
+    old = tmp_path / "old_export"
+    old.mkdir()
+    for f in exported.iterdir():
+        if f.is_file():
+            (old / f.name).write_bytes(f.read_bytes())
+    labels = json.loads((old / "labels.json").read_text())
+    del labels["operating_points"]
+    (old / "labels.json").write_text(json.dumps(labels))
+    stale = CliRunner().invoke(app, ["predict", str(old), str(mixed_folder), "--operating-point", "sensitivity"])
+    assert stale.exit_code == 2 and "no 'sensitivity' operating point" in stale.output
+    ok = CliRunner().invoke(app, ["predict", str(exported), str(mixed_folder), "--operating-point", "specificity"])
+    assert ok.exit_code == 0 and len(ok.stdout.strip().splitlines()) == 3
+
+
+def test_report_shows_calibration_operating_points_and_subgroups(tiny_run, tmp_path):
+    from bench.report import build_report
+
+    md_path, _ = build_report(tiny_run, tmp_path)
+    text = md_path.read_text()
+    fitted = json.loads((tiny_run / "mobilenet_v2" / "calibration.json").read_text())
+    assert "### Probabilities and decisions" in text and "ECE before (95 % CI)" in text
+    assert f"| mobilenet_v2 | {fitted['temperature']:.2f} |" in text
+    assert "#### Operating points" in text and "sensitivity first" in text and "specificity first" in text
+    assert "fig-decision-curve.png" in text and (md_path.parent / "fig-decision-curve.png").is_file()
+    assert "#### Test accuracy by file subgroup (mobilenet_v2" in text

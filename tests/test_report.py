@@ -188,7 +188,7 @@ def no_figures(monkeypatch):
     """Skip drawing (the text is what these tests read)."""
     import bench.report.build
 
-    keys = ("leaderboard", "deployment", "roc_pr", "calibration", "search_lr", "search_choices")
+    keys = ("leaderboard", "deployment", "roc_pr", "calibration", "decision_curve", "search_lr", "search_choices")
     monkeypatch.setattr(bench.report.build, "make_figures", lambda *args: {"backbone": {}, **dict.fromkeys(keys)})
 
 

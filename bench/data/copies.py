@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from bench.config import DEFAULT_COPY_THRESHOLD
+from bench.data.framing import content_frame, equalised, trim
 
 #: Side of the layout grid.
 GRID = 32
@@ -68,11 +69,6 @@ DETAIL_SIDE = 256
 DETAIL_FEATURES = 250
 #: Smoothing before ORB, in pixels of the original image (at least 1 pixel of the detail picture).
 SMOOTH_PIXELS = 1.0
-#: The uniform border trimmed first: rows/columns with at most TRIM_SHARE of their pixels
-#: more than TRIM_TOLERANCE grey levels from the border's median colour.
-TRIM_TOLERANCE = 12
-TRIM_SHARE = 0.02
-TRIM_ROUNDS = 4
 #: Agreeing keypoints needed: MIN_KEYPOINTS when the layout is at least threshold + RAMP,
 #: MAX_KEYPOINTS when it is just at the threshold, linear in between.
 MIN_KEYPOINTS = 12
@@ -120,47 +116,6 @@ def keypoints_needed(layout: float, threshold: float) -> int:
     return math.ceil(MIN_KEYPOINTS + (MAX_KEYPOINTS - MIN_KEYPOINTS) * weakness - 1e-9)
 
 
-def _equalised(grey: np.ndarray) -> np.ndarray:
-    """Each pixel's share of darker pixels (0..1): identical for any monotone intensity change."""
-    hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
-    below = (np.cumsum(hist) - hist) / grey.size
-    return below[grey].astype(np.float32)
-
-
-def _frame(q: np.ndarray) -> tuple[float, float, float, float]:
-    """Centre ± 2 spreads of the brighter half of the ranks (a uniform disc: its bounding box)."""
-    w = np.clip(q - 0.5, 0.0, None)
-    h, wd = q.shape
-    total = float(w.sum())
-    if total <= 1e-9:
-        return 0.0, 0.0, float(wd), float(h)
-    wx, wy = w.sum(0), w.sum(1)
-    xs, ys = np.arange(wd) + 0.5, np.arange(h) + 0.5
-    cx, cy = float(wx @ xs) / total, float(wy @ ys) / total
-    sx = math.sqrt(float(wx @ (xs - cx) ** 2) / total) or wd / 4
-    sy = math.sqrt(float(wy @ (ys - cy) ** 2) / total) or h / 4
-    return cx - 2 * sx, cy - 2 * sy, cx + 2 * sx, cy + 2 * sy
-
-
-def _trim(grey: Image.Image) -> Image.Image:
-    """``grey`` without the uniform border around it (rows and columns whose pixels nearly all
-    match the border's colour), repeated until nothing more comes off: a padded copy and
-    its original trim to the same picture."""
-    for _ in range(TRIM_ROUNDS):
-        a = np.asarray(grey, dtype=np.int16)
-        edge = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-        off = np.abs(a - int(np.median(edge))) > TRIM_TOLERANCE
-        rows = np.flatnonzero(off.mean(1) > TRIM_SHARE)
-        cols = np.flatnonzero(off.mean(0) > TRIM_SHARE)
-        if len(rows) == 0 or len(cols) == 0:
-            return grey
-        box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-        if (box[2] - box[0]) * 2 < grey.width or (box[3] - box[1]) * 2 < grey.height or box == (0, 0, *grey.size):
-            return grey  # mostly border: keep the whole picture rather than a speck
-        grey = grey.crop(box)
-    return grey
-
-
 def _detail_size(grey: Image.Image) -> Image.Image:
     """The picture both measures look at: longest side DETAIL_SIDE, so copies at other sizes line up."""
     f = DETAIL_SIDE / max(grey.size)
@@ -178,7 +133,7 @@ def _sample(q: Image.Image, frame) -> np.ndarray:
 
 def layout_grid(q: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The equalised picture ``q`` sampled on GRID x GRID cells over its frame, and the frame."""
-    frame = _frame(np.asarray(q))
+    frame = content_frame(np.asarray(q))
     return _sample(q, frame), frame
 
 
@@ -208,10 +163,10 @@ def copy_features(image: Image.Image) -> CopyFeatures:
     """The layout grid and keypoints of one image (any mode; it is converted to grey)."""
     import cv2
 
-    grey = _trim(image.convert("L"))
+    grey = trim(image.convert("L"))
     picture = _detail_size(grey)
-    equalised = Image.fromarray(_equalised(np.asarray(picture)), mode="F")
-    grid, frame = layout_grid(equalised)
+    ranks = Image.fromarray(equalised(np.asarray(picture)), mode="F")
+    grid, frame = layout_grid(ranks)
     # smooth at the original's pixel scale: an upsampled small image's noise must not make corners
     sigma = max(1.0, SMOOTH_PIXELS * DETAIL_SIDE / max(grey.size))
     smooth = cv2.equalizeHist(cv2.GaussianBlur(np.ascontiguousarray(np.asarray(picture)), (0, 0), sigma))
@@ -219,7 +174,7 @@ def copy_features(image: Image.Image) -> CopyFeatures:
     points = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
     levels = np.percentile(np.asarray(picture), np.arange(10, 100, 10)).round().astype(np.uint8)
     return CopyFeatures(grid.astype(np.float16), np.array(frame, dtype=np.float32),
-                        spots_grid(equalised, points).astype(np.float16), levels, points, des)
+                        spots_grid(ranks, points).astype(np.float16), levels, points, des)
 
 
 def mirrored_features(image: Image.Image) -> CopyFeatures:

@@ -9,9 +9,11 @@ import keras
 
 from bench.deploy.run_info import RunInfo
 from bench.errors import BenchError
-from bench.layers import BackbonePreprocess, ClassProbabilities, SquareResize
+from bench.layers import BackbonePreprocess, Calibrate, ClassProbabilities, SquareResize
 
-EXPORT_FORMAT_VERSION = 1
+#: 2: the model ends in bench's Calibrate layer and labels.json holds the calibration and
+#: the operating points.
+EXPORT_FORMAT_VERSION = 2
 
 
 def build_export_model(info: RunInfo) -> keras.Model:
@@ -27,7 +29,10 @@ def build_export_model(info: RunInfo) -> keras.Model:
     x = SquareResize(info.image_size, name="square_resize")(inputs)
     for layer in inner:  # BackbonePreprocess -> backbone -> head, a plain chain
         x = layer(x)
-    outputs = ClassProbabilities(len(info.classes), name="probabilities")(x)
+    outputs = ClassProbabilities(len(info.classes), name="raw_probabilities")(x)
+    fitted = info.calibration
+    if fitted is not None:
+        outputs = Calibrate(fitted["temperature"], fitted.get("class_weights"), name="probabilities")(outputs)
     return keras.Model(inputs, outputs, name=f"{info.backbone}_export")
 
 
@@ -54,7 +59,11 @@ def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
             f"(1, {info.image_size}, {info.image_size}, 3) uint8 RGB, already padded to a centred black square "
             f"and bilinear-resized (bench.data.images.square_resize); normalisation is inside"
         )
+    fitted = info.calibration
+    if fitted is not None:
+        out["calibration"] = {k: fitted[k] for k in ("temperature", "class_weights", "fitted_on", "method")}
     if len(classes) == 2:
+        points = (fitted or {}).get("operating_points") or {}
         out.update(
             positive_class=info.positive_class,
             threshold=info.threshold,
@@ -62,6 +71,7 @@ def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
                 f"'{info.positive_class}' when probability[{info.positive_class!r}] >= threshold, "
                 f"else '{classes[0]}' (threshold chosen on the validation split)"
             ),
+            operating_points={name: {"threshold": p["threshold"], "rule": p["rule"]} for name, p in points.items()},
         )
     else:
         out.update(positive_class=None, threshold=None, decision_rule="the class with the highest probability")

@@ -31,7 +31,7 @@ def read_image(path_or_file) -> np.ndarray:
 class Predictor:
     """An exported model with its labels: probabilities, decisions and Grad-CAM for raw images."""
 
-    def __init__(self, model, labels: dict, source: Path):
+    def __init__(self, model, labels: dict, source: Path, operating_point: str | None = None):
         import tensorflow as tf
 
         self.model = model
@@ -40,6 +40,8 @@ class Predictor:
         self.classes: list[str] = list(labels["classes"])
         self.threshold: float | None = labels.get("threshold")
         self.positive_class: str | None = labels.get("positive_class")
+        if operating_point is not None:
+            self.threshold = operating_threshold(labels, operating_point, source)
         self._forward = tf.function(
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec((None, None, None, 3), tf.uint8)],
@@ -50,7 +52,7 @@ class Predictor:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_export(cls, model_dir: Path) -> "Predictor":
+    def from_export(cls, model_dir: Path, operating_point: str | None = None) -> "Predictor":
         """Load an export folder written by ``bench export`` (model.keras + labels.json)."""
         import keras
 
@@ -70,7 +72,7 @@ class Predictor:
         except Exception as exc:  # a corrupt or foreign .keras file: name it and the fix
             raise BenchError(f"cannot load {model_dir / 'model.keras'} ({type(exc).__name__}: {str(exc)[:200]}); "
                              "export the run again") from None
-        return cls(model, read_json(model_dir / "labels.json"), model_dir)
+        return cls(model, read_json(model_dir / "labels.json"), model_dir, operating_point)
 
     @classmethod
     def from_run(cls, run_dir: Path, backbone: str | None = None) -> "Predictor":
@@ -134,6 +136,22 @@ class Predictor:
         return self._gradcam(image, class_index)
 
 
+def operating_threshold(labels: dict, name: str, source: Path) -> float:
+    """The threshold of operating point ``name`` in ``labels`` (an export's labels.json)."""
+    from bench.evaluate.operating_points import OPERATING_POINTS
+
+    if name not in OPERATING_POINTS:
+        raise BenchError(f"unknown --operating-point {name!r}; choose one of: {', '.join(OPERATING_POINTS)}")
+    if len(labels.get("classes", [])) != 2:
+        raise BenchError(f"{source} classifies {len(labels.get('classes', []))} classes; operating points are "
+                         "binary-only (the decision is the most probable class): leave out --operating-point")
+    points = labels.get("operating_points") or {}
+    if name not in points:
+        raise BenchError(f"{source} has no '{name}' operating point (exported by an older bench); "
+                         "export the run again with `bench export RUN`")
+    return float(points[name]["threshold"])
+
+
 # ---------------------------------------------------------------------- predict
 
 
@@ -192,6 +210,7 @@ def predict_paths(
     csv: Path | None = None,
     gradcam_dir: Path | None = None,
     batch_size: int = 16,
+    operating_point: str | None = None,
 ) -> PredictResult:
     """Predict every image in ``paths`` (files or folders) with the export at ``model_dir``.
 
@@ -199,10 +218,12 @@ def predict_paths(
     image at all could be predicted. ``csv`` saves the rows (file, label, probability and
     one ``prob_<class>`` column per class); ``gradcam_dir`` receives one Grad-CAM overlay
     PNG per image (for the positive class of a binary model, else the predicted label).
+    ``operating_point`` (binary): decide with that point's threshold from labels.json
+    (``youden``, the default decision, ``sensitivity`` or ``specificity``).
     """
     if not paths:
         raise BenchError("no images given; pass image files or folders after the model folder")
-    predictor = Predictor.from_export(model_dir)
+    predictor = Predictor.from_export(model_dir, operating_point)
     files, skipped = collect_files(paths)
     for name, reason in skipped:
         log.warning(f"skipped {name}: {reason}")

@@ -40,6 +40,16 @@ class RunInfo:
         return self.classes[1] if len(self.classes) == 2 else None
 
     @property
+    def calibration(self) -> dict | None:
+        """What the final stage fitted on validation (temperature, class weights, operating
+        points; :mod:`bench.evaluate.decisions`); None for runs made before bench calibrated."""
+        from bench.evaluate.decisions import CALIBRATION_FILE
+        from bench.runfolder import read_json
+
+        path = self.run_dir / self.backbone / CALIBRATION_FILE
+        return read_json(path) if path.is_file() else None
+
+    @property
     def model_path(self) -> Path:
         return self.run_dir / self.backbone / "best_model.keras"
 

@@ -1,19 +1,22 @@
 """Final stage per backbone: rebuild the best trial as a full model (images in, class
-probabilities out), choose the decision threshold on validation, and evaluate once on
-the held-out test split. The test split is loaded here and nowhere else.
+probabilities out), calibrate it and choose its decision thresholds on validation
+(:mod:`bench.evaluate.decisions`), and evaluate once on the held-out test split. The test
+split is loaded here and nowhere else.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from bench.data.loading import label_indices, load_images
-from bench.evaluate.metrics import choose_threshold, evaluate
+from bench.evaluate.decisions import CALIBRATION_FILE, Decisions, headline, weight_vector
+from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
 from bench.runfolder import (
     save_via_temp,
@@ -21,6 +24,16 @@ from bench.runfolder import (
     write_json_atomic,
     write_text_atomic,
 )
+
+
+@dataclass(frozen=True)
+class FinalSettings:
+    """What the final stage needs besides the predictions: the class weights the model
+    trained with (None: unweighted) and the minima of the constrained operating points."""
+
+    class_weight: dict[int, float] | None = None
+    min_sensitivity: float = 0.95
+    min_specificity: float = 0.95
 
 
 def set_trainable(base: keras.Model, cut_layer: str | None) -> None:
@@ -86,59 +99,78 @@ def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str
 
 
 def evaluate_on_test(
-    model: keras.Model, split, data_root: Path, size: int, out_dir: Path, seed: int, batch_size: int = 32
+    model: keras.Model, split, data_root: Path, size: int, out_dir: Path, seed: int, batch_size: int = 32,
+    settings: FinalSettings | None = None,
 ) -> dict:
-    """Threshold on val, then one evaluation on test; writes val_ and test_predictions.csv.
+    """Calibration and thresholds on val, then one evaluation on test; writes
+    val_ and test_predictions.csv and calibration.json.
 
     The full model (raw images in) predicts the images themselves: the test split is
-    loaded here and nowhere else. Without test images (``--cv`` with no holdout) only the
-    threshold is returned."""
+    loaded here and nowhere else. Without test images (``--cv`` with no holdout) only
+    what was fitted on validation is returned."""
     n_classes = len(split.classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     p_val = predict_proba(model, load_images(data_root, val_rows, size), n_classes, batch_size)
     p_test = predict_proba(model, load_images(data_root, test_rows, size), n_classes, batch_size) if test_rows else None
-    return evaluate_predictions(split, p_val, p_test, out_dir, seed)
+    return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings)
 
 
 def evaluate_fold(trial_model: keras.Model, depth: int, x_val: dict, x_test: dict, split, out_dir: Path, seed: int,
-                  batch_size: int = 32) -> dict:
+                  batch_size: int = 32, settings: FinalSettings | None = None) -> dict:
     """One outer fold of ``--cv``: the trial's model on the cached features of the fold's
-    inner val images (threshold) and of the images it held out (its out-of-fold
-    predictions). Every cross-validated image is some fold's training image, so its
-    features are in the run's cache anyway; the backbone does not run again."""
+    inner val images (calibration and thresholds) and of the images it held out (its
+    out-of-fold predictions). Every cross-validated image is some fold's training image,
+    so its features are in the run's cache anyway; the backbone does not run again."""
     n_classes = len(split.classes)
     p_val = predict_proba(trial_model, x_val[depth], n_classes, batch_size)
     p_test = predict_proba(trial_model, x_test[depth], n_classes, batch_size)
-    return evaluate_predictions(split, p_val, p_test, out_dir, seed)
+    return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings)
 
 
-def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, out_dir: Path, seed: int) -> dict:
-    """Choose the threshold on the val predictions, evaluate the test predictions once
+def _prediction_table(rows: list[dict], y: np.ndarray, classes: list[str], calibrated: np.ndarray,
+                      raw: np.ndarray, decided: np.ndarray | None = None):
+    columns = {"file": [r["path"] for r in rows], "label": [classes[i] for i in y],
+               **{f"prob_{c}": calibrated[:, k] for k, c in enumerate(classes)}}
+    if decided is not None:
+        columns.update(prediction=[classes[i] for i in decided], correct=decided == y)
+    columns.update({f"raw_prob_{c}": raw[:, k] for k, c in enumerate(classes)})
+    return text_frame(columns)
+
+
+def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, out_dir: Path, seed: int,
+                         settings: FinalSettings | None = None) -> dict:
+    """Calibrate and choose the operating points on the val predictions
+    (:mod:`bench.evaluate.decisions`), evaluate the calibrated test predictions once
     (intervals over duplicate groups, Brier skill against the training prevalence), and
-    write ``val_predictions.csv`` and ``test_predictions.csv``."""
+    write ``val_predictions.csv``, ``test_predictions.csv`` (calibrated ``prob_*``, raw
+    ``raw_prob_*``) and ``calibration.json``."""
+    settings = settings or FinalSettings()
     classes = split.classes
     n_classes = len(classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     y_val = label_indices(val_rows, classes)
-    threshold = choose_threshold(y_val, p_val[:, 1]) if n_classes == 2 else None
-    val_table = text_frame({
-        "file": [r["path"] for r in val_rows], "label": [classes[i] for i in y_val],
-        **{f"prob_{c}": p_val[:, k] for k, c in enumerate(classes)},
-    })
-    write_text_atomic(out_dir / "val_predictions.csv", val_table.to_csv(index=False))
+    decisions = Decisions.fit(y_val, p_val, weight_vector(settings.class_weight, n_classes),
+                              settings.min_sensitivity, settings.min_specificity)
+    threshold = decisions.threshold
+    table = _prediction_table(val_rows, y_val, classes, decisions.calibrate(p_val), p_val)
+    write_text_atomic(out_dir / "val_predictions.csv", table.to_csv(index=False))
+    fitted = {"temperature": decisions.temperature, "threshold": threshold,
+              "positive_class": str(classes[1]) if n_classes == 2 else None}
     if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
-        return {"n": 0, "threshold": threshold, "positive_class": str(classes[1]) if n_classes == 2 else None}
+        write_json_atomic(out_dir / CALIBRATION_FILE, decisions.fitted())
+        return {"n": 0, **fitted}
     y_test = label_indices(test_rows, classes)
     train_labels = label_indices(split.rows("train"), classes)
     prevalence = np.bincount(train_labels, minlength=n_classes) / max(1, len(train_labels))
-    metrics = evaluate(y_test, p_test, classes, threshold=threshold, n_resamples=1000, seed=seed,
-                       groups=[r["group"] for r in test_rows], prevalence=prevalence)
-    pred = (p_test[:, 1] >= threshold).astype(int) if n_classes == 2 else p_test.argmax(axis=1)
-    table = text_frame({
-        "file": [r["path"] for r in test_rows], "label": [classes[i] for i in y_test],
-        **{f"prob_{c}": p_test[:, k] for k, c in enumerate(classes)},
-        "prediction": [classes[i] for i in pred], "correct": pred == y_test,
-    })
+    groups = [r["group"] for r in test_rows]
+    calibrated = decisions.calibrate(p_test)
+    metrics = evaluate(y_test, calibrated, classes, threshold=threshold, n_resamples=1000, seed=seed,
+                       groups=groups, prevalence=prevalence)
+    report = decisions.on_test(y_test, p_test, prevalence, groups, seed)
+    write_json_atomic(out_dir / CALIBRATION_FILE, report)
+    metrics.update(headline(report))
+    pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
+    table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)
     write_text_atomic(out_dir / "test_predictions.csv", table.to_csv(index=False))
     return metrics
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from bench.evaluate.paired import pairwise_tests
 from bench.report import findings, sections
+from bench.report.calibration_section import read_calibration
+from bench.report.calibration_section import section as decisions_section
 from bench.report.formatting import (
     FIGURE_PREFIX,
     Figure,
@@ -62,10 +64,18 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
             "roc-pr", F.roc_pr(with_preds, data.classes, colours), "ROC and precision\u2013recall curves",
             "Test split, all backbones overlaid. AP: average precision.")
         out["calibration"] = add(
-            "calibration", F.reliability(with_preds, data.classes, colours), "Reliability diagram",
-            "Predicted probability against the observed frequency in equal-width bins of the test split (dot size: "
-            "images in the bin); points on the diagonal are well calibrated. ECE: expected calibration error. "
-            "Below: how the predicted probabilities are spread.")
+            "calibration", F.reliability(with_preds, data.classes, colours), "Reliability diagram (calibrated)",
+            "Calibrated predicted probability against the observed frequency in equal-count bins of the test split, "
+            "bars the 95 % Wilson intervals; points on the diagonal are well calibrated. ECE: expected calibration "
+            "error over these bins. Below: how the predicted probabilities are spread.")
+        out["decision_curve"] = None
+        if len(data.classes) == 2:
+            out["decision_curve"] = add(
+                "decision-curve", F.decision_curves(read_calibration(data), data.classes, colours), "Decision curve",
+                "Net benefit = TP/N − FP/N · t/(1−t) of acting on the calibrated probability at "
+                "threshold t (Vickers & Elkin 2006), bands the 95 % bootstrap interval over duplicate groups of the "
+                "test split, against treating every image as positive and treating none. A model is worth using at "
+                "the thresholds where it lies above both.")
         trials = search["trials"]
         out["search_lr"] = add(
             "search-lr", F.search_learning_rate(trials, data.objective, colours) if len(trials) else None,
@@ -142,6 +152,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
         "deployment": deployment,
         "statistics": sections.statistics_section(data, tests),
+        "decisions": decisions_section(data),
         "per_backbone": per_backbone,
         "search": search,
         "data": sections.data_section(data),

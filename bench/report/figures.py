@@ -294,55 +294,63 @@ def roc_pr(predictions: dict[str, pd.DataFrame], classes: Sequence[str], colours
     return fig
 
 
-def reliability_bins(y_true: np.ndarray, score: np.ndarray, n_bins: int = 10):
-    """Uniform-width bins on [0, 1]: (mean score, observed frequency, count) per non-empty bin,
-    and the expected calibration error (count-weighted mean |frequency - score|)."""
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(score, edges[1:-1], right=False), 0, n_bins - 1)
-    mean_s, freq, count = [], [], []
-    for b in range(n_bins):
-        mask = which == b
-        if mask.any():
-            mean_s.append(score[mask].mean())
-            freq.append(y_true[mask].mean())
-            count.append(int(mask.sum()))
-    mean_s, freq, count = np.array(mean_s), np.array(freq), np.array(count)
-    ece = float(np.sum(count * np.abs(freq - mean_s)) / max(count.sum(), 1))
-    return mean_s, freq, count, ece
-
-
 def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], colours: dict,
                 where: str = "test split"):
-    """Reliability diagram (observed frequency against predicted probability), overlaid,
-    with the distribution of predicted probabilities underneath (``where``: which
-    predictions, for the title)."""
+    """Reliability diagram (observed frequency against predicted probability) in equal-count
+    bins with 95 % Wilson intervals, overlaid, with the distribution of predicted
+    probabilities underneath (``where``: which predictions, for the title)."""
+    from bench.evaluate.calibration import default_n_bins, ece, reliability_bins
+
     if not predictions:
         return None
     fig, axes = new_figure(WIDTH * 0.62, 4.6, nrows=2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top, bottom = axes
     binary = len(classes) == 2
-    n_images = max(len(p) for p in predictions.values())
-    n_bins = int(np.clip(n_images // 10, 4, 10))  # fewer, fuller bins on small test splits
-    bins = np.linspace(0, 1, n_bins + 1)
-    for name, pred in predictions.items():
+    n_bins = default_n_bins(max(len(p) for p in predictions.values()))
+    for offset, (name, pred) in enumerate(predictions.items()):
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[str(v)] for v in pred["label"]])
         proba = probability_matrix(pred, classes)
-        if binary:
-            score, hit = proba[:, 1], (y == 1).astype(float)
-        else:
-            score, hit = proba.max(axis=1), (proba.argmax(axis=1) == y).astype(float)
-        s, f, n, ece = reliability_bins(hit, score, n_bins)
-        top.plot(s, f, color=colours[name], lw=1.4, alpha=0.8, label=f"{name} (ECE {ece:.3f})")
-        top.scatter(s, f, s=12 + 120 * n / max(n.max(), 1), color=colours[name], edgecolor="white", linewidth=0.6,
-                    zorder=3)
-        bottom.hist(score, bins=bins, histtype="step", color=colours[name], lw=1.6)
+        bins = reliability_bins(y, proba, n_bins)
+        s = np.array([b["mean_score"] for b in bins]) + 0.004 * (offset - (len(predictions) - 1) / 2)
+        f = np.array([b["observed"] for b in bins])
+        err = np.clip([[b["observed"] - b["low"] for b in bins], [b["high"] - b["observed"] for b in bins]], 0, None)
+        top.errorbar(s, f, yerr=err, color=colours[name], lw=1.4, alpha=0.85, capsize=2, marker="o", ms=4,
+                     label=f"{name} (ECE {ece(y, proba, n_bins):.3f})")
+        score = proba[:, 1] if binary else proba.max(axis=1)
+        bottom.hist(score, bins=np.linspace(0, 1, 21), histtype="step", color=colours[name], lw=1.6)
     top.plot([0, 1], [0, 1], color="#999999", lw=1, ls=":", label="perfectly calibrated")
-    top.set(title=f"Reliability ({where}, {n_bins} bins)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+    top.set(title=f"Reliability ({where}, {n_bins} equal-count bins)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
             ylabel=f"observed share {shown(classes[1])}" if binary else "observed accuracy")
     top.legend(fontsize=7.5, loc="upper left")
     bottom.set(xlabel=f"predicted P({shown(classes[1])})" if binary else "predicted probability of the chosen class",
                ylabel="images")
+    return fig
+
+
+def decision_curves(reports: dict[str, dict], classes: Sequence[str], colours: dict):
+    """Net benefit over threshold probabilities (decision curve analysis) of every binary
+    backbone, with its 95 % bootstrap band, against treating all and treating none."""
+    curves = {name: r["decision_curve"] for name, r in reports.items() if r.get("decision_curve")}
+    if not curves:
+        return None
+    fig, (ax,) = new_figure(WIDTH * 0.62, 3.6)
+    first = next(iter(curves.values()))
+    t = np.asarray(first["thresholds"], dtype=float)
+    treat_all = np.asarray(first["treat_all"], dtype=float)
+    prevalence = float(first.get("prevalence", np.nan))
+    for name, c in curves.items():
+        model = np.asarray(c["model"], dtype=float)
+        ax.plot(t, model, color=colours[name], lw=1.6, label=name)
+        if c.get("model_low") is not None:
+            ax.fill_between(t, np.asarray(c["model_low"], float), np.asarray(c["model_high"], float),
+                            color=colours[name], alpha=0.15, lw=0)
+    ax.plot(t, treat_all, color="#555555", lw=1.2, ls="--", label=f"treat all as {shown(classes[1])}")
+    ax.axhline(0, color="#999999", lw=1, ls=":", label="treat none")
+    top = max(prevalence if np.isfinite(prevalence) else 0.1, 0.05)
+    ax.set(xlim=(0, 1), ylim=(-0.1 * top, 1.15 * top), xlabel=f"threshold probability of {shown(classes[1])}",
+           ylabel="net benefit", title="Decision curve (test split)")
+    ax.legend(fontsize=7.5, loc="upper right")
     return fig
 
 

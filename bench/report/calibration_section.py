@@ -1,0 +1,161 @@
+"""The report's "Probabilities and decisions" part: calibration before and after, the
+operating points, and test accuracy per file subgroup (a shortcut check on the model).
+
+Reads each backbone's ``calibration.json`` (:mod:`bench.evaluate.decisions`), its test
+predictions and the scan's per-image attributes (``dataset.json``); computes nothing that
+the run did not record except the subgroup accuracies, which are a function of
+``test_predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bench.evaluate.decisions import CALIBRATION_FILE
+from bench.evaluate.rows import metric_with_ci, to_float
+from bench.report.formatting import DASH, Table, num
+from bench.runfolder import read_json
+
+POINT_NAMES = {"youden": "Youden's J (default)", "sensitivity": "sensitivity first", "specificity": "specificity first"}
+
+
+def read_calibration(data) -> dict:
+    """Backbone name -> its calibration.json (backbones without one, e.g. older runs, left out)."""
+    out = {}
+    for b in data.ok:
+        path = data.path / b.name / CALIBRATION_FILE
+        if path.is_file():
+            out[b.name] = read_json(path)
+    return out
+
+
+def _with_ci(summary: dict, key: str) -> str:
+    return metric_with_ci(summary, key, style="dash", missing=DASH, prefix="")
+
+
+def _pair(before: dict, after: dict, key: str) -> str:
+    return f"{num(before.get(key), 2)} \u2192 {num(after.get(key), 2)}"
+
+
+def calibration_table(reports: dict) -> Table | None:
+    rows = []
+    for name, rep in reports.items():
+        before, after = rep.get("before"), rep.get("after")
+        if not before or not after:
+            continue
+        weights = rep.get("class_weights")
+        rows.append([name, num(rep.get("temperature"), 2), "yes" if weights else "no",
+                     _with_ci(before, "ece"), _with_ci(after, "ece"), _pair(before, after, "slope"),
+                     _pair(before, after, "intercept"), _pair(before, after, "brier_skill"), str(after.get("n_bins"))])
+    if not rows:
+        return None
+    return Table(["backbone", "T", "prior shift undone", "ECE before (95 % CI)", "ECE after (95 % CI)",
+                  "slope", "intercept", "Brier skill", "bins"], rows,
+                 [False, True, False, True, True, True, True, True, True])
+
+
+def calibration_note(reports: dict) -> str:
+    fitted = next((r for r in reports.values() if r.get("fitted_on")), None)
+    where = fitted["fitted_on"] if fitted else "validation"
+    return (f"Every probability in this report is calibrated: softmax((log p \u2212 log w) / T), w the class weights "
+            f"the model trained with (undoing the pull of balanced weights towards equal classes), T a temperature "
+            f"fitted on {where} (maximum a posteriori, prior on log T with sd 0.5). Before \u2192 after, on the test "
+            "split: ECE over equal-count bins with a 95 % bootstrap CI over duplicate groups (ECE is biased upwards on "
+            "small test sets; read its interval); calibration slope (1 = ideal, < 1 = too extreme) and "
+            "intercept (calibration-in-the-large, 0 = ideal); Brier skill against the training prevalence "
+            "(1 perfect, 0 no better than the prevalence). A dash: undefined, e.g. the slope when the test images "
+            "are perfectly separated.")
+
+
+def operating_points_table(reports: dict) -> Table | None:
+    rows = []
+    for name, rep in reports.items():
+        chosen, tested = rep.get("operating_points") or {}, rep.get("test_operating_points") or {}
+        for point, label in POINT_NAMES.items():
+            if point not in chosen or point not in tested:
+                continue
+            c, t = chosen[point], tested[point]
+            rows.append([name, label, num(c["threshold"], 3),
+                         f"{num(c.get('val_sensitivity'), 2)} / {num(c.get('val_specificity'), 2)}",
+                         metric_with_ci(t, "sensitivity", style="dash", missing=DASH, prefix=""),
+                         metric_with_ci(t, "specificity", style="dash", missing=DASH, prefix=""),
+                         num(t.get("ppv"), 2), num(t.get("npv"), 2)])
+    if not rows:
+        return None
+    return Table(["backbone", "operating point", "threshold", "val sens / spec", "test sensitivity (95 % CI)",
+                  "test specificity (95 % CI)", "PPV", "NPV"], rows,
+                 [False, False, True, True, True, True, True, True])
+
+
+def operating_points_note(reports: dict, classes: list[str]) -> str:
+    point = next((r["operating_points"] for r in reports.values() if r.get("operating_points")), None)
+    if not point:
+        return ""
+    sens, spec = point.get("sensitivity", {}), point.get("specificity", {})
+    small = ""
+    if sens.get("n_val_positive") is not None:
+        small = (f" On this validation split \"sensitivity \u2265 {sens.get('minimum')}\" allows "
+                 f"{sens.get('allowed_errors')} missed of {sens.get('n_val_positive')} positives and \"specificity "
+                 f"\u2265 {spec.get('minimum')}\" {spec.get('allowed_errors')} false alarms of "
+                 f"{spec.get('n_val_negative')} negatives, so the test values, not the minima, say what a clinic gets.")
+    return (f"Thresholds on P({classes[1]}) chosen on the calibrated validation predictions: Youden's J (the default "
+            "decision), the highest-specificity threshold that keeps validation sensitivity at the minimum "
+            "(--min-sensitivity), and the highest-sensitivity one that keeps specificity at its minimum "
+            f"(--min-specificity). `bench predict --operating-point` uses them.{small} PPV and NPV hold for the test "
+            "split's prevalence only.")
+
+
+def subgroups(data, recommended) -> tuple[Table | None, str | None]:
+    """Test accuracy per colour mode, file format and size bucket of the recommended model."""
+    from bench.evaluate.subgroups import subgroup_accuracy, subgroup_attributes, subgroup_summary
+
+    if recommended is None or not recommended.has_predictions:
+        return None, None
+    records = {r["path"]: r for r in data.dataset.get("files") or []}
+    preds = recommended.test_predictions
+    if not records or not all(f in records for f in preds["file"]):
+        return None, None
+    groups_of = {f["path"]: str(f["group"]) for f in data.split.get("files") or [] if f.get("group") is not None}
+    groups = [groups_of.get(f, f) for f in preds["file"]]
+    attributes = [subgroup_attributes(_Record(records[f])) for f in preds["file"]]
+    rows = subgroup_accuracy(list(preds["correct"]), attributes, labels=[str(v) for v in preds["label"]],
+                             groups=groups, seed=data.seed)
+    table_rows = []
+    for r in rows:
+        ci = "" if math.isnan(to_float(r.get("ci_low"))) else f" [{num(r['ci_low'], 2)}, {num(r['ci_high'], 2)}]"
+        diff = DASH
+        if not r.get("only_value") and not math.isnan(to_float(r.get("difference"))):
+            low, high = to_float(r.get("difference_ci_low")), to_float(r.get("difference_ci_high"))
+            diff = num(r["difference"], 2) + ("" if math.isnan(low) else f" [{num(low, 2)}, {num(high, 2)}]")
+        mix = ", ".join(f"{c} {n}" for c, n in (r.get("class_counts") or {}).items())
+        flag = "\u26a0" if r.get("flag") else ("too few" if r.get("too_few") else "")
+        table_rows.append([r["attribute"], str(r["value"]), str(r["n"]), mix, num(r["accuracy"], 2) + ci, diff, flag])
+    table = Table(["attribute", "value", "images", "classes", "accuracy [95 % CI]", "vs the rest [95 % CI]", ""],
+                  table_rows, [False, False, True, False, True, True, False])
+    return table, subgroup_summary(rows)
+
+
+class _Record:
+    """A dataset.json record with the attributes subgroup_attributes reads."""
+
+    def __init__(self, row: dict):
+        self.width, self.height = int(row.get("width") or 1), int(row.get("height") or 1)
+        self.mode, self.format = row.get("mode"), row.get("format")
+
+
+def section(data) -> dict:
+    reports = read_calibration(data)
+    recommended = next((b for b in data.ok if b.row.get("rank") == 1), None)
+    table, summary = subgroups(data, recommended)
+    binary = len(data.classes) == 2
+    return {
+        "table": calibration_table(reports),
+        "note": calibration_note(reports) if reports else "",
+        "points": operating_points_table(reports) if binary else None,
+        "points_note": operating_points_note(reports, data.classes) if binary else
+        "Operating points and decision curves are binary-only; with 3+ classes the decision is the most probable "
+        "class.",
+        "subgroups": table,
+        "subgroups_model": recommended.name if recommended is not None else None,
+        "subgroups_summary": summary,
+    }
