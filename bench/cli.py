@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from tabulate import tabulate
 
+from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.errors import BenchError, disk_full_message, is_disk_full
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported lazily
@@ -240,16 +241,45 @@ def predict_cmd(
     operating_point: Annotated[Optional[str], typer.Option(
         "--operating-point", help="Binary models: decide with the threshold chosen on validation for 'youden' "
                                   "(the default), 'sensitivity' or 'specificity' (see labels.json).")] = None,
+    tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: 'flip' averages each image's "
+                                                    "probabilities with its left-right mirror image's.")] = "none",
 ) -> None:
     """Label images: one tab-separated line per image (file, label, probability of that label)."""
     _quiet_tensorflow()
     from bench.deploy.predict import predict_paths
 
-    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam, operating_point=operating_point)
+    result = predict_paths(model_dir, paths, csv=csv, gradcam_dir=gradcam, operating_point=operating_point, tta=tta)
     for line in result.lines():
         typer.echo(line)
     if result.skipped:
         typer.echo(f"predicted {len(result.rows)} image(s); skipped {len(result.skipped)} (listed above)", err=True)
+
+
+@command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Export folder (bench export) or run folder (its recommended backbone).")],
+    data: Annotated[Path, typer.Argument(help="External labelled folder: one sub-folder per class, named as the model's classes.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for evaluation.json, predictions.csv and the report.", show_default="evaluations/<DATA folder name>")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="With a run folder: evaluate this backbone instead of the recommended one.")] = None,
+    keep_overlap: Annotated[bool, typer.Option("--keep-overlap", help="Keep images that are copies of the run's own images (excluded by default).")] = False,
+    tta: Annotated[str, typer.Option("--tta", help="'flip': also report the probabilities averaged with each image's left-right mirror image.")] = "none",
+    operating_point: Annotated[Optional[str], typer.Option("--operating-point", help="Binary models: decide at 'youden' (default), 'sensitivity' or 'specificity'.")] = None,
+    copy_threshold: Annotated[float, typer.Option("--copy-threshold", help="How alike an image must be to a run image to count as its copy (as bench scan).")] = DEFAULT_COPY_THRESHOLD,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap intervals.")] = 0,
+) -> None:
+    """Evaluate a model on external labelled data: metrics with CIs, calibration, operating points, overlap check."""
+    _quiet_tensorflow()
+    from bench.config import RunConfig, check_bounds
+    from bench.deploy.external import EvaluateOptions, evaluate_external, summary_lines
+
+    check_bounds(RunConfig(copy_threshold=copy_threshold))
+    out = out if out is not None else Path("evaluations") / Path(data).resolve().name
+    options = EvaluateOptions(backbone=backbone, keep_overlap=keep_overlap, tta=tta, operating_point=operating_point,
+                              copy_threshold=copy_threshold, seed=seed, command=" ".join(["bench", *sys.argv[1:]]))
+    evaluation = evaluate_external(model, data, out, options)
+    for line in summary_lines(evaluation):
+        typer.echo(line)
+    typer.echo(f"wrote {out / 'evaluation.json'}, {out / 'predictions.csv'}, {out / 'evaluation.html'}")
 
 
 @command("serve")

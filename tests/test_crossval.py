@@ -189,3 +189,19 @@ def test_export_of_a_cv_run_without_holdout_checks_on_validation_images(cv_run, 
     assert any("Grad-CAM grid shows test images only" in w for w in warnings)
     card = (result.path / "model_card.md").read_text()
     assert "validation images from their original files" in card and "cross-validat" in card.lower()
+
+
+def test_each_fold_calibrates_on_its_inner_validation_and_the_report_pools_them(cv_run):
+    from bench.evaluate.calibration import apply_temperature
+
+    run, _ = cv_run
+    oof = pd.read_csv(run / "mobilenet_v2" / "oof_predictions.csv")
+    for (repeat, fold), part in oof.groupby(["repeat", "fold"]):
+        fitted = json.loads((run / "cv" / f"r{repeat}-f{fold}" / "mobilenet_v2" / "calibration.json").read_text())
+        raw = part[["raw_prob_a", "raw_prob_b"]].to_numpy()
+        want = apply_temperature(raw, fitted["temperature"], fitted["class_weights"])
+        np.testing.assert_allclose(part[["prob_a", "prob_b"]].to_numpy(), want, atol=1e-6)
+        assert part["threshold"].iloc[0] == pytest.approx(fitted["operating_points"]["youden"]["threshold"])
+    text = (run.parent.parent / "reports" / "cv" / "report.md").read_text()
+    assert "### Probabilities and decisions" in text and "on the pooled out-of-fold predictions" in text
+    assert "#### Operating points (out of fold, each image at its own fold's thresholds)" in text

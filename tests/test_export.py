@@ -261,3 +261,15 @@ def test_export_winner_at_the_end_of_a_run(tiny_run, tmp_path, caplog):
     (run_copy / "leaderboard.json").write_text("[]")
     assert export_winner(run_copy) is None
     assert caplog.records[-1].levelname == "WARNING" and "not exported" in caplog.records[-1].getMessage()
+
+
+def test_savedmodel_serving_tta_averages_each_image_and_its_mirror(full_export):
+    import tensorflow as tf
+
+    module = tf.saved_model.load(str(full_export.path / "saved_model"))
+    image = np.random.default_rng(9).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)
+    plain = np.asarray(module.serve(tf.constant(image)))
+    mirrored = np.asarray(module.serve(tf.constant(image[:, :, ::-1].copy())))
+    tta = np.asarray(module.serve_tta(tf.constant(image)))
+    np.testing.assert_allclose(tta, (plain + mirrored) / 2, atol=1e-6)
+    assert "serving_tta" in module.signatures

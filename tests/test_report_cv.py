@@ -284,7 +284,7 @@ def test_cv_per_backbone_deployment_search_and_data(cv_built):
     per = text[text.index("## 5."):text.index("## 6.")]
     assert "Final model (searched again on all 36 cross-validated images): 64 px input" in per
     assert per.count("No final model: only the recommended backbone is searched again") == 2
-    assert "Out-of-fold predicted probability (all repeats)" in per and "beside it the final model's on the holdout" in per
+    assert "Out-of-fold calibrated probability (all repeats" in per and "beside it the final model's on the holdout" in per
     deploy = text[text.index("## 4."):text.index("## 5.")]
     assert "Only the recommended backbone's final model exists as a deployable model" in deploy
     assert "| alpha " in deploy and "| beta " not in deploy and "Pareto" not in deploy

@@ -16,6 +16,8 @@
   rule, intended use and limitations.
 * ``manifest.json``: every file with its sha256, bench and library versions, the run it
   came from and the fidelity checks.
+* ``overlap_reference.npz``: the run's train/val/test images as ``bench evaluate``'s
+  overlap check needs them (sha256, perceptual hashes, copy features; no pixels).
 
 The model and its layers: :mod:`bench.deploy.model`, :mod:`bench.layers`; the formats:
 :mod:`bench.deploy.formats`; the fidelity check: :mod:`bench.deploy.verify`.
@@ -89,6 +91,7 @@ def export_run(
         save_formats(model, tmp, formats)
         labels = labels_dict(info, formats)
         write_json_atomic(tmp / "labels.json", labels)
+        reference = write_overlap_reference(info.run_dir, tmp)
         checks = {"run": False, "reason": "not requested (--no-check)"}
         if check:
             log.info("checking the export in a fresh process against the run's test predictions "
@@ -101,7 +104,7 @@ def export_run(
                     f"{checks['failure']}; nothing was written to {dest}"
                 )
         write_text_atomic(tmp / "model_card.md", model_card(info, labels, formats, checks))
-        manifest = write_manifest(tmp, info, formats, checks)
+        manifest = write_manifest(tmp, info, formats, checks, reference)
         _replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -135,7 +138,23 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict) -> dict:
+def write_overlap_reference(run_dir: Path, folder: Path) -> dict:
+    """The run's images as ``bench evaluate``'s overlap check needs them (sha256, hashes,
+    copy features; :mod:`bench.data.overlap`), so an export checks external data without
+    the run folder. When the run's data folder is gone the export goes on without it."""
+    from bench.data.overlap import REFERENCE_FILE, reference_from_run, save_reference
+
+    try:
+        reference = reference_from_run(run_dir)
+    except BenchError as exc:
+        log.warning(f"no {REFERENCE_FILE} in the export (bench evaluate cannot check overlap with it): {exc}")
+        return {"file": None, "reason": str(exc)}
+    save_reference(reference, folder / REFERENCE_FILE)
+    return {"file": REFERENCE_FILE, "images": len(reference.records), "missing": reference.missing,
+            "changed": reference.changed}
+
+
+def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict, reference: dict | None = None) -> dict:
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"):
         files[path.relative_to(folder).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
@@ -164,6 +183,7 @@ def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict
             "model_sha256": sha256_file(info.model_path),
         },
         "checks": checks,
+        "overlap_reference": reference,
     }
     write_json_atomic(folder / "manifest.json", manifest)
     return manifest

@@ -25,23 +25,30 @@ def save_formats(model: keras.Model, folder: Path, formats: list[str]) -> None:
 
 
 class _Serving(tf.Module):
-    """The SavedModel's content: the model and one ``serve`` function (also the
-    ``serving_default`` signature). ``keras.Model.export`` would store every variable twice."""
+    """The SavedModel's content: the model, ``serve`` (also the ``serving_default``
+    signature) and ``serve_tta`` (the ``serving_tta`` signature: the mean of the
+    probabilities of each image and of its left-right mirror image, test-time
+    augmentation). ``keras.Model.export`` would store every variable twice."""
 
     def __init__(self, model: keras.Model, image_shape: tuple):
         super().__init__()
         self.model = model
-        self.serve = tf.function(
-            lambda image: self.model(image, training=False),
-            input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="image")],
+        spec = [tf.TensorSpec((None, *image_shape), tf.uint8, name="image")]
+        self.serve = tf.function(lambda image: self.model(image, training=False), input_signature=spec)
+        self.serve_tta = tf.function(
+            lambda image: (self.model(image, training=False) + self.model(tf.reverse(image, axis=[2]), training=False))
+            / 2.0,
+            input_signature=spec,
         )
 
 
 def save_tf_saved_model(model: keras.Model, path: Path) -> None:
     """A TensorFlow SavedModel of ``model`` (uint8 images in, probabilities out); loading
-    it needs TensorFlow only: ``tf.saved_model.load(path).serve(images)``."""
+    it needs TensorFlow only: ``tf.saved_model.load(path).serve(images)``, or
+    ``.serve_tta(images)`` for the flip-averaged probabilities."""
     module = _Serving(model, tuple(model.input.shape[1:]))
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve,
+                                                       "serving_tta": module.serve_tta})
 
 
 def fixed_size_model(model: keras.Model) -> keras.Model:

@@ -21,6 +21,9 @@ from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 
+#: ``--tta`` modes: none, or the mean over the image and its left-right mirror image.
+TTA_MODES = ("none", "flip")
+
 
 def read_image(path_or_file) -> np.ndarray:
     """``(height, width, 3)`` uint8 RGB of an image file (path or binary file object)."""
@@ -75,7 +78,7 @@ class Predictor:
         return cls(model, read_json(model_dir / "labels.json"), model_dir, operating_point)
 
     @classmethod
-    def from_run(cls, run_dir: Path, backbone: str | None = None) -> "Predictor":
+    def from_run(cls, run_dir: Path, backbone: str | None = None, operating_point: str | None = None) -> "Predictor":
         """A backbone of a run (default: the recommended one), from its export if there is
         one, else built in memory from ``best_model.keras`` (nothing is written)."""
         from bench.deploy.model import build_export_model, labels_dict
@@ -84,17 +87,17 @@ class Predictor:
         info = run_info(run_dir, backbone)
         exported = default_export_dir(info.run_dir, info.backbone)
         if (exported / "model.keras").is_file() and (exported / "labels.json").is_file():
-            return cls.from_export(exported)
-        return cls(build_export_model(info), labels_dict(info), info.model_path)
+            return cls.from_export(exported, operating_point)
+        return cls(build_export_model(info), labels_dict(info), info.model_path, operating_point)
 
     @classmethod
-    def load(cls, path: Path, backbone: str | None = None) -> "Predictor":
+    def load(cls, path: Path, backbone: str | None = None, operating_point: str | None = None) -> "Predictor":
         """An export folder, or a run folder (its recommended or named backbone)."""
         from bench.runfolder import is_run_dir
 
         if is_run_dir(path):
-            return cls.from_run(path, backbone)
-        return cls.from_export(path)
+            return cls.from_run(path, backbone, operating_point)
+        return cls.from_export(path, operating_point)
 
     # -------------------------------------------------------------- prediction
 
@@ -102,9 +105,19 @@ class Predictor:
     def image_size(self) -> int:
         return int(self.labels["image_size"])
 
-    def probabilities_batch(self, images: np.ndarray) -> np.ndarray:
-        """``(n, n_classes)`` for a uint8 batch ``(n, height, width, 3)`` of one size."""
-        return np.asarray(self._forward(np.ascontiguousarray(images, dtype=np.uint8)))
+    def probabilities_batch(self, images: np.ndarray, tta: str = "none") -> np.ndarray:
+        """``(n, n_classes)`` for a uint8 batch ``(n, height, width, 3)`` of one size.
+
+        ``tta="flip"``: test-time augmentation, the mean of the probabilities of each image
+        and of its left-right mirror image (what the SavedModel's ``serve_tta`` computes)."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if tta not in (*TTA_MODES, "mirror"):
+            raise BenchError(f"unknown --tta {tta!r}; choose one of: {', '.join(TTA_MODES)}")
+        mirrored = np.asarray(self._forward(np.ascontiguousarray(images[:, :, ::-1]))) if tta != "none" else None
+        if tta == "mirror":  # the mirror images alone (bench evaluate reports with and without TTA)
+            return mirrored
+        out = np.asarray(self._forward(images))
+        return out if mirrored is None else (out + mirrored) / 2.0
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """``(n_classes,)`` for one uint8 RGB image ``(height, width, 3)`` of any size."""
@@ -211,6 +224,7 @@ def predict_paths(
     gradcam_dir: Path | None = None,
     batch_size: int = 16,
     operating_point: str | None = None,
+    tta: str = "none",
 ) -> PredictResult:
     """Predict every image in ``paths`` (files or folders) with the export at ``model_dir``.
 
@@ -219,8 +233,11 @@ def predict_paths(
     one ``prob_<class>`` column per class); ``gradcam_dir`` receives one Grad-CAM overlay
     PNG per image (for the positive class of a binary model, else the predicted label).
     ``operating_point`` (binary): decide with that point's threshold from labels.json
-    (``youden``, the default decision, ``sensitivity`` or ``specificity``).
+    (``youden``, the default decision, ``sensitivity`` or ``specificity``). ``tta``:
+    ``"flip"`` averages each image's probabilities with its mirror image's.
     """
+    if tta not in TTA_MODES:
+        raise BenchError(f"unknown --tta {tta!r}; choose one of: {', '.join(TTA_MODES)}")
     if not paths:
         raise BenchError("no images given; pass image files or folders after the model folder")
     predictor = Predictor.from_export(model_dir, operating_point)
@@ -233,29 +250,13 @@ def predict_paths(
         gradcam_dir = check_writable(Path(gradcam_dir), "--gradcam")
     result = PredictResult(skipped=skipped)
     used_names: set[str] = set()
-    for start in range(0, len(files), batch_size):
-        loaded: list[tuple[Path, np.ndarray]] = []
-        for path in files[start : start + batch_size]:
-            try:
-                loaded.append((path, read_image(path)))
-            except (UnreadableImage, OSError) as exc:
-                reason = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read ({exc.strerror or exc})"
-                result.skipped.append((str(path), reason))
-                log.warning(f"skipped {path}: {reason}")
-        probs: dict[int, np.ndarray] = {}
-        by_shape: dict[tuple, list[int]] = {}
-        for i, (_, image) in enumerate(loaded):
-            by_shape.setdefault(image.shape, []).append(i)
-        for members in by_shape.values():
-            out = predictor.probabilities_batch(np.stack([loaded[i][1] for i in members]))
-            probs.update(zip(members, out, strict=True))
-        for i, (path, image) in enumerate(loaded):
-            label, p = predictor.decide(probs[i])
-            row = PredictionRow(str(path), label, p, {c: float(v) for c, v in zip(predictor.classes, probs[i], strict=True)})
-            if gradcam_dir is not None:
-                row.gradcam = str(_write_gradcam(predictor, image, predictor.explained_class(probs[i]),
-                                                 gradcam_dir / _gradcam_name(path, used_names)))
-            result.rows.append(row)
+    for path, image, probs in predict_files(predictor, files, result.skipped, batch_size, tta):
+        label, p = predictor.decide(probs)
+        row = PredictionRow(str(path), label, p, {c: float(v) for c, v in zip(predictor.classes, probs, strict=True)})
+        if gradcam_dir is not None:
+            row.gradcam = str(_write_gradcam(predictor, image, predictor.explained_class(probs),
+                                             gradcam_dir / _gradcam_name(path, used_names)))
+        result.rows.append(row)
     if csv is not None:
         result.csv = _write_csv(result, predictor.classes, Path(csv))
     if not result.rows:
@@ -265,6 +266,32 @@ def predict_paths(
             + "); pass readable JPEG, PNG, BMP, TIFF or WebP images"
         )
     return result
+
+
+def predict_files(predictor: Predictor, files: Sequence[Path], skipped: list, batch_size: int = 16,
+                  tta: str = "none", log_skips: bool = True):
+    """Yield ``(path, image, probabilities)`` for every readable file, in order; files
+    that cannot be read go to ``skipped`` as ``(path, reason)`` (and to the log). Images are
+    read ``batch_size`` at a time and fed to the model in batches of one size."""
+    for start in range(0, len(files), batch_size):
+        loaded: list[tuple[Path, np.ndarray]] = []
+        for path in files[start : start + batch_size]:
+            try:
+                loaded.append((path, read_image(path)))
+            except (UnreadableImage, OSError) as exc:
+                reason = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read ({exc.strerror or exc})"
+                skipped.append((str(path), reason))
+                if log_skips:
+                    log.warning(f"skipped {path}: {reason}")
+        probs: dict[int, np.ndarray] = {}
+        by_shape: dict[tuple, list[int]] = {}
+        for i, (_, image) in enumerate(loaded):
+            by_shape.setdefault(image.shape, []).append(i)
+        for members in by_shape.values():
+            out = predictor.probabilities_batch(np.stack([loaded[i][1] for i in members]), tta)
+            probs.update(zip(members, out, strict=True))
+        for i, (path, image) in enumerate(loaded):
+            yield path, image, probs[i]
 
 
 def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, out: Path) -> Path:

@@ -195,14 +195,22 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Pa
     out = check_writable(Path(reports_dir) / (run_dir.resolve().name or data.name), "--reports")
     ctx = context(data, run_dir, Path(reports_dir))
     markdown, html = render(ctx)
-    figures = _all_figures(ctx["fig"])
+    return write_pages(out, "report", markdown, html, _all_figures(ctx["fig"]))
+
+
+def write_pages(out: Path, stem: str, markdown: str, html: str, figures: list[Figure],
+                stale: list[str] | None = None) -> tuple[Path, Path]:
+    """``<stem>.md`` with its figures beside it and ``<stem>.html`` into ``out``, readable by
+    all. Figure files left from an earlier build go: every ``fig-*.png`` not drawn now, or
+    (``stale`` given) only those named there."""
     keep = {f.file for f in figures}
     for f in figures:
         write_bytes_atomic(out / f.file, f.data)
-    for stale in out.glob(f"{FIGURE_PREFIX}*.png"):
-        if stale.name not in keep:
-            stale.unlink()
-    md_path, html_path = out / "report.md", out / "report.html"
+    old = out.glob(f"{FIGURE_PREFIX}*.png") if stale is None else (out / name for name in stale)
+    for path in old:
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+    md_path, html_path = out / f"{stem}.md", out / f"{stem}.html"
     write_text_atomic(md_path, markdown)
     write_text_atomic(html_path, html)
     for path in (md_path, html_path, *(out / f.file for f in figures)):

@@ -67,7 +67,7 @@ def calibration_note(reports: dict) -> str:
             "are perfectly separated.")
 
 
-def operating_points_table(reports: dict) -> Table | None:
+def operating_points_table(reports: dict, where: str = "test") -> Table | None:
     rows = []
     for name, rep in reports.items():
         chosen, tested = rep.get("operating_points") or {}, rep.get("test_operating_points") or {}
@@ -82,8 +82,9 @@ def operating_points_table(reports: dict) -> Table | None:
                          num(t.get("ppv"), 2), num(t.get("npv"), 2)])
     if not rows:
         return None
-    return Table(["backbone", "operating point", "threshold", "val sens / spec", "test sensitivity (95 % CI)",
-                  "test specificity (95 % CI)", "PPV", "NPV"], rows,
+    return Table(["backbone", "operating point", "threshold" if where == "test" else "threshold (median of folds)",
+                  "val sens / spec", f"{where} sensitivity (95 % CI)", f"{where} specificity (95 % CI)", "PPV", "NPV"],
+                 rows,
                  [False, False, True, True, True, True, True, True])
 
 
@@ -106,13 +107,16 @@ def operating_points_note(reports: dict, classes: list[str]) -> str:
 
 
 def subgroups(data, recommended) -> tuple[Table | None, str | None]:
-    """Test accuracy per colour mode, file format and size bucket of the recommended model."""
+    """Test (``--cv``: out-of-fold, all repeats) accuracy per colour mode, file format and
+    size bucket of the recommended model."""
     from bench.evaluate.subgroups import subgroup_accuracy, subgroup_attributes, subgroup_summary
 
-    if recommended is None or not recommended.has_predictions:
+    if recommended is None:
+        return None, None
+    preds = recommended.oof if data.is_cv else recommended.test_predictions
+    if preds is None or not len(preds) or "correct" not in preds:
         return None, None
     records = {r["path"]: r for r in data.dataset.get("files") or []}
-    preds = recommended.test_predictions
     if not records or not all(f in records for f in preds["file"]):
         return None, None
     groups_of = {f["path"]: str(f["group"]) for f in data.split.get("files") or [] if f.get("group") is not None}
@@ -143,19 +147,88 @@ class _Record:
         self.mode, self.format = row.get("mode"), row.get("format")
 
 
+def cv_reports(data) -> dict:
+    """--cv: calibration.json-like summaries of every backbone's pooled out-of-fold
+    predictions: before (``raw_prob_*``) and after (``prob_*``) each fold's own
+    calibration, with the folds' temperatures, and the operating points with each image
+    decided at its own fold's threshold."""
+    import numpy as np
+
+    from bench.evaluate.calibration import calibration_summary
+    from bench.evaluate.metrics import bootstrap_ci
+    from bench.runfolder import fold_dir, probability_matrix
+
+    out = {}
+    for b in data.ok:
+        oof = b.oof
+        raw_columns = [f"raw_prob_{c}" for c in data.classes]
+        if oof is None or not len(oof) or not all(c in oof for c in raw_columns):
+            continue
+        index = {c: i for i, c in enumerate(data.classes)}
+        y = np.array([index[str(v)] for v in oof["label"]])
+        groups = np.asarray(oof["group"], dtype=object)
+        after = probability_matrix(oof, data.classes)
+        before = np.column_stack([np.asarray(oof[c], dtype=np.float64) for c in raw_columns])
+        prevalence = np.bincount(y, minlength=len(data.classes)) / len(y)
+        fitted = {}
+        for repeat, fold in sorted({(int(r), int(f)) for r, f in zip(oof["repeat"], oof["fold"])}):
+            path = fold_dir(data.path, repeat, fold, b.name) / CALIBRATION_FILE
+            if path.is_file():
+                fitted[(repeat, fold)] = read_json(path)
+        temps = [f["temperature"] for f in fitted.values()]
+        report = {
+            "temperature": float(np.median(temps)) if temps else None,
+            "temperature_range": [min(temps), max(temps)] if temps else None,
+            "class_weights": next((f.get("class_weights") for f in fitted.values()), None),
+            "fitted_on": f"each outer fold's inner validation split ({len(fitted)} folds)",
+            "before": calibration_summary(y, before, prevalence=prevalence, groups=groups, seed=data.seed),
+            "after": calibration_summary(y, after, prevalence=prevalence, groups=groups, seed=data.seed),
+        }
+        if len(data.classes) == 2 and len(fitted) == len({(r, f) for r, f in zip(oof["repeat"], oof["fold"])}):
+            keys = list(zip(oof["repeat"].astype(int), oof["fold"].astype(int)))
+            chosen, tested = {}, {}
+            for point in POINT_NAMES:
+                t = np.array([fitted[k]["operating_points"][point]["threshold"] for k in keys], dtype=float)
+                shifted = np.clip(0.5 + (after[:, 1] - t) / 2.0, 0.0, 1.0)  # each image at its fold's threshold
+                ci = bootstrap_ci(y, np.column_stack([1 - shifted, shifted]), data.classes, threshold=0.5,
+                                  metrics=("recall", "specificity"), groups=groups, seed=data.seed)
+                decided = after[:, 1] >= t
+                tp, fp = int((decided & (y == 1)).sum()), int((decided & (y == 0)).sum())
+                fn, tn = int((~decided & (y == 1)).sum()), int((~decided & (y == 0)).sum())
+                per_fold = [f["operating_points"][point] for f in fitted.values()]
+                chosen[point] = {"threshold": float(np.median(t)),  # val rates: the folds' mean
+                                 "val_sensitivity": float(np.nanmean([f["val_sensitivity"] for f in per_fold])),
+                                 "val_specificity": float(np.nanmean([f["val_specificity"] for f in per_fold]))}
+                tested[point] = {
+                    "sensitivity": tp / max(tp + fn, 1), "sensitivity_ci_low": ci["recall"][0],
+                    "sensitivity_ci_high": ci["recall"][1], "specificity": tn / max(tn + fp, 1),
+                    "specificity_ci_low": ci["specificity"][0], "specificity_ci_high": ci["specificity"][1],
+                    "ppv": tp / (tp + fp) if tp + fp else float("nan"),
+                    "npv": tn / (tn + fn) if tn + fn else float("nan")}
+            report["operating_points"], report["test_operating_points"] = chosen, tested
+        out[b.name] = report
+    return out
+
+
 def section(data) -> dict:
-    reports = read_calibration(data)
+    reports = cv_reports(data) if data.is_cv else read_calibration(data)
     recommended = next((b for b in data.ok if b.row.get("rank") == 1), None)
     table, summary = subgroups(data, recommended)
     binary = len(data.classes) == 2
+    note = calibration_note(reports) if reports else ""
+    if data.is_cv and reports:
+        note = note.replace("on the test split", "on the pooled out-of-fold predictions (each image calibrated by "
+                            "the fold that held it out; T in the table: the median over the folds)").replace(
+            "against the training prevalence", "against the out-of-fold class shares")
     return {
         "table": calibration_table(reports),
-        "note": calibration_note(reports) if reports else "",
-        "points": operating_points_table(reports) if binary else None,
+        "note": note,
+        "points": operating_points_table(reports, "out-of-fold" if data.is_cv else "test") if binary else None,
         "points_note": operating_points_note(reports, data.classes) if binary else
         "Operating points and decision curves are binary-only; with 3+ classes the decision is the most probable "
         "class.",
         "subgroups": table,
         "subgroups_model": recommended.name if recommended is not None else None,
+        "subgroups_where": "out-of-fold" if data.is_cv else "test",
         "subgroups_summary": summary,
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.report import cv_sections as C
+from bench.report.calibration_section import section as decisions_section
 from bench.report import findings, sections
 from bench.report.cv_search import search_section
 from bench.report.formatting import Table, display_name, interval, num, slug
@@ -103,10 +104,12 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
                 "counts and share of each true class" + ("; beside it the final model's on the holdout."
                                                          if len(confusions) > 1 else "."))
         out["calibration"] = add(
-            "calibration", F.reliability(oof, data.classes, colours, where="out-of-fold"), "Reliability diagram",
-            "Out-of-fold predicted probability (all repeats) against the observed frequency in equal-width bins "
-            "(dot size: predictions in the bin); points on the diagonal are well calibrated. ECE: expected "
-            "calibration error. Below: how the predicted probabilities are spread.")
+            "calibration", F.reliability(oof, data.classes, colours, where="out-of-fold"),
+            "Reliability diagram (calibrated)",
+            "Out-of-fold calibrated probability (all repeats; each image calibrated by the fold that held it out) "
+            "against the observed frequency in equal-count bins, bars the 95 % Wilson intervals; points on the "
+            "diagonal are well calibrated. ECE: expected calibration error over these bins. Below: how the predicted "
+            "probabilities are spread.")
         trials = search["trials"]
         out["search_lr"] = add(
             "search-lr", F.search_learning_rate(trials, data.objective, colours) if len(trials) else None,
@@ -152,6 +155,7 @@ def cv_context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "leaderboard_note": C.leaderboard_note(data),
         "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
         "crossval": C.crossval_section(data, tests),
+        "decisions": decisions_section(data),
         "deployment": deployment,
         "per_backbone": per_backbone,
         "search": search,
