@@ -77,6 +77,18 @@ def brain_mri() -> Path:
     return BRAIN_MRI
 
 
+@pytest.fixture(scope="session")
+def brain_index():
+    """``scan(brain_mri)``, once for the session: its copy links are cached inside it, so
+    every test that groups the real data after the first pays nothing for it. Tests must
+    not change it."""
+    if not BRAIN_MRI.is_dir():
+        pytest.skip(f"real data not found at {BRAIN_MRI}")
+    from bench.data.scan import scan
+
+    return scan(BRAIN_MRI)
+
+
 def completed_trials(run: Path, pattern: str = "mobilenet_v2/tuner/trial_*/trial.json") -> dict[str, float]:
     """Trials KerasTuner has recorded as completed (``pattern`` below ``run``) -> mtime of
     their bench history file, keyed by the trial folder relative to ``run``.

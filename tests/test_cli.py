@@ -77,6 +77,14 @@ def test_run_writes_run_folder(image_folder, tmp_path):
     assert (run / "groups.csv").is_file() and (run / "copies.png").is_file()
     report_html = (tmp_path / "reports" / "r1" / "report.html").read_text()
     assert "Leakage audit" in report_html and "Linked copies, to check by eye" in report_html
+    # calibration, operating points and subgroup accuracy, from the run's calibration.json
+    report_md = (tmp_path / "reports" / "r1" / "report.md").read_text()
+    fitted = json.loads((run / "mobilenet_v2" / "calibration.json").read_text())
+    assert "### Probabilities and decisions" in report_md and "ECE before (95 % CI)" in report_md
+    assert f"| mobilenet_v2 | {fitted['temperature']:.2f} |" in report_md
+    assert "#### Operating points" in report_md and "sensitivity first" in report_md
+    assert (tmp_path / "reports" / "r1" / "fig-decision-curve.png").is_file()
+    assert "#### Test accuracy by file subgroup (mobilenet_v2" in report_md
     # the search wrote everything a user reads afterwards
     assert "rank" in result.stdout and "mobilenet_v2" in result.stdout and "test AUC" in result.stdout
     trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")

@@ -236,8 +236,8 @@ def test_brain_mri_copies_of_every_family_link(brain_mri, tmp_path):
 
 
 @pytest.mark.slow
-def test_brain_mri_groups_run_folder_files(brain_mri, tmp_path):
-    index = scan(brain_mri)
+def test_brain_mri_groups_run_folder_files(brain_index, tmp_path):
+    index = brain_index
     grouping = group_index(index)
     manifest = make_split(index, seed=0, grouping=grouping)
     data = json.loads(json.dumps(manifest.to_dict()))

@@ -315,8 +315,8 @@ def test_two_folds_that_starve_an_inner_split(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_data_folds(brain_mri, tmp_path):
-    index = scan(brain_mri)
+def test_real_data_folds(brain_index, tmp_path):
+    index = brain_index
     plan = make_folds(index, k=5, repeats=2, seed=0)
     paths = {r.path for r in index.records}
     assert {f["path"] for f in plan.files} == paths and len(paths) == 253

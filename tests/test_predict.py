@@ -167,16 +167,3 @@ def test_operating_point_errors_are_one_line(exported, mixed_folder, tmp_path):
     assert stale.exit_code == 2 and "no 'sensitivity' operating point" in stale.output
     ok = CliRunner().invoke(app, ["predict", str(exported), str(mixed_folder), "--operating-point", "specificity"])
     assert ok.exit_code == 0 and len(ok.stdout.strip().splitlines()) == 3
-
-
-def test_report_shows_calibration_operating_points_and_subgroups(tiny_run, tmp_path):
-    from bench.report import build_report
-
-    md_path, _ = build_report(tiny_run, tmp_path)
-    text = md_path.read_text()
-    fitted = json.loads((tiny_run / "mobilenet_v2" / "calibration.json").read_text())
-    assert "### Probabilities and decisions" in text and "ECE before (95 % CI)" in text
-    assert f"| mobilenet_v2 | {fitted['temperature']:.2f} |" in text
-    assert "#### Operating points" in text and "sensitivity first" in text and "specificity first" in text
-    assert "fig-decision-curve.png" in text and (md_path.parent / "fig-decision-curve.png").is_file()
-    assert "#### Test accuracy by file subgroup (mobilenet_v2" in text

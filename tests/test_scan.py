@@ -92,10 +92,10 @@ def test_no_readable_images(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_data_scan(brain_mri):
+def test_real_data_scan(brain_index):
     from bench.data.duplicates import exact_duplicate_sets
 
-    index = scan(brain_mri)
+    index = brain_index
     assert len(index.records) == 253 and not index.skipped
     assert index.counts() == {"no": 98, "yes": 155}
     assert {r.mode for r in index.records} == {"L", "RGB", "RGBA", "P"}

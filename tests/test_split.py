@@ -78,8 +78,8 @@ def test_bad_fractions(image_folder, val, test):
 
 
 @pytest.mark.slow
-def test_real_data_no_group_crosses_splits(brain_mri, tmp_path):
-    index = scan(brain_mri)
+def test_real_data_no_group_crosses_splits(brain_index, tmp_path):
+    index = brain_index
     grouping = group_index(index)
     for seed in (0, 1, 2):
         manifest = make_split(index, seed=seed, grouping=grouping)
