@@ -368,3 +368,15 @@ def test_weights_fingerprint_does_not_depend_on_how_many_models_were_built():
     assert weights_fingerprint(first) == weights_fingerprint(second)
     second.weights[0].assign(second.weights[0] + 1.0)
     assert weights_fingerprint(first) != weights_fingerprint(second)
+
+
+def test_leaderboard_csv_writes_rank_as_an_integer(tmp_path):
+    from bench.evaluate.leaderboard import write_leaderboard
+
+    rows = [{"backbone": "b", "status": "ok", "objective": "val_auc", "val_objective": 0.7},
+            {"backbone": "a", "status": "ok", "objective": "val_auc", "val_objective": 0.9},
+            {"backbone": "c", "status": "failed", "objective": "val_auc", "message": "every trial failed"}]
+    write_leaderboard(rows, tmp_path)
+    lines = (tmp_path / "leaderboard.csv").read_text().splitlines()
+    assert [line.split(",")[:2] for line in lines[1:]] == [["1", "a"], ["2", "b"], ["", "c"]]
+    assert [r["rank"] for r in json.loads((tmp_path / "leaderboard.json").read_text())] == [1, 2, None]

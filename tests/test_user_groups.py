@@ -156,7 +156,8 @@ def test_paths_outside_the_data_folder(tmp_path, data):
     outside.write_bytes(b"x")
     text = f"path,group\n{outside},p1\n../data/a/img_000.png,p1\n"
     message = _refused(_write(tmp_path, text), index)
-    assert f"line 2 names '{outside}', which is outside the data folder" in message
+    shown = str(outside) if len(str(outside)) <= 80 else str(outside)[:77] + "..."  # long paths are shortened
+    assert f"line 2 names '{shown}', which is outside the data folder" in message
     assert "(and 1 more row like it)" in message
 
 

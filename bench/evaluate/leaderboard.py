@@ -47,7 +47,10 @@ def rank(rows: list[dict]) -> pd.DataFrame:
 
 def write_leaderboard(rows: list[dict], run_dir: Path) -> pd.DataFrame:
     table = rank(rows)
-    write_text_atomic(run_dir / "leaderboard.csv", table.to_csv(index=False))
+    csv = table.copy()
+    if "rank" in csv:  # failed rows have no rank: an integer column with blanks, not 1.0
+        csv["rank"] = csv["rank"].astype("Int64")
+    write_text_atomic(run_dir / "leaderboard.csv", csv.to_csv(index=False))
     records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
     for record in records:
         if record.get("rank") is not None:
