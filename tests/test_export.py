@@ -273,3 +273,21 @@ def test_savedmodel_serving_tta_averages_each_image_and_its_mirror(full_export):
     tta = np.asarray(module.serve_tta(tf.constant(image)))
     np.testing.assert_allclose(tta, (plain + mirrored) / 2, atol=1e-6)
     assert "serving_tta" in module.signatures
+
+
+def test_a_current_export_is_not_redone(tiny_run, tmp_path, caplog):
+    from bench.deploy.export import export_winner
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "export", ignore_errors=True)
+    first = export_winner(run, check=False)
+    manifest = first.path / "manifest.json"
+    written = manifest.stat().st_mtime_ns
+    caplog.set_level("INFO", logger="bench")
+    again = export_winner(run, check=False)  # a resumed, finished run
+    assert again.path == first.path and manifest.stat().st_mtime_ns == written
+    assert any("is up to date" in m for m in caplog.messages)
+    (first.path / "labels.json").write_text("{}")  # a changed file: exported again
+    export_winner(run, check=False)
+    assert manifest.stat().st_mtime_ns != written and json.loads((first.path / "labels.json").read_text())

@@ -189,6 +189,33 @@ def write_manifest(folder: Path, info: RunInfo, formats: list[str], checks: dict
     return manifest
 
 
+def up_to_date_export(run_dir: Path, check: bool = True) -> ExportResult | None:
+    """The recommended model's export at its default place when it is already there and
+    current (a resumed, finished run): its manifest names this bench export format, the
+    same ``best_model.keras`` (sha256), every file it lists is unchanged, and its fidelity
+    checks passed (or were not asked for). None otherwise."""
+    from bench.runfolder import read_json
+
+    info = run_info(run_dir)
+    dest = default_export_dir(info.run_dir, info.backbone)
+    try:
+        manifest = read_json(dest / "manifest.json")
+    except (BenchError, OSError, ValueError):
+        return None
+    checks = manifest.get("checks") or {}
+    if (manifest.get("format") != EXPORT_FORMAT_VERSION
+            or manifest.get("source", {}).get("model_sha256") != sha256_file(info.model_path)
+            or (check and not (checks.get("passed") or not checks.get("run")))):
+        return None
+    files = manifest.get("files") or {}
+    for name, entry in files.items():
+        path = dest / name
+        if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+            return None
+    log.info(f"the export at {dest} is up to date (same model, files unchanged, checks passed): not redone")
+    return ExportResult(dest, info.backbone, list(manifest.get("formats") or []), sorted(files), checks)
+
+
 def export_winner(run_dir: Path, check: bool = True) -> ExportResult | None:
     """End of ``bench run``: export the recommended backbone to ``RUN/export/<backbone>`` and
     write its Grad-CAM grid of test images (:func:`bench.deploy.gradcam.write_run_gradcam`).
@@ -197,10 +224,15 @@ def export_winner(run_dir: Path, check: bool = True) -> ExportResult | None:
     warnings, not raised: a failed export never costs the user the run.
     """
     try:
-        result = export_run(run_dir, check=check)
+        current = up_to_date_export(run_dir, check)
+        result = current or export_run(run_dir, check=check)
     except BenchError as exc:
         log.warning(f"the recommended model was not exported: {exc}")
         return None
+    from bench.deploy.gradcam import GRID_PNG
+
+    if current is not None and (Path(run_dir) / result.backbone / GRID_PNG).is_file():
+        return result
     try:
         from bench.deploy.gradcam import write_run_gradcam
 
