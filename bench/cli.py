@@ -282,6 +282,28 @@ def evaluate_cmd(
     typer.echo(f"wrote {out / 'evaluation.json'}, {out / 'predictions.csv'}, {out / 'evaluation.html'}")
 
 
+@command("leaderboard")
+def leaderboard_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders of run folders (e.g. results/).")],
+    sort: Annotated[str, typer.Option("--sort", help="Sort by: roc_auc, accuracy, balanced_accuracy, f1, recall, specificity, brier (lowest first), objective_value, run or backbone.")] = "roc_auc",
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the table as CSV (every column, CIs included).")] = None,
+    md: Annotated[Optional[Path], typer.Option("--md", help="Also write the table as Markdown.")] = None,
+) -> None:
+    """One table of every backbone of every run: settings, objective and metrics with CIs; runs on other data flagged."""
+    from bench.evaluate.runs_table import cross_run_table, format_table
+    from bench.runfolder import write_text_atomic
+
+    table = cross_run_table(paths, sort)
+    typer.echo(format_table(table))
+    for path, text in ((csv, table.to_csv(index=False) if csv else None), (md, format_table(table, "pipe") + "\n" if md else None)):
+        if path is not None:
+            try:
+                write_text_atomic(Path(path), text)
+            except OSError as exc:
+                raise BenchError(f"cannot write {path} ({exc.strerror or exc}); pass a writable path") from None
+            typer.echo(f"wrote {path}")
+
+
 @command("serve")
 def serve_cmd(
     path: Annotated[Path, typer.Argument(help="Export folder (bench export) or run folder (bench run).")],
