@@ -122,6 +122,14 @@ class BackboneJob:
         return fold_dir(self.run_dir, *self.fold, self.name)
 
     @property
+    def fold_label(self) -> str:
+        """Which split this search ran on: ``r0-f2`` (--cv repeat 0, outer fold 2: its folder
+        under ``cv/``), ``final`` (--cv's final model) or ``single split``."""
+        if self.fold is not None:
+            return fold_dir(Path(), *self.fold, self.name).parent.name
+        return "final" if self.pool is not None else "single split"
+
+    @property
     def worker(self) -> bool:
         return self.cluster is not None and not self.cluster.is_chief
 
@@ -175,7 +183,8 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     hypermodel = BenchHyperModel(depths, shapes, data, source.top)
     settings = TrialSettings(epochs=cfg.trial_epochs, seed=cfg.seed, tensorboard=cfg.tensorboard,
                              cluster=job.cluster, job=job.index,
-                             search_done=lambda: trials_path.exists() or result_path.exists())
+                             search_done=lambda: trials_path.exists() or result_path.exists(),
+                             labels=(("backbone", job.name), ("fold", job.fold_label)))
     tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
     final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)

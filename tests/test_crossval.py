@@ -205,3 +205,16 @@ def test_each_fold_calibrates_on_its_inner_validation_and_the_report_pools_them(
     text = (run.parent.parent / "reports" / "cv" / "report.md").read_text()
     assert "### Probabilities and decisions" in text and "on the pooled out-of-fold predictions" in text
     assert "#### Operating points (out of fold, each image at its own fold's thresholds)" in text
+
+
+def test_tensorboard_hparams_name_the_fold_of_each_trial(cv_run):
+    from test_tracking import _hparams_sessions
+
+    run, _ = cv_run
+    folds = {}
+    for logs in run.glob("cv/r*-f*/mobilenet_v2/tuner/trial_*/logs"):
+        (hparams, _), = _hparams_sessions(logs)
+        folds[logs.parents[3].name] = hparams["fold"]
+    assert folds and all(label == folder for folder, label in folds.items())
+    (final, _), = _hparams_sessions(next(run.glob("*/tuner/trial_*")) / "logs")  # the winner, searched again
+    assert final["fold"] == "final"

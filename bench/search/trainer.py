@@ -220,3 +220,23 @@ def write_tensorboard(history: dict[str, list[float]], log_dir: Path) -> None:
                     for epoch, value in enumerate(values):
                         tf.summary.scalar(name, value, step=epoch)
         writer.close()
+
+
+def write_hparams(log_dir: Path, hparams: dict, metrics: dict[str, float], trial_id: str) -> None:
+    """The trial's hyperparameters and its best-epoch metrics for TensorBoard's HParams
+    dashboard: a session record in ``log_dir`` and one ``best_<metric>`` scalar each, so
+    ``tensorboard --logdir results/<run>`` compares every trial of every backbone (and
+    fold) in one table and one parallel-coordinates view."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp_api
+
+    def plain(value):
+        return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+    writer = tf.summary.create_file_writer(str(Path(log_dir)))
+    with writer.as_default():
+        hp_api.hparams({k: plain(v) for k, v in hparams.items()}, trial_id=trial_id)
+        for key, value in metrics.items():
+            tf.summary.scalar(f"best_{key}", float(value), step=0)
+    writer.close()
+

@@ -25,7 +25,7 @@ from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.runfolder import save_via_temp, write_json_atomic, write_text_atomic
 from bench.search.hypermodel import best_epoch
-from bench.search.trainer import NonFiniteLoss, timed_epochs, write_tensorboard
+from bench.search.trainer import NonFiniteLoss, timed_epochs, write_hparams, write_tensorboard
 
 log = logging.getLogger(__name__)
 GC_EVERY = 5
@@ -49,6 +49,14 @@ class TrialSettings:
     cluster: object = None  # bench.search.distributed.Cluster in distributed mode
     job: int = 0  # index of this backbone in the run (the chief serves it on port + index)
     search_done: Callable[[], bool] = lambda: False  # a worker stops once this is true
+    #: Written into every trial's TensorBoard HParams record beside its hyperparameters
+    #: (the backbone and, under --cv, the fold), so one view compares them all.
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+def _trial_hyperparameters(hp) -> dict:
+    """The trial's own hyperparameters (KerasTuner's bookkeeping ``tuner/*`` left out)."""
+    return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
 
 
 class BenchTunerMixin:
@@ -83,11 +91,13 @@ class BenchTunerMixin:
             raise kt.errors.FailedTrialError(str(exc)) from None
         t_fit = time.perf_counter()
         history = {k: [float(v) for v in vals] for k, vals in result["history"].items()}
-        if self.settings.tensorboard:
-            write_tensorboard(history, trial_dir / "logs")
         objective = self.oracle.objective.name
         best = best_epoch(history, objective)
         metrics = {k: v[best] for k, v in history.items()}
+        if self.settings.tensorboard:
+            write_tensorboard(history, trial_dir / "logs")
+            write_hparams(trial_dir / "logs", {**dict(self.settings.labels), **_trial_hyperparameters(hp)}, metrics,
+                          f"{dict(self.settings.labels).get('backbone', '')}/{trial.trial_id}")
         if not math.isfinite(metrics[objective]):
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
         if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
