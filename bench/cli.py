@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -19,6 +20,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from tabulate import tabulate
 
@@ -131,8 +133,22 @@ def _quiet_tensorflow() -> None:
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("left"), TimeRemainingColumn(),
         console=console, transient=True, disable=not console.is_terminal,
     )
+
+
+@contextlib.contextmanager
+def _live_progress():
+    """Bars for caching and the search (:mod:`bench.progress`) when stderr is a terminal and
+    INFO messages are shown; plain log lines otherwise (and nothing with --quiet)."""
+    from bench.progress import use_display
+
+    if not (console.is_terminal and logging.getLogger("bench").isEnabledFor(logging.INFO)):
+        yield None
+        return
+    with _progress() as progress, use_display(progress):
+        yield progress
 
 
 def _scan_with_progress(fn, *args, **kwargs):
@@ -388,7 +404,8 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     )
     if run.config.weights == "none":
         log.info("weights: none (random initialisation): this is not transfer learning")
-    table = execute(run, cluster=cluster)
+    with _live_progress():
+        table = execute(run, cluster=cluster)
     if table is None:  # a distributed worker: the chief ranks, exports and reports
         log.info(f"{cluster.role}: no trials left in run {run.config.name}; the chief writes the leaderboard and report")
         return

@@ -25,6 +25,7 @@ from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.runfolder import save_via_temp, write_json_atomic, write_text_atomic
 from bench.search.hypermodel import best_epoch
+from bench.progress import Step, eta_text
 from bench.search.trainer import NonFiniteLoss, timed_epochs, write_hparams, write_tensorboard
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,17 @@ class BenchTunerMixin:
 
     def __init__(self, *args, settings: TrialSettings, **kwargs):
         self.settings = settings
+        self._trial_seconds: list[float] = []  # this process's trials, for the time left
+        self._search_step = None  # the search's progress bar, on a terminal
         super().__init__(*args, **kwargs)
+
+    def search(self, *args, **kwargs):
+        try:
+            return super().search(*args, **kwargs)
+        finally:  # the search's bar goes when its search does
+            if self._search_step is not None:
+                self._search_step.close()
+                self._search_step = None
 
     def run_trial(self, trial, *args, **kwargs):
         try:
@@ -105,6 +116,7 @@ class BenchTunerMixin:
             save_via_temp(Path(self._get_checkpoint_fname(trial.trial_id)), model.save_weights)
             write_json_atomic(Path(self._get_build_config_fname(trial.trial_id)), model.get_build_config())
         seconds = time.perf_counter() - t0
+        self._trial_seconds.append(seconds)
         write_json_atomic(
             trial_dir / "bench_trial.json",
             {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]),
@@ -173,7 +185,27 @@ class BenchTunerMixin:
             log.info(f"  trial {trial.trial_id} ({self.settings.cluster.role}): {status}")
             return
         done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
-        log.info(f"  trial {trial.trial_id} ({done}/{self.oracle.max_trials or '?'}): {status}")
+        total = self.oracle.max_trials
+        progress = search_progress(self.oracle, done, total, self._trial_seconds)
+        if self._search_step is None and total:
+            self._search_step = Step(f"{dict(self.settings.labels).get('backbone', 'search')}: trials", total, "trials")
+        if self._search_step is not None and self._search_step.shown:
+            self._search_step.update(done, progress)
+        log.info(f"  trial {trial.trial_id} ({done}/{total or '?'}): {status}" + (f"; {progress}" if progress else ""))
+
+
+def search_progress(oracle, done: int, total: int | None, seconds: list[float]) -> str:
+    """``best val_auc 0.8412; ~2 min 10 s left``: the best score so far and the time left
+    (the median of this process's trial times, times the trials still to run)."""
+    from statistics import median
+
+    best = oracle.get_best_trials(1)
+    parts = []
+    if best and best[0].score is not None:
+        parts.append(f"best {oracle.objective.name} {best[0].score:.4f}")
+    if seconds and total and done < total:
+        parts.append(f"~{eta_text(median(seconds) * (total - done))} left")
+    return "; ".join(parts)
 
 
 def _last_line(message: str) -> str:

@@ -1,0 +1,98 @@
+"""Progress of the long steps (caching features, the search), for people watching a run.
+
+On a terminal the CLI installs a rich progress display (:func:`use_display`): each step
+is a bar with its rate and time left, on stderr. Elsewhere (a log file, CI, a notebook
+capturing output) a step writes plain log lines instead, at most one per
+:data:`PLAIN_EVERY` of its total, each with the rate and the time left. ``--quiet`` shows
+neither (the log lines are INFO).
+
+    with step("mobilenet_v2: caching train features", total=len(images), unit="images") as s:
+        for done in ...:
+            s.update(done)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+log = logging.getLogger("bench.progress")
+
+#: Plain mode: a line at every this share of the total (and at the end).
+PLAIN_EVERY = 0.25
+_display = None  # a rich.progress.Progress while the CLI shows one
+
+
+@contextlib.contextmanager
+def use_display(progress):
+    """Make ``progress`` (a started rich Progress) the display of every :func:`step` inside."""
+    global _display
+    previous, _display = _display, progress
+    try:
+        yield progress
+    finally:
+        _display = previous
+
+
+def eta_text(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+class Step:
+    """One long step with a known total; :meth:`update` with the count done so far."""
+
+    def __init__(self, description: str, total: int, unit: str):
+        self.description, self.total, self.unit = description, max(int(total), 0), unit
+        self.started = time.perf_counter()
+        self.done = 0
+        self._next_line = PLAIN_EVERY
+        self._task = None if _display is None else _display.add_task(description, total=self.total or None)
+        self.shown = self._task is not None  # on a terminal display (else: plain log lines)
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def remaining(self) -> float | None:
+        rate = self.rate()
+        return (self.total - self.done) / rate if rate > 0 and self.total else None
+
+    def update(self, done: int, note: str = "") -> None:
+        """``done`` of the total so far; ``note`` (e.g. the best score yet) is shown beside it."""
+        self.done = min(int(done), self.total) if self.total else int(done)
+        if _display is not None and self._task is not None:
+            _display.update(self._task, completed=self.done,
+                            description=f"{self.description}{f' ({note})' if note else ''}")
+            return
+        share = self.done / self.total if self.total else 1.0
+        if share + 1e-9 >= self._next_line or self.done >= self.total:
+            while self._next_line <= share + 1e-9:
+                self._next_line += PLAIN_EVERY
+            log.info(self.line(note))
+
+    def line(self, note: str = "") -> str:
+        left = self.remaining()
+        eta = "" if left is None or self.done >= self.total else f", {eta_text(left)} left"
+        return (f"{self.description}: {self.done}/{self.total} {self.unit} ({self.rate():.1f} {self.unit}/s{eta})"
+                + (f"; {note}" if note else ""))
+
+    def close(self) -> None:
+        if _display is not None and self._task is not None:
+            _display.remove_task(self._task)
+
+
+@contextlib.contextmanager
+def step(description: str, total: int, unit: str = "images"):
+    """A :class:`Step` that removes its bar when the block ends."""
+    s = Step(description, total, unit)
+    try:
+        yield s
+    finally:
+        s.close()

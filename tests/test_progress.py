@@ -1,0 +1,61 @@
+"""Progress of long steps: plain log lines with rate and time left off a terminal, a rich
+bar on one; the search's lines carry the best score so far and the time left."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from rich.console import Console
+from rich.progress import Progress
+
+from bench.progress import PLAIN_EVERY, eta_text, step, use_display
+
+
+def test_plain_lines_at_every_quarter_with_rate_and_time_left(caplog):
+    caplog.set_level(logging.INFO, logger="bench.progress")
+    with step("xception: caching train features", total=100) as s:
+        for done in range(10, 101, 10):
+            s.update(done)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == round(1 / PLAIN_EVERY)  # 30/100, 50/100, 80/100, 100/100: one per quarter passed
+    assert lines[0].startswith("xception: caching train features: 30/100 images (")
+    assert "images/s, " in lines[0] and " left)" in lines[0]
+    assert lines[-1].startswith("xception: caching train features: 100/100 images") and "left" not in lines[-1]
+
+
+def test_a_terminal_display_shows_a_bar_instead_of_lines(caplog):
+    caplog.set_level(logging.INFO, logger="bench.progress")
+    out = io.StringIO()
+    progress = Progress(console=Console(file=out, force_terminal=True, width=100))
+    with progress, use_display(progress):
+        with step("resnet50: trials", total=4, unit="trials") as s:
+            assert s.shown
+            s.update(2, "best val_auc 0.8100")
+            assert progress.tasks[0].completed == 2 and "best val_auc 0.8100" in progress.tasks[0].description
+        assert not progress.tasks  # removed when the step ends
+    assert not caplog.records
+    with step("after the display", total=2) as s:
+        assert not s.shown
+
+
+def test_eta_text():
+    assert eta_text(42.4) == "42 s" and eta_text(185) == "3 min 05 s" and eta_text(3720) == "1 h 02 min"
+
+
+def test_a_run_logs_caching_progress_and_the_searchs_time_left(image_folder, tmp_path, caplog):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    caplog.set_level(logging.INFO, logger="bench")
+    result = CliRunner().invoke(app, [
+        "run", "--data", str(image_folder), "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
+        "--max-trials", "3", "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--no-export",
+        "--out", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--name", "p"])
+    assert result.exit_code == 0, result.output
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("mobilenet_v2: caching train features: ") and "images/s" in m for m in messages)
+    trials = [m for m in messages if m.strip().startswith("trial ")]
+    assert len(trials) == 3 and all("best val_auc" in m for m in trials)
+    assert "left" in trials[0] and "left" not in trials[-1]  # the time left, until nothing is
