@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -14,14 +13,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from tabulate import tabulate
 
 from bench.config import DEFAULT_COPY_THRESHOLD
@@ -130,29 +121,10 @@ def _quiet_tensorflow() -> None:
         os.close(saved)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("left"), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
-    )
-
-
-@contextlib.contextmanager
-def _live_progress():
-    """Bars for caching and the search (:mod:`bench.progress`) when stderr is a terminal and
-    INFO messages are shown; plain log lines otherwise (and nothing with --quiet)."""
-    from bench.progress import use_display
-
-    if not (console.is_terminal and logging.getLogger("bench").isEnabledFor(logging.INFO)):
-        yield None
-        return
-    with _progress() as progress, use_display(progress):
-        yield progress
-
-
 def _scan_with_progress(fn, *args, **kwargs):
-    with _progress() as progress:
+    from bench.progress import new_display
+
+    with new_display(console) as progress:
         task = progress.add_task("scanning images", total=None)
         return fn(*args, progress=lambda done, total: progress.update(task, completed=done, total=total), **kwargs)
 
@@ -388,6 +360,10 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
 
     given = _explicit_options(ctx)
     config = RunConfig.from_dict({k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
+    if config.mlflow:  # before any work: a server that is down costs nothing
+        from bench.mlflow_tracking import check_server
+
+        check_server(config.mlflow)
     if resume:
         run = resume_run(config.out, config.name, given, cluster=cluster)
         log.info(f"resuming run {run.config.name} with its stored configuration and split")
@@ -404,7 +380,9 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     )
     if run.config.weights == "none":
         log.info("weights: none (random initialisation): this is not transfer learning")
-    with _live_progress():
+    from bench.progress import live_display
+
+    with live_display(console):
         table = execute(run, cluster=cluster)
     if table is None:  # a distributed worker: the chief ranks, exports and reports
         log.info(f"{cluster.role}: no trials left in run {run.config.name}; the chief writes the leaderboard and report")
@@ -417,6 +395,10 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     from bench.report import build_report
 
     md, html = build_report(run.path, run.config.reports)
+    if config.mlflow:
+        from bench.mlflow_tracking import log_run
+
+        log_run(config.mlflow, run.path, run.config.reports)
     typer.echo(format_leaderboard(table))
     typer.echo("")
     for fname in ("leaderboard.csv", "leaderboard.json", "split.json", "run.json"):

@@ -140,6 +140,8 @@ class RunConfig:
     reports: Path = option(Path("reports"), flag="--reports", changes_results=False, help="Folder for reports.")
     name: str | None = option(None, flag="--name", changes_results=False, show_default="a timestamp",
                               help="Run name (folder under --out).")
+    mlflow: str | None = option(None, flag="--mlflow", changes_results=False, show_default="off",
+                                help="MLflow tracking URI: log the finished run there (pip install 'bench[mlflow]').")
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict:

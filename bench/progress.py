@@ -1,10 +1,10 @@
 """Progress of the long steps (caching features, the search), for people watching a run.
 
-On a terminal the CLI installs a rich progress display (:func:`use_display`): each step
+On a terminal the CLI installs a rich progress display (:func:`live_display`): each step
 is a bar with its rate and time left, on stderr. Elsewhere (a log file, CI, a notebook
-capturing output) a step writes plain log lines instead, at most one per
-:data:`PLAIN_EVERY` of its total, each with the rate and the time left. ``--quiet`` shows
-neither (the log lines are INFO).
+capturing output) a step writes plain log lines instead, one as each :data:`PLAIN_EVERY`
+of its total passes (not at the end, which the caller reports), each with the rate and
+the time left. ``--quiet`` shows neither (the log lines are INFO).
 
     with step("mobilenet_v2: caching train features", total=len(images), unit="images") as s:
         for done in ...:
@@ -22,6 +22,34 @@ log = logging.getLogger("bench.progress")
 #: Plain mode: a line at every this share of the total (and at the end).
 PLAIN_EVERY = 0.25
 _display = None  # a rich.progress.Progress while the CLI shows one
+
+
+def new_display(console):
+    """The rich progress display bench shows on ``console`` (transient bars with counts,
+    elapsed time and time left)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("left"), TimeRemainingColumn(), console=console, transient=True,
+                    disable=not console.is_terminal)
+
+
+@contextlib.contextmanager
+def live_display(console):
+    """Bars for every :func:`step` inside when ``console`` is a terminal and INFO messages
+    are shown; plain log lines otherwise (and nothing with --quiet)."""
+    if not (console.is_terminal and logging.getLogger("bench").isEnabledFor(logging.INFO)):
+        yield None
+        return
+    with new_display(console) as progress, use_display(progress):
+        yield progress
 
 
 @contextlib.contextmanager
@@ -72,7 +100,7 @@ class Step:
                             description=f"{self.description}{f' ({note})' if note else ''}")
             return
         share = self.done / self.total if self.total else 1.0
-        if share + 1e-9 >= self._next_line or self.done >= self.total:
+        if share + 1e-9 >= self._next_line and self.done < self.total:  # the caller reports the end
             while self._next_line <= share + 1e-9:
                 self._next_line += PLAIN_EVERY
             log.info(self.line(note))

@@ -149,7 +149,8 @@ def test_kill_inside_a_cv_run_then_resume(tmp_path):
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _completed(run)
-    assert all(after[t] == m for t, m in before.items()), "a completed trial ran again"
+    again = [t for t, m in before.items() if after.get(t) != m]
+    assert not again, f"completed trials ran again: {again} (of {sorted(before)})"
     assert len([t for t in after if t.startswith("cv/")]) == 9  # 3 folds x 3 trials
     oof = pd.read_csv(run / "mobilenet_v2" / "oof_predictions.csv")
     assert sorted(oof["file"]) == sorted(f["path"] for f in json.loads((run / "folds.json").read_text())["files"])

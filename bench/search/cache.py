@@ -22,6 +22,7 @@ import logging
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -227,8 +228,10 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
             images = load_images(data_root, rows[s], source.image_size)
             if n_views:
                 images = augmented_views(images, n_views, cfg.seed)
+            t0 = time.perf_counter()
             with step(f"{source.record.name}: caching {part} features", len(images)) as progress:
                 arrays = run_prefix(prefix, images, cfg.batch_size, progress=progress.update)
+            log.info(f"{source.record.name}: cached {part} features of {len(images)} images in {time.perf_counter() - t0:.1f}s")
             out.update({f"{part}@{d}": a for d, a in zip(depths, arrays)})
         return out
 
