@@ -206,6 +206,7 @@ def test_each_fold_calibrates_on_its_inner_validation_and_the_report_pools_them(
     text = (run.parent.parent / "reports" / "cv" / "report.md").read_text()
     assert "### Probabilities and decisions" in text and "on the pooled out-of-fold predictions" in text
     assert "#### Operating points (out of fold, each image at its own fold's thresholds)" in text
+    assert "![Decision curve (out of fold)](fig-decision-curve.png)" in text
 
 
 def test_tensorboard_hparams_name_the_fold_of_each_trial(cv_run):

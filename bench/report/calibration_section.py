@@ -156,8 +156,12 @@ def cv_reports(data) -> dict:
 
     from bench.evaluate.calibration import calibration_summary
     from bench.evaluate.metrics import bootstrap_ci
+    from bench.evaluate.operating_points import decision_curve
     from bench.runfolder import fold_dir, probability_matrix
 
+    cached = getattr(data, "_cv_decision_reports", None)  # the figure and the section both read them
+    if cached is not None:
+        return cached
     out = {}
     for b in data.ok:
         oof = b.oof
@@ -206,7 +210,10 @@ def cv_reports(data) -> dict:
                     "ppv": tp / (tp + fp) if tp + fp else float("nan"),
                     "npv": tn / (tn + fn) if tn + fn else float("nan")}
             report["operating_points"], report["test_operating_points"] = chosen, tested
+            curve = decision_curve(y, after[:, 1], groups=groups, seed=data.seed)
+            report["decision_curve"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in curve.items()}
         out[b.name] = report
+    data._cv_decision_reports = out
     return out
 
 

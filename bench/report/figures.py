@@ -328,7 +328,7 @@ def reliability(predictions: dict[str, pd.DataFrame], classes: Sequence[str], co
     return fig
 
 
-def decision_curves(reports: dict[str, dict], classes: Sequence[str], colours: dict):
+def decision_curves(reports: dict[str, dict], classes: Sequence[str], colours: dict, where: str = "test split"):
     """Net benefit over threshold probabilities (decision curve analysis) of every binary
     backbone, with its 95 % bootstrap band, against treating all and treating none."""
     curves = {name: r["decision_curve"] for name, r in reports.items() if r.get("decision_curve")}
@@ -349,7 +349,7 @@ def decision_curves(reports: dict[str, dict], classes: Sequence[str], colours: d
     ax.axhline(0, color="#999999", lw=1, ls=":", label="treat none")
     top = max(prevalence if np.isfinite(prevalence) else 0.1, 0.05)
     ax.set(xlim=(0, 1), ylim=(-0.1 * top, 1.15 * top), xlabel=f"threshold probability of {shown(classes[1])}",
-           ylabel="net benefit", title="Decision curve (test split)")
+           ylabel="net benefit", title=f"Decision curve ({where})")
     ax.legend(fontsize=7.5, loc="upper right")
     return fig
 
