@@ -93,14 +93,15 @@ def _log_trials(client, experiment_id: str, parent_id: str, tuner_dir: Path, tag
     """One nested run per trial folder of ``tuner_dir``: hyperparameters and per-epoch metrics."""
     from mlflow.entities import Metric, Param
 
+    from bench.search.tuner import trial_hyperparameters
+
     count = 0
     for trial_dir in sorted(tuner_dir.glob("trial_*")):
         record_file, history_file = trial_dir / "trial.json", trial_dir / "bench_trial.json"
         if not record_file.is_file():
             continue
         record = json.loads(record_file.read_text())
-        values = {k: v for k, v in record.get("hyperparameters", {}).get("values", {}).items()
-                  if not k.startswith("tuner/")}
+        values = trial_hyperparameters(record.get("hyperparameters", {}).get("values", {}))
         run = client.create_run(experiment_id, run_name=trial_dir.name,
                                 tags={**tags, "mlflow.parentRunId": parent_id, "bench.level": "trial",
                                       "bench.trial_status": record.get("status", "")})

@@ -36,7 +36,7 @@ from bench.runfolder import fold_dir, read_json
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.search.cache import cached_features
 from bench.search.source import depths_for, source_for
-from bench.search.tuner import TrialSettings, best_trial, make_tuner, write_trials_csv
+from bench.search.tuner import TrialSettings, best_trial, make_tuner, trial_hyperparameters, write_trials_csv
 
 log = logging.getLogger(__name__)
 BASELINE = "xception_notebook"
@@ -255,7 +255,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
 def _record(row: dict, trial, metrics: dict) -> None:
     """The chosen trial, its hyperparameters and its test (or held-out fold) metrics, into ``row``."""
     row.update(status="ok", best_trial=trial.trial_id, val_objective=trial.score)
-    row.update({f"hp_{k}": v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")})
+    row.update({f"hp_{k}": v for k, v in trial_hyperparameters(trial.hyperparameters.values).items()})
     row.update({f"test_{k}": v for k, v in metrics.items() if k != "confusion_matrix"})
     if "confusion_matrix" in metrics:  # absent without test images (--cv without a --test-size holdout)
         row["test_confusion_matrix"] = metrics["confusion_matrix"]

@@ -78,6 +78,16 @@ def brain_mri() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny finished run (:func:`test_export.make_tiny_run`), built once per session and
+    shared by the export, predict, evaluate, Grad-CAM, serve and tracking tests; they
+    must not change it."""
+    from test_export import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_export_run")
+
+
+@pytest.fixture(scope="session")
 def brain_index():
     """``scan(brain_mri)``, once for the session: its copy links are cached inside it, so
     every test that groups the real data after the first pays nothing for it. Tests must

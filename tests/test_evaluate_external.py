@@ -18,12 +18,7 @@ from bench.cli import app
 from bench.deploy.export import export_run
 from bench.deploy.predict import Predictor
 from conftest import noise_image
-from test_export import make_tiny_run
 
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_export_run")
 
 
 @pytest.fixture(scope="module")

@@ -50,10 +50,6 @@ def make_tiny_run(base: Path) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_export_run")
-
 
 @pytest.fixture(scope="module")
 def full_export(tiny_run, tmp_path_factory):

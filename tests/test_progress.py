@@ -59,3 +59,19 @@ def test_a_run_logs_caching_progress_and_the_searchs_time_left(image_folder, tmp
     trials = [m for m in messages if m.strip().startswith("trial ")]
     assert len(trials) == 3 and all("best val_auc" in m for m in trials)
     assert "left" in trials[0] and "left" not in trials[-1]  # the time left, until nothing is
+
+
+def test_every_bar_of_a_run_is_gone_when_its_step_ends(image_folder, tmp_path):
+    from bench.run import RunConfig, execute, prepare_run
+
+    progress = Progress(console=Console(file=io.StringIO(), force_terminal=True, width=100))
+    seen = []
+    config = RunConfig.from_dict(dict(data=image_folder, backbones=["mobilenet_v2"], weights="none", image_size=32,
+                                      out=tmp_path / "results", name="bars", tuner="random", max_trials=2, epochs=1,
+                                      max_unfreeze=0, baseline=False))
+    with progress, use_display(progress):
+        original = progress.add_task
+        progress.add_task = lambda description, **kw: seen.append(description) or original(description, **kw)
+        execute(prepare_run(config))
+        assert not progress.tasks  # caching bars and the search's bar all removed
+    assert any("caching train features" in d for d in seen) and "mobilenet_v2: trials" in seen

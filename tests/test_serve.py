@@ -20,14 +20,9 @@ from bench.errors import BenchError
 from bench.deploy.export import export_run
 from bench.deploy.serve import APP, TARGET_ENV, check_target, serve, serve_env, streamlit_command
 from conftest import noise_image
-from test_export import make_tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_export_run")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_export import make_tiny_run
 
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return make_tiny_run(tmp_path_factory.getbasetemp() / "tiny_export_run")
 
 
 def _hparams_sessions(log_dir: Path) -> list[tuple[dict, dict]]:

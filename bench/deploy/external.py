@@ -94,8 +94,9 @@ def results_for(y: np.ndarray, proba: np.ndarray, classes: list[str], threshold:
                 groups: list[str], seed: int) -> dict:
     """Metrics, calibration, operating points and decision curve of one set of probabilities."""
     from bench.evaluate.calibration import calibration_summary
+    from bench.evaluate.decisions import decision_curve_record
     from bench.evaluate.metrics import evaluate
-    from bench.evaluate.operating_points import decision_curve, evaluate_operating_points
+    from bench.evaluate.operating_points import evaluate_operating_points
 
     prevalence = np.bincount(y, minlength=len(classes)) / len(y)
     metrics = evaluate(y, proba, classes, threshold=threshold, n_resamples=1000, seed=seed, groups=groups,
@@ -106,8 +107,7 @@ def results_for(y: np.ndarray, proba: np.ndarray, classes: list[str], threshold:
     if len(classes) == 2:
         if points:
             out["operating_points"] = evaluate_operating_points(y, proba[:, 1], points, groups=groups, seed=seed)
-        curve = decision_curve(y, proba[:, 1], groups=groups, seed=seed)
-        out["decision_curve"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in curve.items()}
+        out["decision_curve"] = decision_curve_record(y, proba[:, 1], groups, seed)
     return out
 
 

@@ -76,13 +76,18 @@ def read_oof(run_dir: Path, backbone: str) -> pd.DataFrame:
     return oof
 
 
+def at_own_threshold(p1: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Positive-class scores shifted so that a 0.5 cut makes each image's decision at its
+    own threshold: ``0.5 + (p - t) / 2`` is ``>= 0.5`` exactly when ``p >= t`` (see module doc)."""
+    return np.clip(0.5 + (np.asarray(p1, dtype=float) - np.asarray(thresholds, dtype=float)) / 2.0, 0.0, 1.0)
+
+
 def _decision_scores(oof: pd.DataFrame, classes: list[str]) -> np.ndarray:
     """Probabilities whose 0.5 cut gives each fold's own decisions (binary; see module doc)."""
     p = probability_matrix(oof, classes)
     if len(classes) != 2:
         return p
-    t = np.asarray(oof["threshold"], dtype=float)
-    shifted = np.clip(0.5 + (p[:, 1] - t) / 2.0, 0.0, 1.0)
+    shifted = at_own_threshold(p[:, 1], oof["threshold"])
     return np.stack([1.0 - shifted, shifted], axis=1)
 
 

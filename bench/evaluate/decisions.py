@@ -89,9 +89,14 @@ class Decisions:
         if self.points is not None:
             out["test_operating_points"] = evaluate_operating_points(y, calibrated[:, 1], self.points, groups=groups,
                                                                      seed=seed)
-            curve = decision_curve(y, calibrated[:, 1], groups=groups, seed=seed)
-            out["decision_curve"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in curve.items()}
+            out["decision_curve"] = decision_curve_record(y, calibrated[:, 1], groups, seed)
         return out
+
+
+def decision_curve_record(y: np.ndarray, p1: np.ndarray, groups, seed: int) -> dict:
+    """:func:`~bench.evaluate.operating_points.decision_curve` with its arrays as lists (for JSON)."""
+    curve = decision_curve(y, p1, groups=groups, seed=seed)
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in curve.items()}
 
 
 def headline(report: dict) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.evaluate.paired import pairwise_tests
 from bench.report import findings, sections
-from bench.report.calibration_section import read_calibration
+from bench.report.calibration_section import decision_reports
 from bench.report.calibration_section import section as decisions_section
 from bench.report.formatting import (
     FIGURE_PREFIX,
@@ -71,7 +71,7 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
         out["decision_curve"] = None
         if len(data.classes) == 2:
             out["decision_curve"] = add(
-                "decision-curve", F.decision_curves(read_calibration(data), data.classes, colours), "Decision curve",
+                "decision-curve", F.decision_curves(decision_reports(data), data.classes, colours), "Decision curve",
                 "Net benefit = TP/N − FP/N · t/(1−t) of acting on the calibrated probability at "
                 "threshold t (Vickers & Elkin 2006), bands the 95 % bootstrap interval over duplicate groups of the "
                 "test split, against treating every image as positive and treating none. A model is worth using at "

@@ -29,6 +29,16 @@ def read_calibration(data) -> dict:
     return out
 
 
+def decision_reports(data) -> dict:
+    """What the report's decision part and its decision-curve figure both draw on: each
+    backbone's calibration.json, or under ``--cv`` the out-of-fold pooling of
+    :func:`cv_reports`; computed once per report (kept on ``data``)."""
+    cached = getattr(data, "_decision_reports", None)
+    if cached is None:
+        cached = data._decision_reports = cv_reports(data) if data.is_cv else read_calibration(data)
+    return cached
+
+
 def _with_ci(summary: dict, key: str) -> str:
     return metric_with_ci(summary, key, style="dash", missing=DASH, prefix="")
 
@@ -54,15 +64,18 @@ def calibration_table(reports: dict) -> Table | None:
                  [False, True, False, True, True, True, True, True, True])
 
 
-def calibration_note(reports: dict) -> str:
+def calibration_note(reports: dict, cv: bool = False) -> str:
     fitted = next((r for r in reports.values() if r.get("fitted_on")), None)
     where = fitted["fitted_on"] if fitted else "validation"
+    on = ("on the pooled out-of-fold predictions (each image calibrated by the fold that held it out; T in the table: "
+          "the median over the folds)" if cv else "on the test split")
+    reference = "the out-of-fold class shares" if cv else "the training prevalence"
     return (f"Every probability in this report is calibrated: softmax((log p \u2212 log w) / T), w the class weights "
             f"the model trained with (undoing the pull of balanced weights towards equal classes), T a temperature "
-            f"fitted on {where} (maximum a posteriori, prior on log T with sd 0.5). Before \u2192 after, on the test "
-            "split: ECE over equal-count bins with a 95 % bootstrap CI over duplicate groups (ECE is biased upwards on "
+            f"fitted on {where} (maximum a posteriori, prior on log T with sd 0.5). Before \u2192 after, {on}: "
+            "ECE over equal-count bins with a 95 % bootstrap CI over duplicate groups (ECE is biased upwards on "
             "small test sets; read its interval); calibration slope (1 = ideal, < 1 = too extreme) and "
-            "intercept (calibration-in-the-large, 0 = ideal); Brier skill against the training prevalence "
+            f"intercept (calibration-in-the-large, 0 = ideal); Brier skill against {reference} "
             "(1 perfect, 0 no better than the prevalence). A dash: undefined, e.g. the slope when the test images "
             "are perfectly separated.")
 
@@ -155,13 +168,11 @@ def cv_reports(data) -> dict:
     import numpy as np
 
     from bench.evaluate.calibration import calibration_summary
-    from bench.evaluate.metrics import bootstrap_ci
-    from bench.evaluate.operating_points import decision_curve
+    from bench.evaluate.crossval import at_own_threshold
+    from bench.evaluate.decisions import decision_curve_record
+    from bench.evaluate.operating_points import evaluate_operating_points
     from bench.runfolder import fold_dir, probability_matrix
 
-    cached = getattr(data, "_cv_decision_reports", None)  # the figure and the section both read them
-    if cached is not None:
-        return cached
     out = {}
     for b in data.ok:
         oof = b.oof
@@ -193,43 +204,28 @@ def cv_reports(data) -> dict:
             chosen, tested = {}, {}
             for point in POINT_NAMES:
                 t = np.array([fitted[k]["operating_points"][point]["threshold"] for k in keys], dtype=float)
-                shifted = np.clip(0.5 + (after[:, 1] - t) / 2.0, 0.0, 1.0)  # each image at its fold's threshold
-                ci = bootstrap_ci(y, np.column_stack([1 - shifted, shifted]), data.classes, threshold=0.5,
-                                  metrics=("recall", "specificity"), groups=groups, seed=data.seed)
-                decided = after[:, 1] >= t
-                tp, fp = int((decided & (y == 1)).sum()), int((decided & (y == 0)).sum())
-                fn, tn = int((~decided & (y == 1)).sum()), int((~decided & (y == 0)).sum())
+                # each image decided at its own fold's threshold: a 0.5 cut of the shifted scores
+                row = evaluate_operating_points(y, at_own_threshold(after[:, 1], t), {point: 0.5}, groups=groups,
+                                                seed=data.seed)[point]
                 per_fold = [f["operating_points"][point] for f in fitted.values()]
                 chosen[point] = {"threshold": float(np.median(t)),  # val rates: the folds' mean
                                  "val_sensitivity": float(np.nanmean([f["val_sensitivity"] for f in per_fold])),
                                  "val_specificity": float(np.nanmean([f["val_specificity"] for f in per_fold]))}
-                tested[point] = {
-                    "sensitivity": tp / max(tp + fn, 1), "sensitivity_ci_low": ci["recall"][0],
-                    "sensitivity_ci_high": ci["recall"][1], "specificity": tn / max(tn + fp, 1),
-                    "specificity_ci_low": ci["specificity"][0], "specificity_ci_high": ci["specificity"][1],
-                    "ppv": tp / (tp + fp) if tp + fp else float("nan"),
-                    "npv": tn / (tn + fn) if tn + fn else float("nan")}
+                tested[point] = {**row, "threshold": chosen[point]["threshold"]}
             report["operating_points"], report["test_operating_points"] = chosen, tested
-            curve = decision_curve(y, after[:, 1], groups=groups, seed=data.seed)
-            report["decision_curve"] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in curve.items()}
+            report["decision_curve"] = decision_curve_record(y, after[:, 1], groups, data.seed)
         out[b.name] = report
-    data._cv_decision_reports = out
     return out
 
 
 def section(data) -> dict:
-    reports = cv_reports(data) if data.is_cv else read_calibration(data)
+    reports = decision_reports(data)
     recommended = next((b for b in data.ok if b.row.get("rank") == 1), None)
     table, summary = subgroups(data, recommended)
     binary = len(data.classes) == 2
-    note = calibration_note(reports) if reports else ""
-    if data.is_cv and reports:
-        note = note.replace("on the test split", "on the pooled out-of-fold predictions (each image calibrated by "
-                            "the fold that held it out; T in the table: the median over the folds)").replace(
-            "against the training prevalence", "against the out-of-fold class shares")
     return {
         "table": calibration_table(reports),
-        "note": note,
+        "note": calibration_note(reports, data.is_cv) if reports else "",
         "points": operating_points_table(reports, "out-of-fold" if data.is_cv else "test") if binary else None,
         "points_note": operating_points_note(reports, data.classes) if binary else
         "Operating points and decision curves are binary-only; with 3+ classes the decision is the most probable "

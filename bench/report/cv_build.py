@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.report import cv_sections as C
-from bench.report.calibration_section import cv_reports
+from bench.report.calibration_section import decision_reports
 from bench.report.calibration_section import section as decisions_section
 from bench.report import findings, sections
 from bench.report.cv_search import search_section
@@ -114,7 +114,7 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
         out["decision_curve"] = None
         if len(data.classes) == 2:
             out["decision_curve"] = add(
-                "decision-curve", F.decision_curves(cv_reports(data), data.classes, colours, where="out-of-fold"),
+                "decision-curve", F.decision_curves(decision_reports(data), data.classes, colours, where="out-of-fold"),
                 "Decision curve (out of fold)",
                 "Net benefit = TP/N \u2212 FP/N \u00b7 t/(1\u2212t) of acting on the calibrated out-of-fold probability "
                 "(all repeats; each image calibrated by the fold that held it out) at threshold t (Vickers & Elkin "

@@ -55,9 +55,9 @@ class TrialSettings:
     labels: tuple[tuple[str, str], ...] = ()
 
 
-def _trial_hyperparameters(hp) -> dict:
-    """The trial's own hyperparameters (KerasTuner's bookkeeping ``tuner/*`` left out)."""
-    return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+def trial_hyperparameters(values: dict) -> dict:
+    """A trial's own hyperparameters from its values (KerasTuner's bookkeeping ``tuner/*`` left out)."""
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
 
 
 class BenchTunerMixin:
@@ -69,14 +69,6 @@ class BenchTunerMixin:
         self._trial_seconds: list[float] = []  # this process's trials, for the time left
         self._search_step = None  # the search's progress bar, on a terminal
         super().__init__(*args, **kwargs)
-
-    def search(self, *args, **kwargs):
-        try:
-            return super().search(*args, **kwargs)
-        finally:  # the search's bar goes when its search does
-            if self._search_step is not None:
-                self._search_step.close()
-                self._search_step = None
 
     def run_trial(self, trial, *args, **kwargs):
         try:
@@ -107,7 +99,7 @@ class BenchTunerMixin:
         metrics = {k: v[best] for k, v in history.items()}
         if self.settings.tensorboard:
             write_tensorboard(history, trial_dir / "logs")
-            write_hparams(trial_dir / "logs", {**dict(self.settings.labels), **_trial_hyperparameters(hp)}, metrics,
+            write_hparams(trial_dir / "logs", {**dict(self.settings.labels), **trial_hyperparameters(hp.values)}, metrics,
                           f"{dict(self.settings.labels).get('backbone', '')}/{trial.trial_id}")
         if not math.isfinite(metrics[objective]):
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
@@ -153,8 +145,13 @@ class BenchTunerMixin:
         if cluster is None:
             from bench.search.distributed import job_environment
 
-            with job_environment(None, self.settings.job):
-                return super().search(*args, **kwargs)
+            try:
+                with job_environment(None, self.settings.job):
+                    return super().search(*args, **kwargs)
+            finally:  # the search's bar (a terminal's, see on_trial_end) goes when its search does
+                if self._search_step is not None:
+                    self._search_step.close()
+                    self._search_step = None
         import contextlib
         import os
 
