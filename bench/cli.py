@@ -148,7 +148,7 @@ def backbones_cmd(
 @command("demo-data")
 def demo_data_cmd(
     dest: Annotated[Path, typer.Argument(help="Folder to create (must not exist or be empty).")],
-    n: Annotated[int, typer.Option("--n", help="Images per class.")] = 40,
+    n: Annotated[int, typer.Option("--n", help="Images per class.")] = 200,
     size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:

@@ -3,7 +3,8 @@
 The images are axial head phantoms drawn with numpy (and scipy.fft): a dark background,
 a bright scalp and skull ring, folded brain tissue with grey/white-matter contrast, dark
 butterfly ventricles, a bias field and Rician-like noise. The ``tumor`` class adds one
-lesion (irregular, sometimes ring-enhancing, sometimes subtle) and its mass effect.
+lesion (irregular, solid or ring-enhancing, conspicuous: a demo should show learning) and
+its mass effect.
 Everything about the anatomy is drawn from the same distribution in both classes, so the
 lesion is the only thing that separates them.
 
@@ -15,7 +16,7 @@ can call :func:`read_demo_marker` to say where the data came from.
 Library use::
 
     from bench.data.demo import demo_data_dir
-    folder = demo_data_dir()            # ~/.cache/bench/demo-v1-n40-s128-seed0
+    folder = demo_data_dir()            # ~/.cache/bench/demo-v2-n200-s128-seed0
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from PIL import Image
 from bench.data.phantom import render_slice
 from bench.errors import BenchError
 
-GENERATOR = "bench.demo v1"  # the marker written into demo folders: unchanged by the package move
+#: The marker written into demo folders and the cache folder's version. v2: conspicuous
+#: lesions (see ``phantom._conspicuous``) and 200 images per class by default, so the
+#: README's first command learns; v1 folders in a cache are left alone and not reused.
+GENERATOR = "bench.demo v2"
+DEFAULT_N = 200
 MARKER_NAME = ".bench-demo"
 CLASS_NAMES = ("no_tumor", "tumor")
 
@@ -46,7 +51,7 @@ MAX_SIZE = 1024
 # ---------------------------------------------------------------------------------------
 
 
-def make_demo_data(dest: Path, n: int = 40, size: int = 128, seed: int = 0) -> Path:
+def make_demo_data(dest: Path, n: int = DEFAULT_N, size: int = 128, seed: int = 0) -> Path:
     """Write ``n`` synthetic images per class to ``dest/no_tumor`` and ``dest/tumor``.
 
     Files are named ``tumor_0007.png`` and so on: 8-bit greyscale PNGs of
@@ -67,7 +72,7 @@ def make_demo_data(dest: Path, n: int = 40, size: int = 128, seed: int = 0) -> P
             class_dir.mkdir()
             for index in range(n):
                 rng = np.random.default_rng([seed, label, index])
-                pixels = render_slice(rng, size, lesion=bool(label))
+                pixels = render_slice(rng, size, lesion=bool(label), conspicuous=True)
                 _save_png(pixels, class_dir / f"{class_name}_{index:0{width}d}.png")
         marker = {"synthetic": True, "n": n, "size": size, "seed": seed, "generator": GENERATOR}
         (tmp / MARKER_NAME).write_text(json.dumps(marker) + "\n", encoding="utf-8")
@@ -106,13 +111,13 @@ def read_demo_marker(folder: Path) -> dict | None:
 
 
 def demo_data_dir(
-    cache_dir: Path | None = None, n: int = 40, size: int = 128, seed: int = 0
+    cache_dir: Path | None = None, n: int = DEFAULT_N, size: int = 128, seed: int = 0
 ) -> Path:
     """The demo dataset for these parameters, generated on first use and cached.
 
     The cache folder is ``cache_dir``, else ``$BENCH_CACHE``, else ``~/.cache/bench``;
     the dataset lives in a subfolder named after the parameters and generator version
-    (``demo-v1-n40-s128-seed0``). A complete folder (marker present) is reused as is;
+    (``demo-v2-n200-s128-seed0``). A complete folder (marker present) is reused as is;
     one without a marker (an interrupted or foreign write) is deleted and regenerated.
     """
     _check_params(n, size, seed)
@@ -135,8 +140,8 @@ def demo_data_dir(
         raise
 
 
-def demo_folder_name(n: int = 40, size: int = 128, seed: int = 0) -> str:
-    """Cache subfolder name for these parameters, e.g. ``demo-v1-n40-s128-seed0``."""
+def demo_folder_name(n: int = DEFAULT_N, size: int = 128, seed: int = 0) -> str:
+    """Cache subfolder name for these parameters, e.g. ``demo-v2-n200-s128-seed0``."""
     version = GENERATOR.rsplit(" ", 1)[-1]
     return f"demo-{version}-n{n}-s{size}-seed{seed}"
 

@@ -79,12 +79,15 @@ def _soft_ellipse(dx, dy, ax, ay, edge):
     return 1.0 - _smoothstep(1.0 - edge, 1.0 + edge, rho)
 
 
-def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarray:
+def render_slice(
+    rng: np.random.Generator, size: int, lesion: bool, conspicuous: bool = False
+) -> np.ndarray:
     """One synthetic axial slice as a ``size`` x ``size`` uint8 array.
 
     Every random draw comes from ``rng``, in a fixed order, so a seeded generator gives
     the same image every time. ``lesion`` adds a tumour; the anatomy is drawn the same
-    way either way.
+    way either way. ``conspicuous`` draws the tumour from :func:`_conspicuous` (larger,
+    brighter, never dark): the same random draws, so the same anatomy and position.
     """
     u = rng.uniform
     # The tumour has its own stream, so the same rng gives the same anatomy with or
@@ -144,6 +147,8 @@ def render_slice(rng: np.random.Generator, size: int, lesion: bool) -> np.ndarra
     depth = r / brain_edge  # 0 at the centre, 1 at the brain's outline
 
     lesion_params = _draw_lesion(lesion_rng) if lesion else None
+    if lesion_params is not None and conspicuous:
+        lesion_params = _conspicuous(lesion_params)
     wx, wy = bx, by
     if lesion_params is not None:
         lx, ly, lr = lesion_params["x"], lesion_params["y"], lesion_params["radius"]
@@ -269,6 +274,27 @@ def _draw_lesion(rng: np.random.Generator) -> dict:
         "mass_effect": u(0.0, 0.35) * min(1.0, radius / 0.2),
         "base_mix": u(0.3, 0.7),  # tumour tissue level, between grey and white matter
     }
+
+
+def _conspicuous(p: dict) -> dict:
+    """The same tumour made easy to see: a solid mass (never ring-enhancing or dark) of
+    radius at least 0.2 and contrast 0.6 to 1.0.
+
+    The demo dataset uses this, so that a small randomly initialised network can learn
+    the task from 100 images per class (the README's first command); the copy-detection
+    benchmark keeps the subtler draws of :func:`_draw_lesion`. Contrast is remapped
+    monotonically (0.06..0.51 -> 0.6..1.0), so the draws keep their order.
+    """
+    q = dict(p)
+    q["radius"] = max(p["radius"], 0.2)
+    q["contrast"] = 0.6 + 0.4 * (p["contrast"] - 0.06) / 0.45
+    q["kind"] = "solid"
+    # A larger mass must still fit inside the brain.
+    reach = math.hypot(p["x"], p["y"])
+    limit = max(0.1, 0.82 - q["radius"])
+    if reach > limit:
+        q["x"], q["y"] = p["x"] * limit / reach, p["y"] * limit / reach
+    return q
 
 
 def _add_lesion(tissue, base, p, bx, by, f_tex, f_edge, rng):
