@@ -37,7 +37,7 @@ OBJECTIVE_LABELS = {name: spec.label for name, spec in OBJECTIVE_SPECS.items()}
 #: KerasTuner search algorithms ``--tuner`` accepts (bench.search.tuner maps them to classes).
 TUNER_NAMES = ("bayesian", "random", "hyperband")
 #: ``--mixed-precision`` modes (bench.search.runtime applies them).
-MIXED_PRECISION_MODES = ("auto", "on", "off")
+MIXED_PRECISION_MODES = ("auto", "on", "off", "bfloat16")
 #: ``--test-size`` without ``--cv`` when not given (with ``--cv`` it is 0: all data in CV).
 DEFAULT_TEST_SIZE = 0.15
 #: Epochs per trial when ``--epochs`` is not given; the notebook baseline then trains
@@ -135,7 +135,8 @@ class RunConfig:
                                  help="TensorFlow op determinism: same seed, same machine -> identical results "
                                       "(can be slower).")
     mixed_precision: str = option("auto", flag="--mixed-precision", choices=MIXED_PRECISION_MODES,
-                                  help="float16 compute: 'auto' on GPUs only, 'on', 'off'.")
+                                  help="Reduced precision: 'on' float16 everywhere (GPUs); 'bfloat16' for the frozen "
+                                       "pass (CPUs with AMX or AVX512-BF16); 'off' float32; 'auto' picks.")
     out: Path = option(Path("results"), flag="--out", changes_results=False, help="Folder for run folders.")
     reports: Path = option(Path("reports"), flag="--reports", changes_results=False, help="Folder for reports.")
     name: str | None = option(None, flag="--name", changes_results=False, show_default="a timestamp",

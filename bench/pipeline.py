@@ -36,6 +36,7 @@ from bench.runfolder import fold_dir, read_json
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.search.cache import cached_features
 from bench.search.source import depths_for, source_for
+from bench.search.runtime import frozen_pass_dtype
 from bench.search.tuner import TrialSettings, best_trial, make_tuner, trial_hyperparameters, write_trials_csv
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,8 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         **where, "backbone": name, "family": record.family, "image_size": size, "weights": job.weights,
         "baseline": job.baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
-        "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision
+        "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision on
+        "frozen_pass_dtype": frozen_pass_dtype(),  # the cached features: bfloat16 with --mixed-precision bfloat16
     }
     trial = best_trial(tuner)
     if trial is None or done == 0:

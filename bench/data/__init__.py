@@ -26,7 +26,7 @@ __getattr__, __dir__, __all__ = reexport(__name__, {
     "SplitManifest": "split", "make_split": "split", "read_split": "split", "write_split": "split",
     "check_sizes": "split",
     "FoldPlan": "folds", "make_folds": "folds", "read_folds": "folds", "write_folds": "folds", "check_cv": "folds",
-    "load_images": "loading", "label_indices": "loading", "augmented_views": "loading",
+    "load_images": "loading", "label_indices": "loading", "augmented_batches": "loading", "image_batches": "loading",
     "UnreadableImage": "images", "load_array": "images", "open_rgb": "images", "square_resize": "images",
     "make_demo_data": "demo", "demo_data_dir": "demo",
 })

@@ -86,18 +86,23 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
         expected["prediction"] = _decide(want, classes, labels.get("threshold"))
     # Keras and SavedModel get each original file at its own size (the user's path);
     # TFLite gets the padded, resized arrays the run evaluated (its documented input).
-    images = [read_image(root / r["path"]) for r in rows]
-    runners = {"keras": (Predictor.from_export(export_dir).probabilities, images)}
-    if (export_dir / FILES["savedmodel"]).is_dir():
-        runners["savedmodel"] = (_saved_model_runner(export_dir / FILES["savedmodel"]), images)
-    if (export_dir / FILES["tflite"]).is_file():
+    # Each format reads the images again, one at a time: none is held for the next.
+    def originals():
+        return (read_image(root / r["path"]) for r in rows)
+
+    def resized():
         size = int(labels["image_size"])
-        arrays = [load_array(root / r["path"], size) for r in rows]
-        runners["tflite"] = (_tflite_runner(export_dir / FILES["tflite"]), arrays)
+        return (load_array(root / r["path"], size) for r in rows)
+
+    runners = {"keras": (Predictor.from_export(export_dir).probabilities, originals)}
+    if (export_dir / FILES["savedmodel"]).is_dir():
+        runners["savedmodel"] = (_saved_model_runner(export_dir / FILES["savedmodel"]), originals)
+    if (export_dir / FILES["tflite"]).is_file():
+        runners["tflite"] = (_tflite_runner(export_dir / FILES["tflite"]), resized)
     result = {"run": True, "n_images": len(rows), "images": images_of, "formats": {}, "passed": True, "failure": None}
     threshold = labels.get("threshold")
     for fmt, (runner, inputs) in runners.items():
-        got = np.stack([runner(img) for img in inputs]).astype(np.float64)
+        got = np.stack([runner(img) for img in inputs()]).astype(np.float64)
         tol = TFLITE_TOLERANCE if fmt == "tflite" else KERAS_TOLERANCE
         diff = np.abs(got - want)
         pred = _decide(got, classes, threshold)

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench.data.loading import label_indices, load_images
+from bench.data.loading import image_batches, label_indices
 from bench.evaluate.decisions import CALIBRATION_FILE, Decisions, headline, weight_vector
 from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
@@ -73,9 +73,16 @@ def full_model(source, tuner, trial) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{source.record.name}_classifier")
 
 
-def predict_proba(model: keras.Model, images: np.ndarray, n_classes: int, batch_size: int = 32) -> np.ndarray:
-    """(N, n_classes) probabilities; a sigmoid output p becomes columns (1-p, p)."""
-    chunks = [np.asarray(model.predict_on_batch(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 32) -> np.ndarray:
+    """(N, n_classes) probabilities; a sigmoid output p becomes columns (1-p, p).
+
+    ``images``: an array (or cached features) fed ``batch_size`` rows at a time, or an
+    iterable of batches (:func:`~bench.data.loading.image_batches`: the images are
+    streamed, never all in memory)."""
+    batches = images
+    if hasattr(images, "__len__") and hasattr(images, "__getitem__"):
+        batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+    chunks = [np.asarray(model.predict_on_batch(np.asarray(batch))) for batch in batches]
     out = np.concatenate(chunks) if chunks else np.zeros((0, 1 if n_classes == 2 else n_classes))
     if n_classes == 2:
         p = out.reshape(-1)
@@ -110,8 +117,8 @@ def evaluate_on_test(
     what was fitted on validation is returned."""
     n_classes = len(split.classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
-    p_val = predict_proba(model, load_images(data_root, val_rows, size), n_classes, batch_size)
-    p_test = predict_proba(model, load_images(data_root, test_rows, size), n_classes, batch_size) if test_rows else None
+    p_val = predict_proba(model, image_batches(data_root, val_rows, size, batch_size), n_classes)
+    p_test = predict_proba(model, image_batches(data_root, test_rows, size, batch_size), n_classes) if test_rows else None
     return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings)
 
 

@@ -12,32 +12,36 @@ same output folder already computed (same key), it is hard-linked (or copied) ov
 so later runs on the same data reuse the work.
 
 float16 storage: features are stored as float16 (relative error <= 2**-11, about 5e-4)
-and widened to float32 for training.
+and widened to float32 for training, one batch at a time: entries are read memory-mapped
+(:mod:`bench.search.features`) and written as they are computed (:class:`EntryWriter`),
+so neither the images nor the features of a split are ever in memory at once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import io
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from bench.progress import step
-from bench.data.loading import augmented_views, label_indices, load_images
+from bench.data.loading import augmented_batches, image_batches, label_indices
 from bench.faults import crash_point
 from bench.runfolder import (
     file_lock,
     sha256_file,
-    write_bytes_atomic,
     write_json_atomic,
 )
-from bench.search.runtime import mixed
+from bench.search.features import FeatureRows
+from bench.search.runtime import frozen_pass_dtype
 
 if TYPE_CHECKING:
     from bench.config import SearchConfig
@@ -63,6 +67,53 @@ def weights_fingerprint(model) -> str:
 
 def images_fingerprint(sha256s: list[str]) -> str:
     return hashlib.sha256("\n".join(sha256s).encode()).hexdigest()
+
+
+class EntryWriter:
+    """One float16 ``.npy`` entry written as it is computed: the header, then rows batch by
+    batch (sha256 taken on the way), into a hidden temporary file; :meth:`commit` checks
+    the row count, then renames it into place and writes the sidecar (the entry exists
+    only once complete). Plain file writes, not a memory map: written pages are not the
+    process's memory."""
+
+    def __init__(self, npy: Path, meta_path: Path, shape: tuple[int, ...], meta: dict) -> None:
+        self.npy, self.meta_path, self.shape, self.meta = npy, meta_path, tuple(int(d) for d in shape), meta
+        self.tmp = npy.with_name(f".{npy.name}.partial")
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False, "shape": self.shape})
+        self._file = open(self.tmp, "wb")
+        self._hash = hashlib.sha256()
+        self._bytes = 0
+        self.rows = 0
+        self._put(header.getvalue())
+
+    def _put(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self._bytes += len(data)
+
+    def write(self, rows: np.ndarray) -> None:
+        if tuple(rows.shape[1:]) != self.shape[1:]:
+            raise ValueError(f"rows of shape {rows.shape[1:]} for an entry of shape {self.shape}")
+        self._put(np.ascontiguousarray(rows, dtype="<f2").tobytes())
+        self.rows += len(rows)
+
+    def commit(self) -> None:
+        if self.rows != self.shape[0]:
+            self.abort()
+            raise ValueError(f"cache entry {self.npy.name}: {self.rows} rows written, {self.shape[0]} expected")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.npy)
+        write_json_atomic(self.meta_path, {**self.meta, "shape": list(self.shape), "bytes": self._bytes,
+                                           "sha256": self._hash.hexdigest()})
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 class FeatureCache:
@@ -115,64 +166,49 @@ class FeatureCache:
         return False
 
     def load(self, key: str) -> np.ndarray | None:
+        """The entry, memory-mapped read-only (float16), or ``None`` when it is missing."""
         if self._valid(key, self.folder) or self._adopt_from_siblings(key):
-            return np.load(self._paths(key)[0], allow_pickle=False)
+            return np.load(self._paths(key)[0], mmap_mode="r", allow_pickle=False)
         return None
 
-    def save(self, key: str, array: np.ndarray, meta: dict) -> None:
-        npy, meta_path = self._paths(key)
-        import io
+    def writer(self, key: str, shape: tuple[int, ...], meta: dict) -> EntryWriter:
+        return EntryWriter(*self._paths(key), shape, meta)
 
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)
-        data = buf.getvalue()
-        write_bytes_atomic(npy, data)
-        write_json_atomic(
-            meta_path,
-            {**meta, "shape": list(array.shape), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-        )
+    def save(self, key: str, array: np.ndarray, meta: dict) -> None:
+        out = self.writer(key, array.shape, meta)
+        out.write(array)
+        out.commit()
 
     def get_or_compute(
         self, parts: dict[str, dict], compute: Callable[[], dict[str, np.ndarray]]
     ) -> dict[str, np.ndarray]:
-        """``parts`` maps a name to its key parts; ``compute()`` returns arrays by name.
-
-        Only when some entry is missing is ``compute`` called (once, for all of them:
-        one forward pass yields every cut point).
-        """
+        """``parts`` maps a name to its key parts; ``compute()`` returns arrays by name
+        (for small entries; the caching pass streams instead). Only when some entry is
+        missing is ``compute`` called. Returns the entries memory-mapped."""
         keys = {name: self.key(**p) for name, p in parts.items()}
         found = {name: self.load(k) for name, k in keys.items()}
-        if all(v is not None for v in found.values()):
-            log.debug(f"feature cache: all {len(keys)} entries found in {self.folder} ({', '.join(keys)})")
-            return {name: v.astype(np.float32) for name, v in found.items()}
-        log.debug(f"feature cache: computing {', '.join(n for n, v in found.items() if v is None)} in {self.folder}")
-        arrays = compute()
-        out = {}
-        for i, (name, key) in enumerate(keys.items()):
-            if found[name] is not None:  # valid entries are kept as they are
-                out[name] = found[name].astype(np.float32)
-                continue
-            self.save(key, arrays[name], parts[name])
-            if i == 0:
-                crash_point("caching")
-            out[name] = arrays[name].astype(np.float16).astype(np.float32)
-        return out
+        if any(v is None for v in found.values()):
+            arrays = compute()
+            for name, key in keys.items():
+                if found[name] is None:
+                    self.save(key, arrays[name], parts[name])
+                    found[name] = self.load(key)
+        return found
 
 
-def run_prefix(model, images: np.ndarray, batch_size: int, progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
-    """Run a (multi-output) model over uint8 ``images`` in batches; float16 outputs."""
-    chunks: list[list[np.ndarray]] = []
-    for start in range(0, len(images), batch_size):
+def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], None] | None = None
+               ) -> Iterator[list[np.ndarray]]:
+    """Run a (multi-output) model over uint8 image batches; yields its float16 outputs
+    batch by batch (``progress(images done)`` after each)."""
+    done = 0
+    for batch in batches:
         # predict_on_batch runs one compiled graph: ~40 % faster than an eager call here
-        outs = model.predict_on_batch(images[start : start + batch_size])
+        outs = model.predict_on_batch(batch)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        chunks.append([np.asarray(o, dtype=np.float16) for o in outs])
+        done += len(batch)
         if progress:
-            progress(min(start + batch_size, len(images)))
-    n_out = len(model.outputs)
-    if not chunks:
-        return [np.zeros((0, *model.outputs[i].shape[1:]), np.float16) for i in range(n_out)]
-    return [np.concatenate([c[i] for c in chunks]) for i in range(n_out)]
+            progress(done)
+        yield [np.asarray(o).astype(np.float16) for o in outs]  # bfloat16 outputs too
 
 
 def cached_features(
@@ -206,8 +242,9 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
         rows["pool"] = pool
         rows["test"] = split.rows("test") if with_test else []
     common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
-    if mixed():
-        common["compute"] = "float16"  # features from float16 compute are not those of float32
+    compute = frozen_pass_dtype()
+    if compute != "float32":
+        common["compute"] = compute  # features from float16/bfloat16 compute are not those of float32
     parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
     jobs: dict[str, tuple[str, int]] = {}  # part -> (split, augmented views)
     views = cfg.aug_views if cfg.augment else 0
@@ -221,36 +258,58 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
             parts[f"{part}@{d}"] = {**common, "cut": source.record.cut_layer(d), "images": images,
                                     "views": n_views, "aug_seed": cfg.seed if n_views else None}
 
-    def compute() -> dict[str, np.ndarray]:
-        prefix = source.prefix(depths, base)
-        out = {}
-        for part, (s, n_views) in jobs.items():
-            images = load_images(data_root, rows[s], source.image_size)
-            if n_views:
-                images = augmented_views(images, n_views, cfg.seed)
-            t0 = time.perf_counter()
-            with step(f"{source.record.name}: caching {part} features", len(images)) as progress:
-                arrays = run_prefix(prefix, images, cfg.batch_size, progress=progress.update)
-            log.info(f"{source.record.name}: cached {part} features of {len(images)} images in {time.perf_counter() - t0:.1f}s")
-            out.update({f"{part}@{d}": a for d, a in zip(depths, arrays)})
-        return out
+    keys = {name: cache.key(**p) for name, p in parts.items()}
+    found = {name: cache.load(key) for name, key in keys.items()}
+    todo = [part for part in jobs if any(found[f"{part}@{d}"] is None for d in depths)]
+    if todo:
+        prefix = source.prefix(depths, base, compute)
+        out_shapes = [tuple(int(n) for n in o.shape[1:]) for o in prefix.outputs]
+    for i, part in enumerate(todo):
+        s, n_views = jobs[part]
+        n_images = len(rows[s]) * (n_views or 1)
+        writers = {d: cache.writer(keys[f"{part}@{d}"], (n_images, *shape), parts[f"{part}@{d}"])
+                   for d, shape in zip(depths, out_shapes) if found[f"{part}@{d}"] is None}
+        size = source.image_size
+        batches = (augmented_batches(data_root, rows[s], size, n_views, cfg.seed) if n_views
+                   else image_batches(data_root, rows[s], size, cfg.batch_size))
+        t0 = time.perf_counter()
+        try:
+            with step(f"{source.record.name}: caching {part} features", n_images) as progress:
+                for outputs in run_prefix(prefix, batches, progress=progress.update):
+                    for d, features in zip(depths, outputs):
+                        if d in writers:
+                            writers[d].write(features)
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            raise
+        for j, (d, w) in enumerate(writers.items()):
+            w.commit()
+            found[f"{part}@{d}"] = cache.load(keys[f"{part}@{d}"])
+            if i == 0 and j == 0:
+                crash_point("caching")  # tests: killed with one complete entry on disk
+        log.info(f"{source.record.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
 
-    flat = cache.get_or_compute(parts, compute)
+    x_train, x_val, x_test = {}, {}, {}
     if pool is not None:  # one entry for every image: this fold's rows, by position
         position = {r["path"]: i for i, r in enumerate(pool)}
-        for s in ("train", "val", "test"):
-            index = np.array([position[r["path"]] for r in rows[s]], dtype=np.int64)
-            flat.update({f"{s}@{d}": flat[f"pool@{d}"][index] for d in depths})
-    x_train, x_val = {}, {}
+        where = {s: np.array([position[r["path"]] for r in rows[s]], dtype=np.int64) for s in ("train", "val", "test")}
     for d in depths:
-        x_train[d] = flat[f"train@{d}"]
-        if f"aug@{d}" in flat:
-            x_train[d] = np.concatenate([x_train[d], flat[f"aug@{d}"]])
-        x_val[d] = flat[f"val@{d}"]
+        if pool is not None:
+            segment = {s: (found[f"pool@{d}"], where[s]) for s in ("train", "val", "test")}
+        else:
+            segment = {s: (found[f"{s}@{d}"], None) for s in ("train", "val")}
+        train_segments = [segment["train"]]
+        if f"aug@{d}" in found:
+            train_segments.append((found[f"aug@{d}"], None))
+        x_train[d] = FeatureRows(train_segments)
+        x_val[d] = FeatureRows([segment["val"]])
+        if with_test:
+            x_test[d] = FeatureRows([segment["test"]])
     y_train = label_indices(rows["train"], split.classes)
     y_train = np.concatenate([y_train] * (1 + views))
     y_val = label_indices(rows["val"], split.classes)
     shapes = {d: tuple(x_val[d].shape[1:]) for d in depths}
     if with_test:
-        return x_train, x_val, y_train, y_val, shapes, {d: flat[f"test@{d}"] for d in depths}
+        return x_train, x_val, y_train, y_val, shapes, x_test
     return x_train, x_val, y_train, y_val, shapes

@@ -21,6 +21,7 @@ import keras_tuner as kt
 import numpy as np
 
 from bench.config import OBJECTIVES
+from bench.search.features import FeatureRows, pooled
 from bench.search.trainer import train
 
 POOLINGS = ("avg", "max", "flatten")
@@ -34,9 +35,9 @@ FINETUNE_LR_FACTOR = 0.1
 class TrialData:
     """Cached features per unfreeze depth, labels, and how to train on them."""
 
-    x_train: dict[int, np.ndarray]
+    x_train: dict[int, FeatureRows | np.ndarray]  # FeatureRows: memory-mapped cache entries
     y_train: np.ndarray  # class indices
-    x_val: dict[int, np.ndarray]
+    x_val: dict[int, FeatureRows | np.ndarray]
     y_val: np.ndarray
     n_classes: int
     class_weight: dict[int, float] | None = None
@@ -52,7 +53,7 @@ class TrialData:
             return self.x_train[depth], self.x_val[depth]
         if pooling not in self._pooled:
             reduce = np.mean if pooling == "avg" else np.max
-            self._pooled[pooling] = tuple(reduce(a, axis=(1, 2)) for a in (self.x_train[0], self.x_val[0]))
+            self._pooled[pooling] = tuple(pooled(a, reduce) for a in (self.x_train[0], self.x_val[0]))
         return self._pooled[pooling]
 
 

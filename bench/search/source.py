@@ -70,13 +70,30 @@ class BackboneSource:
         cut = base.get_layer(self.record.cut_layer(depth))
         return keras.Model(cut.output, base.output, name="top")
 
-    def prefix(self, depths: list[int], base: keras.Model | None = None) -> keras.Model:
-        """Images (uint8) -> the cut tensors of ``depths``, preprocessing included."""
+    def prefix(self, depths: list[int], base: keras.Model | None = None, compute: str = "float32") -> keras.Model:
+        """Images (uint8) -> the cut tensors of ``depths``, preprocessing included.
+
+        ``compute="bfloat16"``: the backbone rebuilt under Keras' ``mixed_bfloat16`` policy
+        with the same (float32) weights, for a faster frozen pass on CPUs with bfloat16
+        hardware (:mod:`bench.search.runtime`); its outputs are bfloat16."""
         base = base or self.base()
+        if compute == "bfloat16":
+            base = self._rebuilt(base, "mixed_bfloat16")
         extractor = keras.Model(base.input, [base.get_layer(self.record.cut_layer(d)).output for d in depths])
         inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
         outputs = extractor(BackbonePreprocess(self.record.preprocessing)(inputs))
         return keras.Model(inputs, outputs if isinstance(outputs, (list, tuple)) else [outputs], name="prefix")
+
+
+    def _rebuilt(self, base: keras.Model, policy: str) -> keras.Model:
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = self.record.build(weights=None, image_size=self.image_size)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        model.set_weights(base.get_weights())
+        return model
 
 
 #: Training images whose statistics initialise BatchNorm of randomly initialised backbones.

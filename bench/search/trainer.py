@@ -115,14 +115,22 @@ def _better(value: float, best: float, direction: str) -> bool:
     return value < best if direction == "min" else value > best
 
 
+def as_float32(batch) -> np.ndarray:
+    """A batch of features as float32 (no copy when it already is)."""
+    return np.asarray(batch, dtype=np.float32)
+
+
 def train(
     model: keras.Model,
-    x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
+    x, y: np.ndarray, x_val, y_val: np.ndarray, *,
     n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
     class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
     seed: int = 0, initial_epoch: int = 0,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place; returns per-epoch history (Keras' key names).
+
+    ``x`` and ``x_val`` are arrays or :class:`~bench.search.features.FeatureRows`: they are
+    read a batch at a time, so memory-mapped features stay on disk.
 
     The model ends with the weights of its best epoch on ``objective``.
     Raises :class:`NonFiniteLoss` when the training loss stops being finite.
@@ -166,8 +174,8 @@ def train(
     def predict(xb):
         return model(xb, training=False)
 
-    def predict_all(data: np.ndarray) -> np.ndarray:
-        return np.concatenate([predict(data[i : i + 256]).numpy() for i in range(0, len(data), 256)])
+    def predict_all(data) -> np.ndarray:
+        return np.concatenate([predict(as_float32(data[i : i + 256])).numpy() for i in range(0, len(data), 256)])
 
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {}
@@ -179,7 +187,7 @@ def train(
         total, seen, train_proba = 0.0, 0, np.zeros((len(y), y_true.shape[1]), "float32")
         for start in range(0, len(order), batch_size):
             idx = np.sort(order[start : start + batch_size])
-            loss, proba = step(x[idx], y_true[idx], weights[idx])
+            loss, proba = step(as_float32(x[idx]), y_true[idx], weights[idx])
             loss = float(loss)
             if not math.isfinite(loss):
                 raise NonFiniteLoss(

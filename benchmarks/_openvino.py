@@ -1,0 +1,247 @@
+"""OpenVINO as a runtime of the frozen pass: measured by ``benchmarks/frozen_pass.py``, not
+shipped (``pip install openvino`` to measure it).
+
+bench has no ``--runtime openvino``: with the float32 precision hint it was no faster than
+TensorFlow here (Xception@224 1.00x, MobileNetV2@96 1.06-1.13x), and its bfloat16 speed is
+bfloat16's, which ``--mixed-precision bfloat16`` gives through Keras (README, "Frozen-pass
+precision"). The code below is what the runtime would be, kept so the benchmark can
+re-measure it on other CPUs:
+
+The frozen prefix (:meth:`bench.search.source.BackboneSource.prefix`: uint8 images ->
+the cut tensors) is converted to OpenVINO IR once per run and kept beside the features
+(``<run>/cache/openvino-<key>.xml/.bin``); a later process of the run reuses it. Before
+any feature is stored, the converted model's outputs on :data:`PARITY_IMAGES` images are
+compared with TensorFlow's (:func:`check_parity`); past :data:`PARITY_TOLERANCE` the run
+refuses with one line (:func:`verify_or_refuse`). :func:`openvino_prefix` does all of it
+and returns a runner that :func:`bench.search.cache.run_prefix` can use in place of the
+Keras prefix.
+
+Conversion: Keras 3 models are not ``tf.keras`` models, so ``openvino.convert_model``
+gets a ``tf.function`` around the prefix with a uint8 ``(None, S, S, 3)`` signature
+(batch dynamic; preprocessing is the ``BackbonePreprocess`` layer inside the prefix,
+so it is converted with it); of the converted graph only the function's own outputs are
+kept. Weights are saved uncompressed (``compress_to_fp16=False``;
+``openvino.save_model`` would otherwise round them to float16). Outputs are named
+``output_0`` ... in the prefix's order and read back by those names.
+
+Precision (:data:`PRECISION_HINT`): float32. OpenVINO's CPU plugin computes in bfloat16
+by default on CPUs with AVX512-BF16 or AMX, and that is all of its speed here
+(``benchmarks/frozen_pass.py``, 2-core AMD EPYC with AVX512-BF16, no AMX): bfloat16 runs
+Xception@224 at 1.86x TensorFlow float32 and MobileNetV2@96 at 1.62x, float32 at 0.99x
+and 0.96x. But bfloat16 keeps 8 significant bits, and through a deep network the
+features move: per image 5.7 % of their norm on Xception@224 and 51 % on MobileNetV2@96
+(random init, calibrated BatchNorm; Keras' ``mixed_bfloat16`` moves them as much). A
+head trained and validated on such features is not the float32 Keras model that is
+exported and deployed, so bfloat16 is not used. With the float32 hint OpenVINO agrees
+with TensorFlow to 6e-6 (Xception) - 4e-5 (MobileNetV2): summation order, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from bench.errors import BenchError
+
+#: OpenVINO CPU inference precision hint ("f32" or "bf16"): see the module docstring.
+PRECISION_HINT = "f32"
+
+#: Largest accepted :func:`check_parity` value (worst per-image relative L2 difference).
+#: Measured here (random init, calibrated BatchNorm, phantom images, 16 images, cuts of
+#: depths 0-2), OpenVINO float32 against TensorFlow float32: <= 9.2e-5 on 10 of the 11
+#: registered backbones at 96 px, 1.5e-4 / 2.4e-4 for InceptionV3 at 299 / 96 px (the
+#: most chaotic random network). TensorFlow differs from itself that much: oneDNN on vs
+#: off (TF_ENABLE_ONEDNN_OPTS=0) gave up to 1.4e-4 (InceptionV3@96). In contrast
+#: bfloat16 compute gave 6.7e-3 (VGG16) to 1.1 (InceptionV3), and a broken conversion
+#: (pixels at half brightness, images flipped, features of another image) >= 0.19. So
+#: 1e-3: 4x above the worst float32 difference, 7x below the smallest bfloat16 one, about
+#: two float16 steps (the cache stores float16, itself a change of up to 2**-11 = 4.9e-4).
+PARITY_TOLERANCE = 1e-3
+
+#: Images whose features are compared before the converted model is used.
+PARITY_IMAGES = 8
+
+
+def require_openvino():
+    """The ``openvino`` module, or a one-line :class:`BenchError` saying how to get it."""
+    try:
+        import openvino
+    except (ImportError, OSError) as exc:  # OSError: its native libraries failed to load
+        missing = isinstance(exc, ModuleNotFoundError) and (exc.name or "openvino").split(".")[0] == "openvino"
+        why = "" if missing else f" (importing it failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        raise BenchError(
+            f"--runtime openvino needs the openvino package{why}; "
+            "install it with pip install 'bench[openvino]' or use --runtime tensorflow"
+        ) from None
+    return openvino
+
+
+def ir_paths(folder: Path, key: str) -> tuple[Path, Path]:
+    """``(<folder>/openvino-<key>.xml, .bin)``."""
+    folder = Path(folder)
+    return folder / f"openvino-{key}.xml", folder / f"openvino-{key}.bin"
+
+
+def convert_prefix(prefix, folder: Path, key: str) -> Path:
+    """Convert the Keras ``prefix`` (all outputs, in order) to IR once; the ``.xml`` path.
+
+    ``key`` must change whenever the prefix's numbers would (backbone, weights
+    fingerprint, image size, cut layers): the IR of an existing key is reused as it is.
+    Written under temporary names, then renamed (``.bin`` first, ``.xml`` last: an
+    ``.xml`` present means a complete pair).
+    """
+    ov = require_openvino()
+    import tensorflow as tf
+
+    xml, bin_ = ir_paths(folder, key)
+    if xml.exists() and bin_.exists():
+        return xml
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    size = tuple(prefix.inputs[0].shape[1:])
+    n_outputs = len(prefix.outputs)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *size), tf.uint8)])
+    def frozen(images):
+        outs = prefix(tf.cast(images, tf.float32), training=False)
+        return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+    names = [t.name for t in frozen.get_concrete_function().outputs]  # "Identity:0", "Identity_1:0", ...
+    converted = ov.convert_model(frozen)
+    # Keep only the function's outputs: the converter also exposes every dangling tensor
+    # (each swish's custom-gradient IdentityN: EfficientNet gave 52 outputs, not 3).
+    model = ov.Model([converted.output(name) for name in names], converted.get_parameters(), "prefix")
+    if len(model.outputs) != n_outputs:
+        raise RuntimeError(f"OpenVINO conversion gave {len(model.outputs)} outputs for a {n_outputs}-output prefix")
+    model.inputs[0].get_tensor().set_names({"image"})
+    for i, out in enumerate(model.outputs):
+        out.get_tensor().set_names({f"output_{i}"})
+    tmp_xml = xml.with_name(f".{xml.stem}.{os.getpid()}.tmp.xml")
+    tmp_bin = tmp_xml.with_suffix(".bin")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        os.replace(tmp_bin, bin_)
+        os.replace(tmp_xml, xml)
+    finally:
+        tmp_xml.unlink(missing_ok=True)
+        tmp_bin.unlink(missing_ok=True)
+    return xml
+
+
+class OpenVinoPrefix:
+    """A converted prefix compiled for the CPU: ``runner(images) -> [features, ...]``.
+
+    ``images``: uint8 ``(N, S, S, 3)`` of any ``N`` (the batch dimension is dynamic, so a
+    short last batch needs no padding). Returns float32 arrays in the prefix's output
+    order. ``precision``: the CPU plugin's inference precision hint (``"f32"``,
+    ``"bf16"``); latency mode (one stream on every core: the caching loop runs one batch
+    at a time). ``predict_on_batch`` and ``outputs`` (objects with a ``shape``) mirror a
+    Keras model's, so the caching loop (:func:`bench.search.cache.run_prefix`) takes a
+    runner where it takes the Keras prefix.
+    """
+
+    def __init__(self, path: Path, n_outputs: int | None = None, precision: str = PRECISION_HINT) -> None:
+        ov = require_openvino()
+        import openvino.properties.hint as hints
+
+        core = ov.Core()
+        model = core.read_model(str(path))
+        names = [f"output_{i}" for i in range(len(model.outputs))]
+        if n_outputs is not None and len(names) != n_outputs:
+            raise ValueError(f"{path} has {len(names)} outputs, expected {n_outputs}")
+        self.precision = precision
+        self.compiled = core.compile_model(model, "CPU", {
+            hints.inference_precision: precision,
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+        })
+        self._ports = [self.compiled.output(name) for name in names]
+        self._request = self.compiled.create_infer_request()
+        self.outputs = [
+            SimpleNamespace(shape=(None, *(d.get_length() for d in port.get_partial_shape()[1:])))
+            for port in self._ports
+        ]
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if len(images) == 0:
+            return [np.zeros((0, *o.shape[1:]), np.float32) for o in self.outputs]
+        result = self._request.infer({0: images})  # copies the outputs (share_outputs=False)
+        return [np.asarray(result[port], dtype=np.float32) for port in self._ports]
+
+    predict_on_batch = __call__
+
+
+def check_parity(reference: list[np.ndarray], got: list[np.ndarray]) -> dict[int, float]:
+    """Worst per-image relative L2 difference of each output: ``{output index: value}``.
+
+    For output ``k`` and image ``i``: ``||got_i - ref_i||_2 / ||ref_i||_2`` over the image's
+    whole feature map, and the largest over the images. Relative to the image's own
+    features, it says how far the vector the head sees has moved, whatever the layer's
+    scale; one image whose features moved cannot hide behind the others. (An all-zero
+    reference map counts as norm 1e-12, so any difference there is flagged; NaN counts as inf.)
+    """
+    if len(reference) != len(got):
+        raise ValueError(f"{len(got)} outputs to compare with {len(reference)}")
+    worst = {}
+    for k, (ref, out) in enumerate(zip(reference, got)):
+        ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+        if out.shape != ref.shape:
+            worst[k] = float("inf")
+            continue
+        if not len(ref):
+            worst[k] = 0.0
+            continue
+        ref, out = ref.reshape(len(ref), -1), out.reshape(len(out), -1)
+        norms = np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
+        value = float((np.linalg.norm(out - ref, axis=1) / norms).max())
+        worst[k] = value if np.isfinite(value) else float("inf")  # NaN or inf features: infinitely off
+    return worst
+
+
+def verify_or_refuse(
+    reference: list[np.ndarray], got: list[np.ndarray], tolerance: float = PARITY_TOLERANCE,
+    names: list[str] | None = None,
+) -> dict[int, float]:
+    """:func:`check_parity`, raising a one-line :class:`BenchError` past ``tolerance``."""
+    parity = check_parity(reference, got)
+    k, value = max(parity.items(), key=lambda kv: kv[1], default=(0, 0.0))
+    if value > tolerance:
+        where = names[k] if names else f"output {k}"
+        raise BenchError(
+            f"OpenVINO's features differ from TensorFlow's by {value:.2e} at {where} "
+            f"(worst of {len(reference[k])} images, relative L2), over the tolerance {tolerance:.1e}; "
+            "use --runtime tensorflow"
+        )
+    return parity
+
+
+def openvino_prefix(
+    prefix, folder: Path, key: str, check_images: np.ndarray,
+    precision: str = PRECISION_HINT, tolerance: float = PARITY_TOLERANCE, names: list[str] | None = None,
+) -> OpenVinoPrefix:
+    """Convert ``prefix`` (or reuse its IR), compile it and check it against TensorFlow.
+
+    The first :data:`PARITY_IMAGES` of ``check_images`` go through both; past
+    ``tolerance`` the IR files are deleted and a one-line :class:`BenchError` is raised.
+    An IR that cannot be read (damaged) is converted again once.
+    """
+    require_openvino()
+    path = convert_prefix(prefix, folder, key)
+    try:
+        runner = OpenVinoPrefix(path, len(prefix.outputs), precision)
+    except RuntimeError:
+        for p in ir_paths(folder, key):
+            p.unlink(missing_ok=True)
+        runner = OpenVinoPrefix(convert_prefix(prefix, folder, key), len(prefix.outputs), precision)
+    sample = np.asarray(check_images[:PARITY_IMAGES])
+    reference = prefix.predict_on_batch(sample)
+    reference = [np.asarray(r, np.float32) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+    try:
+        verify_or_refuse(reference, runner(sample), tolerance, names)
+    except BenchError:
+        for p in ir_paths(folder, key):
+            p.unlink(missing_ok=True)
+        raise
+    return runner

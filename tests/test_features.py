@@ -1,0 +1,90 @@
+"""Memory-mapped cached features (issue 15): same numbers as in RAM, memory flat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.search.cache import FeatureCache
+from bench.search.features import FeatureRows, pooled
+from bench.search.hypermodel import BenchHyperModel, TrialData
+
+
+def _entry(tmp_path, array: np.ndarray, name: str = "a") -> np.ndarray:
+    cache = FeatureCache(tmp_path / "results" / "run" / "cache")
+    key = cache.key(name=name)
+    cache.save(key, array, {"name": name})
+    loaded = cache.load(key)
+    assert isinstance(loaded, np.memmap) and loaded.dtype == np.float16
+    return loaded
+
+
+def test_rows_of_indexed_segments_read_like_the_arrays_they_stand_for(tmp_path):
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(50, 3, 3, 4)).astype(np.float16)
+    views = rng.normal(size=(20, 3, 3, 4)).astype(np.float16)
+    fold = np.array([7, 3, 3, 49, 0, 12])  # any order, repeats allowed
+    rows = FeatureRows([(_entry(tmp_path, pool, "pool"), fold), (_entry(tmp_path, views, "views"), None)])
+    expected = np.concatenate([pool[fold], views]).astype(np.float32)
+    assert len(rows) == 26 and rows.shape == (26, 3, 3, 4) and rows.ndim == 4
+    np.testing.assert_array_equal(np.asarray(rows), expected)
+    np.testing.assert_array_equal(rows[2:9], expected[2:9])  # a slice across both segments
+    pick = np.array([25, 0, 6, 5, 13])
+    np.testing.assert_array_equal(rows[pick], expected[pick])
+    assert rows[pick].dtype == np.float32
+    np.testing.assert_allclose(pooled(rows, np.mean), expected.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED"), reason="needs madvise")
+def test_reading_a_whole_memory_mapped_entry_keeps_resident_memory_flat(tmp_path):
+    """Two passes over a 256 MiB entry, batch by batch, as epochs read it: without the
+    release the whole file would end up resident in the process."""
+    n, width = 4096, 32768  # float16 rows of 64 KiB
+    path = tmp_path / "big.npy"
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, width))
+    big[:] = 1.0
+    big.flush()
+    del big
+    rows = FeatureRows.of(np.load(path, mmap_mode="r"))
+    before = _rss_bytes()
+    peak = before
+    for _ in range(2):
+        for start in range(0, n, 128):
+            assert rows[start : start + 128].sum() == 128 * width
+            peak = max(peak, _rss_bytes())
+    assert peak - before < 128 * 2**20, f"resident memory grew by {(peak - before) / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("pooling", ["avg", "flatten"])
+def test_a_memory_mapped_cache_gives_the_same_trial_as_the_in_ram_path(tmp_path, pooling):
+    import keras_tuner as kt
+
+    rng = np.random.default_rng(1)
+    y_train, y_val = rng.integers(0, 2, 60), rng.integers(0, 2, 20)
+    x_train = (rng.normal(size=(60, 2, 2, 8)) + y_train[:, None, None, None]).astype(np.float16)
+    x_val = (rng.normal(size=(20, 2, 2, 8)) + y_val[:, None, None, None]).astype(np.float16)
+    mapped = TrialData({0: FeatureRows.of(_entry(tmp_path, x_train, "t"))}, y_train,
+                       {0: FeatureRows.of(_entry(tmp_path, x_val, "v"))}, y_val, n_classes=2, batch_size=16)
+    in_ram = TrialData({0: x_train.astype(np.float32)}, y_train, {0: x_val.astype(np.float32)}, y_val,
+                       n_classes=2, batch_size=16)
+    histories = []
+    for data in (mapped, in_ram):
+        hp = kt.HyperParameters()
+        hp.Fixed("pooling", pooling)
+        hp.Fixed("dense_layers", 1)
+        hp.Fixed("units_0", 32)
+        hp.Fixed("dropout_0", 0.0)
+        hp.Fixed("learning_rate", 1e-2)
+        hypermodel = BenchHyperModel([0], {0: (2, 2, 8)}, data, top_factory=None)
+        import keras
+
+        keras.utils.set_random_seed(3)
+        model = hypermodel.build(hp)
+        histories.append(hypermodel.fit(hp, model, epochs=4, seed=3)["history"])
+    assert histories[0] == histories[1]
+    assert max(histories[0]["val_auc"]) > 0.8  # it learned something: the comparison is not of two no-ops
