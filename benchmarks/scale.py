@@ -81,10 +81,12 @@ def measure(cmd: list[str], log_path: Path) -> dict:
 
 def run(data: Path, out: Path, backbone: str, size: int) -> dict:
     name = f"{backbone}-{size}px-{data.name}"
+    stamp = f"{name}-{int(time.time())}"
+    # A folder of its own: runs in one --out folder adopt each other's feature caches.
     cmd = [sys.executable, "-m", "bench.cli", "run", "--data", str(data), "--weights", "none",
            "--backbones", backbone, "--image-size", str(size), "--max-unfreeze", "0", "--max-trials", "4",
-           "--epochs", "5", "--no-baseline", "--out", str(out / "results"), "--reports", str(out / "reports"),
-           "--name", f"{name}-{int(time.time())}"]
+           "--epochs", "5", "--no-baseline", "--out", str(out / "results" / stamp), "--reports",
+           str(out / "reports"), "--name", stamp]
     result = measure(cmd, out / f"{name}.log")
     return {"what": f"{backbone}@{size}, {data.name}", **result}
 
