@@ -124,3 +124,27 @@ def step(description: str, total: int, unit: str = "images"):
         yield s
     finally:
         s.close()
+
+
+#: Off a terminal, a scan that has run this long starts writing plain progress lines.
+PLAIN_SCAN_AFTER_S = 5.0
+
+
+def with_scan_progress(console, fn, *args, **kwargs):
+    """``fn(*args, progress=..., **kwargs)`` (a scan) with a bar on a terminal; off a
+    terminal, plain lines at each quarter (files/s, time left) once the scan has taken
+    :data:`PLAIN_SCAN_AFTER_S` (a quick scan says nothing)."""
+    plain: list[Step] = []
+    started = time.perf_counter()
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+        if not console.is_terminal and (plain or time.perf_counter() - started >= PLAIN_SCAN_AFTER_S):
+            if not plain:
+                plain.append(Step("scanning", total, "files"))
+                plain[0].started = started
+            plain[0].update(done)
+
+    with new_display(console) as progress:
+        task = progress.add_task("scanning images", total=None)
+        return fn(*args, progress=update, **kwargs)
