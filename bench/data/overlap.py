@@ -110,7 +110,7 @@ def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | Non
     """
     import imagehash
 
-    from bench.data.copies import copy_features
+    from bench.data.copy_features import copy_features
     from bench.data.images import UnreadableImage, open_rgb
     from bench.data.scan import DatasetIndex, ImageRecord
 
