@@ -28,9 +28,11 @@ def _hold(state) -> None:
     threadpool_limits(1, user_api="blas")
     _HELD[:] = [state]
 
+
 def _call_held(job: tuple[Callable, object]):
     function, task = job
     return function(_HELD[0], task)
+
 
 def map_held(function: Callable, state, tasks: list, workers: int) -> list | None:
     """``[function(state, task) for task in tasks]`` in ``workers`` processes (the platform's

@@ -48,29 +48,11 @@ from collections.abc import Callable
 import numpy as np
 
 from bench.config import DEFAULT_COPY_THRESHOLD
-from bench.data.copy_candidates import (
-    CANDIDATE_VIEWS,
-    _candidates,
-    _layouts,
-    _worth_a_look,
-)
-from bench.data.copy_details import (
-    COPY_KINDS,
-    RESAVE_BITS,
-    Link,
-    _Check,
-    _Checker,
-    _confirm,
-    _tries,
-    keypoints_needed,
-)
-from bench.data.copy_features import (
-    GRID,
-    CopyFeatures,
-    copy_features,
-    deciles,
-    mirrored_features,
-)
+from bench.data.copy_candidates import CANDIDATE_VIEWS, _candidates, _layouts, _worth_a_look
+from bench.data.copy_details import (COPY_KINDS, RESAVE_BITS, Link, _Check, _Checker, _confirm, _tries,
+                                     keypoints_needed)
+from bench.data.copy_features import GRID, CopyFeatures, copy_features, deciles, mirrored_features
+from bench.data.copy_table import grids as copy_grids
 from bench.parallel import usable_cores
 
 __all__ = ["COPY_KINDS", "DEFAULT_COPY_THRESHOLD", "GRID", "CopyFeatures", "Link", "copy_features", "deciles",
@@ -79,6 +61,7 @@ __all__ = ["COPY_KINDS", "DEFAULT_COPY_THRESHOLD", "GRID", "CopyFeatures", "Link
 
 def _bits(hexes: list[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
+
 
 def find_links(
     records: list,
@@ -118,11 +101,12 @@ def find_links(
     if len(unique) < 2 or not features:
         return sorted(links, key=lambda l: (l.a, l.b))
     usable = usable_cores() if workers is None else workers
-    grids = np.stack([features[i].layout for i in unique]).astype(np.float32)
-    views = [np.stack([getattr(features[i], view) for i in unique]).astype(np.float32) for view in CANDIDATE_VIEWS]
-    pairs = np.array(sorted(_candidates([grids, *views], usable)), dtype=np.int64).reshape(-1, 2)
+    # float16 grids (2 kB an image each), widened a block at a time
+    grids = [copy_grids(features, name, unique) for name in ("layout", *CANDIDATE_VIEWS)]
+    pairs = _candidates(grids, usable)
     lap("candidates_s")
-    scores, *view_scores = _layouts([grids, *views], pairs, usable)
+    scores, *view_scores = _layouts(grids, pairs, usable)
+    del grids
     scores[:, 0] += 0.01  # as is, unless another orientation is clearly better (symmetric anatomy)
     gate = scores.max(1)
     for other in view_scores:

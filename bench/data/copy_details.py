@@ -23,6 +23,8 @@ RAMP = 0.2
 #: in one process), CHECK_CHUNK pairs per task.
 PARALLEL_CHECKS = 2000
 CHECK_CHUNK = 500
+#: Images' features a checker keeps after reading them (~14 kB each).
+READ_CACHE = 512
 
 #: A same-orientation copy counts as resized/re-encoded (not re-processed) when its pHash and
 #: dHash are within RESAVE_BITS bits and its grey-level deciles within RESAVE_LEVELS levels.
@@ -43,17 +45,20 @@ class Link:
     layout: float
     details: int
 
+
 def keypoints_needed(layout: float, threshold: float) -> int:
     """Agreeing keypoints a pair with this layout score needs: MIN_KEYPOINTS at ``threshold + RAMP``
     or more, rising linearly to MAX_KEYPOINTS at ``threshold`` (below it nothing links)."""
     weakness = min(max((threshold + RAMP - layout) / RAMP, 0.0), 1.0)
     return math.ceil(MIN_KEYPOINTS + (MAX_KEYPOINTS - MIN_KEYPOINTS) * weakness - 1e-9)
 
+
 def shifted_layout(a: np.ndarray, b: np.ndarray) -> float:
     """Best correlation of grid ``a`` and grid ``b`` (already oriented) over shifts of ±1 cell."""
     inner = unit(a[None, 1:-1, 1:-1])[0]
     moved = np.stack([b[1 + dy : GRID - 1 + dy, 1 + dx : GRID - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
     return float((unit(moved) @ inner).max())
+
 
 def cross_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The matches of ``cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(a, b)`` as
@@ -76,6 +81,7 @@ def cross_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     query = np.flatnonzero(nearest_a[nearest_b] == np.arange(len(a)))
     return query, nearest_b[query]
 
+
 def detail_score(a: CopyFeatures, b: CopyFeatures) -> tuple[int, np.ndarray | None]:
     """Keypoints of ``a`` and ``b`` that agree on one rotation + scale + shift (RANSAC inliers), and that transform.
 
@@ -94,6 +100,7 @@ def detail_score(a: CopyFeatures, b: CopyFeatures) -> tuple[int, np.ndarray | No
     transform, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0,
                                                      maxIters=500)
     return (0, None) if inliers is None else (int(inliers.sum()), transform)
+
 
 def aligned_layout(a: CopyFeatures, b: CopyFeatures, transform: np.ndarray) -> float:
     """Layout correlation with ``b``'s grid resampled where ``transform`` puts ``a``'s grid cells.
@@ -122,6 +129,7 @@ def aligned_layout(a: CopyFeatures, b: CopyFeatures, transform: np.ndarray) -> f
     denominator = float(np.sqrt((x @ x) * (y @ y)))
     return float(x @ y) / denominator if denominator > 0 else -1.0
 
+
 def _tries(row: np.ndarray) -> list[int]:
     """The orientations a pair's keypoints are checked in: the best rotation, then the best
     reflection when it is about as good (or the reverse); ORB matches across rotations but
@@ -129,6 +137,7 @@ def _tries(row: np.ndarray) -> list[int]:
     even, odd = int(np.argmax(row[0::2])) * 2, int(np.argmax(row[1::2])) * 2 + 1
     tries = sorted((even, odd), key=lambda o: -row[o])
     return [o for o in tries if row[o] >= row[tries[0]] - 0.1]
+
 
 @dataclass(frozen=True)
 class _Check:
@@ -140,29 +149,47 @@ class _Check:
     tries: tuple[tuple[int, float], ...]
     close_hashes: bool
 
+
 class _Checker:
     """Confirms or rejects :class:`_Check` pairs (the costly part of :func:`find_links`).
 
     It holds everything a worker process needs (given to it when the process starts, so
-    nothing relies on module state) and keeps the mirrored features it has read."""
+    nothing relies on module state) and keeps the features it read last (READ_CACHE)."""
 
     def __init__(self, features: list[CopyFeatures], mirrored: Callable[[int], CopyFeatures] | None,
                  threshold: float) -> None:
         self.features, self.mirrored, self.threshold = features, mirrored, threshold
         self.flipped: dict[int, CopyFeatures] = {}
-        self.checks = 0
+        self.recent: dict[int, CopyFeatures] = {}
+        self.checks = self.mirrored_read = 0
+
+    @staticmethod
+    def _kept(cache: dict, i: int, read: Callable[[int], CopyFeatures]) -> tuple[CopyFeatures, bool]:
+        """``cache[i]``, else ``read(i)`` kept in ``cache`` (the READ_CACHE latest); and whether it was read."""
+        found = cache.get(i)
+        if found is not None:
+            return found, False
+        if len(cache) >= READ_CACHE:
+            cache.pop(next(iter(cache)))
+        cache[i] = read(i)
+        return cache[i], True
+
+    def read(self, i: int) -> CopyFeatures:
+        """``features[i]``: checks come in runs of the same ``b``, and a table reads every row
+        from its file, so the latest are kept."""
+        return self._kept(self.recent, i, self.features.__getitem__)[0]
 
     def other_side(self, b: int, mirror: bool) -> CopyFeatures | None:
         if not mirror:
-            return self.features[b]
+            return self.read(b)
         if self.mirrored is None:
             return None
-        if b not in self.flipped:
-            self.flipped[b] = self.mirrored(b)
-        return self.flipped[b]
+        found, read = self._kept(self.flipped, b, self.mirrored)
+        self.mirrored_read += read
+        return found
 
     def confirm(self, check: _Check) -> Link | None:
-        fa = self.features[check.a]
+        fa = self.read(check.a)
         for o, layout in check.tries:
             other = self.other_side(check.b, o % 2 == 1)
             if other is None:
@@ -172,7 +199,7 @@ class _Checker:
             if details < MIN_KEYPOINTS:
                 continue
             shifted = shifted_layout(fa.layout.astype(np.float32),
-                                     oriented(self.features[check.b].layout.astype(np.float32), o))
+                                     oriented(self.read(check.b).layout.astype(np.float32), o))
             score = min(max(layout - (0.01 if o == 0 else 0.0), shifted), 1.0)
             # a crop or shift the frames missed? the keypoints' transform lines the grids up
             score = max(score, aligned_layout(fa, other, transform))
@@ -188,12 +215,14 @@ class _Checker:
         return None
 
     def confirm_all(self, checks: list[_Check]) -> tuple[list[Link], dict]:
-        before = (self.checks, len(self.flipped))
+        before = (self.checks, self.mirrored_read)
         links = [link for check in checks if (link := self.confirm(check)) is not None]
-        return links, {"keypoint_checks": self.checks - before[0], "mirrored_read": len(self.flipped) - before[1]}
+        return links, {"keypoint_checks": self.checks - before[0], "mirrored_read": self.mirrored_read - before[1]}
+
 
 def _confirm_held(checker: _Checker, checks: list[_Check]) -> tuple[list[Link], dict]:
     return checker.confirm_all(checks)
+
 
 def _confirm(checker: _Checker, checks: list[_Check], workers: int) -> tuple[list[Link], dict, int]:
     """``checker.confirm_all(checks)``, in ``workers`` processes from PARALLEL_CHECKS pairs on;

@@ -31,6 +31,7 @@ class CopyFeatures:
     points: np.ndarray  # (k, 2) float32 keypoint positions in the detail picture
     descriptors: np.ndarray | None  # (k, 32) uint8 ORB descriptors
 
+
 def _detail_size(grey: Image.Image) -> Image.Image:
     """The picture both measures look at: longest side DETAIL_SIDE, so copies at other sizes line up."""
     f = DETAIL_SIDE / max(grey.size)
@@ -39,15 +40,18 @@ def _detail_size(grey: Image.Image) -> Image.Image:
         return grey
     return grey.resize(size, Image.Resampling.BOX if f < 1 else Image.Resampling.BICUBIC)
 
+
 def _sample(q: Image.Image, frame) -> np.ndarray:
     framed = q.transform((GRID * 4, GRID * 4), Image.Transform.EXTENT, tuple(float(v) for v in frame),
                          resample=Image.Resampling.BILINEAR, fillcolor=0.0)
     return np.asarray(framed.resize((GRID, GRID), Image.Resampling.BOX), dtype=np.float32)
 
+
 def layout_grid(q: Image.Image) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The equalised picture ``q`` sampled on GRID x GRID cells over its frame, and the frame."""
     frame = content_frame(np.asarray(q))
     return _sample(q, frame), frame
+
 
 def spots_grid(q: Image.Image, points: np.ndarray) -> np.ndarray:
     """The equalised picture ``q`` over the frame of its keypoints (centre ± 2 spreads): a second
@@ -89,6 +93,7 @@ def deciles(grey: np.ndarray) -> np.ndarray:
     step = b - a
     return np.where(t >= 0.5, b - step * (1 - t), a + step * t).round().astype(np.uint8)
 
+
 def copy_features(image: Image.Image, candidates: bool = True) -> CopyFeatures:
     """The layout grid and keypoints of one image (any mode; it is converted to grey).
 
@@ -112,6 +117,7 @@ def copy_features(image: Image.Image, candidates: bool = True) -> CopyFeatures:
     return CopyFeatures(grid.astype(np.float16), np.array(frame, dtype=np.float32),
                         spots_grid(ranks, points).astype(np.float16), deciles(np.asarray(picture)), points, des)
 
+
 def mirrored_features(image: Image.Image) -> CopyFeatures:
     """The features of ``image`` flipped left-right that the detail measure needs for mirror
     images (no ``spots`` or ``levels``: see :func:`copy_features`)."""
@@ -127,6 +133,7 @@ def oriented(grids: np.ndarray, o: int) -> np.ndarray:
     """Orientation ``o`` of a grid or of a stack of grids (the last two axes)."""
     turned = np.rot90(grids, o // 2, axes=(-2, -1))
     return turned[..., ::-1] if o % 2 else turned
+
 
 def orientations(grids: np.ndarray) -> np.ndarray:
     """``(n, s, s)`` -> ``(8, n, s, s)``: the 8 flips/rotations of every grid."""

@@ -14,18 +14,18 @@ check still works once the training data is gone).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
+import os
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.data.copies import GRID, CopyFeatures, Link, find_links
+from bench.data.copy_table import READ_ROWS, as_table
 from bench.errors import BenchError
 
 #: The file name an export folder is expected to carry its run's reference under.
@@ -82,7 +82,11 @@ def reference_from_index(index, splits: dict[str, str], source: str = "") -> Ref
     keep = [i for i, rec in enumerate(index.records) if rec.path in splits]
     records = [ReferenceRecord(rec.path, rec.label, splits[rec.path], rec.sha256, rec.phash, rec.dhash)
                for rec in (index.records[i] for i in keep)]
-    features = [index.features[i] for i in keep] if index.features else []
+    features = index.features
+    if features:  # a CopyTable (a scan's) selects its rows without reading them
+        features = features.select(keep) if hasattr(features, "select") else [features[i] for i in keep]
+    else:
+        features = []
     return Reference(records, features, source or str(index.root))
 
 
@@ -105,14 +109,10 @@ def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | Non
 
     Files that are gone or unreadable are left out and counted in ``missing``; files whose
     sha256 differs from split.json's are left out and counted in ``changed``.
-    ``progress(done, total)`` is called after each file. Raises :class:`BenchError` when
+    ``progress(done, total)`` is called as files are read. Raises :class:`BenchError` when
     the run folder is not one or its data folder no longer exists.
     """
-    import imagehash
-
-    from bench.data.copy_features import copy_features
-    from bench.data.images import UnreadableImage, open_rgb
-    from bench.data.scan import DatasetIndex, ImageRecord
+    from bench.data.scan import DatasetIndex, ImageRecord, read_files
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -128,29 +128,21 @@ def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | Non
     if not root.is_dir():
         raise BenchError(f"the data folder of run {run_dir.name} ({root}) no longer exists, so its images cannot be "
                          "compared; restore it, or pass the run's export folder, which carries the run's reference")
-    records, features, splits = [], [], {}
+    # read as bench scan reads files (in worker processes, copy features to a file on disk)
+    jobs = [(row.get("label", ""), root / row["path"]) for row in files]
+    items, table = read_files(root, jobs, copies=True, progress=progress)
+    records, kept, splits = [], [], {}
     missing = changed = 0
-    for done, row in enumerate(files, start=1):
-        path = root / row["path"]
-        try:
-            # as bench.data.scan.scan reads one file (it has no per-file helper to call)
-            content = path.read_bytes()
-            rgb, fmt, mode = open_rgb(path)
-        except (OSError, UnreadableImage):
+    for k, (row, item) in enumerate(zip(files, items)):
+        if not isinstance(item, ImageRecord):
             missing += 1
+        elif row.get("sha256") and row["sha256"] != item.sha256:
+            changed += 1
         else:
-            sha256 = hashlib.sha256(content).hexdigest()
-            if row.get("sha256") and row["sha256"] != sha256:
-                changed += 1
-            else:
-                gray = rgb.convert("L")
-                records.append(ImageRecord(row["path"], row.get("label", ""), sha256, str(imagehash.phash(gray)),
-                                           str(imagehash.dhash(gray)), rgb.width, rgb.height, mode, fmt,
-                                           len(content)))
-                features.append(copy_features(gray))
-                splits[row["path"]] = row.get("split", "")
-        if progress is not None:
-            progress(done, len(files))
+            records.append(replace(item, path=row["path"]))
+            kept.append(k)
+            splits[row["path"]] = row.get("split", "")
+    features = table.select(kept)
     index = DatasetIndex(root, sorted({r.label for r in records}), records, features=features)
     ref = reference_from_index(index, splits, source=str(run_dir))
     ref.missing, ref.changed = missing, changed
@@ -171,37 +163,67 @@ def save_reference(ref: Reference, path: Path) -> None:
     int64 (image i's keypoints are rows ``offsets[i]:offsets[i + 1]``; an image without
     descriptors has none). Without features, n = 0 for the feature arrays.
     """
-    from bench.runfolder import write_bytes_atomic
-
-    feats = ref.features
-    counts = [0 if f.descriptors is None else len(f.descriptors) for f in feats]
+    feats = as_table(ref.features) if ref.features else None
+    counts = feats.column("count").astype(np.int64) if feats is not None else np.zeros(0, np.int64)
+    has = ((feats.column("flags") & 2) > 0) if feats is not None else np.zeros(0, bool)
+    counts = np.where(has, counts, 0)  # an image without descriptors has no keypoints in the file
     meta = {
         "format": REFERENCE_FORMAT, "source": ref.source, "missing": ref.missing, "changed": ref.changed,
-        "features": bool(feats),
+        "features": feats is not None,
         "records": {name: [getattr(r, name) for r in ref.records] for name in RECORD_FIELDS},
     }
-    grid = np.zeros((0, GRID, GRID), dtype=np.float16)
+    n, total = (len(feats) if feats is not None else 0), int(counts.sum())
 
-    def stacked(name: str, empty: np.ndarray, dtype) -> np.ndarray:
-        return np.stack([np.asarray(getattr(f, name), dtype=dtype) for f in feats]) if feats else empty
+    def rows(field_name: str):
+        if feats is not None:
+            for block in feats.blocks():
+                yield block[field_name]
 
-    arrays = {
-        # ASCII JSON: file names that are not valid UTF-8 (surrogates) round-trip as escapes
-        "meta": np.frombuffer(json.dumps(meta, ensure_ascii=True).encode("ascii"), dtype=np.uint8),
-        "layouts": stacked("layout", grid, np.float16),
-        "spots": stacked("spots", grid, np.float16),
-        "frames": stacked("frame", np.zeros((0, 4), np.float32), np.float32),
-        "levels": stacked("levels", np.zeros((0, 9), np.uint8), np.uint8),
-        "points": np.concatenate([np.zeros((0, 2), np.float32)]
-                                 + [np.asarray(f.points, np.float32).reshape(-1, 2)[:c]
-                                    for f, c in zip(feats, counts)]),
-        "descriptors": np.concatenate([np.zeros((0, DESCRIPTOR_BYTES), np.uint8)]
-                                      + [f.descriptors for f, c in zip(feats, counts) if c]),
-        "offsets": np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
-    }
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    def keypoints(field_name: str):
+        if feats is not None:
+            for s, block in zip(range(0, n, READ_ROWS), feats.blocks()):
+                c = counts[s : s + len(block)]
+                yield np.concatenate([r[:k] for r, k in zip(block[field_name], c)]) if c.sum() else None
+
+    # ASCII JSON: file names that are not valid UTF-8 (surrogates) round-trip as escapes
+    meta_bytes = np.frombuffer(json.dumps(meta, ensure_ascii=True).encode("ascii"), dtype=np.uint8)
+    write_npz(Path(path), {
+        "meta": (meta_bytes.dtype, meta_bytes.shape, [meta_bytes]),
+        "layouts": (np.float16, (n, GRID, GRID), rows("layout")),
+        "spots": (np.float16, (n, GRID, GRID), rows("spots")),
+        "frames": (np.float32, (n, 4), rows("frame")),
+        "levels": (np.uint8, (n, 9), rows("levels")),
+        "points": (np.float32, (total, 2), keypoints("points")),
+        "descriptors": (np.uint8, (total, DESCRIPTOR_BYTES), keypoints("descriptors")),
+        "offsets": (np.int64, (n + 1,), [np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)]),
+    })
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """A compressed ``.npz`` file (as ``np.savez_compressed`` writes), each array written from
+    its chunks: ``arrays``: name -> (dtype, shape, chunks along the first axis). Atomic: a
+    temporary file beside ``path``, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            for name, (dtype, shape, chunks) in arrays.items():
+                dtype = np.dtype(dtype)
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                              "shape": tuple(int(v) for v in shape)}
+                    np.lib.format.write_array_header_2_0(fh, header)
+                    written = 0
+                    for chunk in chunks:
+                        if chunk is not None and chunk.size:
+                            fh.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+                            written += chunk.size
+                    if written != int(np.prod(shape)):
+                        raise ValueError(f"{name}: {written} values written for shape {shape}")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def load_reference(path: Path) -> Reference:

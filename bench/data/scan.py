@@ -50,6 +50,20 @@ class SkippedFile:
     reason: str
 
 
+@dataclass(frozen=True)
+class MirroredReader:
+    """Copy features of image ``i`` (``paths[i]``, under ``root``) flipped left-right, read again
+    from disk: what the keypoint check needs for a mirror-image candidate."""
+
+    root: Path
+    paths: tuple[str, ...]
+
+    def __call__(self, i: int):
+        from bench.data.copy_features import mirrored_features
+
+        return mirrored_features(open_rgb(self.root / self.paths[i])[0])
+
+
 @dataclass
 class DatasetIndex:
     root: Path
@@ -57,7 +71,8 @@ class DatasetIndex:
     records: list[ImageRecord]
     skipped: list[SkippedFile] = field(default_factory=list)
     synthetic: bool = False
-    #: Copy-detection features per record (:mod:`bench.data.copies`), in memory only; empty
+    #: Copy-detection features per record (:mod:`bench.data.copies`), in a temporary file
+    #: (:class:`~bench.data.copy_table.CopyTable`) that lives as long as the index; empty
     #: when the scan was asked not to compute them.
     features: list = field(default_factory=list, repr=False)
     #: Copy links already found, by threshold (bench.data.split.group_index): finding them
@@ -66,9 +81,11 @@ class DatasetIndex:
 
     def mirrored_features(self, i: int):
         """Record ``i``'s copy features, flipped left-right (read again from disk)."""
-        from bench.data.copy_features import mirrored_features
+        return self.mirrored_reader()(i)
 
-        return mirrored_features(open_rgb(self.root / self.records[i].path)[0])
+    def mirrored_reader(self) -> MirroredReader:
+        """:meth:`mirrored_features` as a small object worker processes can be given."""
+        return MirroredReader(self.root, tuple(r.path for r in self.records))
 
     def counts(self) -> dict[str, int]:
         out = {c: 0 for c in self.classes}
@@ -168,43 +185,74 @@ def _scan_file(root: Path, label: str, fpath: Path, copies: bool):
     return record, copy_features(gray)
 
 
-def _scan_files(root: Path, jobs: list[tuple[str, Path]], copies: bool) -> list:
-    """:func:`_scan_file` over ``jobs`` (a worker process's task: everything it needs is in its arguments)."""
-    return [_scan_file(root, label, fpath, copies) for label, fpath in jobs]
+def _scan_files(root: Path, jobs: list[tuple[str, Path]], table, start: int) -> list:
+    """:func:`_scan_file` over ``jobs``, whose copy features go to rows ``start``, ``start + 1``...
+    of ``table`` (a :class:`~bench.data.copy_table.CopyTable`, or None for none); the
+    records and skipped files. A worker process's task: everything it needs is in its arguments."""
+    items = []
+    for k, (label, fpath) in enumerate(jobs):
+        item, features = _scan_file(root, label, fpath, table is not None)
+        if features is not None:
+            table.write(start + k, features)
+        items.append(item)
+    return items
 
 
-def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], copies: bool, workers: int,
+def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], table, workers: int,
                    progress: Callable[[int, int], None] | None) -> list:
     """:func:`_scan_files` over ``jobs`` in ``workers`` processes (the platform's default start
     method), in chunks; results in ``jobs``' order, ``progress`` called as chunks finish."""
     size = max(1, min(CHUNK, len(jobs) // (workers * 4)))
-    chunks = [jobs[s : s + size] for s in range(0, len(jobs), size)]
-    results: list = [None] * len(chunks)
+    starts = list(range(0, len(jobs), size))
+    results: list = [None] * len(starts)
     done = 0
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(starts)))
     try:
-        futures = {pool.submit(_scan_files, root, chunk, copies): k for k, chunk in enumerate(chunks)}
+        futures = {pool.submit(_scan_files, root, jobs[s : s + size], table, s): k for k, s in enumerate(starts)}
         for future in as_completed(futures):
             k = futures[future]
             try:
                 results[k] = future.result()
             except BrokenProcessPool:  # a worker died (killed, out of memory): its chunks are scanned below
                 continue
-            done += len(chunks[k])
+            done += len(results[k])
             if progress is not None:
                 progress(done, len(jobs))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     left = [k for k, r in enumerate(results) if r is None]
     if left:
-        log.warning(f"a scan worker process stopped; scanning the {sum(len(chunks[k]) for k in left)} "
+        log.warning(f"a scan worker process stopped; scanning the {sum(len(jobs[starts[k]:starts[k] + size]) for k in left)} "
                     "files it had not finished in this process")
         for k in left:
-            results[k] = _scan_files(root, chunks[k], copies)
-            done += len(chunks[k])
+            results[k] = _scan_files(root, jobs[starts[k] : starts[k] + size], table, starts[k])
+            done += len(results[k])
             if progress is not None:
                 progress(done, len(jobs))
     return [item for chunk in results for item in chunk]
+
+
+def read_files(root: Path, jobs: list[tuple[str, Path]], copies: bool = True, workers: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> tuple[list, object]:
+    """Read ``jobs`` (``(label, file)`` pairs, files under ``root``): an :class:`ImageRecord` or a
+    :class:`SkippedFile` per job, in order, and (``copies``) a
+    :class:`~bench.data.copy_table.CopyTable` whose row ``k`` holds job ``k``'s copy features
+    (empty for a skipped file), else None. In ``workers`` processes (default: every usable
+    core) from :data:`PARALLEL_FROM` files on; the same either way."""
+    table = None
+    if copies:
+        from bench.data.copy_table import CopyTable
+
+        table = CopyTable.create(len(jobs))
+    workers = usable_cores() if workers is None else workers
+    if workers > 1 and len(jobs) >= PARALLEL_FROM:
+        return _scan_parallel(root, jobs, table, workers, progress), table
+    items = []
+    for done, job in enumerate(jobs, start=1):
+        items.extend(_scan_files(root, [job], table, done - 1))
+        if progress is not None:
+            progress(done, len(jobs))
+    return items, table
 
 
 def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies: bool = True,
@@ -233,24 +281,11 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies:
             f"data folder {root} has no class sub-folders; put each class's images in a sub-folder named after the class"
         )
     jobs = [(cdir.name, f) for cdir in class_dirs for f in _class_files(cdir)]
-    workers = usable_cores() if workers is None else workers
-    if workers > 1 and len(jobs) >= PARALLEL_FROM:
-        results = _scan_parallel(root, jobs, copies, workers, progress)
-    else:
-        results = []
-        for done, (label, fpath) in enumerate(jobs, start=1):
-            results.append(_scan_file(root, label, fpath, copies))
-            if progress is not None:
-                progress(done, len(jobs))
-    records: list[ImageRecord] = []
-    features: list = []
-    for item, item_features in results:
-        if isinstance(item, SkippedFile):
-            skipped.append(item)
-        else:
-            records.append(item)
-            if copies:
-                features.append(item_features)
+    items, table = read_files(root, jobs, copies, workers, progress)
+    records: list[ImageRecord] = [item for item in items if isinstance(item, ImageRecord)]
+    skipped.extend(item for item in items if isinstance(item, SkippedFile))
+    features = [] if table is None else table.select([k for k, item in enumerate(items)
+                                                      if isinstance(item, ImageRecord)])
     if not records:
         raise BenchError(
             f"no readable images in {root} ({len(skipped)} files skipped); add JPEG/PNG/BMP/TIFF/WebP images to the class folders"

@@ -206,7 +206,7 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
     records = index.records
     links = index.link_cache.get(copy_threshold)
     if links is None:
-        links = find_links(records, index.features, copy_threshold, mirrored=index.mirrored_features)
+        links = find_links(records, index.features, copy_threshold, mirrored=index.mirrored_reader())
         index.link_cache[copy_threshold] = links
     user_of = {}
     if user_groups is not None:

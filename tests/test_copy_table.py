@@ -1,0 +1,123 @@
+"""Copy features on disk (bench.data.copy_table): what a scan of 50,000 images keeps out of memory."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import pickle
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from conftest import scan_like
+
+from bench.data.copy_features import CopyFeatures, copy_features, mirrored_features
+from bench.data.copy_table import ROW, CopyTable, as_table, grids
+
+
+def _same(a: CopyFeatures, b: CopyFeatures) -> None:
+    for f in fields(CopyFeatures):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert (x is None) == (y is None), f.name
+        if x is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape, f.name
+            np.testing.assert_array_equal(x, y)
+
+
+def _features() -> list[CopyFeatures]:
+    out = [copy_features(scan_like(seed, 128)) for seed in range(5)]
+    out.append(mirrored_features(scan_like(7, 96)))  # no spots or levels
+    flat = CopyFeatures(np.zeros((32, 32), np.float16), np.array([0, 0, 16, 16], np.float32),
+                        np.zeros((32, 32), np.float16), np.zeros(9, np.uint8), np.zeros((0, 2), np.float32), None)
+    out.append(flat)  # a blank picture: no keypoints, no descriptors
+    return out
+
+
+def test_a_table_reads_back_exactly_what_was_written():
+    features = _features()
+    assert any(f.spots is None for f in features) and any(f.descriptors is None for f in features)
+    table = CopyTable.of(features)
+    assert len(table) == len(features) and os.path.getsize(table.path) == len(features) * ROW.itemsize
+    for f, g in zip(features, table):
+        _same(f, g)
+    _same(table[-1], features[-1])
+    with pytest.raises(IndexError):
+        table[len(features)]
+    picked = table.select([4, 0, 2])
+    for f, g in zip([features[4], features[0], features[2]], picked):
+        _same(f, g)
+    _same(table[1:3][1], features[2])
+    np.testing.assert_array_equal(grids(picked, "layout"), np.stack([features[i].layout for i in (4, 0, 2)]))
+    np.testing.assert_array_equal(grids(features, "spots", [1, 3]), grids(table, "spots", [1, 3]))
+    assert as_table(table) is table
+
+
+def test_column_reads_rows_far_apart_and_in_any_order(monkeypatch):
+    import bench.data.copy_table as module
+
+    monkeypatch.setattr(module, "READ_ROWS", 2)  # blocks of 2: spans, and rows read one by one
+    features = _features()
+    table = CopyTable.of(features)
+    order = [6, 0, 5, 1, 3]
+    np.testing.assert_array_equal(table.select(order).column("frame"), np.stack([features[i].frame for i in order]))
+    blocks = list(table.select(order).blocks(2))
+    assert [len(b) for b in blocks] == [2, 2, 1]
+
+
+def _read_in_a_child(table: CopyTable, i: int) -> tuple:
+    f = table[i]
+    return f.layout.tobytes(), None if f.descriptors is None else f.descriptors.tobytes()
+
+
+def test_a_table_pickles_as_its_file_and_the_owner_removes_it():
+    features = _features()
+    table = CopyTable.of(features)
+    assert len(pickle.dumps(table)) < 1000  # the path and the rows, not the features
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        layout, descriptors = pool.apply(_read_in_a_child, (table.select([3, 2]), 1))
+    assert layout == features[2].layout.tobytes() and descriptors == features[2].descriptors.tobytes()
+    path, picked = table.path, table.select([0])
+    del table
+    gc.collect()
+    assert os.path.exists(path)  # a selection keeps its file
+    _same(picked[0], features[0])
+    del picked
+    gc.collect()
+    assert not os.path.exists(path)
+
+
+def test_a_scan_keeps_no_copy_features_in_memory(tmp_path):
+    """The scan writes every image's copy features to its table as it reads the file: none is
+    left as an object in memory (at 50,000 images they would be 0.7 GB)."""
+    from bench.data.scan import scan
+
+    for label, seeds in (("a", range(4)), ("b", range(4, 8))):
+        (tmp_path / label).mkdir()
+        for s in seeds:
+            scan_like(s, 96).save(tmp_path / label / f"{s}.png")
+    gc.collect()
+    index = scan(tmp_path, workers=1)
+    gc.collect()
+    assert isinstance(index.features, CopyTable) and len(index.features) == 8
+    assert not [o for o in gc.get_objects() if isinstance(o, CopyFeatures)]
+    _same(index.features[5], copy_features(scan_like(5, 96)))
+
+
+def test_links_from_a_table_are_the_links_from_a_list(tmp_path):
+    from bench.data.copies import find_links
+    from bench.data.reprocess import FAMILIES
+    from bench.data.scan import scan
+
+    rng = np.random.default_rng(1)
+    for label, seeds in (("a", range(5)), ("b", range(5, 10))):
+        (tmp_path / label).mkdir()
+        for s in seeds:
+            scan_like(s, 128).save(tmp_path / label / f"{s}.png")
+    for k, family in enumerate(("jpeg", "mirror/rotate", "crop")):
+        FAMILIES[family](scan_like(k, 128), rng).save(tmp_path / "b" / f"copy{k}.png")
+    index = scan(tmp_path, workers=1)
+    reader = index.mirrored_reader()
+    from_table = find_links(index.records, index.features, mirrored=reader, workers=1)
+    from_list = find_links(index.records, list(index.features), mirrored=reader, workers=1)
+    assert from_table == from_list and len(from_table) >= 3
