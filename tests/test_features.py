@@ -88,3 +88,45 @@ def test_a_memory_mapped_cache_gives_the_same_trial_as_the_in_ram_path(tmp_path,
         histories.append(hypermodel.fit(hp, model, epochs=4, seed=3)["history"])
     assert histories[0] == histories[1]
     assert max(histories[0]["val_auc"]) > 0.8  # it learned something: the comparison is not of two no-ops
+
+
+def _anon_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("RssAnon:"))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "pread"), reason="needs pread")
+def test_pooled_vectors_of_a_memory_mapped_split_stay_out_of_ram(tmp_path):
+    """Avg and max pooling of a 128 MiB entry: in RAM as float32 they would be 62.5 MiB
+    each (what grew at 50,000 images); read from a temporary file, the process's private
+    memory grows by a few chunks at most."""
+    n, shape = 8000, (2, 2, 2048)
+    path = tmp_path / "cache" / "train.npy"
+    path.parent.mkdir()
+    entry = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, *shape))
+    for start in range(0, n, 1000):
+        entry[start : start + 1000] = (np.arange(start, start + 1000) % 97)[:, None, None, None] + np.arange(4).reshape(
+            1, 2, 2, 1).astype(np.float16)
+    entry.flush()
+    del entry
+    mapped = np.load(path, mmap_mode="r")
+    y = np.arange(n) % 2
+    data = TrialData({0: FeatureRows.of(mapped)}, y, {0: FeatureRows.of(mapped, np.arange(0, n, 7))}, y[::7],
+                     n_classes=2)
+    pick = np.array([0, 1, 2, 3, 4000, 4002, n - 1])
+    expected = {"avg": np.mean, "max": np.max}
+    before = _anon_bytes()
+    peak = before
+    for pooling, reduce in expected.items():
+        x, x_val = data.features(0, pooling)
+        assert x.shape == (n, 2048) and x_val.shape == (len(range(0, n, 7)), 2048)
+        peak = max(peak, _anon_bytes())
+        for start in range(0, n, 256):  # an epoch's reads
+            x[np.sort(np.random.default_rng(start).choice(n, 32, replace=False))]
+            x_val[start // 7 : start // 7 + 256]
+        peak = max(peak, _anon_bytes())
+        want = reduce(mapped[pick].astype(np.float32), axis=(1, 2))
+        np.testing.assert_array_equal(x[pick], want)  # scattered rows and runs of them
+        np.testing.assert_array_equal(x[4000:4003], reduce(mapped[4000:4003].astype(np.float32), axis=(1, 2)))
+        np.testing.assert_array_equal(x_val[[1, 2]], reduce(mapped[[7, 14]].astype(np.float32), axis=(1, 2)))
+    assert peak - before < 40 * 2**20, f"private memory grew by {(peak - before) / 2**20:.0f} MiB"

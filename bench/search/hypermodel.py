@@ -46,9 +46,11 @@ class TrialData:
     objective: str = "val_auc"
     _pooled: dict = field(default_factory=dict, repr=False)
 
-    def features(self, depth: int, pooling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(train, val) inputs at ``depth``; at depth 0 with avg/max pooling, the pooled
-        vectors (computed once: pooling is not trained, so pooling the cache is exact)."""
+    def features(self, depth: int, pooling: str | None = None) -> tuple:
+        """(train, val) inputs at ``depth`` (arrays or FeatureRows); at depth 0 with avg/max
+        pooling, the pooled vectors (computed once: pooling is not trained, so pooling the
+        cache is exact; of a memory-mapped cache, read from a temporary file: see
+        :func:`~bench.search.features.pooled`)."""
         if depth or pooling not in ("avg", "max"):
             return self.x_train[depth], self.x_val[depth]
         if pooling not in self._pooled:

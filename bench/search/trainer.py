@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from bench.config import OBJECTIVES
+from bench.search.features import release_rows
 from bench.search.runtime import mixed
 
 
@@ -197,6 +198,7 @@ def train(
             seen += len(idx)
             train_proba[idx] = proba.numpy()
         val_proba = predict_all(x_val)
+        release_rows(x, x_val)  # a memory-mapped split's pages read this epoch: still in the page cache
         val_loss = float(loss_fn(y_val_true, val_proba))
         logs = {"loss": total / seen, **scores(y, train_proba, n_classes), "val_loss": val_loss}
         logs.update({f"val_{k}": v for k, v in scores(y_val, val_proba, n_classes).items()})
