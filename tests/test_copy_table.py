@@ -121,3 +121,20 @@ def test_links_from_a_table_are_the_links_from_a_list(tmp_path):
     from_table = find_links(index.records, index.features, mirrored=reader, workers=1)
     from_list = find_links(index.records, list(index.features), mirrored=reader, workers=1)
     assert from_table == from_list and len(from_table) >= 3
+
+
+def test_the_nearest_image_search_holds_at_most_64_mb_of_products_and_finds_the_same(monkeypatch):
+    """At 50,000 images 256 rows of products took 410 MB (the peak of a 50,000-image run);
+    smaller blocks give the same candidates."""
+    import bench.data.copy_candidates as candidates
+
+    assert candidates.block_rows(1000) == candidates.BLOCK
+    assert 8 * candidates.block_rows(50_000) * 50_000 * 4 <= 64 * 2**20
+    rng = np.random.default_rng(0)
+    grids_ = rng.normal(size=(600, 32, 32)).astype(np.float16)
+    grids_[300:] = grids_[:300] + rng.normal(scale=0.3, size=(300, 32, 32)).astype(np.float16)
+    whole = candidates.candidate_pairs(grids_)
+    monkeypatch.setattr(candidates, "PRODUCT_CELLS", 8 * 600 * 7)  # blocks of 7 images
+    assert candidates.block_rows(600) == 7
+    np.testing.assert_array_equal(candidates.candidate_pairs(grids_), whole)
+    assert {(i, i + 300) for i in range(300)} <= set(map(tuple, whole.tolist()))

@@ -32,8 +32,16 @@ LAYOUT_GATE = 0.4
 DETAIL_BUDGET = 250_000
 DETAIL_CANDIDATES = 5
 
-#: Rows of matrix products per block (memory: 8 x BLOCK x n float32).
+#: Rows of matrix products per block (memory: 8 x BLOCK x n float32), fewer from
+#: PRODUCT_CELLS / (8 n) down: the products stay under 64 MB at any n (410 MB at 50,000
+#: images with 256 rows, the peak of a 50,000-image run).
 BLOCK = 256
+PRODUCT_CELLS = 16 * 2**20
+
+
+def block_rows(n: int) -> int:
+    """Images per block of the nearest-image search among ``n``."""
+    return max(1, min(BLOCK, PRODUCT_CELLS // (8 * max(n, 1))))
 
 #: Grids per block of layout scores and coarse grids (memory: 8 x BLOCK_J x GRID x GRID float32).
 BLOCK_J = 2048
@@ -96,12 +104,13 @@ def nearest(projection: Projection, rows: tuple[int, int]) -> tuple[np.ndarray, 
     base = projection.base  # (n, k): every image as is
     n = len(base)
     keep = min(CANDIDATES, n - 1)
-    products = np.empty((8 * min(BLOCK, rows[1] - rows[0]), n), dtype=np.float32)
+    step = block_rows(n)
+    products = np.empty((8 * min(step, rows[1] - rows[0]), n), dtype=np.float32)
     near = np.empty((rows[1] - rows[0], keep), dtype=np.int64)
     similarity = np.empty((rows[1] - rows[0], keep), dtype=np.float32)
     with threadpool_limits(1, user_api="blas"):
-        for s in range(rows[0], rows[1], BLOCK):
-            e = min(rows[1], s + BLOCK)
+        for s in range(rows[0], rows[1], step):
+            e = min(rows[1], s + step)
             turned = projection.turned(s, e)
             block = np.matmul(turned.reshape(-1, turned.shape[2]), base.T, out=products[: 8 * (e - s)])
             sims = block.reshape(8, e - s, n).max(0)
@@ -190,8 +199,8 @@ def _candidates(grid_sets: list[np.ndarray], workers: int) -> np.ndarray:
         return np.zeros((0, 2), dtype=np.int64)
     projections = [Projection(g) for g in grid_sets]
     # about 4 tasks per worker, on BLOCK boundaries: the products are then those of one search
-    blocks_per_task = -(-n // (BLOCK * max(1, 4 * workers // len(grid_sets))))
-    step = BLOCK * blocks_per_task
+    blocks_per_task = -(-n // (block_rows(n) * max(1, 4 * workers // len(grid_sets))))
+    step = block_rows(n) * blocks_per_task
     tasks = [(v, s, min(n, s + step)) for v in range(len(projections)) for s in range(0, n, step)]
     found = None
     if workers > 1 and n >= PARALLEL_CANDIDATES:
