@@ -220,10 +220,6 @@ class _Checker:
         return links, {"keypoint_checks": self.checks - before[0], "mirrored_read": self.mirrored_read - before[1]}
 
 
-def _confirm_held(checker: _Checker, checks: list[_Check]) -> tuple[list[Link], dict]:
-    return checker.confirm_all(checks)
-
-
 def _confirm(checker: _Checker, checks: list[_Check], workers: int) -> tuple[list[Link], dict, int]:
     """``checker.confirm_all(checks)``, in ``workers`` processes from PARALLEL_CHECKS pairs on;
     and the processes it used."""
@@ -231,7 +227,7 @@ def _confirm(checker: _Checker, checks: list[_Check], workers: int) -> tuple[lis
         # pairs with the same b together: each worker reads a mirrored image once
         ordered = sorted(checks, key=lambda c: (c.b, c.a))
         size = max(1, min(CHECK_CHUNK, len(ordered) // (workers * 4)))
-        found = map_held(_confirm_held, checker, [ordered[s : s + size] for s in range(0, len(ordered), size)], workers)
+        found = map_held(_Checker.confirm_all, checker, [ordered[s : s + size] for s in range(0, len(ordered), size)], workers)
         if found is not None:
             counts = {key: sum(c[key] for _, c in found) for key in ("keypoint_checks", "mirrored_read")}
             return [link for links, _ in found for link in links], counts, workers

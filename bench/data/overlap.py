@@ -164,15 +164,16 @@ def save_reference(ref: Reference, path: Path) -> None:
     descriptors has none). Without features, n = 0 for the feature arrays.
     """
     feats = as_table(ref.features) if ref.features else None
-    counts = feats.column("count").astype(np.int64) if feats is not None else np.zeros(0, np.int64)
-    has = ((feats.column("flags") & 2) > 0) if feats is not None else np.zeros(0, bool)
-    counts = np.where(has, counts, 0)  # an image without descriptors has no keypoints in the file
+    n = len(feats) if feats is not None else 0
+    counts = np.zeros(n, np.int64)  # one pass: an image without descriptors has no keypoints in the file
+    for s, block in zip(range(0, n, READ_ROWS), feats.blocks() if feats is not None else ()):
+        counts[s : s + len(block)] = np.where(block["flags"] & 2, block["count"], 0)
     meta = {
         "format": REFERENCE_FORMAT, "source": ref.source, "missing": ref.missing, "changed": ref.changed,
         "features": feats is not None,
         "records": {name: [getattr(r, name) for r in ref.records] for name in RECORD_FIELDS},
     }
-    n, total = (len(feats) if feats is not None else 0), int(counts.sum())
+    total = int(counts.sum())
 
     def rows(field_name: str):
         if feats is not None:
