@@ -138,3 +138,40 @@ def test_the_nearest_image_search_holds_at_most_64_mb_of_products_and_finds_the_
     assert candidates.block_rows(600) == 7
     np.testing.assert_array_equal(candidates.candidate_pairs(grids_), whole)
     assert {(i, i + 300) for i in range(300)} <= set(map(tuple, whole.tolist()))
+
+
+def test_principal_axes_span_what_scikit_learn_pca_finds():
+    """The candidate basis comes from the 256 x 256 scatter matrix, not an SVD of the
+    40,000 x 256 sample (350 MB, the peak of a 50,000-image run's grouping); checked
+    against scikit-learn's PCA (an SVD of the centred sample) on data with a clear gap
+    after the 6th component."""
+    from sklearn.decomposition import PCA
+
+    from bench.data.copy_candidates import principal_axes
+
+    rng = np.random.default_rng(0)
+    scales = np.r_[np.linspace(10, 5, 6), np.full(26, 0.5)]
+    sample = (rng.normal(size=(3000, 32)) * scales @ np.linalg.qr(rng.normal(size=(32, 32)))[0] + 3).astype(np.float32)
+    axes = principal_axes(sample, 6)
+    reference = PCA(6, svd_solver="full").fit(sample).components_.T
+    assert axes.shape == (32, 6) and axes.dtype == np.float32
+    # each axis is scikit-learn's up to sign, in the same order (largest variance first)
+    np.testing.assert_allclose(np.abs(np.sum(axes * reference, axis=0)), 1.0, atol=1e-4)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(6), atol=1e-5)
+
+
+def test_principal_axes_of_the_full_sample_hold_no_copy_of_it():
+    """40,000 x 256 float32 (41 MB): an SVD made a centred copy and U (82 MB of arrays, 350 MB
+    with its workspace); the scatter matrix needs a 4 MB block at a time."""
+    import tracemalloc
+
+    from bench.data.copy_candidates import principal_axes
+
+    sample = np.random.default_rng(0).random((40_000, 256), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        principal_axes(sample, 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MiB"
