@@ -38,6 +38,8 @@ OBJECTIVE_LABELS = {name: spec.label for name, spec in OBJECTIVE_SPECS.items()}
 TUNER_NAMES = ("bayesian", "random", "hyperband")
 #: ``--mixed-precision`` modes (bench.search.runtime applies them).
 MIXED_PRECISION_MODES = ("auto", "on", "off", "bfloat16")
+#: ``--runtime`` choices: what runs the frozen pass (bench.search.runtime, bench.search.openvino_runtime).
+RUNTIMES = ("tensorflow", "openvino")
 #: ``--test-size`` without ``--cv`` when not given (with ``--cv`` it is 0: all data in CV).
 DEFAULT_TEST_SIZE = 0.15
 #: Epochs per trial when ``--epochs`` is not given; the notebook baseline then trains
@@ -137,6 +139,10 @@ class RunConfig:
     mixed_precision: str = option("auto", flag="--mixed-precision", choices=MIXED_PRECISION_MODES,
                                   help="Reduced precision: 'on' float16 everywhere (GPUs); 'bfloat16' for the frozen "
                                        "pass (CPUs with AMX or AVX512-BF16); 'off' float32; 'auto' picks.")
+    runtime: str = option("tensorflow", flag="--runtime", choices=RUNTIMES,
+                          help="What runs the frozen pass (the feature caching): 'openvino' (CPU; pip install "
+                               "'bench[openvino]') is faster with --mixed-precision bfloat16; checked against "
+                               "TensorFlow before use.")
     out: Path = option(Path("results"), flag="--out", changes_results=False, help="Folder for run folders.")
     reports: Path = option(Path("reports"), flag="--reports", changes_results=False, help="Folder for reports.")
     name: str | None = option(None, flag="--name", changes_results=False, show_default="a timestamp",

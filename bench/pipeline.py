@@ -154,6 +154,7 @@ class PreparedSearch:
     x_val: dict | None = None  # --cv folds: cached features by depth of the inner val images ...
     x_test: dict | None = None  # ... and of the images the fold holds out
     final: FinalSettings = field(default_factory=FinalSettings)  # class weights, operating-point minima
+    frozen_pass: dict = field(default_factory=dict)  # runtime (and OpenVINO's precision, parity) of the features
 
 
 def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSearch:
@@ -172,8 +173,10 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
         if sources is not None:
             sources[key] = source
     depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)
+    frozen_pass: dict = {}
     x_train, x_val, y_train, y_val, shapes, *x_test = cached_features(
-        source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None)
+        source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None,
+        frozen_pass=frozen_pass)
     n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,
@@ -189,7 +192,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
     final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)
-    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final)
+    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final, frozen_pass)
 
 
 def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
@@ -228,6 +231,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
         "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision on
         "frozen_pass_dtype": frozen_pass_dtype(),  # the cached features: bfloat16 with --mixed-precision bfloat16
+        **search.frozen_pass,  # frozen_pass_runtime; with --runtime openvino its precision and parity figure
     }
     trial = best_trial(tuner)
     if trial is None or done == 0:

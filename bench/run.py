@@ -85,6 +85,10 @@ def validate(config: RunConfig) -> None:
         for name in config.backbones:
             backbones.get(name).check_size(config.image_size)
     backbones.resolve_weights(config.weights)
+    if config.runtime != "tensorflow":  # before the scan: a missing openvino costs nothing
+        from bench.search.runtime import check_runtime
+
+        check_runtime(config.runtime, config.mixed_precision)
     if config.baseline is None:
         config.baseline = "xception" in config.backbones
     if config.name is not None:
@@ -229,7 +233,7 @@ def execute(run: RunFolder, cluster=None) -> "object":
     from bench.search.runtime import configure
 
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name):
-        configure(run.config.deterministic, run.config.mixed_precision, run.config.search.seed)
+        configure(run.config.deterministic, run.config.mixed_precision, run.config.search.seed, run.config.runtime)
         if run.folds is None:
             return run_single_split(run, cluster)
         return run_cross_validation(run, cluster)

@@ -9,14 +9,15 @@ synthetic brain slices (``bench.data.phantom``, as RGB). Side by side:
 
 - TensorFlow float32: ``predict_on_batch``, as :func:`bench.search.cache.run_prefix` runs it;
 - TensorFlow bfloat16: the same weights in a model built under Keras' ``mixed_bfloat16``;
-- OpenVINO (when installed) with the float32 inference precision hint bench uses
-  (:data:`_openvino.PRECISION_HINT`) and with bfloat16.
+- OpenVINO (when installed; ``--runtime openvino``, :mod:`bench.search.openvino_runtime`)
+  with the float32 and the bfloat16 inference precision hints (what ``--mixed-precision
+  off`` and ``bfloat16`` give it).
 
 Each runtime makes ``--repeats`` timed passes over all images (more until each has run
 ``--min-seconds``) after one warm-up batch; the passes are interleaved across runtimes (load from other processes hits all alike)
 and the median is reported. Feature differences are against TensorFlow float32 on all
 images: ``parity`` is bench's measure (worst per-image relative L2 of the feature map,
-:func:`_openvino.check_parity`; the worst output), ``pooled`` the same
+:func:`bench.search.openvino_runtime.check_parity`; the worst output), ``pooled`` the same
 after global average pooling, ``max abs`` the largest absolute difference. The one-time
 cost of OpenVINO (convert + save, read + compile) is shown separately. Nothing is asserted.
 """
@@ -53,7 +54,7 @@ def phantom_images(n: int, size: int) -> np.ndarray:
 
 
 def pooled_parity(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
-    from _openvino import check_parity
+    from bench.search.openvino_runtime import check_parity
 
     def pool(arrays):
         return [a.mean(axis=(1, 2)) if a.ndim == 4 else a for a in arrays]
@@ -75,13 +76,8 @@ def main() -> int:
 
     import keras
     import tensorflow as tf
-    from _openvino import (
-        OpenVinoPrefix,
-        check_parity,
-        convert_prefix,
-    )
-
     import backbones
+    from bench.search.openvino_runtime import OpenVinoPrefix, check_parity, convert_prefix
     from bench.search.source import BackboneSource, calibrate_batchnorm
 
     try:

@@ -131,6 +131,9 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
     ``oof_predictions.csv``. A backbone with a failed fold has status ``failed``."""
     first = fold_rows[0]
     row = {key: first.get(key) for key in ("backbone", "family", "image_size", "weights", "baseline", "compute_dtype")}
+    # how the features were computed: one cache entry serves every fold
+    row.update({key: first[key] for key in ("frozen_pass_dtype", "frozen_pass_runtime", "openvino_precision",
+                                            "openvino_parity") if key in first})
     row.update(objective=objective, cv_k=plan.k, cv_repeats=plan.repeats,
                trials_done=sum(int(r.get("trials_done") or 0) for r in fold_rows),
                trials_failed=sum(int(r.get("trials_failed") or 0) for r in fold_rows),

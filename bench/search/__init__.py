@@ -5,7 +5,8 @@ computes the frozen part's features once per image and keeps them on disk;
 depth) and :mod:`~bench.search.trainer` the lean training loop a trial runs;
 :mod:`~bench.search.tuner` is the KerasTuner glue (crash-safe state, one checkpoint per
 best trial, ``trials.csv``); :mod:`~bench.search.distributed` spreads trials over
-processes; :mod:`~bench.search.runtime` sets determinism and mixed precision.
+processes; :mod:`~bench.search.runtime` sets determinism, mixed precision and the runtime
+of the frozen pass (:mod:`~bench.search.openvino_runtime`: ``--runtime openvino``).
 """
 
 from bench.lazy import reexport

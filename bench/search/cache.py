@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from bench.progress import step
-from bench.data.loading import augmented_batches, image_batches, label_indices
+from bench.data.loading import augmented_batches, image_batches, label_indices, load_images
 from bench.faults import crash_point
 from bench.runfolder import (
     file_lock,
@@ -41,7 +41,7 @@ from bench.runfolder import (
     write_json_atomic,
 )
 from bench.search.features import FeatureRows
-from bench.search.runtime import frozen_pass_dtype
+from bench.search.runtime import frozen_pass_dtype, frozen_pass_runtime
 
 if TYPE_CHECKING:
     from bench.config import SearchConfig
@@ -165,6 +165,10 @@ class FeatureCache:
             return True
         return False
 
+    def meta(self, key: str) -> dict:
+        """The sidecar of a present entry (its key parts, shape, checksum and notes)."""
+        return json.loads(self._paths(key)[1].read_text())
+
     def load(self, key: str) -> np.ndarray | None:
         """The entry, memory-mapped read-only (float16), or ``None`` when it is missing."""
         if self._valid(key, self.folder) or self._adopt_from_siblings(key):
@@ -213,7 +217,7 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
 
 def cached_features(
     source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig,
-    pool: list[dict] | None = None, with_test: bool = False,
+    pool: list[dict] | None = None, with_test: bool = False, frozen_pass: dict | None = None,
 ) -> tuple:
     """Features of train (+ augmented views) and val for every depth, cached.
 
@@ -222,7 +226,9 @@ def cached_features(
     and indexed per fold, so one backbone pass serves every fold and repeat (and a later
     run on the same images, whatever its folds). Without ``pool``, train and val are an
     entry each. ``with_test`` (with ``pool``): also the features of the split's test rows
-    (an outer fold, all in the pool), as a sixth element.
+    (an outer fold, all in the pool), as a sixth element. ``frozen_pass``: a dict to fill with
+    how the features were computed (``frozen_pass_runtime``; with OpenVINO its precision
+    and parity, from the entries' sidecars, so also when they were cached earlier).
 
     Returns ``(x_train, x_val, y_train, y_val, shapes[, x_test])``; the ``x`` are dicts
     by depth. Runs under a lock on the run's cache folder: processes sharing the run folder
@@ -230,10 +236,10 @@ def cached_features(
     others wait, then read them.
     """
     with file_lock(Path(run_dir) / "cache" / ".lock"):
-        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test)
+        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass)
 
 
-def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, with_test=False):
+def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, with_test=False, frozen_pass=None):
     base = source.base()
     fingerprint = weights_fingerprint(base)
     cache = FeatureCache(run_dir / "cache")
@@ -245,6 +251,9 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
     compute = frozen_pass_dtype()
     if compute != "float32":
         common["compute"] = compute  # features from float16/bfloat16 compute are not those of float32
+    runtime = frozen_pass_runtime()
+    if runtime != "tensorflow":
+        common["runtime"] = runtime  # nor are OpenVINO's those of TensorFlow
     parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
     jobs: dict[str, tuple[str, int]] = {}  # part -> (split, augmented views)
     views = cfg.aug_views if cfg.augment else 0
@@ -261,13 +270,19 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
     keys = {name: cache.key(**p) for name, p in parts.items()}
     found = {name: cache.load(key) for name, key in keys.items()}
     todo = [part for part in jobs if any(found[f"{part}@{d}"] is None for d in depths)]
-    if todo:
+    notes = {}  # stored in each new entry's sidecar
+    if todo and runtime == "openvino":
+        first = rows[jobs[todo[0]][0]]
+        prefix = _openvino_prefix(source, depths, base, fingerprint, cache, data_root, first, compute)
+        notes = {"openvino_precision": prefix.precision, "openvino_parity": prefix.parity}
+    elif todo:
         prefix = source.prefix(depths, base, compute)
+    if todo:
         out_shapes = [tuple(int(n) for n in o.shape[1:]) for o in prefix.outputs]
     for i, part in enumerate(todo):
         s, n_views = jobs[part]
         n_images = len(rows[s]) * (n_views or 1)
-        writers = {d: cache.writer(keys[f"{part}@{d}"], (n_images, *shape), parts[f"{part}@{d}"])
+        writers = {d: cache.writer(keys[f"{part}@{d}"], (n_images, *shape), {**parts[f"{part}@{d}"], **notes})
                    for d, shape in zip(depths, out_shapes) if found[f"{part}@{d}"] is None}
         size = source.image_size
         batches = (augmented_batches(data_root, rows[s], size, n_views, cfg.seed) if n_views
@@ -290,6 +305,8 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
                 crash_point("caching")  # tests: killed with one complete entry on disk
         log.info(f"{source.record.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
 
+    if frozen_pass is not None:
+        frozen_pass.update(_frozen_pass_notes(cache, keys.values(), runtime))
     x_train, x_val, x_test = {}, {}, {}
     if pool is not None:  # one entry for every image: this fold's rows, by position
         position = {r["path"]: i for i, r in enumerate(pool)}
@@ -313,3 +330,30 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
     if with_test:
         return x_train, x_val, y_train, y_val, shapes, x_test
     return x_train, x_val, y_train, y_val, shapes
+
+
+def _openvino_prefix(source, depths, base, fingerprint, cache, data_root, rows, compute):
+    """The frozen pass as an OpenVINO runner, its IR kept in the cache folder and checked
+    against TensorFlow on the first images of ``rows`` (:mod:`bench.search.openvino_runtime`)."""
+    from bench.search.openvino_runtime import HINTS, PARITY_IMAGES, openvino_prefix
+
+    cuts = [source.record.cut_layer(d) for d in depths]
+    key = cache.key(kind="openvino-ir", backbone=source.record.name, weights=fingerprint, size=source.image_size,
+                    cuts=cuts)
+    images = load_images(data_root, rows[:PARITY_IMAGES], source.image_size)
+    t0 = time.perf_counter()
+    runner = openvino_prefix(source.prefix(depths, base), cache.folder, key, images, HINTS[compute], names=cuts)
+    log.info(f"{source.record.name}: OpenVINO ready in {time.perf_counter() - t0:.1f}s (convert or reuse, compile, "
+             f"check: features {runner.parity:.1e} from TensorFlow's), computing in {runner.precision}")
+    return runner
+
+
+def _frozen_pass_notes(cache, keys, runtime: str) -> dict:
+    """How the entries ``keys`` were computed: the runtime, and with OpenVINO the precision
+    it computed in and the worst parity figure of their sidecars."""
+    notes = {"frozen_pass_runtime": runtime}
+    if runtime == "openvino":
+        metas = [cache.meta(k) for k in keys]
+        notes["openvino_precision"] = ",".join(sorted({m.get("openvino_precision", "?") for m in metas}))
+        notes["openvino_parity"] = max((m["openvino_parity"] for m in metas if "openvino_parity" in m), default=None)
+    return notes

@@ -19,13 +19,17 @@ everything else in float32: CPUs with AMX or AVX512-BF16 run it faster, and bflo
 float32's range, so nothing needs loss scaling. ``off``: float32. ``auto``: ``on`` when a
 GPU is visible, else float32 (see :data:`AUTO_BFLOAT16` for why not bfloat16 on such CPUs).
 Features from another compute precision are other numbers: the cache keys on it.
+
+Runtime (``--runtime``): ``tensorflow`` runs the frozen pass with Keras; ``openvino`` with
+OpenVINO's CPU plugin at the same precision (float32 or bfloat16; float16 is refused), see
+:mod:`bench.search.openvino_runtime`. The cache keys on it too.
 """
 
 from __future__ import annotations
 
 import logging
 
-from bench.config import MIXED_PRECISION_MODES
+from bench.config import MIXED_PRECISION_MODES, RUNTIMES
 from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ AUTO_BFLOAT16 = False
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 _frozen_pass = "float32"  # this process's frozen-pass precision (set by configure)
+_runtime = "tensorflow"  # what runs it (set by configure)
 
 
 def check_mixed_precision(mode: str) -> str:
@@ -88,12 +93,30 @@ def policy_for(mode: str) -> str:
     return precision_for(mode)[0]
 
 
-def configure(deterministic: bool, mixed_precision: str, seed: int) -> str:
-    """Apply both settings for this process; returns the global dtype policy in use."""
+def check_runtime(runtime: str, mode: str, gpu: bool | None = None, bf16_cpu: bool | None = None) -> None:
+    """Refuse (one line) a ``--runtime`` that cannot run here or cannot run ``--mixed-precision mode``."""
+    if runtime not in RUNTIMES:
+        raise BenchError(f"unknown --runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if runtime != "openvino":
+        return
+    from bench.search.openvino_runtime import require_openvino
+
+    require_openvino()
+    if precision_for(mode, gpu, bf16_cpu)[1] == "float16":
+        why = "a GPU is visible, so --mixed-precision auto means float16" if mode == "auto" else \
+            f"--mixed-precision {mode} means float16"
+        raise BenchError(f"--runtime openvino runs the frozen pass on the CPU in float32 or bfloat16, but {why}; "
+                         "use --runtime tensorflow, or --mixed-precision off or bfloat16")
+
+
+def configure(deterministic: bool, mixed_precision: str, seed: int, runtime: str = "tensorflow") -> str:
+    """Apply the settings for this process; returns the global dtype policy in use."""
     import keras
     import tensorflow as tf
 
-    global _frozen_pass
+    global _frozen_pass, _runtime
+    check_runtime(runtime, mixed_precision)
+    _runtime = runtime
     if deterministic:
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
@@ -111,6 +134,11 @@ def configure(deterministic: bool, mixed_precision: str, seed: int) -> str:
 def frozen_pass_dtype() -> str:
     """Compute dtype of the frozen pass in this process: float32, float16 or bfloat16."""
     return "float16" if mixed() else _frozen_pass
+
+
+def frozen_pass_runtime() -> str:
+    """What runs the frozen pass in this process: tensorflow or openvino."""
+    return _runtime
 
 
 def mixed() -> bool:

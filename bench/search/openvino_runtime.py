@@ -1,20 +1,28 @@
-"""OpenVINO as a runtime of the frozen pass: measured by ``benchmarks/frozen_pass.py``, not
-shipped (``pip install openvino`` to measure it).
+"""``--runtime openvino``: the frozen pass (the caching of features) run by OpenVINO's CPU
+plugin instead of TensorFlow (``pip install 'bench[openvino]'``; imported only when used).
 
-bench has no ``--runtime openvino``: with the float32 precision hint it was no faster than
-TensorFlow here (Xception@224 1.00x, MobileNetV2@96 1.06-1.13x), and its bfloat16 speed is
-bfloat16's, which ``--mixed-precision bfloat16`` gives through Keras (README, "Frozen-pass
-precision"). The code below is what the runtime would be, kept so the benchmark can
-re-measure it on other CPUs:
+On this 2-core AMD EPYC (AVX512-BF16, no AMX) its bfloat16 pass ran Xception@224 1.36x as
+fast as TensorFlow's bfloat16 one, its float32 pass 1.07x TensorFlow's float32; but the
+one-time set-up (conversion, compiles, parity check) took about 5 s, so it pays only past
+about 600 such images (README, "Frozen-pass runtime"). Opt-in.
 
-The frozen prefix (:meth:`bench.search.source.BackboneSource.prefix`: uint8 images ->
-the cut tensors) is converted to OpenVINO IR once per run and kept beside the features
-(``<run>/cache/openvino-<key>.xml/.bin``); a later process of the run reuses it. Before
-any feature is stored, the converted model's outputs on :data:`PARITY_IMAGES` images are
-compared with TensorFlow's (:func:`check_parity`); past :data:`PARITY_TOLERANCE` the run
-refuses with one line (:func:`verify_or_refuse`). :func:`openvino_prefix` does all of it
-and returns a runner that :func:`bench.search.cache.run_prefix` can use in place of the
-Keras prefix.
+Precision (:data:`HINTS`): the frozen pass's compute dtype (``--mixed-precision``:
+``off``/``auto`` on a CPU -> float32, ``bfloat16`` -> bfloat16) becomes OpenVINO's CPU
+inference precision hint ``f32`` or ``bf16``; float16 (``on``, or ``auto`` with a GPU) is
+refused (:func:`bench.search.runtime.check_runtime`): this runtime is the CPU plugin.
+
+The frozen prefix (:meth:`bench.search.source.BackboneSource.prefix`, float32: uint8
+images -> the cut tensors) is converted to OpenVINO IR once per run and kept beside the
+features (``<run>/cache/openvino-<key>.xml/.bin``, the key covering backbone, weights
+fingerprint, image size and cut layers); a later process of the run reuses it. Before any
+feature is stored, the IR compiled with the ``f32`` hint is compared with TensorFlow's
+float32 prefix on the first :data:`PARITY_IMAGES` images (:func:`check_parity`): that
+checks the conversion (bfloat16 moves features by far more than a correct conversion
+does, so it is never the thing compared). Past :data:`PARITY_TOLERANCE` the IR is deleted
+and the run refuses with one line (:func:`verify_or_refuse`); features already cached are
+kept. Then the IR is compiled with the run's hint for the pass. :func:`openvino_prefix`
+does all of it and returns a runner that :func:`bench.search.cache.run_prefix` uses in
+place of the Keras prefix.
 
 Conversion: Keras 3 models are not ``tf.keras`` models, so ``openvino.convert_model``
 gets a ``tf.function`` around the prefix with a uint8 ``(None, S, S, 3)`` signature
@@ -24,16 +32,11 @@ kept. Weights are saved uncompressed (``compress_to_fp16=False``;
 ``openvino.save_model`` would otherwise round them to float16). Outputs are named
 ``output_0`` ... in the prefix's order and read back by those names.
 
-Precision (:data:`PRECISION_HINT`): float32. OpenVINO's CPU plugin computes in bfloat16
-by default on CPUs with AVX512-BF16 or AMX, and that is all of its speed here
-(``benchmarks/frozen_pass.py``, 2-core AMD EPYC with AVX512-BF16, no AMX): bfloat16 runs
-Xception@224 at 1.86x TensorFlow float32 and MobileNetV2@96 at 1.62x, float32 at 0.99x
-and 0.96x. But bfloat16 keeps 8 significant bits, and through a deep network the
-features move: per image 5.7 % of their norm on Xception@224 and 51 % on MobileNetV2@96
-(random init, calibrated BatchNorm; Keras' ``mixed_bfloat16`` moves them as much). A
-head trained and validated on such features is not the float32 Keras model that is
-exported and deployed, so bfloat16 is not used. With the float32 hint OpenVINO agrees
-with TensorFlow to 6e-6 (Xception) - 4e-5 (MobileNetV2): summation order, nothing else.
+bfloat16 keeps 8 significant bits, and through a deep network the features move: per
+image 5.7 % of their norm on Xception@224 and 51 % on MobileNetV2@96 (random init,
+calibrated BatchNorm; Keras' ``mixed_bfloat16`` moves them as much), which is why
+bfloat16 stays opt-in. With the float32 hint OpenVINO agrees with TensorFlow to 6e-6
+(Xception) - 4e-5 (MobileNetV2): summation order, nothing else.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ import numpy as np
 
 from bench.errors import BenchError
 
-#: OpenVINO CPU inference precision hint ("f32" or "bf16"): see the module docstring.
-PRECISION_HINT = "f32"
+#: OpenVINO CPU inference precision hint for each frozen-pass compute dtype.
+HINTS = {"float32": "f32", "bfloat16": "bf16"}
 
 #: Largest accepted :func:`check_parity` value (worst per-image relative L2 difference).
 #: Measured here (random init, calibrated BatchNorm, phantom images, 16 images, cuts of
@@ -142,7 +145,7 @@ class OpenVinoPrefix:
     runner where it takes the Keras prefix.
     """
 
-    def __init__(self, path: Path, n_outputs: int | None = None, precision: str = PRECISION_HINT) -> None:
+    def __init__(self, path: Path, n_outputs: int | None = None, precision: str = "f32") -> None:
         ov = require_openvino()
         import openvino.properties.hint as hints
 
@@ -151,11 +154,13 @@ class OpenVinoPrefix:
         names = [f"output_{i}" for i in range(len(model.outputs))]
         if n_outputs is not None and len(names) != n_outputs:
             raise ValueError(f"{path} has {len(names)} outputs, expected {n_outputs}")
-        self.precision = precision
         self.compiled = core.compile_model(model, "CPU", {
             hints.inference_precision: precision,
             hints.performance_mode: hints.PerformanceMode.LATENCY,
         })
+        #: the precision the plugin reports after compiling ("f32", "bf16"), recorded with the features
+        self.precision = self.compiled.get_property(hints.inference_precision).to_string()
+        self.parity: float | None = None  # set by openvino_prefix
         self._ports = [self.compiled.output(name) for name in names]
         self._request = self.compiled.create_infer_request()
         self.outputs = [
@@ -219,29 +224,50 @@ def verify_or_refuse(
 
 def openvino_prefix(
     prefix, folder: Path, key: str, check_images: np.ndarray,
-    precision: str = PRECISION_HINT, tolerance: float = PARITY_TOLERANCE, names: list[str] | None = None,
+    precision: str = "f32", tolerance: float = PARITY_TOLERANCE, names: list[str] | None = None,
 ) -> OpenVinoPrefix:
-    """Convert ``prefix`` (or reuse its IR), compile it and check it against TensorFlow.
+    """Convert the float32 Keras ``prefix`` (or reuse its IR), check it, compile it with
+    ``precision``.
 
-    The first :data:`PARITY_IMAGES` of ``check_images`` go through both; past
-    ``tolerance`` the IR files are deleted and a one-line :class:`BenchError` is raised.
-    An IR that cannot be read (damaged) is converted again once.
+    The first :data:`PARITY_IMAGES` of ``check_images`` go through TensorFlow and the IR
+    compiled with the ``f32`` hint; past ``tolerance`` the IR files are deleted and a
+    one-line :class:`BenchError` is raised. An IR that cannot be read (damaged) is
+    converted again once. The runner's ``parity`` is the worst output's value.
     """
     require_openvino()
-    path = convert_prefix(prefix, folder, key)
+    n_outputs = len(prefix.outputs)
+    path = _convert(prefix, folder, key)
     try:
-        runner = OpenVinoPrefix(path, len(prefix.outputs), precision)
-    except RuntimeError:
-        for p in ir_paths(folder, key):
-            p.unlink(missing_ok=True)
-        runner = OpenVinoPrefix(convert_prefix(prefix, folder, key), len(prefix.outputs), precision)
+        runner = OpenVinoPrefix(path, n_outputs, "f32")
+    except RuntimeError:  # an IR left damaged by an earlier process
+        _delete(folder, key)
+        runner = OpenVinoPrefix(_convert(prefix, folder, key), n_outputs, "f32")
     sample = np.asarray(check_images[:PARITY_IMAGES])
     reference = prefix.predict_on_batch(sample)
     reference = [np.asarray(r, np.float32) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
     try:
-        verify_or_refuse(reference, runner(sample), tolerance, names)
+        parity = max(verify_or_refuse(reference, runner(sample), tolerance, names).values())
     except BenchError:
-        for p in ir_paths(folder, key):
-            p.unlink(missing_ok=True)
+        _delete(folder, key)
         raise
+    if precision != "f32":
+        runner = OpenVinoPrefix(ir_paths(folder, key)[0], n_outputs, precision)
+    runner.parity = parity
     return runner
+
+
+def _convert(prefix, folder: Path, key: str) -> Path:
+    """:func:`convert_prefix`, a failure of the converter as one line."""
+    try:
+        return convert_prefix(prefix, folder, key)
+    except BenchError:
+        raise
+    except Exception as exc:  # the converter's own errors: many types, long messages
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BenchError(f"OpenVINO could not convert the frozen pass ({type(exc).__name__}: {first[:200]}); "
+                         "use --runtime tensorflow") from exc
+
+
+def _delete(folder: Path, key: str) -> None:
+    for path in ir_paths(folder, key):
+        path.unlink(missing_ok=True)
