@@ -617,3 +617,18 @@ def test_all_banners_rendered(tmp_path, no_figures):
     assert text.count("> [!WARNING]") == 5
     # banners come before the first section
     assert text.index("Random initialisation") < text.index("## 1. Summary")
+
+
+def test_configuration_says_when_features_came_from_another_frozen_pass():
+    """Heads trained on bfloat16 or OpenVINO features are not heads trained on TensorFlow's
+    float32 ones: the report's configuration line says so, and stays as it was otherwise."""
+    from bench.report.formatting import configuration
+
+    row = {"image_size": 96, "weights": "none", "hp_unfreeze": 0, "hp_learning_rate": 1e-3, "hp_pooling": "avg",
+           "hp_dense_layers": 0}
+    plain = configuration({**row, "frozen_pass_dtype": "float32", "frozen_pass_runtime": "tensorflow"})
+    assert "frozen pass" not in plain and plain == configuration(row)
+    assert "frozen pass in bfloat16" in configuration({**row, "frozen_pass_dtype": "bfloat16"})
+    ov = configuration({**row, "frozen_pass_dtype": "bfloat16", "frozen_pass_runtime": "openvino",
+                        "openvino_precision": "bf16", "openvino_parity": 5.7e-6})
+    assert "frozen pass by OpenVINO in bf16 (checked in float32: features within 5.7e-06 of TensorFlow's)" in ov

@@ -158,6 +158,20 @@ def depth_description(value) -> str:
     return f"top {n} block{'s' if n > 1 else ''} of the backbone fine-tuned"
 
 
+def frozen_pass_description(row: dict) -> str | None:
+    """How the cached (frozen-backbone) features the search trained and validated on were
+    computed, when not by TensorFlow in float32 (``None`` then)."""
+    dtype = row.get("frozen_pass_dtype") or "float32"
+    runtime = row.get("frozen_pass_runtime") or "tensorflow"
+    if runtime == "openvino":
+        parity = to_float(row.get("openvino_parity"))
+        check = "" if math.isnan(parity) else f" (checked in float32: features within {parity:.1e} of TensorFlow's)"
+        return f"frozen pass by OpenVINO in {row.get('openvino_precision') or dtype}{check}"
+    if dtype != "float32":
+        return f"frozen pass in {dtype}"
+    return None
+
+
 def configuration(row: dict) -> str:
     hp = {k[3:]: v for k, v in row.items() if k.startswith("hp_")}
     parts = [
@@ -166,6 +180,9 @@ def configuration(row: dict) -> str:
         head_description(hp),
         f"learning rate {lr(hp.get('learning_rate'))}",
     ]
+    frozen = frozen_pass_description(row)
+    if frozen:
+        parts.append(frozen)
     thr = to_float(row.get("test_threshold"))
     if not math.isnan(thr) and row.get("test_positive_class"):
         parts.append(
