@@ -321,6 +321,7 @@ def _direct_intervals(y, proba, classes, threshold, idx, level=0.95):
         tn = cm.sum() - cm.sum(axis=0) - cm.sum(axis=1) + np.diag(cm)
         spec = tn / (tn + cm.sum(axis=0) - np.diag(cm))
         values["specificity"].append(spec[1] if k == 2 else spec.mean())
+        values["precision"].append(skm.precision_score(yy, pred, average=avg, labels=labels, zero_division=0))
         if not every_class:
             continue  # recall, F1, AUCs, balanced accuracy undefined: dropped by bootstrap_ci
         values["balanced_accuracy"].append(skm.balanced_accuracy_score(yy, pred))
@@ -342,8 +343,8 @@ def test_every_ci_metric_matches_sklearn_on_the_same_resamples(kind):
         (y, proba), classes, threshold = binary_data(50, seed=11), BINARY, 0.45
     else:
         (y, proba), classes, threshold = three_class_data(45, seed=12), THREE, None
-    assert set(bm.CI_METRICS) == {"accuracy", "balanced_accuracy", "recall", "specificity", "f1", "roc_auc",
-                                  "pr_auc", "brier"}
+    assert set(bm.CI_METRICS) == {"accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1",
+                                  "roc_auc", "pr_auc", "brier"}
     ci = bootstrap_ci(y, proba, classes, threshold=threshold, n_resamples=150, seed=3)
     # one chunk of resamples: the same index matrix numpy draws from default_rng(3)
     idx = np.random.default_rng(3).integers(0, len(y), size=(150, len(y)))

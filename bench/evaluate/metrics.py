@@ -70,7 +70,8 @@ METRICS = (
 )
 #: Metrics :func:`evaluate` gives confidence intervals for (plus ``brier_skill`` when it
 #: is given a prevalence).
-CI_METRICS = ("accuracy", "balanced_accuracy", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier")
+CI_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
+              "brier")
 #: Metrics that need the reference prevalence (``prevalence=``).
 SKILL_METRICS = ("brier_skill",)
 
