@@ -199,3 +199,22 @@ def test_one_process_reads_each_mirrored_image_once():
     assert used == 1 and links == []
     assert counts["keypoint_checks"] == len(checks)
     assert counts["mirrored_read"] == len(reads) == n_b
+
+
+def test_read_rows_reads_any_rows_in_any_order_and_a_table_any_index(tmp_path):
+    """The one row reader of copy tables and the search's pooled rows (bench.row_reads)."""
+    from bench.row_reads import read_rows
+
+    data = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    path = tmp_path / "rows.bin"
+    path.write_bytes(data.tobytes())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for rows in ([5, 6, 7, 8], [39, 0, 1, 2, 20, 20, 21], [], list(range(40))[::-1]):
+            got = read_rows(fd, np.array(rows, dtype=np.int64), np.empty((len(rows), 3), np.float32))
+            np.testing.assert_array_equal(got, data[rows])
+    finally:
+        os.close(fd)
+    table = CopyTable.of([copy_features(scan_like(s, 64)) for s in range(3)])
+    _same(table[-1], table[2])
+    _same(table.select([2, 0])[0], table[2])

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.copy_features import DETAIL_FEATURES, GRID, CopyFeatures
+from bench.row_reads import read_rows
 
 #: Keypoints kept per image (ORB returns at most DETAIL_FEATURES).
 MAX_POINTS = DETAIL_FEATURES
@@ -121,8 +122,7 @@ class CopyTable(Sequence):
         i = int(i)
         if not -len(self) <= i < len(self):
             raise IndexError(f"image {i} of a table of {len(self)}")
-        data = os.pread(self._handle(), ROW.itemsize, int(self.rows[i]) * ROW.itemsize)
-        return _features(np.frombuffer(data, dtype=ROW)[0])
+        return _features(read_rows(self._handle(), self.rows[[i]], np.empty(1, dtype=ROW))[0])
 
     def select(self, index: Sequence[int] | np.ndarray) -> CopyTable:
         """The images ``index`` of this table, in that order (the same file)."""
@@ -132,13 +132,7 @@ class CopyTable(Sequence):
         """The images' rows (structured arrays of :data:`ROW`), ``size`` at a time, in order."""
         for s in range(0, len(self), size):
             wanted = self.rows[s : s + size]
-            first, last = int(wanted.min()), int(wanted.max())
-            if last - first < 2 * len(wanted):  # one read of the span (a scan's rows are in order)
-                data = os.pread(self._handle(), (last - first + 1) * ROW.itemsize, first * ROW.itemsize)
-                yield np.frombuffer(data, dtype=ROW)[wanted - first]
-            else:
-                yield np.concatenate([np.frombuffer(os.pread(self._handle(), ROW.itemsize, int(r) * ROW.itemsize),
-                                                    dtype=ROW) for r in wanted])
+            yield read_rows(self._handle(), wanted, np.empty(len(wanted), dtype=ROW))
 
     def column(self, name: str) -> np.ndarray:
         """Field ``name`` (``layout``, ``spots``, ``frame``, ``levels``, ``count``) of every image."""

@@ -32,12 +32,13 @@ faulted its folios in again) against 0.09 s with ``pread`` (0.015 s from RAM).
 from __future__ import annotations
 
 import mmap
-import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from bench.row_reads import read_rows
 
 #: Bytes read from memory-mapped segments between two releases of their pages.
 RELEASE_BYTES = 64 * 2**20
@@ -178,7 +179,6 @@ class RowFile:
 
     def __init__(self, fh, shape: tuple[int, ...], dtype=np.float32) -> None:
         self._fh, self.shape, self.dtype = fh, tuple(shape), np.dtype(dtype)
-        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -190,26 +190,7 @@ class RowFile:
             return out
         if rows.min() < 0 or rows.max() >= len(self):
             raise IndexError(f"rows outside 0..{len(self) - 1}")
-        buffer, size = memoryview(out).cast("B"), self._row_bytes
-        ends = [*(np.flatnonzero(np.diff(rows) != 1) + 1).tolist(), len(rows)]
-        start = 0
-        for end in ends:  # one read per run of consecutive rows
-            self._read_into(buffer[start * size : end * size], int(rows[start]) * size)
-            start = end
-        return out
-
-    def _read_into(self, buffer: memoryview, offset: int) -> None:
-        fd = self._fh.fileno()
-        while len(buffer):
-            if hasattr(os, "preadv"):
-                n = os.preadv(fd, [buffer], offset)
-            else:  # no preadv (Windows): a copy more
-                data = os.pread(fd, len(buffer), offset)
-                n = len(data)
-                buffer[:n] = data
-            if n <= 0:
-                raise OSError(f"short read of {self._fh!r} at byte {offset}")
-            buffer, offset = buffer[n:], offset + n
+        return read_rows(self._fh.fileno(), rows, out)
 
 
 def release_rows(*xs) -> None:
