@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.data.copies import GRID, CopyFeatures, Link, find_links
-from bench.data.copy_table import READ_ROWS, as_table
+from bench.data.copy_table import READ_ROWS, CopyTable, as_table
 from bench.errors import BenchError
 
 #: The file name an export folder is expected to carry its run's reference under.
@@ -82,11 +82,11 @@ def reference_from_index(index, splits: dict[str, str], source: str = "") -> Ref
     keep = [i for i, rec in enumerate(index.records) if rec.path in splits]
     records = [ReferenceRecord(rec.path, rec.label, splits[rec.path], rec.sha256, rec.phash, rec.dhash)
                for rec in (index.records[i] for i in keep)]
-    features = index.features
-    if features:  # a CopyTable (a scan's) selects its rows without reading them
-        features = features.select(keep) if hasattr(features, "select") else [features[i] for i in keep]
-    else:
-        features = []
+    features = index.features or []
+    if isinstance(features, CopyTable):  # a scan's: selects its rows without reading them
+        features = features.select(keep)
+    elif features:
+        features = [features[i] for i in keep]
     return Reference(records, features, source or str(index.root))
 
 
