@@ -37,6 +37,17 @@ def test_quiet_when_attributes_carry_no_label():
     assert check["auc"] < WARN_AUC and not check["warn"] and check["ci_low"] < 0.5 < check["ci_high"]
 
 
+def test_the_forest_in_threads_scores_as_the_forest_on_one_core(monkeypatch):
+    import bench.parallel
+
+    records = _records(np.random.default_rng(3), 200, size_follows_label=False)
+    groups = [r.path for r in records]
+    monkeypatch.setattr(bench.parallel, "usable_cores", lambda: 1)
+    one = shortcut_check(records, ["normal", "tumor"], groups)
+    monkeypatch.setattr(bench.parallel, "usable_cores", lambda: 3)
+    assert shortcut_check(records, ["normal", "tumor"], groups) == one
+
+
 def test_copies_share_a_fold_and_tiny_classes_are_skipped():
     records = _records(np.random.default_rng(2), 40, size_follows_label=True)
     # one group per class: nothing can be cross-validated
