@@ -632,3 +632,16 @@ def test_configuration_says_when_features_came_from_another_frozen_pass():
     ov = configuration({**row, "frozen_pass_dtype": "bfloat16", "frozen_pass_runtime": "openvino",
                         "openvino_precision": "bf16", "openvino_parity": 5.7e-6})
     assert "frozen pass by OpenVINO in bf16 (checked in float32: features within 5.7e-06 of TensorFlow's)" in ov
+
+
+def test_every_leaderboard_metric_carries_its_interval(built):
+    """Sensitivity and specificity were the leaderboard's two test metrics without one."""
+    from bench.report.load import load_run
+    from bench.report.sections import leaderboard_table
+
+    run, _, _ = built
+    table = leaderboard_table(load_run(run))
+    for name in ("test accuracy", "test F1", "test AUC", "sensitivity", "specificity"):
+        column = table.headers.index(name)
+        ok = [row for row in table.rows if row[0] != "failed"]
+        assert ok and all("(" in row[column] and "\u2013" in row[column] for row in ok), (name, ok)

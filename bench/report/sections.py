@@ -122,7 +122,7 @@ def leaderboard_table(data: RunData) -> Table:
         rows.append([
             str(to_int(r.get("rank")) or DASH) if b.ok else "failed", display_name(b),
             with_ci(r, "accuracy"), with_ci(r, "f1"), with_ci(r, "roc_auc"),
-            num(r.get("test_recall")), num(r.get("test_specificity")), num(r.get("val_objective")),
+            with_ci(r, "recall"), with_ci(r, "specificity"), num(r.get("val_objective")),
             f"{to_int(r.get('trials_done')) or 0} / {findings.failed_trial_counts(data).get(b.name, 0)}",
             duration(r.get("search_seconds")), millions(r.get("params_total")),
             DASH if math.isnan(to_float(r.get("latency_ms_b1"))) else f"{to_float(r.get('latency_ms_b1')):.1f}",
