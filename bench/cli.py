@@ -389,7 +389,7 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     if export:
         from bench.deploy.export import export_winner
 
-        exported = export_winner(run.path)
+        exported = export_winner(run.path, index=run.index)  # its scan: the files are not read again
     from bench.report import build_report
 
     md, html = build_report(run.path, run.config.reports)

@@ -68,8 +68,12 @@ def export_run(
     to: Path | None = None,
     formats: Iterable[str] | str = ("keras",),
     check: bool = True,
+    index=None,
 ) -> ExportResult:
     """Export ``backbone`` (default: the recommended one) of ``run_dir`` to ``to``.
+
+    ``index``: the run's own scan when this process made it (the end of ``bench run``), so
+    the overlap reference is not read from the files again.
 
     The export is assembled in a temporary folder beside ``to`` and moved into place only
     when complete (and, with ``check``, when the fidelity checks pass). An existing
@@ -91,7 +95,7 @@ def export_run(
         save_formats(model, tmp, formats)
         labels = labels_dict(info, formats)
         write_json_atomic(tmp / "labels.json", labels)
-        reference = write_overlap_reference(info.run_dir, tmp)
+        reference = write_overlap_reference(info.run_dir, tmp, index)
         checks = {"run": False, "reason": "not requested (--no-check)"}
         if check:
             log.info("checking the export in a fresh process against the run's test predictions "
@@ -138,14 +142,15 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_overlap_reference(run_dir: Path, folder: Path) -> dict:
+def write_overlap_reference(run_dir: Path, folder: Path, index=None) -> dict:
     """The run's images as ``bench evaluate``'s overlap check needs them (sha256, hashes,
     copy features; :mod:`bench.data.overlap`), so an export checks external data without
-    the run folder. When the run's data folder is gone the export goes on without it."""
+    the run folder. When the run's data folder is gone the export goes on without it.
+    ``index``: the run's scan, if this process made it (:func:`reference_from_run`)."""
     from bench.data.overlap import REFERENCE_FILE, reference_from_run, save_reference
 
     try:
-        reference = reference_from_run(run_dir)
+        reference = reference_from_run(run_dir, index=index)
     except BenchError as exc:
         log.warning(f"no {REFERENCE_FILE} in the export (bench evaluate cannot check overlap with it): {exc}")
         return {"file": None, "reason": str(exc)}
@@ -216,16 +221,17 @@ def up_to_date_export(run_dir: Path, check: bool = True) -> ExportResult | None:
     return ExportResult(dest, info.backbone, list(manifest.get("formats") or []), sorted(files), checks)
 
 
-def export_winner(run_dir: Path, check: bool = True) -> ExportResult | None:
+def export_winner(run_dir: Path, check: bool = True, index=None) -> ExportResult | None:
     """End of ``bench run``: export the recommended backbone to ``RUN/export/<backbone>`` and
     write its Grad-CAM grid of test images (:func:`bench.deploy.gradcam.write_run_gradcam`).
 
     The run's results are complete before this runs, so problems here are logged as
-    warnings, not raised: a failed export never costs the user the run.
+    warnings, not raised: a failed export never costs the user the run. ``index``: the
+    run's scan, when this process made it (see :func:`export_run`).
     """
     try:
         current = up_to_date_export(run_dir, check)
-        result = current or export_run(run_dir, check=check)
+        result = current or export_run(run_dir, check=check, index=index)
     except BenchError as exc:
         log.warning(f"the recommended model was not exported: {exc}")
         return None
