@@ -48,6 +48,34 @@ def test_the_forest_in_threads_scores_as_the_forest_on_one_core(monkeypatch):
     assert shortcut_check(records, ["normal", "tumor"], groups) == one
 
 
+def test_trees_on_a_capped_sample_still_find_the_shortcut(monkeypatch):
+    """Above TREE_SAMPLES training images each tree grows on that many (memory flat in the
+    dataset's size); the check must still see a label that follows the image size."""
+    import bench.evaluate.shortcuts as shortcuts
+
+    records = _records(np.random.default_rng(0), 120, size_follows_label=True)
+    groups = [r.path for r in records]
+    import sklearn.ensemble
+
+    grown = []
+
+    class Forest(sklearn.ensemble.RandomForestClassifier):
+        def fit(self, x, y, sample_weight=None):
+            grown.append((len(x), self.max_samples))
+            return super().fit(x, y, sample_weight)
+
+    monkeypatch.setattr(sklearn.ensemble, "RandomForestClassifier", Forest)
+    shortcut_check(records, ["normal", "tumor"], groups)
+    assert grown and all(cap is None for _, cap in grown)  # under the cap: scikit-learn's default
+    grown.clear()
+    monkeypatch.setattr(shortcuts, "TREE_SAMPLES", 30)  # 96 training images per fold
+    capped = shortcut_check(records, ["normal", "tumor"], groups)
+    assert grown and all(n > 30 and cap == 30 for n, cap in grown)
+    assert capped["auc"] >= 0.9 and capped["warn"]
+    quiet = _records(np.random.default_rng(1), 120, size_follows_label=False)
+    assert not shortcut_check(quiet, ["normal", "tumor"], [r.path for r in quiet])["warn"]
+
+
 def test_copies_share_a_fold_and_tiny_classes_are_skipped():
     records = _records(np.random.default_rng(2), 40, size_follows_label=True)
     # one group per class: nothing can be cross-validated
