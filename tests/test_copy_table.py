@@ -63,6 +63,9 @@ def test_column_reads_rows_far_apart_and_in_any_order(monkeypatch):
     np.testing.assert_array_equal(table.select(order).column("frame"), np.stack([features[i].frame for i in order]))
     blocks = list(table.select(order).blocks(2))
     assert [len(b) for b in blocks] == [2, 2, 1]
+    frames, layouts = table.select(order).columns("frame", "layout")  # several fields, one pass
+    np.testing.assert_array_equal(frames, np.stack([features[i].frame for i in order]))
+    np.testing.assert_array_equal(layouts, np.stack([features[i].layout for i in order]))
 
 
 def _read_in_a_child(table: CopyTable, i: int) -> tuple:

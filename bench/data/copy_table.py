@@ -136,9 +136,14 @@ class CopyTable(Sequence):
 
     def column(self, name: str) -> np.ndarray:
         """Field ``name`` (``layout``, ``spots``, ``frame``, ``levels``, ``count``) of every image."""
-        out = np.empty((len(self), *ROW[name].shape), dtype=ROW[name].base)
+        return self.columns(name)[0]
+
+    def columns(self, *names: str) -> list[np.ndarray]:
+        """Fields ``names`` of every image, read in one pass over the rows."""
+        out = [np.empty((len(self), *ROW[name].shape), dtype=ROW[name].base) for name in names]
         for s, block in zip(range(0, len(self), READ_ROWS), self.blocks()):
-            out[s : s + len(block)] = block[name]
+            for column, name in zip(out, names):
+                column[s : s + len(block)] = block[name]
         return out
 
 

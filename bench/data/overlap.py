@@ -177,9 +177,10 @@ def save_reference(ref: Reference, path: Path) -> None:
     """
     feats = as_table(ref.features) if ref.features else None
     n = len(feats) if feats is not None else 0
-    counts = np.zeros(n, np.int64)  # one pass: an image without descriptors has no keypoints in the file
-    for s, block in zip(range(0, n, READ_ROWS), feats.blocks() if feats is not None else ()):
-        counts[s : s + len(block)] = np.where(block["flags"] & 2, block["count"], 0)
+    counts = np.zeros(n, np.int64)
+    if feats is not None:  # an image without descriptors has no keypoints in the file
+        count, flags = feats.columns("count", "flags")
+        counts[:] = np.where(flags & 2, count, 0)
     meta = {
         "format": REFERENCE_FORMAT, "source": ref.source, "missing": ref.missing, "changed": ref.changed,
         "features": feats is not None,

@@ -271,13 +271,13 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
     found = {name: cache.load(key) for name, key in keys.items()}
     todo = [part for part in jobs if any(found[f"{part}@{d}"] is None for d in depths)]
     notes = {}  # stored in each new entry's sidecar
-    if todo and runtime == "openvino":
-        first = rows[jobs[todo[0]][0]]
-        prefix = _openvino_prefix(source, depths, base, fingerprint, cache, data_root, first, compute)
-        notes = {"openvino_precision": prefix.precision, "openvino_parity": prefix.parity}
-    elif todo:
-        prefix = source.prefix(depths, base, compute)
     if todo:
+        if runtime == "openvino":
+            first = rows[jobs[todo[0]][0]]
+            prefix = _openvino_prefix(source, depths, base, fingerprint, cache, data_root, first, compute)
+            notes = {"openvino_precision": prefix.precision, "openvino_parity": prefix.parity}
+        else:
+            prefix = source.prefix(depths, base, compute)
         out_shapes = [tuple(int(n) for n in o.shape[1:]) for o in prefix.outputs]
     for i, part in enumerate(todo):
         s, n_views = jobs[part]
