@@ -2,9 +2,10 @@
 plugin instead of TensorFlow (``pip install 'bench[openvino]'``; imported only when used).
 
 On this 2-core AMD EPYC (AVX512-BF16, no AMX) its bfloat16 pass ran Xception@224 1.36x as
-fast as TensorFlow's bfloat16 one, its float32 pass 1.07x TensorFlow's float32; but the
-one-time set-up (conversion, compiles, parity check) took about 5 s, so it pays only past
-about 600 such images (README, "Frozen-pass runtime"). Opt-in.
+fast as TensorFlow's bfloat16 one under load and 1.63x on the quiet machine, its float32
+pass 1.07x / 1.20x TensorFlow's float32; but the one-time set-up (conversion, compiles,
+parity check) took 2.9 s quiet and about 5 s under load, which ate the gain on 215 brain
+MRI images and paid from several hundred on (README, "Frozen-pass runtime"). Opt-in.
 
 Precision (:data:`HINTS`): the frozen pass's compute dtype (``--mixed-precision``:
 ``off``/``auto`` on a CPU -> float32, ``bfloat16`` -> bfloat16) becomes OpenVINO's CPU
