@@ -159,20 +159,28 @@ def demo_data_cmd(
 
 def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")], *,
              seed: int, val_size: float, test_size: float | None, copy_threshold: float, groups: Path | None,
-             write_groups: Annotated[Path, typer.Option(
-                 "--write-groups", help="Where to write every image's group (CSV); the contact sheet copies.png "
-                                        "goes beside it.")] = Path("groups.csv")) -> None:
+             out: Annotated[Optional[Path], typer.Option(
+                 "--out", help="Also write groups.csv (every image's group and split) and the contact sheet "
+                               "copies.png into this folder: new, empty, or one an earlier scan wrote. "
+                               "Without it, the scan writes nothing.")] = None,
+             force: Annotated[bool, typer.Option(
+                 "--force", help="Write into --out even though it holds files bench did not write "
+                                 "(groups.csv and copies.png there are replaced; inputs never are).")] = False) -> None:
     """Scan a data folder: classes, counts, skipped files, copies and groups, conflicts, the split, a leakage audit."""
     import time
 
     from bench.config import DEFAULT_TEST_SIZE, RunConfig, check_bounds
-    from bench.data.group_files import grouping_for, write_group_files
+    from bench.data.group_files import GROUP_FILES, grouping_for, write_group_files
     from bench.data.scan import scan
     from bench.data.split import check_sizes, make_split
+    from bench.outputs import claim_folder
 
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     check_sizes(val_size, test_size)
     check_bounds(RunConfig(copy_threshold=copy_threshold))
+    folder = None
+    if out is not None:  # before the scan, which can take minutes
+        folder = claim_folder(out, "scan", "--out", names=GROUP_FILES, inputs=[groups], data=data, force=force)
     t0 = time.perf_counter()
     index = _scan_with_progress(scan, data)
     seconds = time.perf_counter() - t0
@@ -186,7 +194,11 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     from bench.data.summary import format_scan
 
     typer.echo(format_scan(index, split, grouping))
-    csv_path, sheet = write_group_files(grouping, split.part_of_groups(), index.root, write_groups)
+    if folder is None:
+        typer.echo("wrote nothing (add --out DIR for groups.csv and the contact sheet copies.png)")
+        return
+    csv_path, sheet = write_group_files(grouping, split.part_of_groups(), index.root, folder.path)
+    folder.record([csv_path, sheet])
     typer.echo(f"wrote {csv_path} (every image with its group and split)")
     if sheet is not None:
         typer.echo(f"wrote {sheet} (contact sheet: example links of each kind, to check by eye)")

@@ -134,7 +134,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     write_split(split, run_dir / "split.json")
     if folds is not None:
         write_folds(folds, run_dir / "folds.json")
-    write_group_files(grouping, part_of, index.root, run_dir / "groups.csv")
+    write_group_files(grouping, part_of, index.root, run_dir)
     write_json_atomic(
         run_dir / "run.json",
         {

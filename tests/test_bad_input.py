@@ -35,7 +35,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
-    """`bench scan` writes groups.csv and copies.png into the working folder: keep them out of the repo."""
+    """Every command runs in its own working folder: anything written there is seen, and stays out of the repo."""
     monkeypatch.chdir(tmp_path)
 
 

@@ -17,7 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
-    """`bench scan` writes groups.csv and copies.png into the working folder: keep them out of the repo."""
+    """Every command runs in its own working folder: anything written there is seen, and stays out of the repo."""
     monkeypatch.chdir(tmp_path)
 
 
@@ -43,13 +43,14 @@ def test_backbones_table():
     assert "inside" in result.stdout and "tf" in result.stdout
 
 
-def test_scan_prints_summary(image_folder):
+def test_scan_prints_summary(image_folder, tmp_path):
     result = invoke("scan", image_folder)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "22 files, 22 readable images, 2 classes" in out
     assert "copies (--copy-threshold 0.7): 0 links" in out and "label conflicts: none" in out
-    assert "no group crosses splits" in out and "wrote groups.csv" in out
+    assert "no group crosses splits" in out and "wrote nothing" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # the working folder: nothing written
     assert "train" in out and "val" in out and "test" in out
 
 

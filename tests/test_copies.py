@@ -186,9 +186,9 @@ def test_scan_cli_summary_groups_csv_and_contact_sheet(tmp_path):
     scan_like(1, 96).rotate(90).save(root / "no" / "s01_rot.png")
     (root / "no" / "s02_same.png").write_bytes((root / "no" / "s02.png").read_bytes())
     (tmp_path / "groups.csv").write_text("path,group\nyes/s10.png,p7\nyes/s11.png,p7\n")
-    out = tmp_path / "out" / "my_groups.csv"
+    out = tmp_path / "out" / "groups.csv"
     result = CliRunner().invoke(app, ["scan", str(root), "--groups", str(tmp_path / "groups.csv"),
-                                      "--write-groups", str(out)])
+                                      "--out", str(out.parent)])
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "mirrored/rotated" in text and "leakage audit" in text and "20 images are not listed" in text
@@ -212,10 +212,10 @@ def test_scan_groups_file_errors_are_one_line(tmp_path, content, fragment):
     root = _scan_folder(tmp_path / "data", {"no": range(0, 3), "yes": range(10, 13)}, size=64)
     (tmp_path / "g.csv").write_text(content)
     result = CliRunner().invoke(app, ["scan", str(root), "--groups", str(tmp_path / "g.csv"),
-                                      "--write-groups", str(tmp_path / "out.csv")])
+                                      "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and fragment in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
-    assert not (tmp_path / "out.csv").exists()
+    assert not (tmp_path / "out" / "groups.csv").exists()
 
 
 def test_bad_copy_threshold_is_refused(tmp_path):

@@ -192,7 +192,10 @@ def test_default_location_and_reexport_replaces(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run_copy, ignore=shutil.ignore_patterns("tuner", "cache", "export"))
     first = export_run(run_copy, check=False)
     assert first.path == run_copy / "export" / "mobilenet_v2" and (first.path / "model.keras").is_file()
-    (first.path / "stale.txt").write_text("old")
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    (first.path / "stale.txt").write_text("old")  # a file an earlier export listed as its own
+    manifest["files"]["stale.txt"] = {"sha256": "", "bytes": 3}
+    (first.path / "manifest.json").write_text(json.dumps(manifest))
     second = export_run(run_copy, check=False)
     assert second.path == first.path and not (second.path / "stale.txt").exists()
     assert sorted(p.name for p in (run_copy / "export").iterdir()) == ["mobilenet_v2"]
@@ -208,7 +211,7 @@ def test_refusals(tiny_run, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
-    with pytest.raises(BenchError, match="not an earlier bench export"):
+    with pytest.raises(BenchError, match="not empty and is not a bench export"):
         export_run(tiny_run, to=taken, check=False)
     assert (taken / "notes.txt").read_text() == "mine"
 

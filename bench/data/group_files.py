@@ -138,7 +138,14 @@ def grouping_for(index, copy_threshold: float, groups_csv: Path | None):
     return grouping
 
 
-def write_group_files(grouping, part_of: dict[str, str], root: Path, groups_csv: Path) -> tuple[Path, Path | None]:
-    """groups.csv at ``groups_csv`` and the contact sheet ``copies.png`` beside it."""
-    written = write_groups_csv(grouping, part_of, groups_csv)
-    return written, write_contact_sheet(grouping, root, Path(groups_csv).with_name("copies.png"))
+#: What :func:`write_group_files` writes into its folder.
+GROUPS_CSV = "groups.csv"
+CONTACT_SHEET = "copies.png"
+GROUP_FILES = (GROUPS_CSV, CONTACT_SHEET)
+
+
+def write_group_files(grouping, part_of: dict[str, str], root: Path, folder: Path) -> tuple[Path, Path | None]:
+    """groups.csv and the contact sheet copies.png (when anything is linked) in ``folder``."""
+    folder = Path(folder)
+    written = write_groups_csv(grouping, part_of, folder / GROUPS_CSV)
+    return written, write_contact_sheet(grouping, root, folder / CONTACT_SHEET)

@@ -43,6 +43,7 @@ from bench.deploy.model_card import log_checks, model_card
 from bench.deploy.run_info import RunInfo, default_export_dir, run_info
 from bench.deploy.verify import check_export
 from bench.errors import BenchError
+from bench.outputs import check_not_input, describe_files, foreign_files, replace_folder
 from bench.runfolder import (
     library_versions,
     sha256_file,
@@ -82,8 +83,7 @@ def export_run(
     formats = parse_formats(formats)
     info = run_info(run_dir, backbone)
     dest = Path(to) if to is not None else default_export_dir(info.run_dir, info.backbone)
-    if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / "manifest.json").is_file())):
-        raise BenchError(f"--to {dest} exists and is not an earlier bench export; pass an empty or new folder")
+    check_export_dest(dest, info.run_dir)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -109,7 +109,7 @@ def export_run(
                 )
         write_text_atomic(tmp / "model_card.md", model_card(info, labels, formats, checks))
         manifest = write_manifest(tmp, info, formats, checks, reference)
-        _replace_dir(tmp, dest)
+        replace_folder(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -132,14 +132,30 @@ def parse_formats(formats: Iterable[str] | str) -> list[str]:
     return out
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{datetime.now().strftime('%Y%m%d%H%M%S%f')}")
-        dest.rename(old)
-    tmp.rename(dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def check_export_dest(dest: Path, run_dir: Path) -> None:
+    """Refuse (one line) an export folder that bench may not replace: a file, the run
+    folder or anything holding it, or a non-empty folder that is not an earlier bench
+    export holding only the files its manifest lists. An export is replaced as a whole, so a file of the user's in it would be lost."""
+    from bench.runfolder import read_json
+
+    if dest.exists() and not dest.is_dir():
+        raise BenchError(f"--to {dest} is a file, not a folder; pass a new or empty folder")
+    check_not_input(dest, "--to", inputs=[run_dir])
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    try:
+        manifest = read_json(dest / "manifest.json")
+        files = manifest["files"]
+        owned = [*files, "manifest.json"]
+        if "format" not in manifest or not isinstance(files, dict):
+            raise KeyError("format")
+    except (BenchError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise BenchError(f"--to {dest} is not empty and is not a bench export; pass a new or empty folder") from None
+    foreign = foreign_files(dest, owned)
+    if foreign:
+        raise BenchError(f"--to {dest} is an earlier bench export but holds files bench did not write "
+                         f"({describe_files(foreign)}); a new export replaces the whole folder, so move them out "
+                         "or pass another --to")
 
 
 def write_overlap_reference(run_dir: Path, folder: Path, index=None) -> dict:
