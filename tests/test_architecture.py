@@ -1,4 +1,5 @@
-"""The package's shape: imports run one way (no cycles), modules stay small, the stage
+"""The package's shape: imports run one way (no cycles between modules, nor between
+sub-packages, and no stage imports a stage above it), modules stay small, the stage
 sub-packages only re-export, and the CLI starts without TensorFlow."""
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 MAX_LINES = 450
 STAGES = ("data", "search", "evaluate", "deploy", "report")
+#: bench's sub-packages and top-level modules, lowest layer first: a node imports only
+#: nodes of its own layer or below (``__init__`` is ``bench/__init__.py``).
+LAYERS = (
+    ("__init__", "errors", "config", "runfolder", "outputs", "lazy", "parallel", "row_reads", "faults",
+     "progress", "layers"),  # shared helpers
+    ("data",),
+    ("search", "evaluate"),
+    ("report",),
+    ("deploy",),  # export, serve, predict; an external evaluation writes its report with bench.report
+    ("cli", "run", "pipeline", "mlflow_tracking"),  # what puts the stages together
+)
 
 
 def module_names(package: Path) -> dict[str, Path]:
@@ -87,6 +99,38 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def package_edges(graph: dict[str, set[str]]) -> dict[tuple[str, str], list[str]]:
+    """(node, node it imports) -> the module imports behind that edge, where a node is a
+    sub-package or a top-level module of the package (``pkg.sub.a`` belongs to ``pkg.sub``)."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for module, targets in graph.items():
+        for target in sorted(targets):
+            a, b = package_node(module), package_node(target)
+            if a != b:
+                edges.setdefault((a, b), []).append(f"{module} -> {target}")
+    return edges
+
+
+def package_node(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Node -> the nodes it imports (see :func:`package_edges`)."""
+    out: dict[str, set[str]] = {package_node(m): set() for m in graph}
+    for a, b in package_edges(graph):
+        out[a].add(b)
+    return out
+
+
+def upward_imports(graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...]) -> list[str]:
+    """Each import of a node in a higher layer than the importer's, with the module imports behind it."""
+    level = {name: i for i, layer in enumerate(layers) for name in layer}
+    short = {node: node.partition(".")[2] or "__init__" for node in package_graph(graph)}
+    return [f"{a} -> {b}: " + ", ".join(via) for (a, b), via in sorted(package_edges(graph).items())
+            if level[short[b]] > level[short[a]]]
+
+
 def test_the_cycle_finder_finds_a_cycle(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
@@ -98,8 +142,42 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path):
     assert cycles(import_graph(pkg)) == [["pkg.a", "pkg.sub.b"]]
 
 
+def test_the_package_graph_finds_a_cycle_between_packages_and_an_upward_import(tmp_path):
+    pkg = tmp_path / "pkg"
+    for sub in ("low", "high"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low" / "a.py").write_text("def f():\n    import pkg.high.b\n")  # a lazy import
+    (pkg / "low" / "c.py").write_text("")
+    (pkg / "high" / "b.py").write_text("from ..low import c\n")
+    (pkg / "tool.py").write_text("import pkg.high.b\n")
+    graph = import_graph(pkg)
+    assert cycles(graph) == []  # no cycle between modules
+    assert package_graph(graph) == {"pkg": set(), "pkg.low": {"pkg.high"}, "pkg.high": {"pkg.low"},
+                                    "pkg.tool": {"pkg.high"}}
+    assert cycles(package_graph(graph)) == [["pkg.high", "pkg.low"]]
+    layers = (("__init__", "low"), ("high",), ("tool",))
+    assert upward_imports(graph, layers) == ["pkg.low -> pkg.high: pkg.low.a -> pkg.high.b"]
+
+
 def test_bench_imports_run_one_way():
     assert cycles(import_graph(BENCH)) == []
+
+
+def test_bench_packages_import_one_way():
+    assert cycles(package_graph(import_graph(BENCH))) == []
+
+
+def test_every_package_sits_in_one_layer():
+    placed = [name for layer in LAYERS for name in layer]
+    nodes = {node.partition(".")[2] or "__init__" for node in package_graph(import_graph(BENCH))}
+    assert len(placed) == len(set(placed))
+    assert nodes ^ set(placed) == set(), "add the new module to a layer of LAYERS (or drop a removed one)"
+
+
+def test_no_package_imports_a_layer_above_it():
+    assert upward_imports(import_graph(BENCH), LAYERS) == []
 
 
 def test_no_module_is_over_450_lines():
