@@ -191,7 +191,7 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     split.shortcut = check_split(index, split)
     log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s, "
              f"grouped in {time.perf_counter() - t0 - seconds:.1f}s")
-    from bench.data.summary import format_scan
+    from bench.report.scan_summary import format_scan
 
     typer.echo(format_scan(index, split, grouping))
     if folder is None:

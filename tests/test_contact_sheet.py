@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.report.contact_sheet import SheetRow, contact_sheet, embed_png
+from bench.data.contact_sheet import SheetRow, contact_sheet, embed_png
 
 THUMB = 48
 
@@ -78,7 +78,7 @@ def test_more_rows_make_a_taller_sheet_and_long_rows_are_cut(images, tmp_path):
 
 
 def test_the_title_says_how_many_were_left_out(images, tmp_path, monkeypatch):
-    from bench.report import contact_sheet as module
+    from bench.data import contact_sheet as module
 
     seen: list[str] = []
     real = module._fit
@@ -124,7 +124,7 @@ def test_embed_png_is_a_data_uri(images, tmp_path):
 
 
 def test_many_rows_and_names_the_font_cannot_draw(images, tmp_path):
-    from bench.report.contact_sheet import _font, _printable
+    from bench.data.contact_sheet import _font, _printable
 
     assert _printable("ñ_scan.png", _font(11)) in ("ñ_scan.png", "n_scan.png")
     assert "?" in _printable("中.png", _font(11)) or _printable("中.png", _font(11)) == "中.png"
@@ -138,7 +138,7 @@ def test_many_rows_and_names_the_font_cannot_draw(images, tmp_path):
 def test_the_old_bitmap_font_still_draws(images, tmp_path, monkeypatch):
     from PIL import ImageFont
 
-    from bench.report import contact_sheet as module
+    from bench.data import contact_sheet as module
 
     if not hasattr(ImageFont, "load_default_imagefont"):
         pytest.skip("Pillow without the bitmap default font loader")

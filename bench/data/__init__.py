@@ -6,8 +6,8 @@ reads ``--groups`` (patient IDs); :mod:`~bench.data.duplicates` builds groups fr
 (average linkage, so one weak link cannot chain groups; narrow label conflicts);
 :mod:`~bench.data.split` assigns whole groups to train/val/test (stratified, seeded,
 written once as ``split.json``, with the leakage audit of :mod:`~bench.data.audit`);
-:mod:`~bench.data.group_files` and :mod:`~bench.data.summary` write ``groups.csv``, the
-contact sheet and ``bench scan``'s summary; :mod:`~bench.data.reprocess` makes re-processed
+:mod:`~bench.data.group_files` writes ``groups.csv`` and the contact sheet of
+:mod:`~bench.data.contact_sheet` (linked images side by side); :mod:`~bench.data.reprocess` makes re-processed
 copies for tests and benchmarks; :mod:`~bench.data.folds` plans nested, repeated
 cross-validation on the same groups (``folds.json``); :mod:`~bench.data.loading` and
 :mod:`~bench.data.images` turn split rows into uint8 arrays at a backbone's input size;

@@ -84,7 +84,7 @@ def large_group_warnings(grouping, fraction: float = LARGE_GROUP, shown: int = 8
 
 def sheet_rows(grouping) -> list:
     """The contact sheet's rows: weakest links per kind, the largest group, refused links."""
-    from bench.report.contact_sheet import SheetRow
+    from bench.data.contact_sheet import SheetRow
 
     by_kind = grouping.links_by_kind()
     rows = []
@@ -121,7 +121,7 @@ def _caption(link) -> str:
 
 def write_contact_sheet(grouping, root: Path, out: Path) -> Path | None:
     """``out`` (PNG) with :func:`sheet_rows`; None when there is nothing linked."""
-    from bench.report.contact_sheet import contact_sheet
+    from bench.data.contact_sheet import contact_sheet
 
     return contact_sheet(Path(root), sheet_rows(grouping), Path(out))
 

@@ -10,7 +10,9 @@ headless Chromium. A cross-validated run (``bench run --cv K``) gets its own lay
 :mod:`~bench.report.cv_build` assembles it from :mod:`~bench.report.cv_sections`,
 :mod:`~bench.report.cv_search` and :mod:`~bench.report.cv_figures` (per-fold scores, out-of-fold ROC bands, probability of
 being best, the paired tests of :func:`bench.evaluate.crossval.cv_pairwise_tests`).
-Nothing here trains or predicts.
+:mod:`~bench.report.scan_summary` is the text ``bench scan`` prints (the data stage's
+objects and the shortcut check of :mod:`bench.evaluate.shortcuts`). Nothing here trains
+or predicts.
 
     from bench.report import build_report
     md_path, html_path = build_report(Path("results/run-1"), Path("reports"))

@@ -1,7 +1,9 @@
 """The human summary ``bench scan`` prints: a few dozen lines at any dataset size.
 
 Classes and counts, skipped files, copies per kind with the largest groups, label
-conflicts, the split table and the leakage audit; every group is in groups.csv.
+conflicts, the split table, the leakage audit and the shortcut check; every group is in
+groups.csv. It reads the data stage's objects and words the shortcut check of
+:mod:`bench.evaluate.shortcuts`, so it sits above both.
 """
 
 from __future__ import annotations
