@@ -7,8 +7,8 @@ values (:func:`check_bounds`), the ``--resume`` guard (:func:`result_options`) a
 report's reproduce section (:func:`option_rows`, :func:`command_line`). Fields without
 an :class:`Option` are internal settings stored in ``run.json`` but not on the CLI.
 
-``run.json`` stores the configuration flat (one key per field, search settings beside
-run settings), as earlier versions did.
+``run.json`` stores the configuration flat: one key per field, search settings beside
+run settings.
 """
 
 from __future__ import annotations

@@ -87,12 +87,12 @@ def test_link_kinds_name_what_changed():
 
 
 def test_dark_low_contrast_lookalikes_with_close_hashes_do_not_link():
-    # the false link: two different dark, low-contrast slices whose pHash and dHash nearly agree
+    # two different dark, low-contrast slices whose pHash and dHash nearly agree: a hash-only detector links them
     dark = [scan_like(seed).point(lambda v: v // 10) for seed in range(40)]
     ph = [imagehash.phash(img) for img in dark]
     dh = [imagehash.dhash(img) for img in dark]
     i, j = min(((i, j) for i in range(40) for j in range(i + 1, 40)), key=lambda p: (ph[p[0]] - ph[p[1]]) + (dh[p[0]] - dh[p[1]]))
-    assert ph[i] - ph[j] <= 14 and dh[i] - dh[j] <= 14  # close hashes: the old detector's territory
+    assert ph[i] - ph[j] <= 14 and dh[i] - dh[j] <= 14  # close hashes: a hash-only detector would link them
     assert _links([dark[i], dark[j]]) == []
     # ... while a contrast-stretched copy of one of them still links to it
     stretched = dark[i].point(lambda v: min(255, v * 9))
@@ -246,10 +246,10 @@ def test_brain_mri_groups_run_folder_files(brain_index, tmp_path):
     assert sum(row["plain_split_crossing"] for row in data["leakage_audit"]) > 0
     assert max(len(g["files"]) for g in data["duplicate_groups"]) <= 0.02 * len(index.records)
     assert all(g["links"] for g in data["duplicate_groups"])
-    # every pair the old detector linked (pHash and dHash both within 8 bits) is still grouped
+    # every pair a hash-only detector links (pHash and dHash both within 8 bits) is grouped too
     group = {f["path"]: f["group"] for f in data["files"]}
     ph = [imagehash.hex_to_hash(r.phash) for r in index.records]
     dh = [imagehash.hex_to_hash(r.dhash) for r in index.records]
-    old = [(a.path, b.path) for i, a in enumerate(index.records) for j, b in enumerate(index.records)
-           if i < j and ph[i] - ph[j] <= 8 and dh[i] - dh[j] <= 8]
-    assert len(old) >= 30 and all(group[a] == group[b] for a, b in old)
+    close = [(a.path, b.path) for i, a in enumerate(index.records) for j, b in enumerate(index.records)
+             if i < j and ph[i] - ph[j] <= 8 and dh[i] - dh[j] <= 8]
+    assert len(close) >= 30 and all(group[a] == group[b] for a, b in close)

@@ -127,8 +127,8 @@ def test_links_from_a_table_are_the_links_from_a_list(tmp_path):
 
 
 def test_the_nearest_image_search_holds_at_most_64_mb_of_products_and_finds_the_same(monkeypatch):
-    """At 50,000 images 256 rows of products took 410 MB (the peak of a 50,000-image run);
-    smaller blocks give the same candidates."""
+    """Blocks shrink as n grows, so the products stay under 64 MB (256 rows at 50,000 images
+    would take 410 MB); smaller blocks give the same candidates."""
     import bench.data.copy_candidates as candidates
 
     assert candidates.block_rows(1000) == candidates.BLOCK

@@ -1,4 +1,4 @@
-"""Memory-mapped cached features (issue 15): same numbers as in RAM, memory flat."""
+"""Memory-mapped cached features: same numbers as in RAM, memory flat."""
 
 from __future__ import annotations
 

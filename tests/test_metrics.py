@@ -161,7 +161,7 @@ def test_threshold_is_the_midpoint_not_a_validation_score():
     # one best cut, (0.2, 0.8]: its midpoint is 0.5
     assert choose_threshold(y, p) == pytest.approx(0.5)
     p2 = np.array([0.1, 0.2, 0.3, 0.9])
-    # perfect only for cut (0.2, 0.3]: midpoint 0.25 (no longer the score 0.3)
+    # perfect only for cut (0.2, 0.3]: midpoint 0.25 (not the score 0.3 itself)
     assert choose_threshold(y, p2) == pytest.approx(0.25)
     # a unique best cut far from 0.5 wins over a worse one near 0.5
     y3 = np.array([0, 0, 0, 1, 1, 1])

@@ -1,4 +1,4 @@
-"""--runtime openvino (issue 15): the frozen pass run by OpenVINO, checked against TensorFlow."""
+"""--runtime openvino: the frozen pass run by OpenVINO, checked against TensorFlow."""
 
 from __future__ import annotations
 

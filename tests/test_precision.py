@@ -1,4 +1,4 @@
-"""Frozen-pass precision (issue 15): bfloat16 detection, the mode table, cache keys."""
+"""Frozen-pass precision: bfloat16 detection, the mode table, cache keys."""
 
 from __future__ import annotations
 

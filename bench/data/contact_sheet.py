@@ -85,7 +85,7 @@ def _printable(text: str, font: Font) -> str:
         size = int(font.size)
         def drawable(c: str) -> bool:
             return _has_glyph(size, c)
-    else:  # the old bitmap font: Latin-1, no ellipsis
+    else:  # Pillow's bitmap font: Latin-1, no ellipsis
         text = text.replace("…", "...")
         def drawable(c: str) -> bool:
             return ord(c) < 256

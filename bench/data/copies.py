@@ -22,9 +22,9 @@ moves that whole boundary, tightening or loosening both measures together. When 
 keypoints agree on a transform but the frames did not line up (a crop into the content,
 a shift), the layout is scored again with ``b``'s grid resampled through that transform.
 
-Measured (``benchmarks/copies.py``, 15,190 pairs of a "yes" and a "no" brain MRI scan):
-different scans of the same anatomy reach a layout of 0.87 with 6 agreeing keypoints, or
-16 keypoints at a layout of 0.61, and link at neither.
+Neither measure alone is enough: among the 15,190 pairs of a "yes" and a "no" brain MRI
+scan of ``benchmarks/copies.py``, different scans of the same anatomy reach a layout of
+0.87 with 6 agreeing keypoints, or 16 keypoints at a layout of 0.61, and link at neither.
 
 Finding candidate pairs scales as blocked matrix products: the 16 × 16 layouts (framed by
 the bright content, and framed by the keypoints) are projected on their 64 principal components and each
@@ -36,8 +36,8 @@ sha256) are linked without scoring.
 The candidate search, the layout scores and the keypoint checks run in worker processes
 on every usable core (above a few thousand images or checks); the links are the same on
 any number of cores: the candidate search's matrix products use one BLAS thread each, and
-every other number is computed row by row. Measured on 50,000 images (2 cores):
-``benchmarks/copies.py --only-scale`` and the README.
+every other number is computed row by row. Time and memory up to 50,000 images:
+``docs/performance.md`` (written by ``benchmarks/copies.py --only-scale``).
 """
 
 from __future__ import annotations

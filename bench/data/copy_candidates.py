@@ -27,14 +27,14 @@ CANDIDATE_FLOOR = 0.4
 #: Candidates whose layout (in their frames) is below this are not looked at in detail.
 LAYOUT_GATE = 0.4
 
-#: The detail measure's budget: at most this many pairs in all (~0.4 ms a check), and
+#: The detail measure's budget: at most this many pairs in all (checks are the costly part), and
 #: at least DETAIL_CANDIDATES per image (its best candidates by layout, in either view).
 DETAIL_BUDGET = 250_000
 DETAIL_CANDIDATES = 5
 
 #: Rows of matrix products per block (memory: 8 x BLOCK x n float32), fewer from
-#: PRODUCT_CELLS / (8 n) down: the products stay under 64 MB at any n (410 MB at 50,000
-#: images with 256 rows, the peak of a 50,000-image run).
+#: PRODUCT_CELLS / (8 n) down: the products stay under 64 MB at any n (256 rows at 50,000
+#: images would take 410 MB).
 BLOCK = 256
 PRODUCT_CELLS = 16 * 2**20
 
@@ -46,9 +46,9 @@ def block_rows(n: int) -> int:
 #: Grids per block of layout scores and coarse grids (memory: 8 x BLOCK_J x GRID x GRID float32).
 BLOCK_J = 2048
 
-#: Worker processes search candidates and score layouts from PARALLEL_CANDIDATES images on
-#: (``benchmarks/copies.py --cutoffs``, 2 cores, two runs: 0.85x as fast at 2,000 images,
-#: 0.8-1.16x at 5,000, 1.36-1.39x at 10,000).
+#: Worker processes search candidates and score layouts from PARALLEL_CANDIDATES images on:
+#: below it, starting the pool costs more than it saves (``benchmarks/copies.py --cutoffs``
+#: measures the cut-over).
 PARALLEL_CANDIDATES = 8000
 
 
@@ -67,8 +67,8 @@ def principal_axes(sample: np.ndarray, k: int) -> np.ndarray:
 
     The eigenvectors of the rows' scatter matrix (d x d, summed in float64 over BLOCK_J rows
     at a time), largest eigenvalue first: the right singular vectors of the centred sample,
-    without the SVD's m x d copies and workspace (40,000 x 256: 350 MB, the peak of a
-    50,000-image run's grouping; this way 26 MB). One BLAS thread, as in the candidate
+    without the SVD's m x d copies and workspace (the scatter matrix needs one block of rows
+    at a time, whatever ``m``). One BLAS thread, as in the candidate
     search throughout: the same numbers on any number of cores (OpenBLAS's sums depend on
     its thread count). An axis's sign is arbitrary: similarities on the basis do not
     depend on it.

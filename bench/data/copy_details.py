@@ -19,8 +19,8 @@ MIN_KEYPOINTS = 12
 MAX_KEYPOINTS = 20
 RAMP = 0.2
 
-#: Worker processes check details from PARALLEL_CHECKS candidate pairs on (~1 s of checks
-#: in one process), CHECK_CHUNK pairs per task.
+#: Worker processes check details from PARALLEL_CHECKS candidate pairs on (fewer checks
+#: take less time than starting the pool), CHECK_CHUNK pairs per task.
 PARALLEL_CHECKS = 2000
 CHECK_CHUNK = 500
 #: Images' features a checker keeps after reading them (~14 kB each).
@@ -66,8 +66,8 @@ def cross_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     when each is the other's nearest by Hamming distance (the first one on ties).
 
     The same pairs in the same order (``tests/test_scan.py`` checks it against OpenCV),
-    3x faster (0.2 ms for two sets of 250 ORB descriptors): OpenCV's wheels count the
-    differing bits a byte at a time, numpy with the CPU's popcount on 64-bit words. ``a``
+    and faster: OpenCV's wheels count the differing bits a byte at a time, numpy with the
+    CPU's popcount on 64-bit words. ``a``
     and ``b``: uint8 rows of a multiple of 8 bytes (ORB's are 32).
     """
     words_a = np.ascontiguousarray(np.ascontiguousarray(a).view(np.uint64).T)[:, :, None]  # (words, len(a), 1)
@@ -224,7 +224,7 @@ def _confirm(checker: _Checker, checks: list[_Check], workers: int) -> tuple[lis
     """``checker.confirm_all(checks)``, in ``workers`` processes from PARALLEL_CHECKS pairs on;
     and the processes it used."""
     # pairs with the same b together: a process reads each mirrored image once (in the order
-    # the candidates came, a single process read 74,766 for 5,000 images: READ_CACHE thrashed)
+    # the candidates come, READ_CACHE thrashes and an image is read again for many of its pairs)
     ordered = sorted(checks, key=lambda c: (c.b, c.a))
     if workers > 1 and len(checks) >= PARALLEL_CHECKS:
         size = max(1, min(CHECK_CHUNK, len(ordered) // (workers * 4)))

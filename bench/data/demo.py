@@ -33,9 +33,9 @@ from PIL import Image
 from bench.data.phantom import render_slice
 from bench.errors import BenchError
 
-#: The marker written into demo folders and the cache folder's version. v2: conspicuous
-#: lesions (see ``phantom._conspicuous``) and 200 images per class by default, so the
-#: README's first command learns; v1 folders in a cache are left alone and not reused.
+#: The marker written into demo folders and the cache folder's version: conspicuous lesions
+#: (see ``phantom._conspicuous``) and 200 images per class by default, so the README's
+#: first command learns. Cached folders with another marker are left alone and not reused.
 GENERATOR = "bench.demo v2"
 DEFAULT_N = 200
 MARKER_NAME = ".bench-demo"

@@ -198,7 +198,7 @@ class FoldPlan:
     @classmethod
     def from_dict(cls, data: dict) -> "FoldPlan":
         """Rebuild a plan; ``ValueError`` when the rows do not fit ``k``/``repeats``/``classes``."""
-        if data.get("format") not in (1, FOLDS_FORMAT):  # format 1: before copy detection's audit
+        if data.get("format") not in (1, FOLDS_FORMAT):  # format 1: the same without copy detection's audit
             raise ValueError(f"format {data.get('format')!r}, expected {FOLDS_FORMAT}")
         plan = cls(
             k=int(data["k"]),

@@ -114,8 +114,8 @@ def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | Non
     the run folder is not one or its data folder no longer exists.
 
     ``index``: the run's own scan, when this process made it (``bench run`` exporting its
-    winner) with copy features for every file: the files are not read again (50,000 images:
-    ~100 s saved); the same reference, in split.json's order.
+    winner) with copy features for every file: the files are not read again; the same
+    reference, in split.json's order.
     """
     from bench.data.scan import DatasetIndex, ImageRecord, read_files
 
@@ -312,11 +312,9 @@ def find_overlap(reference: Reference, external, threshold: float = DEFAULT_COPY
     :func:`~bench.data.copies.find_links` runs on the run's images followed by the
     external ones, so it also scores reference-reference and external-external candidate
     pairs, which are then dropped: wasted work, but bounded by its candidate and detail
-    budgets. Measured on brain MRI (253 run images + 80 external, 2 CPU cores): 5.5-7 s,
-    8,700 keypoint checks of which 46 % reference-reference and 7 % external-external, about
-    as long as ``find_links`` on the run's images alone. Mirror checks re-read each external
-    image from disk at most once (0.5 s for 80); reference images are never the mirrored
-    side (they come first), so the check needs no reference image files.
+    budgets. Mirror checks re-read each external image from disk at most once; reference
+    images are never the mirrored side (they come first), so the check needs no reference
+    image files.
     """
     n_ref = len(reference.records)
     records = [*reference.records, *external.records]

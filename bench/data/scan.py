@@ -142,8 +142,8 @@ def _class_files(class_dir: Path) -> list[Path]:
 
 
 #: Below this many files the scan runs in this process: starting worker processes costs about
-#: what it saves (``benchmarks/copies.py --cutoffs``, 2 cores, two runs: 0.8-1.2x as fast at
-#: 8 files, 1.15-1.3x at 16, 1.35-1.5x at 32, 1.7-1.8x at 128; a larger process forks more slowly).
+#: what it saves (``benchmarks/copies.py --cutoffs`` measures the cut-over; a larger process
+#: forks more slowly).
 PARALLEL_FROM = 32
 #: Most files one worker task holds (fewer for small folders, so every core gets some).
 CHUNK = 64

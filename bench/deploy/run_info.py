@@ -42,7 +42,7 @@ class RunInfo:
     @property
     def calibration(self) -> dict | None:
         """What the final stage fitted on validation (temperature, class weights, operating
-        points; :mod:`bench.evaluate.decisions`); None for runs made before bench calibrated."""
+        points; :mod:`bench.evaluate.decisions`); None when the run folder has no calibration file."""
         from bench.evaluate.decisions import CALIBRATION_FILE
         from bench.runfolder import read_json
 

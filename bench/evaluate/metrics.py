@@ -188,7 +188,7 @@ def bootstrap_ci(
     replacement, or, with ``groups`` (one duplicate-group id per image), G groups with
     replacement, every image weighted by how often its group was drawn (G = number of
     distinct groups); it recomputes the metrics with the same ``threshold``.
-    ``groups=None`` gives exactly the per-image draws of earlier versions. Resamples where
+    ``groups=None`` draws images one by one. Resamples where
     a metric is undefined (e.g. AUC of a resample with one class) are dropped for that
     metric; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles
     of the rest, ``(nan, nan)`` if none is left. ``metrics`` may include

@@ -122,7 +122,7 @@ def compare_pair(
 
     ``groups``: duplicate-group id of each test image, keyed by its ``file`` (a dict or a
     ``pandas.Series`` indexed by file; every shared file needs one). ``None``: images
-    are the unit, as before.
+    are the unit.
     """
     joined = pred_a.merge(pred_b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
     if joined.empty:

@@ -10,8 +10,8 @@ grown on at most TREE_SAMPLES images) is trained
 on those attributes only (width, height, aspect ratio, log pixel count, bytes per pixel,
 one-hot mode and format) and scored out of fold: stratified group 5-fold, so copies of one
 image (the split's groups) never sit on both sides. The trees grow in threads on every
-usable core (the same forest as on one: scikit-learn draws each tree's seed first; 50,000
-images took 30 s on one core here). The score is the out-of-fold ROC AUC
+usable core (the same forest as on one: scikit-learn draws each tree's seed first; its time
+at scale is in ``docs/performance.md``). The score is the out-of-fold ROC AUC
 (macro one-vs-rest for 3+ classes) with a 95 % bootstrap interval over the groups
 (:func:`bench.evaluate.metrics.bootstrap_ci`). It warns at :data:`WARN_AUC` or more.
 """
@@ -26,8 +26,8 @@ import numpy as np
 WARN_AUC = 0.70
 FOLDS = 5
 #: Training images each tree is grown on, at most (its bootstrap sample; all of the fold's
-#: below that, as scikit-learn's default): a tree's size grows with its sample, and on
-#: 40,000 training images the forest held ~200 MB of nodes (resident after the check).
+#: below that, as scikit-learn's default): a tree's size grows with its sample, so the cap
+#: keeps the forest's memory flat however many images the dataset has.
 TREE_SAMPLES = 10_000
 
 

@@ -55,7 +55,7 @@ def copies_summary(sp: dict) -> dict:
 
 
 def _shortcut_text(sp: dict) -> str | None:
-    """The shortcut check's sentence (runs before it existed have none)."""
+    """The shortcut check's sentence; None when split.json has no shortcut check."""
     if "shortcut_check" not in sp:
         return None
     from bench.evaluate.shortcuts import shortcut_sentence
