@@ -13,7 +13,7 @@ import pytest
 from bench.evaluate.calibration import calibration_summary
 from bench.evaluate.metrics import evaluate
 from bench.evaluate.operating_points import decision_curve, evaluate_operating_points
-from bench.evaluate.rows import metric_with_ci
+from bench.schema import Source, metric_with_ci
 from bench.report.evaluation_report import (
     SECTIONS,
     overlap_table,
@@ -152,7 +152,7 @@ def test_title_summary_and_headline_numbers(binary):
         m = res["metrics"]
         for name, metric in (("ROC AUC", "roc_auc"), ("accuracy", "accuracy"), ("sensitivity", "recall"),
                              ("specificity", "specificity")):
-            shown = f"{name} {metric_with_ci(m, metric, style='dash', prefix='')}"
+            shown = f"{name} {metric_with_ci(m, metric, style='dash', source=Source.PLAIN)}"
             assert shown in summary_md and shown in summary_html, (key, shown)
     assert "At the Youden's J operating point (threshold 0.630 on P(yes))" in summary_md
     assert "test-time augmentation" in summary_md
@@ -169,8 +169,8 @@ def test_metrics_table_has_plain_and_tta_side_by_side(binary):
     plain, tta = (evaluation["results"][k]["metrics"] for k in ("plain", "tta"))
     for metric in ("balanced_accuracy", "pr_auc", "f1", "brier", "brier_skill"):
         row = next(line for line in section.splitlines() if metric_with_ci(plain, metric, style="dash",
-                                                                            prefix="") in line)
-        assert metric_with_ci(tta, metric, style="dash", prefix="") in row
+                                                                            source=Source.PLAIN) in line)
+        assert metric_with_ci(tta, metric, style="dash", source=Source.PLAIN) in row
     assert "| precision (PPV)" in section and "| threshold" in section
 
 
@@ -183,12 +183,12 @@ def test_figures_operating_points_and_calibration(binary):
     points = text.split("**Operating points**")[1].split("## 4.")[0]
     youden = evaluation["results"]["plain"]["operating_points"]["youden"]
     assert re.search(r"^\| plain +\| Youden's J \u2605 +\|", points, flags=re.MULTILINE)
-    assert metric_with_ci(youden, "sensitivity", style="dash", prefix="") in points
+    assert metric_with_ci(youden, "sensitivity", style="dash", source=Source.PLAIN) in points
     assert len(re.findall(r"^\| (plain|TTA flip) ", points, flags=re.MULTILINE)) == 6
     calibration = text.split("## 4. Calibration")[1].split("## 5.")[0]
     for key in ("plain", "tta"):
         c = evaluation["results"][key]["calibration"]
-        assert metric_with_ci(c, "ece", style="dash", prefix="") in calibration
+        assert metric_with_ci(c, "ece", style="dash", source=Source.PLAIN) in calibration
 
 
 def test_overlap_banner_and_table(binary):
@@ -236,5 +236,5 @@ def test_three_classes_without_tta_and_without_overlap_check(three):
     assert 'data-banner="no_overlap_check"' in page and reason in _html_text(page)
     assert "TTA flip" not in text and "| macro" not in text and "ROC AUC (macro)" in text
     m = evaluation["results"]["plain"]["metrics"]
-    assert f"sensitivity (macro) {metric_with_ci(m, 'recall', style='dash', prefix='')}" in text
+    assert f"sensitivity (macro) {metric_with_ci(m, 'recall', style='dash', source=Source.PLAIN)}" in text
     assert "Deciding by the most probable class" in text

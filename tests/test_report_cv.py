@@ -386,12 +386,12 @@ def _card(run: Path) -> str:
 
 
 def test_model_card_of_a_cv_run_gives_the_cv_estimate_and_the_holdout(cv_built):
-    from bench.evaluate.rows import metric_with_ci
+    from bench.schema import Source, metric_with_ci
 
     run, _, _ = cv_built
     card, r = _card(run), _board(run)[0]
     assert "## Expected performance (cross-validation)" in card
-    assert f"| roc auc | {metric_with_ci(r, 'roc_auc', ci_digits=3, prefix='cv_')} |" in card
+    assert f"| roc auc | {metric_with_ci(r, 'roc_auc', ci_digits=3, source=Source.OUT_OF_FOLD)} |" in card
     assert "72 out-of-fold predictions of 36 images in" in card and "(3 folds x 2 repeats)" in card
     assert f"{r['cv_groups']} duplicate groups" in card
     assert "3 outer folds x 2 repeats of whole duplicate groups" in card

@@ -214,7 +214,7 @@ def _run_name(predictor) -> str | None:
 
 def summary_lines(evaluation: dict) -> list[str]:
     """What ``bench evaluate`` prints: data, overlap, headline metrics with CIs."""
-    from bench.evaluate.rows import metric_with_ci
+    from bench.schema import Source, metric_with_ci
 
     model, data, overlap = evaluation["model"], evaluation["data"], evaluation["overlap"]
     lines = [(f"model: {model['backbone']} ({model['source']}); data: {data['root']} "
@@ -234,10 +234,10 @@ def summary_lines(evaluation: dict) -> list[str]:
         if not res:
             continue
         m = res["metrics"]
-        parts = [f"{name} {metric_with_ci(m, metric, prefix='')}" for name, metric in
+        parts = [f"{name} {metric_with_ci(m, metric, source=Source.PLAIN)}" for name, metric in
                  (("AUC", "roc_auc"), ("accuracy", "accuracy"), ("sensitivity", "recall"),
                   ("specificity", "specificity"))]
-        ece = metric_with_ci(res["calibration"], "ece", prefix="")
+        ece = metric_with_ci(res["calibration"], "ece", source=Source.PLAIN)
         lines.append(f"{label} (n={evaluation['evaluated']['n']}): " + ", ".join(parts) + f", ECE {ece}")
     lines.extend(f"warning: {w}" for w in evaluation["warnings"])
     from bench.report.evaluation_report import SMALL_SET

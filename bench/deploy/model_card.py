@@ -11,7 +11,7 @@ from bench.deploy.formats import FILES
 from bench.deploy.run_info import RunInfo
 from bench.deploy.verify import TFLITE_TOLERANCE
 from bench.evaluate.crossval import CV_METRIC
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench.schema import Source, metric_with_ci, to_float
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ def cv_context(info: RunInfo) -> dict | None:
         "images": _count(row.get("cv_images")),
         "groups": _count(row.get("cv_groups")),
         "metric": metric.replace("_", " "),
-        "estimate": metric_with_ci(row, metric, ci_digits=3, prefix="cv_"),
+        "estimate": metric_with_ci(row, metric, ci_digits=3, source=Source.OUT_OF_FOLD),
         "fold_mean": to_float(row.get(f"cv_{metric}_fold_mean")),
         "fold_sd": to_float(row.get(f"cv_{metric}_fold_sd")),
         "probability_best": to_float(row.get("probability_best")),
         "rule": row.get("selection_rule"),
-        "metrics": [(name.replace("_", " "), metric_with_ci(row, name, ci_digits=3, prefix="cv_"))
+        "metrics": [(name.replace("_", " "), metric_with_ci(row, name, ci_digits=3, source=Source.OUT_OF_FOLD))
                     for name in CV_CARD_METRICS if row.get(f"cv_{name}") is not None],
         "holdout": holdout_n > 0 and row.get("test_accuracy") is not None,
         "holdout_n": holdout_n,

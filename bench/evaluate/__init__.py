@@ -6,8 +6,8 @@ duplicate group) behind every interval; :mod:`~bench.evaluate.paired`,
 :mod:`~bench.evaluate.delong` and :mod:`~bench.evaluate.comparisons` compare backbones
 (McNemar, paired AUC bootstrap, DeLong, corrected resampled t-test, Holm, probability
 best); :mod:`~bench.evaluate.crossval` turns out-of-fold predictions into CV estimates;
-:mod:`~bench.evaluate.leaderboard` ranks backbones; :mod:`~bench.evaluate.rows` reads the
-flat result rows all of them write.
+:mod:`~bench.evaluate.leaderboard` ranks backbones. The columns of the result rows they
+write are declared in :mod:`bench.schema`.
 """
 
 from bench.lazy import reexport
@@ -21,5 +21,4 @@ __getattr__, __dir__, __all__ = reexport(__name__, {
     "cv_row": "crossval", "oof_predictions": "crossval",
     "PairTest": "paired", "pairwise_tests": "paired", "mcnemar_exact": "paired", "paired_bootstrap_auc": "paired",
     "rank": "leaderboard", "write_leaderboard": "leaderboard", "format_leaderboard": "leaderboard",
-    "to_float": "rows", "metric_with_ci": "rows",
 })

@@ -12,13 +12,14 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.config import OBJECTIVES
-from bench.evaluate.rows import metric_with_ci
+from bench.schema import Source, ci_columns, column, metric_with_ci, row_source
 from bench.runfolder import records_frame, write_json_atomic, write_text_atomic
 
 
-def is_cv(table) -> bool:
-    """Whether a leaderboard (table or rows) comes from a ``--cv`` run."""
-    return "cv_objective" in (table.columns if isinstance(table, pd.DataFrame) else table[0] if table else {})
+def source_of(table) -> Source:
+    """Where a leaderboard's (table or rows) ranking estimates come from: out of fold in a
+    ``--cv`` run, else the test split (:func:`bench.schema.row_source`)."""
+    return row_source(table if isinstance(table, pd.DataFrame) else table[0] if table else {})
 
 
 def rank(rows: list[dict]) -> pd.DataFrame:
@@ -29,18 +30,18 @@ def rank(rows: list[dict]) -> pd.DataFrame:
     if table.empty:
         return table
     objective = table["objective"].dropna().iloc[0]
-    key = "cv_objective" if is_cv(table) else "val_objective"
+    cv = source_of(table) is Source.OUT_OF_FOLD
+    key = "cv_objective" if cv else "val_objective"
     ok = table[table["status"] == "ok"].copy()
     bad = table[table["status"] != "ok"].copy()
     if len(ok):
         ok = ok.sort_values(key, ascending=OBJECTIVES[objective] == "min", kind="stable")
     ok["rank"] = range(1, len(ok) + 1)
     table = pd.concat([ok, bad], ignore_index=True)
-    cv = [f"cv_{m}{s}" for m in ("roc_auc", "accuracy", "f1") for s in ("", "_ci_low", "_ci_high")]
-    front = ["rank", "backbone", "status", *(["cv_objective", "probability_best", *cv] if key == "cv_objective" else []),
-             "val_objective", "test_accuracy", "test_accuracy_ci_low",
-             "test_accuracy_ci_high", "test_f1", "test_f1_ci_low", "test_f1_ci_high", "test_roc_auc",
-             "test_roc_auc_ci_low", "test_roc_auc_ci_high", "test_recall", "test_specificity"]
+    cv_columns = ["cv_objective", "probability_best", *ci_columns(("roc_auc", "accuracy", "f1"), Source.OUT_OF_FOLD)]
+    front = ["rank", "backbone", "status", *(cv_columns if cv else []), "val_objective",
+             *ci_columns(("accuracy", "f1", "roc_auc"), Source.TEST),
+             column("recall", Source.TEST), column("specificity", Source.TEST)]
     # the rest alphabetically: a row read back from result.json (resume) has its keys sorted
     return table[[c for c in front if c in table] + sorted(c for c in table if c not in front)]
 
@@ -85,12 +86,12 @@ def format_leaderboard(table: pd.DataFrame) -> str:
     objective = table["objective"].dropna().iloc[0] if len(table) else "val"
     headers = ["rank", "backbone", "status", objective, "test acc [95% CI]", "test F1 [95% CI]",
                "test AUC [95% CI]", "trials ok/failed", "search s", "ms/img"]
-    if is_cv(table):  # the CV estimates decide; the holdout test (if any) comes after
+    if source_of(table) is Source.OUT_OF_FOLD:  # the CV estimates decide; the holdout test (if any) comes after
         headers[3:3] = ["P(best)", "CV acc [95% CI]", "CV F1 [95% CI]", "CV AUC [95% CI]"]
         headers[7] = f"mean inner {objective}"
         for row, (_, r) in zip(rows, table.iterrows()):
             r = r.to_dict()
             best = r.get("probability_best")
             row[3:3] = ["-" if best is None or pd.isna(best) else f"{best:.2f}",
-                        *(metric_with_ci(r, m, prefix="cv_") for m in ("accuracy", "f1", "roc_auc"))]
+                        *(metric_with_ci(r, m, source=Source.OUT_OF_FOLD) for m in ("accuracy", "f1", "roc_auc"))]
     return tabulate(rows, headers=headers)

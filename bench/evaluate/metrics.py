@@ -44,6 +44,7 @@ from bench.evaluate.resampling import (
     resample_weights,
 )
 from bench.evaluate.resampling import Predictions as _Data
+from bench.schema import CI_METRICS, PREDICTION_METRICS, SKILL_METRICS
 
 __all__ = [
     "CI_METRICS",
@@ -56,24 +57,8 @@ __all__ = [
 ]
 
 #: Scalar metrics :func:`classification_metrics` returns (besides n, the confusion
-#: matrix and the threshold); any of them can be bootstrapped.
-METRICS = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-)
-#: Metrics :func:`evaluate` gives confidence intervals for (plus ``brier_skill`` when it
-#: is given a prevalence).
-CI_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc",
-              "brier")
-#: Metrics that need the reference prevalence (``prevalence=``).
-SKILL_METRICS = ("brier_skill",)
+#: matrix and the threshold); any of them can be bootstrapped. Declared in :mod:`bench.schema`.
+METRICS = PREDICTION_METRICS
 
 _TIE_TOL = 1e-12
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench.schema import Source, metric_with_ci, to_float
 from bench.runfolder import is_run_dir, read_run
 
 #: Metrics the table shows (each with its CI), in order.
@@ -110,7 +110,7 @@ def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             r["data"], r["design"], str(r["weights"]), str(r["image_size"]), str(r["seed"]),
             (f"{r['objective']}{' (CV)' if r['estimate'] == 'out-of-fold' else ''} {value:.3f}"
              if not math.isnan(value) else str(r["objective"])), r["estimate"],
-            *(metric_with_ci(r, m, prefix="") for m in METRICS),
+            *(metric_with_ci(r, m, source=Source.PLAIN) for m in METRICS),
         ])
     return headers, cells
 

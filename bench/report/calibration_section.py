@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from bench.evaluate.decisions import CALIBRATION_FILE
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench.schema import Source, metric_with_ci, to_float
 from bench.report.formatting import DASH, Table, num
 from bench.runfolder import read_json
 
@@ -40,7 +40,7 @@ def decision_reports(data) -> dict:
 
 
 def _with_ci(summary: dict, key: str) -> str:
-    return metric_with_ci(summary, key, style="dash", missing=DASH, prefix="")
+    return metric_with_ci(summary, key, style="dash", missing=DASH, source=Source.PLAIN)
 
 
 def _pair(before: dict, after: dict, key: str) -> str:
@@ -90,8 +90,8 @@ def operating_points_table(reports: dict, where: str = "test") -> Table | None:
             c, t = chosen[point], tested[point]
             rows.append([name, label, num(c["threshold"], 3),
                          f"{num(c.get('val_sensitivity'), 2)} / {num(c.get('val_specificity'), 2)}",
-                         metric_with_ci(t, "sensitivity", style="dash", missing=DASH, prefix=""),
-                         metric_with_ci(t, "specificity", style="dash", missing=DASH, prefix=""),
+                         metric_with_ci(t, "sensitivity", style="dash", missing=DASH, source=Source.PLAIN),
+                         metric_with_ci(t, "specificity", style="dash", missing=DASH, source=Source.PLAIN),
                          num(t.get("ppv"), 2), num(t.get("npv"), 2)])
     if not rows:
         return None

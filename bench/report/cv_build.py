@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.schema import Source
 from bench.report import cv_sections as C
 from bench.report.calibration_section import decision_reports
 from bench.report.calibration_section import section as decisions_section
@@ -49,7 +50,7 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
 
     with F.style():
         out["leaderboard"] = add(
-            "leaderboard", F.leaderboard_points(rows, colours, prefix="cv_", what="CV"), "CV F1 and ROC AUC",
+            "leaderboard", F.leaderboard_points(rows, colours, source=Source.OUT_OF_FOLD), "CV F1 and ROC AUC",
             "Points are pooled out-of-fold estimates, bars their 95 % CIs from a bootstrap over duplicate groups; "
             "backbones in CV rank order, best on top.")
         scores = {}
@@ -70,7 +71,7 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
             "short line their mean; black diamonds: the pooled out-of-fold estimate with its 95 % CI (bootstrap over "
             "duplicate groups). The spread of the markers is how much one split can mislead. The pooled estimate can sit "
             "below the fold mean: pooling ranks together scores of different fold models, whose scales differ.")
-        auc_text = {b.name: f"AUC {num(b.row.get('cv_roc_auc'))}, CI {interval(b.row, 'roc_auc', 'cv_')}"
+        auc_text = {b.name: f"AUC {num(b.row.get('cv_roc_auc'))}, CI {interval(b.row, 'roc_auc', Source.OUT_OF_FOLD)}"
                     for b in data.ok}
         out["roc"] = add(
             "cv-roc", CF.roc_bands(oof, data.classes, colours, auc_text, seed=data.seed),
@@ -88,7 +89,7 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
         if deployment.get("pareto"):
             out["deployment"] = add(
                 "deployment", F.deployment([b.row for b in deployment["backbones"]], colours, deployment["flags"],
-                                           prefix="cv_", what="CV"), "Accuracy against cost",
+                                           source=Source.OUT_OF_FOLD), "Accuracy against cost",
                 "Stars: Pareto-optimal; circles: dominated. Vertical bars: 95 % CI of the cross-validated accuracy.")
         for b in data.ok:
             confusions = [("Out-of-fold", b.row.get("cv_confusion_matrix"))]

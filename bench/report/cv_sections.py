@@ -10,7 +10,8 @@ import math
 
 from bench.evaluate.crossval import CV_METRIC, CV_RESAMPLES
 from bench.evaluate.paired import PairTest
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench import schema
+from bench.schema import Source, metric_with_ci, to_float
 from bench.report import findings, sections
 from bench.report.formatting import (
     DASH,
@@ -28,10 +29,6 @@ from bench.report.formatting import (
 )
 from bench.report.load import RunData
 
-METRIC_LABELS = {
-    "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "recall": "sensitivity (recall)",
-    "specificity": "specificity", "f1": "F1", "roc_auc": "ROC AUC", "pr_auc": "PR AUC", "brier": "Brier score",
-}
 #: The summary table's rows, in order.
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier")
 FINAL = "final model"
@@ -43,11 +40,11 @@ def cv_metric(data: RunData) -> str:
 
 
 def label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+    return schema.label(metric)
 
 
 def cv_ci(row: dict, metric: str) -> str:
-    return metric_with_ci(row, metric, style="dash", missing=DASH, prefix="cv_")
+    return metric_with_ci(row, metric, style="dash", missing=DASH, source=Source.OUT_OF_FOLD)
 
 
 def design(data: RunData) -> dict:
@@ -161,8 +158,8 @@ def summary_section(data: RunData, pairs: dict) -> dict:
     headers = ["metric", "CV estimate", "95 % CI", "fold mean \u00b1 SD"] + (["holdout", "95 % CI"] if holdout else [])
     rows = []
     for m in SUMMARY_METRICS:
-        row = [label(m) + (" (lower is better)" if m == "brier" else ""), num(r.get(f"cv_{m}")),
-               interval(r, m, "cv_"), mean_sd(r.get(f"cv_{m}_fold_mean"), r.get(f"cv_{m}_fold_sd"))]
+        row = [schema.metric(m).long_label, num(r.get(f"cv_{m}")),
+               interval(r, m, Source.OUT_OF_FOLD), mean_sd(r.get(f"cv_{m}_fold_mean"), r.get(f"cv_{m}_fold_sd"))]
         if holdout:
             row += [num(r.get(f"test_{m}")), interval(r, m)]
         rows.append(row)
@@ -369,10 +366,10 @@ def per_backbone_text(data: RunData, b) -> dict:
 def deployment_section(data: RunData) -> dict:
     measured = [b for b in data.ok if not (math.isnan(to_float(b.row.get("latency_ms_b1")))
                                           and math.isnan(to_float(b.row.get("params_total"))))]
-    flags = sections.pareto_flags(measured, prefix="cv_")
+    flags = sections.pareto_flags(measured, source=Source.OUT_OF_FOLD)
     latency = ("Latency is the median time per image on the machine that ran the search (batch 1 and batch 32).")
     if len(measured) < 2:
-        table = sections.cost_table(measured, flags, prefix="cv_", what="CV", pareto=False)
+        table = sections.cost_table(measured, flags, source=Source.OUT_OF_FOLD, pareto=False)
         text = ("Only the recommended backbone's final model exists as a deployable model (the other backbones were "
                 "cross-validated, never trained on all images), so there is no trade-off to weigh; the table shows "
                 "its cost. " if measured else "No final model was trained, so there is no cost to show. ") + latency
@@ -383,5 +380,5 @@ def deployment_section(data: RunData) -> dict:
             "and strictly better on one of the two. " + (f"On latency: {', '.join(fast)}. " if fast else "")
             + (f"On size: {', '.join(small)}. " if small else "") + latency
             + " Accuracy is the cross-validated estimate.")
-    return {"flags": flags, "table": sections.cost_table(measured, flags, prefix="cv_", what="CV"), "text": text,
+    return {"flags": flags, "table": sections.cost_table(measured, flags, source=Source.OUT_OF_FOLD), "text": text,
             "pareto": True, "backbones": measured}

@@ -15,7 +15,7 @@ import math
 import re
 from pathlib import Path
 
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench.schema import Source, metric_with_ci, to_float
 from bench.report.build import TEMPLATES, _environment, write_pages
 from bench.report.findings import Banner
 from bench.report.formatting import DASH, FIGURE_PREFIX, Table, num, to_int
@@ -39,7 +39,7 @@ SECTIONS = ("Summary", "Metrics", "Errors, curves and decisions", "Calibration",
 
 
 def _ci(row: dict, key: str, digits: int = 3) -> str:
-    return metric_with_ci(row or {}, key, digits, style="dash", missing=DASH, prefix="")
+    return metric_with_ci(row or {}, key, digits, style="dash", missing=DASH, source=Source.PLAIN)
 
 
 def _variants(evaluation: dict) -> list[tuple[str, str, str, dict]]:

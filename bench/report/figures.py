@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from bench.config import OBJECTIVE_LABELS
-from bench.evaluate.rows import to_float
+from bench.schema import Estimate, Source, to_float
+from bench.schema import column as metric_column
 from bench.runfolder import probability_matrix
 
 #: Resolution of the saved PNGs. Figures are sized in inches for a ~900 px column.
@@ -88,9 +89,10 @@ def backbone_colours(names: Sequence[str]) -> dict[str, tuple]:
 # --------------------------------------------------------------------------- leaderboard
 
 
-def leaderboard_points(rows: list[dict], colours: dict, prefix: str = "test_", what: str = "test"):
-    """F1 and ROC AUC per backbone with their 95 % CIs (rank order, best on top): test
-    values, or with ``prefix="cv_"`` the cross-validated ones (``what`` names them)."""
+def leaderboard_points(rows: list[dict], colours: dict, source: Source = Source.TEST):
+    """F1 and ROC AUC per backbone with their 95 % CIs (rank order, best on top), as
+    estimated from ``source`` (the test split, or out of fold)."""
+    what = source.label
     if not rows:
         return None
     names = [r["backbone"] for r in rows]
@@ -98,8 +100,8 @@ def leaderboard_points(rows: list[dict], colours: dict, prefix: str = "test_", w
     fig, axes = new_figure(WIDTH, 0.9 + 0.38 * len(rows), ncols=2, sharey=True)
     for ax, metric, title in zip(axes, ("f1", "roc_auc"), ("F1", "ROC AUC")):
         for yi, r in zip(y, rows):
-            v = to_float(r.get(f"{prefix}{metric}"))
-            lo, hi = to_float(r.get(f"{prefix}{metric}_ci_low")), to_float(r.get(f"{prefix}{metric}_ci_high"))
+            estimate = Estimate.read(r, metric, source)
+            v, lo, hi = estimate.value, estimate.low, estimate.high
             if math.isnan(v):
                 continue
             err = [[v - lo if math.isfinite(lo) else 0], [hi - v if math.isfinite(hi) else 0]]
@@ -112,7 +114,7 @@ def leaderboard_points(rows: list[dict], colours: dict, prefix: str = "test_", w
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_xlabel(f"{what} {title}, bars: 95 % bootstrap CI")
     axes[0].set_yticks(y, names)
-    if any(r.get(f"{prefix}roc_auc") is not None for r in rows):
+    if any(r.get(metric_column("roc_auc", source)) is not None for r in rows):
         axes[1].axvline(0.5, color="#999999", lw=1, ls=":")
     return fig
 
@@ -120,19 +122,19 @@ def leaderboard_points(rows: list[dict], colours: dict, prefix: str = "test_", w
 # --------------------------------------------------------------------------- deployment
 
 
-def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]], prefix: str = "test_",
-               what: str = "test"):
-    """Accuracy (``prefix``: test, or ``cv_`` cross-validated) against latency and against
-    parameter count, Pareto front marked.
+def deployment(rows: list[dict], colours: dict, pareto: dict[str, list[bool]], source: Source = Source.TEST):
+    """Accuracy (estimated from ``source``: test, or out of fold) against latency and
+    against parameter count, Pareto front marked.
 
     ``pareto`` maps ``"latency"`` / ``"params"`` to one flag per row.
     """
     if not rows:
         return None
     fig, axes = new_figure(WIDTH, 3.4, ncols=2, sharey=True)
-    acc = np.array([to_float(r.get(f"{prefix}accuracy")) for r in rows])
-    lo = np.array([to_float(r.get(f"{prefix}accuracy_ci_low")) for r in rows])
-    hi = np.array([to_float(r.get(f"{prefix}accuracy_ci_high")) for r in rows])
+    what = source.label
+    estimates = [Estimate.read(r, "accuracy", source) for r in rows]
+    acc = np.array([e.value for e in estimates])
+    lo, hi = np.array([e.low for e in estimates]), np.array([e.high for e in estimates])
     axes_spec = (
         ("latency", np.array([to_float(r.get("latency_ms_b1")) for r in rows]), "latency, ms per image (batch 1)",
          "Accuracy against latency"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.evaluate.paired import ALPHA, PairTest
-from bench.evaluate.rows import to_float
+from bench.schema import to_float
 from bench.report.formatting import fmt_p, fmt_signed
 
 #: The "small test split" banner shows when a 95 % CI of test accuracy is wider than

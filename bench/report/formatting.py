@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench.schema import Estimate, Source, metric_with_ci, to_float
 
 FIGURE_PREFIX = "fig-"
 DASH = "\u2014"
@@ -75,12 +75,10 @@ def with_ci(row: dict, metric: str, digits: int = 3) -> str:
     return metric_with_ci(row, metric, digits, style="dash", missing=DASH)
 
 
-def interval(row: dict, metric: str, prefix: str = "test_") -> str:
-    """``0.71\u20130.94``: the 95 % CI of ``row[prefix + metric]``; empty without one."""
-    low, high = to_float(row.get(f"{prefix}{metric}_ci_low")), to_float(row.get(f"{prefix}{metric}_ci_high"))
-    if math.isnan(low) or math.isnan(high):
-        return ""
-    return f"{num(low, 2)}\u2013{num(high, 2)}"
+def interval(row: dict, metric: str, source: Source = Source.TEST) -> str:
+    """``0.71\u20130.94``: the 95 % CI of ``metric`` from ``source`` in ``row``; empty without one."""
+    estimate = Estimate.read(row, metric, source)
+    return f"{num(estimate.low, 2)}\u2013{num(estimate.high, 2)}" if estimate.has_interval else ""
 
 
 def mean_sd(mean, sd, digits: int = 3) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
 from bench.evaluate.crossval import OOF_TEXT_COLUMNS
-from bench.evaluate.rows import to_float
+from bench.schema import to_float
 from bench.report.formatting import Figure
 from bench.runfolder import fold_dir, read_run, read_run_file, read_table
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bench.config import OBJECTIVE_LABELS, command_line, option_rows
 from bench.evaluate.paired import ALPHA, PairTest
-from bench.evaluate.rows import metric_with_ci, to_float
+from bench import schema
+from bench.schema import Estimate, Source, metric_with_ci, to_float
 from bench.report import findings
 from bench.report.copies_section import conflict_row, copies_summary
 from bench.report.formatting import (
@@ -41,19 +42,16 @@ def _objective_label(objective: str) -> str:
 
 
 #: The summary table's test metrics: (label, metric); every one with its 95 % CI.
-SUMMARY_METRICS = (
-    ("accuracy", "accuracy"), ("F1", "f1"), ("ROC AUC", "roc_auc"), ("sensitivity (recall)", "recall"),
-    ("specificity", "specificity"), ("balanced accuracy", "balanced_accuracy"), ("precision", "precision"),
-    ("PR AUC", "pr_auc"), ("Brier score (lower is better)", "brier"),
-)
+SUMMARY_METRICS = tuple((schema.metric(m).long_label, m) for m in (
+    "accuracy", "f1", "roc_auc", "recall", "specificity", "balanced_accuracy", "precision", "pr_auc", "brier"))
 SELECTION_SCORE = "selection score (optimistic: best of trials \u00d7 epochs)"
 
 
-def ci_unit_text(row: dict, prefix: str = "test_", detail: bool = True) -> str:
+def ci_unit_text(row: dict, source: Source = Source.TEST, detail: bool = True) -> str:
     """What an interval resamples: ``"resamples of duplicate groups (29 groups; ...)"`` or
     ``"resamples of the test images"``."""
-    if row.get(f"{prefix}ci_unit") == "group":
-        groups = to_int(row.get(f"{prefix}ci_groups"))
+    if row.get(f"{source.prefix}ci_unit") == "group":
+        groups = to_int(row.get(f"{source.prefix}ci_groups"))
         return "resamples of duplicate groups" + (f" ({groups} groups; copies of one image are drawn together)"
                                                   if groups and detail else "")
     return "resamples of the test images"
@@ -134,20 +132,20 @@ def leaderboard_table(data: RunData) -> Table:
     return Table(headers, rows, [True, False, True, True, True, True, True, True, True, True, True, True])
 
 
-def pareto_flags(backbones, prefix: str = "test_") -> dict[str, list[bool]]:
-    """Pareto-optimal flags of ``backbones`` on accuracy against latency and against size."""
-    accuracy = [to_float(b.row.get(f"{prefix}accuracy")) for b in backbones]
+def pareto_flags(backbones, source: Source = Source.TEST) -> dict[str, list[bool]]:
+    """Pareto-optimal flags of ``backbones`` on accuracy (from ``source``) against latency and against size."""
+    accuracy = [Estimate.read(b.row, "accuracy", source).value for b in backbones]
     return {
         "latency": findings.pareto_optimal([to_float(b.row.get("latency_ms_b1")) for b in backbones], accuracy),
         "params": findings.pareto_optimal([to_float(b.row.get("params_total")) for b in backbones], accuracy),
     }
 
 
-def cost_table(backbones, flags: dict, prefix: str = "test_", what: str = "test", pareto: bool = True) -> Table:
-    """Accuracy and cost per backbone; ``pareto`` adds the two Pareto columns."""
-    headers = ["backbone", f"{what} accuracy (95 % CI)", "ms / image (batch 1)", "ms / image (batch 32)",
+def cost_table(backbones, flags: dict, source: Source = Source.TEST, pareto: bool = True) -> Table:
+    """Accuracy (from ``source``) and cost per backbone; ``pareto`` adds the two Pareto columns."""
+    headers = ["backbone", f"{source.label} accuracy (95 % CI)", "ms / image (batch 1)", "ms / image (batch 32)",
                "parameters", "trainable"]
-    rows = [[display_name(b), metric_with_ci(b.row, "accuracy", style="dash", missing=DASH, prefix=prefix),
+    rows = [[display_name(b), metric_with_ci(b.row, "accuracy", style="dash", missing=DASH, source=source),
              num(b.row.get("latency_ms_b1"), 1), num(b.row.get("latency_ms_b32"), 2),
              millions(b.row.get("params_total")), millions(b.row.get("params_trainable"))]
             for b in backbones]
