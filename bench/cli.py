@@ -409,12 +409,14 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
         from bench.mlflow_tracking import log_run
 
         log_run(config.mlflow, run.path, run.config.reports)
+    from bench.runfolder import BEST_MODEL, LEADERBOARD_CSV, LEADERBOARD_JSON, RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, TRIALS_CSV
+
     typer.echo(format_leaderboard(table))
     typer.echo("")
-    for fname in ("leaderboard.csv", "leaderboard.json", "split.json", "run.json"):
+    for fname in (LEADERBOARD_CSV, LEADERBOARD_JSON, SPLIT_JSON, RUN_JSON):
         typer.echo(f"wrote {run.path / fname}")
     for backbone in table["backbone"]:
-        for fname in ("trials.csv", "best_model.keras", "test_predictions.csv"):
+        for fname in (TRIALS_CSV, BEST_MODEL, TEST_PREDICTIONS):
             if (run.path / backbone / fname).exists():
                 typer.echo(f"wrote {run.path / backbone / fname}")
     if exported is not None:

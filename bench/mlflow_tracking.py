@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.runfolder import LEADERBOARD_CSV, LEADERBOARD_JSON, RESULT_JSON, RUN_JSON, SPLIT_JSON
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    board_sha = hashlib.sha256((run.path / "leaderboard.json").read_bytes()).hexdigest()
+    board_sha = hashlib.sha256((run.path / LEADERBOARD_JSON).read_bytes()).hexdigest()
     existing = client.search_runs([experiment_id], filter_string=(
         f"tags.`bench.level` = 'run' and tags.`bench.run_dir` = '{run.path.resolve()}' "
         f"and tags.`bench.leaderboard_sha256` = '{board_sha}'"))
@@ -159,7 +160,7 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
                                                                    "rank": row.get("rank")}).items()])
         n_trials += _log_trials(client, experiment_id, child.info.run_id, run.path / name / "tuner", tags)
         for fold_dir in sorted((run.path / "cv").glob(f"r*-f*/{name}")):  # --cv: one nested run per outer fold
-            fold_row = read_json(fold_dir / "result.json") if (fold_dir / "result.json").is_file() else {}
+            fold_row = read_json(fold_dir / RESULT_JSON) if (fold_dir / RESULT_JSON).is_file() else {}
             fold = client.create_run(experiment_id, run_name=f"{name} {fold_dir.parent.name}",
                                      tags={**tags, "mlflow.parentRunId": child.info.run_id, "bench.level": "fold",
                                            "bench.fold": fold_dir.parent.name})
@@ -167,7 +168,7 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
             n_trials += _log_trials(client, experiment_id, fold.info.run_id, fold_dir / "tuner", tags)
             client.set_terminated(fold.info.run_id)
         client.set_terminated(child.info.run_id, "FINISHED" if row.get("status") == "ok" else "FAILED")
-    for name in ("leaderboard.csv", "leaderboard.json", "split.json", "run.json", "groups.csv"):
+    for name in (LEADERBOARD_CSV, LEADERBOARD_JSON, SPLIT_JSON, RUN_JSON, "groups.csv"):
         if (run.path / name).is_file():
             client.log_artifact(pid, str(run.path / name))
     report = Path(reports_dir or config.get("reports") or "reports") / run.path.name

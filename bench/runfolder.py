@@ -20,6 +20,23 @@ from typing import Iterator
 
 from bench.errors import BenchError
 
+#: The run folder's files, named once. ``<run>/``: run.json (how the run started: its
+#: configuration, command, versions; written last when preparing, so it marks a prepared
+#: folder), dataset.json (the scan), split.json (and folds.json with ``--cv``), groups.csv,
+#: leaderboard.csv/.json; ``<run>/<backbone>/`` (or ``<run>/cv/r<R>-f<F>/<backbone>/``):
+#: trials.csv, result.json, best_model.keras, the held-out predictions.
+RUN_JSON = "run.json"
+DATASET_JSON = "dataset.json"
+SPLIT_JSON = "split.json"
+FOLDS_JSON = "folds.json"
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_JSON = "leaderboard.json"
+TRIALS_CSV = "trials.csv"
+RESULT_JSON = "result.json"
+BEST_MODEL = "best_model.keras"
+TEST_PREDICTIONS = "test_predictions.csv"
+VAL_PREDICTIONS = "val_predictions.csv"
+OOF_PREDICTIONS = "oof_predictions.csv"
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 VERSIONED_PACKAGES = (
     "bench", "tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn",
@@ -302,7 +319,7 @@ class FinishedRun:
     def ranked(self) -> list[dict]:
         """Rows of backbones that finished with a result and a saved model, best rank first."""
         ok = [r for r in self.leaderboard if r.get("status") == "ok" and r.get("rank") is not None
-              and (self.path / str(r.get("backbone")) / "best_model.keras").is_file()]
+              and (self.path / str(r.get("backbone")) / BEST_MODEL).is_file()]
         return sorted(ok, key=lambda r: r["rank"])
 
 
@@ -322,15 +339,15 @@ def read_run(run_dir: Path) -> FinishedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BenchError(f"run folder {run_dir} does not exist; pass a folder written by `bench run`, e.g. results/<run>")
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / RUN_JSON).is_file():
         raise BenchError(f"{run_dir} is not a run folder (no run.json); pass a folder written by `bench run`, "
                          "e.g. results/<run>")
-    if not (run_dir / "leaderboard.json").is_file():
+    if not (run_dir / LEADERBOARD_JSON).is_file():
         raise BenchError(f"{run_dir} has no leaderboard.json: no backbone has finished yet; "
                          f"finish it with `bench run --resume --name {run_dir.name}`")
-    return FinishedRun(run_dir, read_run_file(run_dir / "run.json", required=True),
-                       read_run_file(run_dir / "split.json") or {}, read_run_file(run_dir / "dataset.json") or {},
-                       read_run_file(run_dir / "leaderboard.json", required=True))
+    return FinishedRun(run_dir, read_run_file(run_dir / RUN_JSON, required=True),
+                       read_run_file(run_dir / SPLIT_JSON) or {}, read_run_file(run_dir / DATASET_JSON) or {},
+                       read_run_file(run_dir / LEADERBOARD_JSON, required=True))
 
 
 def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
@@ -341,4 +358,4 @@ def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
 
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a run folder with a leaderboard (finished or partly finished)."""
-    return (Path(path) / "run.json").is_file() and (Path(path) / "leaderboard.json").is_file()
+    return (Path(path) / RUN_JSON).is_file() and (Path(path) / LEADERBOARD_JSON).is_file()

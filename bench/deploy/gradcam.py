@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import BenchError
+from bench.runfolder import TEST_PREDICTIONS
 
 
 def _split_chain(model):
@@ -198,7 +199,7 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     if root is None or not root.is_dir():
         raise BenchError(f"the test images of run {info.run_dir.name} are not available ({root} not found); "
                          "Grad-CAM needs the run's data folder")
-    predictions = info.run_dir / info.backbone / "test_predictions.csv"
+    predictions = info.run_dir / info.backbone / TEST_PREDICTIONS
     if not predictions.is_file():
         raise BenchError(f"{info.backbone} of run {info.run_dir.name} has no test images (a --cv run without "
                          "--test-size); the Grad-CAM grid shows test images only")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.runfolder import read_run
+from bench.runfolder import BEST_MODEL, read_run
 
 
 @dataclass
@@ -51,7 +51,7 @@ class RunInfo:
 
     @property
     def model_path(self) -> Path:
-        return self.run_dir / self.backbone / "best_model.keras"
+        return self.run_dir / self.backbone / BEST_MODEL
 
     @property
     def data_root(self) -> Path | None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.runfolder import LEADERBOARD_JSON, RUN_JSON
 
 APP = Path(__file__).with_name("serve_app.py")
 TARGET_ENV = "BENCH_SERVE_TARGET"
@@ -33,7 +34,7 @@ def check_target(path: Path) -> str:
     path = Path(path)
     if not path.is_dir():
         raise BenchError(f"{path} not found; pass a folder written by `bench export` or `bench run`")
-    if (path / "run.json").is_file() and (path / "leaderboard.json").is_file():
+    if (path / RUN_JSON).is_file() and (path / LEADERBOARD_JSON).is_file():
         return "run"
     if (path / "model.keras").is_file() and (path / "labels.json").is_file():
         return "export"

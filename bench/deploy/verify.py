@@ -20,7 +20,16 @@ import tensorflow as tf
 
 from bench.deploy.formats import FILES
 from bench.errors import BenchError
-from bench.runfolder import probability_matrix, read_json, read_table, sha256_file
+from bench.runfolder import (
+    RUN_JSON,
+    SPLIT_JSON,
+    TEST_PREDICTIONS,
+    VAL_PREDICTIONS,
+    probability_matrix,
+    read_json,
+    read_table,
+    sha256_file,
+)
 
 #: The exported Keras model and SavedModel against the run's test probabilities.
 KERAS_TOLERANCE = 1e-4
@@ -50,8 +59,8 @@ def check_export(export_dir: Path, run_dir: Path, fresh_process: bool = True, ti
 def _test_rows(run_dir: Path, files: list[str]) -> tuple[Path | None, str | None]:
     """The run's data folder, and why its test ``files`` cannot be used, if so (missing, or
     changed since the split recorded their sha256)."""
-    run = read_json(run_dir / "run.json")
-    recorded = {f["path"]: f["sha256"] for f in read_json(run_dir / "split.json")["files"]}
+    run = read_json(run_dir / RUN_JSON)
+    recorded = {f["path"]: f["sha256"] for f in read_json(run_dir / SPLIT_JSON)["files"]}
     data = run.get("config", {}).get("data")
     if not data or not Path(data).is_dir():
         return None, f"the run's data folder {data} is not available"
@@ -70,9 +79,9 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
 
     labels = read_json(export_dir / "labels.json")
     backbone = labels["backbone"]
-    csv, images_of = run_dir / backbone / "test_predictions.csv", "test"
+    csv, images_of = run_dir / backbone / TEST_PREDICTIONS, "test"
     if not csv.is_file():  # --cv without a holdout: the final model's validation predictions
-        csv, images_of = run_dir / backbone / "val_predictions.csv", "validation"
+        csv, images_of = run_dir / backbone / VAL_PREDICTIONS, "validation"
     if not csv.is_file():
         return {"run": False, "reason": f"{csv} not found"}
     expected = read_table(csv)

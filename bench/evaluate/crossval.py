@@ -27,7 +27,10 @@ from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_tte
 from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
 from bench.runfolder import (
+    OOF_PREDICTIONS,
     PREDICTION_TEXT_COLUMNS,
+    RESULT_JSON,
+    TEST_PREDICTIONS,
     fold_dir,
     probability_matrix,
     read_json,
@@ -55,10 +58,10 @@ def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
     for repeat in range(plan.repeats):
         for fold in range(plan.k):
             folder = fold_dir(run_dir, repeat, fold, backbone)
-            result = read_json(folder / "result.json")
+            result = read_json(folder / RESULT_JSON)
             if result.get("status") != "ok":
                 continue
-            table = read_table(folder / "test_predictions.csv")
+            table = read_table(folder / TEST_PREDICTIONS)
             parts.append(text_frame({
                 "repeat": [repeat] * len(table), "fold": [fold] * len(table),
                 "group": [group_of[f] for f in table["file"]],
@@ -71,7 +74,7 @@ def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
 def read_oof(run_dir: Path, backbone: str) -> pd.DataFrame:
     """``<run>/<backbone>/oof_predictions.csv`` as written by :func:`cv_row` (names that are
     not valid UTF-8 come back unchanged; ``correct`` as booleans)."""
-    oof = read_table(Path(run_dir) / backbone / "oof_predictions.csv", text_columns=OOF_TEXT_COLUMNS)
+    oof = read_table(Path(run_dir) / backbone / OOF_PREDICTIONS, text_columns=OOF_TEXT_COLUMNS)
     oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
     return oof
 
@@ -144,7 +147,7 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
         row.update(status="failed", message=f"{len(failed)} of {expected} outer folds failed; see cv/*/{name}/trials.csv")
         return row
     oof = oof_predictions(run_dir, name, plan)
-    write_text_atomic(Path(run_dir) / name / "oof_predictions.csv", oof.to_csv(index=False))
+    write_text_atomic(Path(run_dir) / name / OOF_PREDICTIONS, oof.to_csv(index=False))
     row.update(status="ok", val_objective=float(np.mean([float(r["val_objective"]) for r in fold_rows])))
     row.update(cv_metrics(oof, list(plan.classes), seed))
     row.update(fold_spread(fold_rows))
@@ -217,7 +220,7 @@ def _fold_metric(run_dir: Path, name: str, plan, metric: str) -> np.ndarray:
     values = []
     for repeat in range(plan.repeats):
         for fold in range(plan.k):
-            row = read_json(fold_dir(run_dir, repeat, fold, name) / "result.json")
+            row = read_json(fold_dir(run_dir, repeat, fold, name) / RESULT_JSON)
             value = row.get(f"test_{metric}")
             values.append(np.nan if value is None else float(value))
     return np.array(values, dtype=float)

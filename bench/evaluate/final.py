@@ -19,6 +19,8 @@ from bench.evaluate.decisions import CALIBRATION_FILE, Decisions, headline, weig
 from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
 from bench.runfolder import (
+    TEST_PREDICTIONS,
+    VAL_PREDICTIONS,
     save_via_temp,
     text_frame,
     write_json_atomic,
@@ -160,7 +162,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
                               settings.min_sensitivity, settings.min_specificity)
     threshold = decisions.threshold
     table = _prediction_table(val_rows, y_val, classes, decisions.calibrate(p_val), p_val)
-    write_text_atomic(out_dir / "val_predictions.csv", table.to_csv(index=False))
+    write_text_atomic(out_dir / VAL_PREDICTIONS, table.to_csv(index=False))
     fitted = {"temperature": decisions.temperature, "threshold": threshold,
               "positive_class": str(classes[1]) if n_classes == 2 else None}
     if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
@@ -178,7 +180,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     metrics.update(headline(report))
     pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
     table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)
-    write_text_atomic(out_dir / "test_predictions.csv", table.to_csv(index=False))
+    write_text_atomic(out_dir / TEST_PREDICTIONS, table.to_csv(index=False))
     return metrics
 
 

@@ -17,6 +17,7 @@ from bench.report import findings, sections
 from bench.report.cv_search import search_section
 from bench.report.formatting import Table, display_name, interval, num, slug
 from bench.report.load import RunData, copies_figure, gradcam_figure
+from bench.runfolder import FOLDS_JSON
 
 
 def cv_tests(data: RunData) -> list:
@@ -31,7 +32,7 @@ def cv_tests(data: RunData) -> list:
     try:
         plan = FoldPlan.from_dict(data.folds)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BenchError(f"cannot read {data.path / 'folds.json'} ({exc}); the run folder is damaged") from None
+        raise BenchError(f"cannot read {data.path / FOLDS_JSON} ({exc}); the run folder is damaged") from None
     return cv_pairwise_tests(data.path, names, plan, data.objective, seed=data.seed)
 
 
