@@ -76,7 +76,7 @@ def cluster_from_env(environ=None) -> Cluster | None:
     if missing:
         raise BenchError(
             f"distributed mode needs all of {', '.join(names)}; {', '.join(missing)} not set "
-            "(set all three, or none for a single-machine run; see README 'Scaling out')"
+            "(set all three, or none for a single-machine run; see 'Scaling out' in the docs)"
         )
     try:
         port = int(environ[ENV_PORT])
