@@ -35,8 +35,8 @@ from bench.faults import crash_point
 from bench.runfolder import fold_dir, read_json
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.search.cache import cached_features
+from bench.search.runtime import FrozenPass
 from bench.search.source import depths_for, source_for
-from bench.search.runtime import frozen_pass_dtype
 from bench.search.tuner import TrialSettings, best_trial, make_tuner, trial_hyperparameters, write_trials_csv
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class BackboneJob:
     cluster: object = None  # bench.search.distributed.Cluster in distributed mode
     fold: tuple[int, int] | None = None  # --cv: (repeat, outer fold); the split's test is that outer fold
     pool: list[dict] | None = None  # --cv: every cross-validated image, one feature cache entry for all folds
+    frozen_pass: FrozenPass = FrozenPass()  # what computes the cached features, and in which precision
 
     @staticmethod
     def names(run) -> list[tuple[str, bool]]:
@@ -80,18 +81,20 @@ class BackboneJob:
         return [(name, False) for name in run.config.backbones] + ([(BASELINE, True)] if run.config.baseline else [])
 
     @classmethod
-    def of(cls, run, name: str, index: int, split, cluster=None, fold=None, pool=None) -> "BackboneJob":
+    def of(cls, run, name: str, index: int, split, cluster=None, fold=None, pool=None,
+           frozen_pass: FrozenPass = FrozenPass()) -> "BackboneJob":
         """The job of backbone ``name`` of ``run`` (a :class:`bench.run.RunFolder`) on ``split``."""
         return cls(name, index, name == BASELINE, run.path, run.index.root, split, run.config.weights,
-                   run.config.image_size, run.config.search, cluster, fold, pool)
+                   run.config.image_size, run.config.search, cluster, fold, pool, frozen_pass)
 
     @classmethod
-    def for_run(cls, run, cluster=None) -> list["BackboneJob"]:
+    def for_run(cls, run, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> list["BackboneJob"]:
         """Every backbone of ``run`` in order, then the baseline."""
-        return [cls.of(run, name, i, run.split, cluster) for i, (name, _) in enumerate(cls.names(run))]
+        return [cls.of(run, name, i, run.split, cluster, frozen_pass=frozen_pass)
+                for i, (name, _) in enumerate(cls.names(run))]
 
     @classmethod
-    def for_folds(cls, run, cluster=None) -> list["BackboneJob"]:
+    def for_folds(cls, run, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> list["BackboneJob"]:
         """--cv: every backbone in every outer fold of every repeat (repeat-major, then fold)."""
         plan, jobs = run.folds, []
         pool = plan.cv_files
@@ -99,14 +102,14 @@ class BackboneJob:
             for fold in range(plan.k):
                 split = plan.split(repeat, fold)
                 for name, _ in cls.names(run):
-                    jobs.append(cls.of(run, name, len(jobs), split, cluster, (repeat, fold), pool))
+                    jobs.append(cls.of(run, name, len(jobs), split, cluster, (repeat, fold), pool, frozen_pass))
         return jobs
 
     @classmethod
-    def final(cls, run, name: str, index: int, cluster=None) -> "BackboneJob":
+    def final(cls, run, name: str, index: int, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> "BackboneJob":
         """--cv: the deployable model of ``name``, searched once more on all cross-validated
         images (the final train/val split); its test split is the holdout, possibly empty."""
-        return cls.of(run, name, index, run.split, cluster, pool=run.folds.cv_files)
+        return cls.of(run, name, index, run.split, cluster, pool=run.folds.cv_files, frozen_pass=frozen_pass)
 
     @cached_property
     def record(self):
@@ -154,7 +157,7 @@ class PreparedSearch:
     x_val: dict | None = None  # --cv folds: cached features by depth of the inner val images ...
     x_test: dict | None = None  # ... and of the images the fold holds out
     final: FinalSettings = field(default_factory=FinalSettings)  # class weights, operating-point minima
-    frozen_pass: dict = field(default_factory=dict)  # runtime (and OpenVINO's precision, parity) of the features
+    frozen_pass_notes: dict = field(default_factory=dict)  # runtime (and OpenVINO's precision, parity) of the features
 
 
 def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSearch:
@@ -162,7 +165,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     reloads any earlier state of this job's search.
 
     ``sources``: backbone sources kept between jobs of one process (the folds of a
-    ``--cv`` run), so each backbone is built once, not once per fold (3-5 s for Xception)."""
+    ``--cv`` run), so each backbone is built once, not once per fold."""
     cfg = job.search_settings()
     record = job.record
     trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
@@ -173,10 +176,10 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
         if sources is not None:
             sources[key] = source
     depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)
-    frozen_pass: dict = {}
+    notes: dict = {}
     x_train, x_val, y_train, y_val, shapes, *x_test = cached_features(
         source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None,
-        frozen_pass=frozen_pass)
+        frozen_pass=job.frozen_pass, notes=notes)
     n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,
@@ -192,7 +195,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
     final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)
-    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final, frozen_pass)
+    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final, notes)
 
 
 def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
@@ -229,9 +232,9 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         **where, "backbone": name, "family": record.family, "image_size": size, "weights": job.weights,
         "baseline": job.baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
-        "compute_dtype": keras.mixed_precision.global_policy().compute_dtype,  # float16: --mixed-precision on
-        "frozen_pass_dtype": frozen_pass_dtype(),  # the cached features: bfloat16 with --mixed-precision bfloat16
-        **search.frozen_pass,  # frozen_pass_runtime; with --runtime openvino its precision and parity figure
+        "compute_dtype": job.frozen_pass.compute_dtype,  # float16: --mixed-precision on
+        "frozen_pass_dtype": job.frozen_pass.precision,  # the cached features: bfloat16 with --mixed-precision bfloat16
+        **search.frozen_pass_notes,  # frozen_pass_runtime; with --runtime openvino its precision and parity figure
     }
     trial = best_trial(tuner)
     if trial is None or done == 0:
@@ -267,12 +270,12 @@ def _record(row: dict, trial, metrics: dict) -> None:
         row["test_confusion_matrix"] = metrics["confusion_matrix"]
 
 
-def run_single_split(run, cluster=None):
+def run_single_split(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
     """Every backbone on the run's one split; the leaderboard ranks by the validation objective."""
     from bench.evaluate.leaderboard import write_leaderboard
 
     rows = []
-    for job in BackboneJob.for_run(run, cluster):
+    for job in BackboneJob.for_run(run, cluster, frozen_pass):
         row = run_backbone(job)
         if row is not None:
             rows.append(row)
@@ -280,14 +283,14 @@ def run_single_split(run, cluster=None):
     return write_leaderboard(rows, run.path) if rows else None
 
 
-def run_cross_validation(run, cluster=None):
+def run_cross_validation(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
     """``--cv``: every backbone in every outer fold (resumable per repeat x fold x backbone),
     CV estimates from the out-of-fold predictions, a ranking on them, then the winner's
     search once more on all cross-validated images: the model that is exported."""
     from bench.evaluate.crossval import cv_row, probability_best_by_backbone, selection_rule
     from bench.evaluate.leaderboard import write_leaderboard
 
-    jobs = BackboneJob.for_folds(run, cluster)
+    jobs = BackboneJob.for_folds(run, cluster, frozen_pass)
     fold_rows: dict[str, list[dict]] = {}
     sources: dict = {}  # each backbone built once for all folds
     for job in jobs:
@@ -312,7 +315,8 @@ def run_cross_validation(run, cluster=None):
     winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
     log.info(f"cv: {winner['backbone']} ranks first; searching it once more on all {len(jobs[0].pool)} "
              "cross-validated images for the model to deploy")
-    final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs)), sources)  # the chief alone
+    final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs), frozen_pass=frozen_pass),
+                         sources)  # the chief alone
     kept = ("best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
     winner.update({k: v for k, v in final.items() if k.startswith(("hp_", "test_")) or k in kept})
     winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),

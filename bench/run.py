@@ -225,15 +225,20 @@ def execute(run: RunFolder, cluster=None) -> "object":
     """Search and evaluate every backbone (and the notebook baseline), write the leaderboard;
     with ``--cv`` per outer fold, ranked on the cross-validation estimates.
 
+    The run's frozen pass (:class:`bench.search.runtime.FrozenPass`, from its configuration)
+    travels with every job; Keras' dtype policy for it holds while the run executes and is
+    restored after (:func:`bench.search.runtime.run_settings`).
+
     Holds the run's lock throughout: a second process on the same run fails at once. In
     distributed mode the chief holds it; each worker holds its own (one process per
     worker id) and returns None: the chief ranks and reports.
     """
     from bench.pipeline import run_cross_validation, run_single_split
-    from bench.search.runtime import configure
+    from bench.search.runtime import FrozenPass, run_settings
 
-    with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name):
-        configure(run.config.deterministic, run.config.mixed_precision, run.config.search.seed, run.config.runtime)
+    frozen_pass = FrozenPass.for_config(run.config)
+    with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name), \
+            run_settings(frozen_pass, run.config.deterministic, run.config.search.seed):
         if run.folds is None:
-            return run_single_split(run, cluster)
-        return run_cross_validation(run, cluster)
+            return run_single_split(run, cluster, frozen_pass)
+        return run_cross_validation(run, cluster, frozen_pass)

@@ -1,8 +1,8 @@
 """Measuring helpers of ``search_speed.py``: bench's log records and trial sidecars as figures.
 
 Nothing here wraps or replaces bench code: :class:`BenchLog` is a ``logging.Handler`` on
-the ``bench`` logger, and :func:`trial_figures` reads what bench's trial loop writes
-(``trials_table`` and each trial's ``bench_trial.json``).
+the ``bench`` logger (with the trainer's per-epoch DEBUG records), and :func:`trial_figures`
+reads what bench's trial loop writes (``trials_table`` and each trial's ``bench_trial.json``).
 """
 
 from __future__ import annotations
@@ -49,23 +49,30 @@ def med(values):
 
 class BenchLog(logging.Handler):
     """bench's log records, timestamped: the forward-pass seconds of feature caching
-    ("cached train features of N images in X s") and the end of every trial (the tuner's
-    "trial ID (i/n): ..." line, logged in on_trial_end), when RSS is read."""
+    ("cached train features of N images in X s"), the wall seconds of every training epoch
+    (the trainer's DEBUG record, ``epoch_seconds``) and the end of every trial (the tuner's
+    "trial ID (i/n): ..." line, logged in on_trial_end), when RSS is read; a trial's end
+    takes the epochs recorded since the previous one."""
 
     CACHED = re.compile(r"cached \w+ features of \d+ images in ([\d.]+)s")
     TRIAL_END = re.compile(r"^\s*trial (\S+) \(")
 
     def __init__(self, echo: bool = True) -> None:
-        super().__init__(logging.INFO)
-        self.echo, self.forward, self.ends = echo, [], []
+        super().__init__(logging.DEBUG)
+        self.echo, self.forward, self.ends, self.epochs = echo, [], [], []
 
     def emit(self, record: logging.LogRecord) -> None:
-        now, msg = time.perf_counter(), record.getMessage()
+        now = time.perf_counter()
+        if hasattr(record, "epoch_seconds"):
+            self.epochs.append(round(record.epoch_seconds, 4))
+            return
+        msg = record.getMessage()
         if m := self.CACHED.search(msg):
             self.forward.append(float(m.group(1)))
         elif m := self.TRIAL_END.match(msg):
-            self.ends.append({"trial": m.group(1), "t": now, **proc_status()})
-        if self.echo:
+            self.ends.append({"trial": m.group(1), "t": now, "epoch_seconds": self.epochs, **proc_status()})
+            self.epochs = []
+        if self.echo and record.levelno >= logging.INFO:
             progress(msg.strip())
 
     def mark(self) -> tuple[int, int]:
@@ -82,22 +89,23 @@ def attach_log(echo: bool) -> BenchLog:
     handler = BenchLog(echo)
     logger = logging.getLogger("bench")
     logger.setLevel(logging.INFO)
+    logging.getLogger("bench.search.trainer").setLevel(logging.DEBUG)  # one record per epoch
     logger.addHandler(handler)
     return handler
 
 
 def trial_figures(tuner, t_start: float, ends: dict[str, dict]) -> list[dict]:
     """Per trial, in run order: hyperparameters, scores and where its seconds went, from
-    trials_table, each trial's bench_trial.json and the trial-end log records."""
+    trials_table, each trial's bench_trial.json and the log records (its epochs, its end)."""
     rows, prev = [], t_start
     for row in trials_table(tuner).to_dict("records"):
         tid = row["trial"]
         sidecar = Path(tuner.get_trial_dir(tid)) / "bench_trial.json"
         info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-        epochs, phases = info.get("epoch_seconds", []), []
+        end = ends.get(tid, {})
+        epochs, phases = (end.get("epoch_seconds", []) if info else []), []  # a failed trial wrote no sidecar
         for n in info.get("phase_epochs", [len(epochs)]):
             phases, epochs = [*phases, epochs[:n]], epochs[n:]
-        end = ends.get(tid, {})
         cycle, prev = (end["t"] - prev, end["t"]) if end else (None, prev)
         seconds, build, fit = info.get("seconds"), info.get("build_seconds"), info.get("fit_seconds")
         flat = [e for phase in phases for e in phase]

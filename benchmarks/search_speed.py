@@ -30,9 +30,9 @@ Everything runs through bench's own setup (``prepare_run``, ``BackboneJob``,
 ``prepare_search``, ``make_tuner``); single trials with given hyperparameters run through
 ``make_tuner`` with every hyperparameter fixed, as bench trains the notebook baseline.
 Timings come from bench itself: each trial's ``bench_trial.json`` (``seconds``,
-``build_seconds``, ``fit_seconds``, ``epoch_seconds``) and bench's log records (the
-forward-pass seconds of caching; the end of each trial, when RSS is read), caught by a
-``logging.Handler`` on the ``bench`` logger.
+``build_seconds``, ``fit_seconds``) and bench's log records (the forward-pass seconds of
+caching; the seconds of each training epoch, the trainer's DEBUG record; the end of each
+trial, when RSS is read), caught by a ``logging.Handler`` on the ``bench`` logger.
 """
 
 from __future__ import annotations

@@ -32,10 +32,12 @@ TINY = ["--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32"
 
 
 @pytest.fixture(autouse=True)
-def _float32_tensorflow_after():
-    """Each test may configure the process (precision, runtime): leave it as the others expect."""
+def _no_settings_left_behind():
+    """A run's runtime and precision travel with it: nothing of them stays in the process."""
+    import keras
+
     yield
-    runtime.configure(False, "off", 0)
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def _entries(run_dir) -> dict[str, dict]:
@@ -121,10 +123,9 @@ def test_openvino_runs_like_tensorflow_in_its_own_cache_entries(tmp_path, monkey
     run = runs["openvino"]
     source = bench.search.source.source_for(backbones.get("mobilenet_v2"), "none", 32, run.path, run.index.root,
                                             run.split, 0)
-    runtime.configure(False, "bfloat16", 0, "openvino")
     notes: dict = {}
     bench.search.cache.cached_features(source, [0, 1], run.path, run.index.root, run.split, run.config.search,
-                                       frozen_pass=notes)
+                                       frozen_pass=runtime.FrozenPass.of("bfloat16", "openvino"), notes=notes)
     assert not conversions and xml[0].stat().st_mtime_ns == ir_written
     bf16 = {k: m for k, m in _entries(ov_dir).items() if k not in ov_entries}
     assert len(bf16) == 4 and all(m["compute"] == "bfloat16" and m["runtime"] == "openvino" for m in bf16.values())

@@ -1,4 +1,4 @@
-"""Frozen-pass precision: bfloat16 detection, the mode table, cache keys."""
+"""Frozen-pass precision: bfloat16 detection, the mode table, cache keys, the run's settings."""
 
 from __future__ import annotations
 
@@ -58,17 +58,65 @@ def test_bfloat16_and_float32_features_are_separate_cache_entries(tmp_path):
     record = backbones.get("mobilenet_v2")
     source = bench.search.source.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
     features = {}
-    try:
-        for mode in ("off", "bfloat16"):
-            runtime.configure(False, mode, 0)
-            features[mode] = np.asarray(bench.search.cache.cached_features(
-                source, [0], run.path, run.index.root, run.split, run.config.search)[1][0])
-    finally:
-        runtime.configure(False, "off", 0)
+    for mode in ("off", "bfloat16"):  # one process, two frozen passes: each keyed by its own precision
+        features[mode] = np.asarray(bench.search.cache.cached_features(
+            source, [0], run.path, run.index.root, run.split, run.config.search,
+            frozen_pass=runtime.FrozenPass.of(mode))[1][0])
     metas = [json.loads(p.read_text()) for p in (run.path / "cache").glob("*.json")]
     assert sorted(m.get("compute", "float32") for m in metas) == ["bfloat16", "bfloat16", "float32", "float32"]
     a, b = features["off"], features["bfloat16"]
     assert not np.array_equal(a, b)  # other numbers ...
     # ... of the same features, though a random MobileNetV2 amplifies bfloat16's rounding (8 bits of
-    # mantissa) layer by layer: relative L2 differences of 0.4 here, 0.05 for Xception (README)
+    # mantissa) layer by layer (relative L2 differences of about 0.4; far less for Xception)
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize(("mode", "precision", "policy", "compute"), [
+    ("off", "float32", "float32", "float32"),
+    ("bfloat16", "bfloat16", "float32", "float32"),  # the frozen pass alone: training stays float32
+    ("on", "float16", "mixed_float16", "float16"),
+])
+def test_frozen_pass_is_built_from_the_options(mode, precision, policy, compute):
+    frozen = runtime.FrozenPass.of(mode, gpu=False, bf16_cpu=False)
+    assert frozen == runtime.FrozenPass("tensorflow", precision)
+    assert (frozen.policy, frozen.compute_dtype) == (policy, compute)
+    config = RunConfig.from_dict(dict(mixed_precision=mode))
+    assert runtime.FrozenPass.for_config(config).precision == precision
+
+
+def test_run_settings_restore_the_keras_policy():
+    """Two runs in one process: the second never sees the first's precision."""
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with runtime.run_settings(runtime.FrozenPass(precision="float16")):
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(RuntimeError), runtime.run_settings(runtime.FrozenPass(precision="float16")):
+        raise RuntimeError("a failed run")
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with runtime.run_settings(runtime.FrozenPass(precision="bfloat16")):  # the frozen pass sets its own
+        assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_execute_carries_the_frozen_pass_to_every_job(tmp_path, monkeypatch):
+    """The runtime and precision come from the run's configuration, in the jobs, not from the process."""
+    import keras
+
+    import bench.pipeline
+    from bench.run import execute
+
+    data = make_folder(tmp_path / "data", {"a": 6, "b": 6}, size=48, seed=4)
+    seen = []
+
+    def fake_backbone(job, sources=None):
+        seen.append((job.frozen_pass, keras.mixed_precision.global_policy().name))
+
+    monkeypatch.setattr(bench.pipeline, "run_backbone", fake_backbone)
+    for name, mode in (("half", "on"), ("full", "off")):
+        config = RunConfig.from_dict(dict(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
+                                          out=tmp_path / "results", name=name, baseline=False, mixed_precision=mode))
+        execute(prepare_run(config))
+        assert keras.mixed_precision.global_policy().name == "float32"
+    assert seen == [(runtime.FrozenPass("tensorflow", "float16"), "mixed_float16"),
+                    (runtime.FrozenPass("tensorflow", "float32"), "float32")]

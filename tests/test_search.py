@@ -261,18 +261,18 @@ def test_keras_tuner_state_is_written_atomically(tmp_path, monkeypatch):
 
     from keras_tuner.src import utils as kt_utils
 
-    from bench.search.tuner import atomic_keras_tuner_state
+    from bench.search.kt_adapter import atomic_state_writes
 
-    atomic_keras_tuner_state()
     path = tmp_path / "oracle.json"
-    kt_utils.save_json(str(path), {"trials": 1})
+    with atomic_state_writes():
+        kt_utils.save_json(str(path), {"trials": 1})
 
-    def lost_power(fd):
-        raise OSError(5, "Input/output error")
+        def lost_power(fd):
+            raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync", lost_power)
-    with pytest.raises(OSError):
-        kt_utils.save_json(str(path), {"trials": 2})
+        monkeypatch.setattr(os, "fsync", lost_power)
+        with pytest.raises(OSError):
+            kt_utils.save_json(str(path), {"trials": 2})
     assert json.loads(path.read_text()) == {"trials": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no temporary file left behind
 

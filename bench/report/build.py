@@ -31,8 +31,9 @@ from bench.runfolder import write_bytes_atomic, write_text_atomic
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
-    """All figures, keyed by name; per-backbone ones under ``"backbone"``: {name: Figure}."""
+def make_figures(data: RunData, deployment: dict, search: dict, decisions: dict) -> dict:
+    """All figures, keyed by name; per-backbone ones under ``"backbone"``: {name: Figure}.
+    ``decisions``: :func:`~bench.report.calibration_section.decision_reports` of ``data``."""
     from bench.report import figures as F
 
     out: dict = {"backbone": {}}
@@ -71,7 +72,7 @@ def make_figures(data: RunData, deployment: dict, search: dict) -> dict:
         out["decision_curve"] = None
         if len(data.classes) == 2:
             out["decision_curve"] = add(
-                "decision-curve", F.decision_curves(decision_reports(data), data.classes, colours), "Decision curve",
+                "decision-curve", F.decision_curves(decisions, data.classes, colours), "Decision curve",
                 "Net benefit = TP/N − FP/N · t/(1−t) of acting on the calibrated probability at "
                 "threshold t (Vickers & Elkin 2006), bands the 95 % bootstrap interval over duplicate groups of the "
                 "test split, against treating every image as positive and treating none. A model is worth using at "
@@ -129,7 +130,8 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     pairs.update({(t.b, t.a): t.flipped() for t in tests})
     deployment = sections.deployment_section(data)
     search = sections.search_section(data)
-    figs = make_figures(data, deployment, search)
+    decisions = decision_reports(data)  # the decision part and its figure both draw on it
+    figs = make_figures(data, deployment, search, decisions)
     figs["gradcam"] = gradcam_figure(run_dir, data)
     figs["copies"] = copies_figure(run_dir)
     per_backbone = []
@@ -152,7 +154,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
         "deployment": deployment,
         "statistics": sections.statistics_section(data, tests),
-        "decisions": decisions_section(data),
+        "decisions": decisions_section(data, decisions),
         "per_backbone": per_backbone,
         "search": search,
         "data": sections.data_section(data),

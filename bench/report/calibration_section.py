@@ -20,7 +20,7 @@ POINT_NAMES = {"youden": "Youden's J (default)", "sensitivity": "sensitivity fir
 
 
 def read_calibration(data) -> dict:
-    """Backbone name -> its calibration.json (backbones without one, e.g. older runs, left out)."""
+    """Backbone name -> its calibration.json (backbones without one left out)."""
     out = {}
     for b in data.ok:
         path = data.path / b.name / CALIBRATION_FILE
@@ -30,13 +30,10 @@ def read_calibration(data) -> dict:
 
 
 def decision_reports(data) -> dict:
-    """What the report's decision part and its decision-curve figure both draw on: each
-    backbone's calibration.json, or under ``--cv`` the out-of-fold pooling of
-    :func:`cv_reports`; computed once per report (kept on ``data``)."""
-    cached = getattr(data, "_decision_reports", None)
-    if cached is None:
-        cached = data._decision_reports = cv_reports(data) if data.is_cv else read_calibration(data)
-    return cached
+    """What the report's decision part (:func:`section`) and its decision-curve figure both
+    draw on: each backbone's calibration.json, or under ``--cv`` the out-of-fold pooling of
+    :func:`cv_reports`. The report context computes it once and passes it to both."""
+    return cv_reports(data) if data.is_cv else read_calibration(data)
 
 
 def _with_ci(summary: dict, key: str) -> str:
@@ -218,8 +215,8 @@ def cv_reports(data) -> dict:
     return out
 
 
-def section(data) -> dict:
-    reports = decision_reports(data)
+def section(data, reports: dict) -> dict:
+    """The decision part of the report from ``reports`` (:func:`decision_reports` of ``data``)."""
     recommended = next((b for b in data.ok if b.row.get("rank") == 1), None)
     table, summary = subgroups(data, recommended)
     binary = len(data.classes) == 2

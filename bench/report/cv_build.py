@@ -36,7 +36,7 @@ def cv_tests(data: RunData) -> list:
     return cv_pairwise_tests(data.path, names, plan, data.objective, seed=data.seed)
 
 
-def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
+def make_cv_figures(data: RunData, deployment: dict, search: dict, decisions: dict) -> dict:
     from bench.report import cv_figures as CF
     from bench.report import figures as F
 
@@ -116,7 +116,7 @@ def make_cv_figures(data: RunData, deployment: dict, search: dict) -> dict:
         out["decision_curve"] = None
         if len(data.classes) == 2:
             out["decision_curve"] = add(
-                "decision-curve", F.decision_curves(decision_reports(data), data.classes, colours, where="out-of-fold"),
+                "decision-curve", F.decision_curves(decisions, data.classes, colours, where="out-of-fold"),
                 "Decision curve (out of fold)",
                 "Net benefit = TP/N \u2212 FP/N \u00b7 t/(1\u2212t) of acting on the calibrated out-of-fold probability "
                 "(all repeats; each image calibrated by the fold that held it out) at threshold t (Vickers & Elkin "
@@ -145,7 +145,8 @@ def cv_context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     pairs.update({(t.b, t.a): t.flipped() for t in tests})
     deployment = C.deployment_section(data)
     search = search_section(data)
-    figs = make_cv_figures(data, deployment, search)
+    decisions = decision_reports(data)  # the decision part and its figure both draw on it
+    figs = make_cv_figures(data, deployment, search, decisions)
     figs["gradcam"] = gradcam_figure(run_dir, data, what="holdout images") if data.holdout_n else None
     figs["copies"] = copies_figure(run_dir)
     per_backbone = []
@@ -167,7 +168,7 @@ def cv_context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "leaderboard_note": C.leaderboard_note(data),
         "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
         "crossval": C.crossval_section(data, tests),
-        "decisions": decisions_section(data),
+        "decisions": decisions_section(data, decisions),
         "deployment": deployment,
         "per_backbone": per_backbone,
         "search": search,

@@ -27,7 +27,7 @@ from bench.runfolder import fold_dir, read_run, read_run_file, read_table
 
 
 
-@dataclass
+@dataclass(slots=True)
 class BackboneResult:
     """One leaderboard row and the per-backbone files next to it."""
 
@@ -51,8 +51,12 @@ class BackboneResult:
         return self.ok and self.test_predictions is not None and len(self.test_predictions) > 0
 
 
-@dataclass
+@dataclass(slots=True)
 class RunData:
+    """A run folder as the report reads it. Slotted: what the report computes from it
+    (e.g. :func:`bench.report.calibration_section.decision_reports`) is passed along, never
+    kept on it."""
+
     path: Path
     name: str
     run: dict

@@ -5,8 +5,9 @@ computes the frozen part's features once per image and keeps them on disk;
 depth) and :mod:`~bench.search.trainer` the lean training loop a trial runs;
 :mod:`~bench.search.tuner` is the KerasTuner glue (crash-safe state, one checkpoint per
 best trial, ``trials.csv``); :mod:`~bench.search.distributed` spreads trials over
-processes; :mod:`~bench.search.runtime` sets determinism, mixed precision and the runtime
-of the frozen pass (:mod:`~bench.search.openvino_runtime`: ``--runtime openvino``).
+processes; :mod:`~bench.search.runtime` says how a run computes (the frozen pass's runtime
+and precision, carried by every job; :mod:`~bench.search.openvino_runtime`: ``--runtime
+openvino``); :mod:`~bench.search.kt_adapter` holds every KerasTuner internal bench uses.
 """
 
 from bench.lazy import reexport
@@ -18,5 +19,5 @@ __getattr__, __dir__, __all__ = reexport(__name__, {
     "train": "trainer",
     "make_tuner": "tuner", "best_trial": "tuner", "write_trials_csv": "tuner",
     "Cluster": "distributed", "cluster_from_env": "distributed",
-    "configure": "runtime",
+    "FrozenPass": "runtime", "run_settings": "runtime",
 })

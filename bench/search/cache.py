@@ -41,7 +41,7 @@ from bench.runfolder import (
     write_json_atomic,
 )
 from bench.search.features import FeatureRows
-from bench.search.runtime import frozen_pass_dtype, frozen_pass_runtime
+from bench.search.runtime import FrozenPass
 
 if TYPE_CHECKING:
     from bench.config import SearchConfig
@@ -206,7 +206,7 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
     batch by batch (``progress(images done)`` after each)."""
     done = 0
     for batch in batches:
-        # predict_on_batch runs one compiled graph: ~40 % faster than an eager call here
+        # predict_on_batch runs one compiled graph, faster than an eager call
         outs = model.predict_on_batch(batch)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         done += len(batch)
@@ -217,16 +217,18 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
 
 def cached_features(
     source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig,
-    pool: list[dict] | None = None, with_test: bool = False, frozen_pass: dict | None = None,
+    pool: list[dict] | None = None, with_test: bool = False, frozen_pass: FrozenPass = FrozenPass(),
+    notes: dict | None = None,
 ) -> tuple:
-    """Features of train (+ augmented views) and val for every depth, cached.
+    """Features of train (+ augmented views) and val for every depth, cached, computed by
+    ``frozen_pass`` (its runtime and precision; the cache keys on both).
 
     ``pool`` (cross-validation): the rows of every image any fold trains or validates on,
     in one fixed order. Their features are then one cache entry per depth, computed once
     and indexed per fold, so one backbone pass serves every fold and repeat (and a later
     run on the same images, whatever its folds). Without ``pool``, train and val are an
     entry each. ``with_test`` (with ``pool``): also the features of the split's test rows
-    (an outer fold, all in the pool), as a sixth element. ``frozen_pass``: a dict to fill with
+    (an outer fold, all in the pool), as a sixth element. ``notes``: a dict to fill with
     how the features were computed (``frozen_pass_runtime``; with OpenVINO its precision
     and parity, from the entries' sidecars, so also when they were cached earlier).
 
@@ -236,10 +238,10 @@ def cached_features(
     others wait, then read them.
     """
     with file_lock(Path(run_dir) / "cache" / ".lock"):
-        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass)
+        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes)
 
 
-def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, with_test=False, frozen_pass=None):
+def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes):
     base = source.base()
     fingerprint = weights_fingerprint(base)
     cache = FeatureCache(run_dir / "cache")
@@ -248,10 +250,9 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
         rows["pool"] = pool
         rows["test"] = split.rows("test") if with_test else []
     common = {"backbone": source.record.name, "weights": fingerprint, "size": source.image_size}
-    compute = frozen_pass_dtype()
+    compute, runtime = frozen_pass.precision, frozen_pass.runtime
     if compute != "float32":
         common["compute"] = compute  # features from float16/bfloat16 compute are not those of float32
-    runtime = frozen_pass_runtime()
     if runtime != "tensorflow":
         common["runtime"] = runtime  # nor are OpenVINO's those of TensorFlow
     parts: dict[str, dict] = {}  # "<part>@<depth>" -> cache key parts
@@ -270,19 +271,19 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
     keys = {name: cache.key(**p) for name, p in parts.items()}
     found = {name: cache.load(key) for name, key in keys.items()}
     todo = [part for part in jobs if any(found[f"{part}@{d}"] is None for d in depths)]
-    notes = {}  # stored in each new entry's sidecar
+    sidecar = {}  # stored in each new entry's sidecar
     if todo:
         if runtime == "openvino":
             first = rows[jobs[todo[0]][0]]
             prefix = _openvino_prefix(source, depths, base, fingerprint, cache, data_root, first, compute)
-            notes = {"openvino_precision": prefix.precision, "openvino_parity": prefix.parity}
+            sidecar = {"openvino_precision": prefix.precision, "openvino_parity": prefix.parity}
         else:
             prefix = source.prefix(depths, base, compute)
         out_shapes = [tuple(int(n) for n in o.shape[1:]) for o in prefix.outputs]
     for i, part in enumerate(todo):
         s, n_views = jobs[part]
         n_images = len(rows[s]) * (n_views or 1)
-        writers = {d: cache.writer(keys[f"{part}@{d}"], (n_images, *shape), {**parts[f"{part}@{d}"], **notes})
+        writers = {d: cache.writer(keys[f"{part}@{d}"], (n_images, *shape), {**parts[f"{part}@{d}"], **sidecar})
                    for d, shape in zip(depths, out_shapes) if found[f"{part}@{d}"] is None}
         size = source.image_size
         batches = (augmented_batches(data_root, rows[s], size, n_views, cfg.seed) if n_views
@@ -305,8 +306,8 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool=None, 
                 crash_point("caching")  # tests: killed with one complete entry on disk
         log.info(f"{source.record.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
 
-    if frozen_pass is not None:
-        frozen_pass.update(_frozen_pass_notes(cache, keys.values(), runtime))
+    if notes is not None:
+        notes.update(_frozen_pass_notes(cache, keys.values(), runtime))
     x_train, x_val, x_test = {}, {}, {}
     if pool is not None:  # one entry for every image: this fold's rows, by position
         position = {r["path"]: i for i, r in enumerate(pool)}

@@ -76,7 +76,7 @@ def cluster_from_env(environ=None) -> Cluster | None:
     if missing:
         raise BenchError(
             f"distributed mode needs all of {', '.join(names)}; {', '.join(missing)} not set "
-            "(set all three, or none for a single-machine run; see README 'Scaling out')"
+            "(set all three, or none for a single-machine run; see 'Scaling out' in the docs)"
         )
     try:
         port = int(environ[ENV_PORT])
@@ -120,20 +120,16 @@ def _search_over(oracle) -> bool:
 def serve_oracle(oracle, cluster: Cluster, index: int, poll_s: float = CHIEF_POLL_S) -> None:
     """Serve ``oracle`` to the workers until every trial has ended (KerasTuner's chief).
 
-    Uses KerasTuner's own servicer; unlike its ``start_server`` this checks for the end
-    every ``poll_s`` seconds (not every 20 s) and stops the server, so the next backbone's
-    server can start at once.
+    Uses KerasTuner's own servicer (:func:`bench.search.kt_adapter.oracle_server`); unlike
+    its ``start_server`` this checks for the end every ``poll_s`` seconds and stops the
+    server, so the next backbone's server can start at once.
     """
     if _search_over(oracle):
         return  # finished before a restart of the chief: nothing left to hand out
-    import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
+    from bench.search import kt_adapter
 
     address = f"{cluster.ip}:{cluster.job_port(index)}"
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server, servicer = kt_adapter.oracle_server(oracle, futures.ThreadPoolExecutor(max_workers=1))
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError:
@@ -146,7 +142,7 @@ def serve_oracle(oracle, cluster: Cluster, index: int, poll_s: float = CHIEF_POL
     server.start()
     log.info(f"chief: serving the search on {address}; start the workers with {ENV_PORT}={cluster.port}")
     try:
-        while not (servicer.stop_triggered and exit_chief(oracle)) and not _search_over(oracle):
+        while not kt_adapter.chief_may_stop(servicer, oracle) and not _search_over(oracle):
             time.sleep(poll_s)
     finally:
         server.stop(grace=1.0)
@@ -161,17 +157,18 @@ def worker_search(search: Callable[[], None], search_done: Callable[[], bool], c
     between, ``search_done()`` (the chief wrote trials.csv) tells the worker to move on.
     """
     import grpc
-    from keras_tuner.src.distribute import oracle_client
 
-    oracle_client.TIMEOUT = WORKER_WAIT_S
+    from bench.search import kt_adapter
+
     waiting = False
-    while not search_done():
-        try:
-            search()
-            return
-        except grpc.RpcError as exc:
-            if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                raise
-            if not waiting:
-                log.info(f"{cluster.role}: waiting for the chief at {cluster.ip}:{cluster.job_port(index)}")
-                waiting = True
+    with kt_adapter.client_timeout(WORKER_WAIT_S):
+        while not search_done():
+            try:
+                search()
+                return
+            except grpc.RpcError as exc:
+                if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise
+                if not waiting:
+                    log.info(f"{cluster.role}: waiting for the chief at {cluster.ip}:{cluster.job_port(index)}")
+                    waiting = True

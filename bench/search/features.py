@@ -14,8 +14,7 @@ count as its resident memory, until the mapping lets them go; after every
 reads from memory, not disk). Resident memory then stays flat in the number of images.
 What is counted is what the reads made resident, not the bytes asked for: on a page
 fault Linux also maps cached pages around the one asked for (``fault_around_bytes``, or a
-whole large folio), so 32 scattered rows of a MobileNetV2@96 entry (23 KB each) made 3.3x
-their bytes resident, and 32 rows of a file written with ``write`` (5 KB each) 23 MiB. On
+whole large folio), so a few scattered rows can make several times their bytes resident. On
 Linux :class:`FeatureRows` reads the process's file-backed resident size
 (``/proc/self/statm``) around each read; elsewhere it counts the bytes of the rows. The
 trainer releases both splits after every epoch as well (:func:`release_rows`), so a
@@ -24,9 +23,9 @@ finished trial leaves nothing mapped.
 Avg/max-pooled vectors (:func:`pooled`) of a memory-mapped split are computed once and
 written to an unnamed temporary file beside the entry (:class:`RowFile`), whose rows are
 read with ``pread``: they do not sit in RAM either (35k x 1,280 float32 is 180 MB per
-pooling at 50,000 images, which made the trials' memory grow with the number of images).
-Not memory-mapped: an epoch of 32-row batches at 35k rows took 0.23 s mapped (every batch
-faulted its folios in again) against 0.09 s with ``pread`` (0.015 s from RAM).
+pooling at 50,000 images, so the trials' memory would grow with the number of images).
+Not memory-mapped: scattered batches from a mapping fault their folios in again on every
+batch, which makes an epoch several times slower than ``pread``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """``--runtime openvino``: the frozen pass (the caching of features) run by OpenVINO's CPU
 plugin instead of TensorFlow (``pip install 'bench[openvino]'``; imported only when used).
 
-On this 2-core AMD EPYC (AVX512-BF16, no AMX) its bfloat16 pass ran Xception@224 1.36x as
-fast as TensorFlow's bfloat16 one under load and 1.63x on the quiet machine, its float32
-pass 1.07x / 1.20x TensorFlow's float32; but the one-time set-up (conversion, compiles,
-parity check) took 2.9 s quiet and about 5 s under load, which ate the gain on 215 brain
-MRI images and paid from several hundred on (README, "Frozen-pass runtime"). Opt-in.
+Opt-in: on CPUs with bfloat16 hardware its pass is faster than TensorFlow's at the same
+precision, but its one-time set-up (conversion, compiles, parity check) costs seconds per
+run, which pays only from a few hundred images on (``benchmarks/frozen_pass.py``
+measures both; figures in docs/performance.md).
 
 Precision (:data:`HINTS`): the frozen pass's compute dtype (``--mixed-precision``:
 ``off``/``auto`` on a CPU -> float32, ``bfloat16`` -> bfloat16) becomes OpenVINO's CPU
@@ -54,8 +53,8 @@ from bench.errors import BenchError
 HINTS = {"float32": "f32", "bfloat16": "bf16"}
 
 #: Largest accepted :func:`check_parity` value (worst per-image relative L2 difference).
-#: Measured here (random init, calibrated BatchNorm, phantom images, 16 images, cuts of
-#: depths 0-2), OpenVINO float32 against TensorFlow float32: <= 9.2e-5 on 10 of the 11
+#: Measured with random init, calibrated BatchNorm, phantom images, 16 images, cuts of
+#: depths 0-2, OpenVINO float32 against TensorFlow float32: <= 9.2e-5 on 10 of the 11
 #: registered backbones at 96 px, 1.5e-4 / 2.4e-4 for InceptionV3 at 299 / 96 px (the
 #: most chaotic random network). TensorFlow differs from itself that much: oneDNN on vs
 #: off (TF_ENABLE_ONEDNN_OPTS=0) gave up to 1.4e-4 (InceptionV3@96). In contrast

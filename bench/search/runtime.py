@@ -1,4 +1,11 @@
-"""Process-wide TensorFlow settings of a run: op determinism and mixed precision.
+"""How a run computes: the frozen pass's runtime and precision, op determinism.
+
+:class:`FrozenPass` says what runs the frozen pass (the caching of features, the floor of
+every search) and in which dtype. It is built once from the run's configuration
+(:meth:`FrozenPass.for_config`) and travels explicitly with every job
+(:class:`bench.pipeline.BackboneJob`) to the feature cache, which keys on it: features from
+another precision or runtime are other numbers. Nothing here keeps state between runs;
+Keras' own global dtype policy is set only inside :func:`run_settings` and restored after.
 
 Determinism: bench always seeds the split, the tuner, every trial (seed * 1000 + trial
 id), augmentation and the bootstrap. That fixes *which* trials run and their initial
@@ -9,44 +16,45 @@ differently. ``--deterministic`` turns on ``tf.config.experimental.enable_op_det
 same seed, same machine, same library versions -> identical trials.csv and leaderboard
 (apart from timings). It can be slower, and an op without a deterministic kernel then
 fails instead of running. Results still differ across machines, CPU vs GPU and
-TensorFlow versions.
+TensorFlow versions. TensorFlow has no public switch to turn op determinism off again,
+so it stays on for the rest of the process.
 
 Mixed precision (``--mixed-precision``): ``on`` computes everything in float16
 (variables and the output layer in float32, loss scaling in training): fast on GPUs, slower
-than float32 on CPUs. ``bfloat16`` computes the frozen pass (the caching of features,
-the floor of every search) in bfloat16 (Keras ``mixed_bfloat16``: float32 variables) and
-everything else in float32: CPUs with AMX or AVX512-BF16 run it faster, and bfloat16 keeps
-float32's range, so nothing needs loss scaling. ``off``: float32. ``auto``: ``on`` when a
-GPU is visible, else float32 (see :data:`AUTO_BFLOAT16` for why not bfloat16 on such CPUs).
-Features from another compute precision are other numbers: the cache keys on it.
+than float32 on CPUs. ``bfloat16`` computes the frozen pass in bfloat16 (Keras
+``mixed_bfloat16``: float32 variables) and everything else in float32: CPUs with AMX or
+AVX512-BF16 run it faster, and bfloat16 keeps float32's range, so nothing needs loss
+scaling. ``off``: float32. ``auto``: ``on`` when a GPU is visible, else float32 (see
+:data:`AUTO_BFLOAT16` for why not bfloat16 on such CPUs).
 
 Runtime (``--runtime``): ``tensorflow`` runs the frozen pass with Keras; ``openvino`` with
 OpenVINO's CPU plugin at the same precision (float32 or bfloat16; float16 is refused), see
-:mod:`bench.search.openvino_runtime`. The cache keys on it too.
+:mod:`bench.search.openvino_runtime`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bench.config import MIXED_PRECISION_MODES, RUNTIMES
 from bench.errors import BenchError
 
+if TYPE_CHECKING:
+    from bench.config import RunConfig
+
 log = logging.getLogger(__name__)
 
-
-
-#: Whether ``auto`` uses bfloat16 for the frozen pass on CPUs that support it. Off: on the
-#: brain MRI scans (Xception@224, random weights, the same 10 random-tuner trials) bfloat16
-#: features moved validation AUCs by up to 0.046, while a re-run moved them by 0; the caching
-#: pass was 1.22x faster (README, "Frozen-pass precision"). So bfloat16 is opt-in.
+#: Whether ``auto`` uses bfloat16 for the frozen pass on CPUs that support it. Off: bfloat16
+#: features move validation scores by more than a re-run does, for a modest gain in the
+#: caching pass (figures: docs/performance.md). So bfloat16 is opt-in.
 AUTO_BFLOAT16 = False
 
 #: /proc/cpuinfo flags of CPUs with bfloat16 arithmetic in hardware.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-_frozen_pass = "float32"  # this process's frozen-pass precision (set by configure)
-_runtime = "tensorflow"  # what runs it (set by configure)
 
 
 def check_mixed_precision(mode: str) -> str:
@@ -88,11 +96,6 @@ def precision_for(mode: str, gpu: bool | None = None, bf16_cpu: bool | None = No
     return "float32", "float32"
 
 
-def policy_for(mode: str) -> str:
-    """Keras global dtype policy name for a ``--mixed-precision`` mode on this machine."""
-    return precision_for(mode)[0]
-
-
 def check_runtime(runtime: str, mode: str, gpu: bool | None = None, bf16_cpu: bool | None = None) -> None:
     """Refuse (one line) a ``--runtime`` that cannot run here or cannot run ``--mixed-precision mode``."""
     if runtime not in RUNTIMES:
@@ -109,40 +112,63 @@ def check_runtime(runtime: str, mode: str, gpu: bool | None = None, bf16_cpu: bo
                          "use --runtime tensorflow, or --mixed-precision off or bfloat16")
 
 
-def configure(deterministic: bool, mixed_precision: str, seed: int, runtime: str = "tensorflow") -> str:
-    """Apply the settings for this process; returns the global dtype policy in use."""
-    import keras
-    import tensorflow as tf
+@dataclass(frozen=True)
+class FrozenPass:
+    """What runs a run's frozen pass and in which compute dtype.
 
-    global _frozen_pass, _runtime
-    check_runtime(runtime, mixed_precision)
-    _runtime = runtime
+    ``precision`` is ``float32``, ``bfloat16`` (the frozen pass alone; training stays in
+    float32) or ``float16`` (``--mixed-precision on``: the whole run computes in float16
+    under Keras' ``mixed_float16`` policy, see :attr:`policy`)."""
+
+    runtime: str = "tensorflow"  # tensorflow or openvino
+    precision: str = "float32"  # float32, bfloat16 or float16
+
+    @classmethod
+    def of(cls, mixed_precision: str = "off", runtime: str = "tensorflow", gpu: bool | None = None,
+           bf16_cpu: bool | None = None) -> "FrozenPass":
+        """The frozen pass of ``--mixed-precision mixed_precision --runtime runtime`` on this
+        machine (``auto`` looks for a GPU and bfloat16 hardware unless told); refuses (one
+        line) a combination that cannot run."""
+        check_runtime(runtime, mixed_precision, gpu, bf16_cpu)
+        return cls(runtime, precision_for(mixed_precision, gpu, bf16_cpu)[1])
+
+    @classmethod
+    def for_config(cls, config: "RunConfig") -> "FrozenPass":
+        return cls.of(config.mixed_precision, config.runtime)
+
+    @property
+    def policy(self) -> str:
+        """Keras dtype policy for the models a run builds: ``mixed_float16`` with float16
+        compute, else ``float32`` (a bfloat16 frozen pass sets its own, see
+        :meth:`bench.search.source.BackboneSource.prefix`)."""
+        return "mixed_float16" if self.precision == "float16" else "float32"
+
+    @property
+    def compute_dtype(self) -> str:
+        """What the trained models compute in: float16 under ``mixed_float16``, else float32."""
+        return "float16" if self.precision == "float16" else "float32"
+
+
+@contextmanager
+def run_settings(frozen_pass: FrozenPass, deterministic: bool = False, seed: int = 0) -> Iterator[None]:
+    """Keras' global dtype policy for ``frozen_pass`` (and, with ``deterministic``, seeded
+    RNGs and TensorFlow op determinism) while the block runs; the previous policy after."""
+    import keras
+
     if deterministic:
+        import tensorflow as tf
+
         keras.utils.set_random_seed(seed)
         tf.config.experimental.enable_op_determinism()
         log.info("deterministic: TensorFlow op determinism on")
-    policy, _frozen_pass = precision_for(mixed_precision)
-    keras.mixed_precision.set_global_policy(policy)
-    if policy != "float32":
-        log.info(f"mixed precision: {policy} (float16 compute, float32 variables)")
-    if _frozen_pass == "bfloat16":
+    if frozen_pass.policy != "float32":
+        log.info(f"mixed precision: {frozen_pass.policy} (float16 compute, float32 variables)")
+    if frozen_pass.precision == "bfloat16":
         has = cpu_bf16_flags()
         log.info(f"frozen pass in bfloat16 ({'CPU has ' + ', '.join(has) if has else 'no bfloat16 hardware found: may be slower'})")
-    return policy
-
-
-def frozen_pass_dtype() -> str:
-    """Compute dtype of the frozen pass in this process: float32, float16 or bfloat16."""
-    return "float16" if mixed() else _frozen_pass
-
-
-def frozen_pass_runtime() -> str:
-    """What runs the frozen pass in this process: tensorflow or openvino."""
-    return _runtime
-
-
-def mixed() -> bool:
-    """Whether the current global Keras policy computes in float16."""
-    import keras
-
-    return keras.mixed_precision.global_policy().compute_dtype == "float16"
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(frozen_pass.policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

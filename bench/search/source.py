@@ -26,7 +26,8 @@ class BackboneSource:
     ImageNet through Keras' cache, or a local file) and saves them to
     ``backbone.weights.h5``; a later process loads that file. Within a process the
     built model is kept and handed out again with its original weights restored
-    (building Xception and loading its weights cost ~5 s per fine-tuning trial).
+    (building a backbone and loading its weights would otherwise cost seconds per
+    fine-tuning trial).
     """
 
     def __init__(
@@ -120,9 +121,8 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
     input (data-dependent initialisation), so ``--weights none`` gives usable random
     features. Only training images are used. Pretrained weights are never touched.
 
-    The pass runs as one compiled graph: eagerly, Xception@299 on 32 images held 9.3 GB
-    of memory and took 24 s here; compiled, 2.2 GB and 5 s, with the same statistics
-    (``benchmarks/memory.py``).
+    The pass runs as one compiled graph: run eagerly, the same statistics take several
+    times the memory and the time (``benchmarks/memory.py`` measures both).
     """
     import tensorflow as tf
 

@@ -1,21 +1,21 @@
 """A lean training loop for trials on cached features.
 
-Keras' ``model.fit`` costs about 2 s of tracing and 0.2 s per epoch in callbacks,
+Keras' ``model.fit`` spends seconds of tracing and a fixed cost per epoch in callbacks,
 iterators and metric bookkeeping, which is most of a trial when the model is a small
-head on cached features (measured: 4 s for 10 epochs of a 2048->64->1 head on 177
-vectors). This loop compiles one gradient step, feeds numpy batches, evaluates the
-validation split with one compiled call per epoch and computes metrics with
+head on cached features. This loop compiles one gradient step, feeds numpy batches,
+evaluates the validation split with one compiled call per epoch and computes metrics with
 scikit-learn. Semantics follow ``fit``: class weights scale each sample's loss
 (mean over the batch), validation loss is unweighted, and early stopping restores the
-weights of the best epoch on the objective.
+weights of the best epoch on the objective. Each epoch ends with a DEBUG record on the
+``bench.search.trainer`` logger (``bench run --verbose``) carrying its wall seconds
+(``epoch_seconds``), which ``benchmarks/search_speed.py`` reads.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
 import keras
@@ -24,7 +24,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from bench.config import OBJECTIVES
 from bench.search.features import release_rows
-from bench.search.runtime import mixed
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(Exception):
@@ -62,8 +63,8 @@ class FusedAdam:
 
     Same update as ``keras.optimizers.Adam`` (beta1 0.9, beta2 0.999, epsilon 1e-7),
     but Keras' version builds several temporaries the size of each variable per
-    step; for a flatten head (100k x 256 weights) that is ~800 MB of fresh memory per
-    step, and page faults made the step 2.8x slower (0.39 s vs 0.14 s measured here).
+    step; for a flatten head (100k x 256 weights) that is about 800 MB of fresh memory per
+    step, whose page faults make the step several times slower.
     """
 
     def __init__(self, variables, learning_rate: float, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
@@ -88,32 +89,18 @@ class FusedAdam:
             )
 
 
-_epoch_seconds: ContextVar[list[float] | None] = ContextVar("bench_epoch_seconds", default=None)
-
-
-@contextmanager
-def timed_epochs():
-    """Collect the wall seconds of every epoch :func:`train` runs inside this block, in
-    order (both phases of a fine-tuning trial); an epoch ends after its validation
-    scores, and the first epoch of each ``train`` call includes tracing the step::
-
-        with timed_epochs() as seconds:
-            hypermodel.fit(...)
-    """
-    seconds: list[float] = []
-    token = _epoch_seconds.set(seconds)
-    try:
-        yield seconds
-    finally:
-        _epoch_seconds.reset(token)
-
-
 def _better(value: float, best: float, direction: str) -> bool:
     if math.isnan(value):
         return False
     if math.isnan(best):
         return True
     return value < best if direction == "min" else value > best
+
+
+def computes_in_float16(model) -> bool:
+    """Whether ``model`` (or a layer of it) computes in float16 (Keras' ``mixed_float16``
+    policy when it was built): its training then scales the loss."""
+    return model.compute_dtype == "float16" or any(layer.compute_dtype == "float16" for layer in model.layers)
 
 
 def as_float32(batch) -> np.ndarray:
@@ -145,7 +132,7 @@ def train(
     y_val_true = targets(y_val, n_classes)
     weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
 
-    scaling = mixed()  # float16 compute: dynamic loss scaling keeps small gradients from underflowing
+    scaling = computes_in_float16(model)  # dynamic loss scaling keeps small gradients from underflowing
     scale = tf.Variable(2.0**15, trainable=False) if scaling else None
 
     @tf.function(reduce_retracing=True)
@@ -181,7 +168,6 @@ def train(
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {}
     best, best_weights, waited = float("nan"), None, 0
-    epoch_seconds = _epoch_seconds.get()  # set inside timed_epochs()
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
         order = rng.permutation(len(y))
@@ -208,8 +194,9 @@ def train(
             best, best_weights, waited = logs[objective], model.get_weights(), 0
         else:
             waited += 1
-        if epoch_seconds is not None:
-            epoch_seconds.append(time.perf_counter() - t_epoch)
+        seconds = time.perf_counter() - t_epoch
+        log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {objective} {logs[objective]:.4f} ({seconds:.3f} s)",
+                  extra={"epoch_seconds": seconds})
         if waited and waited >= patience:
             break
     if best_weights is not None:

@@ -23,10 +23,11 @@ import pandas as pd
 
 from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
-from bench.runfolder import save_via_temp, write_json_atomic, write_text_atomic
-from bench.search.hypermodel import best_epoch
 from bench.progress import Step, eta_text
-from bench.search.trainer import NonFiniteLoss, timed_epochs, write_hparams, write_tensorboard
+from bench.runfolder import save_via_temp, write_json_atomic, write_text_atomic
+from bench.search import kt_adapter
+from bench.search.hypermodel import best_epoch
+from bench.search.trainer import NonFiniteLoss, write_hparams, write_tensorboard
 
 log = logging.getLogger(__name__)
 GC_EVERY = 5
@@ -60,7 +61,7 @@ def trial_hyperparameters(values: dict) -> dict:
     return {k: v for k, v in values.items() if not k.startswith("tuner/")}
 
 
-class BenchTunerMixin:
+class BenchTunerMixin(kt_adapter.BuildHook):
     """Replaces KerasTuner's run_trial: seeded build, two-phase fit, best-epoch metrics,
     one checkpoint write per trial (only when it is the best so far), a JSON sidecar."""
 
@@ -68,6 +69,8 @@ class BenchTunerMixin:
         self.settings = settings
         self._trial_seconds: list[float] = []  # this process's trials, for the time left
         self._search_step = None  # the search's progress bar, on a terminal
+        self._builds = 0  # models built by this tuner
+        self._last_params = 0  # parameters of the last one
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
@@ -84,12 +87,11 @@ class BenchTunerMixin:
         trial_seed = self.settings.seed * 1000 + int(trial.trial_id)
         keras.utils.set_random_seed(trial_seed)
         t0 = time.perf_counter()
-        model = self._try_build(hp)
+        model = self.build_trial_model(hp)
         t_built = time.perf_counter()
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         try:
-            with timed_epochs() as epoch_seconds:
-                result = self.hypermodel.fit(hp, model, epochs=max(1, epochs), seed=trial_seed)
+            result = self.hypermodel.fit(hp, model, epochs=max(1, epochs), seed=trial_seed)
         except NonFiniteLoss as exc:
             raise kt.errors.FailedTrialError(str(exc)) from None
         t_fit = time.perf_counter()
@@ -105,31 +107,32 @@ class BenchTunerMixin:
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
         if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
             # Hyperband continues later trials from this one: it needs both files.
-            save_via_temp(Path(self._get_checkpoint_fname(trial.trial_id)), model.save_weights)
-            write_json_atomic(Path(self._get_build_config_fname(trial.trial_id)), model.get_build_config())
+            save_via_temp(kt_adapter.checkpoint_path(self, trial.trial_id), model.save_weights)
+            write_json_atomic(kt_adapter.build_config_path(self, trial.trial_id), model.get_build_config())
         seconds = time.perf_counter() - t0
         self._trial_seconds.append(seconds)
         write_json_atomic(
             trial_dir / "bench_trial.json",
             {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]),
              "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3), "tuner_id": self.tuner_id,
-             # where the seconds went (benchmarks/search_speed.py): model build, fit, each epoch of the fit
-             "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3),
-             "epoch_seconds": [round(s, 4) for s in epoch_seconds]},
+             # where the seconds went: model build, fit (each epoch: the trainer's DEBUG records)
+             "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3)},
         )
         return metrics
 
-    def _try_build(self, hp):
-        # KerasTuner clears the session and runs a full gc.collect() before every build
-        # (0.7 s here). Clearing is enough to drop the old graph; a full collection
-        # every GC_EVERY trials keeps memory flat (see benchmarks/search_speed.py). A dead
-        # large model (a flatten head on a 10x10x2048 map holds 1.3 GB with its Adam
-        # slots) is collected before the next build, or several would linger at once.
-        self._bench_builds = getattr(self, "_bench_builds", 0) + 1
-        large = getattr(self, "_bench_last_params", 0) > LARGE_MODEL_PARAMS
-        keras.backend.clear_session(free_memory=large or self._bench_builds % GC_EVERY == 0)
-        model = self._build_hypermodel(hp)
-        self._bench_last_params = model.count_params()
+    def build_trial_model(self, hp):
+        """The model of ``hp``, for a trial or for ``load_model``, in a cleared session.
+
+        KerasTuner clears the session and runs a full ``gc.collect()`` before every build,
+        a cost paid per trial. Clearing is enough to drop the old graph; a full collection
+        every GC_EVERY builds keeps memory flat (benchmarks/search_speed.py). A dead large
+        model (a flatten head on a 10x10x2048 map holds over a GB with its Adam slots) is
+        collected before the next build, or several would linger at once."""
+        self._builds += 1
+        large = self._last_params > LARGE_MODEL_PARAMS
+        keras.backend.clear_session(free_memory=large or self._builds % GC_EVERY == 0)
+        model = kt_adapter.build_model(self, hp)
+        self._last_params = model.count_params()
         return model
 
     def _is_best_so_far(self, value: float) -> bool:
@@ -141,6 +144,10 @@ class BenchTunerMixin:
     def search(self, *args, **kwargs):
         """Single process: KerasTuner's loop. Distributed: the chief serves the oracle,
         a worker runs trials until the chief's search is over (see bench.search.distributed)."""
+        with kt_adapter.atomic_state_writes():
+            return self._search(*args, **kwargs)
+
+    def _search(self, *args, **kwargs):
         cluster = self.settings.cluster
         if cluster is None:
             from bench.search.distributed import job_environment
@@ -210,46 +217,6 @@ def _last_line(message: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _save_json_atomic(path, obj) -> str:
-    text = json.dumps(obj)
-    write_text_atomic(Path(path), text)
-    return text
-
-
-def atomic_keras_tuner_state() -> None:
-    """Make KerasTuner write its state (oracle.json, tuner_*.json, trial.json) atomically.
-
-    KerasTuner writes them in place; a kill in the middle of a write would leave a
-    truncated JSON file that makes ``--resume`` fail. Every such write goes through
-    ``keras_tuner.src.utils.save_json`` (looked up at call time), replaced here.
-    """
-    from keras_tuner.src import utils as kt_utils
-
-    kt_utils.save_json = _save_json_atomic
-
-
-def settle_reloaded_trials(oracle) -> None:
-    """Never run a finished trial again after a crash.
-
-    KerasTuner ends a trial with two writes: the trial's ``trial.json`` (status, score),
-    then ``oracle.json`` (which trials are still running). A process killed between them
-    leaves a trial that is finished in its own file but "running" in the oracle's, and on
-    reload KerasTuner queues every running trial for a retry. Trials whose own file says
-    they ended are taken out of that queue and counted as ended.
-
-    Starting a trial is two writes as well (``trial.json``, then ``oracle.json``): a trial
-    killed between them exists on disk, counts towards ``max_trials``, but is neither
-    running nor queued in the oracle's state, so it would never run. Such trials are
-    queued for a run.
-    """
-    ended = {tid for tid, trial in oracle.trials.items() if trial.status in ("COMPLETED", "FAILED")}
-    oracle._retry_queue = [tid for tid in oracle._retry_queue if tid not in ended]
-    oracle.end_order.extend(tid for tid in sorted(ended) if tid not in oracle.end_order)
-    orphans = sorted(tid for tid in oracle.trials if tid not in ended and tid not in oracle._retry_queue)
-    oracle.start_order.extend(tid for tid in orphans if tid not in oracle.start_order)
-    oracle._retry_queue.extend(orphans)
-
-
 def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, settings: TrialSettings,
                hyperparameters=None):
     """A KerasTuner tuner of ``cfg.tuner``'s kind with bench's trial loop, reloading any
@@ -274,12 +241,12 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, set
         kwargs.update(max_trials=cfg.max_trials)
     from bench.search.distributed import job_environment
 
-    atomic_keras_tuner_state()
     cluster = settings.cluster
-    with job_environment(cluster, settings.job):  # a worker's oracle client connects to PORT + job
+    # a worker's oracle client connects to PORT + job
+    with kt_adapter.atomic_state_writes(), job_environment(cluster, settings.job):
         tuner = tuner_cls(settings=settings, **kwargs)
     if cluster is None or cluster.is_chief:
-        settle_reloaded_trials(tuner.oracle)
+        kt_adapter.settle_reloaded_trials(tuner.oracle)
     return tuner
 
 
@@ -297,7 +264,7 @@ def best_trial(tuner):
         return None
     sign = 1 if tuner.oracle.objective.direction == "min" else -1
     scored.sort(key=lambda t: (sign * t.score, int(t.trial_id)))
-    with_checkpoint = [t for t in scored if Path(tuner._get_checkpoint_fname(t.trial_id)).exists()]
+    with_checkpoint = [t for t in scored if kt_adapter.checkpoint_path(tuner, t.trial_id).exists()]
     return with_checkpoint[0] if with_checkpoint else scored[0]
 
 
