@@ -120,6 +120,11 @@ class BackboneJob:
         return self.image_size or self.record.default_size
 
     @property
+    def source_key(self):
+        """Jobs with the same key share one built backbone (:func:`prepare_search`'s ``sources``)."""
+        return self.record.name, self.size
+
+    @property
     def out_dir(self) -> Path:
         if self.fold is None:
             return self.run_dir / self.name
@@ -169,7 +174,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     cfg = job.search_settings()
     record = job.record
     trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
-    key = (record.name, job.size)
+    key = job.source_key
     source = (sources or {}).get(key)
     if source is None:
         source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
@@ -268,57 +273,3 @@ def _record(row: dict, trial, metrics: dict) -> None:
     row.update({f"test_{k}": v for k, v in metrics.items() if k != "confusion_matrix"})
     if "confusion_matrix" in metrics:  # absent without test images (--cv without a --test-size holdout)
         row["test_confusion_matrix"] = metrics["confusion_matrix"]
-
-
-def run_single_split(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
-    """Every backbone on the run's one split; the leaderboard ranks by the validation objective."""
-    from bench.evaluate.leaderboard import write_leaderboard
-
-    rows = []
-    for job in BackboneJob.for_run(run, cluster, frozen_pass):
-        row = run_backbone(job)
-        if row is not None:
-            rows.append(row)
-            write_leaderboard(rows, run.path)
-    return write_leaderboard(rows, run.path) if rows else None
-
-
-def run_cross_validation(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
-    """``--cv``: every backbone in every outer fold (resumable per repeat x fold x backbone),
-    CV estimates from the out-of-fold predictions, a ranking on them, then the winner's
-    search once more on all cross-validated images: the model that is exported."""
-    from bench.evaluate.crossval import cv_row, probability_best_by_backbone, selection_rule
-    from bench.evaluate.leaderboard import write_leaderboard
-
-    jobs = BackboneJob.for_folds(run, cluster, frozen_pass)
-    fold_rows: dict[str, list[dict]] = {}
-    sources: dict = {}  # each backbone built once for all folds
-    for job in jobs:
-        log.info(f"cv repeat {job.fold[0] + 1}/{run.folds.repeats}, fold {job.fold[1] + 1}/{run.folds.k}: {job.name}")
-        row = run_backbone(job, sources)
-        if row is not None:
-            fold_rows.setdefault(job.name, []).append(row)
-    if cluster is not None and not cluster.is_chief:
-        return None
-    objective, seed = run.config.search.objective, run.config.search.seed
-    rows = [cv_row(run.path, name, fold_rows[name], run.folds, objective, seed)
-            for name, _ in BackboneJob.names(run) if name in fold_rows]
-    best = probability_best_by_backbone(run.path, rows, run.folds, objective, seed)
-    rule = selection_rule(objective, run.folds.k, run.folds.repeats)
-    for row in rows:
-        row["probability_best"] = best.get(row["backbone"])
-        row["selection_rule"] = rule
-    table = write_leaderboard(rows, run.path)
-    ranked = table[table["rank"] == 1]
-    if ranked.empty:
-        return table
-    winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
-    log.info(f"cv: {winner['backbone']} ranks first; searching it once more on all {len(jobs[0].pool)} "
-             "cross-validated images for the model to deploy")
-    final = run_backbone(BackboneJob.final(run, winner["backbone"], len(jobs), frozen_pass=frozen_pass),
-                         sources)  # the chief alone
-    kept = ("best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
-    winner.update({k: v for k, v in final.items() if k.startswith(("hp_", "test_")) or k in kept})
-    winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
-                  final_trials_done=final.get("trials_done"))
-    return write_leaderboard(rows, run.path)

@@ -222,8 +222,9 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
 
 
 def execute(run: RunFolder, cluster=None) -> "object":
-    """Search and evaluate every backbone (and the notebook baseline), write the leaderboard;
-    with ``--cv`` per outer fold, ranked on the cross-validation estimates.
+    """Search and evaluate every backbone (and the notebook baseline) as the run's design
+    says (:mod:`bench.designs`: one split, or every outer fold with ``--cv``), write the
+    leaderboard ranked on the design's estimates, and train the model to deploy.
 
     The run's frozen pass (:class:`bench.search.runtime.FrozenPass`, from its configuration)
     travels with every job; Keras' dtype policy for it holds while the run executes and is
@@ -233,12 +234,10 @@ def execute(run: RunFolder, cluster=None) -> "object":
     distributed mode the chief holds it; each worker holds its own (one process per
     worker id) and returns None: the chief ranks and reports.
     """
-    from bench.pipeline import run_cross_validation, run_single_split
+    from bench.designs import run_design
     from bench.search.runtime import FrozenPass, run_settings
 
     frozen_pass = FrozenPass.for_config(run.config)
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name), \
             run_settings(frozen_pass, run.config.deterministic, run.config.search.seed):
-        if run.folds is None:
-            return run_single_split(run, cluster, frozen_pass)
-        return run_cross_validation(run, cluster, frozen_pass)
+        return run_design(run, cluster, frozen_pass)

@@ -103,7 +103,7 @@ def test_execute_carries_the_frozen_pass_to_every_job(tmp_path, monkeypatch):
     """The runtime and precision come from the run's configuration, in the jobs, not from the process."""
     import keras
 
-    import bench.pipeline
+    import bench.designs
     from bench.run import execute
 
     data = make_folder(tmp_path / "data", {"a": 6, "b": 6}, size=48, seed=4)
@@ -112,7 +112,7 @@ def test_execute_carries_the_frozen_pass_to_every_job(tmp_path, monkeypatch):
     def fake_backbone(job, sources=None):
         seen.append((job.frozen_pass, keras.mixed_precision.global_policy().name))
 
-    monkeypatch.setattr(bench.pipeline, "run_backbone", fake_backbone)
+    monkeypatch.setattr(bench.designs, "run_backbone", fake_backbone)
     for name, mode in (("half", "on"), ("full", "off")):
         config = RunConfig.from_dict(dict(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
                                           out=tmp_path / "results", name=name, baseline=False, mixed_precision=mode))

@@ -1,0 +1,144 @@
+"""The evaluation design of a run, and the one loop that runs any design.
+
+A design says which searches to run, where the estimates that rank the backbones come
+from, how a backbone's leaderboard row is made from its searches, and which model is
+deployed. A single split is a cross-validation with one fold, as scikit-learn's
+``PredefinedSplit`` is a splitter like any other:
+
+* :class:`SingleSplit`: one search per backbone on the run's train/val split; its best
+  trial, rebuilt as a full model, predicts the test split once. Estimates: the test split
+  (:attr:`bench.schema.Source.TEST`). The deployed model is that model.
+* :class:`NestedCV` (``--cv K --repeats R``): one search per backbone in every outer fold
+  of every repeat, each fold's model predicting the images it held out; estimates pooled
+  over those out-of-fold predictions (:attr:`bench.schema.Source.OUT_OF_FOLD`), with
+  intervals over duplicate groups (Cawley & Talbot 2010 on keeping selection inside the
+  fold; Varoquaux 2018 on fold spread). The deployed model is the winner searched once
+  more on every cross-validated image.
+
+:func:`run_design` runs either: the jobs in order, the rows, the leaderboard, the final
+model. Nothing downstream asks which design it was: the rows say where their estimates
+come from (:func:`bench.schema.row_source`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bench.evaluate.leaderboard import write_leaderboard
+from bench.pipeline import BackboneJob, run_backbone
+from bench.schema import Source
+from bench.search.runtime import FrozenPass
+
+log = logging.getLogger(__name__)
+#: What the leaderboard row of a cross-validated winner takes from its final model's search.
+FINAL_MODEL_KEYS = ("best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
+
+
+class SingleSplit:
+    """One search per backbone on the run's one split, ranked on the validation objective."""
+
+    source = Source.TEST
+    searches_winner_again = False
+
+    def __init__(self, run, frozen_pass: FrozenPass) -> None:
+        self.run, self.frozen_pass = run, frozen_pass
+
+    def jobs(self, cluster=None) -> list[BackboneJob]:
+        return BackboneJob.for_run(self.run, cluster, self.frozen_pass)
+
+    def describe(self, job: BackboneJob) -> str | None:
+        return None
+
+    def rows(self, finished: dict[str, list[dict]]) -> list[dict]:
+        """A backbone's row is its one search's result."""
+        return [rows[0] for rows in finished.values()]
+
+    partial_rows = rows  # rows are ready as each backbone ends: the leaderboard grows with the run
+
+    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> None:
+        """The search's own best model is the one to deploy: nothing more to train."""
+
+
+class NestedCV:
+    """Every backbone in every outer fold of every repeat; ranked on the out-of-fold estimates."""
+
+    source = Source.OUT_OF_FOLD
+    searches_winner_again = True
+
+    def __init__(self, run, frozen_pass: FrozenPass) -> None:
+        self.run, self.frozen_pass = run, frozen_pass
+        self.plan = run.folds
+
+    def jobs(self, cluster=None) -> list[BackboneJob]:
+        return BackboneJob.for_folds(self.run, cluster, self.frozen_pass)
+
+    def describe(self, job: BackboneJob) -> str | None:
+        repeat, fold = job.fold
+        return f"cv repeat {repeat + 1}/{self.plan.repeats}, fold {fold + 1}/{self.plan.k}: {job.name}"
+
+    def rows(self, finished: dict[str, list[dict]]) -> list[dict]:
+        """A backbone's row: metrics pooled over its out-of-fold predictions with intervals,
+        the fold spread, the probability of being best and the selection rule."""
+        from bench.evaluate.crossval import cv_row, probability_best_by_backbone, selection_rule
+
+        run, search = self.run, self.run.config.search
+        rows = [cv_row(run.path, name, finished[name], self.plan, search.objective, search.seed)
+                for name, _ in BackboneJob.names(run) if name in finished]
+        best = probability_best_by_backbone(run.path, rows, self.plan, search.objective, search.seed)
+        rule = selection_rule(search.objective, self.plan.k, self.plan.repeats)
+        for row in rows:
+            row["probability_best"] = best.get(row["backbone"])
+            row["selection_rule"] = rule
+        return rows
+
+    def partial_rows(self, finished: dict[str, list[dict]]) -> None:
+        """No row before every fold has ended."""
+        return None
+
+    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> None:
+        """Search the winner once more on all cross-validated images (the chief alone): the
+        model that is exported. Its test metrics are those of the holdout, if any."""
+        name = winner["backbone"]
+        log.info(f"cv: {name} ranks first; searching it once more on all {len(self.plan.cv_files)} "
+                 "cross-validated images for the model to deploy")
+        final = run_backbone(BackboneJob.final(self.run, name, n_jobs, frozen_pass=self.frozen_pass), sources)
+        winner.update({k: v for k, v in final.items() if k.startswith(("hp_", "test_")) or k in FINAL_MODEL_KEYS})
+        winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
+                      final_trials_done=final.get("trials_done"))
+
+
+def design_for(run, frozen_pass: FrozenPass) -> SingleSplit | NestedCV:
+    """The run's design: nested cross-validation when it was started with ``--cv``."""
+    return SingleSplit(run, frozen_pass) if run.folds is None else NestedCV(run, frozen_pass)
+
+
+def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
+    """Run every job of the run's design (resumable job by job), rank the backbones on the
+    design's estimates, train the model to deploy. Returns the leaderboard table; None for
+    a distributed worker (the chief ranks) or when no backbone has a row."""
+    design = design_for(run, frozen_pass)
+    jobs = design.jobs(cluster)
+    finished: dict[str, list[dict]] = {}
+    sources: dict = {}  # each backbone built once for all of its jobs in this process
+    last_use = {job.source_key: i for i, job in enumerate(jobs)}
+    for i, job in enumerate(jobs):
+        if (what := design.describe(job)) is not None:
+            log.info(what)
+        row = run_backbone(job, sources)
+        if last_use[job.source_key] == i and not design.searches_winner_again:
+            sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
+        if row is None:
+            continue
+        finished.setdefault(job.name, []).append(row)
+        if (partial := design.partial_rows(finished)) is not None:
+            write_leaderboard(partial, run.path)
+    if cluster is not None and not cluster.is_chief or not finished:
+        return None
+    rows = design.rows(finished)
+    table = write_leaderboard(rows, run.path)
+    ranked = table[table["rank"] == 1] if "rank" in table else table.iloc[0:0]
+    if ranked.empty:
+        return table
+    winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
+    design.deploy(winner, sources, len(jobs))
+    return write_leaderboard(rows, run.path)
