@@ -13,6 +13,8 @@ run settings.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -47,6 +49,9 @@ DEFAULT_TEST_SIZE = 0.15
 DEFAULT_EPOCHS = 10
 #: ``--copy-threshold`` when not given (bench.data.copies explains the measure).
 DEFAULT_COPY_THRESHOLD = 0.70
+#: The largest --image-size: a 1024 px input already needs ~12 MB a float32 image before
+#: the backbone's activations; larger inputs exhaust memory rather than help.
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -75,18 +80,18 @@ class SearchConfig:
 
     seed: int = option(0, flag="--seed", help="Seed for the split and the search.")
     tuner: str = option("bayesian", flag="--tuner", help="KerasTuner search algorithm.", choices=TUNER_NAMES)
-    max_trials: int = option(10, flag="--max-trials", low=1,
+    max_trials: int = option(10, flag="--max-trials", low=1, high=10_000,
                              help="Trials per backbone (hyperband sets its own count).")
-    epochs: int | None = option(None, flag="--epochs", low=1, show_default=f"{DEFAULT_EPOCHS}",
+    epochs: int | None = option(None, flag="--epochs", low=1, high=10_000, show_default=f"{DEFAULT_EPOCHS}",
                                 help=f"Epochs per trial (both phases together when fine-tuning); not given: "
                                      f"{DEFAULT_EPOCHS}, and the notebook baseline's own 15.")
     objective: str = option("val_auc", flag="--objective", choices=tuple(OBJECTIVES),
                             help="Validation metric the search maximises (val_loss: minimises).")
-    batch_size: int = option(32, flag="--batch-size", low=1, help="Batch size.")
+    batch_size: int = option(32, flag="--batch-size", low=1, high=4096, help="Batch size.")
     augment: bool = option(False, flag="--augment", off_flag="--no-augment",
                            help="Train on cached augmented views too.")
-    aug_views: int = option(4, flag="--aug-views", low=1, help="Augmented views per training image with --augment.")
-    max_unfreeze: int = option(2, flag="--max-unfreeze", low=0,
+    aug_views: int = option(4, flag="--aug-views", low=1, high=64, help="Augmented views per training image with --augment.")
+    max_unfreeze: int = option(2, flag="--max-unfreeze", low=0, high=1000,
                                help="Largest number of top backbone blocks the search may fine-tune.")
     min_sensitivity: float = option(0.95, flag="--min-sensitivity", low=0.5, high=1.0,
                                     help="Binary: the 'sensitivity' operating point's threshold keeps validation "
@@ -124,12 +129,12 @@ class RunConfig:
     groups: Path | None = option(None, flag="--groups", show_default="none",
                                  help="CSV with columns path,group (patient or study IDs): files of a group "
                                       "stay in one split, on top of detected copies.")
-    cv: int | None = option(None, flag="--cv", low=2, show_default="one train/val/test split",
+    cv: int | None = option(None, flag="--cv", low=2, high=100, show_default="one train/val/test split",
                             help="Nested cross-validation: K outer folds, stratified and group-aware; the search "
                                  "runs inside each fold on an inner train/val split.")
-    repeats: int = option(1, flag="--repeats", low=1, help="Repetitions of --cv with other fold assignments.")
-    image_size: int | None = option(None, flag="--image-size", show_default="each backbone's own",
-                                    help="Input size in px.")
+    repeats: int = option(1, flag="--repeats", low=1, high=100, help="Repetitions of --cv with other fold assignments.")
+    image_size: int | None = option(None, flag="--image-size", high=MAX_IMAGE_SIZE, show_default="each backbone's own",
+                                    help=f"Input size in px (at most {MAX_IMAGE_SIZE}).")
     baseline: bool | None = option(None, flag="--baseline", off_flag="--no-baseline",
                                    show_default="on when xception is included",
                                    help="Also train the original notebook's recipe.")
@@ -211,11 +216,13 @@ def result_options() -> dict[str, str]:
 
 
 def check_bounds(config: RunConfig) -> None:
-    """Choices and lower bounds of every option (one line naming the option on failure)."""
+    """Choices, bounds and finiteness of every option (one line naming the option on failure)."""
     for name, opt, _ in declared_options():
         value = config.get(name)
         if value is None:
             continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"{opt.flag} must be a finite number, got {value}")
         if opt.choices is not None and value not in opt.choices:
             raise BenchError(f"unknown {opt.flag} {value!r}; choose one of: {', '.join(opt.choices)}")
         if opt.low is not None and value < opt.low:

@@ -85,10 +85,29 @@ def test_the_resume_guard_covers_exactly_the_result_changing_options():
     ("max_unfreeze", -1, "--max-unfreeze must be at least 0, got -1"),
     ("tuner", "grid", "unknown --tuner 'grid'; choose one of: bayesian, random, hyperband"),
     ("mixed_precision", "half", "unknown --mixed-precision 'half'"),
+    ("copy_threshold", float("nan"), "--copy-threshold must be a finite number, got nan"),
+    ("min_sensitivity", float("inf"), "--min-sensitivity must be a finite number, got inf"),
+    ("image_size", 100_000, "--image-size must be at most 1024, got 100000"),
+    ("max_trials", 10**8, "--max-trials must be at most 10000"),
 ])
 def test_bounds_and_choices_come_from_the_declaration(field, value, message):
     with pytest.raises(BenchError, match=message):
         check_bounds(RunConfig.from_dict({field: value}))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--copy-threshold", "nan"], "--copy-threshold must be a finite number, got nan"),
+    (["--image-size", "100000"], "--image-size must be at most 1024, got 100000"),
+])
+def test_out_of_range_options_stop_bench_run_before_any_work(tmp_path, args, message):
+    """NaN was accepted and failed later ("cannot convert float NaN to integer"); a huge
+    --image-size ran out of memory: both are one line, exit 2, and no run folder."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["run", "--data", str(tmp_path), "--weights", "none", "--out",
+                                      str(tmp_path / "results"), "--name", "r", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
 
 
 def test_epochs_not_given_is_a_sentinel_for_the_notebook_baseline(tmp_path):
