@@ -312,7 +312,7 @@ def main() -> int:
                              "(default: <temp>/bench-phantoms-<N>)")
     add_option(parser)
     opts = parser.parse_args()
-    with recording("copies", opts.write_docs):
+    with recording("copies_cutoffs" if opts.cutoffs else "copies", opts.write_docs):
         print(f"# copy detection, --copy-threshold {opts.threshold}")
         if opts.cutoffs:
             cutoffs(opts.data)

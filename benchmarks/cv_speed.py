@@ -91,7 +91,7 @@ def main() -> int:
     parser.add_argument("--naive-json", type=Path, help="search_speed.py --json output (naive projection)")
     add_option(parser)
     opts = parser.parse_args()
-    with recording("cv_speed", opts.write_docs):
+    with recording("cv_speed_quick" if opts.quick else "cv_speed", opts.write_docs):
         size = QUICK if opts.quick else FULL
         with tempfile.TemporaryDirectory(prefix="bench-cv-speed-") as tmp:
             out = ["--data", str(opts.data), *size, *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]

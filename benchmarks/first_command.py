@@ -7,7 +7,8 @@ command, and runs it ``--times`` times in a fresh temporary folder each (``--out
 ``--reports`` there; the demo data comes from the usual cache, ``~/.cache/bench`` or
 ``$BENCH_CACHE``, and is generated once if missing). Prints, per run, the wall time and
 the load average at its start, then the last run's leaderboard (validation selection
-score, test ROC AUC with its 95 % CI) and the report's sentence about the runner-up.
+score, test ROC AUC with its 95 % CI) and the report's sentence about the runner-up. On a
+shared machine the wall time grows with the load; the CPU time (user + system) much less.
 [target: the `bench run` part within 120 s on a 2-core CPU]
 """
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -51,10 +53,14 @@ def main() -> int:
                 load = os.getloadavg()
                 cmd = [sys.executable, "-m", "bench.cli", "run", *args, "--out", f"{tmp}/results",
                        "--reports", f"{tmp}/reports", "--quiet"]
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
                 subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
                 walls.append(time.perf_counter() - t0)
-                print(f"run {i + 1}: {walls[-1]:.0f} s wall (load average {load[0]:.2f} at its start)", flush=True)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                print(f"run {i + 1}: {walls[-1]:.0f} s wall, {cpu:.0f} s CPU (user + system; load average "
+                      f"{load[0]:.2f} at its start, {os.getloadavg()[0]:.2f} at its end)", flush=True)
                 name = args[args.index("--name") + 1] if "--name" in args else None
                 run_dir = next(Path(tmp, "results").iterdir()) if name is None else Path(tmp, "results", name)
                 board = json.loads((run_dir / "leaderboard.json").read_text())

@@ -192,3 +192,32 @@ def test_docs_speak_in_the_present_tense(page):
     for pattern in HISTORY:
         match = re.search(pattern, text, re.I)
         assert match is None, f"{page.name}: development history {match.group(0)!r}: say what is"
+
+
+def _docs_helper():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_docs_helper", ROOT / "benchmarks" / "_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_write_docs_replaces_only_its_own_section(tmp_path):
+    helper = _docs_helper()
+    page = tmp_path / "performance.md"
+    page.write_text("# P\n<!-- bench:a -->\nold a\n<!-- /bench:a -->\nkeep\n<!-- bench:b -->\nold b\n<!-- /bench:b -->\n")
+    helper.replace_section("a", "new a\n", page)
+    assert page.read_text() == "# P\n<!-- bench:a -->\nnew a\n<!-- /bench:a -->\nkeep\n<!-- bench:b -->\nold b\n<!-- /bench:b -->\n"
+    with pytest.raises(SystemExit, match="no section <!-- bench:c -->"):
+        helper.replace_section("c", "x", page)
+    line = helper.header((1.5, 1.0, 0.5), ["benchmarks/x.py", "--quick"])
+    assert "load average 1.50 at the start" in line and "`python benchmarks/x.py --quick`" in line
+
+
+def test_every_performance_section_belongs_to_a_benchmark():
+    sections = re.findall(r"<!-- bench:([\w-]+) -->", (ROOT / "docs" / "performance.md").read_text(encoding="utf-8"))
+    assert len(sections) == len(set(sections)) >= 8
+    scripts = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "benchmarks").glob("*.py"))
+    for name in sections:
+        assert f'"{name}"' in scripts, f"no benchmark writes section {name!r} of docs/performance.md"
