@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/demo_learnability.py [--n 100] [--backbones a,b,...]
 
-For the demo generator's subtle lesions (v1, what ``benchmarks/copies.py`` still draws) and
-its conspicuous ones (v2, the demo data), renders ``n`` images per class at 128 px, resizes
+For the demo generator's subtle lesions (what ``benchmarks/copies.py`` draws) and
+its conspicuous ones (the demo data), renders ``n`` images per class at 128 px, resizes
 them to 96 px as ``bench run --image-size 96`` does, builds each backbone with random
 weights and data-initialised BatchNorm (``calibrate_batchnorm``, as ``--weights none``
 does), and prints the 5-fold cross-validated AUC of a logistic regression on the
@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     with recording("demo_learnability", args.write_docs):
         print(f"{'lesions':10s} {'backbone':16s} {'CV AUC avg':>10s} {'CV AUC max':>10s}  seconds")
-        for label, conspicuous in (("v1 subtle", False), ("v2 demo", True)):
+        for label, conspicuous in (("subtle", False), ("demo", True)):
             x, y = images(args.n, conspicuous)
             for name in args.backbones.split(","):
                 start = time.perf_counter()
