@@ -43,7 +43,7 @@ def render(results: dict) -> None:
         emit()
 
     meta = results["meta"]
-    emit("# bench search-speed benchmark (issue #3 targets)")
+    emit("# bench search-speed benchmark (targets in brackets)")
     emit()
     emit(f"command: {meta['command']}")
     emit(f"mode: {'QUICK (smoke run: figures are not comparable with the targets)' if meta['quick'] else 'full'}")
@@ -179,7 +179,7 @@ def _memory(r: dict, frozen: dict, emit, table) -> None:
         m = r.get(kind)
         if m is None:
             continue
-        label = ("4a. cheap heads: pooling pinned to avg, the rest of the space searched (growth here = leakage)"
+        label = ("4a. cheap heads: pooling pinned to avg, the rest of the space searched (growth = leakage)"
                  if kind == "cheap" else f"4b. full search space: flatten heads with up to "
                  f"{frozen['flatten_inputs'] // 1000}k x 256 weights (peak follows the largest head sampled so far)")
         emit(f"### {label} {load_text(m['load'])}")

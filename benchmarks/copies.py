@@ -57,6 +57,9 @@ from bench.data.scan import scan
 from bench.parallel import usable_cores
 from bench.data.split import group_index
 
+from _docs import add_option, recording  # noqa: E402
+
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain_mri"
 
 
@@ -271,7 +274,7 @@ def cutoffs(data: Path) -> None:
             for w in (1, 2)])
     from tabulate import tabulate
 
-    print(tabulate(rows, headers=["work", "images", "here (s)", "2 processes (s)"], floatfmt=".3f"))
+    print(tabulate(rows, headers=["work", "images", "1 process (s)", "2 processes (s)"], floatfmt=".3f"))
 
 
 def recall_and_false_links(opts) -> None:
@@ -307,33 +310,35 @@ def main() -> int:
     parser.add_argument("--folder", type=Path, default=None,
                         help="where the scale part writes its images, or finds them from an earlier run "
                              "(default: <temp>/bench-phantoms-<N>)")
+    add_option(parser)
     opts = parser.parse_args()
-    print(f"# copy detection, --copy-threshold {opts.threshold}")
-    if opts.cutoffs:
-        cutoffs(opts.data)
+    with recording("copies_cutoffs" if opts.cutoffs else "copies", opts.write_docs):
+        print(f"# copy detection, --copy-threshold {opts.threshold}")
+        if opts.cutoffs:
+            cutoffs(opts.data)
+            return 0
+        if not opts.only_scale:
+            recall_and_false_links(opts)
+        if opts.scale:
+            r = scale(opts.scale, opts.threshold, opts.folder)
+            st = r["stages"]
+            total = r["scan_s"] + r["links_s"] + r["groups_s"]
+            print(f"\n## 3. scale: {r['n']} synthetic images in {r['folder']} (96 px phantom PNGs, {r['copies']} "
+                  f"re-processed copies; {'written' if r['wrote'] else 'reused'}, {r['write_s']:.0f} s) "
+                  f"[target: scanned and grouped in <= 300 s]")
+            print(f"{usable_cores()} usable CPU cores; scan {r['scan_s']:.0f} s ({r['n'] / r['scan_s']:.0f} images/s; "
+                  f"{r['records']} records, {r['skipped']} skipped, progress {'ok' if r['progress_ok'] else 'WRONG'})")
+            print(f"find_links {r['links_s']:.0f} s: candidates {st['candidates_s']:.0f} s "
+                  f"({st['candidate_pairs']} pairs), "
+                  f"layout {st['layout_s']:.0f} s ({st['examined_pairs']} pairs worth a keypoint check), keypoints "
+                  f"{st['keypoints_s']:.0f} s ({st['keypoint_checks']} checks, {st['mirrored_read']} mirrored images "
+                  f"read, {st['keypoint_processes']} processes)")
+            print(f"build_groups and the rest of the grouping {r['groups_s']:.1f} s; {r['links']} links "
+                  f"({r['other_links']} not between a copy and its source), largest group {r['largest']}, copies "
+                  f"grouped with their source {r['copies_found']}/{r['copies']}")
+            print(f"scan + grouping: {total:.0f} s ({r['n'] / total:.0f} images/s); peak RSS of this process "
+                  f"{r['peak_mib'] / 1024:.2f} GiB, of the largest worker process {r['worker_peak_mib'] / 1024:.2f} GiB")
         return 0
-    if not opts.only_scale:
-        recall_and_false_links(opts)
-    if opts.scale:
-        r = scale(opts.scale, opts.threshold, opts.folder)
-        st = r["stages"]
-        total = r["scan_s"] + r["links_s"] + r["groups_s"]
-        print(f"\n## 3. scale: {r['n']} synthetic images in {r['folder']} (96 px phantom PNGs, {r['copies']} "
-              f"re-processed copies; {'written' if r['wrote'] else 'reused'}, {r['write_s']:.0f} s) "
-              f"[target: scanned and grouped in <= 300 s]")
-        print(f"{usable_cores()} usable CPU cores; scan {r['scan_s']:.0f} s ({r['n'] / r['scan_s']:.0f} images/s; "
-              f"{r['records']} records, {r['skipped']} skipped, progress {'ok' if r['progress_ok'] else 'WRONG'})")
-        print(f"find_links {r['links_s']:.0f} s: candidates {st['candidates_s']:.0f} s "
-              f"({st['candidate_pairs']} pairs), "
-              f"layout {st['layout_s']:.0f} s ({st['examined_pairs']} pairs worth a keypoint check), keypoints "
-              f"{st['keypoints_s']:.0f} s ({st['keypoint_checks']} checks, {st['mirrored_read']} mirrored images "
-              f"read, {st['keypoint_processes']} processes)")
-        print(f"build_groups and the rest of the grouping {r['groups_s']:.1f} s; {r['links']} links "
-              f"({r['other_links']} not between a copy and its source), largest group {r['largest']}, copies "
-              f"grouped with their source {r['copies_found']}/{r['copies']}")
-        print(f"scan + grouping: {total:.0f} s ({r['n'] / total:.0f} images/s); peak RSS of this process "
-              f"{r['peak_mib'] / 1024:.2f} GiB, of the largest worker process {r['worker_peak_mib'] / 1024:.2f} GiB")
-    return 0
 
 
 if __name__ == "__main__":

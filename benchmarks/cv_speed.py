@@ -28,6 +28,9 @@ import threading
 import time
 from pathlib import Path
 
+from _docs import add_option, recording  # noqa: E402
+
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "brain_mri"
 FULL = ["--backbones", "xception", "--image-size", "224", "--max-trials", "10", "--epochs", "10"]
@@ -86,31 +89,33 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cv", type=int, default=5)
     parser.add_argument("--naive-json", type=Path, help="search_speed.py --json output (naive projection)")
+    add_option(parser)
     opts = parser.parse_args()
-    size = QUICK if opts.quick else FULL
-    with tempfile.TemporaryDirectory(prefix="bench-cv-speed-") as tmp:
-        out = ["--data", str(opts.data), *size, *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]
-        single = run([*out, "--name", "single"], "one split")
-        cv = run([*out, "--name", "cv", "--cv", str(opts.cv)], f"--cv {opts.cv}")
-        board = json.loads(Path(tmp, "results", "cv", "leaderboard.json").read_text())
-        n_cv = board[0]["cv_images"]
-    print(f"# Cross-validation cost ({' '.join(size)}, frozen, {n_cv} images)")
-    print(f"one split:  {single['wall_s']:.1f} s wall, peak RSS {single['peak_mib']:.0f} MiB")
-    print(f"--cv {opts.cv}:    {cv['wall_s']:.1f} s wall, peak RSS {cv['peak_mib']:.0f} MiB "
-          f"(the {opts.cv} fold searches and the final model's search, one backbone pass)")
-    print(f"ratio: {cv['wall_s'] / single['wall_s']:.2f}x  [target <= 2.5x]")
-    folds = {k: v for k, v in cv["stages"].items() if k.startswith("repeat")}
-    print("peak RSS per stage of the CV run (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in cv["stages"].items()))
-    if folds:
-        lo, hi = min(folds.values()), max(folds.values())
-        print(f"fold peaks: {lo:.0f}-{hi:.0f} MiB, spread {100 * (hi - lo) / lo:.1f} % [flat across folds]")
-    if opts.naive_json:
-        naive = json.loads(opts.naive_json.read_text())["naive"]
-        one = naive["projected_full_s"]
-        print(f"naive (search_speed.py projection of one 10 x 10 search with the backbone inside the model): "
-              f"{one:.0f} s; five of them {5 * one:.0f} s = {5 * one / cv['wall_s']:.0f}x the --cv {opts.cv} run "
-              "[target >= 80x]")
-    return 0
+    with recording("cv_speed_quick" if opts.quick else "cv_speed", opts.write_docs):
+        size = QUICK if opts.quick else FULL
+        with tempfile.TemporaryDirectory(prefix="bench-cv-speed-") as tmp:
+            out = ["--data", str(opts.data), *size, *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]
+            single = run([*out, "--name", "single"], "one split")
+            cv = run([*out, "--name", "cv", "--cv", str(opts.cv)], f"--cv {opts.cv}")
+            board = json.loads(Path(tmp, "results", "cv", "leaderboard.json").read_text())
+            n_cv = board[0]["cv_images"]
+        print(f"# Cross-validation cost ({' '.join(size)}, frozen, {n_cv} images)")
+        print(f"one split:  {single['wall_s']:.1f} s wall, peak RSS {single['peak_mib']:.0f} MiB")
+        print(f"--cv {opts.cv}:    {cv['wall_s']:.1f} s wall, peak RSS {cv['peak_mib']:.0f} MiB "
+              f"(the {opts.cv} fold searches and the final model's search, one backbone pass)")
+        print(f"ratio: {cv['wall_s'] / single['wall_s']:.2f}x  [target <= 2.5x]")
+        folds = {k: v for k, v in cv["stages"].items() if k.startswith("repeat")}
+        print("peak RSS per stage of the CV run (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in cv["stages"].items()))
+        if folds:
+            lo, hi = min(folds.values()), max(folds.values())
+            print(f"fold peaks: {lo:.0f}-{hi:.0f} MiB, spread {100 * (hi - lo) / lo:.1f} % [flat across folds]")
+        if opts.naive_json:
+            naive = json.loads(opts.naive_json.read_text())["naive"]
+            one = naive["projected_full_s"]
+            print(f"naive (search_speed.py projection of one 10 x 10 search with the backbone inside the model): "
+                  f"{one:.0f} s; five of them {5 * one:.0f} s = {5 * one / cv['wall_s']:.0f}x the --cv {opts.cv} run "
+                  "[target >= 80x]")
+        return 0
 
 
 if __name__ == "__main__":

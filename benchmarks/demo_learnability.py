@@ -1,9 +1,9 @@
-"""Can a randomly initialised backbone see the demo's lesions? (the README's demo section)
+"""Can a randomly initialised backbone see the demo's lesions? (docs/data.md, the demo data)
 
     .venv/bin/python benchmarks/demo_learnability.py [--n 100] [--backbones a,b,...]
 
-For the demo generator's subtle lesions (v1, what ``benchmarks/copies.py`` still draws) and
-its conspicuous ones (v2, the demo data), renders ``n`` images per class at 128 px, resizes
+For the demo generator's subtle lesions (what ``benchmarks/copies.py`` draws) and
+its conspicuous ones (the demo data), renders ``n`` images per class at 128 px, resizes
 them to 96 px as ``bench run --image-size 96`` does, builds each backbone with random
 weights and data-initialised BatchNorm (``calibrate_batchnorm``, as ``--weights none``
 does), and prints the 5-fold cross-validated AUC of a logistic regression on the
@@ -23,6 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
+
+from _docs import add_option, recording  # noqa: E402
+
 
 DEFAULT_BACKBONES = "densenet121,vgg16,mobilenet_v2,efficientnet_b0,resnet50,xception"
 
@@ -70,15 +73,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="images per class")
     parser.add_argument("--backbones", default=DEFAULT_BACKBONES)
+    add_option(parser)
     args = parser.parse_args()
-    print(f"{'lesions':10s} {'backbone':16s} {'CV AUC avg':>10s} {'CV AUC max':>10s}  seconds")
-    for label, conspicuous in (("v1 subtle", False), ("v2 demo", True)):
-        x, y = images(args.n, conspicuous)
-        for name in args.backbones.split(","):
-            start = time.perf_counter()
-            avg, top = random_features(name, x)
-            print(f"{label:10s} {name:16s} {cv_auc(avg, y):10.3f} {cv_auc(top, y):10.3f}  "
-                  f"{time.perf_counter() - start:.0f}", flush=True)
+    with recording("demo_learnability", args.write_docs):
+        print(f"{'lesions':10s} {'backbone':16s} {'CV AUC avg':>10s} {'CV AUC max':>10s}  seconds")
+        for label, conspicuous in (("subtle", False), ("demo", True)):
+            x, y = images(args.n, conspicuous)
+            for name in args.backbones.split(","):
+                start = time.perf_counter()
+                avg, top = random_features(name, x)
+                print(f"{label:10s} {name:16s} {cv_auc(avg, y):10.3f} {cv_auc(top, y):10.3f}  "
+                      f"{time.perf_counter() - start:.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Build the README's external-validation example from ../shared/data/brain_mri.
+"""Build the external-validation example of docs/calibration.md from ../shared/data/brain_mri.
 
     .venv/bin/python benchmarks/external_demo.py /tmp/external_demo
 

@@ -1,4 +1,4 @@
-"""Memory and time of one `bench run` as the dataset grows (issue 15).
+"""Memory and time of one `bench run` as the dataset grows.
 
     .venv/bin/python benchmarks/scale.py [--sizes 5000,50000] [--xception] [--root /tmp/bench-scale]
 
@@ -12,7 +12,7 @@ For each size, writes (once, then reuses) that many synthetic demo images (half 
 that process (``wait4``'s ``ru_maxrss``; the fresh-process export check is a separate,
 smaller process and is sampled apart), plus the stage during which the peak came, from
 the run's own log lines and ``/proc/PID/status`` sampled every 0.2 s. ``--xception`` adds
-the line the issue asks for: Xception at 160 px on the smallest size.
+a heavier backbone: Xception at 160 px on the smallest size.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from _docs import add_option, recording  # noqa: E402
+
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,26 +100,28 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/bench-scale"))
     parser.add_argument("--xception", action="store_true", help="also Xception@160 on the smallest size")
     parser.add_argument("--only-xception", action="store_true")
+    add_option(parser)
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    args.root.mkdir(parents=True, exist_ok=True)
-    folders = {n: ensure_data(args.root, n) for n in sizes}
-    results = []
-    if not args.only_xception:
-        for n in sizes:
-            results.append(run(folders[n], args.root, "mobilenet_v2", 96))
+    with recording("scale", args.write_docs):
+        sizes = [int(s) for s in args.sizes.split(",")]
+        args.root.mkdir(parents=True, exist_ok=True)
+        folders = {n: ensure_data(args.root, n) for n in sizes}
+        results = []
+        if not args.only_xception:
+            for n in sizes:
+                results.append(run(folders[n], args.root, "mobilenet_v2", 96))
+                print(results[-1], flush=True)
+        if args.xception or args.only_xception:
+            results.append(run(folders[min(sizes)], args.root, "xception", 160))
             print(results[-1], flush=True)
-    if args.xception or args.only_xception:
-        results.append(run(folders[min(sizes)], args.root, "xception", 160))
-        print(results[-1], flush=True)
-    print(f"\n{'run':34s} {'rc':>3s} {'wall':>8s} {'peak RSS':>9s}  peak during")
-    for r in results:
-        print(f"{r['what']:34s} {r['rc']:3d} {r['wall_s']:7.0f}s {r['peak_rss_gib']:8.2f}G  "
-              f"{r['peak_at_s']:.0f} s: {r['peak_stage']}")
-    mobile = [r for r in results if r["what"].startswith("mobilenet_v2")]
-    if len(mobile) >= 2:
-        ratio = mobile[-1]["peak_rss_gib"] / mobile[0]["peak_rss_gib"]
-        print(f"peak RSS ratio, largest / smallest: {ratio:.2f} (target <= 1.25)")
+        print(f"\n{'run':34s} {'rc':>3s} {'wall':>8s} {'peak RSS':>9s}  peak during")
+        for r in results:
+            print(f"{r['what']:34s} {r['rc']:3d} {r['wall_s']:7.0f}s {r['peak_rss_gib']:8.2f}G  "
+                  f"{r['peak_at_s']:.0f} s: {r['peak_stage']}")
+        mobile = [r for r in results if r["what"].startswith("mobilenet_v2")]
+        if len(mobile) >= 2:
+            ratio = mobile[-1]["peak_rss_gib"] / mobile[0]["peak_rss_gib"]
+            print(f"peak RSS ratio, largest / smallest: {ratio:.2f} (target <= 1.25)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Scan a folder and find its copy links, as `bench run` does before splitting (issue 15, item 5).
+"""Scan a folder and find its copy links, as `bench run` does before splitting.
 
     .venv/bin/python benchmarks/scan_group.py /tmp/bench-scale/demo-50000
 
@@ -9,6 +9,7 @@ of this process and of its largest worker process (``getrusage``).
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import time
@@ -20,9 +21,19 @@ from bench.data.copies import find_links  # noqa: E402
 from bench.data.scan import scan  # noqa: E402
 from bench.parallel import usable_cores  # noqa: E402
 
+from _docs import add_option, recording  # noqa: E402
+
 
 def main() -> None:
-    root = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="image folder, one sub-folder per class")
+    add_option(parser)
+    opts = parser.parse_args()
+    with recording("scan_group", opts.write_docs):
+        measure(opts.folder)
+
+
+def measure(root: Path) -> None:
     t0 = time.perf_counter()
     index = scan(root)
     t1 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Search-speed benchmark: the figures behind issue #3's performance targets.
+"""Search-speed benchmark: the figures behind the search's performance targets.
 
 Run from the repository root::
 
@@ -11,7 +11,7 @@ size 224, seed 0. Everything is written to a temporary folder that is removed at
 The script prints figures only; it asserts nothing about timings.
 
 Each section is a function that returns a dict of figures; :func:`render` prints them all
-(``--json FILE`` also writes them). Targets from issue #3 in brackets:
+(``--json FILE`` also writes them). Targets in brackets:
 
 1. :func:`frozen_search`: feature caching (one forward pass over train+val) and a RandomSearch
    of Xception heads at depth 0 on the cache; total / caching time [<= 3x]. Per-trial
@@ -67,6 +67,8 @@ from _measure import (
 )
 from _naive import NaiveHyperModel
 from _speed_report import render
+
+from _docs import add_option, recording
 
 from bench.config import RunConfig
 from bench.data.loading import load_images
@@ -320,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"image folder (default {DEFAULT_DATA})")
     parser.add_argument("--keep", action="store_true", help="keep the temporary run folders (path is printed)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    add_option(parser)
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--memory-trials", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--memory-epochs", type=int, default=3, help=argparse.SUPPRESS)
@@ -352,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                                kept=str(folder) if args.keep else None)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-        render(results)
+        with recording("search_speed_quick" if args.quick else "search_speed", args.write_docs,
+                       load=results["meta"]["load_start"]):
+            render(results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0
