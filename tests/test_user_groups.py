@@ -82,10 +82,12 @@ def test_unreadable_file(tmp_path, data, monkeypatch):
     _, index = data
     path = _write(tmp_path, "path,group\n")
 
-    def denied(self):
-        raise PermissionError(13, "Permission denied", str(self))
+    import bench.data.user_groups as user_groups
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    def denied(*_args, **_kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(user_groups, "read_regular", denied)  # root reads any file: deny the read itself
     message = _refused(path, index)
     assert "cannot read" in message and "Permission denied" in message
 

@@ -12,12 +12,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bench.data.regular_files import NotRegular, open_regular
+
 #: Formats bench accepts, as Pillow names them after reading the file's content
 #: (extensions are ignored). MPO is the multi-picture JPEG some cameras write.
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
 
 #: Images above this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 100_000_000
+
+
+#: Rows of a high-bit-depth image scaled to 8 bits at a time (bounds the float64 copy).
+_ROWS = 256
 
 
 class UnreadableImage(Exception):
@@ -36,10 +42,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
       through Pillow's own conversion.
     """
     if img.mode.startswith("I") or img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img)  # its own dtype: float64 only a block of rows at a time
         lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L").convert("RGB")
+        out = np.zeros(arr.shape, dtype=np.uint8)
+        if hi > lo:
+            scale = 255.0 / (hi - lo)
+            for start in range(0, arr.shape[0], _ROWS):
+                block = arr[start:start + _ROWS].astype(np.float64)
+                out[start:start + _ROWS] = np.round((block - lo) * scale).astype(np.uint8)
+        return Image.fromarray(out, mode="L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("LA", "PA", "RGBA", "La", "RGBa"):
@@ -58,9 +69,15 @@ def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
     accepted image or cannot be fully decoded.
     """
     try:
-        with warnings.catch_warnings():
+        source = open_regular(path)
+    except NotRegular as exc:
+        raise UnreadableImage(str(exc)) from None
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        with source, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 fmt = img.format or "unknown"
                 if fmt not in ACCEPTED_FORMATS:
                     raise UnreadableImage(f"unsupported image format {fmt}")

@@ -21,6 +21,7 @@ from typing import Callable
 import imagehash
 
 from bench.data.images import UnreadableImage, open_rgb
+from bench.data.regular_files import NotRegular, leaves, read_regular
 from bench.errors import BenchError
 from bench.parallel import usable_cores
 
@@ -155,13 +156,11 @@ def _scan_file(root: Path, label: str, fpath: Path, copies: bool):
     """One file -> ``(ImageRecord, copy features or None)``, or ``(SkippedFile, None)`` with the reason."""
     rel = _rel(fpath, root)
     try:
-        if fpath.is_symlink() and not fpath.exists():
-            raise UnreadableImage("broken symbolic link")
-        data = fpath.read_bytes()
+        data = read_regular(fpath, inside=root)
         if not data:
             raise UnreadableImage("empty file (0 bytes)")
         rgb, fmt, mode = open_rgb(fpath)
-    except UnreadableImage as exc:
+    except (UnreadableImage, NotRegular) as exc:
         return SkippedFile(rel, str(exc)), None
     except OSError as exc:
         return SkippedFile(rel, f"cannot read file: {exc.strerror or exc}"), None
@@ -270,11 +269,13 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies:
     """
     root = check_data_folder(root)
     entries = sorted(os.scandir(root), key=lambda e: e.name)
-    class_dirs = [Path(e.path) for e in entries if not _hidden(e.name) and e.is_dir()]
+    outside = {e.name for e in entries if not _hidden(e.name) and e.is_symlink() and leaves(Path(e.path), root)}
+    class_dirs = [Path(e.path) for e in entries if not _hidden(e.name) and e.is_dir() and e.name not in outside]
     skipped = [
-        SkippedFile(e.name, "not inside a class folder")
+        SkippedFile(e.name, f"symbolic link leading outside the data folder (to {os.path.realpath(e.path)})")
+        if e.name in outside else SkippedFile(e.name, "not inside a class folder")
         for e in entries
-        if not _hidden(e.name) and not e.is_dir()
+        if not _hidden(e.name) and (e.name in outside or not e.is_dir())
     ]
     if not class_dirs:
         raise BenchError(

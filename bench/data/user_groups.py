@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.data.scan import DatasetIndex
+from bench.data.regular_files import MAX_TABLE_BYTES, NotRegular, read_regular
 from bench.errors import BenchError
 
 
@@ -59,7 +60,9 @@ def _decode(csv_path: Path) -> str:
     if csv_path.is_dir():
         raise _fail(f"groups file {src} is a folder, not a file; pass --groups with a CSV file with columns path,group")
     try:
-        data = csv_path.read_bytes()
+        data = read_regular(csv_path, MAX_TABLE_BYTES)
+    except NotRegular as exc:
+        raise _fail(f"groups file {src} cannot be used ({exc}); pass --groups with a CSV file with columns path,group") from None
     except OSError as exc:
         raise _fail(f"cannot read groups file {src} ({exc.strerror or exc}); make it readable (permissions), then retry") from None
     try:

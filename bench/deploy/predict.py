@@ -200,8 +200,8 @@ def collect_files(paths: Iterable[Path]) -> tuple[list[Path], list[tuple[str, st
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
             files.extend(sorted(found))
-        elif path.is_file():
-            files.append(path)
+        elif path.exists() or path.is_symlink():
+            files.append(path)  # a FIFO, device or broken link is refused with its reason when read
         else:
             missing.append((str(path), "not found"))
     seen: set[Path] = set()
