@@ -312,6 +312,9 @@ def test_pairwise_matrix_stars_follow_holm_adjusted_p_values():
              paired.PairTest("b", "c", 40, 6, 1, 0.5, auc_p=0.5, mcnemar_p_holm=0.5, auc_p_holm=0.5,
                              delong_p=0.5, delong_p_holm=0.5, **common)]
     stats = sections.statistics_section(data, tests)
+    tables = {t["title"].split()[0]: t["table"] for t in stats["tables"]}
+    assert list(tables) == ["McNemar", "Paired", "DeLong's"]
+    stats.update(mcnemar=tables["McNemar"], auc=tables["Paired"], delong=tables["DeLong's"])
     mcnemar = {(r[0], name): cell for r in stats["mcnemar"].rows for name, cell in zip("abc", r[1:])}
     assert mcnemar["a", "b"] == mcnemar["b", "a"] == "0.03 (Holm 0.06)"  # raw p < 0.05, but not after Holm
     assert mcnemar["a", "c"] == "0.01 (Holm 0.03) *"
@@ -322,7 +325,7 @@ def test_pairwise_matrix_stars_follow_holm_adjusted_p_values():
     assert delong["a", "b"] == "+0.100 (p = 0.01, Holm 0.03) *" and delong["a", "c"] == "+0.100 (p = 0.04, Holm 0.08)"
     assert "Holm-adjusted p < 0.05" in stats["intro"] and "30 duplicate groups" in stats["intro"]
     assert "Holm" in stats["caution"]
-    reading = stats["readings"][0]["mcnemar"]
+    reading = stats["readings"][0]["text"]
     assert reading.startswith("McNemar p = 0.03, Holm-adjusted p = 0.06:") and "weak evidence" in reading
     assert "a is right on 5 groups b misses, b on 1 that a misses, of 30 duplicate groups" in reading
 

@@ -28,8 +28,9 @@ from test_report import CLASSES, _history, _trials, _write_json
 
 K, REPEATS, N_CV, N_HOLDOUT = 3, 2, 36, 10
 SEED = 7
-CV_SECTIONS = ["Summary", "Leaderboard", "Cross-validation", "Pick for deployment", "Per backbone",
-               "What the search learned", "Data", "Reproduce"]
+#: The one report's sections; a cross-validated run adds "Cross-validation" (its folds).
+CV_SECTIONS = ["Summary", "Leaderboard", "Cross-validation", "Pick for deployment", "Statistical comparison",
+               "Per backbone", "What the search learned", "Data", "Reproduce"]
 
 
 def _files(holdout: bool, classes: list[str] = CLASSES) -> list[dict]:
@@ -192,7 +193,8 @@ def test_cv_report_has_the_cv_sections_in_order(cv_built):
     assert re.findall(r"^## \d\. (.+)$", text, flags=re.M) == CV_SECTIONS
     positions = [page.index(f"</span>{s}</h2>") for s in CV_SECTIONS]
     assert positions == sorted(positions)
-    assert "Statistical comparison" not in text  # the single split's section; the pairs are in section 3
+    # the pairs are compared across the folds, not in the single split's test-set matrices
+    assert "McNemar exact test, p-values (paired correctness)" not in text and "corrected t-test p" in text
     pngs = {p.name for p in md.parent.glob("*.png")}
     assert {"fig-cv-folds.png", "fig-cv-roc.png", "fig-cv-probability-best.png", "fig-leaderboard.png",
             "fig-calibration.png", "fig-search-lr.png", "fig-search-choices.png", "fig-training-alpha.png",
@@ -261,7 +263,9 @@ def test_cv_section_pairwise_table_is_cv_pairwise_tests_with_holm(cv_built):
 
     run, md, html = cv_built
     text, page = md.read_text(encoding="utf-8"), html.read_text(encoding="utf-8")
-    section = text[text.index("## 3."):text.index("## 4.")]
+    assert ("Selection rule as recorded in leaderboard.json: \u201cranked by the cross-validated roc_auc"
+            in text[text.index("## 3."):text.index("## 4.")])
+    section = text[text.index("## 5."):text.index("## 6.")]
     tests = cv_pairwise_tests(run, ["alpha", "beta", "gamma"], read_folds(run / "folds.json"), "val_auc", seed=SEED)
     assert len(tests) == 3 and all(t.unit == "group" and t.ttest_p is not None for t in tests)
     for t in tests:
@@ -274,25 +278,24 @@ def test_cv_section_pairwise_table_is_cv_pairwise_tests_with_holm(cv_built):
                 f"that {t.a} missed") in section
     assert any(t.delong_p_holm < 0.05 for t in tests)  # alpha against the chance-level gamma
     assert "Significant after Holm: DeLong, in favour of alpha" in section
-    assert "Selection rule as recorded in leaderboard.json: \u201cranked by the cross-validated roc_auc" in section
     assert '<table class="wide split">' in page and '<span class="ci">(Holm ' in page
 
 
 def test_cv_per_backbone_deployment_search_and_data(cv_built):
     run, md, html = cv_built
     text = md.read_text(encoding="utf-8")
-    per = text[text.index("## 5."):text.index("## 6.")]
+    per = text[text.index("## 6."):text.index("## 7.")]
     assert "Final model (searched again on all 36 cross-validated images): 64 px input" in per
     assert per.count("No final model: only the recommended backbone is searched again") == 2
     assert "Out-of-fold calibrated probability (all repeats" in per and "beside it the final model's on the holdout" in per
     deploy = text[text.index("## 4."):text.index("## 5.")]
     assert "Only the recommended backbone's final model exists as a deployable model" in deploy
     assert "| alpha " in deploy and "| beta " not in deploy and "Pareto" not in deploy
-    search = text[text.index("## 6."):text.index("## 7.")]
+    search = text[text.index("## 7."):text.index("## 8.")]
     assert search.count("the trial each outer fold kept") == 3
     assert "repeat 2, fold 3" in search and "final model's search on all cross-validated images" in search
     assert "39 trials in all" in search  # 3 backbones x 6 folds x 2 trials, and the final search's 3
-    data = text[text.index("## 7."):text.index("## 8.")]
+    data = text[text.index("## 8."):text.index("## 9.")]
     assert "**Outer folds per class** (cross-validation, folds.json)" in data
     assert "| holdout (untouched)" in data and "Final model's split per class" in data
 
@@ -328,7 +331,7 @@ def test_cv_report_three_classes_and_a_failed_backbone(tmp_path):
     board = {r["backbone"]: r for r in _board(run)}
     assert board["broken"]["status"] == "failed" and "1 of 6 outer folds failed" in board["broken"]["message"]
     assert re.findall(r"^## \d\. (.+)$", text, flags=re.M) == CV_SECTIONS
-    section = text[text.index("## 3."):text.index("## 4.")]
+    section = text[text.index("## 5."):text.index("## 6.")]
     header = next(line for line in section.splitlines() if line.startswith("| pair"))
     assert "DeLong" not in header and "McNemar p" in header and "corrected t-test p" in header
     assert section.count(" vs ") >= 1 and "| alpha vs beta " in section and "broken" not in section
@@ -420,3 +423,29 @@ def test_model_card_of_a_single_split_run_has_no_cv_text(tmp_path):
     assert "## Test metrics (n = 40, 95% bootstrap confidence intervals)" in card
     assert "The test split was used once, after selection" in card
     assert "cross-valid" not in card and "out-of-fold" not in card and "holdout" not in card
+
+
+def test_single_split_and_cv_runs_render_through_one_context_and_one_template_pair(tmp_path, monkeypatch):
+    """Both designs go through :func:`bench.report.build.context` and ``report.{md,html}.j2``;
+    only the cross-validated run has the folds section."""
+    import jinja2
+
+    from bench.report import build
+    from test_report import make_run
+
+    contexts, templates = [], []
+    real_context, real_get = build.context, jinja2.Environment.get_template
+    monkeypatch.setattr(build, "context", lambda *a: contexts.append(real_context(*a)) or contexts[-1])
+    monkeypatch.setattr(jinja2.Environment, "get_template",
+                        lambda self, name, *a, **k: templates.append(name) or real_get(self, name, *a, **k))
+    build_report(make_run(tmp_path / "single"), tmp_path / "reports")
+    build_report(make_cv_run(tmp_path / "cv", {"alpha": 0.8, "beta": 0.6}), tmp_path / "reports")
+    pages = [t for t in templates if not t.startswith("_")]  # the partials: macros, data, reproduce, head
+    assert pages == ["report.md.j2", "report.html.j2"] * 2
+    assert templates[:len(templates) // 2] == templates[len(templates) // 2:]  # the same partials, too
+    assert not any(p.name.startswith("report_cv") for p in build.TEMPLATES.iterdir())
+    single, cv = contexts
+    assert single.keys() == cv.keys()
+    assert single["folds"] is None and cv["folds"]["figures"]
+    assert [s["title"] for s in cv["nav"]] == CV_SECTIONS
+    assert [s["title"] for s in single["nav"]] == [s for s in CV_SECTIONS if s != "Cross-validation"]

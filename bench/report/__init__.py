@@ -6,10 +6,14 @@ plain-words judgements, :mod:`~bench.report.formatting` writes the numbers,
 :mod:`~bench.report.figures` draws the plots, :mod:`~bench.report.build` renders the
 Jinja templates (figures as PNG files beside ``report.md`` and embedded as base64 in the
 single-file ``report.html``), and :mod:`~bench.report.browser` checks the HTML in
-headless Chromium. A cross-validated run (``bench run --cv K``) gets its own layout:
-:mod:`~bench.report.cv_build` assembles it from :mod:`~bench.report.cv_sections`,
-:mod:`~bench.report.cv_search` and :mod:`~bench.report.cv_figures` (per-fold scores, out-of-fold ROC bands, probability of
-being best, the paired tests of :func:`bench.evaluate.crossval.cv_pairwise_tests`).
+headless Chromium. One context (:func:`~bench.report.build.context`) and one template
+pair serve a single split and a cross-validated run (``bench run --cv K``) alike; the
+parts that differ by design come from :func:`~bench.report.build.split_parts` or
+:mod:`~bench.report.folds_section` (the cross-validation section: per-fold scores,
+out-of-fold ROC bands, probability of being best, the paired tests of
+:func:`bench.evaluate.crossval.cv_pairwise_tests`; with :mod:`~bench.report.cv_sections`,
+:mod:`~bench.report.cv_search` and :mod:`~bench.report.cv_figures`), chosen once by the
+run's :class:`~bench.schema.Source`.
 :mod:`~bench.report.scan_summary` is the text ``bench scan`` prints (the data stage's
 objects and the shortcut check of :mod:`bench.evaluate.shortcuts`). Nothing here trains
 or predicts.

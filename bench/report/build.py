@@ -26,9 +26,12 @@ from bench.report.formatting import (
     slug,
 )
 from bench.report.load import RunData, copies_figure, gradcam_figure, load_run
+from bench.schema import Source
 from bench.runfolder import write_bytes_atomic, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: The report's one template pair: ``report.md.j2`` and ``report.html.j2``.
+TEMPLATE = "report"
 
 
 def make_figures(data: RunData, deployment: dict, search: dict, decisions: dict) -> dict:
@@ -118,11 +121,21 @@ def groups_of_test_images(data: RunData, predictions: dict) -> dict | None:
     return groups if files and files <= groups.keys() else None
 
 
-def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
-    if data.is_cv:
-        from bench.report.cv_build import cv_context
+#: The report's sections in order: (key, title, short title in the HTML menu, HTML anchor);
+#: "folds" only where the run has folds.
+SECTIONS = (("summary", "Summary", "Summary", "summary"), ("leaderboard", "Leaderboard", "Leaderboard", "leaderboard"),
+            ("folds", "Cross-validation", "Cross-validation", "crossval"),
+            ("deployment", "Pick for deployment", "Deployment", "deployment"),
+            ("statistics", "Statistical comparison", "Statistics", "statistics"),
+            ("per_backbone", "Per backbone", "Per backbone", "per-backbone"),
+            ("search", "What the search learned", "Search", "search"), ("data", "Data", "Data", "data"),
+            ("reproduce", "Reproduce", "Reproduce", "reproduce"))
 
-        return cv_context(data, run_dir, reports_dir)
+
+def split_parts(data: RunData, run_dir: Path, decisions: dict) -> dict:
+    """The design-specific parts of a single-split run's report (see :func:`context`): its
+    statistical comparison is on the test split (McNemar, paired bootstrap, DeLong), and it
+    has no folds section."""
     predictions = {b.name: b.test_predictions for b in data.ok if b.has_predictions}
     tests = pairwise_tests(predictions, data.classes, seed=data.seed,
                            groups=groups_of_test_images(data, predictions)) if data.classes else []
@@ -130,40 +143,60 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     pairs.update({(t.b, t.a): t.flipped() for t in tests})
     deployment = sections.deployment_section(data)
     search = sections.search_section(data)
-    decisions = decision_reports(data)  # the decision part and its figure both draw on it
-    figs = make_figures(data, deployment, search, decisions)
-    figs["gradcam"] = gradcam_figure(run_dir, data)
-    figs["copies"] = copies_figure(run_dir)
-    per_backbone = []
-    for b in data.backbones:
-        per_backbone.append({
-            "name": display_name(b),
-            "ok": b.ok,
-            "configuration": configuration(b.row) if b.ok else None,
-            "message": b.row.get("message"),
-            "figure": figs["backbone"].get(b.name),
-            "has_predictions": b.has_predictions,
-        })
     return {
+        "evaluation": "single train/validation/test split",
+        "summary": sections.summary_section(data, pairs),
+        "leaderboard": sections.leaderboard_table(data),
+        "leaderboard_note": leaderboard_note(data),
+        "folds": None,
+        "comparison": sections.statistics_section(data, tests),
+        "deployment": deployment,
+        "search": search,
+        "per_backbone_text": {b.name: f"{configuration(b.row)}." for b in data.ok},
+        "data": {},
+        "fig": make_figures(data, deployment, search, decisions),
+        "gradcam": gradcam_figure(run_dir, data),
+    }
+
+
+def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
+    """The one report context, of a single split or a cross-validated run alike: the parts
+    that differ by design come from :func:`split_parts` or
+    :func:`bench.report.folds_section.parts`, chosen once by where the run's estimates come
+    from; everything else is built here for both."""
+    from bench.report import folds_section
+
+    decisions = decision_reports(data)  # the decision part and its figure both draw on it
+    design_parts = {Source.TEST: split_parts, Source.OUT_OF_FOLD: folds_section.parts}[data.source]
+    parts = design_parts(data, run_dir, decisions)
+    figs = parts.pop("fig")
+    figs["gradcam"], figs["copies"] = parts.pop("gradcam"), copies_figure(run_dir)
+    texts = parts.pop("per_backbone_text")
+    per_backbone = [{"name": display_name(b), "ok": b.ok, "message": b.row.get("message"),
+                     "figure": figs["backbone"].get(b.name), "text": texts.get(b.name)} for b in data.backbones]
+    shown = [s for s in SECTIONS if s[0] != "folds" or parts["folds"]]
+    return {
+        **parts,
         "run_name": data.name,
         "created": data.run.get("created"),
         "classes": data.classes,
         "banners": findings.banners(data),
-        "summary": sections.summary_section(data, pairs),
-        "leaderboard": sections.leaderboard_table(data),
         "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
-        "deployment": deployment,
-        "statistics": sections.statistics_section(data, tests),
         "decisions": decisions_section(data, decisions),
         "per_backbone": per_backbone,
-        "search": search,
-        "data": sections.data_section(data),
+        "data": {**sections.data_section(data), **parts["data"]},
         "reproduce": sections.reproduce_section(data, run_dir, reports_dir),
         "fig": figs,
         "objective": sections._objective_label(data.objective),
-        "leaderboard_note": leaderboard_note(data),
-        "cv": False,
+        "nav": [{"no": i, "title": title, "short": short, "id": anchor, "md_anchor": slug_anchor(title)}
+                for i, (_, title, short, anchor) in enumerate(shown, 1)],
+        "no": {key: i for i, (key, *_) in enumerate(shown, 1)},
     }
+
+
+def slug_anchor(title: str) -> str:
+    """The anchor GitHub gives a Markdown heading's words: lower case, spaces as hyphens."""
+    return "-".join(title.lower().split())
 
 
 def leaderboard_note(data: RunData) -> str:
@@ -178,10 +211,9 @@ def leaderboard_note(data: RunData) -> str:
 
 
 def render(ctx: dict) -> tuple[str, str]:
-    """(Markdown, HTML) text of the report for a :func:`context` (a --cv run has its own layout)."""
+    """(Markdown, HTML) text of the report for a :func:`context`: one template pair for every design."""
     env = _environment()
-    stem = "report_cv" if ctx.get("cv") else "report"
-    return env.get_template(f"{stem}.md.j2").render(**ctx), env.get_template(f"{stem}.html.j2").render(**ctx)
+    return env.get_template(f"{TEMPLATE}.md.j2").render(**ctx), env.get_template(f"{TEMPLATE}.html.j2").render(**ctx)
 
 
 def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Path, Path]:

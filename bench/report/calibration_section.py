@@ -17,6 +17,17 @@ from bench.report.formatting import DASH, Table, num
 from bench.runfolder import read_json
 
 POINT_NAMES = {"youden": "Youden's J (default)", "sensitivity": "sensitivity first", "specificity": "specificity first"}
+#: How this part names the predictions of each source, and what it says about them.
+WHERE = {Source.TEST: "test", Source.OUT_OF_FOLD: "out-of-fold"}
+CALIBRATED_ON = {
+    Source.TEST: "on the test split",
+    Source.OUT_OF_FOLD: "on the pooled out-of-fold predictions (each image calibrated by the fold that held it out; T in "
+                        "the table: the median over the folds)",
+}
+SKILL_REFERENCE = {Source.TEST: "the training prevalence", Source.OUT_OF_FOLD: "the out-of-fold class shares"}
+POINTS_TITLE = {Source.TEST: "Operating points",
+                Source.OUT_OF_FOLD: "Operating points (out of fold, each image at its own fold's thresholds)"}
+SUBGROUP_SCOPE = {Source.TEST: "", Source.OUT_OF_FOLD: " (all repeats)"}
 
 
 def read_calibration(data) -> dict:
@@ -33,7 +44,7 @@ def decision_reports(data) -> dict:
     """What the report's decision part (:func:`section`) and its decision-curve figure both
     draw on: each backbone's calibration.json, or under ``--cv`` the out-of-fold pooling of
     :func:`cv_reports`. The report context computes it once and passes it to both."""
-    return cv_reports(data) if data.is_cv else read_calibration(data)
+    return {Source.TEST: read_calibration, Source.OUT_OF_FOLD: cv_reports}[data.source](data)
 
 
 def _with_ci(summary: dict, key: str) -> str:
@@ -61,12 +72,10 @@ def calibration_table(reports: dict) -> Table | None:
                  [False, True, False, True, True, True, True, True, True])
 
 
-def calibration_note(reports: dict, cv: bool = False) -> str:
+def calibration_note(reports: dict, source: Source = Source.TEST) -> str:
     fitted = next((r for r in reports.values() if r.get("fitted_on")), None)
     where = fitted["fitted_on"] if fitted else "validation"
-    on = ("on the pooled out-of-fold predictions (each image calibrated by the fold that held it out; T in the table: "
-          "the median over the folds)" if cv else "on the test split")
-    reference = "the out-of-fold class shares" if cv else "the training prevalence"
+    on, reference = CALIBRATED_ON[source], SKILL_REFERENCE[source]
     return (f"Every probability in this report is calibrated: softmax((log p \u2212 log w) / T), w the class weights "
             f"the model trained with (undoing the pull of balanced weights towards equal classes), T a temperature "
             f"fitted on {where} (maximum a posteriori, prior on log T with sd 0.5). Before \u2192 after, {on}: "
@@ -123,7 +132,7 @@ def subgroups(data, recommended) -> tuple[Table | None, str | None]:
 
     if recommended is None:
         return None, None
-    preds = recommended.oof if data.is_cv else recommended.test_predictions
+    preds = recommended.predictions(data.source)
     if preds is None or not len(preds) or "correct" not in preds:
         return None, None
     records = {r["path"]: r for r in data.dataset.get("files") or []}
@@ -222,13 +231,21 @@ def section(data, reports: dict) -> dict:
     binary = len(data.classes) == 2
     return {
         "table": calibration_table(reports),
-        "note": calibration_note(reports, data.is_cv) if reports else "",
-        "points": operating_points_table(reports, "out-of-fold" if data.is_cv else "test") if binary else None,
+        "note": calibration_note(reports, data.source) if reports else "",
+        "points": operating_points_table(reports, WHERE[data.source]) if binary else None,
+        "points_title": POINTS_TITLE[data.source],
         "points_note": operating_points_note(reports, data.classes) if binary else
         "Operating points and decision curves are binary-only; with 3+ classes the decision is the most probable "
         "class.",
         "subgroups": table,
         "subgroups_model": recommended.name if recommended is not None else None,
-        "subgroups_where": "out-of-fold" if data.is_cv else "test",
+        "subgroups_where": WHERE[data.source],
         "subgroups_summary": summary,
+        "subgroups_note": (
+            f"Accuracy of the recommended model's {WHERE[data.source]} decisions{SUBGROUP_SCOPE[data.source]} per "
+            "colour mode, file format and size bucket (longer side), with 95 % bootstrap CIs over duplicate groups; "
+            "\"vs the rest\": the difference from the other images of that attribute (\u26a0: its interval excludes "
+            "0; no correction for the many subgroups). A subgroup of one class measures that class's sensitivity or "
+            "specificity, not the attribute."),
+        "where": WHERE[data.source],
     }

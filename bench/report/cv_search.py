@@ -40,7 +40,7 @@ def search_section(data: RunData) -> dict:
             mine = b.trials[(b.trials["search"] == FINAL) & (b.trials["status"].astype(str) == "completed")]
             if len(mine):
                 final = {"table": sections.top_trials(mine, objective, data.minimise, b.row.get("best_trial")),
-                         "total": len(mine)}
+                         "total": len(mine), "scope": ", final model's search on all cross-validated images"}
         if rows or final:
             per_backbone.append({"backbone": display_name(b), "folds": Table(
                 ["outer fold", "kept trial", f"inner {sections._objective_label(objective)} (optimistic)",

@@ -187,10 +187,10 @@ def summary_section(data: RunData, pairs: dict) -> dict:
         "best": best.name,
         "best_display": display_name(best),
         "configuration": configuration(r) if final_ok(r) else None,
-        "estimate": (f"Cross-validated {label(metric)} {cv_ci(r, metric)}, fold mean \u00b1 SD "
+        "headline": (f"Cross-validated {label(metric)} {cv_ci(r, metric)}, fold mean \u00b1 SD "
                      f"{mean_sd(r.get(f'cv_{metric}_fold_mean'), r.get(f'cv_{metric}_fold_sd'))}, probability of "
                      f"being best {percent(r.get('probability_best'))}."),
-        "final": final,
+        "rule_extra": final,
         "holdout": holdout_text(data, r),
         "metrics": Table(headers, rows, [False, *[True] * (len(headers) - 1)]),
         "ci_note": ci_note,
@@ -264,17 +264,23 @@ def leaderboard_note(data: RunData) -> str:
 # --------------------------------------------------------------------------- cross-validation
 
 
-def crossval_section(data: RunData, tests: list[PairTest]) -> dict:
-    d, metric = design(data), cv_metric(data)
-    rule = next((b.row.get("selection_rule") for b in data.ok if b.row.get("selection_rule")), None)
-    out = {
+def crossval_section(data: RunData) -> dict:
+    """The cross-validation section's text (its figures: :func:`bench.report.folds_section.make_cv_figures`)."""
+    d = design(data)
+    return {
         "intro": (f"{d['words'].capitalize()} of whole duplicate groups, stratified by class: every one of the "
                   f"{d['images']} cross-validated images is predicted once{' per repeat' if d['repeats'] > 1 else ''}, "
                   "by the model of the fold that "
                   "held it out, which was searched, thresholded and early-stopped on that fold's inner split alone."),
-        "rule_recorded": rule,
-        "available": len(tests) > 0,
+        "rule_recorded": next((b.row.get("selection_rule") for b in data.ok if b.row.get("selection_rule")), None),
     }
+
+
+def comparison_section(data: RunData, tests: list[PairTest]) -> dict:
+    """The statistical comparison of a cross-validated run: every pair on the out-of-fold
+    predictions (DeLong, McNemar) and across the outer folds (corrected resampled t-test)."""
+    d, metric = design(data), cv_metric(data)
+    out = {"available": len(tests) > 0}
     if not tests:
         ok = [b for b in data.ok if b.oof is not None]
         out["text"] = ("No backbone finished, so there is nothing to compare." if not ok else
@@ -303,8 +309,9 @@ def crossval_section(data: RunData, tests: list[PairTest]) -> dict:
                 "corrected t-test p"]
     t0 = tests[0]
     out.update({
-        "table": Table(headers, rows, [False, *[True] * (len(headers) - 1)]),
-        "tests_text": (
+        "tables": [{"title": None, "table": Table(headers, rows, [False, *[True] * (len(headers) - 1)]),
+                    "cls": "wide split"}],
+        "intro": (
             f"Every pair on the out-of-fold predictions of all repeats ({t0.n} predictions, {t0.n_groups} duplicate "
             "groups; an image's repeats count in its group). "
             + ("DeLong's test, clustered by duplicate group, compares the ROC AUCs (95 % CI of the difference). "

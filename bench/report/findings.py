@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.evaluate.paired import ALPHA, PairTest
-from bench.schema import to_float
+from bench.schema import Source, to_float
 from bench.report.formatting import fmt_p, fmt_signed
 
 #: The "small test split" banner shows when a 95 % CI of test accuracy is wider than
@@ -192,10 +192,7 @@ def banners(data) -> list[Banner]:
             "The images are the synthetic demo set made by bench, not patient data. "
             "Use this report to see what bench produces, not to choose a model.",
         ))
-    if data.is_cv:
-        out.extend(_wide_cv(data))
-    else:
-        out.extend(_small_test(data))
+    out.extend({Source.TEST: _small_test, Source.OUT_OF_FOLD: _wide_cv}[data.source](data))
     out.extend(_imbalance_and_failures(data))
     return out
 

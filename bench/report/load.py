@@ -21,7 +21,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
 from bench.evaluate.crossval import OOF_TEXT_COLUMNS
-from bench.schema import to_float
+from bench.schema import Source, row_source, to_float
 from bench.report.formatting import Figure
 from bench.runfolder import fold_dir, read_run, read_run_file, read_table
 
@@ -45,6 +45,11 @@ class BackboneResult:
     @property
     def ok(self) -> bool:
         return self.row.get("status") == "ok"
+
+    def predictions(self, source: Source) -> pd.DataFrame | None:
+        """The held-out predictions the ``source`` estimates come from: the test split's or the
+        out-of-fold ones."""
+        return {Source.TEST: self.test_predictions, Source.OUT_OF_FOLD: self.oof}.get(source)
 
     @property
     def has_predictions(self) -> bool:
@@ -76,10 +81,12 @@ class RunData:
         return int(to_float(self.config.get("seed"), 0))
 
     @property
-    def is_cv(self) -> bool:
-        """A cross-validated run (``bench run --cv K``): ranked on out-of-fold estimates."""
-        return bool(to_float(self.config.get("cv"), 0)) or any(b.row.get("cv_objective") is not None
-                                                               for b in self.backbones)
+    def source(self) -> Source:
+        """Where the run's ranking estimates come from (:func:`bench.schema.row_source` of its
+        rows): the test split, or out of fold for a cross-validated run (``--cv K``, also when
+        every backbone failed)."""
+        keys = {k for b in self.backbones for k, v in b.row.items() if v is not None}
+        return row_source(keys | ({"cv_objective"} if to_float(self.config.get("cv"), 0) else set()))
 
     @property
     def holdout_n(self) -> int:
@@ -162,9 +169,10 @@ def _fold_results(run_dir: Path, name: str, k: int, repeats: int):
     return rows, histories, trials
 
 
-def _load_cv(data: RunData) -> None:
-    """--cv: folds.json, the OOF predictions and the outer folds' files; every search's
-    trials (outer folds, then the final model's) in ``trials`` with a ``search`` column."""
+def _load_folds(data: RunData) -> None:
+    """The outer folds' files, where the run has them (``--cv``): folds.json, the OOF
+    predictions and every outer fold's files; every search's trials (outer folds, then the
+    final model's) in ``trials`` with a ``search`` column. A single split has none of them."""
     data.folds = read_run_file(data.path / "folds.json")
     first = next((b.row for b in data.backbones if b.row.get("cv_k") is not None), {})
     k = int(to_float(first.get("cv_k"), to_float(data.config.get("cv"), 0)))
@@ -175,7 +183,7 @@ def _load_cv(data: RunData) -> None:
             oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
         b.oof = oof
         b.folds, b.fold_histories, parts = _fold_results(data.path, b.name, k, repeats)
-        if b.trials is not None and len(b.trials):
+        if k and b.trials is not None and len(b.trials):
             parts.append(b.trials.assign(search="final model"))
         if parts:
             b.trials = pd.concat(parts, ignore_index=True)
@@ -211,8 +219,7 @@ def load_run(run_dir: Path) -> RunData:
                 "it was not written by this version of bench; re-run the backbone"
             )
         predictions["correct"] = predictions["correct"].astype(str).str.lower().isin(["true", "1"])
-    if data.is_cv:
-        _load_cv(data)
+    _load_folds(data)
     return data
 
 

@@ -104,8 +104,10 @@ def summary_section(data: RunData, pairs: dict) -> dict:
         "best": best.name,
         "best_display": display_name(best),
         "configuration": configuration(r),
-        "val_objective": f"{SELECTION_SCORE[:1].upper()}{SELECTION_SCORE[1:]}: {objective} "
-                         f"{num(r.get('val_objective'))} (trial {r.get('best_trial')})",
+        "headline": None,
+        "rule_extra": f"{SELECTION_SCORE[:1].upper()}{SELECTION_SCORE[1:]}: {objective} "
+                      f"{num(r.get('val_objective'))} (trial {r.get('best_trial')}).",
+        "holdout": None,
         "metrics": metrics,
         "ci_note": ci_note,
         "significance": findings.significance_sentence(best.name, runner.name if runner else None, test),
@@ -159,6 +161,8 @@ def cost_table(backbones, flags: dict, source: Source = Source.TEST, pareto: boo
 def deployment_section(data: RunData) -> dict:
     flags = pareto_flags(data.ok)
     table = cost_table(data.ok, flags)
+    if not data.ok:
+        return {"flags": flags, "table": table, "text": "No backbone finished, so there is nothing to weigh."}
     if len(data.ok) == 1:
         only = data.ok[0].name
         text = (f"Only {only} finished, so there is no trade-off to weigh; the table and figure show its cost. "
@@ -216,10 +220,9 @@ def statistics_section(data: RunData, tests: list[PairTest]) -> dict:
 
         auc = matrix(lambda t: auc_cell(t, t.auc_p, t.auc_p_holm), "row \u2212 column")
         delong = matrix(lambda t: auc_cell(t, t.delong_p, t.delong_p_holm), "row \u2212 column")
-    readings = []
-    for t in tests:
-        readings.append({"pair": f"{t.a} vs {t.b}", "mcnemar": findings.mcnemar_reading(t),
-                         "auc": " ".join(x for x in (findings.auc_reading(t), findings.delong_reading(t)) if x)})
+    readings = [{"pair": f"{t.a} vs {t.b}", "text": " ".join(
+        x for x in (findings.mcnemar_reading(t), findings.auc_reading(t), findings.delong_reading(t)) if x)}
+        for t in tests]
     grouped = tests[0].unit == "group"
     n, n_groups = tests[0].n, tests[0].n_groups
     unit = (f"the same {n} test images ({n_groups} duplicate groups: copies of one image count once)" if grouped
@@ -243,9 +246,10 @@ def statistics_section(data: RunData, tests: list[PairTest]) -> dict:
     return {
         "available": True,
         "intro": intro,
-        "mcnemar": mcnemar,
-        "auc": auc,
-        "delong": delong,
+        "tables": [{"title": title, "table": table, "cls": "matrix split"} for title, table in (
+            ("McNemar exact test, p-values (paired correctness)", mcnemar),
+            ("Paired bootstrap of the AUC difference, row \u2212 column (p)", auc),
+            ("DeLong's test of the AUC difference, row \u2212 column (p)", delong)) if table is not None],
         "readings": readings,
         "caution": caution,
         "n": n,
@@ -287,9 +291,9 @@ def search_section(data: RunData) -> dict:
         done = t[t["status"].astype(str) == "completed"]
         if objective in done and len(done):
             frames.append(done[done[objective].notna()])
-            top.append({"backbone": display_name(b),
-                        "table": top_trials(done, objective, data.minimise, b.row.get("best_trial") if b.ok else None),
-                        "total": len(done)})
+            top.append({"backbone": display_name(b), "folds": None, "final": {
+                "table": top_trials(done, objective, data.minimise, b.row.get("best_trial") if b.ok else None),
+                "total": len(done), "scope": ""}})
         for _, tr in t[t["status"].astype(str) != "completed"].iterrows():
             message = tr.get("message")
             failed.append([b.name, str(tr["trial"]), str(tr["status"]),
@@ -299,7 +303,8 @@ def search_section(data: RunData) -> dict:
     trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return {
         "trials": trials,
-        "top": top,
+        "per_backbone": top,
+        "text": f"The objective is {_objective_label(objective)} on the validation split.",
         "failed": Table(["backbone", "trial", "status", "message"], failed) if failed else None,
         "n_trials": int(sum(len(b.trials) for b in data.backbones if b.trials is not None)),
     }
@@ -363,7 +368,7 @@ def data_section(data: RunData) -> dict:
         "conflicts": Table(["excluded file", "label", "its copies of another label"], conflict_rows,
                            more=conflict_more) if conflict_rows else None,
         **copies,
-        "folds": None,  # --cv: the outer folds (bench.report.cv_build)
+        "folds": None,  # --cv: the outer folds (bench.report.folds_section)
     }
 
 

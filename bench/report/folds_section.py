@@ -1,7 +1,11 @@
-"""The report context of a cross-validated run (``bench run --cv K``): its figures and
-sections, for ``report_cv.md.j2`` / ``report_cv.html.j2``. Like the single-split report
-(:mod:`bench.report.build`), a pure function of the run folder: the pairwise tests are
-recomputed from the stored out-of-fold predictions, nothing is trained or predicted.
+"""The parts of the report that only a cross-validated run (``bench run --cv K``) has, and
+the design-specific parts of its report: the cross-validation section (fold strip plot,
+out-of-fold ROC bands, probability of being best), the paired comparisons across folds
+(corrected resampled t-test with DeLong and McNemar on the out-of-fold predictions), the
+final-model notes, and its summary, leaderboard, deployment and search parts, for the one
+report template (:mod:`bench.report.build`). A pure function of the run folder: the
+pairwise tests are recomputed from the stored out-of-fold predictions, nothing is trained
+or predicted.
 """
 
 from __future__ import annotations
@@ -11,12 +15,9 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.schema import Source
 from bench.report import cv_sections as C
-from bench.report.calibration_section import decision_reports
-from bench.report.calibration_section import section as decisions_section
-from bench.report import findings, sections
 from bench.report.cv_search import search_section
 from bench.report.formatting import Table, display_name, interval, num, slug
-from bench.report.load import RunData, copies_figure, gradcam_figure
+from bench.report.load import RunData, gradcam_figure
 from bench.runfolder import FOLDS_JSON
 
 
@@ -139,43 +140,32 @@ def _float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def cv_context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
+def parts(data: RunData, run_dir: Path, decisions: dict) -> dict:
+    """The design-specific parts of a cross-validated run's report (see
+    :func:`bench.report.build.context`): the folds section and the parts whose content
+    differs from a single split's."""
     tests = cv_tests(data)
     pairs = {(t.a, t.b): t for t in tests}
     pairs.update({(t.b, t.a): t.flipped() for t in tests})
     deployment = C.deployment_section(data)
     search = search_section(data)
-    decisions = decision_reports(data)  # the decision part and its figure both draw on it
     figs = make_cv_figures(data, deployment, search, decisions)
-    figs["gradcam"] = gradcam_figure(run_dir, data, what="holdout images") if data.holdout_n else None
-    figs["copies"] = copies_figure(run_dir)
-    per_backbone = []
-    for b in data.backbones:
-        per_backbone.append({
-            "name": display_name(b), "ok": b.ok, "message": b.row.get("message"),
-            "figure": figs["backbone"].get(b.name), **(C.per_backbone_text(data, b) if b.ok else {}),
-        })
+    figs["roc_pr"] = None  # test-split curves: only the final model has holdout predictions
     design = C.design(data)
     return {
-        "cv": True,
-        "run_name": data.name,
-        "created": data.run.get("created"),
-        "classes": data.classes,
-        "banners": findings.banners(data),
-        "design": design,
+        "evaluation": f"cross-validated run ({design['words']})",
         "summary": C.summary_section(data, pairs),
         "leaderboard": C.leaderboard_table(data),
         "leaderboard_note": C.leaderboard_note(data),
-        "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
-        "crossval": C.crossval_section(data, tests),
-        "decisions": decisions_section(data, decisions),
+        "folds": {**C.crossval_section(data), "design": design,
+                  "figures": [figs["folds"], figs["roc"], figs["probability_best"]]},
+        "comparison": C.comparison_section(data, tests),
         "deployment": deployment,
-        "per_backbone": per_backbone,
         "search": search,
-        "data": {**sections.data_section(data), "folds": folds_table(data), "split_note": data_note(data)},
-        "reproduce": sections.reproduce_section(data, run_dir, reports_dir),
+        "per_backbone_text": {b.name: "{estimate} {model}".format(**C.per_backbone_text(data, b)) for b in data.ok},
+        "data": {"folds": folds_table(data), "split_note": data_note(data)},
         "fig": figs,
-        "objective": sections._objective_label(data.objective),
+        "gradcam": gradcam_figure(run_dir, data, what="holdout images") if data.holdout_n else None,
     }
 
 
