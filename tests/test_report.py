@@ -297,7 +297,7 @@ def test_single_split_pairs_use_the_duplicate_groups_of_split_json(built):
 def test_pairwise_matrix_stars_follow_holm_adjusted_p_values():
     """A raw p below 0.05 whose Holm-adjusted p is not gets no star; the raw and adjusted
     values are both shown, in the McNemar, bootstrap and DeLong matrices."""
-    from bench.report import sections
+    from bench.report import split_section
     from bench.report.load import BackboneResult, RunData
 
     preds = _predictions(1, 0.5)
@@ -311,7 +311,7 @@ def test_pairwise_matrix_stars_follow_holm_adjusted_p_values():
                              delong_p=0.04, delong_p_holm=0.08, **common),
              paired.PairTest("b", "c", 40, 6, 1, 0.5, auc_p=0.5, mcnemar_p_holm=0.5, auc_p_holm=0.5,
                              delong_p=0.5, delong_p_holm=0.5, **common)]
-    stats = sections.statistics_section(data, tests)
+    stats = split_section.statistics_section(data, tests)
     tables = {t["title"].split()[0]: t["table"] for t in stats["tables"]}
     assert list(tables) == ["McNemar", "Paired", "DeLong's"]
     stats.update(mcnemar=tables["McNemar"], auc=tables["Paired"], delong=tables["DeLong's"])
@@ -644,7 +644,7 @@ def test_every_leaderboard_metric_carries_its_interval(built):
 
     run, _, _ = built
     table = leaderboard_table(load_run(run))
-    for name in ("test accuracy", "test F1", "test AUC", "sensitivity", "specificity"):
+    for name in ("test accuracy", "test F1", "test ROC AUC", "test sensitivity", "test specificity"):
         column = table.headers.index(name)
         ok = [row for row in table.rows if row[0] != "failed"]
         assert ok and all("(" in row[column] and "\u2013" in row[column] for row in ok), (name, ok)

@@ -212,7 +212,7 @@ def test_cv_summary_states_the_rule_the_estimate_and_the_holdout(cv_built):
     summary = text[text.index("## 1."):text.index("## 2.")]
     r = _board(run)[0]
     assert r["rank"] == 1 and r["backbone"] == "alpha"
-    estimate = (f"Cross-validated ROC AUC {r['cv_roc_auc']:.3f} ({r['cv_roc_auc_ci_low']:.2f}\u2013"
+    estimate = (f"CV ROC AUC {r['cv_roc_auc']:.3f} ({r['cv_roc_auc_ci_low']:.2f}\u2013"
                 f"{r['cv_roc_auc_ci_high']:.2f}), fold mean \u00b1 SD {r['cv_roc_auc_fold_mean']:.3f} \u00b1 "
                 f"{r['cv_roc_auc_fold_sd']:.3f}, probability of being best {formatting.percent(r['probability_best'])}.")
     assert estimate in summary
@@ -242,7 +242,7 @@ def test_cv_leaderboard_shows_estimates_probability_best_and_the_optimistic_scor
     board = text[text.index("## 2."):text.index("## 3.")]
     header = next(line for line in board.splitlines() if line.startswith("|   rank"))
     for h in ("CV ROC AUC", "fold mean \u00b1 SD", "P(best)", "CV accuracy", "CV F1", "CV sensitivity",
-              "CV specificity", "val AUC selection score (optimistic)", "trials ok / failed (search time)",
+              "CV specificity", "val AUC selection score (optimistic)", "trials ok / failed", "search time",
               "holdout ROC AUC"):
         assert h in header, h
     for r in _board(run):
@@ -251,8 +251,8 @@ def test_cv_leaderboard_shows_estimates_probability_best_and_the_optimistic_scor
                                    "test_roc_auc_ci_high": r["cv_roc_auc_ci_high"]}, "roc_auc") in line
         assert formatting.percent(r["probability_best"]) in line and formatting.num(r["val_objective"]) in line
         # every search's trials: 6 outer folds x 2, and the winner's final search's 3
-        trials = f"{15 if r['rank'] == 1 else 12} / 0 ({formatting.duration(r['search_seconds'])})"
-        assert re.search(rf"\| +{re.escape(trials)} \|", line), line
+        trials = f"{15 if r['rank'] == 1 else 12} / 0 | +{re.escape(formatting.duration(r['search_seconds']))}"
+        assert re.search(rf"\| +{trials} \|", line), line
         holdout = line.rstrip(" |").rsplit("|", 1)[1].strip()  # the last column: the final model only
         assert holdout == (formatting.with_ci(r, "roc_auc") if r["rank"] == 1 else "\u2014")
     assert "mean over outer folds of each fold's kept trial's inner-validation value" in board
@@ -356,7 +356,7 @@ def test_single_split_report_has_no_cv_wording(tmp_path):
 def test_roc_band_curve_is_sklearns_and_the_band_draws_whole_groups():
     from sklearn.metrics import roc_curve
 
-    from bench.report.cv_figures import roc_band
+    from bench.report.folds_figures import roc_band
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 80)

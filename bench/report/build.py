@@ -14,18 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.evaluate.paired import pairwise_tests
 from bench.report import findings, sections
-from bench.report.calibration_section import decision_reports
 from bench.report.calibration_section import section as decisions_section
-from bench.report.formatting import (
-    FIGURE_PREFIX,
-    Figure,
-    configuration,
-    display_name,
-    slug,
-)
-from bench.report.load import RunData, copies_figure, gradcam_figure, load_run
+from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
+from bench.report.load import RunData, copies_figure, load_run
 from bench.schema import Source
 from bench.runfolder import write_bytes_atomic, write_text_atomic
 
@@ -34,61 +26,42 @@ TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "report"
 
 
-def make_figures(data: RunData, deployment: dict, search: dict, decisions: dict) -> dict:
+def make_figures(data: RunData, design: dict, deployment: dict, search: dict, decisions: dict) -> dict:
     """All figures, keyed by name; per-backbone ones under ``"backbone"``: {name: Figure}.
-    ``decisions``: :func:`~bench.report.calibration_section.decision_reports` of ``data``."""
+    Estimates from ``data.source``; ``design``: the design parts of :func:`context` (its words,
+    its per-backbone figure and the figures only it has); ``decisions``: its decision reports."""
     from bench.report import figures as F
 
     out: dict = {"backbone": {}}
-    names = [b.name for b in data.backbones]
-    colours = F.backbone_colours(names)
-    with_preds = {b.name: b.test_predictions for b in data.ok if b.has_predictions}
-
-    add = F.as_figure
+    colours = F.backbone_colours([b.name for b in data.backbones])
+    source, words, add = data.source, design["words"], F.as_figure
+    predictions = {b.name: p for b in data.ok if (p := b.predictions(source)) is not None and len(p)}
 
     with F.style():
         rows = [b.row for b in data.ok]
         out["leaderboard"] = add(
-            "leaderboard", F.leaderboard_points(rows, colours), "Test F1 and ROC AUC",
-            "Points are test-set values, bars their 95 % bootstrap confidence intervals; backbones in validation rank "
-            "order, best on top.")
+            "leaderboard", F.leaderboard_points(rows, colours, source=source),
+            f"{sections.capital(source.label)} F1 and ROC AUC", words["fig_leaderboard"])
         out["deployment"] = add(
-            "deployment", F.deployment(rows, colours, deployment["flags"]), "Accuracy against cost",
-            "Stars: Pareto-optimal (no other backbone is both more accurate and cheaper); circles: dominated. "
-            "Vertical bars: 95 % CI of test accuracy.")
+            "deployment", F.deployment([b.row for b in deployment["backbones"]], colours, deployment["flags"],
+                                       source=source), "Accuracy against cost", words["fig_deployment"]
+        ) if deployment["pareto"] else None  # one measured model: no trade-off to draw
         for b in data.ok:
-            out["backbone"][b.name] = add(
-                f"training-{slug(b.name)}",
-                F.training_and_confusion(b.history, b.row.get("test_confusion_matrix"), data.classes, colours[b.name]),
-                f"{b.name}: training and test confusion",
-                f"Best trial ({b.row.get('best_trial')}): train (solid) and validation (dashed) per epoch; the red "
-                "line marks the epoch whose weights were kept; a dotted line where fine-tuning began. Right: test "
-                "confusion matrix, counts and share of each true class.")
-        out["roc_pr"] = add(
-            "roc-pr", F.roc_pr(with_preds, data.classes, colours), "ROC and precision\u2013recall curves",
-            "Test split, all backbones overlaid. AP: average precision.")
+            out["backbone"][b.name] = design["backbone_figure"](b, colours[b.name])
         out["calibration"] = add(
-            "calibration", F.reliability(with_preds, data.classes, colours), "Reliability diagram (calibrated)",
-            "Calibrated predicted probability against the observed frequency in equal-count bins of the test split, "
-            "bars the 95 % Wilson intervals; points on the diagonal are well calibrated. ECE: expected calibration "
-            "error over these bins. Below: how the predicted probabilities are spread.")
-        out["decision_curve"] = None
-        if len(data.classes) == 2:
-            out["decision_curve"] = add(
-                "decision-curve", F.decision_curves(decisions, data.classes, colours), "Decision curve",
-                "Net benefit = TP/N − FP/N · t/(1−t) of acting on the calibrated probability at "
-                "threshold t (Vickers & Elkin 2006), bands the 95 % bootstrap interval over duplicate groups of the "
-                "test split, against treating every image as positive and treating none. A model is worth using at "
-                "the thresholds where it lies above both.")
+            "calibration", F.reliability(predictions, data.classes, colours, where=words["where"]),
+            "Reliability diagram (calibrated)", words["fig_calibration"])
+        out["decision_curve"] = add(
+            "decision-curve", F.decision_curves(decisions, data.classes, colours, where=words["where"]),
+            words["decision_title"], words["fig_decision"]) if len(data.classes) == 2 else None
         trials = search["trials"]
         out["search_lr"] = add(
             "search-lr", F.search_learning_rate(trials, data.objective, colours) if len(trials) else None,
-            "Objective against learning rate", "Every completed trial of every backbone.")
+            "Objective against learning rate", words["fig_search_lr"])
         out["search_choices"] = add(
             "search-choices", F.search_choices(trials, data.objective, colours) if len(trials) else None,
-            "Objective by fine-tuning depth, pooling and dense layers",
-            "Boxes summarise all completed trials; points are single trials, coloured by backbone.")
-    return out
+            "Objective by fine-tuning depth, pooling and dense layers", words["fig_search_choices"])
+    return {**out, **design["figures"]}
 
 
 def _all_figures(figs: dict) -> list[Figure]:
@@ -112,15 +85,6 @@ def _environment():
     return env
 
 
-def groups_of_test_images(data: RunData, predictions: dict) -> dict | None:
-    """File -> duplicate group of the test images (split.json), when every compared image has one;
-    ``None`` (images as the unit) for runs whose split.json does not list its files."""
-    groups = {f["path"]: str(f["group"]) for f in data.split.get("files") or []
-              if f.get("split") == "test" and f.get("group") is not None}
-    files = set().union(*(set(p["file"]) for p in predictions.values())) if predictions else set()
-    return groups if files and files <= groups.keys() else None
-
-
 #: The report's sections in order: (key, title, short title in the HTML menu, HTML anchor);
 #: "folds" only where the run has folds.
 SECTIONS = (("summary", "Summary", "Summary", "summary"), ("leaderboard", "Leaderboard", "Leaderboard", "leaderboard"),
@@ -132,51 +96,35 @@ SECTIONS = (("summary", "Summary", "Summary", "summary"), ("leaderboard", "Leade
             ("reproduce", "Reproduce", "Reproduce", "reproduce"))
 
 
-def split_parts(data: RunData, run_dir: Path, decisions: dict) -> dict:
-    """The design-specific parts of a single-split run's report (see :func:`context`): its
-    statistical comparison is on the test split (McNemar, paired bootstrap, DeLong), and it
-    has no folds section."""
-    predictions = {b.name: b.test_predictions for b in data.ok if b.has_predictions}
-    tests = pairwise_tests(predictions, data.classes, seed=data.seed,
-                           groups=groups_of_test_images(data, predictions)) if data.classes else []
-    pairs = {(t.a, t.b): t for t in tests}
-    pairs.update({(t.b, t.a): t.flipped() for t in tests})
-    deployment = sections.deployment_section(data)
-    search = sections.search_section(data)
-    return {
-        "evaluation": "single train/validation/test split",
-        "summary": sections.summary_section(data, pairs),
-        "leaderboard": sections.leaderboard_table(data),
-        "leaderboard_note": leaderboard_note(data),
-        "folds": None,
-        "comparison": sections.statistics_section(data, tests),
-        "deployment": deployment,
-        "search": search,
-        "per_backbone_text": {b.name: f"{configuration(b.row)}." for b in data.ok},
-        "data": {},
-        "fig": make_figures(data, deployment, search, decisions),
-        "gradcam": gradcam_figure(run_dir, data),
-    }
-
-
 def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
-    """The one report context, of a single split or a cross-validated run alike: the parts
-    that differ by design come from :func:`split_parts` or
-    :func:`bench.report.folds_section.parts`, chosen once by where the run's estimates come
-    from; everything else is built here for both."""
-    from bench.report import folds_section
+    """The one report context, of a single split or a cross-validated run alike. The one
+    design choice of the report is made here, by where the run's estimates come from: the
+    design parts (:func:`bench.report.split_section.parts` or
+    :func:`bench.report.folds_section.parts`) give the design's words, its decision
+    reports, its statistical comparison and the pieces only folds have; every section is
+    then built once, for both, by :mod:`bench.report.sections`."""
+    from bench.report import folds_section, split_section
 
-    decisions = decision_reports(data)  # the decision part and its figure both draw on it
-    design_parts = {Source.TEST: split_parts, Source.OUT_OF_FOLD: folds_section.parts}[data.source]
-    parts = design_parts(data, run_dir, decisions)
-    figs = parts.pop("fig")
-    figs["gradcam"], figs["copies"] = parts.pop("gradcam"), copies_figure(run_dir)
-    texts = parts.pop("per_backbone_text")
+    design = {Source.TEST: split_section.parts, Source.OUT_OF_FOLD: folds_section.parts}[data.source](data, run_dir)
+    words, decisions = design["words"], design["decisions"]  # the decision part and its figure both draw on them
+    deployment = sections.deployment_section(data, words)
+    search = sections.search_section(data, design)
+    figs = make_figures(data, design, deployment, search, decisions)
+    figs["gradcam"], figs["copies"] = design["gradcam"], copies_figure(run_dir)
+    texts = sections.per_backbone_texts(data, design)
     per_backbone = [{"name": display_name(b), "ok": b.ok, "message": b.row.get("message"),
                      "figure": figs["backbone"].get(b.name), "text": texts.get(b.name)} for b in data.backbones]
-    shown = [s for s in SECTIONS if s[0] != "folds" or parts["folds"]]
+    shown = [s for s in SECTIONS if s[0] != "folds" or design["folds"]]
     return {
-        **parts,
+        "evaluation": design["evaluation"],
+        "summary": sections.summary_section(data, design),
+        "leaderboard": sections.leaderboard_table(data, design.get("leaderboard_columns", ()),
+                                                  design.get("leaderboard_end_columns", ())),
+        "leaderboard_note": sections.leaderboard_note(data, words),
+        "folds": design["folds"],
+        "comparison": design["comparison"],
+        "deployment": deployment,
+        "search": search,
         "run_name": data.name,
         "created": data.run.get("created"),
         "classes": data.classes,
@@ -184,7 +132,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
         "decisions": decisions_section(data, decisions),
         "per_backbone": per_backbone,
-        "data": {**sections.data_section(data), **parts["data"]},
+        "data": {**sections.data_section(data), **design["data"]},
         "reproduce": sections.reproduce_section(data, run_dir, reports_dir),
         "fig": figs,
         "objective": sections._objective_label(data.objective),
@@ -197,17 +145,6 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
 def slug_anchor(title: str) -> str:
     """The anchor GitHub gives a Markdown heading's words: lower case, spaces as hyphens."""
     return "-".join(title.lower().split())
-
-
-def leaderboard_note(data: RunData) -> str:
-    """The leaderboard's caption: what the intervals resample and what the selection score is."""
-    unit = next((sections.ci_unit_text(b.row, detail=False) for b in data.ok if b.row.get("test_ci_unit")),
-                "resamples of the test images")
-    positive = f"({data.classes[1]})" if len(data.classes) == 2 else "(macro averages)"
-    return (f"One row per backbone, ranked by {sections._objective_label(data.objective)} (validation). Test values "
-            f"with 95 % bootstrap CIs in parentheses, over {unit}; sensitivity and specificity are those of the positive "
-            f"class {positive}. The {sections.SELECTION_SCORE} is the kept trial's validation value, the best over "
-            "all trials and epochs of the search: a maximum over many tries on one small validation split.")
 
 
 def render(ctx: dict) -> tuple[str, str]:

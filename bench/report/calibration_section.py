@@ -40,13 +40,6 @@ def read_calibration(data) -> dict:
     return out
 
 
-def decision_reports(data) -> dict:
-    """What the report's decision part (:func:`section`) and its decision-curve figure both
-    draw on: each backbone's calibration.json, or under ``--cv`` the out-of-fold pooling of
-    :func:`cv_reports`. The report context computes it once and passes it to both."""
-    return {Source.TEST: read_calibration, Source.OUT_OF_FOLD: cv_reports}[data.source](data)
-
-
 def _with_ci(summary: dict, key: str) -> str:
     return metric_with_ci(summary, key, style="dash", missing=DASH, source=Source.PLAIN)
 
@@ -225,7 +218,7 @@ def cv_reports(data) -> dict:
 
 
 def section(data, reports: dict) -> dict:
-    """The decision part of the report from ``reports`` (:func:`decision_reports` of ``data``)."""
+    """The decision part of the report from ``reports`` (a design's decision reports: :func:`read_calibration` of a single split, :func:`cv_reports` of a cross-validated run)."""
     recommended = next((b for b in data.ok if b.row.get("rank") == 1), None)
     table, summary = subgroups(data, recommended)
     binary = len(data.classes) == 2

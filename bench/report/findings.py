@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.evaluate.paired import ALPHA, PairTest
-from bench.schema import Source, to_float
+from bench.schema import Estimate, Source, to_float
 from bench.report.formatting import fmt_p, fmt_signed
 
 #: The "small test split" banner shows when a 95 % CI of test accuracy is wider than
@@ -192,46 +192,39 @@ def banners(data) -> list[Banner]:
             "The images are the synthetic demo set made by bench, not patient data. "
             "Use this report to see what bench produces, not to choose a model.",
         ))
-    out.extend({Source.TEST: _small_test, Source.OUT_OF_FOLD: _wide_cv}[data.source](data))
+    out.extend(_wide_intervals(data))
     out.extend(_imbalance_and_failures(data))
     return out
 
 
-def _wide_cv(data) -> list[Banner]:
-    """--cv: the CV estimates' intervals are wide (few images even when all are used)."""
-    widths = [(to_float(b.row.get("cv_accuracy_ci_high")) - to_float(b.row.get("cv_accuracy_ci_low"))) / 2
-              for b in data.ok]
-    widths = [w for w in widths if math.isfinite(w)]
+#: The wide-interval banner's key, title and where the estimates come from, by source (a wording table).
+WIDE_INTERVALS = {
+    Source.TEST: ("small_test", "Small test split", "The test split holds {n} images"),
+    Source.OUT_OF_FOLD: ("wide_cv", "Small data, wide intervals",
+                         "Cross-validation used {images} images in {groups} duplicate groups"),
+}
+
+
+def _wide_intervals(data) -> list[Banner]:
+    """The run's accuracy intervals (from ``data.source``) are wider than
+    \u00b1:data:`MAX_CI_HALF_WIDTH`; without any interval, the widest Wald interval the
+    held-out images allow."""
+    source = data.source
+    widths = [(e.high - e.low) / 2 for e in (Estimate.read(b.row, "accuracy", source) for b in data.ok)
+              if e.has_interval]
+    row = data.ok[0].row if data.ok else {}
+    n = int(to_float(row.get(f"{source.prefix}n"), 0)) or sum((data.split.get("sizes") or {}).get("test", {}).values())
+    if not widths and n:
+        widths.append(1.96 * math.sqrt(0.25 / n))  # widest possible Wald interval
     if not widths or max(widths) <= MAX_CI_HALF_WIDTH + 1e-12:
         return []
-    row = data.ok[0].row
+    key, title, where = WIDE_INTERVALS[source]
+    where = where.format(n=n, images=int(to_float(row.get("cv_images"), 0)), groups=int(to_float(row.get("cv_groups"), 0)))
     return [Banner(
-        "wide_cv", "Small data, wide intervals",
-        f"Cross-validation used {int(to_float(row.get('cv_images'), 0))} images in "
-        f"{int(to_float(row.get('cv_groups'), 0))} duplicate groups: the 95 % confidence interval of the "
-        f"cross-validated accuracy spans up to \u00b1{100 * max(widths):.0f} percentage points (more than "
-        f"\u00b1{100 * MAX_CI_HALF_WIDTH:.0f}). Differences smaller than that are noise.",
+        key, title,
+        f"{where}: the 95 % confidence interval of {source.label} accuracy spans up to \u00b1{100 * max(widths):.0f} "
+        f"percentage points (more than \u00b1{100 * MAX_CI_HALF_WIDTH:.0f}). Differences smaller than that are noise.",
     )]
-
-
-def _small_test(data) -> list[Banner]:
-    out = []
-    widths = []
-    for b in data.ok:
-        low, high = to_float(b.row.get("test_accuracy_ci_low")), to_float(b.row.get("test_accuracy_ci_high"))
-        if math.isfinite(low) and math.isfinite(high):
-            widths.append((high - low) / 2)
-    n_test = sum((data.split.get("sizes") or {}).get("test", {}).values())
-    if not widths and n_test:
-        widths.append(1.96 * math.sqrt(0.25 / n_test))  # widest possible Wald interval
-    if widths and max(widths) > MAX_CI_HALF_WIDTH + 1e-12:
-        out.append(Banner(
-            "small_test", "Small test split",
-            f"The test split holds {n_test} images: the 95 % confidence interval of test accuracy spans up to "
-            f"\u00b1{100 * max(widths):.0f} percentage points (more than \u00b1{100 * MAX_CI_HALF_WIDTH:.0f}). "
-            "Differences smaller than that are noise.",
-        ))
-    return out
 
 
 def _imbalance_and_failures(data) -> list[Banner]:

@@ -7,9 +7,10 @@ import shlex
 from pathlib import Path
 
 from bench.config import OBJECTIVE_LABELS, command_line, option_rows
-from bench.evaluate.paired import ALPHA, PairTest
+from bench.evaluate.crossval import CV_METRIC
+from bench.evaluate.paired import ALPHA
 from bench import schema
-from bench.schema import Estimate, Source, metric_with_ci, to_float
+from bench.schema import Estimate, Source, column, metric_with_ci, to_float
 from bench.report import findings
 from bench.report.copies_section import conflict_row, copies_summary
 from bench.report.formatting import (
@@ -35,103 +36,149 @@ from bench.report.load import RunData
 #: Rows shown in long lists (skipped files, duplicate groups, ...) before "N more".
 MAX_LIST_ROWS = 30
 TOP_TRIALS = 5
+#: The "search" value of the final model's trials in a cross-validated run's trials.csv.
+FINAL = "final model"
 
 
 def _objective_label(objective: str) -> str:
     return OBJECTIVE_LABELS.get(objective, objective)
 
 
-#: The summary table's test metrics: (label, metric); every one with its 95 % CI.
-SUMMARY_METRICS = tuple((schema.metric(m).long_label, m) for m in (
-    "accuracy", "f1", "roc_auc", "recall", "specificity", "balanced_accuracy", "precision", "pr_auc", "brier"))
+#: The summary table's metrics, in the order the schema declares them; each with its 95 % CI.
+SUMMARY_METRICS = tuple(schema.METRICS)
+#: Labels the summary table words more fully than the schema.
+SUMMARY_LABELS = {"brier_skill": "Brier skill (vs. training prevalence)"}
 SELECTION_SCORE = "selection score (optimistic: best of trials \u00d7 epochs)"
+#: A design's extra columns: (header, cell of a row and a metric) in the summary, (header,
+#: cell of a row) in the leaderboard; empty for a single split (see :mod:`bench.report.folds_section`).
+NO_COLUMNS: tuple = ()
 
 
-def ci_unit_text(row: dict, source: Source = Source.TEST, detail: bool = True) -> str:
-    """What an interval resamples: ``"resamples of duplicate groups (29 groups; ...)"`` or
-    ``"resamples of the test images"``."""
+def ranking_metric(data: RunData) -> str:
+    """The metric whose estimate stands for the objective (ROC AUC for val_auc, ...)."""
+    return CV_METRIC.get(data.objective, "roc_auc")
+
+
+def estimate_text(row: dict, metric: str, source: Source) -> str:
+    """``0.842 (0.71\u20130.94)``: the ``source`` estimate of ``metric`` with its 95 % CI."""
+    return metric_with_ci(row, metric, style="dash", missing=DASH, source=source)
+
+
+def capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def ci_unit_text(row: dict, source: Source = Source.TEST, detail: bool = True,
+                 default: str = "resamples of the test images") -> str:
+    """What an interval resamples: ``"resamples of duplicate groups (29 groups; ...)"`` or ``default``."""
     if row.get(f"{source.prefix}ci_unit") == "group":
         groups = to_int(row.get(f"{source.prefix}ci_groups"))
         return "resamples of duplicate groups" + (f" ({groups} groups; copies of one image are drawn together)"
                                                   if groups and detail else "")
-    return "resamples of the test images"
+    return default
 
 
-def summary_section(data: RunData, pairs: dict) -> dict:
-    objective = _objective_label(data.objective)
-    direction = "lowest" if data.minimise else "highest"
-    rule = (
-        f"Chosen on the validation objective ({objective}, {direction} wins): each backbone's search kept its best "
-        "trial by that objective, and the backbones are ranked by it. Test metrics are reported, never used to choose."
-    )
-    ok = data.ok
-    if not ok:
-        return {"rule": rule, "best": None}
-    best = ok[0]
-    runner = ok[1] if len(ok) > 1 else None
-    test = pairs.get((best.name, runner.name)) if runner else None
+def final_ok(row: dict) -> bool:
+    """Whether the backbone's model to export exists (under --cv only the recommended
+    backbone's final search makes one)."""
+    status = row.get("final_status")
+    return status == "ok" or (status is None and row.get("best_trial") is not None)
+
+
+def summary_section(data: RunData, design: dict) -> dict:
+    """The Summary of either design: the recommendation, its estimates from ``data.source``
+    and the design's words and extra columns (``design``: the design parts of
+    :func:`bench.report.build.context`)."""
+    words, source = design["words"], data.source
+    if not data.ok:
+        return {"rule": words["rule"], "best": None, "holdout": design.get("holdout")}
+    best, metric = data.ok[0], ranking_metric(data)
     r = best.row
-    rows = [[label, num(r.get(f"test_{m}")), interval(r, m)] for label, m in SUMMARY_METRICS]
-    if not math.isnan(to_float(r.get("test_brier_skill"))):
-        rows.append(["Brier skill (vs. training prevalence)", num(r.get("test_brier_skill")),
-                     interval(r, "brier_skill")])
-    metrics = Table(["test metric", "value", "95 % CI"], rows, [False, True, True])
-    n_test = to_int(r.get("test_n"))
-    level = to_float(r.get("test_ci_level"))
-    resamples = to_int(r.get("test_ci_resamples"))
-    ci_note = (
-        f"On {n_test} test images; CIs are {100 * level:.0f} % percentile bootstrap intervals over "
-        f"{resamples} {ci_unit_text(r)}."
-        if n_test and resamples and not math.isnan(level) else ""
-    )
-    if len(best.row.get("test_positive_class") or "") and len(data.classes) == 2:
-        ci_note += f" Positive class: {best.row['test_positive_class']}."
-    baseline = next((b for b in data.backbones if b.row.get("baseline")), None)
-    baseline_note = None
-    if baseline is not None and baseline is not best:
-        if baseline.ok:
-            rank = to_int(baseline.row.get("rank"))
-            baseline_note = (
-                f"The original notebook's recipe ({baseline.name}) ranks {rank} of {len(ok)} on validation; "
-                f"its test accuracy is {with_ci(baseline.row, 'accuracy')} against {with_ci(r, 'accuracy')} here."
-            )
-        else:
-            baseline_note = f"The original notebook's recipe ({baseline.name}) failed: {baseline.row.get('message')}."
-    elif baseline is best:
-        baseline_note = "The original notebook's recipe won: no searched configuration beat it on validation."
+    columns = design.get("summary_columns", NO_COLUMNS)
+    headers = ["metric", f"{source.label} estimate", "95 % CI", *[h for h, _ in columns]]
+    rows = [[SUMMARY_LABELS.get(m) or schema.metric(m).long_label, num(r.get(column(m, source))),
+             interval(r, m, source), *[cell(r, m) for _, cell in columns]]
+            for m in SUMMARY_METRICS if not Estimate.read(r, m, source).missing]
+    ci_note = design["ci_note"]
+    if len(data.classes) == 2:
+        ci_note += f" Positive class: {data.classes[1]}."
+    runner = data.ok[1] if len(data.ok) > 1 else None
     return {
-        "rule": rule,
+        "rule": words["rule"],
         "best": best.name,
         "best_display": display_name(best),
-        "configuration": configuration(r),
-        "headline": None,
-        "rule_extra": f"{SELECTION_SCORE[:1].upper()}{SELECTION_SCORE[1:]}: {objective} "
-                      f"{num(r.get('val_objective'))} (trial {r.get('best_trial')}).",
-        "holdout": None,
-        "metrics": metrics,
+        "configuration": configuration(r) if final_ok(r) else None,
+        "headline": capital(", ".join([f"{source.label} {schema.label(metric)} {estimate_text(r, metric, source)}",
+                                       *design["estimate_notes"](r)]) + "."),
+        "rule_extra": design["rule_extra"],
+        "holdout": design.get("holdout"),
+        "metrics": Table(headers, rows, [False, *[True] * (len(headers) - 1)]),
         "ci_note": ci_note,
-        "significance": findings.significance_sentence(best.name, runner.name if runner else None, test),
-        "baseline_note": baseline_note,
+        "significance": design["significance"](best.name, runner.name if runner else None),
+        "baseline_note": baseline_note(data, words["ranked_on"]),
     }
 
 
-def leaderboard_table(data: RunData) -> Table:
+def baseline_note(data: RunData, ranked_on: str) -> str | None:
+    """Where the original notebook's recipe (the baseline backbone) ranks."""
+    baseline = next((b for b in data.backbones if b.row.get("baseline")), None)
+    if baseline is None or not data.ok:
+        return None
+    best, metric, source = data.ok[0], ranking_metric(data), data.source
+    if baseline is best:
+        return f"The original notebook's recipe won: no searched configuration beat it {ranked_on}."
+    if not baseline.ok:
+        return f"The original notebook's recipe ({baseline.name}) failed: {baseline.row.get('message')}."
+    return (f"The original notebook's recipe ({baseline.name}) ranks {to_int(baseline.row.get('rank'))} of "
+            f"{len(data.ok)} {ranked_on}; its {source.label} {schema.label(metric)} is "
+            f"{estimate_text(baseline.row, metric, source)} against {estimate_text(best.row, metric, source)} here.")
+
+
+def trials_done(b) -> int:
+    """Completed trials of every search of ``b`` from its trials.csv, else the leaderboard
+    row's count."""
+    if b.trials is not None and "status" in b.trials:
+        return int((b.trials["status"].astype(str) == "completed").sum())
+    return to_int(b.row.get("trials_done")) or 0
+
+
+def leaderboard_table(data: RunData, columns=NO_COLUMNS, end_columns=NO_COLUMNS) -> Table:
+    """One row per backbone, estimates from ``data.source``; ``columns`` follow the ranking
+    metric, ``end_columns`` close the row (a design's extras: (header, cell of a row))."""
+    source, metric = data.source, ranking_metric(data)
+    others = [m for m in ("roc_auc", "accuracy", "f1") if m != metric][:2]
+    failed = findings.failed_trial_counts(data)
     rows = []
     for b in [*data.ok, *data.failed]:
         r = b.row
         rows.append([
             str(to_int(r.get("rank")) or DASH) if b.ok else "failed", display_name(b),
-            with_ci(r, "accuracy"), with_ci(r, "f1"), with_ci(r, "roc_auc"),
-            with_ci(r, "recall"), with_ci(r, "specificity"), num(r.get("val_objective")),
-            f"{to_int(r.get('trials_done')) or 0} / {findings.failed_trial_counts(data).get(b.name, 0)}",
-            duration(r.get("search_seconds")), millions(r.get("params_total")),
+            estimate_text(r, metric, source), *[cell(r) for _, cell in columns],
+            *[estimate_text(r, m, source) for m in others], estimate_text(r, "recall", source),
+            estimate_text(r, "specificity", source), num(r.get("val_objective")),
+            f"{trials_done(b)} / {failed.get(b.name, 0)}", duration(r.get("search_seconds")),
+            millions(r.get("params_total")),
             DASH if math.isnan(to_float(r.get("latency_ms_b1"))) else f"{to_float(r.get('latency_ms_b1')):.1f}",
+            *[cell(r) for _, cell in end_columns],
         ])
-    headers = ["rank", "backbone", "test accuracy", "test F1", "test AUC",
-               "sensitivity", "specificity", f"{_objective_label(data.objective)} selection score (optimistic)",
-               "trials ok / failed",
-               "search time", "parameters", "ms / image"]
-    return Table(headers, rows, [True, False, True, True, True, True, True, True, True, True, True, True])
+    label = source.label
+    headers = ["rank", "backbone", f"{label} {schema.label(metric)}", *[h for h, _ in columns],
+               *[f"{label} {schema.label(m)}" for m in others], f"{label} sensitivity", f"{label} specificity",
+               f"{_objective_label(data.objective)} selection score (optimistic)", "trials ok / failed",
+               "search time", "parameters", "ms / image", *[h for h, _ in end_columns]]
+    return Table(headers, rows, [True, False, *[True] * (len(headers) - 2)])
+
+
+def leaderboard_note(data: RunData, words: dict) -> str:
+    """The leaderboard's caption: how it is ranked, what the intervals resample, what the
+    selection score is (``words``: the design's)."""
+    source = data.source
+    unit = next((ci_unit_text(b.row, source, detail=False) for b in data.ok
+                 if b.row.get(f"{source.prefix}ci_unit")), words["ci_unit"])
+    positive = f"({data.classes[1]})" if len(data.classes) == 2 else "(macro averages)"
+    return (f"One row per backbone, ranked by {words['ranked_by']}. {capital(source.label)} values with 95 % bootstrap CIs in "
+            f"parentheses, over {unit}; sensitivity and specificity are those of the positive class {positive}."
+            f"{words['columns_note']} The {SELECTION_SCORE} is {words['selection_score']}")
 
 
 def pareto_flags(backbones, source: Source = Source.TEST) -> dict[str, list[bool]]:
@@ -158,27 +205,42 @@ def cost_table(backbones, flags: dict, source: Source = Source.TEST, pareto: boo
     return Table(headers + ["Pareto: latency", "Pareto: size"], rows, [False, True, True, True, True, True, False, False])
 
 
-def deployment_section(data: RunData) -> dict:
-    flags = pareto_flags(data.ok)
-    table = cost_table(data.ok, flags)
-    if not data.ok:
-        return {"flags": flags, "table": table, "text": "No backbone finished, so there is nothing to weigh."}
-    if len(data.ok) == 1:
-        only = data.ok[0].name
-        text = (f"Only {only} finished, so there is no trade-off to weigh; the table and figure show its cost. "
-                "Latency is the median time per image on the machine that ran the search (batch 1 and batch 32).")
-        return {"flags": flags, "table": table, "text": text}
-    fast = [b.name for b, f in zip(data.ok, flags["latency"]) if f]
-    small = [b.name for b, f in zip(data.ok, flags["params"]) if f]
+LATENCY_NOTE = "Latency is the median time per image on the machine that ran the search (batch 1 and batch 32)."
+
+
+def deployment_section(data: RunData, words: dict) -> dict:
+    """Accuracy (from ``data.source``) against cost of the backbones whose cost was measured;
+    the Pareto columns and figure where there are two or more to weigh."""
+    measured = [b for b in data.ok if not (math.isnan(to_float(b.row.get("latency_ms_b1")))
+                                          and math.isnan(to_float(b.row.get("params_total"))))]
+    flags = pareto_flags(measured, source=data.source)
+    pareto = len(measured) > 1
+    table = cost_table(measured, flags, source=data.source, pareto=pareto)
+    out = {"flags": flags, "table": table, "pareto": pareto, "backbones": measured}
+    if not measured:
+        return {**out, "text": words["no_cost"]}
+    if not pareto:
+        return {**out, "text": f"{words['one_cost'].format(name=measured[0].name)}, so there is no trade-off to weigh; "
+                               f"the table shows its cost. {LATENCY_NOTE}"}
+    fast = [b.name for b, f in zip(measured, flags["latency"]) if f]
+    small = [b.name for b, f in zip(measured, flags["params"]) if f]
     text = (
         "A backbone is Pareto-optimal when no other one is at least as accurate and at least as fast (or small), "
         "and strictly better on one of the two. "
         + (f"On latency: {', '.join(fast)}. " if fast else "")
         + (f"On size: {', '.join(small)}. " if small else "")
-        + "Latency is the median time per image on the machine that ran the search (batch 1 and batch 32). "
-        "The trade-off is drawn on test accuracy for information; the recommendation itself used validation only."
+        + f"{LATENCY_NOTE} {words['trade_off']}"
     )
-    return {"flags": flags, "table": table, "text": text}
+    return {**out, "text": text}
+
+
+def per_backbone_texts(data: RunData, design: dict) -> dict[str, str]:
+    """Each finished backbone's estimate (from ``data.source``, with the design's notes) and
+    its model."""
+    source, metric = data.source, ranking_metric(data)
+    return {b.name: "; ".join([f"{capital(source.label)} {schema.label(metric)} "
+                               f"{estimate_text(b.row, metric, source)}", *design["estimate_notes"](b.row)])
+            + ". " + design["model_text"](b) for b in data.ok}
 
 
 def star(p) -> str:
@@ -191,70 +253,6 @@ def p_holm(p, adjusted) -> str:
     if adjusted is None or math.isnan(adjusted):
         return p_text(p)
     return f"{p_text(p)} (Holm {p_text(adjusted)}){star(adjusted)}"
-
-
-def statistics_section(data: RunData, tests: list[PairTest]) -> dict:
-    names = [b.name for b in data.ok if b.has_predictions]
-    if len(names) < 2:
-        return {
-            "available": False,
-            "text": "Only one backbone has test predictions, so there is nothing to compare it with."
-            if names else "No backbone has test predictions, so there is nothing to compare.",
-        }
-    by_pair = {(t.a, t.b): t for t in tests}
-    by_pair.update({(t.b, t.a): t.flipped() for t in tests})
-
-    def matrix(cell, corner: str = "") -> Table:
-        return Table([corner, *names], [[a, *[DASH if a == b else cell(by_pair[a, b]) for b in names]] for a in names],
-                     [False, *[True] * len(names)])
-
-    mcnemar = matrix(lambda t: p_holm(t.mcnemar_p, t.mcnemar_p_holm))
-    binary = len(data.classes) == 2
-    auc = delong = None
-    if binary:
-        def auc_cell(t: PairTest, p, adjusted) -> str:
-            if t.auc_diff is None or math.isnan(t.auc_diff):
-                return DASH
-            return f"{fmt_signed(t.auc_diff)} ({fmt_p(p)}{'' if adjusted is None else f', Holm {p_text(adjusted)}'})" \
-                   f"{star(p if adjusted is None else adjusted)}"
-
-        auc = matrix(lambda t: auc_cell(t, t.auc_p, t.auc_p_holm), "row \u2212 column")
-        delong = matrix(lambda t: auc_cell(t, t.delong_p, t.delong_p_holm), "row \u2212 column")
-    readings = [{"pair": f"{t.a} vs {t.b}", "text": " ".join(
-        x for x in (findings.mcnemar_reading(t), findings.auc_reading(t), findings.delong_reading(t)) if x)}
-        for t in tests]
-    grouped = tests[0].unit == "group"
-    n, n_groups = tests[0].n, tests[0].n_groups
-    unit = (f"the same {n} test images ({n_groups} duplicate groups: copies of one image count once)" if grouped
-            else f"the same {n} test images")
-    intro = (
-        f"Each pair of backbones is compared on {unit}. McNemar's exact test asks whether the "
-        f"{'groups' if grouped else 'images'} only one of the two gets right split more unevenly than chance would make "
-        f"them{' (one vote per model and group: right on more than half of its images)' if grouped else ''}"
-        + ("; the paired bootstrap (2000 resamples of " + ("duplicate groups" if grouped else "the test images")
-           + ") and DeLong's test" + (" (clustered by duplicate group)" if grouped else "")
-           + " ask whether their ROC AUCs differ (row minus column)" if binary else "")
-        + ". Each cell shows the raw p-value and the Holm-adjusted one (over all pairs of that test); "
-        "`*`: Holm-adjusted p < 0.05."
-    )
-    n_pairs = len(tests)
-    caution = (
-        f"{n_pairs} pairs are compared: at p < 0.05 about one pair in twenty looks different by chance alone, so the "
-        "stars use Holm's adjustment, which keeps the chance of any false alarm over all pairs of a test below 5 %."
-        if n_pairs > 1 else ""
-    )
-    return {
-        "available": True,
-        "intro": intro,
-        "tables": [{"title": title, "table": table, "cls": "matrix split"} for title, table in (
-            ("McNemar exact test, p-values (paired correctness)", mcnemar),
-            ("Paired bootstrap of the AUC difference, row \u2212 column (p)", auc),
-            ("DeLong's test of the AUC difference, row \u2212 column (p)", delong)) if table is not None],
-        "readings": readings,
-        "caution": caution,
-        "n": n,
-        "binary": binary,
-    }
 
 
 def top_trials(done, objective: str, minimise: bool, kept) -> Table:
@@ -275,37 +273,56 @@ def top_trials(done, objective: str, minimise: bool, kept) -> Table:
                   "best / run epochs", "time"], rows, [False, True, True, False, True, True, True])
 
 
-def search_section(data: RunData) -> dict:
+def model_trials(b, objective: str):
+    """The completed trials of the search that made ``b``'s model to export: every trial of
+    a single split; under --cv the final model's search (none for a backbone without one)."""
+    t = b.trials
+    if t is None or not len(t) or objective not in t:
+        return None
+    done = t[t["status"].astype(str) == "completed"] if "status" in t else t
+    if "search" in done:
+        done = done[done["search"] == FINAL]
+    return done if len(done) else None
+
+
+def search_section(data: RunData, design: dict) -> dict:
+    """Every completed trial (for the figures), the top trials of each model's search, the
+    design's per-fold kept trials (``design["fold_trials"]``) and the failed trials."""
     import pandas as pd
 
-    objective = data.objective
-    frames, top, failed = [], [], []
+    objective, words = data.objective, design["words"]
+    frames, per_backbone, failed = [], [], []
+    searches = any(b.trials is not None and "search" in b.trials for b in data.backbones)
     for b in data.backbones:
         t = b.trials
-        if t is None or t.empty:
-            continue
-        t = t.copy()
-        t["backbone"] = b.name
-        if "status" not in t:
-            t["status"] = "completed"
-        done = t[t["status"].astype(str) == "completed"]
-        if objective in done and len(done):
-            frames.append(done[done[objective].notna()])
-            top.append({"backbone": display_name(b), "folds": None, "final": {
-                "table": top_trials(done, objective, data.minimise, b.row.get("best_trial") if b.ok else None),
-                "total": len(done), "scope": ""}})
-        for _, tr in t[t["status"].astype(str) != "completed"].iterrows():
-            message = tr.get("message")
-            failed.append([b.name, str(tr["trial"]), str(tr["status"]),
-                           str(message) if isinstance(message, str) and message else "(no message recorded)"])
+        if t is not None and len(t):
+            t = t.assign(backbone=b.name)
+            if "status" not in t:
+                t["status"] = "completed"
+            done = t[t["status"].astype(str) == "completed"]
+            if objective in done:
+                frames.append(done[done[objective].notna()])
+            for _, tr in t[t["status"].astype(str) != "completed"].iterrows():
+                message = tr.get("message")
+                failed.append([b.name, *([str(tr.get("search", DASH))] if searches else []), str(tr["trial"]),
+                               str(tr["status"]),
+                               str(message) if isinstance(message, str) and message else "(no message recorded)"])
+        mine = model_trials(b, objective)
+        final = None if mine is None else {
+            "table": top_trials(mine, objective, data.minimise, b.row.get("best_trial") if b.ok else None),
+            "total": len(mine), "scope": words["search_scope"]}
+        folds = design["fold_trials"](b)
+        if folds is not None or final:
+            per_backbone.append({"backbone": display_name(b), "folds": folds, "final": final})
     for b in data.failed:
-        failed.append([b.name, DASH, "backbone failed", str(b.row.get("message") or "(no message recorded)")])
-    trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        failed.append([b.name, *([DASH] if searches else []), DASH, "backbone failed",
+                       str(b.row.get("message") or "(no message recorded)")])
+    headers = ["backbone", *(["search"] if searches else []), "trial", "status", "message"]
     return {
-        "trials": trials,
-        "per_backbone": top,
-        "text": f"The objective is {_objective_label(objective)} on the validation split.",
-        "failed": Table(["backbone", "trial", "status", "message"], failed) if failed else None,
+        "trials": pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
+        "per_backbone": per_backbone,
+        "text": words["search"],
+        "failed": Table(headers, failed) if failed else None,
         "n_trials": int(sum(len(b.trials) for b in data.backbones if b.trials is not None)),
     }
 

@@ -1,4 +1,4 @@
-"""The figures of a cross-validated run's report (``bench run --cv K``): per-fold scores,
+"""The figures only a cross-validated run (``bench run --cv K``) has: per-fold scores,
 out-of-fold ROC curves with group-bootstrap bands, the probability of being best, and
 each backbone's outer folds' training curves beside its out-of-fold confusion matrix.
 
