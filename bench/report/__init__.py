@@ -8,12 +8,12 @@ Jinja templates (figures as PNG files beside ``report.md`` and embedded as base6
 single-file ``report.html``), and :mod:`~bench.report.browser` checks the HTML in
 headless Chromium. One context (:func:`~bench.report.build.context`) and one template
 pair serve a single split and a cross-validated run (``bench run --cv K``) alike; the
-parts that differ by design come from :func:`~bench.report.build.split_parts` or
-:mod:`~bench.report.folds_section` (the cross-validation section: per-fold scores,
-out-of-fold ROC bands, probability of being best, the paired tests of
-:func:`bench.evaluate.crossval.cv_pairwise_tests`; with :mod:`~bench.report.cv_sections`,
-:mod:`~bench.report.cv_search` and :mod:`~bench.report.cv_figures`), chosen once by the
-run's :class:`~bench.schema.Source`.
+sections are written once, reading estimates from the run's :class:`~bench.schema.Source`;
+the design's words and the parts only one design has come from
+:mod:`~bench.report.split_section` or :mod:`~bench.report.folds_section` (the
+cross-validation section, fold columns, per-fold kept trials, the final model's search,
+:mod:`~bench.report.folds_figures` and the paired tests of
+:mod:`~bench.report.folds_comparison`), chosen once in the report context.
 :mod:`~bench.report.scan_summary` is the text ``bench scan`` prints (the data stage's
 objects and the shortcut check of :mod:`bench.evaluate.shortcuts`). Nothing here trains
 or predicts.
