@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.errors import BenchError, disk_full_message, is_disk_full
+from bench.stopping import Stopped, stop_on_signals
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported lazily
 
@@ -79,7 +80,8 @@ def command(name: str):
         def wrapper(*args, quiet: bool = False, verbose: bool = False, **kwargs):
             try:
                 configure_logging(quiet, verbose)
-                return func(*args, **kwargs)
+                with stop_on_signals():
+                    return func(*args, **kwargs)
             except BenchError as exc:
                 typer.echo(f"Error: {exc}", err=True)
                 raise typer.Exit(code=exc.exit_code) from None
@@ -88,9 +90,10 @@ def command(name: str):
                     raise
                 typer.echo(f"Error: {disk_full_message(exc)}", err=True)
                 raise typer.Exit(code=2) from None
-            except KeyboardInterrupt:
-                typer.echo("Interrupted; completed work is kept in the run folder.", err=True)
-                raise typer.Exit(code=130) from None
+            except (KeyboardInterrupt, Stopped) as exc:  # Ctrl-C, SIGTERM, SIGHUP: every finally block has run
+                said = f"Stopped by {exc.name}" if isinstance(exc, Stopped) else "Interrupted"
+                typer.echo(f"{said}; completed work is kept in the run folder.", err=True)
+                raise typer.Exit(code=getattr(exc, "exit_code", 130)) from None
 
         signature = inspect.signature(func, eval_str=True)
         wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), _QUIET, _VERBOSE])

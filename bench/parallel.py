@@ -1,14 +1,19 @@
-"""Work spread over worker processes: how many cores this process may use, and a map over
-processes that hands each worker a (large) state once, as it starts."""
+"""Work spread over worker processes: how many cores this process may use, a pool whose
+workers end with the process that started them, and a map over processes that hands each
+worker a (large) state once, as it starts."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pickle import PicklingError
 
 from threadpoolctl import threadpool_limits
+
+from bench.stopping import quiet_worker_signals
 
 
 def usable_cores() -> int:
@@ -17,6 +22,29 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    """In a new worker: end with the process that started it. On Linux the kernel sends the
+    worker SIGTERM when that process ends, however it ends (``kill -9`` too), so no worker
+    is left blocked on a queue nobody reads; a parent already gone ends it at once."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: workers notice the closed queue instead
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+    quiet_worker_signals()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A process pool of ``workers`` whose workers end with this process (:func:`_start_worker`)."""
+    return ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(), initializer, initargs))
 
 
 _HELD: list = []  # in a worker process: what it was started with (see map_held)
@@ -40,8 +68,11 @@ def map_held(function: Callable, state, tasks: list, workers: int) -> list | Non
     cannot be handed to a process (a start method that pickles, with something in it that
     cannot be pickled), for the caller to do the work here."""
     try:
-        with ProcessPoolExecutor(min(workers, len(tasks)), initializer=_hold, initargs=(state,)) as pool:
+        pool = worker_pool(min(workers, len(tasks)), _hold, (state,))
+        try:
             return list(pool.map(_call_held, [(function, task) for task in tasks]))
+        finally:  # stopped (a signal, an error): pending tasks are dropped, running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
     except (PicklingError, AttributeError, TypeError) as exc:
         if "pickle" not in str(exc).lower():
             raise

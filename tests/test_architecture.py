@@ -19,7 +19,7 @@ STAGES = ("data", "search", "evaluate", "deploy", "report")
 #: nodes of its own layer or below (``__init__`` is ``bench/__init__.py``).
 LAYERS = (
     ("__init__", "errors", "config", "schema", "runfolder", "outputs", "lazy", "parallel", "row_reads", "faults",
-     "progress", "layers"),  # shared helpers
+     "stopping", "progress", "layers"),  # shared helpers
     ("data",),
     ("search", "evaluate"),
     ("report",),

@@ -39,11 +39,39 @@ ROW = np.dtype([
 READ_ROWS = 2048
 
 
+#: Temporary table files are named ``bench-copy-features-<pid>-<random>.rows``.
+PREFIX = "bench-copy-features-"
+
+
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphans(folder: str | Path | None = None) -> list[str]:
+    """Table files in ``folder`` (default: the temporary folder) whose process has ended
+    without removing them (``kill -9``, a lost machine): removed, and their names returned.
+    A stop signal or an error removes a table's file itself; these are what is left."""
+    folder = Path(folder or tempfile.gettempdir())
+    removed = []
+    for path in folder.glob(f"{PREFIX}*.rows"):
+        pid = path.name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(str(path))
+            removed.append(path.name)
+    return removed
 
 
 class CopyTable(Sequence):
@@ -61,7 +89,8 @@ class CopyTable(Sequence):
 
     @classmethod
     def create(cls, n: int, folder: str | Path | None = None) -> CopyTable:
-        fd, path = tempfile.mkstemp(prefix="bench-copy-features-", suffix=".rows", dir=folder)
+        remove_orphans(folder)
+        fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", suffix=".rows", dir=folder)
         try:
             os.ftruncate(fd, n * ROW.itemsize)
         finally:

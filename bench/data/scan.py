@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ import imagehash
 from bench.data.images import UnreadableImage, open_rgb
 from bench.data.regular_files import NotRegular, leaves, read_regular
 from bench.errors import BenchError
-from bench.parallel import usable_cores
+from bench.parallel import usable_cores, worker_pool
 
 #: Marker file written by ``bench demo-data``; a folder holding it is synthetic.
 DEMO_MARKER = ".bench-demo"
@@ -205,7 +205,7 @@ def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], table, workers: int
     starts = list(range(0, len(jobs), size))
     results: list = [None] * len(starts)
     done = 0
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(starts)))
+    pool = worker_pool(min(workers, len(starts)))
     try:
         futures = {pool.submit(_scan_files, root, jobs[s : s + size], table, s): k for k, s in enumerate(starts)}
         for future in as_completed(futures):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.stopping import Stopped
 from bench.runfolder import LEADERBOARD_JSON, RUN_JSON
 
 APP = Path(__file__).with_name("serve_app.py")
@@ -67,9 +69,19 @@ def serve(target: Path, port: int = 8501, address: str = "localhost", open_brows
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process, signal.SIGTERM)
         return 0
+    except Stopped as exc:  # SIGTERM / SIGHUP: handed on to Streamlit, which is waited for
+        _stop(process, exc.signum)
+        raise
+
+
+def _stop(process: subprocess.Popen, signum: int, timeout: float = 10) -> None:
+    """Send ``signum`` to the app and wait for it; kill it if it has not ended in ``timeout`` s."""
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
