@@ -407,7 +407,7 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
         exported = export_winner(run.path, index=run.index)  # its scan: the files are not read again
     from bench.report import build_report
 
-    md, html = build_report(run.path, run.config.reports)
+    report = build_report(run.path, run.config.reports)
     if config.mlflow:
         from bench.mlflow_tracking import log_run
 
@@ -415,7 +415,7 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     from bench.runfolder import BEST_MODEL, LEADERBOARD_CSV, LEADERBOARD_JSON, RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, TRIALS_CSV
 
     typer.echo(format_leaderboard(table))
-    typer.echo("")
+    typer.echo(f"\n{report.verdict}\n")
     for fname in (LEADERBOARD_CSV, LEADERBOARD_JSON, SPLIT_JSON, RUN_JSON):
         typer.echo(f"wrote {run.path / fname}")
     for backbone in table["backbone"]:
@@ -424,8 +424,8 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
                 typer.echo(f"wrote {run.path / backbone / fname}")
     if exported is not None:
         typer.echo(f"wrote {exported.path}")
-    typer.echo(f"wrote {md}")
-    typer.echo(f"wrote {html}")
+    typer.echo(f"wrote {report.markdown}")
+    typer.echo(f"wrote {report.html}")
 
 
 _CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)

@@ -62,6 +62,7 @@ def test_run_writes_run_folder(image_folder, tmp_path):
                     "--out", out, "--reports", tmp_path / "reports", "--name", "r1", "--seed", "3", "--image-size", "32", "--max-trials", "2",
                     "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--groups", tmp_path / "patients.csv")
     assert result.exit_code == 0, result.output
+    assert "Recommended: mobilenet_v2. Only one backbone finished, so there is no runner-up" in result.stdout
     run = out / "r1"
     config = json.loads((run / "run.json").read_text())
     assert config["config"]["backbones"] == ["mobilenet_v2"] and config["config"]["seed"] == 3

@@ -51,6 +51,12 @@ def cv_run(tmp_path_factory):
     return root / "results" / "cv", result
 
 
+def test_the_run_prints_its_verdict_with_the_paired_test_against_the_runner_up(cv_run):
+    _, result = cv_run
+    verdict = next(line for line in result.stdout.splitlines() if line.startswith("Recommended: "))
+    assert "runner-up" in verdict and "p = " in verdict and "out-of-fold" in verdict, verdict
+
+
 def test_every_image_is_predicted_once_per_repeat_by_the_fold_that_held_it_out(cv_run):
     run, _ = cv_run
     folds = json.loads((run / "folds.json").read_text())

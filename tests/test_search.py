@@ -379,3 +379,14 @@ def test_leaderboard_csv_writes_rank_as_an_integer(tmp_path):
     lines = (tmp_path / "leaderboard.csv").read_text().splitlines()
     assert [line.split(",")[:2] for line in lines[1:]] == [["1", "a"], ["2", "b"], ["", "c"]]
     assert [r["rank"] for r in json.loads((tmp_path / "leaderboard.json").read_text())] == [1, 2, None]
+
+
+def test_printed_leaderboard_keeps_three_decimals(tmp_path):
+    """0.960 is printed as 0.960, not re-parsed by the table formatter into 0.96."""
+    from bench.evaluate.leaderboard import format_leaderboard, write_leaderboard
+
+    rows = [{"backbone": "a", "status": "ok", "objective": "val_auc", "val_objective": 0.96, "test_roc_auc": 0.9,
+             "test_roc_auc_ci_low": 0.8, "test_roc_auc_ci_high": 0.95},
+            {"backbone": "b", "status": "ok", "objective": "val_auc", "val_objective": 0.9241}]
+    text = format_leaderboard(write_leaderboard(rows, tmp_path))
+    assert " 0.960 " in text and " 0.924 " in text and "0.900 [0.80, 0.95]" in text

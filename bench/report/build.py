@@ -12,6 +12,7 @@ the Markdown reads on GitHub) and the same bytes are embedded as base64 in
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.report import findings, sections
@@ -153,11 +154,32 @@ def render(ctx: dict) -> tuple[str, str]:
     return env.get_template(f"{TEMPLATE}.md.j2").render(**ctx), env.get_template(f"{TEMPLATE}.html.j2").render(**ctx)
 
 
-def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class Report:
+    """What :func:`build_report` wrote, and the report's verdict in one sentence (the
+    recommendation and whether it beats the runner-up, by the paired test). Unpacks as
+    ``(markdown path, html path)``."""
+
+    markdown: Path
+    html: Path
+    verdict: str
+
+    def __iter__(self):
+        return iter((self.markdown, self.html))
+
+
+def verdict(summary: dict) -> str:
+    """``Recommended: <backbone>. <the paired test against the runner-up>`` (or why there is none)."""
+    if not summary.get("best"):
+        return f"No recommendation: no backbone finished. {summary.get('rule', '')}".strip()
+    return f"Recommended: {summary['best_display']}. {summary['significance']}"
+
+
+def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
     """Write ``<reports_dir>/<run>/report.md`` (with its PNG figures) and ``report.html``.
 
     Reads only the files in ``run_dir``; raises :class:`BenchError` when it is not a run
-    folder or the reports folder cannot be written. Returns (markdown path, html path).
+    folder or the reports folder cannot be written.
     """
     run_dir = Path(run_dir)
     data = load_run(run_dir)
@@ -166,7 +188,7 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> tuple[Pa
     out = check_writable(Path(reports_dir) / (run_dir.resolve().name or data.name), "--reports")
     ctx = context(data, run_dir, Path(reports_dir))
     markdown, html = render(ctx)
-    return write_pages(out, "report", markdown, html, _all_figures(ctx["fig"]))
+    return Report(*write_pages(out, "report", markdown, html, _all_figures(ctx["fig"])), verdict(ctx["summary"]))
 
 
 def write_pages(out: Path, stem: str, markdown: str, html: str, figures: list[Figure],
