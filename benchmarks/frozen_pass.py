@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,17 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _docs import add_option, recording  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+from _docs import add_option, cpu_model, recording  # noqa: E402
 
 
 def phantom_images(n: int, size: int) -> np.ndarray:
@@ -149,7 +138,7 @@ def main() -> int:
             f", openvino {openvino.__version__}" if openvino is not None else ", openvino not installed")
         print(f"# {record.name} at {opts.size} px, random init, cuts {', '.join(record.cut_layer(d) for d in depths)}; "
               f"{opts.images} images, batch {opts.batch}, median of {len(seconds['TensorFlow float32'])} passes")
-        print(f"# CPU: {cpu_name()}, {os.cpu_count()} cores; "
+        print(f"# CPU: {cpu_model()}, {os.cpu_count()} cores; "
               + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
               + f"; load average {load_before:.1f} -> {load_after:.1f}")
         print(f"# {versions}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +120,23 @@ def completed_trials(run: Path, pattern: str = "mobilenet_v2/tuner/trial_*/trial
         if status == "COMPLETED" and history.exists():
             done[str(trial_json.parent.relative_to(run))] = history.stat().st_mtime
     return done
+
+
+class TookTooLong(BaseException):
+    """Raised by :func:`deadline` (a BaseException: bench's own handlers must not swallow it)."""
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail the test instead of hanging it when the body runs longer than ``seconds``."""
+
+    def expire(signum, frame):
+        raise TookTooLong(f"still running after {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -12,12 +12,10 @@ import hashlib
 import io
 import json
 import os
-import signal
 import stat
 import struct
 import time
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.runfolder import read_table
-from conftest import make_folder, noise_image
+from conftest import deadline, make_folder, noise_image
 
 runner = CliRunner()
 
@@ -41,26 +39,6 @@ def _in_tmp(tmp_path, monkeypatch):
 
 def invoke(*args):
     return runner.invoke(app, [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args])
-
-
-class TookTooLong(BaseException):
-    """Raised by :func:`deadline` (a BaseException: bench's own handlers must not swallow it)."""
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail the test instead of hanging it when the body runs longer than ``seconds``."""
-
-    def expire(signum, frame):
-        raise TookTooLong(f"still running after {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def tiny_run(data: Path, tmp: Path, name: str = "u", max_trials: int = 2):

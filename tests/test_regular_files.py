@@ -4,9 +4,7 @@ links out of the data folder and huge files are skipped with their reason, never
 from __future__ import annotations
 
 import os
-import signal
 import tracemalloc
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -17,22 +15,7 @@ from bench.cli import app
 from bench.data.images import _to_rgb
 from bench.data.regular_files import NotRegular, read_regular, regular_file
 from bench.data.scan import scan
-from conftest import make_folder
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail instead of hanging (a FIFO read blocks forever)."""
-    def expired(*_):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+from conftest import deadline, make_folder
 
 
 @pytest.fixture

@@ -382,7 +382,8 @@ def test_missing_optional_files(tmp_path, no_figures):
     md, html = build_report(run, tmp_path / "reports")
     text = md.read_text(encoding="utf-8")
     assert "2 classes (healthy, tumour)" in text  # taken from the prediction columns
-    assert "The runner-up is beta, but the test predictions of one of the two are missing" in text
+    assert ("The runner-up is beta, but the two cannot be compared prediction by prediction (the test predictions "
+            "of one of the two are missing") in text
     assert "Only one backbone has test predictions" in text
     assert "split.json is missing from the run folder." in text
 

@@ -99,13 +99,21 @@ def delong_reading(t: PairTest) -> str | None:
     return f"{kind} {_holm(t.delong_p, t.delong_p_holm)}{ci}: {verdict}."
 
 
-def significance_sentence(best: str, runner_up: str | None, test: PairTest | None) -> str:
-    """The Summary's sentence: is the recommended backbone significantly better than the runner-up?"""
+def no_comparison(runner_up: str | None, test: PairTest | None, missing: str) -> str | None:
+    """Why the recommended backbone cannot be compared with the runner-up (none, or the
+    predictions ``missing`` describes are gone); None when it can."""
     if runner_up is None:
         return "Only one backbone finished, so there is no runner-up to compare against."
     if test is None:
-        return (f"The runner-up is {runner_up}, but the test predictions of one of the two are missing from the "
-                "run folder, so they cannot be compared image by image.")
+        return f"The runner-up is {runner_up}, but the two cannot be compared prediction by prediction ({missing})."
+    return None
+
+
+def significance_sentence(best: str, runner_up: str | None, test: PairTest | None) -> str:
+    """The Summary's sentence: is the recommended backbone significantly better than the runner-up?"""
+    if (why := no_comparison(runner_up, test, "the test predictions of one of the two are missing from the "
+                                              "run folder")) is not None:
+        return why
     if test.a != best:
         test = test.flipped()
     auc = ""

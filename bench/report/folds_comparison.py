@@ -66,11 +66,9 @@ def _adjusted(p, holm):
 
 
 def runner_up_sentence(best: str, runner: str | None, test: PairTest | None, metric: str) -> str:
-    if runner is None:
-        return "Only one backbone finished, so there is no runner-up to compare against."
-    if test is None:
-        return (f"The runner-up is {runner}, but the two cannot be compared prediction by prediction (folds.json or "
-                "an oof_predictions.csv is missing from the run folder).")
+    if (why := findings.no_comparison(runner, test, "folds.json or an oof_predictions.csv is missing from the "
+                                                    "run folder")) is not None:
+        return why
     if test.a != best:
         test = test.flipped()
     parts = pair_parts(test, metric)

@@ -20,8 +20,6 @@ from bench.report.formatting import (
     display_name,
     duration,
     files_text,
-    fmt_p,
-    fmt_signed,
     head_description,
     interval,
     lr,
@@ -29,7 +27,6 @@ from bench.report.formatting import (
     num,
     p_text,
     to_int,
-    with_ci,
 )
 from bench.report.load import RunData
 
