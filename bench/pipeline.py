@@ -32,7 +32,8 @@ from bench.evaluate.final import (
     write_result,
 )
 from bench.faults import crash_point
-from bench.runfolder import fold_dir, read_json
+from bench.atomic import read_json
+from bench.runfolder import fold_dir
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.search.cache import cached_features
 from bench.search.runtime import FrozenPass

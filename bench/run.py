@@ -28,17 +28,10 @@ from bench.data.split import (
 )
 from bench.errors import BenchError
 from bench.evaluate.shortcuts import check_split, shortcut_sentence
-from bench.runfolder import (
-    RunLock,
-    check_run_name,
-    check_writable,
-    default_run_name,
-    file_lock,
-    library_versions,
-    machine_info,
-    read_json,
-    write_json_atomic,
-)
+from bench.atomic import read_json, write_json_atomic
+from bench.locks import RunLock, file_lock
+from bench.machine import library_versions, machine_info
+from bench.runfolder import check_run_name, check_writable, default_run_name
 
 log = logging.getLogger("bench")
 

@@ -192,7 +192,8 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
 
     from bench.data.images import UnreadableImage, load_array, open_rgb, square_resize
     from bench.deploy.run_info import run_info
-    from bench.runfolder import read_table, write_bytes_atomic
+    from bench.atomic import write_bytes_atomic
+    from bench.tables import read_table
 
     info = run_info(run_dir, backbone)
     root = info.data_root
@@ -257,7 +258,7 @@ def write_run_gradcam(run_dir: Path, backbone: str | None = None, per_group: int
     """Write ``RUN/<backbone>/gradcam_grid.png`` and ``gradcam_grid.json`` (the picks), so
     reports can show the grid without predicting anything. Returns the PNG's path."""
     from bench.deploy.run_info import run_info
-    from bench.runfolder import write_json_atomic
+    from bench.atomic import write_json_atomic
 
     info = run_info(run_dir, backbone)
     folder = info.run_dir / info.backbone

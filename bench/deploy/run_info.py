@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.runfolder import BEST_MODEL, read_run
+from bench.runfolder import BEST_MODEL, CALIBRATION_JSON, read_run
 
 
 @dataclass
@@ -43,10 +43,9 @@ class RunInfo:
     def calibration(self) -> dict | None:
         """What the final stage fitted on validation (temperature, class weights, operating
         points; :mod:`bench.evaluate.decisions`); None when the run folder has no calibration file."""
-        from bench.evaluate.decisions import CALIBRATION_FILE
-        from bench.runfolder import read_json
+        from bench.atomic import read_json
 
-        path = self.run_dir / self.backbone / CALIBRATION_FILE
+        path = self.run_dir / self.backbone / CALIBRATION_JSON
         return read_json(path) if path.is_file() else None
 
     @property

@@ -26,26 +26,15 @@ from bench.config import OBJECTIVES
 from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_ttest, holm, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
-from bench.runfolder import (
-    OOF_PREDICTIONS,
-    PREDICTION_TEXT_COLUMNS,
-    RESULT_JSON,
-    TEST_PREDICTIONS,
-    fold_dir,
-    probability_matrix,
-    read_json,
-    read_table,
-    text_frame,
-    write_text_atomic,
-)
+from bench.atomic import read_json, write_text_atomic
+from bench.runfolder import OOF_PREDICTIONS, RESULT_JSON, TEST_PREDICTIONS, fold_dir
+from bench.tables import OOF_TEXT_COLUMNS, probability_matrix, read_table, text_frame
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
 #: the proper score bench reports for every model).
 CV_METRIC = {"val_auc": "roc_auc", "val_f1": "f1", "val_accuracy": "accuracy", "val_loss": "brier"}
 #: Metrics that do not depend on the decision threshold.
 THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
-#: Text columns of oof_predictions.csv.
-OOF_TEXT_COLUMNS = (*PREDICTION_TEXT_COLUMNS, "group")
 #: Bootstrap resamples behind the intervals and the probability of being best.
 CV_RESAMPLES = 1000
 

@@ -15,17 +15,12 @@ import keras
 import numpy as np
 
 from bench.data.loading import image_batches, label_indices
-from bench.evaluate.decisions import CALIBRATION_FILE, Decisions, headline, weight_vector
+from bench.evaluate.decisions import Decisions, headline, weight_vector
 from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
-from bench.runfolder import (
-    TEST_PREDICTIONS,
-    VAL_PREDICTIONS,
-    save_via_temp,
-    text_frame,
-    write_json_atomic,
-    write_text_atomic,
-)
+from bench.atomic import save_via_temp, write_json_atomic, write_text_atomic
+from bench.runfolder import CALIBRATION_JSON, TEST_PREDICTIONS, VAL_PREDICTIONS
+from bench.tables import text_frame
 
 
 @dataclass(frozen=True)
@@ -166,7 +161,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     fitted = {"temperature": decisions.temperature, "threshold": threshold,
               "positive_class": str(classes[1]) if n_classes == 2 else None}
     if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
-        write_json_atomic(out_dir / CALIBRATION_FILE, decisions.fitted())
+        write_json_atomic(out_dir / CALIBRATION_JSON, decisions.fitted())
         return {"n": 0, **fitted}
     y_test = label_indices(test_rows, classes)
     train_labels = label_indices(split.rows("train"), classes)
@@ -176,7 +171,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     metrics = evaluate(y_test, calibrated, classes, threshold=threshold, n_resamples=1000, seed=seed,
                        groups=groups, prevalence=prevalence)
     report = decisions.on_test(y_test, p_test, prevalence, groups, seed)
-    write_json_atomic(out_dir / CALIBRATION_FILE, report)
+    write_json_atomic(out_dir / CALIBRATION_JSON, report)
     metrics.update(headline(report))
     pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
     table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)

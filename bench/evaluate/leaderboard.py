@@ -13,7 +13,9 @@ from tabulate import tabulate
 
 from bench.config import OBJECTIVES
 from bench.schema import Source, ci_columns, column, metric_with_ci, row_source
-from bench.runfolder import LEADERBOARD_CSV, LEADERBOARD_JSON, records_frame, write_json_atomic, write_text_atomic
+from bench.atomic import write_json_atomic, write_text_atomic
+from bench.runfolder import LEADERBOARD_CSV, LEADERBOARD_JSON
+from bench.tables import records_frame
 
 
 def source_of(table) -> Source:

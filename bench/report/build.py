@@ -27,7 +27,7 @@ from bench.report.formatting import (
 )
 from bench.report.load import RunData, copies_figure, gradcam_figure, load_run
 from bench.schema import Source
-from bench.runfolder import write_bytes_atomic, write_text_atomic
+from bench.atomic import write_bytes_atomic, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: The report's one template pair: ``report.md.j2`` and ``report.html.j2``.

@@ -20,10 +20,10 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
-from bench.evaluate.crossval import OOF_TEXT_COLUMNS
 from bench.schema import Source, row_source, to_float
 from bench.report.formatting import Figure
-from bench.runfolder import fold_dir, read_run, read_run_file, read_table
+from bench.runfolder import fold_dir, read_run, read_run_file
+from bench.tables import OOF_TEXT_COLUMNS, read_table
 
 
 
