@@ -21,7 +21,7 @@ from bench.tables import OOF_TEXT_COLUMNS, PREDICTION_TEXT_COLUMNS, TRIALS_TEXT_
 #: folder), dataset.json (the scan), split.json (and folds.json with ``--cv``), groups.csv
 #: and copies.png (the linked copies), leaderboard.csv/.json; ``<run>/<backbone>/`` (or
 #: ``<run>/cv/r<R>-f<F>/<backbone>/``): trials.csv, result.json, best_model.keras,
-#: calibration.json, the held-out predictions and the tuner's folder.
+#: calibration.json, the held-out predictions, the Grad-CAM grid and the tuner's folder.
 RUN_JSON = "run.json"
 DATASET_JSON = "dataset.json"
 SPLIT_JSON = "split.json"
@@ -39,6 +39,8 @@ VAL_PREDICTIONS = "val_predictions.csv"
 OOF_PREDICTIONS = "oof_predictions.csv"
 TUNER_DIR = "tuner"
 TRIAL_HISTORY = "bench_trial.json"
+GRADCAM_PNG = "gradcam_grid.png"
+GRADCAM_JSON = "gradcam_grid.json"
 CV_DIR = "cv"
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -102,7 +104,7 @@ def read_run_table(path: Path, text_columns=PREDICTION_TEXT_COLUMNS):
 
 
 def _with_correct(table):
-    if table is not None and len(table):
+    if table is not None and len(table) and "correct" in table:
         table["correct"] = table["correct"].astype(str).str.lower().isin(["true", "1"])
     return table
 
@@ -148,6 +150,14 @@ class SearchFolder:
     @property
     def oof_predictions_csv(self) -> Path:
         return self.path / OOF_PREDICTIONS
+
+    @property
+    def gradcam_png(self) -> Path:
+        return self.path / GRADCAM_PNG
+
+    @property
+    def gradcam_json(self) -> Path:
+        return self.path / GRADCAM_JSON
 
     @property
     def tuner(self) -> Path:
