@@ -1,4 +1,4 @@
-"""The run folder ``<out>/<run>/``: its files, named once, and :class:`RunFolder`, the one
+"""The run folder ``<out>/<run>/``: its files, named once, and :class:`RunFiles`, the one
 object that knows where each of them lives and reads them back. Every file is written
 atomically (:mod:`bench.atomic`), so a crash never leaves a half-written file behind.
 """
@@ -113,7 +113,7 @@ def _with_correct(table):
 
 
 @dataclass(frozen=True)
-class SearchFolder:
+class SearchFiles:
     """One search's folder: ``<run>/<backbone>/`` (the final model's) or, in a ``--cv`` run,
     ``<run>/cv/r<R>-f<F>/<backbone>/`` (one outer fold's)."""
 
@@ -200,7 +200,7 @@ class SearchFolder:
 
 
 @dataclass
-class RunFolder:
+class RunFiles:
     """``<out>/<run>/``: where each of its files lives, and their parsed contents."""
 
     path: Path
@@ -244,17 +244,17 @@ class RunFolder:
     def leaderboard_json(self) -> Path:
         return self.path / LEADERBOARD_JSON
 
-    def backbone(self, name: str) -> SearchFolder:
+    def backbone(self, name: str) -> SearchFiles:
         """``<run>/<backbone>/``: the search (and final model) of ``name``."""
-        return SearchFolder(self.path / str(name))
+        return SearchFiles(self.path / str(name))
 
-    def fold(self, repeat: int, fold: int, backbone: str) -> SearchFolder:
+    def fold(self, repeat: int, fold: int, backbone: str) -> SearchFiles:
         """``<run>/cv/r<repeat>-f<fold>/<backbone>/``: one outer fold's search in a ``--cv`` run."""
-        return SearchFolder(fold_dir(self.path, repeat, fold, backbone))
+        return SearchFiles(fold_dir(self.path, repeat, fold, backbone))
 
-    def fold_searches(self, backbone: str) -> list[SearchFolder]:
+    def fold_searches(self, backbone: str) -> list[SearchFiles]:
         """Every outer fold's folder of ``backbone`` that exists, in name order."""
-        return [SearchFolder(p) for p in sorted((self.path / CV_DIR).glob(f"r*-f*/{backbone}"))]
+        return [SearchFiles(p) for p in sorted((self.path / CV_DIR).glob(f"r*-f*/{backbone}"))]
 
     @property
     def is_prepared(self) -> bool:
@@ -296,7 +296,7 @@ class RunFolder:
 
 
 @dataclass
-class FinishedRun(RunFolder):
+class FinishedRun(RunFiles):
     """A run folder with the files every later stage reads: ``run.json``, ``split.json``,
     ``dataset.json`` and ``leaderboard.json`` (the report, export, predict, Grad-CAM and
     the Streamlit app all read a run through :func:`read_run`)."""
@@ -323,7 +323,7 @@ class FinishedRun(RunFolder):
 
 def read_run(run_dir: Path) -> FinishedRun:
     """Read a run folder that has at least one finished backbone; one-line errors otherwise."""
-    return RunFolder(run_dir).finished()
+    return RunFiles(run_dir).finished()
 
 
 def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
@@ -334,4 +334,4 @@ def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
 
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a run folder with a leaderboard (finished or partly finished)."""
-    return RunFolder(path).has_leaderboard
+    return RunFiles(path).has_leaderboard

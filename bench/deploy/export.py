@@ -247,9 +247,9 @@ def export_winner(run_dir: Path, check: bool = True, index=None) -> ExportResult
     except BenchError as exc:
         log.warning(f"the recommended model was not exported: {exc}")
         return None
-    from bench.runfolder import RunFolder
+    from bench.runfolder import RunFiles
 
-    if current is not None and RunFolder(run_dir).backbone(result.backbone).gradcam_png.is_file():
+    if current is not None and RunFiles(run_dir).backbone(result.backbone).gradcam_png.is_file():
         return result
     try:
         from bench.deploy.gradcam import write_run_gradcam

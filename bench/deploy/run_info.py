@@ -1,4 +1,4 @@
-"""One backbone of a finished run (read through :class:`bench.runfolder.RunFolder`): what
+"""One backbone of a finished run (read through :class:`bench.runfolder.RunFiles`): what
 export, predict, Grad-CAM and serve need."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.runfolder import RunFolder, SearchFolder, read_run
+from bench.runfolder import RunFiles, SearchFiles, read_run
 
 
 @dataclass
@@ -46,9 +46,9 @@ class RunInfo:
         return self.search.calibration()
 
     @property
-    def search(self) -> SearchFolder:
+    def search(self) -> SearchFiles:
         """The backbone's folder in the run: where its model, predictions and calibration live."""
-        return RunFolder(self.run_dir).backbone(self.backbone)
+        return RunFiles(self.run_dir).backbone(self.backbone)
 
     @property
     def model_path(self) -> Path:

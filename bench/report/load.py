@@ -22,7 +22,7 @@ from bench.errors import BenchError
 from bench.config import OBJECTIVES
 from bench.schema import Source, row_source, to_float
 from bench.report.formatting import Figure
-from bench.runfolder import RunFolder, read_run
+from bench.runfolder import RunFiles, read_run
 
 
 
@@ -115,9 +115,9 @@ class RunData:
         return [b for b in self.backbones if not b.ok]
 
     @property
-    def files(self) -> RunFolder:
+    def files(self) -> RunFiles:
         """The run folder's layout: where each of its files lives."""
-        return RunFolder(self.path)
+        return RunFiles(self.path)
 
     def probability_columns(self) -> list[str]:
         return [f"prob_{c}" for c in self.classes]
@@ -125,7 +125,7 @@ class RunData:
 
 
 
-def _fold_results(run: RunFolder, name: str, k: int, repeats: int):
+def _fold_results(run: RunFiles, name: str, k: int, repeats: int):
     """Every outer fold's result.json of ``name`` (with ``repeat`` / ``fold``), its kept
     trial's history and its trials.csv (with a ``search`` column), repeat-major."""
     rows, histories, trials = [], [], []
@@ -199,7 +199,7 @@ def label_indices(data: RunData, labels) -> np.ndarray:
 
 def copies_figure(run_dir: Path) -> Figure | None:
     """The contact sheet of linked copies, written by ``bench run`` beside split.json."""
-    png = RunFolder(run_dir).copies_png
+    png = RunFiles(run_dir).copies_png
     if not png.is_file():
         return None
     from PIL import Image
@@ -218,7 +218,7 @@ def gradcam_figure(run_dir: Path, data: RunData, what: str = "test images") -> F
     if not data.ok:
         return None
     best = data.ok[0].name
-    search = RunFolder(run_dir).backbone(best)
+    search = RunFiles(run_dir).backbone(best)
     png, meta = search.gradcam_png, search.gradcam_json
     if not png.is_file():
         return None
