@@ -292,7 +292,7 @@ def leaderboard_cmd(
 ) -> None:
     """One table of every backbone of every run: settings, objective and metrics with CIs; runs on other data flagged."""
     from bench.evaluate.runs_table import cross_run_table, format_table
-    from bench.runfolder import write_text_atomic
+    from bench.atomic import write_text_atomic
 
     table = cross_run_table(paths, sort)
     typer.echo(format_table(table))

@@ -124,7 +124,8 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
     mlflow = _mlflow()
     from mlflow.entities import Metric, Param
 
-    from bench.runfolder import read_json, read_run
+    from bench.atomic import read_json
+    from bench.runfolder import read_run
 
     run = read_run(run_dir)
     client = mlflow.MlflowClient(tracking_uri=uri)

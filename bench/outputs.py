@@ -92,7 +92,7 @@ class OutputFolder:
     def record(self, written: Iterable[Path | None]) -> Path:
         """List ``written`` (files in this folder) in its marker; the files bench wrote
         here before and did not write again are removed."""
-        from bench.runfolder import write_json_atomic
+        from bench.atomic import write_json_atomic
 
         files = sorted(Path(p).relative_to(self.path).as_posix() for p in written if p is not None)
         for name in set(self.previous) - set(files):
@@ -103,7 +103,7 @@ class OutputFolder:
 
 
 def _marker(folder: Path) -> dict | None:
-    from bench.runfolder import read_json
+    from bench.atomic import read_json
 
     try:
         marker = read_json(folder / MARKER)

@@ -32,7 +32,8 @@ from bench.evaluate.final import (
     write_result,
 )
 from bench.faults import crash_point
-from bench.runfolder import fold_dir, read_json
+from bench.atomic import read_json
+from bench.runfolder import TUNER_DIR, RunFiles, SearchFiles, fold_dir
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
 from bench.search.cache import cached_features
 from bench.search.runtime import FrozenPass
@@ -125,10 +126,14 @@ class BackboneJob:
         return self.record.name, self.size
 
     @property
+    def files(self) -> SearchFiles:
+        """This search's folder: ``<run>/<backbone>/`` or an outer fold's under ``cv/``."""
+        run = RunFiles(self.run_dir)
+        return run.backbone(self.name) if self.fold is None else run.fold(*self.fold, self.name)
+
+    @property
     def out_dir(self) -> Path:
-        if self.fold is None:
-            return self.run_dir / self.name
-        return fold_dir(self.run_dir, *self.fold, self.name)
+        return self.files.path
 
     @property
     def fold_label(self) -> str:
@@ -173,7 +178,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     ``--cv`` run), so each backbone is built once, not once per fold."""
     cfg = job.search_settings()
     record = job.record
-    trials_path, result_path = job.out_dir / "trials.csv", job.out_dir / "result.json"
+    trials_path, result_path = job.files.trials_csv, job.files.result_json
     key = job.source_key
     source = (sources or {}).get(key)
     if source is None:
@@ -197,7 +202,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
                              cluster=job.cluster, job=job.index,
                              search_done=lambda: trials_path.exists() or result_path.exists(),
                              labels=(("backbone", job.name), ("fold", job.fold_label)))
-    tuner = make_tuner(hypermodel, cfg, job.out_dir, "tuner", settings,
+    tuner = make_tuner(hypermodel, cfg, job.out_dir, TUNER_DIR, settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
     final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)
     return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final, notes)
@@ -210,7 +215,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
     trials and returns None.
     """
     name, record, size, out_dir = job.name, job.record, job.size, job.out_dir
-    result_path, trials_path = out_dir / "result.json", out_dir / "trials.csv"
+    result_path, trials_path = job.files.result_json, job.files.trials_csv
     if result_path.exists():
         log.info(f"{name}: finished earlier, skipped")
         return None if job.worker else read_json(result_path)
@@ -253,7 +258,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         _record(row, trial, metrics)
     else:
         model = full_model(source, tuner, trial)
-        save_model(model, out_dir / "best_model.keras")
+        save_model(model, job.files.best_model)
         crash_point("final")
         _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size,
                                              search.final))

@@ -28,17 +28,10 @@ from bench.data.split import (
 )
 from bench.errors import BenchError
 from bench.evaluate.shortcuts import check_split, shortcut_sentence
-from bench.runfolder import (
-    RunLock,
-    check_run_name,
-    check_writable,
-    default_run_name,
-    file_lock,
-    library_versions,
-    machine_info,
-    read_json,
-    write_json_atomic,
-)
+from bench.atomic import read_json, write_json_atomic
+from bench.locks import RunLock, file_lock
+from bench.machine import library_versions, machine_info
+from bench.runfolder import RunFiles, check_run_name, check_writable, default_run_name
 
 log = logging.getLogger("bench")
 
@@ -130,13 +123,14 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         )
     check_writable(run_dir, "--out")
     # dataset.json and split.json first: run.json marks a fully prepared run folder
-    write_json_atomic(run_dir / "dataset.json", index.to_dict())
-    write_split(split, run_dir / "split.json")
+    files = RunFiles(run_dir)
+    write_json_atomic(files.dataset_json, index.to_dict())
+    write_split(split, files.split_json)
     if folds is not None:
-        write_folds(folds, run_dir / "folds.json")
+        write_folds(folds, files.folds_json)
     write_group_files(grouping, part_of, index.root, run_dir)
     write_json_atomic(
-        run_dir / "run.json",
+        files.run_json,
         {
             "bench_version": __version__,
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
@@ -180,11 +174,12 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     if not name:
         raise BenchError("--resume needs --name RUN (the run folder to continue)")
     run_dir = Path(out) / check_run_name(name)
-    if not (run_dir / "run.json").exists():
+    files = RunFiles(run_dir)
+    if not files.run_json.exists():
         raise BenchError(f"no run to resume at {run_dir} (run.json missing); check --out and --name")
     if cluster is None:
         RunLock(run_dir).acquire().release()  # fail at once when another process works on it
-    info = read_json(run_dir / "run.json")
+    info = read_json(files.run_json)
     stored = info["config"]
     config = RunConfig.from_dict(stored)
     config.out = Path(out)
@@ -203,8 +198,8 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
             f"the data in {config.data} differs from the data run {name} started with (files added, removed or "
             "edited); restore it, or start a new run without --resume"
         )
-    split = read_split(run_dir / "split.json")
-    folds = read_folds(run_dir / "folds.json") if config.cv else None
+    split = read_split(files.split_json)
+    folds = read_folds(files.folds_json) if config.cv else None
     return RunFolder(run_dir, config, index, split, folds)
 
 
@@ -216,7 +211,7 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
     check_run_name(config.name)
     out = check_writable(config.out, "--out")
     with file_lock(out / f".{config.name}.prepare.lock"):
-        if (out / config.name / "run.json").exists():
+        if RunFiles(out / config.name).run_json.exists():
             return resume_run(out, config.name, given, cluster=cluster)
         return prepare_run(config, progress)
 

@@ -18,8 +18,8 @@ STAGES = ("data", "search", "evaluate", "deploy", "report")
 #: bench's sub-packages and top-level modules, lowest layer first: a node imports only
 #: nodes of its own layer or below (``__init__`` is ``bench/__init__.py``).
 LAYERS = (
-    ("__init__", "errors", "config", "schema", "runfolder", "outputs", "lazy", "parallel", "row_reads", "faults",
-     "stopping", "progress", "layers"),  # shared helpers
+    ("__init__", "errors", "config", "schema", "atomic", "locks", "tables", "machine", "runfolder", "outputs", "lazy",
+     "parallel", "row_reads", "faults", "stopping", "progress", "layers"),  # shared helpers
     ("data",),
     ("search", "evaluate"),
     ("report",),

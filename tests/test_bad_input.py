@@ -25,7 +25,7 @@ from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.runfolder import read_table
+from bench.tables import read_table
 from conftest import deadline, make_folder, noise_image
 
 runner = CliRunner()
@@ -361,10 +361,10 @@ def test_read_only_data_folder_is_used_and_left_untouched(tmp_path):
 
 @pytest.mark.slow  # two runs, ~45 s
 def test_disk_full_during_search_stops_cleanly_and_resumes(tmp_path, monkeypatch):
-    import bench.runfolder
+    import bench.atomic
 
     data = make_folder(tmp_path / "data", {"a": 10, "b": 10}, seed=5)
-    real_write = bench.runfolder.write_bytes_atomic
+    real_write = bench.atomic.write_bytes_atomic
     sidecars: list[Path] = []
 
     def write_on_a_full_disk(path, data):
@@ -374,7 +374,7 @@ def test_disk_full_during_search_stops_cleanly_and_resumes(tmp_path, monkeypatch
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_write(path, data)
 
-    monkeypatch.setattr(bench.runfolder, "write_bytes_atomic", write_on_a_full_disk)
+    monkeypatch.setattr(bench.atomic, "write_bytes_atomic", write_on_a_full_disk)
     with deadline(300):
         full = tiny_run(data, tmp_path, "full", max_trials=3)
 

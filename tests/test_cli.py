@@ -181,7 +181,7 @@ def test_unwritable_output_folder(image_folder, tmp_path):
 def test_run_in_use_by_another_process(image_folder, tmp_path):
     import multiprocessing
 
-    from bench.runfolder import RunLock
+    from bench.locks import RunLock
 
     out = tmp_path / "results"
     prepared = invoke("run", "--data", image_folder, "--weights", "none", "--out", out, "--reports", tmp_path / "reports",
@@ -210,7 +210,7 @@ def test_run_in_use_by_another_process(image_folder, tmp_path):
 def _hold_lock(run_dir, ready):
     import time
 
-    from bench.runfolder import RunLock
+    from bench.locks import RunLock
 
     lock = RunLock(run_dir).acquire()  # noqa: F841 (held until the process is killed)
     ready.set()

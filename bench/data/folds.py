@@ -389,7 +389,7 @@ def _plain_folds(records: list, classes: list[str], included: set[int], k: int, 
 
 def write_folds(plan: FoldPlan, path: Path) -> None:
     """Write folds.json atomically; identical input gives a byte-identical file."""
-    from bench.runfolder import write_json_atomic
+    from bench.atomic import write_json_atomic
 
     write_json_atomic(path, plan.to_dict())
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from bench.data.duplicates import KIND_ORDER, USER_KIND
+from bench.runfolder import COPIES_PNG, GROUPS_CSV
 
 log = logging.getLogger("bench")
 
@@ -46,7 +47,7 @@ def group_rows(grouping, part_of: dict[str, str]) -> list[list]:
 
 
 def write_groups_csv(grouping, part_of: dict[str, str], path: Path) -> Path:
-    from bench.runfolder import write_text_atomic
+    from bench.atomic import write_text_atomic
 
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(group_rows(grouping, part_of))
@@ -139,13 +140,11 @@ def grouping_for(index, copy_threshold: float, groups_csv: Path | None):
 
 
 #: What :func:`write_group_files` writes into its folder.
-GROUPS_CSV = "groups.csv"
-CONTACT_SHEET = "copies.png"
-GROUP_FILES = (GROUPS_CSV, CONTACT_SHEET)
+GROUP_FILES = (GROUPS_CSV, COPIES_PNG)
 
 
 def write_group_files(grouping, part_of: dict[str, str], root: Path, folder: Path) -> tuple[Path, Path | None]:
     """groups.csv and the contact sheet copies.png (when anything is linked) in ``folder``."""
     folder = Path(folder)
     written = write_groups_csv(grouping, part_of, folder / GROUPS_CSV)
-    return written, write_contact_sheet(grouping, root, folder / CONTACT_SHEET)
+    return written, write_contact_sheet(grouping, root, folder / COPIES_PNG)

@@ -92,7 +92,7 @@ def reference_from_index(index, splits: dict[str, str], source: str = "") -> Ref
 
 
 def _run_json(path: Path):
-    from bench.runfolder import read_json
+    from bench.atomic import read_json
 
     if not path.is_file():
         raise BenchError(f"{path.parent} is not a run folder (no {path.name}); pass a folder written by `bench run`, "

@@ -281,7 +281,7 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
 
 def write_split(manifest: SplitManifest, path: Path) -> None:
     """Write split.json atomically; identical input gives a byte-identical file."""
-    from bench.runfolder import write_json_atomic
+    from bench.atomic import write_json_atomic
 
     write_json_atomic(path, manifest.to_dict())
 

@@ -44,12 +44,8 @@ from bench.deploy.run_info import RunInfo, default_export_dir, run_info
 from bench.deploy.verify import check_export
 from bench.errors import BenchError
 from bench.outputs import check_not_input, describe_files, foreign_files, replace_folder
-from bench.runfolder import (
-    library_versions,
-    sha256_file,
-    write_json_atomic,
-    write_text_atomic,
-)
+from bench.atomic import sha256_file, write_json_atomic, write_text_atomic
+from bench.machine import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +132,7 @@ def check_export_dest(dest: Path, run_dir: Path) -> None:
     """Refuse (one line) an export folder that bench may not replace: a file, the run
     folder or anything holding it, or a non-empty folder that is not an earlier bench
     export holding only the files its manifest lists. An export is replaced as a whole, so a file of the user's in it would be lost."""
-    from bench.runfolder import read_json
+    from bench.atomic import read_json
 
     if dest.exists() and not dest.is_dir():
         raise BenchError(f"--to {dest} is a file, not a folder; pass a new or empty folder")
@@ -215,7 +211,7 @@ def up_to_date_export(run_dir: Path, check: bool = True) -> ExportResult | None:
     current (a resumed, finished run): its manifest names this bench export format, the
     same ``best_model.keras`` (sha256), every file it lists is unchanged, and its fidelity
     checks passed (or were not asked for). None otherwise."""
-    from bench.runfolder import read_json
+    from bench.atomic import read_json
 
     info = run_info(run_dir)
     dest = default_export_dir(info.run_dir, info.backbone)
@@ -251,9 +247,9 @@ def export_winner(run_dir: Path, check: bool = True, index=None) -> ExportResult
     except BenchError as exc:
         log.warning(f"the recommended model was not exported: {exc}")
         return None
-    from bench.deploy.gradcam import GRID_PNG
+    from bench.runfolder import RunFiles
 
-    if current is not None and (Path(run_dir) / result.backbone / GRID_PNG).is_file():
+    if current is not None and RunFiles(run_dir).backbone(result.backbone).gradcam_png.is_file():
         return result
     try:
         from bench.deploy.gradcam import write_run_gradcam

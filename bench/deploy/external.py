@@ -63,7 +63,8 @@ def reference_for(model_or_run: Path, predictor):
     """The run's images for the overlap check, and where they came from; (None, reason)
     when neither the export nor the run's data folder provides them."""
     from bench.data.overlap import REFERENCE_FILE, load_reference, reference_from_run
-    from bench.runfolder import is_run_dir, read_json
+    from bench.atomic import read_json
+    from bench.runfolder import is_run_dir
 
     stored = Path(predictor.source) / REFERENCE_FILE
     if stored.is_file():
@@ -116,7 +117,9 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     from bench.data.overlap import find_overlap
     from bench.data.scan import scan
     from bench.deploy.predict import TTA_MODES, Predictor, predict_files
-    from bench.runfolder import check_writable, text_frame, write_json_atomic, write_text_atomic
+    from bench.atomic import write_json_atomic, write_text_atomic
+    from bench.runfolder import check_writable
+    from bench.tables import text_frame
 
     options = options or EvaluateOptions()
     if options.tta not in TTA_MODES:
@@ -206,7 +209,7 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
 
 
 def _run_name(predictor) -> str | None:
-    from bench.runfolder import read_json
+    from bench.atomic import read_json
 
     manifest = Path(predictor.source) / "manifest.json"
     return read_json(manifest).get("source", {}).get("run_name") if manifest.is_file() else None

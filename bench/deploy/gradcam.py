@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import BenchError
-from bench.runfolder import TEST_PREDICTIONS
+from bench.runfolder import GRADCAM_PNG
 
 
 def _split_chain(model):
@@ -192,14 +192,15 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
 
     from bench.data.images import UnreadableImage, load_array, open_rgb, square_resize
     from bench.deploy.run_info import run_info
-    from bench.runfolder import read_table, write_bytes_atomic
+    from bench.atomic import write_bytes_atomic
+    from bench.tables import read_table
 
     info = run_info(run_dir, backbone)
     root = info.data_root
     if root is None or not root.is_dir():
         raise BenchError(f"the test images of run {info.run_dir.name} are not available ({root} not found); "
                          "Grad-CAM needs the run's data folder")
-    predictions = info.run_dir / info.backbone / TEST_PREDICTIONS
+    predictions = info.search.test_predictions_csv
     if not predictions.is_file():
         raise BenchError(f"{info.backbone} of run {info.run_dir.name} has no test images (a --cv run without "
                          "--test-size); the Grad-CAM grid shows test images only")
@@ -249,18 +250,14 @@ def gradcam_grid(run_dir: Path, out_png: Path, backbone: str | None = None, per_
     return picked
 
 
-GRID_PNG = "gradcam_grid.png"
-GRID_JSON = "gradcam_grid.json"
-
-
 def write_run_gradcam(run_dir: Path, backbone: str | None = None, per_group: int = 4) -> Path:
     """Write ``RUN/<backbone>/gradcam_grid.png`` and ``gradcam_grid.json`` (the picks), so
     reports can show the grid without predicting anything. Returns the PNG's path."""
     from bench.deploy.run_info import run_info
-    from bench.runfolder import write_json_atomic
+    from bench.atomic import write_json_atomic
 
     info = run_info(run_dir, backbone)
-    folder = info.run_dir / info.backbone
-    picks = gradcam_grid(info.run_dir, folder / GRID_PNG, info.backbone, per_group=per_group)
-    write_json_atomic(folder / GRID_JSON, {"backbone": info.backbone, "image": GRID_PNG, "picks": picks})
-    return folder / GRID_PNG
+    search = info.search
+    picks = gradcam_grid(info.run_dir, search.gradcam_png, info.backbone, per_group=per_group)
+    write_json_atomic(search.gradcam_json, {"backbone": info.backbone, "image": GRADCAM_PNG, "picks": picks})
+    return search.gradcam_png

@@ -61,7 +61,7 @@ class Predictor:
         import keras
 
         import bench.layers  # noqa: F401  (registers bench's layers for loading)
-        from bench.runfolder import read_json
+        from bench.atomic import read_json
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
@@ -299,7 +299,7 @@ def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, ou
     from PIL import Image
 
     from bench.deploy.gradcam import overlay
-    from bench.runfolder import write_bytes_atomic
+    from bench.atomic import write_bytes_atomic
 
     cam = predictor.gradcam(image, class_index)
     picture = Image.fromarray(overlay(image, cam.heatmap_for(image)))
@@ -313,7 +313,8 @@ def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, ou
 
 def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
 
-    from bench.runfolder import text_frame, write_text_atomic
+    from bench.atomic import write_text_atomic
+    from bench.tables import text_frame
 
     columns = {
         "file": [r.file for r in result.rows],

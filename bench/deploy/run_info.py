@@ -1,5 +1,5 @@
-"""One backbone of a finished run (read by :func:`bench.runfolder.read_run`): what export,
-predict, Grad-CAM and serve need."""
+"""One backbone of a finished run (read through :class:`bench.runfolder.RunFiles`): what
+export, predict, Grad-CAM and serve need."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.runfolder import BEST_MODEL, read_run
+from bench.runfolder import RunFiles, SearchFiles, read_run
 
 
 @dataclass
@@ -43,15 +43,16 @@ class RunInfo:
     def calibration(self) -> dict | None:
         """What the final stage fitted on validation (temperature, class weights, operating
         points; :mod:`bench.evaluate.decisions`); None when the run folder has no calibration file."""
-        from bench.evaluate.decisions import CALIBRATION_FILE
-        from bench.runfolder import read_json
+        return self.search.calibration()
 
-        path = self.run_dir / self.backbone / CALIBRATION_FILE
-        return read_json(path) if path.is_file() else None
+    @property
+    def search(self) -> SearchFiles:
+        """The backbone's folder in the run: where its model, predictions and calibration live."""
+        return RunFiles(self.run_dir).backbone(self.backbone)
 
     @property
     def model_path(self) -> Path:
-        return self.run_dir / self.backbone / BEST_MODEL
+        return self.search.best_model
 
     @property
     def data_root(self) -> Path | None:

@@ -67,7 +67,7 @@ def _run_section(run_dir: Path) -> str | None:
 
 
 def _export_banners(model_dir: Path) -> None:
-    from bench.runfolder import read_json
+    from bench.atomic import read_json
 
     manifest = model_dir / "manifest.json"
     source = read_json(manifest).get("source", {}) if manifest.is_file() else {}

@@ -20,16 +20,9 @@ import tensorflow as tf
 
 from bench.deploy.formats import FILES
 from bench.errors import BenchError
-from bench.runfolder import (
-    RUN_JSON,
-    SPLIT_JSON,
-    TEST_PREDICTIONS,
-    VAL_PREDICTIONS,
-    probability_matrix,
-    read_json,
-    read_table,
-    sha256_file,
-)
+from bench.atomic import read_json, sha256_file
+from bench.runfolder import RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, VAL_PREDICTIONS
+from bench.tables import probability_matrix, read_table
 
 #: The exported Keras model and SavedModel against the run's test probabilities.
 KERAS_TOLERANCE = 1e-4

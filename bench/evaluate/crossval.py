@@ -26,26 +26,15 @@ from bench.config import OBJECTIVES
 from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_ttest, holm, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
-from bench.runfolder import (
-    OOF_PREDICTIONS,
-    PREDICTION_TEXT_COLUMNS,
-    RESULT_JSON,
-    TEST_PREDICTIONS,
-    fold_dir,
-    probability_matrix,
-    read_json,
-    read_table,
-    text_frame,
-    write_text_atomic,
-)
+from bench.atomic import read_json, write_text_atomic
+from bench.runfolder import RunFiles
+from bench.tables import OOF_TEXT_COLUMNS, probability_matrix, read_table, text_frame
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
 #: the proper score bench reports for every model).
 CV_METRIC = {"val_auc": "roc_auc", "val_f1": "f1", "val_accuracy": "accuracy", "val_loss": "brier"}
 #: Metrics that do not depend on the decision threshold.
 THRESHOLD_FREE = ("roc_auc", "pr_auc", "brier")
-#: Text columns of oof_predictions.csv.
-OOF_TEXT_COLUMNS = (*PREDICTION_TEXT_COLUMNS, "group")
 #: Bootstrap resamples behind the intervals and the probability of being best.
 CV_RESAMPLES = 1000
 
@@ -57,11 +46,11 @@ def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
     parts = []
     for repeat in range(plan.repeats):
         for fold in range(plan.k):
-            folder = fold_dir(run_dir, repeat, fold, backbone)
-            result = read_json(folder / RESULT_JSON)
+            search = RunFiles(run_dir).fold(repeat, fold, backbone)
+            result = read_json(search.result_json)
             if result.get("status") != "ok":
                 continue
-            table = read_table(folder / TEST_PREDICTIONS)
+            table = read_table(search.test_predictions_csv)
             parts.append(text_frame({
                 "repeat": [repeat] * len(table), "fold": [fold] * len(table),
                 "group": [group_of[f] for f in table["file"]],
@@ -74,7 +63,7 @@ def oof_predictions(run_dir: Path, backbone: str, plan) -> pd.DataFrame:
 def read_oof(run_dir: Path, backbone: str) -> pd.DataFrame:
     """``<run>/<backbone>/oof_predictions.csv`` as written by :func:`cv_row` (names that are
     not valid UTF-8 come back unchanged; ``correct`` as booleans)."""
-    oof = read_table(Path(run_dir) / backbone / OOF_PREDICTIONS, text_columns=OOF_TEXT_COLUMNS)
+    oof = read_table(RunFiles(run_dir).backbone(backbone).oof_predictions_csv, text_columns=OOF_TEXT_COLUMNS)
     oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
     return oof
 
@@ -147,7 +136,7 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
         row.update(status="failed", message=f"{len(failed)} of {expected} outer folds failed; see cv/*/{name}/trials.csv")
         return row
     oof = oof_predictions(run_dir, name, plan)
-    write_text_atomic(Path(run_dir) / name / OOF_PREDICTIONS, oof.to_csv(index=False))
+    write_text_atomic(RunFiles(run_dir).backbone(name).oof_predictions_csv, oof.to_csv(index=False))
     row.update(status="ok", val_objective=float(np.mean([float(r["val_objective"]) for r in fold_rows])))
     row.update(cv_metrics(oof, list(plan.classes), seed))
     row.update(fold_spread(fold_rows))
@@ -220,7 +209,7 @@ def _fold_metric(run_dir: Path, name: str, plan, metric: str) -> np.ndarray:
     values = []
     for repeat in range(plan.repeats):
         for fold in range(plan.k):
-            row = read_json(fold_dir(run_dir, repeat, fold, name) / RESULT_JSON)
+            row = read_json(RunFiles(run_dir).fold(repeat, fold, name).result_json)
             value = row.get(f"test_{metric}")
             values.append(np.nan if value is None else float(value))
     return np.array(values, dtype=float)

@@ -27,8 +27,6 @@ import numpy as np
 from bench.evaluate.calibration import PRIOR_SD, apply_temperature, calibration_summary, fit_temperature
 from bench.evaluate.operating_points import choose_operating_points, decision_curve, evaluate_operating_points
 
-#: Name of the file beside each backbone's result.json.
-CALIBRATION_FILE = "calibration.json"
 #: The operating point that makes the default decision (labels.json ``threshold``).
 DEFAULT_POINT = "youden"
 

@@ -15,17 +15,12 @@ import keras
 import numpy as np
 
 from bench.data.loading import image_batches, label_indices
-from bench.evaluate.decisions import CALIBRATION_FILE, Decisions, headline, weight_vector
+from bench.evaluate.decisions import Decisions, headline, weight_vector
 from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
-from bench.runfolder import (
-    TEST_PREDICTIONS,
-    VAL_PREDICTIONS,
-    save_via_temp,
-    text_frame,
-    write_json_atomic,
-    write_text_atomic,
-)
+from bench.atomic import save_via_temp, write_json_atomic, write_text_atomic
+from bench.runfolder import SearchFiles
+from bench.tables import text_frame
 
 
 @dataclass(frozen=True)
@@ -154,6 +149,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     write ``val_predictions.csv``, ``test_predictions.csv`` (calibrated ``prob_*``, raw
     ``raw_prob_*``) and ``calibration.json``."""
     settings = settings or FinalSettings()
+    files = SearchFiles(out_dir)
     classes = split.classes
     n_classes = len(classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
@@ -162,11 +158,11 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
                               settings.min_sensitivity, settings.min_specificity)
     threshold = decisions.threshold
     table = _prediction_table(val_rows, y_val, classes, decisions.calibrate(p_val), p_val)
-    write_text_atomic(out_dir / VAL_PREDICTIONS, table.to_csv(index=False))
+    write_text_atomic(files.val_predictions_csv, table.to_csv(index=False))
     fitted = {"temperature": decisions.temperature, "threshold": threshold,
               "positive_class": str(classes[1]) if n_classes == 2 else None}
     if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
-        write_json_atomic(out_dir / CALIBRATION_FILE, decisions.fitted())
+        write_json_atomic(files.calibration_json, decisions.fitted())
         return {"n": 0, **fitted}
     y_test = label_indices(test_rows, classes)
     train_labels = label_indices(split.rows("train"), classes)
@@ -176,11 +172,11 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     metrics = evaluate(y_test, calibrated, classes, threshold=threshold, n_resamples=1000, seed=seed,
                        groups=groups, prevalence=prevalence)
     report = decisions.on_test(y_test, p_test, prevalence, groups, seed)
-    write_json_atomic(out_dir / CALIBRATION_FILE, report)
+    write_json_atomic(files.calibration_json, report)
     metrics.update(headline(report))
     pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
     table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)
-    write_text_atomic(out_dir / TEST_PREDICTIONS, table.to_csv(index=False))
+    write_text_atomic(files.test_predictions_csv, table.to_csv(index=False))
     return metrics
 
 

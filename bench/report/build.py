@@ -20,7 +20,7 @@ from bench.report.calibration_section import section as decisions_section
 from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
 from bench.report.load import RunData, copies_figure, load_run
 from bench.schema import Source
-from bench.runfolder import write_bytes_atomic, write_text_atomic
+from bench.atomic import write_bytes_atomic, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: The report's one template pair: ``report.md.j2`` and ``report.html.j2``.

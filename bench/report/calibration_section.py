@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 
-from bench.evaluate.decisions import CALIBRATION_FILE
 from bench.schema import Source, metric_with_ci, to_float
 from bench.report.formatting import DASH, Table, num
-from bench.runfolder import read_json
+from bench.atomic import read_json
+from bench.runfolder import CALIBRATION_JSON
 
 POINT_NAMES = {"youden": "Youden's J (default)", "sensitivity": "sensitivity first", "specificity": "specificity first"}
 #: How this part names the predictions of each source, and what it says about them.
@@ -34,7 +34,7 @@ def read_calibration(data) -> dict:
     """Backbone name -> its calibration.json (backbones without one left out)."""
     out = {}
     for b in data.ok:
-        path = data.path / b.name / CALIBRATION_FILE
+        path = data.path / b.name / CALIBRATION_JSON
         if path.is_file():
             out[b.name] = read_json(path)
     return out
@@ -170,7 +170,8 @@ def cv_reports(data) -> dict:
     from bench.evaluate.crossval import at_own_threshold
     from bench.evaluate.decisions import decision_curve_record
     from bench.evaluate.operating_points import evaluate_operating_points
-    from bench.runfolder import fold_dir, probability_matrix
+    from bench.runfolder import fold_dir
+    from bench.tables import probability_matrix
 
     out = {}
     for b in data.ok:
@@ -186,7 +187,7 @@ def cv_reports(data) -> dict:
         prevalence = np.bincount(y, minlength=len(data.classes)) / len(y)
         fitted = {}
         for repeat, fold in sorted({(int(r), int(f)) for r, f in zip(oof["repeat"], oof["fold"])}):
-            path = fold_dir(data.path, repeat, fold, b.name) / CALIBRATION_FILE
+            path = fold_dir(data.path, repeat, fold, b.name) / CALIBRATION_JSON
             if path.is_file():
                 fitted[(repeat, fold)] = read_json(path)
         temps = [f["temperature"] for f in fitted.values()]

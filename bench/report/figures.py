@@ -20,7 +20,7 @@ import pandas as pd
 from bench.config import OBJECTIVE_LABELS
 from bench.schema import Estimate, Source, to_float
 from bench.schema import column as metric_column
-from bench.runfolder import probability_matrix
+from bench.tables import probability_matrix
 
 #: Resolution of the saved PNGs. Figures are sized in inches for a ~900 px column.
 DPI = 130

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.evaluate.resampling import group_codes, resample_weights
 from bench.report.figures import WIDTH, confusion_panel, new_figure, shown
-from bench.runfolder import probability_matrix
+from bench.tables import probability_matrix
 
 #: False positive rates the ROC bands are computed on.
 ROC_GRID = np.linspace(0.0, 1.0, 101)

@@ -20,10 +20,9 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
-from bench.evaluate.crossval import OOF_TEXT_COLUMNS
 from bench.schema import Source, row_source, to_float
 from bench.report.formatting import Figure
-from bench.runfolder import fold_dir, read_run, read_run_file, read_table
+from bench.runfolder import RunFiles, read_run
 
 
 
@@ -115,55 +114,30 @@ class RunData:
     def failed(self) -> list[BackboneResult]:
         return [b for b in self.backbones if not b.ok]
 
+    @property
+    def files(self) -> RunFiles:
+        """The run folder's layout: where each of its files lives."""
+        return RunFiles(self.path)
+
     def probability_columns(self) -> list[str]:
         return [f"prob_{c}" for c in self.classes]
 
 
 
 
-def _read_csv(path: Path, **kwargs) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    try:
-        return read_table(path, **kwargs)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    except (OSError, pd.errors.ParserError) as exc:
-        raise BenchError(f"cannot read {path} ({exc}); the run folder is damaged, re-run or restore the file") from None
-
-
-def _trial_history(backbone_dir: Path, best_trial) -> dict | None:
-    if best_trial is None or (isinstance(best_trial, float) and math.isnan(best_trial)):
-        return None
-    tuner = backbone_dir / "tuner"
-    path = tuner / f"trial_{best_trial}" / "bench_trial.json"
-    if not path.exists() and tuner.is_dir():
-        # trial ids may be zero-padded in folder names but not in a numeric JSON field
-        try:
-            wanted = int(best_trial)
-        except (TypeError, ValueError):
-            return None
-        for candidate in sorted(tuner.glob("trial_*/bench_trial.json")):
-            suffix = candidate.parent.name.removeprefix("trial_")
-            if suffix.isdigit() and int(suffix) == wanted:
-                path = candidate
-                break
-    return read_run_file(path)
-
-
-def _fold_results(run_dir: Path, name: str, k: int, repeats: int):
+def _fold_results(run: RunFiles, name: str, k: int, repeats: int):
     """Every outer fold's result.json of ``name`` (with ``repeat`` / ``fold``), its kept
     trial's history and its trials.csv (with a ``search`` column), repeat-major."""
     rows, histories, trials = [], [], []
     for repeat in range(repeats):
         for fold in range(k):
-            folder = fold_dir(run_dir, repeat, fold, name)
-            row = read_run_file(folder / "result.json")
+            search = run.fold(repeat, fold, name)
+            row = search.result()
             if row is None:
                 continue
             rows.append({**row, "repeat": repeat, "fold": fold})
-            histories.append(_trial_history(folder, row.get("best_trial")) if row.get("status") == "ok" else None)
-            table = _read_csv(folder / "trials.csv", text_columns=("trial", "message"))
+            histories.append(search.trial_history(row.get("best_trial")) if row.get("status") == "ok" else None)
+            table = search.trials()
             if table is not None and len(table):
                 trials.append(table.assign(search=f"repeat {repeat + 1}, fold {fold + 1}"))
     return rows, histories, trials
@@ -173,16 +147,14 @@ def _load_folds(data: RunData) -> None:
     """The outer folds' files, where the run has them (``--cv``): folds.json, the OOF
     predictions and every outer fold's files; every search's trials (outer folds, then the
     final model's) in ``trials`` with a ``search`` column. A single split has none of them."""
-    data.folds = read_run_file(data.path / "folds.json")
+    run = data.files
+    data.folds = run.read_folds()
     first = next((b.row for b in data.backbones if b.row.get("cv_k") is not None), {})
     k = int(to_float(first.get("cv_k"), to_float(data.config.get("cv"), 0)))
     repeats = int(to_float(first.get("cv_repeats"), to_float(data.config.get("repeats"), 1)))
     for b in data.backbones:
-        oof = _read_csv(data.path / b.name / "oof_predictions.csv", text_columns=OOF_TEXT_COLUMNS) if b.ok else None
-        if oof is not None and len(oof):
-            oof["correct"] = oof["correct"].astype(str).str.lower().isin(["true", "1"])
-        b.oof = oof
-        b.folds, b.fold_histories, parts = _fold_results(data.path, b.name, k, repeats)
+        b.oof = run.backbone(b.name).oof_predictions() if b.ok else None
+        b.folds, b.fold_histories, parts = _fold_results(run, b.name, k, repeats)
         if k and b.trials is not None and len(b.trials):
             parts.append(b.trials.assign(search="final model"))
         if parts:
@@ -191,18 +163,16 @@ def _load_folds(data: RunData) -> None:
 
 def load_run(run_dir: Path) -> RunData:
     """Read ``run_dir`` (``<out>/<run>/``); raises BenchError when it is not a run folder."""
-    finished = read_run(run_dir)
-    run_dir, run, leaderboard = finished.path, finished.run, finished.leaderboard
-    dataset, split, classes = finished.dataset, finished.split, finished.classes
-    data = RunData(path=run_dir, name=run_dir.name, run=run, dataset=dataset, split=split, classes=classes)
-    for row in leaderboard:
+    run = read_run(run_dir)
+    data = RunData(path=run.path, name=run.name, run=run.run, dataset=run.dataset, split=run.split,
+                   classes=run.classes)
+    for row in run.leaderboard:
         name = str(row.get("backbone"))
-        folder = run_dir / name
+        search = run.backbone(name)
         ok = row.get("status") == "ok"
-        trials = _read_csv(folder / "trials.csv", text_columns=("trial", "message"))
-        predictions = _read_csv(folder / "test_predictions.csv") if ok else None
-        history = _trial_history(folder, row.get("best_trial")) if ok else None
-        data.backbones.append(BackboneResult(name, row, trials, predictions, history))
+        predictions = search.test_predictions() if ok else None
+        history = search.trial_history(row.get("best_trial")) if ok else None
+        data.backbones.append(BackboneResult(name, row, search.trials(), predictions, history))
     if not data.classes:  # split.json and dataset.json missing: the probability columns name the classes
         for b in data.backbones:
             if b.test_predictions is not None and len(b.test_predictions):
@@ -215,10 +185,9 @@ def load_run(run_dir: Path) -> RunData:
         missing = [c for c in ("file", "label", "correct", *data.probability_columns()) if c not in predictions]
         if missing:
             raise BenchError(
-                f"{run_dir / b.name / 'test_predictions.csv'} lacks columns {', '.join(missing)}; "
+                f"{run.backbone(b.name).test_predictions_csv} lacks columns {', '.join(missing)}; "
                 "it was not written by this version of bench; re-run the backbone"
             )
-        predictions["correct"] = predictions["correct"].astype(str).str.lower().isin(["true", "1"])
     _load_folds(data)
     return data
 
@@ -230,7 +199,7 @@ def label_indices(data: RunData, labels) -> np.ndarray:
 
 def copies_figure(run_dir: Path) -> Figure | None:
     """The contact sheet of linked copies, written by ``bench run`` beside split.json."""
-    png = Path(run_dir) / "copies.png"
+    png = RunFiles(run_dir).copies_png
     if not png.is_file():
         return None
     from PIL import Image
@@ -249,7 +218,8 @@ def gradcam_figure(run_dir: Path, data: RunData, what: str = "test images") -> F
     if not data.ok:
         return None
     best = data.ok[0].name
-    png, meta = Path(run_dir) / best / "gradcam_grid.png", Path(run_dir) / best / "gradcam_grid.json"
+    search = RunFiles(run_dir).backbone(best)
+    png, meta = search.gradcam_png, search.gradcam_json
     if not png.is_file():
         return None
     from PIL import Image

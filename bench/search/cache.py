@@ -35,11 +35,8 @@ import numpy as np
 from bench.progress import step
 from bench.data.loading import augmented_batches, image_batches, label_indices, load_images
 from bench.faults import crash_point
-from bench.runfolder import (
-    file_lock,
-    sha256_file,
-    write_json_atomic,
-)
+from bench.atomic import sha256_file, write_json_atomic
+from bench.locks import file_lock
 from bench.search.features import FeatureRows
 from bench.search.runtime import FrozenPass
 

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.runfolder import write_text_atomic
+from bench.atomic import write_text_atomic
 
 
 def _save_json_atomic(path, obj) -> str:

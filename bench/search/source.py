@@ -16,7 +16,7 @@ import numpy as np
 import backbones
 from bench.data.loading import load_images
 from bench.layers import BackbonePreprocess
-from bench.runfolder import save_via_temp
+from bench.atomic import save_via_temp
 
 
 class BackboneSource:

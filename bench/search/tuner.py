@@ -24,7 +24,7 @@ import pandas as pd
 from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.progress import Step, eta_text
-from bench.runfolder import save_via_temp, write_json_atomic, write_text_atomic
+from bench.atomic import save_via_temp, write_json_atomic, write_text_atomic
 from bench.search import kt_adapter
 from bench.search.hypermodel import best_epoch
 from bench.search.trainer import NonFiniteLoss, write_hparams, write_tensorboard

@@ -1,0 +1,76 @@
+"""Files written whole or not at all: a temporary file in the same folder, then a rename,
+so a crash never leaves a half-written file behind; and the matching readers (JSON, a
+file's sha256)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (never half-written).
+
+    The file gets the usual permissions (0666 less the umask), not mkstemp's 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    # surrogateescape: file names that are not valid UTF-8 round-trip unchanged
+    write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Deterministic JSON (sorted keys, fixed indent, trailing newline), atomically.
+
+    Non-ASCII text is written as ``\\u`` escapes, so names that are not valid UTF-8
+    (lone surrogates after decoding) still make valid JSON and read back unchanged.
+    """
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True) + "\n")
+
+
+def save_via_temp(path: Path, save) -> None:
+    """Atomic write for libraries that save to a path themselves (Keras models, weights).
+
+    ``save(tmp)`` writes a hidden temporary file beside ``path`` with the same name
+    (Keras picks the format from the suffix), which is then renamed into place.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    save(tmp)
+    tmp.replace(path)
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
