@@ -86,3 +86,18 @@ def test_high_bit_depth_scaling_is_unchanged_and_lean(mode, dtype):
     tracemalloc.stop()
     assert np.array_equal(np.asarray(rgb)[..., 0], expected)
     assert peak < 3 * pixels.nbytes + 8 * 1024 * 1024, peak  # one float64 copy alone is 4x a 16-bit image
+
+
+def test_an_upload_in_memory_is_read_and_its_size_checked(monkeypatch):
+    """`bench serve` hands the loader an uploaded file object, not a path."""
+    import io
+
+    import bench.data.images as images
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), "white").save(buffer, format="PNG")
+    rgb, fmt, _ = images.open_rgb(io.BytesIO(buffer.getvalue()))
+    assert rgb.size == (30, 20) and fmt == "PNG"
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 10)
+    with pytest.raises(images.UnreadableImage, match="file too large"):
+        images.open_rgb(io.BytesIO(buffer.getvalue()))

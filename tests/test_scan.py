@@ -135,21 +135,25 @@ def _assert_same_index(x, y):
 
 
 class _CountingPool:
-    """Wraps ProcessPoolExecutor (optionally with a start method) and counts the pools made."""
+    """Stands in for :func:`bench.parallel.worker_pool` (optionally with a start method) and
+    counts the pools made; its workers start as bench's do."""
 
     made = 0
 
     def __init__(self, method=None):
         self.method = method
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, workers, initializer=None, initargs=()):
         import multiprocessing
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
+        from bench import parallel
+
         type(self).made += 1
-        if self.method is not None:
-            kwargs["mp_context"] = multiprocessing.get_context(self.method)
-        return ProcessPoolExecutor(*args, **kwargs)
+        context = multiprocessing.get_context(self.method) if self.method is not None else None
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=parallel._start_worker,
+                                   initargs=(os.getpid(), initializer, initargs))
 
 
 @pytest.mark.parametrize("method", [None, "spawn"])
@@ -166,7 +170,7 @@ def test_parallel_scan_gives_the_serial_index(tmp_path, monkeypatch, method):
 
     monkeypatch.setattr(scan_module, "PARALLEL_FROM", 2)
     made = _CountingPool.made
-    monkeypatch.setattr(scan_module, "ProcessPoolExecutor", _CountingPool(method))
+    monkeypatch.setattr(scan_module, "worker_pool", _CountingPool(method))
     calls = []
     parallel = scan(root, workers=2, progress=lambda done, total: calls.append((done, total)))
 
@@ -181,7 +185,7 @@ def test_small_folders_are_scanned_in_this_process(tmp_path, monkeypatch):
     import bench.data.scan as scan_module
 
     root = _mixed_folder(tmp_path / "data")
-    monkeypatch.setattr(scan_module, "ProcessPoolExecutor", None)  # would fail if called
+    monkeypatch.setattr(scan_module, "worker_pool", None)  # would fail if called
     calls = []
     index = scan(root, workers=8, progress=lambda done, total: calls.append(done))
     assert len(index.records) == 17 and calls == list(range(1, 21))

@@ -6,13 +6,14 @@ image means the same pixels everywhere in bench.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bench.data.regular_files import NotRegular, open_regular
+from bench.data.regular_files import MAX_IMAGE_BYTES, NotRegular, open_regular
 
 #: Formats bench accepts, as Pillow names them after reading the file's content
 #: (extensions are ignored). MPO is the multi-picture JPEG some cameras write.
@@ -62,6 +63,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+def _uploaded(stream):
+    """An image already in memory (a ``bench serve`` upload, a file object), at most
+    :data:`MAX_IMAGE_BYTES` long; kept open by the caller."""
+    size = getattr(stream, "size", None)
+    if size is None and hasattr(stream, "getbuffer"):
+        size = stream.getbuffer().nbytes
+    if size is not None and size > MAX_IMAGE_BYTES:
+        raise NotRegular(f"file too large ({size / 2**20:,.0f} MB; limit {MAX_IMAGE_BYTES / 2**20:,.0f} MB)")
+    return contextlib.nullcontext(stream)
+
+
 def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
     """Open ``path`` by content and return ``(rgb_image, format, original_mode)``.
 
@@ -69,15 +81,15 @@ def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
     accepted image or cannot be fully decoded.
     """
     try:
-        source = open_regular(path)
+        source = _uploaded(path) if hasattr(path, "read") else open_regular(path)
     except NotRegular as exc:
         raise UnreadableImage(str(exc)) from None
     except OSError as exc:
         raise UnreadableImage(f"cannot read file: {exc.strerror or exc}") from None
     try:
-        with source, warnings.catch_warnings():
+        with source as stream, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(stream) as img:
                 fmt = img.format or "unknown"
                 if fmt not in ACCEPTED_FORMATS:
                     raise UnreadableImage(f"unsupported image format {fmt}")
