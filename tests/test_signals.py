@@ -62,8 +62,8 @@ def many_images(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["first progress line", "1.5 s in", "4 s in"])
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("signum, moment", [(signal.SIGTERM, "first progress line"), (signal.SIGHUP, "1.5 s in"),
+                                            (signal.SIGTERM, "4 s in")], ids=["SIGTERM-reading", "SIGHUP-1.5s", "SIGTERM-4s"])
 def test_stop_signal_during_scan_leaves_no_worker_and_no_temporary_file(many_images, tmp_path, moment, signum):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
