@@ -412,16 +412,15 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
         from bench.mlflow_tracking import log_run
 
         log_run(config.mlflow, run.path, run.config.reports)
-    from bench.runfolder import BEST_MODEL, LEADERBOARD_CSV, LEADERBOARD_JSON, RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, TRIALS_CSV
-
     typer.echo(format_leaderboard(table))
     typer.echo(f"\n{report.verdict}\n")
-    for fname in (LEADERBOARD_CSV, LEADERBOARD_JSON, SPLIT_JSON, RUN_JSON):
-        typer.echo(f"wrote {run.path / fname}")
-    for backbone in table["backbone"]:
-        for fname in (TRIALS_CSV, BEST_MODEL, TEST_PREDICTIONS):
-            if (run.path / backbone / fname).exists():
-                typer.echo(f"wrote {run.path / backbone / fname}")
+    files = run.files
+    for path in (files.leaderboard_csv, files.leaderboard_json, files.split_json, files.run_json):
+        typer.echo(f"wrote {path}")
+    for search in map(files.backbone, table["backbone"]):
+        for path in (search.trials_csv, search.best_model, search.test_predictions_csv):
+            if path.exists():
+                typer.echo(f"wrote {path}")
     if exported is not None:
         typer.echo(f"wrote {exported.path}")
     typer.echo(f"wrote {report.markdown}")

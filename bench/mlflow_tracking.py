@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.runfolder import LEADERBOARD_CSV, LEADERBOARD_JSON, RESULT_JSON, RUN_JSON, SPLIT_JSON
+from bench.runfolder import GROUPS_CSV, LEADERBOARD_CSV, LEADERBOARD_JSON, RUN_JSON, SPLIT_JSON
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,13 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
     mlflow = _mlflow()
     from mlflow.entities import Metric, Param
 
-    from bench.atomic import read_json
     from bench.runfolder import read_run
 
     run = read_run(run_dir)
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    board_sha = hashlib.sha256((run.path / LEADERBOARD_JSON).read_bytes()).hexdigest()
+    board_sha = hashlib.sha256(run.leaderboard_json.read_bytes()).hexdigest()
     existing = client.search_runs([experiment_id], filter_string=(
         f"tags.`bench.level` = 'run' and tags.`bench.run_dir` = '{run.path.resolve()}' "
         f"and tags.`bench.leaderboard_sha256` = '{board_sha}'"))
@@ -159,17 +158,18 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
         client.log_batch(child.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in _metrics(row).items()],
                          params=[Param(k, v) for k, v in _params({**hp, "status": row.get("status"),
                                                                    "rank": row.get("rank")}).items()])
-        n_trials += _log_trials(client, experiment_id, child.info.run_id, run.path / name / "tuner", tags)
-        for fold_dir in sorted((run.path / "cv").glob(f"r*-f*/{name}")):  # --cv: one nested run per outer fold
-            fold_row = read_json(fold_dir / RESULT_JSON) if (fold_dir / RESULT_JSON).is_file() else {}
-            fold = client.create_run(experiment_id, run_name=f"{name} {fold_dir.parent.name}",
+        n_trials += _log_trials(client, experiment_id, child.info.run_id, run.backbone(name).tuner, tags)
+        for search in run.fold_searches(name):  # --cv: one nested run per outer fold
+            fold_row = search.result() or {}
+            where = search.path.parent.name
+            fold = client.create_run(experiment_id, run_name=f"{name} {where}",
                                      tags={**tags, "mlflow.parentRunId": child.info.run_id, "bench.level": "fold",
-                                           "bench.fold": fold_dir.parent.name})
+                                           "bench.fold": where})
             client.log_batch(fold.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in _metrics(fold_row).items()])
-            n_trials += _log_trials(client, experiment_id, fold.info.run_id, fold_dir / "tuner", tags)
+            n_trials += _log_trials(client, experiment_id, fold.info.run_id, search.tuner, tags)
             client.set_terminated(fold.info.run_id)
         client.set_terminated(child.info.run_id, "FINISHED" if row.get("status") == "ok" else "FAILED")
-    for name in (LEADERBOARD_CSV, LEADERBOARD_JSON, SPLIT_JSON, RUN_JSON, "groups.csv"):
+    for name in (LEADERBOARD_CSV, LEADERBOARD_JSON, SPLIT_JSON, RUN_JSON, GROUPS_CSV):
         if (run.path / name).is_file():
             client.log_artifact(pid, str(run.path / name))
     report = Path(reports_dir or config.get("reports") or "reports") / run.path.name

@@ -44,6 +44,11 @@ class RunFolder:
     split: SplitManifest  # with --cv: the final model's train/val (all CV images) and the holdout as test
     folds: FoldPlan | None = None  # --cv: the outer folds and their inner splits (folds.json)
 
+    @property
+    def files(self) -> RunFiles:
+        """Where each of the run's files lives."""
+        return RunFiles(self.path)
+
 
 def parse_backbones(spec: str | list[str]) -> list[str]:
     """Comma-separated names or wildcards -> registry names, in the order given."""

@@ -27,7 +27,7 @@ from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.data.copies import GRID, CopyFeatures, Link, find_links
 from bench.data.copy_table import READ_ROWS, CopyTable, as_table
 from bench.errors import BenchError
-from bench.runfolder import RUN_JSON, SPLIT_JSON
+from bench.runfolder import RunFiles
 
 #: The file name an export folder is expected to carry its run's reference under.
 REFERENCE_FILE = "overlap_reference.npz"  # in an export folder, beside model.keras
@@ -124,8 +124,9 @@ def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | Non
     if not run_dir.is_dir():
         raise BenchError(f"run folder {run_dir} does not exist; pass a folder written by `bench run`, "
                          "e.g. results/<run>")
-    run = _run_json(run_dir / RUN_JSON)
-    files = (_run_json(run_dir / SPLIT_JSON) or {}).get("files") or []
+    layout = RunFiles(run_dir)
+    run = _run_json(layout.run_json)
+    files = (_run_json(layout.split_json) or {}).get("files") or []
     if index is not None and index.records and len(index.features) == len(index.records):
         root, table = Path(index.root), index.features
         position = {r.path: i for i, r in enumerate(index.records)}
@@ -134,7 +135,7 @@ def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | Non
     else:
         data = ((run or {}).get("config") or {}).get("data")
         if not data:
-            raise BenchError(f"{run_dir / RUN_JSON} names no data folder; the run folder is damaged, "
+            raise BenchError(f"{layout.run_json} names no data folder; the run folder is damaged, "
                              "pass the run's export folder (it carries the run's reference) instead")
         root = Path(data)
         if not root.is_dir():

@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.data.images import UnreadableImage, open_rgb
 from bench.errors import BenchError
-from bench.runfolder import RUN_JSON
+from bench.runfolder import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Predictor:
         missing = [n for n in ("model.keras", "labels.json") if not (model_dir / n).is_file()]
         if missing:
             hint = (f"it is a run folder: export it first with `bench export {model_dir}`"
-                    if (model_dir / RUN_JSON).is_file() else "pass a folder written by `bench export`")
+                    if RunFiles(model_dir).is_prepared else "pass a folder written by `bench export`")
             raise BenchError(f"{model_dir} is not an exported model ({', '.join(missing)} missing); {hint}")
         try:
             model = keras.saving.load_model(model_dir / "model.keras", compile=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.stopping import Stopped
-from bench.runfolder import LEADERBOARD_JSON, RUN_JSON
+from bench.runfolder import RunFiles
 
 APP = Path(__file__).with_name("serve_app.py")
 TARGET_ENV = "BENCH_SERVE_TARGET"
@@ -36,7 +36,7 @@ def check_target(path: Path) -> str:
     path = Path(path)
     if not path.is_dir():
         raise BenchError(f"{path} not found; pass a folder written by `bench export` or `bench run`")
-    if (path / RUN_JSON).is_file() and (path / LEADERBOARD_JSON).is_file():
+    if RunFiles(path).has_leaderboard:
         return "run"
     if (path / "model.keras").is_file() and (path / "labels.json").is_file():
         return "export"

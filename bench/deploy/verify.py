@@ -21,7 +21,7 @@ import tensorflow as tf
 from bench.deploy.formats import FILES
 from bench.errors import BenchError
 from bench.atomic import read_json, sha256_file
-from bench.runfolder import RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, VAL_PREDICTIONS
+from bench.runfolder import RunFiles
 from bench.tables import probability_matrix, read_table
 
 #: The exported Keras model and SavedModel against the run's test probabilities.
@@ -52,8 +52,9 @@ def check_export(export_dir: Path, run_dir: Path, fresh_process: bool = True, ti
 def _test_rows(run_dir: Path, files: list[str]) -> tuple[Path | None, str | None]:
     """The run's data folder, and why its test ``files`` cannot be used, if so (missing, or
     changed since the split recorded their sha256)."""
-    run = read_json(run_dir / RUN_JSON)
-    recorded = {f["path"]: f["sha256"] for f in read_json(run_dir / SPLIT_JSON)["files"]}
+    files = RunFiles(run_dir)
+    run = read_json(files.run_json)
+    recorded = {f["path"]: f["sha256"] for f in read_json(files.split_json)["files"]}
     data = run.get("config", {}).get("data")
     if not data or not Path(data).is_dir():
         return None, f"the run's data folder {data} is not available"
@@ -72,9 +73,10 @@ def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
 
     labels = read_json(export_dir / "labels.json")
     backbone = labels["backbone"]
-    csv, images_of = run_dir / backbone / TEST_PREDICTIONS, "test"
+    search = RunFiles(run_dir).backbone(backbone)
+    csv, images_of = search.test_predictions_csv, "test"
     if not csv.is_file():  # --cv without a holdout: the final model's validation predictions
-        csv, images_of = run_dir / backbone / VAL_PREDICTIONS, "validation"
+        csv, images_of = search.val_predictions_csv, "validation"
     if not csv.is_file():
         return {"run": False, "reason": f"{csv} not found"}
     expected = read_table(csv)

@@ -13,8 +13,6 @@ import math
 
 from bench.schema import Source, metric_with_ci, to_float
 from bench.report.formatting import DASH, Table, num
-from bench.atomic import read_json
-from bench.runfolder import CALIBRATION_JSON
 
 POINT_NAMES = {"youden": "Youden's J (default)", "sensitivity": "sensitivity first", "specificity": "specificity first"}
 #: How this part names the predictions of each source, and what it says about them.
@@ -34,9 +32,9 @@ def read_calibration(data) -> dict:
     """Backbone name -> its calibration.json (backbones without one left out)."""
     out = {}
     for b in data.ok:
-        path = data.path / b.name / CALIBRATION_JSON
-        if path.is_file():
-            out[b.name] = read_json(path)
+        calibration = data.files.backbone(b.name).calibration()
+        if calibration is not None:
+            out[b.name] = calibration
     return out
 
 
@@ -170,7 +168,6 @@ def cv_reports(data) -> dict:
     from bench.evaluate.crossval import at_own_threshold
     from bench.evaluate.decisions import decision_curve_record
     from bench.evaluate.operating_points import evaluate_operating_points
-    from bench.runfolder import fold_dir
     from bench.tables import probability_matrix
 
     out = {}
@@ -187,9 +184,9 @@ def cv_reports(data) -> dict:
         prevalence = np.bincount(y, minlength=len(data.classes)) / len(y)
         fitted = {}
         for repeat, fold in sorted({(int(r), int(f)) for r, f in zip(oof["repeat"], oof["fold"])}):
-            path = fold_dir(data.path, repeat, fold, b.name) / CALIBRATION_JSON
-            if path.is_file():
-                fitted[(repeat, fold)] = read_json(path)
+            calibration = data.files.fold(repeat, fold, b.name).calibration()
+            if calibration is not None:
+                fitted[(repeat, fold)] = calibration
         temps = [f["temperature"] for f in fitted.values()]
         report = {
             "temperature": float(np.median(temps)) if temps else None,

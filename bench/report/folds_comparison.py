@@ -15,7 +15,6 @@ from bench.report import findings
 from bench.report.formatting import DASH, Table, fmt_p, fmt_signed, num
 from bench.report.load import RunData
 from bench.report.sections import p_holm, ranking_metric
-from bench.runfolder import FOLDS_JSON
 from bench.schema import label
 
 
@@ -31,7 +30,7 @@ def cv_tests(data: RunData) -> list:
     try:
         plan = FoldPlan.from_dict(data.folds)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BenchError(f"cannot read {data.path / FOLDS_JSON} ({exc}); the run folder is damaged") from None
+        raise BenchError(f"cannot read {data.files.folds_json} ({exc}); the run folder is damaged") from None
     return cv_pairwise_tests(data.path, names, plan, data.objective, seed=data.seed)
 
 
