@@ -52,9 +52,9 @@ def check_export(export_dir: Path, run_dir: Path, fresh_process: bool = True, ti
 def _test_rows(run_dir: Path, files: list[str]) -> tuple[Path | None, str | None]:
     """The run's data folder, and why its test ``files`` cannot be used, if so (missing, or
     changed since the split recorded their sha256)."""
-    files = RunFiles(run_dir)
-    run = read_json(files.run_json)
-    recorded = {f["path"]: f["sha256"] for f in read_json(files.split_json)["files"]}
+    layout = RunFiles(run_dir)
+    run = read_json(layout.run_json)
+    recorded = {f["path"]: f["sha256"] for f in read_json(layout.split_json)["files"]}
     data = run.get("config", {}).get("data")
     if not data or not Path(data).is_dir():
         return None, f"the run's data folder {data} is not available"
