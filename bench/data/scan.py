@@ -10,6 +10,7 @@ the same either way.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from concurrent.futures import as_completed
@@ -159,7 +160,7 @@ def _scan_file(root: Path, label: str, fpath: Path, copies: bool):
         data = read_regular(fpath, inside=root)
         if not data:
             raise UnreadableImage("empty file (0 bytes)")
-        rgb, fmt, mode = open_rgb(fpath)
+        rgb, fmt, mode = open_rgb(io.BytesIO(data))  # the bytes just hashed: the file is read once
     except (UnreadableImage, NotRegular) as exc:
         return SkippedFile(rel, str(exc)), None
     except OSError as exc:
