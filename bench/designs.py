@@ -55,8 +55,10 @@ class SingleSplit:
 
     partial_rows = rows  # rows are ready as each backbone ends: the leaderboard grows with the run
 
-    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> None:
-        """The search's own best model is the one to deploy: nothing more to train."""
+    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> bool:
+        """The search's own best model is the one to deploy: nothing more to train, the
+        winner's row is unchanged (False)."""
+        return False
 
 
 class NestedCV:
@@ -95,9 +97,10 @@ class NestedCV:
         """No row before every fold has ended."""
         return None
 
-    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> None:
+    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> bool:
         """Search the winner once more on all cross-validated images (the chief alone): the
-        model that is exported. Its test metrics are those of the holdout, if any."""
+        model that is exported. Its test metrics (the holdout's, if any) go into the
+        winner's row (True: the row changed)."""
         name = winner["backbone"]
         log.info(f"cv: {name} ranks first; searching it once more on all {len(self.plan.cv_files)} "
                  "cross-validated images for the model to deploy")
@@ -105,6 +108,7 @@ class NestedCV:
         winner.update({k: v for k, v in final.items() if k.startswith(("hp_", "test_")) or k in FINAL_MODEL_KEYS})
         winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
                       final_trials_done=final.get("trials_done"))
+        return True
 
 
 def design_for(run, frozen_pass: FrozenPass) -> SingleSplit | NestedCV:
@@ -140,5 +144,4 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
     if ranked.empty:
         return table
     winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
-    design.deploy(winner, sources, len(jobs))
-    return write_leaderboard(rows, run.path)
+    return write_leaderboard(rows, run.path) if design.deploy(winner, sources, len(jobs)) else table

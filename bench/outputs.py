@@ -27,7 +27,7 @@ from typing import Iterable
 
 from bench.errors import BenchError
 
-#: The file that lists what bench wrote into an output folder, with checksums.
+#: The file that lists what bench wrote into an output folder.
 MARKER = ".bench-output.json"
 
 

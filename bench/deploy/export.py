@@ -131,7 +131,8 @@ def parse_formats(formats: Iterable[str] | str) -> list[str]:
 def check_export_dest(dest: Path, run_dir: Path) -> None:
     """Refuse (one line) an export folder that bench may not replace: a file, the run
     folder or anything holding it, or a non-empty folder that is not an earlier bench
-    export holding only the files its manifest lists. An export is replaced as a whole, so a file of the user's in it would be lost."""
+    export holding only the files its manifest lists. An export is replaced as a whole,
+    so a file of the user's in it would be lost."""
     from bench.atomic import read_json
 
     if dest.exists() and not dest.is_dir():
@@ -141,13 +142,12 @@ def check_export_dest(dest: Path, run_dir: Path) -> None:
         return
     try:
         manifest = read_json(dest / "manifest.json")
-        files = manifest["files"]
-        owned = [*files, "manifest.json"]
-        if "format" not in manifest or not isinstance(files, dict):
-            raise KeyError("format")
-    except (BenchError, OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise BenchError(f"--to {dest} is not empty and is not a bench export; pass a new or empty folder") from None
-    foreign = foreign_files(dest, owned)
+    except (BenchError, OSError, ValueError):
+        manifest = None
+    files = manifest.get("files") if isinstance(manifest, dict) and "format" in manifest else None
+    if not isinstance(files, dict):
+        raise BenchError(f"--to {dest} is not empty and is not a bench export; pass a new or empty folder")
+    foreign = foreign_files(dest, [*files, "manifest.json"])
     if foreign:
         raise BenchError(f"--to {dest} is an earlier bench export but holds files bench did not write "
                          f"({describe_files(foreign)}); a new export replaces the whole folder, so move them out "
