@@ -5,7 +5,10 @@ full model, picks the decision threshold on validation and scores the test split
 duplicate group) behind every interval; :mod:`~bench.evaluate.paired`,
 :mod:`~bench.evaluate.delong` and :mod:`~bench.evaluate.comparisons` compare backbones
 (McNemar, paired AUC bootstrap, DeLong, corrected resampled t-test, Holm, probability
-best); :mod:`~bench.evaluate.crossval` turns out-of-fold predictions into CV estimates;
+best); :mod:`~bench.evaluate.across_datasets` compares them over a suite of datasets
+(ranks, Friedman, Nemenyi, Wilcoxon-Holm, Bayesian signed-rank, with
+:mod:`~bench.evaluate.rank_tests` and :mod:`~bench.evaluate.bayes_signed_rank`);
+:mod:`~bench.evaluate.crossval` turns out-of-fold predictions into CV estimates;
 :mod:`~bench.evaluate.leaderboard` ranks backbones. The columns of the result rows they
 write are declared in :mod:`bench.schema`.
 """
@@ -20,5 +23,6 @@ __getattr__, __dir__, __all__ = reexport(__name__, {
     "bootstrap_scores": "comparisons", "mcnemar_counts": "paired",
     "cv_row": "crossval", "oof_predictions": "crossval",
     "PairTest": "paired", "pairwise_tests": "paired", "mcnemar_exact": "paired", "paired_bootstrap_auc": "paired",
+    "compare_across": "across_datasets", "AcrossDatasets": "across_datasets",
     "rank": "leaderboard", "write_leaderboard": "leaderboard", "format_leaderboard": "leaderboard",
 })
