@@ -49,6 +49,7 @@ J48 = [98.6423, 77.2214, 77.1957, 49.4983, 83.5001, 86.2899, 86.2899, 80.2121, 6
        60.9525, 90.7286, 95.0368, 57.0753, 92.6091]
 
 
+@pytest.fixture(scope="module")
 def demsar():
     return compare_across(DEMSAR_DATASETS, DEMSAR_MODELS, DEMSAR_AUC)
 
@@ -56,8 +57,8 @@ def demsar():
 # --------------------------------------------------------------------------- Demšar 2006
 
 
-def test_demsar_table6_mean_ranks():
-    assert demsar().mean_ranks == pytest.approx([3.143, 2.000, 2.893, 1.964], abs=5e-4)
+def test_demsar_table6_mean_ranks(demsar):
+    assert demsar.mean_ranks == pytest.approx([3.143, 2.000, 2.893, 1.964], abs=5e-4)
 
 
 def test_demsar_table6_friedman_and_iman_davenport():
@@ -74,13 +75,13 @@ def test_demsar_table6_friedman_and_iman_davenport():
     assert f.ff_p == pytest.approx(stats.f.sf(f.ff, 3, 39))
 
 
-def test_demsar_nemenyi_critical_difference():
+def test_demsar_nemenyi_critical_difference(demsar):
     n = nemenyi(DEMSAR_AUC, alpha=0.05)
     assert n.q_alpha == pytest.approx(2.569, abs=5e-4)
     assert n.cd == pytest.approx(1.25, abs=5e-3)
     # Nemenyi finds no pair apart in this example (the largest gap, 3.143 - 1.964, is under the CD),
     # and its p-values say the same as the CD for every pair
-    mean = demsar().mean_ranks
+    mean = demsar.mean_ranks
     gaps = np.abs(mean[:, None] - mean[None, :])
     assert gaps.max() == pytest.approx(1.179, abs=1e-3)
     assert np.array_equal(n.p_values < 0.05, gaps > n.cd)
@@ -98,8 +99,8 @@ def test_demsar_table2_wilcoxon():
     assert (pair.wins, pair.ties, pair.losses) == (0, 8, 6)  # with the default ROPE of 0.01
 
 
-def test_wilcoxon_is_holm_adjusted_over_all_pairs():
-    pairs = demsar().pairs
+def test_wilcoxon_is_holm_adjusted_over_all_pairs(demsar):
+    pairs = demsar.pairs
     assert len(pairs) == 6
     raw = np.array([p.p_value for p in pairs])
     order = np.argsort(raw)
@@ -238,6 +239,14 @@ def test_verdict_in_plain_words():
     assert f"P(better) {pair.p_a_better:.2f}, P(equivalent) {pair.p_rope:.2f}" in text
     assert f"Friedman p = {result.friedman.p_value:.2g}" in text
     assert verdict(result) == text
+
+
+def test_verdict_when_the_first_two_tie_or_never_meet():
+    tied = compare_across(["a", "b", "c"], ["x", "y", "z"], [[0.9, 0.8, 0.1], [0.8, 0.9, 0.1], [0.85, 0.85, 0.2]])
+    assert tied.verdict.startswith("x and y share the best mean rank (1.5); x is practically equivalent on 1 "
+                                   "dataset, better on 1 and worse on 1")
+    apart = compare_across(["a", "b", "c"], ["x", "y"], [[0.9, np.nan], [np.nan, 0.9], [0.9, np.nan]])
+    assert "against the runner-up y it cannot be compared: they ran on no dataset in common." in apart.verdict
 
 
 def test_as_dict_is_json_with_nan_as_none():

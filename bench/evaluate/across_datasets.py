@@ -204,8 +204,11 @@ def verdict(result: AcrossDatasets) -> str:
     counts = [(c, what) for c, what in ((pair.ties, "practically equivalent"), (pair.wins, "better"),
                                         (pair.losses, "worse")) if c]
     said = [f"{what} on {_datasets(c) if i == 0 else c}" for i, (c, what) in enumerate(counts)]
-    text += " is " + (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0])
-    if pair.n < n:
+    if not said:
+        text += " cannot be compared: they ran on no dataset in common"
+    else:
+        text += " is " + (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0])
+    if 0 < pair.n < n:
         text += f" (of the {_datasets(pair.n)} where both ran)"
     if n >= MIN_DATASETS and not pair.bayes_reason:
         text += (f" (Bayesian signed-rank, ROPE {result.rope:g}: P(better) {pair.p_a_better:.2f}, "
