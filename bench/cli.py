@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from tabulate import tabulate
 
+from bench.cli_options import explicit_options, suite_flags, typer_parameters, with_options
 from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.stopping import Stopped, stop_on_signals
@@ -207,12 +208,15 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
         typer.echo(f"wrote {sheet} (contact sheet: example links of each kind, to check by eye)")
 
 
-def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>.")], *,
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>, or suite folder.")], *,
                reports: Path) -> None:
-    """Write report.md and report.html for a run folder (no training, no prediction)."""
+    """Write report.md and report.html for a run folder, or suite.md and suite.html for a
+    suite folder (no training, no prediction)."""
     from bench.report import build_report
+    from bench.report.suite_report import build_suite_report, is_suite_dir
 
-    md, html = build_report(run_dir, reports)
+    md, html = (build_suite_report(run_dir, reports / run_dir.resolve().name) if is_suite_dir(run_dir)
+                else build_report(run_dir, reports))
     typer.echo(f"wrote {md}")
     typer.echo(f"wrote {html}")
 
@@ -318,49 +322,6 @@ def serve_cmd(
     raise typer.Exit(code=serve(path, port=port, address=address, open_browser=open_browser))
 
 
-def _typer_parameters(only: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
-    """Options derived from their one declaration in :mod:`bench.config` (all of ``bench
-    run``'s, or the fields in ``only``): result-changing options first, then where output goes."""
-    import typing
-
-    from bench.config import RunConfig, SearchConfig, declared_options
-
-    hints = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(SearchConfig)}
-    params = []
-    for name, opt, default in sorted(declared_options(), key=lambda item: not item[1].changes_results):
-        if only is not None and name not in only:
-            continue
-        kind = opt.cli_type or hints[name]
-        if opt.choices is not None:
-            kind = Enum(name.title().replace("_", ""), {c: c for c in opt.choices}, type=str)
-            default = kind(default)
-        elif isinstance(default, list):
-            default = ",".join(default)
-        decls = [f"{opt.flag}/{opt.off_flag}"] if opt.off_flag else [opt.flag]
-        info = typer.Option(*decls, help=opt.help, show_default=opt.show_default or True)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=Annotated[kind, info]))
-    return params
-
-
-def _with_options(func, names: tuple[str, ...]) -> None:
-    """Give ``func``'s keyword-only parameters ``names`` their declared flag, help and default."""
-    signature = inspect.signature(func, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name not in names]
-    func.__signature__ = signature.replace(parameters=[*own, *_typer_parameters(names)])
-
-
-def _explicit_options(ctx: typer.Context) -> dict:
-    """Config fields the user set on the command line (or by environment), with values."""
-    given = {}
-    for param, value in ctx.params.items():
-        source = ctx.get_parameter_source(param)
-        # by name: typer may bring its own copy of click's ParameterSource enum
-        if getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
-            given[param] = value.value if isinstance(value, Enum) else value
-    return given
-
-
 def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **options) -> None:
     """Scan, split and search each backbone; write results and the leaderboard."""
     from bench.search.distributed import cluster_from_env
@@ -371,7 +332,7 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     from bench.evaluate.leaderboard import format_leaderboard
     from bench.run import execute, open_distributed, prepare_run, resume_run
 
-    given = _explicit_options(ctx)
+    given = explicit_options(ctx)
     config = RunConfig.from_dict({k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
     if config.mlflow:  # before any work: a server that is down costs nothing
         from bench.mlflow_tracking import check_server
@@ -432,11 +393,48 @@ _RESUME = inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=Fa
     bool, typer.Option("--resume", help="Continue the run --name: completed trials and backbones are kept.")])
 _EXPORT = inspect.Parameter("export", inspect.Parameter.KEYWORD_ONLY, default=True, annotation=Annotated[
     bool, typer.Option("--export/--no-export", help="Export the recommended model and its Grad-CAM grid at the end.")])
-run_cmd.__signature__ = inspect.Signature([_CTX, *_typer_parameters(), _RESUME, _EXPORT])
+run_cmd.__signature__ = inspect.Signature([_CTX, *typer_parameters(), _RESUME, _EXPORT])
 command("run")(run_cmd)
-_with_options(scan_cmd, ("seed", "val_size", "test_size", "copy_threshold", "groups"))
+
+
+def suite_cmd(ctx: typer.Context, suite_file: Annotated[Optional[Path], typer.Argument(
+        help="Suite file (TOML): \\[run] options shared by every dataset, and \\[\\[datasets]] with name and path.",
+        show_default=False)] = None, *, demo: bool = False, resume: bool = False, rope: float = 0.01,
+        export: bool = True, **options) -> None:
+    """Run every dataset of a suite (one run folder each), then rank the backbones across datasets."""
+    from bench.search.distributed import cluster_from_env
+
+    cluster = cluster_from_env()
+    _quiet_tensorflow()
+    from bench.progress import live_display
+    from bench.suite.command import suite
+
+    explicit = explicit_options(ctx)
+    given = {k: v for k, v in explicit.items() if k not in ("suite_file", "demo", "resume", "rope", "export")}
+    export = export and (not demo or "export" in explicit)  # the demo exports only when asked
+    with live_display(console):
+        outcome = _scan_with_progress(suite, suite_file, demo=demo, resume=resume, rope=rope, export=export,
+                                      out=options["out"], reports=options["reports"], name=options["name"],
+                                      overrides=given, cluster=cluster)
+    if outcome.verdict is None:
+        log.info(f"{cluster.role}: no trials left in suite {outcome.suite.name}; the chief writes the verdict")
+        return
+    from bench.suite.verdict import format_suite_table
+
+    typer.echo(format_suite_table(outcome.verdict))
+    typer.echo(f"\n{outcome.verdict['sentence']}\n")
+    typer.echo(f"wrote {outcome.suite.path}")
+    typer.echo(f"wrote {outcome.report.markdown}")
+    typer.echo(f"wrote {outcome.report.html}")
+
+
+suite_cmd.__signature__ = inspect.Signature([
+    *list(inspect.signature(suite_cmd, eval_str=True).parameters.values())[:2], *suite_flags(),
+    *(p for p in typer_parameters() if p.name not in ("data", "groups"))])
+command("suite")(suite_cmd)
+with_options(scan_cmd, ("seed", "val_size", "test_size", "copy_threshold", "groups"))
 command("scan")(scan_cmd)
-_with_options(report_cmd, ("reports",))
+with_options(report_cmd, ("reports",))
 command("report")(report_cmd)
 
 

@@ -116,20 +116,24 @@ def design_for(run, frozen_pass: FrozenPass) -> SingleSplit | NestedCV:
     return SingleSplit(run, frozen_pass) if run.folds is None else NestedCV(run, frozen_pass)
 
 
-def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass()):
+def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), sources: dict | None = None):
     """Run every job of the run's design (resumable job by job), rank the backbones on the
     design's estimates, train the model to deploy. Returns the leaderboard table; None for
-    a distributed worker (the chief ranks) or when no backbone has a row."""
+    a distributed worker (the chief ranks) or when no backbone has a row.
+
+    ``sources``: built backbones kept by the caller for later runs (a suite); without it
+    each backbone is freed after its last job."""
     design = design_for(run, frozen_pass)
     jobs = design.jobs(cluster)
     finished: dict[str, list[dict]] = {}
-    sources: dict = {}  # each backbone built once for all of its jobs in this process
+    keep = sources is not None
+    sources = {} if sources is None else sources  # each backbone built once for all of its jobs
     last_use = {job.source_key: i for i, job in enumerate(jobs)}
     for i, job in enumerate(jobs):
         if (what := design.describe(job)) is not None:
             log.info(what)
         row = run_backbone(job, sources)
-        if last_use[job.source_key] == i and not design.searches_winner_again:
+        if last_use[job.source_key] == i and not design.searches_winner_again and not keep:
             sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
         if row is None:
             continue

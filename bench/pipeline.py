@@ -123,7 +123,7 @@ class BackboneJob:
     @property
     def source_key(self):
         """Jobs with the same key share one built backbone (:func:`prepare_search`'s ``sources``)."""
-        return self.record.name, self.size
+        return self.record.name, self.size, self.weights, self.search.seed
 
     @property
     def files(self) -> SearchFiles:
@@ -181,8 +181,10 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     trials_path, result_path = job.files.trials_csv, job.files.result_json
     key = job.source_key
     source = (sources or {}).get(key)
-    if source is None:
+    if source is None or source.run_dir != Path(job.run_dir):  # another run (a suite's dataset): reuse its network
+        donor = source
         source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
+        source.adopt(donor)
         if sources is not None:
             sources[key] = source
     depths = [0] if job.baseline else depths_for(record, cfg.max_unfreeze)

@@ -221,7 +221,7 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
         return prepare_run(config, progress)
 
 
-def execute(run: RunFolder, cluster=None) -> "object":
+def execute(run: RunFolder, cluster=None, sources: dict | None = None) -> "object":
     """Search and evaluate every backbone (and the notebook baseline) as the run's design
     says (:mod:`bench.designs`: one split, or every outer fold with ``--cv``), write the
     leaderboard ranked on the design's estimates, and train the model to deploy.
@@ -229,6 +229,9 @@ def execute(run: RunFolder, cluster=None) -> "object":
     The run's frozen pass (:class:`bench.search.runtime.FrozenPass`, from its configuration)
     travels with every job; Keras' dtype policy for it holds while the run executes and is
     restored after (:func:`bench.search.runtime.run_settings`).
+
+    ``sources``: built backbones to share with later runs of this process (a suite's
+    datasets, :mod:`bench.suite.runner`); each run keeps its own backbone weights.
 
     Holds the run's lock throughout: a second process on the same run fails at once. In
     distributed mode the chief holds it; each worker holds its own (one process per
@@ -240,4 +243,4 @@ def execute(run: RunFolder, cluster=None) -> "object":
     frozen_pass = FrozenPass.for_config(run.config)
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name), \
             run_settings(frozen_pass, run.config.deterministic, run.config.search.seed):
-        return run_design(run, cluster, frozen_pass)
+        return run_design(run, cluster, frozen_pass, sources)

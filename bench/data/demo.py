@@ -25,16 +25,17 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bench.data.phantom import render_slice
+from bench.data.phantom import CONSPICUOUS, LesionStyle, render_slice
 from bench.errors import BenchError
 
 #: The marker written into demo folders and the cache folder's version: conspicuous lesions
-#: (see ``phantom._conspicuous``) and 200 images per class by default, so the README's
+#: (``phantom.CONSPICUOUS``) and 200 images per class by default, so the README's
 #: first command learns. Cached folders with another marker are left alone and not reused.
 GENERATOR = "bench.demo v2"
 DEFAULT_N = 200
@@ -60,22 +61,44 @@ def make_demo_data(dest: Path, n: int = DEFAULT_N, size: int = 128, seed: int = 
     Returns ``dest``.
     """
     _check_params(n, size, seed)
+    classes = [PhantomClass(CLASS_NAMES[0], n, None), PhantomClass(CLASS_NAMES[1], n, CONSPICUOUS)]
+    return make_phantom_data(dest, classes, size, seed, {"n": n, "generator": GENERATOR})
+
+
+@dataclass(frozen=True)
+class PhantomClass:
+    """One class of a phantom dataset: its folder name, image count, and its tumours'
+    :class:`~bench.data.phantom.LesionStyle` (None: no tumour)."""
+
+    name: str
+    n: int
+    style: LesionStyle | None
+
+
+def make_phantom_data(dest: Path, classes: list[PhantomClass], size: int, seed: int, marker: dict) -> Path:
+    """Write each class's phantoms to ``dest/<class>/<class>_0007.png`` (image ``i`` of the
+    class at position ``label`` drawn from the generator seeded ``[seed, label, i]``), all
+    at once through a temporary sibling, with the marker ``.bench-demo`` (``marker`` plus
+    ``synthetic``, ``size``, ``seed``). Returns ``dest``."""
+    for c in classes:
+        _check_params(c.n, size, seed)
     dest = Path(dest).expanduser()
     _check_dest(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
-        width = max(4, len(str(n - 1)))
-        for label, class_name in enumerate(CLASS_NAMES):
-            class_dir = tmp / class_name
+        for label, c in enumerate(classes):
+            width = max(4, len(str(c.n - 1)))
+            class_dir = tmp / c.name
             class_dir.mkdir()
-            for index in range(n):
+            for index in range(c.n):
                 rng = np.random.default_rng([seed, label, index])
-                pixels = render_slice(rng, size, lesion=bool(label), conspicuous=True)
-                _save_png(pixels, class_dir / f"{class_name}_{index:0{width}d}.png")
-        marker = {"synthetic": True, "n": n, "size": size, "seed": seed, "generator": GENERATOR}
-        (tmp / MARKER_NAME).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+                pixels = render_slice(rng, size, lesion=c.style is not None, conspicuous=c.style or False)
+                _save_png(pixels, class_dir / f"{c.name}_{index:0{width}d}.png")
+        info = {"synthetic": True, **marker, "size": size, "seed": seed}
+        info["generator"] = info.pop("generator", GENERATOR)  # last, as every marker has it
+        (tmp / MARKER_NAME).write_text(json.dumps(info) + "\n", encoding="utf-8")
 
         if dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
@@ -80,14 +81,15 @@ def _soft_ellipse(dx, dy, ax, ay, edge):
 
 
 def render_slice(
-    rng: np.random.Generator, size: int, lesion: bool, conspicuous: bool = False
+    rng: np.random.Generator, size: int, lesion: bool, conspicuous: "bool | LesionStyle" = False
 ) -> np.ndarray:
     """One synthetic axial slice as a ``size`` x ``size`` uint8 array.
 
     Every random draw comes from ``rng``, in a fixed order, so a seeded generator gives
     the same image every time. ``lesion`` adds a tumour; the anatomy is drawn the same
-    way either way. ``conspicuous`` draws the tumour from :func:`_conspicuous` (larger,
-    brighter, never dark): the same random draws, so the same anatomy and position.
+    way either way. ``conspicuous`` draws the tumour in :data:`CONSPICUOUS` style, or in
+    the :class:`LesionStyle` given (larger,
+    brighter, never dark by default): the same random draws, so the same anatomy and position.
     """
     u = rng.uniform
     # The tumour has its own stream, so the same rng gives the same anatomy with or
@@ -148,7 +150,7 @@ def render_slice(
 
     lesion_params = _draw_lesion(lesion_rng) if lesion else None
     if lesion_params is not None and conspicuous:
-        lesion_params = _conspicuous(lesion_params)
+        lesion_params = restyle(lesion_params, CONSPICUOUS if conspicuous is True else conspicuous)
     wx, wy = bx, by
     if lesion_params is not None:
         lx, ly, lr = lesion_params["x"], lesion_params["y"], lesion_params["radius"]
@@ -276,19 +278,34 @@ def _draw_lesion(rng: np.random.Generator) -> dict:
     }
 
 
-def _conspicuous(p: dict) -> dict:
-    """The same tumour made easy to see: a solid mass (never ring-enhancing or dark) of
-    radius at least 0.2 and contrast 0.6 to 1.0.
+@dataclass(frozen=True)
+class LesionStyle:
+    """How visible a tumour is: its smallest radius (brain coordinates), the range its
+    contrast is remapped into, and its kind (``solid``, ``ring``, ``dark``; None keeps the
+    drawn kind)."""
 
-    The demo dataset uses this, so that a small randomly initialised network can learn
-    the task from 100 images per class (the README's first command); the copy-detection
-    benchmark keeps the subtler draws of :func:`_draw_lesion`. Contrast is remapped
-    monotonically (0.06..0.51 -> 0.6..1.0), so the draws keep their order.
-    """
+    min_radius: float
+    contrast_low: float
+    contrast_high: float
+    kind: str | None = "solid"
+
+
+#: The demo dataset's tumours: solid masses of radius at least 0.2 and contrast 0.6 to 1.0,
+#: so that a small randomly initialised network learns the task from 100 images per class
+#: (the README's first command); the copy-detection benchmark keeps the subtler draws of
+#: :func:`_draw_lesion`.
+CONSPICUOUS = LesionStyle(0.2, 0.6, 1.0, "solid")
+
+
+def restyle(p: dict, style: LesionStyle) -> dict:
+    """The same tumour drawn in ``style``: radius at least ``style.min_radius``, contrast
+    remapped monotonically from 0.06..0.51 into the style's range (the draws keep their
+    order), kind replaced when the style names one, moved inward when it no longer fits."""
     q = dict(p)
-    q["radius"] = max(p["radius"], 0.2)
-    q["contrast"] = 0.6 + 0.4 * (p["contrast"] - 0.06) / 0.45
-    q["kind"] = "solid"
+    q["radius"] = max(p["radius"], style.min_radius)
+    q["contrast"] = style.contrast_low + (style.contrast_high - style.contrast_low) * (p["contrast"] - 0.06) / 0.45
+    if style.kind is not None:
+        q["kind"] = style.kind
     # A larger mass must still fit inside the brain.
     reach = math.hypot(p["x"], p["y"])
     limit = max(0.1, 0.82 - q["radius"])

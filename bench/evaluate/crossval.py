@@ -147,27 +147,35 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
 def probability_best_by_backbone(run_dir: Path, rows: list[dict], plan, objective: str, seed: int = 0) -> dict:
     """Share of repeats x group-bootstrap resamples in which each backbone has the best CV
     estimate of the objective; all backbones scored on the same resampled images."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+    ok = [r["backbone"] for r in rows if r.get("status") == "ok"]
     if not ok:
         return {}
+    scores = oof_replicates(run_dir, ok, plan, objective, seed)
+    best = probability_best(scores, maximise=OBJECTIVES[objective] != "min")
+    return {name: float(b) for name, b in zip(ok, best)}
+
+
+def oof_replicates(run_dir: Path, names: list[str], plan, objective: str, seed: int = 0,
+                   n_resamples: int = CV_RESAMPLES) -> np.ndarray:
+    """The CV estimate of the objective's metric of each backbone of ``names`` on repeats x
+    group-bootstrap resamples of the cross-validated images, every backbone on the same
+    resample: ``(plan.repeats * n_resamples, len(names))``, as the metric reads (not oriented)."""
     classes, metric = list(plan.classes), CV_METRIC[objective]
-    tables = {r["backbone"]: read_oof(run_dir, r["backbone"]) for r in ok}
-    first = tables[ok[0]["backbone"]]
+    tables = {name: read_oof(run_dir, name) for name in names}
+    first = tables[names[0]]
     key = ["repeat", "file"]
     order = first[key].copy()
     probas, thresholds_free = [], metric in THRESHOLD_FREE
-    for r in ok:
-        table = order.merge(tables[r["backbone"]], on=key, how="left", validate="one_to_one")
+    for name in names:
+        table = order.merge(tables[name], on=key, how="left", validate="one_to_one")
         p = probability_matrix(table, classes) if thresholds_free else _decision_scores(table, classes)
         probas.append([p[(table["repeat"] == rep).to_numpy()] for rep in range(plan.repeats)])
-    stacked = np.array([[probas[m][rep] for m in range(len(ok))] for rep in range(plan.repeats)])
+    stacked = np.array([[probas[m][rep] for m in range(len(names))] for rep in range(plan.repeats)])
     in_repeat = (order["repeat"] == 0).to_numpy()
     y = _labels(first[in_repeat], classes)
     groups = np.asarray(first.loc[in_repeat, "group"], dtype=object)
-    scores = bootstrap_scores(y, stacked, classes, metric=metric, threshold=0.5 if len(classes) == 2 else None,
-                              groups=groups, n_resamples=CV_RESAMPLES, seed=seed)
-    best = probability_best(scores, maximise=OBJECTIVES[objective] != "min")
-    return {r["backbone"]: float(b) for r, b in zip(ok, best)}
+    return bootstrap_scores(y, stacked, classes, metric=metric, threshold=0.5 if len(classes) == 2 else None,
+                            groups=groups, n_resamples=n_resamples, seed=seed)
 
 
 def cv_pairwise_tests(run_dir: Path, names: list[str], plan, objective: str, seed: int = 0) -> list:

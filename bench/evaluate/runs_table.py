@@ -21,10 +21,13 @@ from bench.errors import BenchError
 from bench.schema import Source, metric_with_ci, to_float
 from bench.runfolder import is_run_dir, read_run
 
+#: A suite folder's files (bench.suite): the suite as it started, and its verdict across datasets.
+SUITE_JSON, VERDICT_JSON = "suite.json", "verdict.json"
+
 #: Metrics the table shows (each with its CI), in order.
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "recall", "specificity", "brier")
 #: Columns ``--sort`` accepts besides the metrics.
-SORT_KEYS = ("run", "backbone", "objective_value", *METRICS)
+SORT_KEYS = ("run", "backbone", "objective_value", "mean_rank", *METRICS)
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
@@ -33,6 +36,9 @@ def run_folders(paths: list[Path]) -> list[Path]:
     for path in map(Path, paths):
         if is_run_dir(path):
             found.append(path)
+        elif (path / SUITE_JSON).is_file():  # a suite folder: each dataset's run folder, in the suite's order
+            found.extend(path / d["name"] for d in _read_json(path / SUITE_JSON)["spec"]["datasets"]
+                         if is_run_dir(path / d["name"]))
         elif path.is_dir():
             inner = sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
             if not inner:
@@ -52,6 +58,7 @@ def rows_of(run_dir: Path) -> list[dict]:
     run = read_run(run_dir)
     config = run.config
     cv = bool(config.get("cv"))
+    suite = _suite_ranks(Path(run_dir))
     out = []
     for r in run.leaderboard:
         prefix = "cv_" if cv else "test_"
@@ -69,8 +76,32 @@ def rows_of(run_dir: Path) -> list[dict]:
         for metric in METRICS:
             for suffix in ("", "_ci_low", "_ci_high"):
                 row[f"{metric}{suffix}"] = r.get(f"{prefix}{metric}{suffix}")
+        if suite is not None:
+            row.update(suite.get(r.get("backbone"), {"suite": suite["_name"]}))
         out.append(row)
     return out
+
+
+def _suite_ranks(run_dir: Path) -> dict | None:
+    """Backbone -> suite name, its rank on this dataset and its mean rank across the
+    suite's datasets, when ``run_dir`` is a dataset of a suite with a verdict; else None."""
+    verdict_path = run_dir.parent / VERDICT_JSON
+    if not (run_dir.parent / SUITE_JSON).is_file() or not verdict_path.is_file():
+        return None
+    verdict = _read_json(verdict_path)
+    mean = dict(zip(verdict["models"], verdict["across"]["mean_ranks"]))
+    out: dict = {"_name": run_dir.parent.name}
+    for row in verdict["estimates"]:
+        if row["dataset"] == run_dir.name:
+            out[row["backbone"]] = {"suite": run_dir.parent.name, "suite_rank": row.get("rank"),
+                                    "mean_rank": mean.get(row["backbone"])}
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    from bench.atomic import read_json
+
+    return read_json(path)
 
 
 def cross_run_table(paths: list[Path], sort: str = "roc_auc") -> pd.DataFrame:
@@ -82,7 +113,9 @@ def cross_run_table(paths: list[Path], sort: str = "roc_auc") -> pd.DataFrame:
     table = pd.DataFrame(rows)
     letters = {h: chr(ord("A") + k) for k, h in enumerate(dict.fromkeys(table["data_hash"]))}
     table.insert(2, "data", [letters[h] for h in table["data_hash"]])
-    ascending = sort in ("run", "backbone", "brier")
+    if sort not in table:
+        raise BenchError(f"--sort {sort} needs a suite folder (bench suite); sort these runs by another key")
+    ascending = sort in ("run", "backbone", "brier", "mean_rank")
     key = table[sort].map(lambda v: to_float(v) if sort not in ("run", "backbone") else v)
     order = key.sort_values(ascending=ascending, na_position="last", kind="stable").index
     return table.loc[order].reset_index(drop=True)
@@ -94,25 +127,37 @@ def mixed_data_warning(table: pd.DataFrame) -> str | None:
     if len(hashes) < 2:
         return None
     names = "; ".join(f"{r.data} = {str(r.data_hash)[:12]}" for r in hashes.itertuples())
-    return (f"WARNING: these runs used {len(hashes)} different datasets ({names}): compare rows only within one "
+    text = (f"WARNING: these runs used {len(hashes)} different datasets ({names}): compare rows only within one "
             "data letter")
+    if "mean_rank" in table:
+        text += "; a suite's 'suite rank' (on that dataset) and 'mean rank' (across its datasets) compare backbones"
+    return text
 
 
 def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells for the terminal and Markdown tables."""
     headers = ["run", "backbone", "data", "design", "weights", "px", "seed", "objective", "estimate",
                *(m.replace("_", " ") + " [95% CI]" for m in METRICS)]
+    suite = "mean_rank" in table
+    if suite:
+        headers[3:3] = ["suite rank", "mean rank"]
     cells = []
     for r in table.to_dict(orient="records"):
+        ranks = [_rank(r.get("suite_rank")), _rank(r.get("mean_rank"), 2)] if suite else []
         value = to_float(r.get("objective_value"))
         cells.append([
             str(r["run"]), str(r["backbone"]) + ("" if r.get("status") == "ok" else f" ({r.get('status')})"),
-            r["data"], r["design"], str(r["weights"]), str(r["image_size"]), str(r["seed"]),
+            r["data"], *ranks, r["design"], str(r["weights"]), str(r["image_size"]), str(r["seed"]),
             (f"{r['objective']}{' (CV)' if r['estimate'] == 'out-of-fold' else ''} {value:.3f}"
              if not math.isnan(value) else str(r["objective"])), r["estimate"],
             *(metric_with_ci(r, m, source=Source.PLAIN) for m in METRICS),
         ])
     return headers, cells
+
+
+def _rank(value, digits: int = 1) -> str:
+    value = to_float(value)
+    return "-" if math.isnan(value) else f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
 def format_table(table: pd.DataFrame, fmt: str = "simple") -> str:

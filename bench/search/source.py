@@ -36,9 +36,50 @@ class BackboneSource:
     ) -> None:
         self.record, self.weights, self.image_size, self.seed = record, weights, image_size, seed
         self.weights_file = Path(folder) / "backbone.weights.h5"
+        self.run_dir = Path(folder).parent
         self.calibration_images = calibration_images
         self.last_base: keras.Model | None = None
         self._original: list[np.ndarray] | None = None
+        self._initial: list[np.ndarray] | None = None  # random init as built, before BatchNorm calibration
+        self._built = False  # built here from the weights spec (not loaded from this run's file)
+        self._donor: BackboneSource | None = None
+
+    def adopt(self, donor: "BackboneSource | None") -> None:
+        """Reuse ``donor``'s built network (same backbone, size, weights and seed, another
+        run): this source then loads its own starting weights into it instead of building
+        one. They are the ones a fresh build would give: the donor's as built (before any
+        calibration on the donor's images), or this run's saved file."""
+        if donor is not None and donor.last_base is not None and donor._built:
+            self._donor = donor
+
+    def _starting_weights(self) -> list[np.ndarray]:
+        return self._initial if self._initial is not None else self._original
+
+    def _reused(self) -> keras.Model | None:
+        """The donor's network with this run's starting weights, or None without a donor."""
+        donor, self._donor = self._donor, None
+        if donor is None:
+            return None
+        model = donor.last_base
+        model.trainable = True
+        for layer in model.layers:
+            layer.trainable = True
+        if self.weights_file.exists():
+            model.load_weights(self.weights_file)
+            return model
+        model.set_weights(donor._starting_weights())
+        self._built = True
+        if backbones.resolve_weights(self.weights).kind == "none":
+            self._initial = donor._starting_weights()
+            calibrate_batchnorm(model, self.record.preprocessing, self._calibration())
+        self.weights_file.parent.mkdir(parents=True, exist_ok=True)
+        save_via_temp(self.weights_file, model.save_weights)
+        return model
+
+    def _calibration(self) -> np.ndarray:
+        if self.calibration_images is None:
+            raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
+        return self.calibration_images()
 
     def base(self) -> keras.Model:
         """The backbone with this run's original weights, every layer trainable."""
@@ -49,17 +90,18 @@ class BackboneSource:
             for layer in model.layers:
                 layer.trainable = True
             return model
-        if self.weights_file.exists():
+        model = self._reused()
+        if model is None and self.weights_file.exists():
             model = self.record.build(weights=None, image_size=self.image_size)
             model.load_weights(self.weights_file)
-        else:
+        elif model is None:
             keras.utils.set_random_seed(self.seed)
             spec = backbones.resolve_weights(self.weights)
             model = backbones.build_with_weights(self.record, spec, self.image_size)
+            self._built = True
             if spec.kind == "none":
-                if self.calibration_images is None:
-                    raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
-                calibrate_batchnorm(model, self.record.preprocessing, self.calibration_images())
+                self._initial = model.get_weights()
+                calibrate_batchnorm(model, self.record.preprocessing, self._calibration())
             self.weights_file.parent.mkdir(parents=True, exist_ok=True)
             save_via_temp(self.weights_file, model.save_weights)
         self.last_base, self._original = model, model.get_weights()

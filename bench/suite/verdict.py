@@ -1,0 +1,96 @@
+"""The verdict across a suite's datasets: ``verdict.json`` and ``leaderboard.csv`` in the suite folder.
+
+Each dataset contributes its run's held-out estimate of each backbone
+(:mod:`bench.evaluate.suite_table`); :func:`bench.evaluate.across_datasets.compare_across`
+ranks them per dataset and tests the ranking across datasets. The suite report
+(:mod:`bench.report.suite_report`) and ``bench leaderboard`` read these two files only.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import numpy as np
+
+from bench.atomic import read_json, write_json_atomic, write_text_atomic
+from bench.errors import BenchError
+from bench.evaluate.suite_table import cell_text
+
+log = logging.getLogger("bench")
+VERDICT_JSON = "verdict.json"
+LEADERBOARD_CSV = "leaderboard.csv"
+
+
+def write_verdict(suite, rope: float) -> dict:
+    """Compare the suite's finished datasets; write and return ``verdict.json``'s content."""
+    from bench.evaluate.across_datasets import compare_across
+    from bench.evaluate.suite_table import estimates_frame, models_of, read_dataset, replicates
+
+    finished = set(suite.finished())
+    datasets = [d for d in suite.spec.datasets if d.name in finished]
+    if not datasets:
+        raise BenchError(f"suite {suite.name} has no finished dataset yet; continue it with "
+                         f"`bench suite --resume --name {suite.name}`")
+    log.info(f"suite {suite.name}: comparing {len(datasets)} datasets (group bootstrap within each)")
+    results = [read_dataset(d.name, suite.run_dir(d.name)) for d in datasets]
+    models = models_of(results)
+    scores = np.array([[ds.oriented(m) for m in models] for ds in results], dtype=float)
+    reps = [replicates(ds, models) for ds in results]
+    seed = int(suite.spec.shared.get("seed", 0) or 0)
+    across = compare_across([ds.name for ds in results], models, scores, rope=rope, replicates=reps, seed=seed)
+    frame = estimates_frame(results, models)
+    frame["rank"] = [across.ranks[i, j] for i in range(len(results)) for j in range(len(models))]
+    frame["mean_rank"] = [across.mean_ranks[j] for _ in results for j in range(len(models))]
+    write_text_atomic(suite.path / LEADERBOARD_CSV, frame.to_csv(index=False))
+    verdict = {
+        "suite": suite.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "rope": rope,
+        "datasets": [{"name": ds.name, "path": str(d.path), "metric": ds.metric, "estimate": ds.metric_label,
+                      "maximise": ds.maximise, "classes": ds.classes, "source": ds.source.name,
+                      "objective": ds.objective} for ds, d in zip(results, datasets)],
+        "models": models,
+        "estimates": [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")],
+        "across": across.as_dict(),
+        "sentence": across.verdict,
+        "unfinished": [d.name for d in suite.spec.datasets if d.name not in finished],
+    }
+    write_json_atomic(suite.path / VERDICT_JSON, verdict)
+    return verdict
+
+
+def read_verdict(suite_dir) -> dict:
+    path = suite_dir / VERDICT_JSON
+    if not path.is_file():
+        raise BenchError(f"{suite_dir} has no {VERDICT_JSON}: the suite has not finished a dataset; continue it with "
+                         f"`bench suite --resume --name {suite_dir.name}`")
+    return read_json(path)
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def format_suite_table(verdict: dict) -> str:
+    """Datasets x backbones: each cell the estimate with its interval and the rank on that
+    dataset; a last row with each backbone's mean rank."""
+    from tabulate import tabulate
+
+    models = verdict["models"]
+    by = {(r["dataset"], r["backbone"]): r for r in verdict["estimates"]}
+    rows = []
+    for ds in verdict["datasets"]:
+        cells = []
+        for m in models:
+            r = by[(ds["name"], m)]
+            rank = f" ({r['rank']:g})" if r.get("rank") is not None else ""
+            cells.append(cell_text(r) + rank)
+        rows.append([ds["name"], ds["estimate"], *cells])
+    mean = verdict["across"]["mean_ranks"]
+    rows.append(["mean rank", "", *(f"{v:.2f}" if v is not None else "-" for v in mean)])
+    return tabulate(rows, headers=["dataset", "estimate", *models], disable_numparse=True)

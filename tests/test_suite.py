@@ -1,0 +1,147 @@
+"""``bench suite``: datasets run as ordinary run folders, a verdict across them, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.data.demo import PhantomClass, make_phantom_data
+from bench.data.phantom import LesionStyle
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+STYLES = {"easy": LesionStyle(0.25, 0.8, 1.0), "medium": LesionStyle(0.18, 0.4, 0.7), "hard": LesionStyle(0.1, 0.2, 0.4)}
+SUITE = """
+[run]
+backbones = "mobilenet_v2,vgg16"
+weights = "none"
+image-size = 32
+max-trials = 1
+epochs = 2
+max-unfreeze = 0
+val-size = 0.25
+test-size = 0.3
+"""
+
+
+def bench(*args, env=None):
+    """``bench`` in a subprocess (a kill must not take the test runner with it)."""
+    return subprocess.run([sys.executable, "-c", "from bench.cli import app; app()", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """A three-dataset suite killed between its first two datasets, then inside the second
+    (while caching features), resumed each time: the finished suite and what each step said."""
+    root = tmp_path_factory.mktemp("suite")
+    text = SUITE
+    for i, (name, style) in enumerate(STYLES.items()):
+        make_phantom_data(root / "data" / name, [PhantomClass("normal", 12, None), PhantomClass("lesion", 12, style)],
+                          32, i, {"generator": "test"})
+        text += f'\n[[datasets]]\nname = "{name}"\npath = "data/{name}"\n'
+    toml = root / "suite.toml"
+    toml.write_text(text, encoding="utf-8")
+    common = ["--out", root / "out", "--reports", root / "reports", "--name", "s", "--no-export"]
+    steps = {"between": bench("suite", toml, *common, env={"BENCH_KILL_AT": "suite-dataset"})}
+    state = json.loads((root / "out" / "s" / "suite.json").read_text())
+    first = root / "out" / "s" / "easy" / "leaderboard.json"
+    stamp = first.stat().st_mtime_ns
+    steps["inside"] = bench("suite", "--resume", *common, env={"BENCH_KILL_AT": "caching"})
+    steps["final"] = bench("suite", "--resume", *common)
+    return root, steps, state, stamp
+
+
+def test_a_killed_suite_resumes_between_datasets_and_inside_one(killed_and_resumed):
+    root, steps, state, stamp = killed_and_resumed
+    assert steps["between"].returncode == -9 and state["finished"] == ["easy"]
+    assert steps["inside"].returncode == -9
+    final = steps["final"]
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "easy: finished earlier, skipped" in steps["inside"].stderr.replace("dataset 1/3 ", "")
+    assert "medium: resuming its run" in final.stderr  # the dataset killed while caching
+    suite = root / "out" / "s"
+    assert json.loads((suite / "suite.json").read_text())["finished"] == ["easy", "medium", "hard"]
+    assert (suite / "easy" / "leaderboard.json").stat().st_mtime_ns == stamp  # not run again
+    for name in STYLES:  # every dataset an ordinary, finished run folder
+        board = json.loads((suite / name / "leaderboard.json").read_text())
+        assert sorted(r["backbone"] for r in board) == ["mobilenet_v2", "vgg16"]
+        assert (root / "reports" / "s" / name / "report.html").is_file()
+
+
+def test_verdict_table_and_report_across_datasets(killed_and_resumed):
+    root, steps, _, _ = killed_and_resumed
+    out = steps["final"].stdout
+    assert "mean rank" in out and "test ROC AUC" in out
+    verdict = json.loads((root / "out" / "s" / "verdict.json").read_text())
+    assert verdict["sentence"] in out and [d["name"] for d in verdict["datasets"]] == list(STYLES)
+    ranks = np.array(verdict["across"]["ranks"], dtype=float)
+    assert ranks.shape == (3, 2) and np.allclose(np.sort(ranks, axis=1), [[1, 2]] * 3) or np.any(ranks == 1.5)
+    assert np.isclose(sum(verdict["across"]["probability_best"]), 1.0)
+    pair = verdict["across"]["pairs"][0]
+    assert pair["n"] == 3 and pair["wins"] + pair["ties"] + pair["losses"] == 3
+    assert not pair["bayes_reason"] and np.isclose(pair["p_a_better"] + pair["p_rope"] + pair["p_b_better"], 1.0)
+    board = pd.read_csv(root / "out" / "s" / "leaderboard.csv")
+    assert len(board) == 6 and set(board["status"]) == {"ok"}
+    row = board[(board["dataset"] == "hard") & (board["backbone"] == "vgg16")].iloc[0]
+    run_row = next(r for r in json.loads((root / "out" / "s" / "hard" / "leaderboard.json").read_text())
+                   if r["backbone"] == "vgg16")
+    assert np.isclose(row["value"], run_row["test_roc_auc"]) and np.isclose(row["ci_low"], run_row["test_roc_auc_ci_low"])
+    html = (root / "reports" / "s" / "suite.html").read_text()
+    assert verdict["sentence"].split(";")[0] in html
+    assert html.count("data:image/png;base64") >= 3  # heatmap, CD diagram, Bayesian matrix
+    assert 'href="easy/report.html"' in html and "[[datasets]]" in html  # links, and the suite file
+
+
+def test_leaderboard_and_report_read_a_suite_folder(killed_and_resumed, tmp_path):
+    root, _, _, _ = killed_and_resumed
+    result = runner.invoke(app, ["leaderboard", str(root / "out" / "s"), "--sort", "mean_rank"])
+    assert result.exit_code == 0, result.output
+    assert "suite rank" in result.output and "mean rank" in result.output
+    assert sum(line.startswith(("easy", "medium", "hard")) for line in result.output.splitlines()) == 6
+    again = runner.invoke(app, ["report", str(root / "out" / "s"), "--reports", str(tmp_path)])
+    assert again.exit_code == 0 and (tmp_path / "s" / "suite.html").is_file()
+
+
+def test_a_suite_refuses_to_change_what_it_computes_on_resume(killed_and_resumed):
+    root, _, _, _ = killed_and_resumed
+    edited = root / "edited.toml"
+    edited.write_text((root / "suite.toml").read_text().replace("epochs = 2", "epochs = 3"), encoding="utf-8")
+    result = runner.invoke(app, ["suite", str(edited), "--resume", "--out", str(root / "out"), "--name", "s"])
+    assert result.exit_code == 2 and "--epochs 3 (the suite has 2)" in result.output
+    fresh = runner.invoke(app, ["suite", str(root / "suite.toml"), "--out", str(root / "out"), "--name", "s"])
+    assert fresh.exit_code == 2 and "already exists; continue it with --resume --name s" in fresh.output
+
+
+def test_a_built_backbone_serves_the_next_dataset_with_that_run_s_own_weights(tmp_path):
+    """The network built for one run, reused by another, starts from exactly the weights a
+    fresh build for that run gives (random init, then BatchNorm calibrated on its images)."""
+    import backbones
+    from bench.search.source import BackboneSource
+
+    record = backbones.get("mobilenet_v2")
+    images = {k: lambda k=k: np.random.default_rng(k).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for k in (0, 1)}
+    first = BackboneSource(record, "none", 32, tmp_path / "r1" / "mobilenet_v2", 0, images[0])
+    model = first.base()
+    reused = BackboneSource(record, "none", 32, tmp_path / "r2" / "mobilenet_v2", 0, images[1])
+    reused.adopt(first)
+    calls = []
+    original = record.build
+    object.__setattr__(record, "build", lambda *a, **k: calls.append(1) or original(*a, **k))
+    try:
+        again = reused.base()
+    finally:
+        object.__setattr__(record, "build", original)
+    assert again is model and not calls  # no second build
+    got = [w.copy() for w in again.get_weights()]
+    fresh = BackboneSource(record, "none", 32, tmp_path / "r3" / "mobilenet_v2", 0, images[1]).base()
+    assert all(np.array_equal(a, b) for a, b in zip(got, fresh.get_weights()))
