@@ -145,3 +145,41 @@ def test_a_built_backbone_serves_the_next_dataset_with_that_run_s_own_weights(tm
     got = [w.copy() for w in again.get_weights()]
     fresh = BackboneSource(record, "none", 32, tmp_path / "r3" / "mobilenet_v2", 0, images[1]).base()
     assert all(np.array_equal(a, b) for a, b in zip(got, fresh.get_weights()))
+
+
+@pytest.mark.slow
+def test_a_chief_and_a_worker_share_a_suite(tmp_path):
+    """Distributed as for bench run: the worker runs the trials of every dataset, the chief
+    ranks, reports and writes the verdict."""
+    import re
+
+    from bench.search.distributed import ENV_ID, ENV_IP, ENV_PORT
+    from test_distributed import _free_port
+
+    text = SUITE.replace('backbones = "mobilenet_v2,vgg16"', 'backbones = "mobilenet_v2"').replace(
+        "max-trials = 1", "max-trials = 2\ntuner = \"random\"")
+    for i, name in enumerate(("one", "two")):
+        make_phantom_data(tmp_path / name, [PhantomClass("normal", 10, None), PhantomClass("lesion", 10, STYLES["easy"])],
+                          32, i, {"generator": "test"})
+        text += f'\n[[datasets]]\nname = "{name}"\npath = "{name}"\n'
+    (tmp_path / "suite.toml").write_text(text, encoding="utf-8")
+    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
+    args = [sys.executable, "-m", "bench.cli", "suite", str(tmp_path / "suite.toml"), "--out", str(tmp_path / "out"),
+            "--reports", str(tmp_path / "reports"), "--name", "d", "--no-export"]
+    procs = {tid: subprocess.Popen(args, env={**env, ENV_ID: tid}, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=ROOT) for tid in ("chief", "tuner0")}
+    logs = {}
+    try:
+        for tid, proc in procs.items():
+            _, logs[tid] = proc.communicate(timeout=600)
+            assert proc.returncode == 0, f"{tid}:\n{logs[tid][-3000:]}"
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    for name in ("one", "two"):
+        trials = pd.read_csv(tmp_path / "out" / "d" / name / "mobilenet_v2" / "trials.csv")
+        assert len(trials) == 2 and set(trials["ran_on"]) == {"tuner0"}
+        assert len(re.findall(rf"dataset \d/2: {name}", logs["tuner0"])) == 1
+    verdict = json.loads((tmp_path / "out" / "d" / "verdict.json").read_text())
+    assert [d["name"] for d in verdict["datasets"]] == ["one", "two"]
+    assert "the chief writes the verdict" in logs["tuner0"]

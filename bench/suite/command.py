@@ -63,7 +63,7 @@ def suite(suite_file: Path | None, *, demo: bool = False, resume: bool = False, 
         spec = parse_suite(suite_file, overrides)
     else:
         spec = None
-    opened = open_suite(spec, out, name, reports, resume)
+    opened = open_suite(spec, out, name, reports, resume, cluster)
     ran = run_suite(opened, export=export, cluster=cluster, progress=progress)
     if cluster is not None and not cluster.is_chief:
         return SuiteOutcome(opened, ran=ran)

@@ -23,7 +23,7 @@ from bench import __version__
 from bench.atomic import read_json, write_json_atomic
 from bench.errors import BenchError
 from bench.faults import crash_point
-from bench.locks import RunLock
+from bench.locks import RunLock, file_lock
 from bench.runfolder import RunFiles, check_run_name, check_writable, default_run_name
 from bench.report.suite_report import is_suite_dir
 from bench.suite.spec import SuiteSpec, changed_options
@@ -65,9 +65,21 @@ class Suite:
         return self.path / dataset
 
 
-def open_suite(spec: SuiteSpec | None, out: Path, name: str | None, reports: Path, resume: bool) -> Suite:
+def open_suite(spec: SuiteSpec | None, out: Path, name: str | None, reports: Path, resume: bool,
+               cluster=None) -> Suite:
     """A new suite folder ``<out>/<name>`` (refused when it exists), or with ``resume`` the
-    existing one; a suite file given on resume must not change what the suite computes."""
+    existing one; a suite file given on resume must not change what the suite computes.
+
+    Distributed (``cluster``): the first process to arrive makes the folder, under a lock;
+    every other one (chief or worker) joins it, with the checks of ``--resume``."""
+    if cluster is not None and not resume:
+        if not name:
+            raise BenchError("distributed mode needs --name: the chief and every worker must name the same suite")
+        check_run_name(name)
+        with file_lock(check_writable(Path(out), "--out") / f".{name}.prepare.lock"):
+            if is_suite_dir(Path(out) / name):
+                return open_suite(spec, out, name, reports, resume=True)
+            return open_suite(spec, out, name, reports, resume=False)
     if resume:
         if not name:
             raise BenchError("--resume needs --name SUITE (the suite folder to continue)")
