@@ -26,10 +26,10 @@ from bench.data.split import (
     read_split,
     write_split,
 )
-from bench.errors import BenchError
+from bench.errors import BenchError, is_disk_full
 from bench.evaluate.shortcuts import check_split, shortcut_sentence
 from bench.atomic import read_json, write_json_atomic
-from bench.locks import RunLock, file_lock
+from bench.locks import RunLock, file_lock, read_only_message
 from bench.machine import library_versions, machine_info
 from bench.runfolder import RunFiles, check_run_name, check_writable, default_run_name
 
@@ -182,10 +182,15 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     files = RunFiles(run_dir)
     if not files.run_json.exists():
         raise BenchError(f"no run to resume at {run_dir} (run.json missing); check --out and --name")
+    check_run_writable(run_dir)
     if cluster is None:
         RunLock(run_dir).acquire().release()  # fail at once when another process works on it
-    info = read_json(files.run_json)
-    stored = info["config"]
+    damaged = (f"run {name} cannot be resumed: restore its run.json from a copy, or start a new run "
+               "with another --name")
+    info = read_json(files.run_json, damaged)
+    stored = info.get("config") if isinstance(info, dict) else None
+    if not isinstance(stored, dict):
+        raise BenchError(f"cannot read {files.run_json}: it holds no run configuration; {damaged}")
     config = RunConfig.from_dict(stored)
     config.out = Path(out)
     given = dict(given or {})
@@ -206,6 +211,19 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     split = read_split(files.split_json)
     folds = read_folds(files.folds_json) if config.cv else None
     return RunFolder(run_dir, config, index, split, folds)
+
+
+def check_run_writable(run_dir: Path) -> None:
+    """Raise the one-line error when ``run_dir`` (an existing run folder) cannot be written."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise
+        raise BenchError(read_only_message(run_dir, exc)) from None
 
 
 def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> RunFolder:

@@ -81,10 +81,11 @@ def read_run_file(path: Path, required: bool = False):
     path = Path(path)
     if not path.exists() and not required:
         return None
+    fix = "the run folder is damaged, re-run or restore the file"
     try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read {path} ({exc}); the run folder is damaged, re-run or restore the file") from None
+        return read_json(path, fix)
+    except OSError as exc:
+        raise BenchError(f"cannot read {path} ({exc}); {fix}") from None
 
 
 def read_run_table(path: Path, text_columns=PREDICTION_TEXT_COLUMNS):
