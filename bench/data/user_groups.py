@@ -4,7 +4,9 @@ The file is a UTF-8 CSV (a byte-order mark is fine) whose header names at least 
 columns ``path`` and ``group`` (any case, any order; other columns are ignored). Bytes that
 are not UTF-8 are accepted in one place only: a ``path`` that names, byte for byte, a file
 of the data folder whose name is not UTF-8 (bench's own groups.csv writes such a name as
-its bytes); anywhere else the file is refused as not UTF-8::
+its bytes); anywhere else the file is refused as not UTF-8. A cell that starts with ``'``
+followed by ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or another ``'`` is read
+without that ``'`` (how bench and spreadsheets keep such names from running as formulas)::
 
     path,group
     yes/Y1.jpg,patient01
@@ -31,6 +33,7 @@ from pathlib import Path
 from bench.data.scan import DatasetIndex
 from bench.data.regular_files import MAX_TABLE_BYTES, NotRegular, read_regular
 from bench.errors import BenchError
+from bench.tables import unquote_cell
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def _check_encoding(rows: list[tuple[int, list[str]]], p_col: int, index: Datase
             byte = _undecoded(cell)
             if byte is None:
                 continue
-            if col == p_col and line > rows[0][0] and _relative(cell.strip(), index.root) in known:
+            if col == p_col and line > rows[0][0] and _relative(unquote_cell(cell.strip()), index.root) in known:
                 continue
             raise _not_utf8(src, byte, line)
 
@@ -197,8 +200,8 @@ def read_user_groups(csv_path: Path, index: DatasetIndex) -> UserGroups:
     seen: dict[str, tuple[int, str]] = {}
     problems: list[tuple[str, str, str]] = []  # (kind, problem, fix), in file order
     for line, row in body:
-        raw = row[p_col].strip() if p_col < len(row) else ""
-        group = row[g_col].strip() if g_col < len(row) else ""
+        raw = unquote_cell(row[p_col].strip()) if p_col < len(row) else ""
+        group = unquote_cell(row[g_col].strip()) if g_col < len(row) else ""
         where = f"line {line}"
         if any("\n" in cell or "\r" in cell for cell in row):
             problems.append(("quote", f"{where} has a field spanning several lines (a quote \" that is never closed?)",

@@ -318,8 +318,7 @@ def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, ou
 
 def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
 
-    from bench.atomic import write_text_atomic
-    from bench.tables import text_frame
+    from bench.tables import text_frame, write_csv
 
     columns = {
         "file": [r.file for r in result.rows],
@@ -331,7 +330,7 @@ def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
         columns["gradcam"] = [r.gradcam for r in result.rows]
     table = text_frame(columns)
     try:
-        write_text_atomic(path, table.to_csv(index=False))
+        write_csv(path, table)
     except OSError as exc:
         raise BenchError(f"cannot write --csv {path} ({exc.strerror or exc}); pass a writable path") from None
     return path

@@ -18,9 +18,9 @@ from bench.data.loading import image_batches, label_indices
 from bench.evaluate.decisions import Decisions, headline, weight_vector
 from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
-from bench.atomic import save_via_temp, write_json_atomic, write_text_atomic
+from bench.atomic import save_via_temp, write_json_atomic
 from bench.runfolder import SearchFiles
-from bench.tables import text_frame
+from bench.tables import text_frame, write_csv
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
                               settings.min_sensitivity, settings.min_specificity)
     threshold = decisions.threshold
     table = _prediction_table(val_rows, y_val, classes, decisions.calibrate(p_val), p_val)
-    write_text_atomic(files.val_predictions_csv, table.to_csv(index=False))
+    write_csv(files.val_predictions_csv, table)
     fitted = {"temperature": decisions.temperature, "threshold": threshold,
               "positive_class": str(classes[1]) if n_classes == 2 else None}
     if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
@@ -176,7 +176,7 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     metrics.update(headline(report))
     pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
     table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)
-    write_text_atomic(files.test_predictions_csv, table.to_csv(index=False))
+    write_csv(files.test_predictions_csv, table)
     return metrics
 
 
