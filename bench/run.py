@@ -31,7 +31,7 @@ from bench.evaluate.shortcuts import check_split, shortcut_sentence
 from bench.atomic import read_json, write_json_atomic
 from bench.locks import RunLock, file_lock, read_only_message
 from bench.machine import library_versions, machine_info
-from bench.runfolder import RunFiles, check_run_name, check_writable, default_run_name
+from bench.runfolder import RunFiles, check_can_write, check_run_name, check_writable, default_run_name
 
 log = logging.getLogger("bench")
 
@@ -93,9 +93,17 @@ def validate(config: RunConfig) -> None:
         check_run_name(config.name)
 
 
+def check_outputs(config: RunConfig) -> None:
+    """Every place ``bench run`` writes (``--out``, ``--reports``) can be written: checked
+    before the scan and the search, creating nothing."""
+    check_can_write(config.out, "--out")
+    check_can_write(config.reports, "--reports")
+
+
 def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> RunFolder:
     """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json."""
     validate(config)
+    check_outputs(config)
     spec = backbones.resolve_weights(config.weights)
     for name in config.backbones:
         record = backbones.get(name)
@@ -200,6 +208,7 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     config.data = Path(config.data) if config.data else None
     if "reports" in given:
         config.reports = Path(given["reports"])
+    check_can_write(config.reports, "--reports")
     index = scan(config.data, copies=False)  # the groups are in split.json
     config.data = index.root
     stored_hash = info.get("data_hash")

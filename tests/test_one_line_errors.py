@@ -132,3 +132,55 @@ def test_copy_threshold_nan_is_refused_before_any_work(tmp_path, command):
     args = [data] if command == "scan" else [tmp_path / "missing-model", data]
     result = invoke(command, *args, "--copy-threshold", "nan")
     assert_one_line_error(result, "--copy-threshold must be a finite number, got nan")
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the data folder was scanned before the output folders were checked")
+
+
+@pytest.mark.parametrize("where", ["file in the way", "read-only folder"])
+def test_unwritable_reports_folder_stops_bench_run_before_any_work(tmp_path, monkeypatch, where):
+    import bench.run
+
+    data = make_folder(tmp_path / "data", {"cat": 8, "dog": 8}, size=32)
+    monkeypatch.setattr(bench.run, "scan", _no_work)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if where == "file in the way":
+        (locked / "reports").write_text("a file where a folder should be")
+        reports = locked / "reports" / "sub"
+        context = contextlib.nullcontext()
+    else:
+        reports = locked / "reports"
+        context = read_only(locked)
+    started = time.perf_counter()
+    with context:
+        result = invoke("run", "--data", data, "--weights", "none", "--backbones", "mobilenet_v2", "--image-size", "32",
+                        "--max-trials", "1", "--epochs", "1", "--out", tmp_path / "results", "--reports", reports,
+                        "--name", "r")
+    assert_one_line_error(result, f"cannot write to --reports folder {reports}", "pass a writable folder with --reports")
+    assert time.perf_counter() - started < 30  # a search of this run takes longer; the scan is not even called
+    assert not (tmp_path / "results").exists() and not reports.exists()
+
+
+def test_unwritable_reports_folder_stops_a_resume_before_its_scan(tmp_path, monkeypatch):
+    import bench.run
+
+    prepared_run(tmp_path)
+    monkeypatch.setattr(bench.run, "scan", _no_work)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    result = invoke("run", "--resume", "--name", "r", "--out", tmp_path / "results", "--no-export",
+                    "--reports", tmp_path / "blocker" / "reports")
+    assert_one_line_error(result, "cannot write to --reports folder", "blocker is a file, not a folder")
+
+
+def test_unwritable_evaluate_out_is_refused_before_the_model_is_loaded(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.keras").write_bytes(b"never loaded: --out is checked first")
+    (export / "labels.json").write_text('{"classes": ["cat", "dog"], "image_size": 32}')
+    data = make_folder(tmp_path / "data", {"cat": 2, "dog": 2}, size=32)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    out = tmp_path / "blocker" / "eval"
+    result = invoke("evaluate", export, data, "--out", out)
+    assert_one_line_error(result, f"cannot write to --out folder {out}", "pass a writable folder with --out")

@@ -118,12 +118,13 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     from bench.data.scan import scan
     from bench.deploy.predict import TTA_MODES, Predictor, predict_files
     from bench.atomic import write_json_atomic
-    from bench.runfolder import check_writable
+    from bench.runfolder import check_can_write, check_writable
     from bench.tables import text_frame, write_csv
 
     options = options or EvaluateOptions()
     if options.tta not in TTA_MODES:
         raise BenchError(f"unknown --tta {options.tta!r}; choose one of: {', '.join(TTA_MODES)}")
+    check_can_write(Path(out), "--out")  # before the model is loaded and the data scanned
     predictor = Predictor.load(Path(model_or_run), options.backbone, options.operating_point)
     classes = predictor.classes
     out = check_writable(Path(out), "--out")
