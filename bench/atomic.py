@@ -72,5 +72,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+#: What :func:`read_json` tells the user to do about a file that is not JSON, unless told better.
+DAMAGED_FIX = "the file is damaged: restore it from a copy, or write it again with the bench command that made it"
+
+
+def read_json(path: Path, fix: str = DAMAGED_FIX):
+    """The JSON content of ``path``. A file that is not UTF-8 JSON (truncated, edited, overwritten)
+    raises a one-line :class:`~bench.errors.BenchError` naming it and ``fix``; a missing or
+    unreadable file raises the usual ``OSError``."""
+    from bench.errors import BenchError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise BenchError(f"cannot read {path}: not valid JSON ({reason[:120]}); {fix}") from None

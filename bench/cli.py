@@ -295,18 +295,12 @@ def leaderboard_cmd(
     md: Annotated[Optional[Path], typer.Option("--md", help="Also write the table as Markdown.")] = None,
 ) -> None:
     """One table of every backbone of every run: settings, objective and metrics with CIs; runs on other data flagged."""
-    from bench.evaluate.runs_table import cross_run_table, format_table
-    from bench.atomic import write_text_atomic
+    from bench.evaluate.runs_table import cross_run_table, format_table, write_table_files
 
     table = cross_run_table(paths, sort)
     typer.echo(format_table(table))
-    for path, text in ((csv, table.to_csv(index=False) if csv else None), (md, format_table(table, "pipe") + "\n" if md else None)):
-        if path is not None:
-            try:
-                write_text_atomic(Path(path), text)
-            except OSError as exc:
-                raise BenchError(f"cannot write {path} ({exc.strerror or exc}); pass a writable path") from None
-            typer.echo(f"wrote {path}")
+    for path in write_table_files(table, csv, md):
+        typer.echo(f"wrote {path}")
 
 
 @command("serve")

@@ -8,7 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from bench.errors import BenchError
+from bench.errors import BenchError, is_disk_full
+
+
+def read_only_message(run_dir: Path, exc: OSError) -> str:
+    """The one line for a run folder bench cannot write into (its lock, its results)."""
+    return (f"cannot write into the run folder {run_dir} ({exc.strerror or exc}); bench keeps its progress there: "
+            f"make it writable (chmod -R u+w {run_dir}), or copy it to a writable place and pass that folder with --out")
 
 
 class RunLock:
@@ -25,8 +31,13 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+")
+        except OSError as exc:  # permissions, a read-only file system (a full disk is said as such)
+            if is_disk_full(exc):
+                raise
+            raise BenchError(read_only_message(self.path.parent, exc)) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

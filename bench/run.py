@@ -26,12 +26,12 @@ from bench.data.split import (
     read_split,
     write_split,
 )
-from bench.errors import BenchError
+from bench.errors import BenchError, is_disk_full
 from bench.evaluate.shortcuts import check_split, shortcut_sentence
 from bench.atomic import read_json, write_json_atomic
-from bench.locks import RunLock, file_lock
+from bench.locks import RunLock, file_lock, read_only_message
 from bench.machine import library_versions, machine_info
-from bench.runfolder import RunFiles, check_run_name, check_writable, default_run_name
+from bench.runfolder import RunFiles, check_can_write, check_run_name, check_writable, default_run_name
 
 log = logging.getLogger("bench")
 
@@ -93,9 +93,17 @@ def validate(config: RunConfig) -> None:
         check_run_name(config.name)
 
 
+def check_outputs(config: RunConfig) -> None:
+    """Every place ``bench run`` writes (``--out``, ``--reports``) can be written: checked
+    before the scan and the search, creating nothing."""
+    check_can_write(config.out, "--out")
+    check_can_write(config.reports, "--reports")
+
+
 def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> RunFolder:
     """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json."""
     validate(config)
+    check_outputs(config)
     spec = backbones.resolve_weights(config.weights)
     for name in config.backbones:
         record = backbones.get(name)
@@ -182,10 +190,15 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     files = RunFiles(run_dir)
     if not files.run_json.exists():
         raise BenchError(f"no run to resume at {run_dir} (run.json missing); check --out and --name")
+    check_run_writable(run_dir)
     if cluster is None:
         RunLock(run_dir).acquire().release()  # fail at once when another process works on it
-    info = read_json(files.run_json)
-    stored = info["config"]
+    damaged = (f"run {name} cannot be resumed: restore its run.json from a copy, or start a new run "
+               "with another --name")
+    info = read_json(files.run_json, damaged)
+    stored = info.get("config") if isinstance(info, dict) else None
+    if not isinstance(stored, dict):
+        raise BenchError(f"cannot read {files.run_json}: it holds no run configuration; {damaged}")
     config = RunConfig.from_dict(stored)
     config.out = Path(out)
     given = dict(given or {})
@@ -195,6 +208,7 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     config.data = Path(config.data) if config.data else None
     if "reports" in given:
         config.reports = Path(given["reports"])
+    check_can_write(config.reports, "--reports")
     index = scan(config.data, copies=False)  # the groups are in split.json
     config.data = index.root
     stored_hash = info.get("data_hash")
@@ -206,6 +220,19 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     split = read_split(files.split_json)
     folds = read_folds(files.folds_json) if config.cv else None
     return RunFolder(run_dir, config, index, split, folds)
+
+
+def check_run_writable(run_dir: Path) -> None:
+    """Raise the one-line error when ``run_dir`` (an existing run folder) cannot be written."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise
+        raise BenchError(read_only_message(run_dir, exc)) from None
 
 
 def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> RunFolder:

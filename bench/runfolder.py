@@ -73,6 +73,33 @@ def check_writable(folder: Path, option: str) -> Path:
     return folder
 
 
+def check_can_write(folder: Path, option: str) -> Path:
+    """Raise the one-line BenchError of :func:`check_writable` unless ``folder`` could be
+    made and written, creating nothing: an output location checked before any work, so a
+    refused command leaves no folder behind. A folder that exists is written to (a temporary
+    file, removed at once); else its nearest existing parent must be a writable folder."""
+    folder = Path(folder).expanduser()
+    if folder.is_dir():
+        return check_writable(folder, option)
+    parent = folder
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent == folder:
+        raise BenchError(f"{option} {folder} is a file, not a folder; pass a folder path")
+    if not parent.is_dir():
+        raise BenchError(f"cannot write to {option} folder {folder} ({parent} is a file, not a folder); "
+                         f"pass a writable folder with {option}")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise BenchError(
+            f"cannot write to {option} folder {folder} ({exc.strerror or exc} in {parent}); pass a writable folder "
+            f"with {option}"
+        ) from None
+    return folder
+
+
 # ------------------------------------------------------------------- reading its files
 
 
@@ -81,10 +108,11 @@ def read_run_file(path: Path, required: bool = False):
     path = Path(path)
     if not path.exists() and not required:
         return None
+    fix = "the run folder is damaged, re-run or restore the file"
     try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read {path} ({exc}); the run folder is damaged, re-run or restore the file") from None
+        return read_json(path, fix)
+    except OSError as exc:
+        raise BenchError(f"cannot read {path} ({exc}); {fix}") from None
 
 
 def read_run_table(path: Path, text_columns=PREDICTION_TEXT_COLUMNS):

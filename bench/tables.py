@@ -1,9 +1,73 @@
-"""The CSV tables bench writes and reads back (predictions, trials, leaderboards) as
-pandas frames whose file and class names may not be valid UTF-8."""
+"""The CSV tables bench writes and reads back (predictions, trials, leaderboards, groups) as
+pandas frames whose file and class names may not be valid UTF-8.
+
+Every CSV bench writes goes through :func:`write_csv` (or :func:`rows_csv_text`), which
+keeps a spreadsheet from running a text cell as a formula, as OWASP advises for CSV
+injection: a text cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+gets a leading ``'`` (a file named ``=HYPERLINK(...).png`` is shown as text). Numbers are
+written as they are (``-0.5`` stays a number); a text cell that is a number as written
+(``-3``) is left too, since a spreadsheet reads it as that number and runs nothing. A text
+cell starting with ``'`` followed by one of those characters or another ``'`` gets one
+more ``'``, so :func:`unquote_cell` (used by every reader of bench's CSVs) gives back
+exactly the text written.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def quote_cell(value):
+    """``value`` as written to a CSV cell: text a spreadsheet would run gets a leading ``'``."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    if value[0] == "'" and value[1:2] and value[1:2] in (*FORMULA_START, "'"):
+        return "'" + value
+    return value
+
+
+def unquote_cell(value):
+    """The text :func:`quote_cell` was given, from the cell it wrote."""
+    if isinstance(value, str) and value[:1] == "'" and value[1:2] and value[1:2] in (*FORMULA_START, "'"):
+        return value[1:]
+    return value
+
+
+def csv_text(frame) -> str:
+    """``frame`` as CSV text (no index), text cells quoted with :func:`quote_cell`."""
+    import pandas as pd
+
+    out = frame.copy()
+    for i in range(out.shape[1]):
+        column = out.iloc[:, i]
+        if column.dtype == object or pd.api.types.is_string_dtype(column):
+            out.isetitem(i, column.map(quote_cell).astype(object))
+    return out.to_csv(index=False)
+
+
+def rows_csv_text(rows) -> str:
+    """Rows (lists of cells, header first) as CSV text, text cells quoted with :func:`quote_cell`."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([quote_cell(c) for c in row] for row in rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: Path, frame) -> None:
+    """Write ``frame`` to ``path`` as :func:`csv_text`, atomically (file names that are not
+    UTF-8 as their own bytes)."""
+    from bench.atomic import write_text_atomic
+
+    write_text_atomic(Path(path), csv_text(frame))
 
 
 #: Text columns of the per-image CSVs bench writes (test/val predictions).
@@ -63,7 +127,7 @@ def read_table(path: Path, text_columns=PREDICTION_TEXT_COLUMNS):
     if raw.empty:
         return pd.DataFrame()
     names = list(raw.iloc[0])
-    body = raw.iloc[1:].reset_index(drop=True)
+    body = raw.iloc[1:].reset_index(drop=True).map(unquote_cell)
     columns = {}
     for i, name in enumerate(names):
         column = body[i]

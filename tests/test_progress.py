@@ -42,7 +42,7 @@ def test_eta_text():
     assert eta_text(42.4) == "42 s" and eta_text(185) == "3 min 05 s" and eta_text(3720) == "1 h 02 min"
 
 
-def test_a_run_logs_caching_progress_and_the_searchs_time_left(image_folder, tmp_path, caplog):
+def test_a_run_logs_the_progress_of_every_stage_with_counts(image_folder, tmp_path, caplog):
     from typer.testing import CliRunner
 
     from bench.cli import app
@@ -59,6 +59,38 @@ def test_a_run_logs_caching_progress_and_the_searchs_time_left(image_folder, tmp
     trials = [m for m in messages if m.strip().startswith("trial ")]
     assert len(trials) == 3 and all("best val_auc" in m for m in trials)
     assert "left" in trials[0] and "left" not in trials[-1]  # the time left, until nothing is
+    # the stages after the last trial, each with its counts
+    after = messages[messages.index(trials[-1]) + 1:]
+    val, test = (next(m for m in after if m.startswith(f"mobilenet_v2: final evaluation, predicting the {part} images: "))
+                 for part in ("val", "test"))
+    assert val.endswith(")") and " images (" in val and "/" in test
+    assert any(m.startswith("mobilenet_v2: calibrating on ") and " val images" in m for m in after)
+    assert any(m.startswith("mobilenet_v2: test metrics of ") and "1000 bootstrap resamples" in m for m in after)
+    assert any(m.startswith("mobilenet_v2: calibration and operating-point checks") for m in after)
+    assert any(m.startswith("report: computing its tables") for m in after)
+    assert any(m.startswith("report: writing report.md, report.html and ") and " figures" in m for m in after)
+
+
+def test_copy_grouping_reports_each_stage_with_its_counts(tmp_path, monkeypatch, caplog):
+    """10,000 small files group in minutes: each stage of the grouping says what it does."""
+    import bench.data.copies as copies
+    from bench.data.scan import scan
+    from bench.data.split import group_index
+    from conftest import make_folder
+
+    data = make_folder(tmp_path / "data", {"a": 6, "b": 6}, size=32)
+    index = scan(data)
+    caplog.set_level(logging.INFO, logger="bench")
+    group_index(index)
+    assert not [r for r in caplog.records if r.getMessage().startswith("grouping copies")]  # a small folder is quiet
+    index.link_cache.clear()
+    monkeypatch.setattr(copies, "PROGRESS_FROM", 10)
+    group_index(index)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grouping copies")]
+    assert len(lines) == 3
+    assert lines[0] == "grouping copies: looking for candidate pairs among 12 images"
+    assert lines[1].startswith("grouping copies: scoring the layouts of ") and " candidate pairs (" in lines[1]
+    assert lines[2].startswith("grouping copies: checking ") and " close pairs by keypoints (" in lines[2]
 
 
 def test_every_bar_of_a_run_is_gone_when_its_step_ends(image_folder, tmp_path):

@@ -42,6 +42,7 @@ every other number is computed row by row. Time and memory up to 50,000 images:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -54,6 +55,11 @@ from bench.data.copy_details import (COPY_KINDS, RESAVE_BITS, Link, _Check, _Che
 from bench.data.copy_features import GRID, CopyFeatures, copy_features, deciles, mirrored_features
 from bench.data.copy_table import grids as copy_grids
 from bench.parallel import usable_cores
+
+log = logging.getLogger("bench.progress")
+#: From this many distinct images on, the grouping says what it is doing (it can take minutes
+#: on tens of thousands of images); below, it is quiet (a few seconds at most).
+PROGRESS_FROM = 1000
 
 __all__ = ["COPY_KINDS", "DEFAULT_COPY_THRESHOLD", "GRID", "CopyFeatures", "Link", "copy_features", "deciles",
            "find_links", "keypoints_needed", "mirrored_features"]
@@ -101,10 +107,15 @@ def find_links(
     if len(unique) < 2 or not features:
         return sorted(links, key=lambda l: (l.a, l.b))
     usable = usable_cores() if workers is None else workers
+    say = log.info if len(unique) >= PROGRESS_FROM else log.debug
+    started = time.perf_counter()
+    say(f"grouping copies: looking for candidate pairs among {len(unique)} images")
     # float16 grids (2 kB an image each), widened a block at a time
     grids = [copy_grids(features, name, unique) for name in ("layout", *CANDIDATE_VIEWS)]
     pairs = _candidates(grids, usable)
     lap("candidates_s")
+    say(f"grouping copies: scoring the layouts of {len(pairs)} candidate pairs "
+        f"({time.perf_counter() - started:.0f} s so far)")
     scores, *view_scores = _layouts(grids, pairs, usable)
     del grids
     scores[:, 0] += 0.01  # as is, unless another orientation is clearly better (symmetric anatomy)
@@ -120,6 +131,7 @@ def find_links(
     checks = [_Check(unique[pa], unique[pb], tuple((o, float(row[o])) for o in _tries(row)), bool(c))
               for pa, pb, row, c in zip(a.tolist(), b.tolist(), scores[examine], close)]
     lap("layout_s")
+    say(f"grouping copies: checking {len(checks)} close pairs by keypoints ({time.perf_counter() - started:.0f} s so far)")
     found, counts, used = _confirm(_Checker(features, mirrored, threshold), checks, usable)
     links.extend(found)
     lap("keypoints_s")

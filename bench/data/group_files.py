@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -48,12 +46,11 @@ def group_rows(grouping, part_of: dict[str, str]) -> list[list]:
 
 def write_groups_csv(grouping, part_of: dict[str, str], path: Path) -> Path:
     from bench.atomic import write_text_atomic
+    from bench.tables import rows_csv_text
 
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(group_rows(grouping, part_of))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, rows_csv_text(group_rows(grouping, part_of)))
     return path
 
 

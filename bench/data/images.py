@@ -1,4 +1,5 @@
-"""Opening image files by content and turning every colour mode into 8-bit RGB.
+"""Opening image files by content, upright by their EXIF orientation, and turning every
+colour mode into 8-bit RGB.
 
 Scanning, loading for training and prediction all go through :func:`open_rgb`, so an
 image means the same pixels everywhere in bench.
@@ -63,6 +64,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+#: EXIF Orientation (tag 0x0112) -> the transpose that shows the picture upright, as
+#: ``PIL.ImageOps.exif_transpose`` applies it (1, and any other value, is upright already).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+_ORIENTATION = 0x0112
+
+
+def _orientation(img: Image.Image) -> Image.Transpose | None:
+    """The transpose that turns ``img`` upright by its EXIF Orientation tag (phones store a
+    photo as the sensor saw it and say how to turn it); None when it is upright or has no tag.
+    A damaged EXIF block leaves the picture as stored."""
+    try:
+        value = img.getexif().get(_ORIENTATION)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return None
+    return _UPRIGHT.get(value) if isinstance(value, int) else None
+
+
 def _uploaded(stream):
     """An image already in memory (a ``bench serve`` upload, a file object), at most
     :data:`MAX_IMAGE_BYTES` long; kept open by the caller."""
@@ -75,7 +95,9 @@ def _uploaded(stream):
 
 
 def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
-    """Open ``path`` by content and return ``(rgb_image, format, original_mode)``.
+    """Open ``path`` by content and return ``(rgb_image, format, original_mode)``; the
+    image is turned upright by its EXIF Orientation tag, as ``PIL.ImageOps.exif_transpose``
+    does (a phone photo of a film is read the way it is shown).
 
     Raises :class:`UnreadableImage` with a short reason for anything that is not an
     accepted image or cannot be fully decoded.
@@ -101,7 +123,9 @@ def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
                     )
                 mode = img.mode
                 img.load()
+                turn = _orientation(img)
                 rgb = _to_rgb(img)
+                rgb = rgb.transpose(turn) if turn is not None else rgb
                 rgb.load()
                 return rgb, fmt, mode
     except UnreadableImage:

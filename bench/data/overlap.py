@@ -97,10 +97,11 @@ def _run_json(path: Path):
     if not path.is_file():
         raise BenchError(f"{path.parent} is not a run folder (no {path.name}); pass a folder written by `bench run`, "
                          "e.g. results/<run>, or an export folder that carries its reference")
+    fix = "the run folder is damaged, re-run or restore the file"
     try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read {path} ({exc}); the run folder is damaged, re-run or restore the file") from None
+        return read_json(path, fix)
+    except OSError as exc:
+        raise BenchError(f"cannot read {path} ({exc}); {fix}") from None
 
 
 def reference_from_run(run_dir: Path, progress: Callable[[int, int], None] | None = None,

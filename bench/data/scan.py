@@ -63,7 +63,12 @@ class MirroredReader:
     def __call__(self, i: int):
         from bench.data.copy_features import mirrored_features
 
-        return mirrored_features(open_rgb(self.root / self.paths[i])[0])
+        path = self.root / self.paths[i]
+        try:
+            return mirrored_features(open_rgb(path)[0])
+        except UnreadableImage as exc:  # deleted, truncated or replaced since the scan read it
+            raise BenchError(f"cannot read {path} again ({exc}); the data folder changed during the scan: "
+                             "leave it unchanged while bench reads it, then scan again") from None
 
 
 @dataclass

@@ -1,7 +1,12 @@
 """Patient/study groups given by the user (``--groups FILE.csv``).
 
 The file is a UTF-8 CSV (a byte-order mark is fine) whose header names at least the
-columns ``path`` and ``group`` (any case, any order; other columns are ignored)::
+columns ``path`` and ``group`` (any case, any order; other columns are ignored). Bytes that
+are not UTF-8 are accepted in one place only: a ``path`` that names, byte for byte, a file
+of the data folder whose name is not UTF-8 (bench's own groups.csv writes such a name as
+its bytes); anywhere else the file is refused as not UTF-8. A cell that starts with ``'``
+followed by ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or another ``'`` is read
+without that ``'`` (how bench and spreadsheets keep such names from running as formulas)::
 
     path,group
     yes/Y1.jpg,patient01
@@ -28,6 +33,7 @@ from pathlib import Path
 from bench.data.scan import DatasetIndex
 from bench.data.regular_files import MAX_TABLE_BYTES, NotRegular, read_regular
 from bench.errors import BenchError
+from bench.tables import unquote_cell
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,36 @@ def _decode(csv_path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        utf16 = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        line = data[: exc.start].count(b"\n") + 1
-        raise _fail(
-            f"groups file {src} is not UTF-8 text{utf16}: byte 0x{data[exc.start]:02x} on line {line} cannot be decoded; "
-            "save it as UTF-8 CSV (in Excel: Save As > 'CSV UTF-8 (Comma delimited)')"
-        ) from None
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise _not_utf8(src, data[exc.start], data[: exc.start].count(b"\n") + 1, " (it looks like UTF-16)") from None
+    return data.decode("utf-8-sig", "surrogateescape")  # each byte that is not UTF-8: a lone surrogate
+
+
+def _not_utf8(src: str, byte: int, line: int, hint: str = "") -> BenchError:
+    return _fail(
+        f"groups file {src} is not UTF-8 text{hint}: byte 0x{byte:02x} on line {line} cannot be decoded; "
+        "save it as UTF-8 CSV (in Excel: Save As > 'CSV UTF-8 (Comma delimited)')"
+    )
+
+
+def _undecoded(text: str) -> int | None:
+    """The first byte of ``text`` that was not UTF-8 (decoded with surrogateescape), or None."""
+    return next((ord(ch) - 0xDC00 for ch in text if 0xDC80 <= ord(ch) <= 0xDCFF), None)
+
+
+def _check_encoding(rows: list[tuple[int, list[str]]], p_col: int, index: DatasetIndex, known: set[str],
+                    src: str) -> None:
+    """Bytes that are not UTF-8 are accepted only in a path naming a file of the data folder byte
+    for byte (a file name that is not UTF-8, as bench's own groups.csv writes it); anywhere else
+    the file is refused as not UTF-8, at the first such byte."""
+    for line, row in rows:
+        for col, cell in enumerate(row):
+            byte = _undecoded(cell)
+            if byte is None:
+                continue
+            if col == p_col and line > rows[0][0] and _relative(unquote_cell(cell.strip()), index.root) in known:
+                continue
+            raise _not_utf8(src, byte, line)
 
 
 def _rows(text: str, src: str) -> list[tuple[int, list[str]]]:
@@ -158,17 +188,20 @@ def read_user_groups(csv_path: Path, index: DatasetIndex) -> UserGroups:
     if not rows:
         raise _fail(f"groups file {src} is empty; write a header line path,group, then one row per image like {example},patient01")
     (_, header), body = rows[0], rows[1:]
+    known = {r.path for r in index.records}
+    if any(_undecoded(cell) is not None for cell in header):
+        _check_encoding(rows[:1], -1, index, known, src)
     p_col, g_col = _column(header, "path", src), _column(header, "group", src)
+    _check_encoding(rows, p_col, index, known, src)
     if not body:
         raise _fail(f"groups file {src} has a header but no rows; add one row per image, like {example},patient01")
 
-    known = {r.path for r in index.records}
     group_of: dict[str, str] = {}
     seen: dict[str, tuple[int, str]] = {}
     problems: list[tuple[str, str, str]] = []  # (kind, problem, fix), in file order
     for line, row in body:
-        raw = row[p_col].strip() if p_col < len(row) else ""
-        group = row[g_col].strip() if g_col < len(row) else ""
+        raw = unquote_cell(row[p_col].strip()) if p_col < len(row) else ""
+        group = unquote_cell(row[g_col].strip()) if g_col < len(row) else ""
         where = f"line {line}"
         if any("\n" in cell or "\r" in cell for cell in row):
             problems.append(("quote", f"{where} has a field spanning several lines (a quote \" that is never closed?)",

@@ -117,13 +117,14 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     from bench.data.overlap import find_overlap
     from bench.data.scan import scan
     from bench.deploy.predict import TTA_MODES, Predictor, predict_files
-    from bench.atomic import write_json_atomic, write_text_atomic
-    from bench.runfolder import check_writable
-    from bench.tables import text_frame
+    from bench.atomic import write_json_atomic
+    from bench.runfolder import check_can_write, check_writable
+    from bench.tables import text_frame, write_csv
 
     options = options or EvaluateOptions()
     if options.tta not in TTA_MODES:
         raise BenchError(f"unknown --tta {options.tta!r}; choose one of: {', '.join(TTA_MODES)}")
+    check_can_write(Path(out), "--out")  # before the model is loaded and the data scanned
     predictor = Predictor.load(Path(model_or_run), options.backbone, options.operating_point)
     classes = predictor.classes
     out = check_writable(Path(out), "--out")
@@ -201,7 +202,7 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     }
     write_json_atomic(out / "evaluation.json", evaluation)
     frame = text_frame(table)
-    write_text_atomic(out / "predictions.csv", frame.to_csv(index=False))
+    write_csv(out / "predictions.csv", frame)
     from bench.report.evaluation_report import write_evaluation_report
 
     write_evaluation_report(out, evaluation, frame)

@@ -71,12 +71,17 @@ class Predictor:
             hint = (f"it is a run folder: export it first with `bench export {model_dir}`"
                     if RunFiles(model_dir).is_prepared else "pass a folder written by `bench export`")
             raise BenchError(f"{model_dir} is not an exported model ({', '.join(missing)} missing); {hint}")
+        labels_path = model_dir / "labels.json"  # read first: cheap, and a damaged one costs no model load
+        labels = read_json(labels_path, "export the run again (bench export RUN --to FOLDER)")
+        if not isinstance(labels, dict) or not isinstance(labels.get("classes"), list) or "image_size" not in labels:
+            raise BenchError(f"cannot read {labels_path}: it lacks the classes and image size of the model; "
+                             "export the run again (bench export RUN --to FOLDER)")
         try:
             model = keras.saving.load_model(model_dir / "model.keras", compile=False)
         except Exception as exc:  # a corrupt or foreign .keras file: name it and the fix
             raise BenchError(f"cannot load {model_dir / 'model.keras'} ({type(exc).__name__}: {str(exc)[:200]}); "
                              "export the run again") from None
-        return cls(model, read_json(model_dir / "labels.json"), model_dir, operating_point)
+        return cls(model, labels, model_dir, operating_point)
 
     @classmethod
     def from_run(cls, run_dir: Path, backbone: str | None = None, operating_point: str | None = None) -> "Predictor":
@@ -313,8 +318,7 @@ def _write_gradcam(predictor: Predictor, image: np.ndarray, class_index: int, ou
 
 def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
 
-    from bench.atomic import write_text_atomic
-    from bench.tables import text_frame
+    from bench.tables import text_frame, write_csv
 
     columns = {
         "file": [r.file for r in result.rows],
@@ -326,7 +330,7 @@ def _write_csv(result: PredictResult, classes: list[str], path: Path) -> Path:
         columns["gradcam"] = [r.gradcam for r in result.rows]
     table = text_frame(columns)
     try:
-        write_text_atomic(path, table.to_csv(index=False))
+        write_csv(path, table)
     except OSError as exc:
         raise BenchError(f"cannot write --csv {path} ({exc.strerror or exc}); pass a writable path") from None
     return path

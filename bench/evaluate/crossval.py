@@ -26,9 +26,9 @@ from bench.config import OBJECTIVES
 from bench.evaluate.comparisons import bootstrap_scores, corrected_resampled_ttest, holm, probability_best
 from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
-from bench.atomic import read_json, write_text_atomic
+from bench.atomic import read_json
 from bench.runfolder import RunFiles
-from bench.tables import OOF_TEXT_COLUMNS, probability_matrix, read_table, text_frame
+from bench.tables import OOF_TEXT_COLUMNS, probability_matrix, read_table, text_frame, write_csv
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
 #: the proper score bench reports for every model).
@@ -136,7 +136,7 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
         row.update(status="failed", message=f"{len(failed)} of {expected} outer folds failed; see cv/*/{name}/trials.csv")
         return row
     oof = oof_predictions(run_dir, name, plan)
-    write_text_atomic(RunFiles(run_dir).backbone(name).oof_predictions_csv, oof.to_csv(index=False))
+    write_csv(RunFiles(run_dir).backbone(name).oof_predictions_csv, oof)
     row.update(status="ok", val_objective=float(np.mean([float(r["val_objective"]) for r in fold_rows])))
     row.update(cv_metrics(oof, list(plan.classes), seed))
     row.update(fold_spread(fold_rows))

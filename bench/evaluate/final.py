@@ -6,6 +6,7 @@ split is loaded here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,9 +19,12 @@ from bench.data.loading import image_batches, label_indices
 from bench.evaluate.decisions import Decisions, headline, weight_vector
 from bench.evaluate.metrics import evaluate
 from bench.layers import BackbonePreprocess
-from bench.atomic import save_via_temp, write_json_atomic, write_text_atomic
+from bench.atomic import save_via_temp, write_json_atomic
 from bench.runfolder import SearchFiles
-from bench.tables import text_frame
+from bench.progress import step
+from bench.tables import text_frame, write_csv
+
+log = logging.getLogger("bench.progress")
 
 
 @dataclass(frozen=True)
@@ -70,16 +74,20 @@ def full_model(source, tuner, trial) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{source.record.name}_classifier")
 
 
-def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 32) -> np.ndarray:
+def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 32, progress=None) -> np.ndarray:
     """(N, n_classes) probabilities; a sigmoid output p becomes columns (1-p, p).
 
     ``images``: an array (or cached features) fed ``batch_size`` rows at a time, or an
     iterable of batches (:func:`~bench.data.loading.image_batches`: the images are
-    streamed, never all in memory)."""
+    streamed, never all in memory). ``progress(done)`` is called after each batch."""
     batches = images
     if hasattr(images, "__len__") and hasattr(images, "__getitem__"):
         batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-    chunks = [np.asarray(model.predict_on_batch(np.asarray(batch))) for batch in batches]
+    chunks = []
+    for batch in batches:
+        chunks.append(np.asarray(model.predict_on_batch(np.asarray(batch))))
+        if progress is not None:
+            progress(sum(len(c) for c in chunks))
     out = np.concatenate(chunks) if chunks else np.zeros((0, 1 if n_classes == 2 else n_classes))
     if n_classes == 2:
         p = out.reshape(-1)
@@ -114,9 +122,16 @@ def evaluate_on_test(
     what was fitted on validation is returned."""
     n_classes = len(split.classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
-    p_val = predict_proba(model, image_batches(data_root, val_rows, size, batch_size), n_classes)
-    p_test = predict_proba(model, image_batches(data_root, test_rows, size, batch_size), n_classes) if test_rows else None
-    return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings)
+    name = Path(out_dir).name
+    probabilities = {}
+    for part, rows in (("val", val_rows), ("test", test_rows)):
+        if not rows and part == "test":
+            continue
+        with step(f"{name}: final evaluation, predicting the {part} images", total=len(rows)) as s:
+            probabilities[part] = predict_proba(model, image_batches(data_root, rows, size, batch_size), n_classes,
+                                                progress=s.update)
+            log.info(s.line())
+    return evaluate_predictions(split, probabilities["val"], probabilities.get("test"), out_dir, seed, settings)
 
 
 def evaluate_fold(trial_model: keras.Model, depth: int, x_val: dict, x_test: dict, split, out_dir: Path, seed: int,
@@ -154,11 +169,13 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     n_classes = len(classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     y_val = label_indices(val_rows, classes)
+    name = Path(out_dir).name
+    log.info(f"{name}: calibrating on {len(val_rows)} val images (temperature scaling, operating points)")
     decisions = Decisions.fit(y_val, p_val, weight_vector(settings.class_weight, n_classes),
                               settings.min_sensitivity, settings.min_specificity)
     threshold = decisions.threshold
     table = _prediction_table(val_rows, y_val, classes, decisions.calibrate(p_val), p_val)
-    write_text_atomic(files.val_predictions_csv, table.to_csv(index=False))
+    write_csv(files.val_predictions_csv, table)
     fitted = {"temperature": decisions.temperature, "threshold": threshold,
               "positive_class": str(classes[1]) if n_classes == 2 else None}
     if p_test is None or not test_rows:  # --cv without a holdout: the final model has no test images
@@ -169,14 +186,17 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     prevalence = np.bincount(train_labels, minlength=n_classes) / max(1, len(train_labels))
     groups = [r["group"] for r in test_rows]
     calibrated = decisions.calibrate(p_test)
+    log.info(f"{name}: test metrics of {len(test_rows)} images, confidence intervals from 1000 bootstrap resamples "
+             f"of {len(set(groups))} groups")
     metrics = evaluate(y_test, calibrated, classes, threshold=threshold, n_resamples=1000, seed=seed,
                        groups=groups, prevalence=prevalence)
+    log.info(f"{name}: calibration and operating-point checks on the test images")
     report = decisions.on_test(y_test, p_test, prevalence, groups, seed)
     write_json_atomic(files.calibration_json, report)
     metrics.update(headline(report))
     pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
     table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)
-    write_text_atomic(files.test_predictions_csv, table.to_csv(index=False))
+    write_csv(files.test_predictions_csv, table)
     return metrics
 
 

@@ -13,9 +13,9 @@ from tabulate import tabulate
 
 from bench.config import OBJECTIVES
 from bench.schema import Source, ci_columns, column, metric_with_ci, row_source
-from bench.atomic import write_json_atomic, write_text_atomic
+from bench.atomic import write_json_atomic
 from bench.runfolder import RunFiles
-from bench.tables import records_frame
+from bench.tables import records_frame, write_csv
 
 
 def source_of(table) -> Source:
@@ -53,7 +53,7 @@ def write_leaderboard(rows: list[dict], run_dir: Path) -> pd.DataFrame:
     csv = table.copy()
     if "rank" in csv:  # failed rows have no rank: an integer column with blanks, not 1.0
         csv["rank"] = csv["rank"].astype("Int64")
-    write_text_atomic(RunFiles(run_dir).leaderboard_csv, csv.to_csv(index=False))
+    write_csv(RunFiles(run_dir).leaderboard_csv, csv)
     records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict(orient="records")]
     for record in records:
         if record.get("rank") is not None:

@@ -167,3 +167,21 @@ def format_table(table: pd.DataFrame, fmt: str = "simple") -> str:
     text = tabulate(cells, headers=headers, tablefmt=fmt, disable_numparse=True)
     warning = mixed_data_warning(table)
     return text if warning is None else f"{warning}\n\n{text}"
+
+
+def write_table_files(table: pd.DataFrame, csv: Path | None, md: Path | None) -> list[Path]:
+    """``bench leaderboard --csv/--md``: the table as CSV (every column; text cells quoted as
+    :mod:`bench.tables` does) and as Markdown; the paths written."""
+    from bench.atomic import write_text_atomic
+    from bench.tables import csv_text
+
+    written = []
+    for path, text in ((csv, csv_text(table) if csv else None), (md, format_table(table, "pipe") + "\n" if md else None)):
+        if path is None:
+            continue
+        try:
+            write_text_atomic(Path(path), text)
+        except OSError as exc:
+            raise BenchError(f"cannot write {path} ({exc.strerror or exc}); pass a writable path") from None
+        written.append(Path(path))
+    return written

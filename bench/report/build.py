@@ -11,6 +11,7 @@ the Markdown reads on GitHub) and the same bytes are embedded as base64 in
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
 from bench.report.load import RunData, copies_figure, load_run
 from bench.schema import Source
 from bench.atomic import write_bytes_atomic, write_text_atomic
+
+log = logging.getLogger("bench.progress")
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: The report's one template pair: ``report.md.j2`` and ``report.html.j2``.
@@ -186,9 +189,12 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
     from bench.runfolder import check_writable
 
     out = check_writable(Path(reports_dir) / (run_dir.resolve().name or data.name), "--reports")
+    log.info(f"report: computing its tables, comparisons and figures into {out}")
     ctx = context(data, run_dir, Path(reports_dir))
+    figures = _all_figures(ctx["fig"])
+    log.info(f"report: writing report.md, report.html and {len(figures)} figures")
     markdown, html = render(ctx)
-    return Report(*write_pages(out, "report", markdown, html, _all_figures(ctx["fig"])), verdict(ctx["summary"]))
+    return Report(*write_pages(out, "report", markdown, html, figures), verdict(ctx["summary"]))
 
 
 def write_pages(out: Path, stem: str, markdown: str, html: str, figures: list[Figure],

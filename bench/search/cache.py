@@ -44,7 +44,9 @@ if TYPE_CHECKING:
     from bench.config import SearchConfig
     from bench.search.source import BackboneSource
 
-CACHE_FORMAT = 1
+#: Part of every key: entries computed from images decoded another way (format 2: turned
+#: upright by their EXIF orientation) are never reused.
+CACHE_FORMAT = 2
 log = logging.getLogger(__name__)
 
 

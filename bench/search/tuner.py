@@ -24,10 +24,11 @@ import pandas as pd
 from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.progress import Step, eta_text
-from bench.atomic import save_via_temp, write_json_atomic, write_text_atomic
+from bench.atomic import save_via_temp, write_json_atomic
 from bench.search import kt_adapter
 from bench.search.hypermodel import best_epoch
 from bench.search.trainer import NonFiniteLoss, write_hparams, write_tensorboard
+from bench.tables import write_csv
 
 log = logging.getLogger(__name__)
 GC_EVERY = 5
@@ -290,5 +291,5 @@ def trials_table(tuner) -> pd.DataFrame:
 
 def write_trials_csv(tuner, path: Path) -> pd.DataFrame:
     table = trials_table(tuner)
-    write_text_atomic(path, table.to_csv(index=False))
+    write_csv(path, table)
     return table
