@@ -214,7 +214,7 @@ def test_two_models_two_datasets_say_the_tests_need_more_datasets():
 
 def test_one_dataset_and_one_model():
     one = compare_across(["a"], ["x", "y", "z"], [[0.9, 0.8, 0.7]])
-    assert one.verdict.startswith("x ranked first on the only dataset (mean rank 1.0)")
+    assert one.verdict.startswith("x ranked first on the only dataset (mean rank 1.00)")
     assert not one.friedman.computed and not one.nemenyi.computed and one.pairs[0].bayes_reason
     assert "only model" in compare_across(["a", "b"], ["x"], [[0.9], [0.8]]).verdict
 
@@ -233,7 +233,7 @@ def test_verdict_in_plain_words():
                   [0.84, 0.86, 0.79]])
     result = compare_across([f"d{i}" for i in range(5)], ["densenet121", "vgg16", "resnet50"], s)
     text = result.verdict
-    assert text.startswith("densenet121 ranked first on 4 of 5 datasets (mean rank 1.2); against the runner-up "
+    assert text.startswith("densenet121 ranked first on 4 of 5 datasets (mean rank 1.20); against the runner-up "
                            "vgg16 it is practically equivalent on 2 datasets, better on 2 and worse on 1")
     pair = result.pair("densenet121", "vgg16")
     assert f"P(better) {pair.p_a_better:.2f}, P(equivalent) {pair.p_rope:.2f}" in text
@@ -243,7 +243,7 @@ def test_verdict_in_plain_words():
 
 def test_verdict_when_the_first_two_tie_or_never_meet():
     tied = compare_across(["a", "b", "c"], ["x", "y", "z"], [[0.9, 0.8, 0.1], [0.8, 0.9, 0.1], [0.85, 0.85, 0.2]])
-    assert tied.verdict.startswith("x and y share the best mean rank (1.5); x is practically equivalent on 1 "
+    assert tied.verdict.startswith("x and y share the best mean rank (1.50); x is practically equivalent on 1 "
                                    "dataset, better on 1 and worse on 1")
     apart = compare_across(["a", "b", "c"], ["x", "y"], [[0.9, np.nan], [np.nan, 0.9], [0.9, np.nan]])
     assert "against the runner-up y it cannot be compared: they ran on no dataset in common." in apart.verdict

@@ -196,9 +196,9 @@ def verdict(result: AcrossDatasets) -> str:
     top, second = result.mean_ranks[best], result.mean_ranks[runner]
     where = "the only dataset" if n == 1 else f"{result.first[best]} of {n} datasets"
     if second - top <= TIE_TOL:
-        text = f"{models[best]} and {models[runner]} share the best mean rank ({top:.1f}); {models[best]}"
+        text = f"{models[best]} and {models[runner]} share the best mean rank ({top:.2f}); {models[best]}"
     else:
-        text = (f"{models[best]} ranked first on {where} (mean rank {top:.1f}); against the runner-up "
+        text = (f"{models[best]} ranked first on {where} (mean rank {top:.2f}); against the runner-up "
                 f"{models[runner]} it")
     pair = result.pair(models[best], models[runner])
     counts = [(c, what) for c, what in ((pair.ties, "practically equivalent"), (pair.wins, "better"),

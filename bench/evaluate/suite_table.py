@@ -131,9 +131,11 @@ def _test_replicates(ds: DatasetResult, models: list[str], n_resamples: int) -> 
                             n_resamples=n_resamples, seed=ds.seed)
 
 
-def models_of(results: list[DatasetResult]) -> list[str]:
-    """Every model (backbone row) of the suite, in the order the runs list them."""
-    out: list[str] = []
+def models_of(results: list[DatasetResult], order: list[str] | None = None) -> list[str]:
+    """Every model (backbone row) of the suite: those named in ``order`` first, in that
+    order (the suite's --backbones), then any other row (the notebook baseline) as the runs
+    list them."""
+    out = [m for m in order or [] if any(m in ds.rows for ds in results)]
     for ds in results:
         out.extend(m for m in ds.rows if m not in out)
     return out

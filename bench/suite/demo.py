@@ -14,32 +14,33 @@ from pathlib import Path
 from bench.data.demo import MARKER_NAME, PhantomClass, default_cache_dir, make_phantom_data, read_demo_marker
 from bench.data.phantom import LesionStyle
 
-GENERATOR = "bench.suite-demo v1"
+GENERATOR = "bench.suite-demo v2"
 #: Image size of the demo datasets (px); the runs use it as --image-size.
-SIZE = 64
+SIZE = 72
 NONE = None
-#: name -> (classes, what makes it hard).
+#: name -> (classes, what makes it hard), easiest first.
 DATASETS: dict[str, tuple[list[PhantomClass], str]] = {
-    "large-lesions": ([PhantomClass("no_tumor", 40, NONE), PhantomClass("tumor", 40, LesionStyle(0.22, 0.7, 1.0))],
+    "large-lesions": ([PhantomClass("no_tumor", 80, NONE), PhantomClass("tumor", 80, LesionStyle(0.22, 0.7, 1.0))],
                       "large, bright solid tumours"),
-    "faint-lesions": ([PhantomClass("no_tumor", 40, NONE),
-                       PhantomClass("tumor", 40, LesionStyle(0.12, 0.2, 0.45, None))],
+    "faint-lesions": ([PhantomClass("no_tumor", 80, NONE),
+                       PhantomClass("tumor", 80, LesionStyle(0.12, 0.2, 0.45, None))],
                       "small, faint tumours of every kind (solid, ring, dark)"),
-    "imbalanced": ([PhantomClass("no_tumor", 60, NONE), PhantomClass("tumor", 20, LesionStyle(0.16, 0.45, 0.8))],
-                   "one tumour for three normal scans"),
-    "three-class": ([PhantomClass("no_tumor", 30, NONE), PhantomClass("solid", 30, LesionStyle(0.18, 0.5, 0.9)),
-                     PhantomClass("ring", 30, LesionStyle(0.18, 0.5, 0.9, "ring"))],
+    "imbalanced": ([PhantomClass("no_tumor", 120, NONE), PhantomClass("tumor", 40, LesionStyle(0.16, 0.45, 0.8))],
+                   "one tumour for three normal scans, of middling size and contrast"),
+    "three-class": ([PhantomClass("no_tumor", 60, NONE), PhantomClass("solid", 60, LesionStyle(0.18, 0.5, 0.9)),
+                     PhantomClass("ring", 60, LesionStyle(0.18, 0.5, 0.9, "ring"))],
                     "three classes: no tumour, solid, ring-enhancing"),
 }
-#: The shared run options of the demo suite: three backbones, random weights, one split.
+#: The shared run options of the demo suite: the README's first command's three backbones,
+#: random weights, one split each.
 RUN_OPTIONS = {
-    "backbones": "mobilenet_v2,vgg16,densenet121", "weights": "none", "image-size": SIZE,
-    "max-trials": 2, "epochs": 8, "max-unfreeze": 0, "baseline": False,
+    "backbones": "densenet121,vgg16,xception", "weights": "none", "image-size": SIZE,
+    "max-trials": 2, "epochs": 10, "max-unfreeze": 0, "baseline": False,
 }
 
 
 def demo_datasets(cache_dir: Path | None = None, seed: int = 0) -> dict[str, Path]:
-    """Every demo dataset, generated on first use into ``<cache>/suite-demo-v1-seed<seed>/``."""
+    """Every demo dataset, generated on first use into ``<cache>/suite-demo-<version>-seed<seed>/``."""
     root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / \
         f"suite-demo-{GENERATOR.rsplit(' ', 1)[-1]}-seed{seed}"
     out = {}

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from bench.atomic import read_json, write_json_atomic, write_text_atomic
+from bench.atomic import read_json, write_json_atomic
+from bench.tables import write_csv
 from bench.errors import BenchError
 from bench.evaluate.suite_table import cell_text
 
@@ -34,7 +35,8 @@ def write_verdict(suite, rope: float) -> dict:
                          f"`bench suite --resume --name {suite.name}`")
     log.info(f"suite {suite.name}: comparing {len(datasets)} datasets (group bootstrap within each)")
     results = [read_dataset(d.name, suite.run_dir(d.name)) for d in datasets]
-    models = models_of(results)
+    shared = suite.spec.shared.get("backbones")
+    models = models_of(results, [shared] if isinstance(shared, str) else list(shared or []))
     scores = np.array([[ds.oriented(m) for m in models] for ds in results], dtype=float)
     reps = [replicates(ds, models) for ds in results]
     seed = int(suite.spec.shared.get("seed", 0) or 0)
@@ -42,7 +44,7 @@ def write_verdict(suite, rope: float) -> dict:
     frame = estimates_frame(results, models)
     frame["rank"] = [across.ranks[i, j] for i in range(len(results)) for j in range(len(models))]
     frame["mean_rank"] = [across.mean_ranks[j] for _ in results for j in range(len(models))]
-    write_text_atomic(suite.path / LEADERBOARD_CSV, frame.to_csv(index=False))
+    write_csv(suite.path / LEADERBOARD_CSV, frame)
     verdict = {
         "suite": suite.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
