@@ -159,8 +159,12 @@ def test_settle_queues_a_trial_the_oracle_never_recorded(tmp_path):
 def test_oracle_server_serves_keras_tuners_servicer(tmp_path):
     from concurrent import futures
 
+    from bench.search.distributed import Leases
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
     oracle = _tuner(tmp_path).oracle
-    server, servicer = kt_adapter.oracle_server(oracle, futures.ThreadPoolExecutor(max_workers=1))
+    server, servicer = kt_adapter.oracle_server(oracle, futures.ThreadPoolExecutor(max_workers=1), Leases(60))
+    assert isinstance(servicer, OracleServicer)
     assert servicer.oracle is oracle and servicer.stop_triggered is False
     assert not kt_adapter.chief_may_stop(servicer, oracle)
     servicer.stop_triggered = True  # a worker asked to stop, and no trial is running or asked for
