@@ -126,18 +126,39 @@ def test_a_silent_workers_trial_goes_back_to_the_queue_and_its_late_report_is_ig
     assert kt_adapter.chief_may_stop(servicer, oracle) is False  # nobody asked to stop yet
 
 
+def _poll(leases, oracle, clock, until: float) -> list[str]:
+    """The chief's loop, every second up to ``until``: the trials it re-queued."""
+    out = []
+    while clock.now < until:
+        clock.now = min(until, clock.now + 1)
+        out += leases.requeue_silent(oracle)
+    return out
+
+
 def test_any_request_from_a_worker_keeps_its_trial(tmp_path):
     oracle, leases, servicer, clock = _chief(tmp_path, timeout_s=10)
     _create(servicer, "tuner0")
-    for clock.now in (8, 16, 24):  # the best trials, the search space: any call is contact
+    for until in (8, 16, 24):  # the best trials so far: any call is contact
+        assert _poll(leases, oracle, clock, until) == []
         servicer.GetBestTrials(SERVICE.GetBestTrialsRequest(num_trials=1), Context("tuner0"))
-        assert leases.requeue_silent(oracle) == []
-    clock.now = 34.5
-    assert leases.requeue_silent(oracle) == ["0"]
+    assert _poll(leases, oracle, clock, 34) == []
+    assert _poll(leases, oracle, clock, 35) == ["0"]  # silent for 11 s
     # a worker that comes back asks for work and gets the queued trial again, as a new holder
     assert _create(servicer, "tuner0") == "0" and kt_adapter.holds(oracle, "tuner0", "0")
     _report(servicer, oracle, "tuner0", "0", 0.5)
     assert oracle.trials["0"].score == 0.5 and leases.ignored_reports == []
+
+
+def test_a_stalled_chief_does_not_blame_its_workers(tmp_path):
+    """The chief's own process stood still (suspended, swapping) longer than the timeout:
+    no worker could reach it meanwhile, so no trial goes back to the queue for that gap."""
+    oracle, leases, servicer, clock = _chief(tmp_path, timeout_s=10)
+    _create(servicer, "tuner0")
+    leases.requeue_silent(oracle)
+    clock.now = 60  # the chief's loop wakes up a minute later
+    assert leases.requeue_silent(oracle) == []
+    assert _poll(leases, oracle, clock, 70) == []  # and from then on the worker is silent again
+    assert _poll(leases, oracle, clock, 71) == ["0"]
 
 
 def test_a_requeued_trial_is_saved_to_the_oracle_state(tmp_path):

@@ -152,6 +152,7 @@ class Leases:
         self.clock = clock
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._checked: float | None = None  # the clock at the last requeue_silent
         self.requeued: list[tuple[str, str]] = []  # (worker, trial), in order
         self.ignored_reports: list[tuple[str | None, str]] = []
 
@@ -167,9 +168,17 @@ class Leases:
 
     def requeue_silent(self, oracle) -> list[str]:
         """Put back in the queue every trial whose worker has been silent for longer than
-        the timeout; the ids of those trials."""
+        the timeout; the ids of those trials. Called every few seconds: after a longer gap
+        (half the timeout) the chief itself was stalled, and every worker's clock restarts."""
         from bench.search import kt_adapter
 
+        now = self.clock()
+        stalled = self._checked is not None and now - self._checked > self.timeout_s / 2
+        self._checked = now
+        if stalled:  # the chief itself was not running (suspended, swapping): nobody could reach it
+            with self._lock:
+                self._last = dict.fromkeys(self._last, now)
+            return []
         out = []
         for tuner_id, trial_id in sorted(kt_adapter.running_trials(oracle).items()):
             silent = self.silent_for(tuner_id)
