@@ -204,17 +204,24 @@ def _leased_servicer(oracle, leases):
 
         def UpdateTrial(self, request, context):
             sender = self._contact(context)
+
+            def ignore():
+                leases.ignored(sender, request.trial_id)
+                return service.UpdateTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+
             return _if_held(self.oracle, sender, request.trial_id,
-                            lambda: super(LeasedServicer, self).UpdateTrial(request, context),
-                            lambda: leases.ignored(sender, request.trial_id) or service.UpdateTrialResponse(
-                                trial=self.oracle.get_trial(request.trial_id).to_proto()))
+                            lambda: super(LeasedServicer, self).UpdateTrial(request, context), ignore)
 
         def EndTrial(self, request, context):
             sender = self._contact(context)
             trial_id = request.trial.trial_id
+
+            def ignore():
+                leases.ignored(sender, trial_id)
+                return service.EndTrialResponse()
+
             return _if_held(self.oracle, sender, trial_id,
-                            lambda: super(LeasedServicer, self).EndTrial(request, context),
-                            lambda: leases.ignored(sender, trial_id) or service.EndTrialResponse())
+                            lambda: super(LeasedServicer, self).EndTrial(request, context), ignore)
 
         def GetTrial(self, request, context):
             sender = self._contact(context)
