@@ -14,6 +14,7 @@ run settings.
 from __future__ import annotations
 
 import math
+import re
 
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -52,6 +53,11 @@ DEFAULT_COPY_THRESHOLD = 0.70
 #: The largest --image-size: a 1024 px input already needs ~12 MB a float32 image before
 #: the backbone's activations; larger inputs exhaust memory rather than help.
 MAX_IMAGE_SIZE = 1024
+#: ``--trial-timeout`` when not given, in seconds. Workers call the chief at least every
+#: 5 s while they train (bench.search.distributed), so the timeout measures silence, not
+#: trial length: two minutes is 24 missed calls, far beyond a network hiccup or a pause
+#: of the worker's process, and a lost machine's trial waits at most that long.
+DEFAULT_TRIAL_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,11 @@ class SearchConfig:
     min_specificity: float = option(0.95, flag="--min-specificity", low=0.5, high=1.0,
                                     help="Binary: the 'specificity' operating point's threshold keeps validation "
                                          "specificity at least this high.")
+    trial_timeout: float = option(DEFAULT_TRIAL_TIMEOUT_S, flag="--trial-timeout", low=5, high=86_400, cli_type=str,
+                                  changes_results=False, show_default="120 s",
+                                  help="Distributed: a trial whose worker has not called the chief for this long "
+                                       "(seconds, or with a unit: 90s, 10m, 1h) goes back to the queue and runs on "
+                                       "another worker. Workers call at least every 5 s while they train.")
     patience: int = 5
     class_weights: bool = True
     tensorboard: bool = True
@@ -175,6 +186,7 @@ class RunConfig:
         searched = {f.name for f in fields(SearchConfig)}
         config = cls(**{k: v for k, v in flat.items() if k in own},
                      search=SearchConfig(**{k: v for k, v in flat.items() if k in searched}))
+        config.search.trial_timeout = parse_duration(config.search.trial_timeout, "--trial-timeout")
         if isinstance(config.backbones, str):  # the CLI's comma-separated form
             config.backbones = [name.strip() for name in config.backbones.split(",") if name.strip()]
         for key in ("out", "reports", "data", "groups"):
@@ -195,6 +207,20 @@ class RunConfig:
 
 
 SEARCH_FIELDS = frozenset(f.name for f in fields(SearchConfig))
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h)?\s*", re.IGNORECASE)
+_UNIT_S = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(value, flag: str) -> float:
+    """Seconds from ``90``, ``"90"``, ``"90s"``, ``"10m"`` or ``"1.5h"`` (one line naming ``flag`` if not)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.fullmatch(str(value))
+    if not match:
+        raise BenchError(f"{flag} {value!r} is not a duration; give seconds (90) or a number with s, m or h (10m)")
+    return float(match[1]) * _UNIT_S[match[2] and match[2].lower()]
 
 
 def declared_options() -> list[tuple[str, Option, object]]:

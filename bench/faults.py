@@ -6,6 +6,8 @@ point. The kill-and-resume tests use it to crash at moments a timer cannot hit
 reliably. Points:
 
 * ``caching``: after the first feature-cache entry of a backbone is written, before the rest;
+* ``trial``: in a trial, after training and before its files are written and its result
+  reported (a distributed worker lost mid-trial);
 * ``final``: during the final stage, after the best model is saved and before the test
   evaluation and ``result.json`` are written.
 

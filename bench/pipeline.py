@@ -201,7 +201,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     )
     hypermodel = BenchHyperModel(depths, shapes, data, source.top)
     settings = TrialSettings(epochs=cfg.trial_epochs, seed=cfg.seed, tensorboard=cfg.tensorboard,
-                             cluster=job.cluster, job=job.index,
+                             cluster=job.cluster, job=job.index, trial_timeout_s=cfg.trial_timeout,
                              search_done=lambda: trials_path.exists() or result_path.exists(),
                              labels=(("backbone", job.name), ("fold", job.fold_label)))
     tuner = make_tuner(hypermodel, cfg, job.out_dir, TUNER_DIR, settings,

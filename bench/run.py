@@ -15,7 +15,7 @@ from typing import Callable
 
 import backbones
 from bench import __version__
-from bench.config import RunConfig, as_flag, check_bounds, result_options
+from bench.config import RunConfig, as_flag, check_bounds, parse_duration, result_options
 from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
 from bench.data.group_files import grouping_for, write_group_files
 from bench.data.scan import DatasetIndex, scan
@@ -209,6 +209,9 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     if "reports" in given:
         config.reports = Path(given["reports"])
     check_can_write(config.reports, "--reports")
+    if "trial_timeout" in given:  # this process's own: how long its chief waits for a silent worker
+        config.search.trial_timeout = parse_duration(given["trial_timeout"], "--trial-timeout")
+        check_bounds(config)
     index = scan(config.data, copies=False)  # the groups are in split.json
     config.data = index.root
     stored_hash = info.get("data_hash")

@@ -89,13 +89,24 @@ def test_the_resume_guard_covers_exactly_the_result_changing_options():
     ("min_sensitivity", float("inf"), "--min-sensitivity must be a finite number, got inf"),
     ("image_size", 100_000, "--image-size must be at most 1024, got 100000"),
     ("max_trials", 10**8, "--max-trials must be at most 10000"),
+    ("trial_timeout", "2s", "--trial-timeout must be at least 5, got 2.0"),
+    ("trial_timeout", "48h", "--trial-timeout must be at most 86400, got 172800.0"),
 ])
 def test_bounds_and_choices_come_from_the_declaration(field, value, message):
     with pytest.raises(BenchError, match=message):
         check_bounds(RunConfig.from_dict({field: value}))
 
 
+def test_trial_timeout_reads_seconds_or_a_unit():
+    assert _parse([]).search.trial_timeout == 120
+    for text, seconds in (("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("45 min", 2700)):
+        assert _parse(["--trial-timeout", text]).search.trial_timeout == seconds
+    assert "--trial-timeout" not in result_options()  # a wait, not a result: --resume may change it
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--trial-timeout", "soon"], "--trial-timeout 'soon' is not a duration; give seconds (90) or a number with s, m"),
+    (["--trial-timeout", "nan"], "--trial-timeout 'nan' is not a duration"),
     (["--copy-threshold", "nan"], "--copy-threshold must be a finite number, got nan"),
     (["--image-size", "100000"], "--image-size must be at most 1024, got 100000"),
 ])

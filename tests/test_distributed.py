@@ -121,5 +121,11 @@ def test_the_first_process_prepares_the_run_and_the_others_join_it(tmp_path):
     joined = open_distributed(config(epochs=3), {"epochs": 3, "data": data}, chief)
     assert joined.path == first.path and joined.config.search.epochs == 3
     assert (first.path / "split.json").read_bytes() == split  # made once
+    # --trial-timeout does not change results: each process keeps its own (the chief's rules)
+    assert first.config.search.trial_timeout == 120
+    timed = open_distributed(config(), {"trial_timeout": "30s"}, Cluster("tuner2", "127.0.0.1", 8000))
+    assert timed.config.search.trial_timeout == 30 and timed.config.search.epochs == 3
+    with pytest.raises(BenchError, match="--trial-timeout must be at least 5, got 1"):
+        open_distributed(config(), {"trial_timeout": "1"}, chief)
     with pytest.raises(BenchError, match=r"worker tuner1 joining run j cannot change .*--epochs 5 \(run j has --epochs 3\)"):
         open_distributed(config(epochs=5), {"epochs": 5}, Cluster("tuner1", "127.0.0.1", 8000))

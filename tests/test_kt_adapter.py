@@ -156,11 +156,33 @@ def test_settle_queues_a_trial_the_oracle_never_recorded(tmp_path):
     assert oracle.create_trial("tuner0").trial_id == tid
 
 
+def test_the_oracle_keeps_one_trial_per_worker_until_it_reports(tmp_path):
+    """What trial leases rely on: ``ongoing_trials`` is keyed by worker id, a worker that
+    asks again gets the trial it holds, the retry queue is handed out before any new trial
+    (from its end), and ``end_trial`` takes the trial out of ``ongoing_trials``."""
+    oracle = _tuner(tmp_path).oracle
+    first = oracle.create_trial("tuner0")
+    assert oracle.create_trial("tuner0") is first and set(oracle.ongoing_trials) == {"tuner0"}
+    second = oracle.create_trial("tuner1")
+    assert kt_adapter.running_trials(oracle) == {"tuner0": first.trial_id, "tuner1": second.trial_id}
+    assert kt_adapter.requeue(oracle, "tuner1", second.trial_id) and oracle._retry_queue == [second.trial_id]
+    assert not kt_adapter.requeue(oracle, "tuner1", second.trial_id)  # no longer its trial
+    assert oracle.create_trial("tuner2").trial_id == second.trial_id
+    oracle.update_trial(first.trial_id, {"score": 0.5})
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    assert kt_adapter.running_trials(oracle) == {"tuner2": second.trial_id}
+
+
 def test_oracle_server_serves_keras_tuners_servicer(tmp_path):
     from concurrent import futures
 
+    from bench.search.distributed import Leases
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
     oracle = _tuner(tmp_path).oracle
-    server, servicer = kt_adapter.oracle_server(oracle, futures.ThreadPoolExecutor(max_workers=1))
+    server, servicer = kt_adapter.oracle_server(oracle, futures.ThreadPoolExecutor(max_workers=1), Leases(60))
+    assert isinstance(servicer, OracleServicer)
     assert servicer.oracle is oracle and servicer.stop_triggered is False
     assert not kt_adapter.chief_may_stop(servicer, oracle)
     servicer.stop_triggered = True  # a worker asked to stop, and no trial is running or asked for

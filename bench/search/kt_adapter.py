@@ -22,6 +22,14 @@ an upgrade that changes one fails that test by name rather than a run:
   (``keras_tuner.src.distribute.oracle_chief``).
 * :func:`client_timeout`: how long a worker's request to the chief waits
   (``keras_tuner.src.distribute.oracle_client.TIMEOUT``, read at each call).
+* Trial leases (:func:`identify_worker`, :func:`renew_lease`, :func:`running_trials`,
+  :func:`requeue`, :func:`queued_trials`): KerasTuner's reports name a trial but not the
+  worker that sends them, and its oracle keeps a trial in ``Oracle.ongoing_trials`` (keyed
+  by worker) until that worker reports. bench's workers name themselves in the gRPC
+  metadata of every request (a client interceptor on ``OracleClient.stub``); the chief's
+  servicer (a subclass of KerasTuner's) reads it, counts every request as contact, and
+  accepts a report only from the worker the oracle lists as running that trial. A silent
+  worker's trial moves from ``ongoing_trials`` to ``Oracle._retry_queue``.
 
 The two module attributes (``save_json``, ``TIMEOUT``) are replaced only inside a
 ``with`` block and restored after it; nothing is patched for the life of the process.
@@ -29,6 +37,7 @@ The two module attributes (``save_json``, ``TIMEOUT``) are replaced only inside 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,24 +114,157 @@ def settle_reloaded_trials(oracle) -> None:
     oracle._retry_queue.extend(orphans)
 
 
-def oracle_server(oracle, executor):
-    """``(gRPC server, servicer)``: KerasTuner's chief servicer for ``oracle``, registered
-    on a new server running on ``executor``; the caller binds a port and starts it."""
+#: gRPC metadata keys: the worker that sends a request; a lease renewal.
+SENDER_KEY, LEASE_KEY = "bench-tuner-id", "bench-lease"
+
+
+def _locked(func):
+    """``func(oracle, ...)`` under the oracle's own lock (KerasTuner's ``synchronized``,
+    re-entrant: the oracle's methods called inside do not wait for it)."""
+
+    @functools.wraps(func)
+    def call(oracle, *args, **kwargs):
+        from keras_tuner.src.engine.oracle import synchronized
+
+        return synchronized(func)(oracle, *args, **kwargs)
+
+    return call
+
+
+@_locked
+def holds(oracle, tuner_id, trial_id: str) -> bool:
+    """The oracle lists worker ``tuner_id`` as running trial ``trial_id``."""
+    trial = oracle.ongoing_trials.get(tuner_id)
+    return trial is not None and trial.trial_id == trial_id
+
+
+@_locked
+def _if_held(oracle, tuner_id, trial_id: str, report, ignored):
+    """``report()`` when ``tuner_id`` holds ``trial_id`` (one step under the oracle's lock,
+    so a re-queue cannot fall between the check and the report), else ``ignored()``."""
+    return report() if holds(oracle, tuner_id, trial_id) else ignored()
+
+
+@_locked
+def running_trials(oracle) -> dict[str, str]:
+    """Worker id -> the id of the trial the oracle has handed it and not yet seen end."""
+    return {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()}
+
+
+def queued_trials(oracle) -> list[str]:
+    """Trials waiting in the oracle's queue to be handed out again."""
+    return list(oracle._retry_queue)
+
+
+@_locked
+def requeue(oracle, tuner_id: str, trial_id: str) -> bool:
+    """Take ``trial_id`` from worker ``tuner_id`` and queue it to be handed out next.
+
+    Whatever the worker reported for it is dropped (the trial runs again from the start),
+    and the worker no longer counts as one the chief waits for; a request from it later
+    makes it a worker again. False when the worker no longer holds the trial."""
+    from keras_tuner.src.engine.metrics_tracking import MetricsTracker
+
+    if not holds(oracle, tuner_id, trial_id):
+        return False
+    trial = oracle.ongoing_trials.pop(tuner_id)
+    oracle.tuner_ids.discard(tuner_id)
+    trial.metrics, trial.score, trial.best_step = MetricsTracker(), None, 0
+    oracle._retry_queue.append(trial_id)  # handed out before any new trial (the queue pops from its end)
+    oracle._save_trial(trial)
+    oracle.save()
+    return True
+
+
+def _sender(context) -> str | None:
+    return dict(context.invocation_metadata() or ()).get(SENDER_KEY)
+
+
+def _leased_servicer(oracle, leases):
+    """KerasTuner's chief servicer, with every request counted as contact from its worker
+    (``leases.contact(tuner_id)``) and reports accepted only from the worker that holds
+    the trial (else ``leases.ignored(tuner_id, trial_id)`` and nothing changes)."""
     import grpc
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
+    service = protos.get_service()
+
+    class LeasedServicer(OracleServicer):
+        def _contact(self, context):
+            sender = _sender(context)
+            if sender is not None:
+                leases.contact(sender)
+            return sender
+
+        def CreateTrial(self, request, context):
+            self._contact(context)
+            leases.contact(request.tuner_id)
+            return super().CreateTrial(request, context)
+
+        def UpdateTrial(self, request, context):
+            sender = self._contact(context)
+
+            def ignore():
+                leases.ignored(sender, request.trial_id)
+                return service.UpdateTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+
+            return _if_held(self.oracle, sender, request.trial_id,
+                            lambda: super(LeasedServicer, self).UpdateTrial(request, context), ignore)
+
+        def EndTrial(self, request, context):
+            sender = self._contact(context)
+            trial_id = request.trial.trial_id
+
+            def ignore():
+                leases.ignored(sender, trial_id)
+                return service.EndTrialResponse()
+
+            return _if_held(self.oracle, sender, trial_id,
+                            lambda: super(LeasedServicer, self).EndTrial(request, context), ignore)
+
+        def GetTrial(self, request, context):
+            sender = self._contact(context)
+            if dict(context.invocation_metadata() or ()).get(LEASE_KEY) and not holds(self.oracle, sender, request.trial_id):
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"trial {request.trial_id} is no longer held by worker {sender}")
+            return super().GetTrial(request, context)
+
+        def GetSpace(self, request, context):
+            self._contact(context)
+            return super().GetSpace(request, context)
+
+        def UpdateSpace(self, request, context):
+            self._contact(context)
+            return super().UpdateSpace(request, context)
+
+        def GetBestTrials(self, request, context):
+            self._contact(context)
+            return super().GetBestTrials(request, context)
+
+    return LeasedServicer(oracle)
+
+
+def oracle_server(oracle, executor, leases):
+    """``(gRPC server, servicer)``: KerasTuner's chief servicer for ``oracle`` with trial
+    leases (see the module's notes; ``leases``: ``contact(tuner_id)`` and
+    ``ignored(tuner_id, trial_id)``), registered on a new server running on ``executor``;
+    the caller binds a port and starts it."""
+    import grpc
+    from keras_tuner.src import protos
+
     server = grpc.server(executor)
-    servicer = OracleServicer(oracle)
+    servicer = _leased_servicer(oracle, leases)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     return server, servicer
 
 
 def chief_may_stop(servicer, oracle) -> bool:
-    """KerasTuner's own end of a chief's service: a worker asked to stop and no trial is left."""
+    """KerasTuner's own end of a chief's service (a worker asked to stop, no trial is
+    running and no worker waits for one), with no trial left in the queue either."""
     from keras_tuner.src.distribute.oracle_chief import exit_chief
 
-    return bool(servicer.stop_triggered and exit_chief(oracle))
+    return bool(servicer.stop_triggered and exit_chief(oracle) and not queued_trials(oracle))
 
 
 @contextmanager
@@ -136,3 +278,44 @@ def client_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         oracle_client.TIMEOUT = previous
+
+
+def identify_worker(client, tuner_id: str, address: str) -> None:
+    """Every request of ``client`` (a worker's ``OracleClient``) to the chief at ``address``
+    names ``tuner_id`` in its gRPC metadata."""
+    import collections
+
+    import grpc
+    from keras_tuner.src import protos
+
+    fields = ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+
+    class CallDetails(collections.namedtuple("CallDetails", fields), grpc.ClientCallDetails):
+        pass
+
+    class Sender(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            metadata = [*(details.metadata or ()), (SENDER_KEY, tuner_id)]
+            return continuation(CallDetails(details.method, details.timeout, metadata, details.credentials,
+                                            details.wait_for_ready, details.compression), request)
+
+    channel = grpc.intercept_channel(grpc.insecure_channel(address), Sender())
+    client.stub = protos.get_service_grpc().OracleStub(channel)
+
+
+def renew_lease(client, trial_id: str, timeout: float) -> bool | None:
+    """Tell the chief this worker still runs ``trial_id`` (a worker's ``OracleClient``).
+
+    True: renewed; False: the chief no longer lists this worker as running it (it went
+    back to the queue); None: no answer within ``timeout`` seconds."""
+    import grpc
+    from keras_tuner.src import protos
+
+    try:
+        client.stub.GetTrial(protos.get_service().GetTrialRequest(trial_id=trial_id), timeout=timeout,
+                             metadata=((LEASE_KEY, "renew"),))
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return False
+        return None
+    return True

@@ -21,8 +21,9 @@ import keras
 import keras_tuner as kt
 import pandas as pd
 
-from bench.config import DEFAULT_EPOCHS, OBJECTIVES, SearchConfig
+from bench.config import DEFAULT_EPOCHS, DEFAULT_TRIAL_TIMEOUT_S, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
+from bench.faults import crash_point
 from bench.progress import Step, eta_text
 from bench.atomic import save_via_temp, write_json_atomic
 from bench.search import kt_adapter
@@ -52,6 +53,8 @@ class TrialSettings:
     cluster: object = None  # bench.search.distributed.Cluster in distributed mode
     job: int = 0  # index of this backbone in the run (the chief serves it on port + index)
     search_done: Callable[[], bool] = lambda: False  # a worker stops once this is true
+    #: the chief re-queues a trial whose worker has been silent this long (--trial-timeout)
+    trial_timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S
     #: Written into every trial's TensorBoard HParams record beside its hyperparameters
     #: (the backbone and, under --cv, the fold), so one view compares them all.
     labels: tuple[tuple[str, str], ...] = ()
@@ -72,17 +75,26 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         self._search_step = None  # the search's progress bar, on a terminal
         self._builds = 0  # models built by this tuner
         self._last_params = 0  # parameters of the last one
+        self._dropped: set[str] = set()  # a worker's trials that went back to the chief's queue
         super().__init__(*args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
+        cluster = self.settings.cluster
         try:
-            return self._bench_run_trial(trial)
+            if cluster is None or cluster.is_chief:
+                return self._bench_run_trial(trial, held=lambda: True)
+            from bench.search.distributed import trial_lease
+
+            with trial_lease(self.oracle, trial.trial_id, self.settings.trial_timeout_s) as held:
+                return self._bench_run_trial(trial, held)
         except OSError as exc:
             if is_disk_full(exc):
                 raise DiskFull(disk_full_message(exc)) from None
             raise
 
-    def _bench_run_trial(self, trial):
+    def _bench_run_trial(self, trial, held: Callable[[], bool]):
+        """``held()``: this process still runs the trial (False: a worker's trial went back
+        to the chief's queue; then nothing is written, and the chief ignores the report)."""
         hp = trial.hyperparameters
         epochs = hp.values.get("tuner/epochs", self.settings.epochs) - hp.values.get("tuner/initial_epoch", 0)
         trial_seed = self.settings.seed * 1000 + int(trial.trial_id)
@@ -100,6 +112,12 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         objective = self.oracle.objective.name
         best = best_epoch(history, objective)
         metrics = {k: v[best] for k, v in history.items()}
+        crash_point("trial")
+        if not held():
+            log.warning(f"  trial {trial.trial_id} ({self.settings.cluster.role}): went back to the chief's queue "
+                        "while this worker was silent; its result is dropped")
+            self._dropped.add(trial.trial_id)
+            return metrics
         if self.settings.tensorboard:
             write_tensorboard(history, trial_dir / "logs")
             write_hparams(trial_dir / "logs", {**dict(self.settings.labels), **trial_hyperparameters(hp.values)}, metrics,
@@ -172,7 +190,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             if cluster.is_chief:
                 self.oracle.verbose = 0
                 self.save()
-                return serve_oracle(self.oracle, cluster, self.settings.job)
+                return serve_oracle(self.oracle, cluster, self.settings.job, self.settings.trial_timeout_s)
             return worker_search(lambda: super(BenchTunerMixin, self).search(*args, **kwargs),
                                  self.settings.search_done, cluster, self.settings.job)
 
@@ -187,6 +205,8 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         if trial.status != "COMPLETED" and trial.message:
             status += f": {_last_line(trial.message)}"
         if self.settings.cluster is not None:  # a worker's oracle is a gRPC client: no trial list here
+            if trial.trial_id in self._dropped:
+                return
             log.info(f"  trial {trial.trial_id} ({self.settings.cluster.role}): {status}")
             return
         done = len([t for t in self.oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID")])
@@ -248,6 +268,8 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, set
         tuner = tuner_cls(settings=settings, **kwargs)
     if cluster is None or cluster.is_chief:
         kt_adapter.settle_reloaded_trials(tuner.oracle)
+    else:  # the chief knows which worker sends each request (trial leases, bench.search.distributed)
+        kt_adapter.identify_worker(tuner.oracle, cluster.tuner_id, f"{cluster.ip}:{cluster.job_port(settings.job)}")
     return tuner
 
 
