@@ -63,6 +63,10 @@ def suite(suite_file: Path | None, *, demo: bool = False, resume: bool = False, 
         spec = parse_suite(suite_file, overrides)
     else:
         spec = None
+    if spec is not None and spec.shared.get("mlflow"):  # before any work: a server that is down costs nothing
+        from bench.mlflow_tracking import check_server
+
+        check_server(spec.shared["mlflow"])
     opened = open_suite(spec, out, name, reports, resume, cluster)
     ran = run_suite(opened, export=export, cluster=cluster, progress=progress)
     if cluster is not None and not cluster.is_chief:

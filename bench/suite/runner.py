@@ -168,6 +168,10 @@ def run_suite(suite: Suite, export: bool = True, cluster=None, progress=None) ->
                 export_winner(run.path, index=run.index)
             if table is not None:
                 build_report(run.path, suite.reports)
+                if config.mlflow:
+                    from bench.mlflow_tracking import log_run
+
+                    log_run(config.mlflow, run.path, suite.reports)
             suite.mark_finished(dataset.name)
             done_now.append(dataset.name)
             crash_point("suite-dataset")
