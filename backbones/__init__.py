@@ -18,7 +18,11 @@ from backbones.weights import (
     build_with_weights,
     ensure_available,
     keras_cache_dir,
+    parse_weights,
     resolve_weights,
+    weights_items,
+    weights_label,
+    weights_text,
 )
 
 __all__ = [
@@ -31,5 +35,9 @@ __all__ = [
     "keras_cache_dir",
     "list_backbones",
     "register",
+    "parse_weights",
     "resolve_weights",
+    "weights_items",
+    "weights_label",
+    "weights_text",
 ]

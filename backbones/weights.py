@@ -1,6 +1,7 @@
 """Which weights a backbone starts from, checked before any training starts.
 
-``--weights`` takes one of:
+``--weights`` takes one of these, or a comma-separated list of them (each entry is a
+starting point the run compares, :func:`parse_weights`):
 
 - ``imagenet``: Keras' ImageNet weights, from Keras' cache (``$KERAS_HOME/models``,
   by default ``~/.keras/models``), downloaded by Keras if missing and possible;
@@ -16,6 +17,7 @@ at once, with one line that names the file, the folder and the ways out.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     import keras
 
 WeightsKind = Literal["imagenet", "none", "file", "folder"]
+#: What a weights label may hold: it names leaderboard rows and run folders.
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
+KEYWORDS = ("imagenet", "none")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,77 @@ class WeightsSpec:
 
     def __str__(self) -> str:
         return str(self.path) if self.path is not None else self.kind
+
+    @property
+    def canonical(self) -> str:
+        """``imagenet``, ``none``, or the absolute path: the form a run stores."""
+        return self.kind if self.path is None else os.path.abspath(self.path)
+
+    @property
+    def label(self) -> str:
+        """The short name of these weights in row names (:func:`weights_label`)."""
+        return weights_label(self.canonical)
+
+
+def weights_items(text: str) -> list[str]:
+    """The entries of a ``--weights`` value in canonical form (``imagenet``, ``none`` or an
+    absolute path), empty entries dropped. Text only: nothing is looked up on disk."""
+    items = []
+    for raw in str(text).split(","):
+        item = raw.strip()
+        if item:
+            items.append(item.lower() if item.lower() in KEYWORDS else os.path.abspath(os.path.expanduser(item)))
+    return items
+
+
+def weights_label(item: str) -> str:
+    """The short name of one ``--weights`` entry: ``imagenet``, ``none``, a weights file's
+    name without ``.weights.h5`` / ``.h5``, or a folder's name."""
+    if item.strip().lower() in KEYWORDS:
+        return item.strip().lower()
+    name = Path(item).name
+    for suffix in (".weights.h5", ".h5"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def parse_weights(text: str) -> list[WeightsSpec]:
+    """Parse a ``--weights`` value: one entry or a comma-separated list of them, each as
+    :func:`resolve_weights` parses it, in the order given.
+
+    With several entries each one's :attr:`WeightsSpec.label` names rows
+    (``<backbone>@<label>``) and folders, so labels must differ and be plain names.
+
+    Raises:
+        BenchError: for an empty value, a bad entry, an entry given twice, or two
+            entries with the same label.
+    """
+    entries = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not entries:
+        raise BenchError("empty --weights; pass imagenet, none, a .h5/.weights.h5 file or a folder of Keras "
+                         "weight files, or a comma-separated list of them")
+    specs = [resolve_weights(item) for item in entries]
+    if len(specs) == 1:
+        return specs
+    seen: dict[str, WeightsSpec] = {}
+    for spec in specs:
+        if not LABEL_RE.match(spec.label):
+            raise BenchError(f"--weights entry '{spec.canonical}' cannot name a row ({spec.label!r}); rename it to "
+                             "letters, digits, '.', '_' or '-' (up to 60 characters)")
+        other = seen.get(spec.label)
+        if other is not None and other.canonical == spec.canonical:
+            raise BenchError(f"--weights lists {spec.canonical} twice; give each starting point once")
+        if other is not None:
+            raise BenchError(f"--weights entries '{other.canonical}' and '{spec.canonical}' share the name "
+                             f"{spec.label!r} (rows are named <backbone>@{spec.label}); rename one of them")
+        seen[spec.label] = spec
+    return specs
+
+
+def weights_text(specs: list[WeightsSpec]) -> str:
+    """The value a run stores for ``specs``: their canonical forms, comma-separated."""
+    return ",".join(spec.canonical for spec in specs)
 
 
 def resolve_weights(spec: str) -> WeightsSpec:

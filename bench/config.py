@@ -129,7 +129,8 @@ class RunConfig:
     backbones: list[str] = option(factory=lambda: ["xception", "mobilenet_v2"], flag="--backbones", cli_type=str,
                                   help="Comma-separated backbone names or wildcards.")
     weights: str = option("imagenet", flag="--weights",
-                          help="'imagenet', 'none' (random init), or a weights file / folder.")
+                          help="'imagenet', 'none' (random init), a weights file / folder, or a comma-separated "
+                               "list of them: each backbone runs from each, one row per pair.")
     val_size: float = option(0.15, flag="--val-size", help="Validation fraction.")
     test_size: float | None = option(None, flag="--test-size", show_default=f"{DEFAULT_TEST_SIZE}; 0 with --cv",
                                      help="Test fraction, held out from every choice (with --cv: from the "

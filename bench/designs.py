@@ -84,8 +84,8 @@ class NestedCV:
         from bench.evaluate.crossval import cv_row, probability_best_by_backbone, selection_rule
 
         run, search = self.run, self.run.config.search
-        rows = [cv_row(run.path, name, finished[name], self.plan, search.objective, search.seed)
-                for name, _ in BackboneJob.names(run) if name in finished]
+        rows = [cv_row(run.path, c.name, finished[c.name], self.plan, search.objective, search.seed)
+                for c in BackboneJob.candidates(run) if c.name in finished]
         best = probability_best_by_backbone(run.path, rows, self.plan, search.objective, search.seed)
         rule = selection_rule(search.objective, self.plan.k, self.plan.repeats)
         for row in rows:

@@ -1,7 +1,8 @@
-"""Search and evaluate every backbone of a run, then rank them.
+"""Search and evaluate every candidate of a run, then rank them.
 
-Per backbone: cache features -> KerasTuner search -> best trial as a full model ->
-threshold on val -> one test evaluation -> ``result.json``. A backbone with a
+Per candidate (a backbone with one starting point of ``--weights``,
+:mod:`bench.candidates`): cache features -> KerasTuner search -> best trial as a full
+model -> threshold on val -> one test evaluation -> ``result.json``. A candidate with a
 ``result.json`` is finished and skipped on ``--resume``; the tuner reloads its own state,
 so completed trials are not run again.
 """
@@ -20,6 +21,7 @@ import keras_tuner as kt
 import numpy as np
 
 import backbones
+from bench.candidates import BASELINE, Candidate, candidates
 from bench.config import SearchConfig
 from bench.evaluate.final import (
     FinalSettings,
@@ -41,7 +43,6 @@ from bench.search.source import depths_for, source_for
 from bench.search.tuner import TrialSettings, best_trial, make_tuner, trial_hyperparameters, write_trials_csv
 
 log = logging.getLogger(__name__)
-BASELINE = "xception_notebook"
 
 #: The original notebook's recipe: frozen Xception, flatten -> 128 -> dropout 0.5 -> 32.
 NOTEBOOK_RECIPE = {
@@ -60,9 +61,10 @@ def _recipe_hyperparameters() -> kt.HyperParameters:
 
 @dataclass
 class BackboneJob:
-    """One backbone of a run (or the notebook baseline): what its search and evaluation need."""
+    """One candidate of a run (a backbone or the notebook baseline, with one starting
+    point): what its search and evaluation need."""
 
-    name: str
+    name: str  # the candidate's name: its row's backbone key and its folder
     index: int  # position in the run; a distributed chief serves this job's oracle on port + index
     baseline: bool
     run_dir: Path
@@ -75,46 +77,54 @@ class BackboneJob:
     fold: tuple[int, int] | None = None  # --cv: (repeat, outer fold); the split's test is that outer fold
     pool: list[dict] | None = None  # --cv: every cross-validated image, one feature cache entry for all folds
     frozen_pass: FrozenPass = FrozenPass()  # what computes the cached features, and in which precision
+    candidate: Candidate | None = None  # None: the backbone ``name`` (or the baseline) with ``weights``
 
     @staticmethod
-    def names(run) -> list[tuple[str, bool]]:
-        """(name, is the notebook baseline) of every backbone of ``run``, in order."""
-        return [(name, False) for name in run.config.backbones] + ([(BASELINE, True)] if run.config.baseline else [])
+    def candidates(run) -> list[Candidate]:
+        """Every candidate of ``run`` in order (:func:`bench.candidates.candidates`)."""
+        return candidates(run.config)
 
     @classmethod
-    def of(cls, run, name: str, index: int, split, cluster=None, fold=None, pool=None,
+    def of(cls, run, candidate: Candidate, index: int, split, cluster=None, fold=None, pool=None,
            frozen_pass: FrozenPass = FrozenPass()) -> "BackboneJob":
-        """The job of backbone ``name`` of ``run`` (a :class:`bench.run.RunFolder`) on ``split``."""
-        return cls(name, index, name == BASELINE, run.path, run.index.root, split, run.config.weights,
-                   run.config.image_size, run.config.search, cluster, fold, pool, frozen_pass)
+        """The job of ``candidate`` of ``run`` (a :class:`bench.run.RunFolder`) on ``split``."""
+        return cls(candidate.name, index, candidate.baseline, run.path, run.index.root, split, candidate.weights,
+                   run.config.image_size, run.config.search, cluster, fold, pool, frozen_pass, candidate)
 
     @classmethod
     def for_run(cls, run, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> list["BackboneJob"]:
-        """Every backbone of ``run`` in order, then the baseline."""
-        return [cls.of(run, name, i, run.split, cluster, frozen_pass=frozen_pass)
-                for i, (name, _) in enumerate(cls.names(run))]
+        """Every candidate of ``run`` in order, the baseline's last."""
+        return [cls.of(run, candidate, i, run.split, cluster, frozen_pass=frozen_pass)
+                for i, candidate in enumerate(cls.candidates(run))]
 
     @classmethod
     def for_folds(cls, run, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> list["BackboneJob"]:
-        """--cv: every backbone in every outer fold of every repeat (repeat-major, then fold)."""
+        """--cv: every candidate in every outer fold of every repeat (repeat-major, then fold)."""
         plan, jobs = run.folds, []
         pool = plan.cv_files
         for repeat in range(plan.repeats):
             for fold in range(plan.k):
                 split = plan.split(repeat, fold)
-                for name, _ in cls.names(run):
-                    jobs.append(cls.of(run, name, len(jobs), split, cluster, (repeat, fold), pool, frozen_pass))
+                for candidate in cls.candidates(run):
+                    jobs.append(cls.of(run, candidate, len(jobs), split, cluster, (repeat, fold), pool, frozen_pass))
         return jobs
 
     @classmethod
     def final(cls, run, name: str, index: int, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> "BackboneJob":
-        """--cv: the deployable model of ``name``, searched once more on all cross-validated
-        images (the final train/val split); its test split is the holdout, possibly empty."""
-        return cls.of(run, name, index, run.split, cluster, pool=run.folds.cv_files, frozen_pass=frozen_pass)
+        """--cv: the deployable model of candidate ``name``, searched once more on all
+        cross-validated images (the final train/val split); its test split is the holdout,
+        possibly empty."""
+        candidate = next(c for c in cls.candidates(run) if c.name == name)
+        return cls.of(run, candidate, index, run.split, cluster, pool=run.folds.cv_files, frozen_pass=frozen_pass)
+
+    @cached_property
+    def pair(self) -> Candidate:
+        """The candidate this job searches."""
+        return self.candidate or Candidate(BASELINE if self.baseline else self.name, self.weights)
 
     @cached_property
     def record(self):
-        return backbones.get("xception" if self.baseline else self.name)
+        return backbones.get(self.pair.network)
 
     @property
     def size(self) -> int:
@@ -122,8 +132,9 @@ class BackboneJob:
 
     @property
     def source_key(self):
-        """Jobs with the same key share one built backbone (:func:`prepare_search`'s ``sources``)."""
-        return self.record.name, self.size, self.weights, self.search.seed
+        """Jobs with the same key share one built backbone (:func:`prepare_search`'s ``sources``):
+        the same network with the same starting weights."""
+        return self.pair.source_name, self.size, self.weights, self.search.seed
 
     @property
     def files(self) -> SearchFiles:
@@ -183,7 +194,8 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     source = (sources or {}).get(key)
     if source is None or source.run_dir != Path(job.run_dir):  # another run (a suite's dataset): reuse its network
         donor = source
-        source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed)
+        source = source_for(record, job.weights, job.size, job.run_dir, job.data_root, job.split, cfg.seed,
+                            folder=job.pair.source_name)
         source.adopt(donor)
         if sources is not None:
             sources[key] = source
@@ -241,7 +253,8 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
     failed = len(table) - done
     where = {} if job.fold is None else {"repeat": job.fold[0], "fold": job.fold[1]}
     row = {
-        **where, "backbone": name, "family": record.family, "image_size": size, "weights": job.weights,
+        **where, "backbone": name, **job.pair.columns(), "family": record.family, "image_size": size,
+        "weights": job.weights,
         "baseline": job.baseline, "trials_done": done, "trials_failed": failed,
         "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
         "compute_dtype": job.frozen_pass.compute_dtype,  # float16: --mixed-precision on

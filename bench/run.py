@@ -82,7 +82,7 @@ def validate(config: RunConfig) -> None:
     if config.image_size is not None:
         for name in config.backbones:
             backbones.get(name).check_size(config.image_size)
-    backbones.resolve_weights(config.weights)
+    config.weights = backbones.weights_text(backbones.parse_weights(config.weights))
     if config.runtime != "tensorflow":  # before the scan: a missing openvino costs nothing
         from bench.search.runtime import check_runtime
 
@@ -104,10 +104,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json."""
     validate(config)
     check_outputs(config)
-    spec = backbones.resolve_weights(config.weights)
-    for name in config.backbones:
-        record = backbones.get(name)
-        backbones.ensure_available(record, spec, config.image_size or record.default_size)
+    check_weights(config)
     if config.data is None:
         from bench.data.demo import demo_data_dir
 
@@ -158,6 +155,24 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     return RunFolder(run_dir, config, index, split, folds)
 
 
+def check_weights(config: RunConfig) -> None:
+    """Every backbone of the run can start from every ``--weights`` entry: ImageNet files in
+    Keras' cache (or downloaded), and a weights file loads into each backbone (built once,
+    at the run's size, then dropped). Raises BenchError naming the file and the backbone."""
+    specs = backbones.parse_weights(config.weights)
+    names = config.backbones + (["xception"] if config.baseline and "xception" not in config.backbones else [])
+    for name in names:
+        record = backbones.get(name)
+        size = config.image_size or record.default_size
+        for spec in specs:
+            backbones.ensure_available(record, spec, size)
+            if spec.kind == "file":
+                import keras
+
+                backbones.build_with_weights(record, spec, size)
+                keras.backend.clear_session()
+
+
 def check_options(config: RunConfig, given: dict, name: str, who: str = "--resume") -> None:
     """Refuse options given now that differ from the run's stored ones (``--data``: by content)."""
     guarded = result_options()
@@ -168,6 +183,8 @@ def check_options(config: RunConfig, given: dict, name: str, who: str = "--resum
         stored = config.get(field_name)
         if field_name == "backbones":
             value = parse_backbones(value)
+        if field_name == "weights" and backbones.weights_items(value) == backbones.weights_items(stored):
+            continue  # the same entries, written another way (case, relative paths)
         if value != stored:
             diffs.append(f"{as_flag(field_name, value)} (run {name} has {as_flag(field_name, stored)})")
     if diffs:

@@ -3,6 +3,7 @@ images in, class probabilities out; and ``labels.json``, its input/output contra
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import keras
@@ -33,7 +34,8 @@ def build_export_model(info: RunInfo) -> keras.Model:
     fitted = info.calibration
     if fitted is not None:
         outputs = Calibrate(fitted["temperature"], fitted.get("class_weights"), name="probabilities")(outputs)
-    return keras.Model(inputs, outputs, name=f"{info.backbone}_export")
+    # TensorFlow's name scopes refuse '@' (a run comparing several weights names rows backbone@weights)
+    return keras.Model(inputs, outputs, name=f"{re.sub(r'[^A-Za-z0-9_.-]', '_', info.backbone)}_export")
 
 
 def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:

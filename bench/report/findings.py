@@ -188,7 +188,13 @@ def banners(data) -> list[Banner]:
     """The warnings that apply to this run (a :class:`bench.report.load.RunData`), in a fixed order."""
     out: list[Banner] = []
     weights = {str(b.row.get("weights")) for b in data.backbones if b.row.get("weights") is not None}
-    if data.config.get("weights") == "none" or "none" in weights:
+    if weights and weights != {"none"} and "none" in weights:
+        out.append(Banner(
+            "random_weights", "Random initialisation",
+            "The rows named @none started from random weights: they are not transfer learning, and they say how "
+            "much the other starting points add, not how pretrained backbones do elsewhere.",
+        ))
+    elif data.config.get("weights") == "none" or "none" in weights:
         out.append(Banner(
             "random_weights", "Random initialisation",
             "Weights were \u201cnone\u201d: every backbone started from random weights. This is not transfer learning, "

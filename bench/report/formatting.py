@@ -188,6 +188,24 @@ def configuration(row: dict) -> str:
     return "; ".join(parts)
 
 
+#: How the report names the keyword starting points of ``--weights``.
+WEIGHTS_WORDS = {"imagenet": "ImageNet weights (Keras)", "none": "random initialisation"}
+
+
+def weights_sentence(rows: list[dict]) -> str | None:
+    """Which starting weights the rows used, when the run compares several (its rows carry
+    ``architecture`` and are named ``<backbone>@<label>``); None otherwise."""
+    starts: dict[str, str] = {}
+    for row in rows:
+        if row.get("architecture") is not None:
+            weights = str(row.get("weights"))
+            starts.setdefault(str(row.get("backbone")).rpartition("@")[2], WEIGHTS_WORDS.get(weights, weights))
+    if not starts:
+        return None
+    return ("Each row is a backbone with one starting point, named after its @: "
+            + "; ".join(f"{label}: {what}" for label, what in starts.items()) + ".")
+
+
 def display_name(b) -> str:
     """A backbone's name as the report shows it (a :class:`bench.report.load.BackboneResult`)."""
     return f"{b.name} (notebook recipe)" if b.row.get("baseline") else b.name

@@ -27,6 +27,7 @@ from bench.report.formatting import (
     num,
     p_text,
     to_int,
+    weights_sentence,
 )
 from bench.report.load import RunData
 
@@ -173,9 +174,11 @@ def leaderboard_note(data: RunData, words: dict) -> str:
     unit = next((ci_unit_text(b.row, source, detail=False) for b in data.ok
                  if b.row.get(f"{source.prefix}ci_unit")), words["ci_unit"])
     positive = f"({data.classes[1]})" if len(data.classes) == 2 else "(macro averages)"
+    starts = weights_sentence([b.row for b in data.backbones])
     return (f"One row per backbone, ranked by {words['ranked_by']}. {capital(source.label)} values with 95 % bootstrap CIs in "
             f"parentheses, over {unit}; sensitivity and specificity are those of the positive class {positive}."
-            f"{words['columns_note']} The {SELECTION_SCORE} is {words['selection_score']}")
+            f"{words['columns_note']} The {SELECTION_SCORE} is {words['selection_score']}"
+            + (f" {starts}" if starts else ""))
 
 
 def pareto_flags(backbones, source: Source = Source.TEST) -> dict[str, list[bool]]:

@@ -289,7 +289,7 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
                    else image_batches(data_root, rows[s], size, cfg.batch_size))
         t0 = time.perf_counter()
         try:
-            with step(f"{source.record.name}: caching {part} features", n_images) as progress:
+            with step(f"{source.name}: caching {part} features", n_images) as progress:
                 for outputs in run_prefix(prefix, batches, progress=progress.update):
                     for d, features in zip(depths, outputs):
                         if d in writers:
@@ -303,7 +303,7 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
             found[f"{part}@{d}"] = cache.load(keys[f"{part}@{d}"])
             if i == 0 and j == 0:
                 crash_point("caching")  # tests: killed with one complete entry on disk
-        log.info(f"{source.record.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
+        log.info(f"{source.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
 
     if notes is not None:
         notes.update(_frozen_pass_notes(cache, keys.values(), runtime))
@@ -343,7 +343,7 @@ def _openvino_prefix(source, depths, base, fingerprint, cache, data_root, rows, 
     images = load_images(data_root, rows[:PARITY_IMAGES], source.image_size)
     t0 = time.perf_counter()
     runner = openvino_prefix(source.prefix(depths, base), cache.folder, key, images, HINTS[compute], names=cuts)
-    log.info(f"{source.record.name}: OpenVINO ready in {time.perf_counter() - t0:.1f}s (convert or reuse, compile, "
+    log.info(f"{source.name}: OpenVINO ready in {time.perf_counter() - t0:.1f}s (convert or reuse, compile, "
              f"check: features {runner.parity:.1e} from TensorFlow's), computing in {runner.precision}")
     return runner
 

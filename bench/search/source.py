@@ -1,7 +1,8 @@
 """The run's backbone: built once with the requested weights, saved beside the run, reused.
 
 ``<run>/<backbone>/backbone.weights.h5`` holds the exact backbone weights of the run
-(random, ImageNet or a local file), so every trial, every resumed process and every
+(random, ImageNet or a local file; ``<run>/<backbone>@<weights>/`` when the run compares
+several starting points), so every trial, every resumed process and every
 distributed worker starts from the same network.
 """
 
@@ -32,9 +33,10 @@ class BackboneSource:
 
     def __init__(
         self, record, weights: str, image_size: int, folder: Path, seed: int,
-        calibration_images: Callable[[], np.ndarray] | None = None,
+        calibration_images: Callable[[], np.ndarray] | None = None, name: str | None = None,
     ) -> None:
         self.record, self.weights, self.image_size, self.seed = record, weights, image_size, seed
+        self.name = name or record.name  # as log lines name it: the backbone, or the backbone@weights pair
         self.weights_file = Path(folder) / "backbone.weights.h5"
         self.run_dir = Path(folder).parent
         self.calibration_images = calibration_images
@@ -143,13 +145,16 @@ class BackboneSource:
 CALIBRATION_IMAGES = 32
 
 
-def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: Path, split, seed: int) -> BackboneSource:
-    """The run's :class:`BackboneSource` for ``record`` (weights kept in ``<run>/<record>``)."""
+def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: Path, split, seed: int,
+               folder: str | None = None) -> BackboneSource:
+    """The run's :class:`BackboneSource` for ``record`` with ``weights``, its weights kept in
+    ``<run>/<folder>`` (default: the backbone's name; a run comparing several weights names
+    the folder after the pair, :mod:`bench.candidates`)."""
     train_rows = split.rows("train")
     spread = train_rows[:: max(1, len(train_rows) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES]  # all classes
     return BackboneSource(
-        record, weights, image_size, Path(run_dir) / record.name, seed,
-        calibration_images=lambda: load_images(data_root, spread, image_size),
+        record, weights, image_size, Path(run_dir) / (folder or record.name), seed,
+        calibration_images=lambda: load_images(data_root, spread, image_size), name=folder,
     )
 
 
