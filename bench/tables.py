@@ -48,7 +48,9 @@ def csv_text(frame) -> str:
     for i in range(out.shape[1]):
         column = out.iloc[:, i]
         if column.dtype == object or pd.api.types.is_string_dtype(column):
-            out.isetitem(i, column.map(quote_cell).astype(object))
+            # a list, not Series.map: pandas would infer a string dtype that refuses names
+            # that are not valid UTF-8 (surrogate escapes)
+            out.isetitem(i, pd.Series([quote_cell(v) for v in column], index=column.index, dtype=object))
     return out.to_csv(index=False)
 
 
@@ -127,7 +129,10 @@ def read_table(path: Path, text_columns=PREDICTION_TEXT_COLUMNS):
     if raw.empty:
         return pd.DataFrame()
     names = list(raw.iloc[0])
-    body = raw.iloc[1:].reset_index(drop=True).map(unquote_cell)
+    body = raw.iloc[1:].reset_index(drop=True)
+    # column by column into object columns: DataFrame.map would infer a string dtype that
+    # refuses names that are not valid UTF-8 (surrogate escapes)
+    body = pd.DataFrame({c: pd.Series([unquote_cell(v) for v in body[c]], dtype=object) for c in body.columns})
     columns = {}
     for i, name in enumerate(names):
         column = body[i]

@@ -248,7 +248,7 @@ def context(evaluation: dict, predictions) -> dict:
     model, overlap = evaluation["model"], evaluation["overlap"]
     classes = list(model["classes"])
     binary = len(classes) == 2
-    head = (TEMPLATES / "_head.html.j2").read_text(encoding="utf-8")
+    head = (TEMPLATES / "_style.html.j2").read_text(encoding="utf-8")
     style = re.search(r"<style>.*?</style>", head, flags=re.DOTALL)
     from markupsafe import Markup
 
