@@ -19,7 +19,7 @@ from bench.data.phantom import LesionStyle
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-STYLES = {"easy": LesionStyle(0.25, 0.8, 1.0), "medium": LesionStyle(0.18, 0.4, 0.7), "hard": LesionStyle(0.1, 0.2, 0.4)}
+STYLES = {"easy": LesionStyle(0.25, 0.8, 1.0)}
 SUITE = """
 [run]
 backbones = "mobilenet_v2,vgg16"
@@ -31,48 +31,59 @@ max-unfreeze = 0
 val-size = 0.25
 test-size = 0.3
 """
+#: Cheap options for the demo suite's datasets in tests: two small backbones, one short trial.
+CHEAP = ["--backbones", "mobilenet_v2,vgg16", "--image-size", "32", "--max-trials", "1", "--epochs", "1"]
 
 
 def bench(*args, env=None):
     """``bench`` in a subprocess (a kill must not take the test runner with it)."""
     return subprocess.run([sys.executable, "-c", "from bench.cli import app; app()", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=600)
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
-    """A three-dataset suite killed between its first two datasets, then inside the second
-    (while caching features), resumed each time: the finished suite and what each step said."""
+    """The demo suite's four phantom datasets, and the real brain MRI scans as a fifth when
+    they are there (cheap options from the command line), killed between its first two
+    datasets, then inside the second (while caching features), resumed each time: the
+    finished suite, what each step said, the state after the first kill, and the first
+    dataset's leaderboard time stamp then."""
+    from bench.suite.demo import demo_datasets, demo_toml
+
+    from conftest import BRAIN_MRI
+
     root = tmp_path_factory.mktemp("suite")
-    text = SUITE
-    for i, (name, style) in enumerate(STYLES.items()):
-        make_phantom_data(root / "data" / name, [PhantomClass("normal", 12, None), PhantomClass("lesion", 12, style)],
-                          32, i, {"generator": "test"})
-        text += f'\n[[datasets]]\nname = "{name}"\npath = "data/{name}"\n'
+    extra = {"brain_mri": BRAIN_MRI} if BRAIN_MRI.is_dir() else {}
     toml = root / "suite.toml"
-    toml.write_text(text, encoding="utf-8")
+    toml.write_text(demo_toml(demo_datasets(root / "cache"), extra=extra), encoding="utf-8")
     common = ["--out", root / "out", "--reports", root / "reports", "--name", "s", "--no-export"]
-    steps = {"between": bench("suite", toml, *common, env={"BENCH_KILL_AT": "suite-dataset"})}
+    steps = {"between": bench("suite", toml, *CHEAP, *common, env={"BENCH_KILL_AT": "suite-dataset"})}
     state = json.loads((root / "out" / "s" / "suite.json").read_text())
-    first = root / "out" / "s" / "easy" / "leaderboard.json"
+    first = root / "out" / "s" / "large-lesions" / "leaderboard.json"
     stamp = first.stat().st_mtime_ns
     steps["inside"] = bench("suite", "--resume", *common, env={"BENCH_KILL_AT": "caching"})
     steps["final"] = bench("suite", "--resume", *common)
     return root, steps, state, stamp
 
 
+def names(root) -> list[str]:
+    from bench.suite.demo import DATASETS
+
+    return [*DATASETS, *(["brain_mri"] if (root / "out" / "s" / "brain_mri").is_dir() else [])]
+
+
 def test_a_killed_suite_resumes_between_datasets_and_inside_one(killed_and_resumed):
     root, steps, state, stamp = killed_and_resumed
-    assert steps["between"].returncode == -9 and state["finished"] == ["easy"]
+    assert steps["between"].returncode == -9 and state["finished"] == ["large-lesions"]
     assert steps["inside"].returncode == -9
     final = steps["final"]
     assert final.returncode == 0, final.stderr[-2000:]
-    assert "easy: finished earlier, skipped" in steps["inside"].stderr.replace("dataset 1/3 ", "")
-    assert "medium: resuming its run" in final.stderr  # the dataset killed while caching
+    assert f"dataset 1/{len(names(root))} large-lesions: finished earlier, skipped" in steps["inside"].stderr
+    assert "faint-lesions: resuming its run" in final.stderr  # the dataset killed while caching
     suite = root / "out" / "s"
-    assert json.loads((suite / "suite.json").read_text())["finished"] == ["easy", "medium", "hard"]
-    assert (suite / "easy" / "leaderboard.json").stat().st_mtime_ns == stamp  # not run again
-    for name in STYLES:  # every dataset an ordinary, finished run folder
+    assert json.loads((suite / "suite.json").read_text())["finished"] == names(root)
+    assert (suite / "large-lesions" / "leaderboard.json").stat().st_mtime_ns == stamp  # not run again
+    for name in names(root):  # every dataset an ordinary, finished run folder
         board = json.loads((suite / name / "leaderboard.json").read_text())
         assert sorted(r["backbone"] for r in board) == ["mobilenet_v2", "vgg16"]
         assert (root / "reports" / "s" / name / "report.html").is_file()
@@ -80,26 +91,28 @@ def test_a_killed_suite_resumes_between_datasets_and_inside_one(killed_and_resum
 
 def test_verdict_table_and_report_across_datasets(killed_and_resumed):
     root, steps, _, _ = killed_and_resumed
-    out = steps["final"].stdout
+    out, n = steps["final"].stdout, len(names(root))
     assert "mean rank" in out and "test ROC AUC" in out
     verdict = json.loads((root / "out" / "s" / "verdict.json").read_text())
-    assert verdict["sentence"] in out and [d["name"] for d in verdict["datasets"]] == list(STYLES)
+    assert verdict["sentence"] in out and [d["name"] for d in verdict["datasets"]] == names(root)
+    assert verdict["datasets"][3]["classes"] == ["no_tumor", "ring", "solid"]  # three classes, its own estimate
     ranks = np.array(verdict["across"]["ranks"], dtype=float)
-    assert ranks.shape == (3, 2) and np.allclose(np.sort(ranks, axis=1), [[1, 2]] * 3) or np.any(ranks == 1.5)
+    assert ranks.shape == (n, 2) and all(sorted(r) in ([1, 2], [1.5, 1.5]) for r in ranks.tolist())
     assert np.isclose(sum(verdict["across"]["probability_best"]), 1.0)
+    assert verdict["across"]["friedman"]["reason"] and verdict["across"]["nemenyi"]["computed"]  # 2 models
     pair = verdict["across"]["pairs"][0]
-    assert pair["n"] == 3 and pair["wins"] + pair["ties"] + pair["losses"] == 3
+    assert pair["n"] == n and pair["wins"] + pair["ties"] + pair["losses"] == n
     assert not pair["bayes_reason"] and np.isclose(pair["p_a_better"] + pair["p_rope"] + pair["p_b_better"], 1.0)
     board = pd.read_csv(root / "out" / "s" / "leaderboard.csv")
-    assert len(board) == 6 and set(board["status"]) == {"ok"}
-    row = board[(board["dataset"] == "hard") & (board["backbone"] == "vgg16")].iloc[0]
-    run_row = next(r for r in json.loads((root / "out" / "s" / "hard" / "leaderboard.json").read_text())
+    assert len(board) == 2 * n and set(board["status"]) == {"ok"}
+    row = board[(board["dataset"] == "imbalanced") & (board["backbone"] == "vgg16")].iloc[0]
+    run_row = next(r for r in json.loads((root / "out" / "s" / "imbalanced" / "leaderboard.json").read_text())
                    if r["backbone"] == "vgg16")
     assert np.isclose(row["value"], run_row["test_roc_auc"]) and np.isclose(row["ci_low"], run_row["test_roc_auc_ci_low"])
     html = (root / "reports" / "s" / "suite.html").read_text()
     assert verdict["sentence"].split(";")[0] in html
     assert html.count("data:image/png;base64") >= 3  # heatmap, CD diagram, Bayesian matrix
-    assert 'href="easy/report.html"' in html and "[[datasets]]" in html  # links, and the suite file
+    assert 'href="large-lesions/report.html"' in html and "[[datasets]]" in html  # links, and the suite file
 
 
 def test_leaderboard_and_report_read_a_suite_folder(killed_and_resumed, tmp_path):
@@ -107,18 +120,17 @@ def test_leaderboard_and_report_read_a_suite_folder(killed_and_resumed, tmp_path
     result = runner.invoke(app, ["leaderboard", str(root / "out" / "s"), "--sort", "mean_rank"])
     assert result.exit_code == 0, result.output
     assert "suite rank" in result.output and "mean rank" in result.output
-    assert sum(line.startswith(("easy", "medium", "hard")) for line in result.output.splitlines()) == 6
+    assert sum(line.startswith(tuple(names(root))) for line in result.output.splitlines()) == 2 * len(names(root))
     again = runner.invoke(app, ["report", str(root / "out" / "s"), "--reports", str(tmp_path)])
     assert again.exit_code == 0 and (tmp_path / "s" / "suite.html").is_file()
 
 
 def test_a_suite_refuses_to_change_what_it_computes_on_resume(killed_and_resumed):
     root, _, _, _ = killed_and_resumed
-    edited = root / "edited.toml"
-    edited.write_text((root / "suite.toml").read_text().replace("epochs = 2", "epochs = 3"), encoding="utf-8")
-    result = runner.invoke(app, ["suite", str(edited), "--resume", "--out", str(root / "out"), "--name", "s"])
-    assert result.exit_code == 2 and "--epochs 3 (the suite has 2)" in result.output
-    fresh = runner.invoke(app, ["suite", str(root / "suite.toml"), "--out", str(root / "out"), "--name", "s"])
+    out = ["--out", str(root / "out"), "--name", "s"]
+    result = runner.invoke(app, ["suite", str(root / "suite.toml"), *CHEAP[:-2], "--epochs", "3", "--resume", *out])
+    assert result.exit_code == 2 and "--epochs 3 (the suite has 1)" in result.output
+    fresh = runner.invoke(app, ["suite", str(root / "suite.toml"), *out])
     assert fresh.exit_code == 2 and "already exists; continue it with --resume --name s" in fresh.output
 
 
@@ -157,7 +169,7 @@ def test_a_chief_and_a_worker_share_a_suite(tmp_path):
     from test_distributed import _free_port
 
     text = SUITE.replace('backbones = "mobilenet_v2,vgg16"', 'backbones = "mobilenet_v2"').replace(
-        "max-trials = 1", "max-trials = 2\ntuner = \"random\"")
+        "max-trials = 1", "max-trials = 2\ntuner = \"random\"").replace("epochs = 2", "epochs = 1")
     for i, name in enumerate(("one", "two")):
         make_phantom_data(tmp_path / name, [PhantomClass("normal", 10, None), PhantomClass("lesion", 10, STYLES["easy"])],
                           32, i, {"generator": "test"})
@@ -183,3 +195,4 @@ def test_a_chief_and_a_worker_share_a_suite(tmp_path):
     verdict = json.loads((tmp_path / "out" / "d" / "verdict.json").read_text())
     assert [d["name"] for d in verdict["datasets"]] == ["one", "two"]
     assert "the chief writes the verdict" in logs["tuner0"]
+
