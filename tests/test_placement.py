@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, namedtuple
 from types import SimpleNamespace
 
@@ -185,3 +186,43 @@ def test_a_link_between_classes_that_crosses_says_why():
         for row in manifest.linked["crossing_links"]:
             crossings[row[4]] += 1
     assert set(crossings) == {LABELS_DIFFER}  # the chains inside a class never cross
+
+
+def test_scanned_chains_of_reprocessed_copies_stay_on_one_side(tmp_path):
+    """End to end: phantom slices that drift in chains (neighbours are re-processed copies,
+    the ends are not), scanned and grouped by bench; refused links cross neither the split
+    nor the outer folds."""
+    from PIL import Image
+
+    from bench.data.phantom import render_slice
+    from bench.data.reprocess import drift_chain
+    from bench.data.scan import scan
+    from bench.data.split import group_index
+    from bench.report.scan_summary import format_scan
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for label, lesion in (("no", False), ("yes", True)):
+        (root / label).mkdir(parents=True)
+        for c in range(5):
+            start, end = (Image.fromarray(render_slice(rng, 96, lesion)) for _ in range(2))
+            for k, img in enumerate(drift_chain(start, end, 6, 0.12, rng)):
+                img.save(root / label / f"chain{c}_{k}.png")
+        for s in range(14):
+            Image.fromarray(render_slice(rng, 96, lesion)).save(root / label / f"single{s:02d}.png")
+    index = scan(root)
+    grouping = group_index(index)
+    assert grouping.refused and max(g.size for g in grouping.groups) <= 6
+    for seed in range(4):
+        manifest = make_split(index, seed=seed, grouping=grouping)
+        assert _crossing(grouping, {f["path"]: f["split"] for f in manifest.files}) == 0
+        plan = make_folds(index, k=3, test_size=0.15, seed=seed, grouping=grouping)
+        assert _crossing(grouping, {f["path"]: (f["holdout"], *f["fold"]) for f in plan.files}) == 0
+    ignored = dataclasses.replace(grouping, refused=[])  # the same groups, the refused links ignored
+    assert any(_crossing(grouping, {f["path"]: f["split"] for f in make_split(index, seed=s, grouping=ignored).files})
+               for s in range(4))
+    audit = {row["kind"]: row for row in manifest.audit}["refused (not grouped)"]
+    assert audit["bench_crossing"] == 0 and audit["pairs"] == len(grouping.refused)
+    summary = format_scan(index, manifest, grouping)
+    assert f"{len(grouping.refused)} weaker links were not used" in summary
+    assert "each kept on one side of train, val and test" in summary and "0 linked pairs cross." in summary

@@ -393,7 +393,8 @@ def make_folds(
     plain = _plain_folds(grouping.records, classes, set(part_of), k, test_size, seed)
     return FoldPlan(k, repeats, seed, val_size, test_size, classes, files, grouping.conflicts, groups,
                     leakage_audit(grouping, part_of, plain), grouping.settings(),
-                    crossing_report(grouping, lambda i: parts_of.get(i, ())))
+                    crossing_report(grouping, lambda i: parts_of.get(i, ()),
+                                    ("the holdout and " if test_size > 0 else "") + "every repeat's outer folds"))
 
 
 def _plain_folds(records: list, classes: list[str], included: set[int], k: int, test_size: float,

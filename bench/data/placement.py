@@ -207,11 +207,11 @@ def linked_units(grouping, edges: list[tuple[int, int]]) -> list[tuple[list[int]
     return out
 
 
-def crossing_report(grouping, parts: Callable[[int], tuple]) -> dict:
+def crossing_report(grouping, parts: Callable[[int], tuple], checked: str) -> dict:
     """How the refused links fared: ``links``, ``units`` (of two or more groups), ``largest_unit``
-    (images), ``tolerance``, ``crossing`` (links whose images end in different parts) and
-    ``crossing_links`` (rows ``[path a, path b, part a, part b, reason]``, the parts where
-    they first differ).
+    (images), ``tolerance``, ``checked`` (which parts were compared, in words), ``crossing``
+    (links whose images end in different parts) and ``crossing_links`` (rows
+    ``[path a, path b, part a, part b, reason]``, the parts where they first differ).
 
     ``parts(record)`` gives a record's parts (one per placement checked: the split, or the
     holdout and each repeat's outer fold), or ``()`` for an excluded record.
@@ -233,4 +233,4 @@ def crossing_report(grouping, parts: Callable[[int], tuple]) -> dict:
             reason = f"{CUT}: its unit of {n} images in {groups} groups could not stay whole"
         rows.append([grouping.records[link.a].path, grouping.records[link.b].path, str(a), str(b), reason])
     return {"links": len(grouping.refused), "units": len(units), "largest_unit": max((n for _, n in units), default=0),
-            "tolerance": TOLERANCE, "crossing": len(rows), "crossing_links": rows}
+            "tolerance": TOLERANCE, "checked": checked, "crossing": len(rows), "crossing_links": rows}

@@ -283,7 +283,8 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
     plain = plain_parts(records, list(index.classes), set(split_of_record),
                         lambda n: _targets(n, val_size, test_size), seed)
     audit = leakage_audit(grouping, split_of_record, plain)
-    linked = crossing_report(grouping, lambda i: (split_of_record[i],) if i in split_of_record else ())
+    linked = crossing_report(grouping, lambda i: (split_of_record[i],) if i in split_of_record else (),
+                             "train, val and test")
     return SplitManifest(seed, val_size, test_size, list(index.classes), files, grouping.conflicts, dup_groups,
                          audit, grouping.settings(), linked=linked)
 
