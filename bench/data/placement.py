@@ -13,9 +13,9 @@ The split and the folds therefore treat refused links as constraints, one class 
 2. **Whole units first.** The units are placed by the split's own rule
    (:func:`bench.data.split.assign_groups`, or the fold placement of
    :mod:`bench.data.folds`), as if each unit were one group. The result is kept when every
-   part's image count is within :data:`TOLERANCE` of the class's images (one percentage
-   point) of its target, or within what the groups alone reach when that is further, and
-   every part that the groups alone fill gets something.
+   part ends within one percentage point of the class's images (:data:`TOLERANCE`) of its
+   target, or no further than the groups alone end when that is further, and every part
+   that the groups alone fill gets something.
 3. **Cut only what is too large.** Otherwise the units above a size cap are cut into
    pieces of at most that many images, crossing as few links as a greedy partition finds:
    each piece grows from a peripheral group of what is left of the unit, taking the
