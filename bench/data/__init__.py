@@ -5,7 +5,8 @@ mirrored/rotated: two independent measures must agree); :mod:`~bench.data.user_g
 reads ``--groups`` (patient IDs); :mod:`~bench.data.duplicates` builds groups from both
 (average linkage, so one weak link cannot chain groups; narrow label conflicts);
 :mod:`~bench.data.split` assigns whole groups to train/val/test (stratified, seeded,
-written once as ``split.json``, with the leakage audit of :mod:`~bench.data.audit`);
+written once as ``split.json``, with the leakage audit of :mod:`~bench.data.audit`),
+keeping groups joined by refused links on one side with :mod:`~bench.data.placement`;
 :mod:`~bench.data.group_files` writes ``groups.csv`` and the contact sheet of
 :mod:`~bench.data.contact_sheet` (linked images side by side); :mod:`~bench.data.reprocess` makes re-processed
 copies for tests and benchmarks; :mod:`~bench.data.folds` plans nested, repeated

@@ -4,11 +4,12 @@ For each kind of link (exact, resized/re-encoded, re-processed, mirrored/rotated
 group) the audit counts the linked pairs of images, how many of them a plain stratified
 random split (scikit-learn's ``train_test_split(stratify=labels)`` idea: each class's
 files shuffled with the same seed and cut at the same fractions, groups ignored) puts on
-different sides, and how many bench's split does (0 by construction: a group never
-straddles parts). Copy links come from the groups; a user group of ``m`` files counts
-its ``m (m - 1) / 2`` pairs. The copy links that average linkage refused to use (weak
-links between clusters that did not otherwise agree) get a row of their own, so a reader
-sees what was left unlinked and where it landed.
+different sides, and how many bench's split does (0 for the links inside groups, by
+construction: a group never straddles parts). Copy links come from the groups; a user
+group of ``m`` files counts its ``m (m - 1) / 2`` pairs. The copy links that average
+linkage refused to use (weak links between clusters that did not otherwise agree) get a
+row of their own: the split keeps them on one side where the fractions allow
+(:mod:`bench.data.placement`), and the row shows where they landed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@
 ``bench run --cv K --repeats R`` evaluates a backbone on K outer folds, R times over. The
 plan is built from the same duplicate groups and label conflicts as the plain split
 (:func:`bench.data.split.group_index`); conflicting groups are excluded everywhere and a
-group's copies always land on the same side of every split.
+group's copies always land on the same side of every split. Groups joined by links that
+average linkage refused are kept on one side of every step below wherever the fractions
+allow (:mod:`bench.data.placement`: each step places such units whole, and cuts one only
+when it is too large for the step's targets); folds.json says how many such links still
+cross the holdout or an outer fold, and why.
 
 Algorithm, for each class separately (stratification):
 
@@ -51,6 +55,7 @@ import numpy as np
 from bench.data.duplicates import DuplicateGroup
 from bench.data.scan import DatasetIndex
 from bench.data.audit import leakage_audit, plain_parts
+from bench.data.placement import crossing_report, place_units, refused_edges
 from bench.data.split import Grouping, SplitManifest, assign_groups, group_index
 from bench.errors import BenchError
 
@@ -113,6 +118,7 @@ class FoldPlan:
     groups: list[dict] = field(default_factory=list)
     audit: list[dict] = field(default_factory=list)  # over the outer folds of repeat 0 (and the holdout)
     grouping: dict = field(default_factory=dict)
+    linked: dict = field(default_factory=dict)  # refused links across the holdout or an outer fold, and why
 
     @property
     def cv_files(self) -> list[dict]:
@@ -135,7 +141,7 @@ class FoldPlan:
             for g in self.groups
         ]
         return SplitManifest(self.seed, self.val_size, test_size, list(self.classes), files, list(self.conflicts), groups,
-                             list(self.audit), dict(self.grouping))
+                             list(self.audit), dict(self.grouping), linked=dict(self.linked))
 
     def split(self, repeat: int, fold: int) -> SplitManifest:
         """Repeat ``repeat``, outer fold ``fold``: train/val = inner train/val, test = the outer fold.
@@ -193,6 +199,7 @@ class FoldPlan:
             "label_conflicts": self.conflicts,
             "leakage_audit": self.audit,
             "grouping": self.grouping,
+            "refused_links_split": self.linked,
         }
 
     @classmethod
@@ -212,6 +219,7 @@ class FoldPlan:
             groups=list(data.get("duplicate_groups", [])),
             audit=list(data.get("leakage_audit", [])),
             grouping=dict(data.get("grouping") or {}),
+            linked=dict(data.get("refused_links_split") or {}),
         )
         for row in plan.files:
             if not _row_ok(row, plan):
@@ -251,11 +259,14 @@ def _place(groups: list[DuplicateGroup], k: int, rng: np.random.Generator, total
     return out
 
 
-def _two_way(groups: list[DuplicateGroup], fraction: float, parts: tuple[str, str], rng) -> dict[int, str]:
-    """Split one class's groups (two or more) into ``parts``, the second taking ``fraction`` of the images."""
+def _two_way(groups: list[DuplicateGroup], fraction: float, parts: tuple[str, str], tags: tuple,
+             edges: list) -> dict[int, str]:
+    """Split one class's groups (two or more) into ``parts``, the second taking ``fraction`` of the images,
+    seeded by ``_rng(*tags)`` and keeping groups joined by ``edges`` together where it can."""
     n = sum(g.size for g in groups)
     n_second = min(n - 1, max(1, round(n * fraction)))
-    return assign_groups(groups, {parts[0]: n - n_second, parts[1]: n_second}, rng)
+    targets = {parts[0]: n - n_second, parts[1]: n_second}
+    return place_units(groups, edges, targets, lambda items: assign_groups(items, targets, _rng(*tags)))
 
 
 def _check_group_counts(k: int, cv_groups: dict[str, list], all_groups: dict[str, list], holdout: bool) -> None:
@@ -284,14 +295,21 @@ def _starved(fold_of: dict[int, int], cv_groups: dict[str, list], k: int) -> tup
     return None
 
 
-def _outer_folds(cv_groups: dict[str, list], k: int, seed: int, repeat: int, earlier: list[tuple]) -> dict[int, int]:
-    """Outer folds of one repeat: the first of up to ``MAX_DRAWS`` seeded draws that is usable and new."""
+def _outer_folds(cv_groups: dict[str, list], k: int, seed: int, repeat: int, earlier: list[tuple],
+                 edges: list) -> dict[int, int]:
+    """Outer folds of one repeat: the first of up to ``MAX_DRAWS`` seeded draws that is usable and new
+    (groups joined by ``edges`` kept in one fold where the fold sizes allow)."""
     order = [g.members[0] for groups in cv_groups.values() for g in groups]
     fallback, starved = None, None
     for draw in range(MAX_DRAWS):
         fold_of, totals = {}, [0] * k
         for class_index, groups in enumerate(cv_groups.values()):
-            fold_of.update(_place(groups, k, _rng(seed, _OUTER, repeat, draw, class_index), totals))
+            before = list(totals)
+            placed = place_units(groups, edges, {f: sum(g.size for g in groups) / k for f in range(k)},
+                                 lambda items: _place(items, k, _rng(seed, _OUTER, repeat, draw, class_index), list(before)))
+            for g in groups:
+                totals[placed[g.members[0]]] += g.size
+            fold_of.update(placed)
         bad = _starved(fold_of, cv_groups, k)
         if bad is not None:
             starved = starved or bad
@@ -328,27 +346,28 @@ def make_folds(
     classes = list(index.classes)
 
     holdout: set[int] = set()
+    edges = refused_edges(grouping)
     for class_index, label in enumerate(classes):
         groups = grouping.by_class[label]
         if test_size > 0 and len(groups) >= 2:
-            part = _two_way(groups, test_size, ("cv", "test"), _rng(seed, _HOLDOUT, class_index))
+            part = _two_way(groups, test_size, ("cv", "test"), (seed, _HOLDOUT, class_index), edges)
             holdout.update(m for m, p in part.items() if p == "test")
     cv_groups = {c: [g for g in grouping.by_class[c] if g.members[0] not in holdout] for c in classes}
     _check_group_counts(k, cv_groups, grouping.by_class, test_size > 0)
 
     partitions: list[tuple] = []
-    fold_of = [_outer_folds(cv_groups, k, seed, r, partitions) for r in range(repeats)]
+    fold_of = [_outer_folds(cv_groups, k, seed, r, partitions, edges) for r in range(repeats)]
     inner_val: list[list[set[int]]] = [[set() for _ in range(k)] for _ in range(repeats)]
     final: dict[int, str] = {}
     for class_index, groups in enumerate(cv_groups.values()):
         for r in range(repeats):
             for f in range(k):
                 outer_train = [g for g in groups if fold_of[r][g.members[0]] != f]
-                part = _two_way(outer_train, val_size, ("train", "val"), _rng(seed, _INNER, r, f, class_index))
+                part = _two_way(outer_train, val_size, ("train", "val"), (seed, _INNER, r, f, class_index), edges)
                 inner_val[r][f].update(m for m, p in part.items() if p == "val")
-        final.update(_two_way(groups, val_size, ("train", "val"), _rng(seed, _FINAL, class_index)))
+        final.update(_two_way(groups, val_size, ("train", "val"), (seed, _FINAL, class_index), edges))
 
-    files, part_of = [], {}
+    files, part_of, parts_of = [], {}, {}
     for label in classes:
         for g in grouping.by_class[label]:
             first, in_holdout = g.members[0], g.members[0] in holdout
@@ -367,11 +386,15 @@ def make_folds(
                 files.append({"path": rec.path, "sha256": rec.sha256, **row, "label": rec.label,
                               "fold": list(row["fold"]), "inner_val": list(row["inner_val"])})
                 part_of[i] = "holdout" if in_holdout else f"fold {row['fold'][0]}"
+                parts_of[i] = ("holdout",) if in_holdout else ("cv", *(f"repeat {r + 1} fold {f + 1}"
+                                                                        for r, f in enumerate(row["fold"])))
     files.sort(key=lambda f: f["path"])
     groups = grouping.listing("part", {m: ("holdout" if m in holdout else "cv") for m in final.keys() | holdout})
     plain = _plain_folds(grouping.records, classes, set(part_of), k, test_size, seed)
     return FoldPlan(k, repeats, seed, val_size, test_size, classes, files, grouping.conflicts, groups,
-                    leakage_audit(grouping, part_of, plain), grouping.settings())
+                    leakage_audit(grouping, part_of, plain), grouping.settings(),
+                    crossing_report(grouping, lambda i: parts_of.get(i, ()),
+                                    ("the holdout and " if test_size > 0 else "") + "every repeat's outer folds"))
 
 
 def _plain_folds(records: list, classes: list[str], included: set[int], k: int, test_size: float,

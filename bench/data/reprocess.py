@@ -125,3 +125,21 @@ FAMILIES: dict[str, Transform] = {
     "shift": shift,
     "grey/rgb": grey_rgb,
 }
+
+
+def drift_chain(start: Image.Image, end: Image.Image, length: int, step: float,
+                rng: np.random.Generator) -> list[Image.Image]:
+    """``length`` images that drift from ``start`` toward ``end``: image ``k`` blends ``end``
+    in at ``k * step`` and (for ``k >= 1``) is re-processed by one family of :data:`FAMILIES`
+    drawn with ``rng``. Neighbours are copies of each other, the chain's ends no longer are,
+    like neighbouring slices of one volume saved by different tools: the copy links that
+    average linkage refuses to chain into one group. ``start`` and ``end`` share a size
+    and mode."""
+    a = np.asarray(start, dtype=np.float32)
+    b = np.asarray(end, dtype=np.float32)
+    names = list(FAMILIES)
+    out = []
+    for k in range(length):
+        img = Image.fromarray(np.clip((1 - k * step) * a + k * step * b, 0, 255).astype(np.uint8))
+        out.append(FAMILIES[names[int(rng.integers(len(names)))]](img, rng) if k else img)
+    return out

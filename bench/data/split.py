@@ -3,7 +3,9 @@
 Whole duplicate groups (see :mod:`bench.data.duplicates`) are assigned to one split, class by
 class. Within a class the groups are shuffled with the seed, then placed largest first,
 each into the split whose quota is least filled (relative to its target), so the
-realised fractions stay close to the requested ones even with large groups.
+realised fractions stay close to the requested ones even with large groups. Groups joined
+by links that average linkage refused stay on one side too wherever the fractions allow
+(:mod:`bench.data.placement`); the manifest says how many such links still cross, and why.
 A file whose own copy carries another label is a label conflict: it is excluded from every
 split and listed with its copies (the rest of its group stays). A user group (``--groups``)
 spanning several labels is placed with its most frequent label, whole. The manifest also
@@ -22,6 +24,7 @@ import numpy as np
 from bench.data.audit import leakage_audit, plain_parts
 from bench.data.copies import DEFAULT_COPY_THRESHOLD, find_links
 from bench.data.duplicates import DuplicateGroup, build_groups
+from bench.data.placement import crossing_report, place_units, refused_edges
 from bench.data.scan import DatasetIndex
 from bench.data.user_groups import UserGroups
 from bench.errors import BenchError
@@ -49,6 +52,7 @@ class SplitManifest:
     audit: list[dict] = field(default_factory=list)
     grouping: dict = field(default_factory=dict)  # Grouping.settings(): threshold, user groups, refused links
     shortcut: dict | None = None  # bench.evaluate.shortcuts: file attributes alone vs the label
+    linked: dict = field(default_factory=dict)  # bench.data.placement.crossing_report: refused links across parts
 
     def rows(self, split: str) -> list[dict]:
         return [f for f in self.files if f["split"] == split]
@@ -77,6 +81,7 @@ class SplitManifest:
             "label_conflicts": self.conflicts,
             "leakage_audit": self.audit,
             "grouping": self.grouping,
+            "refused_links_split": self.linked,
             "shortcut_check": self.shortcut,
         }
 
@@ -93,6 +98,7 @@ class SplitManifest:
             audit=list(data.get("leakage_audit", [])),
             grouping=dict(data.get("grouping") or {}),
             shortcut=data.get("shortcut_check"),
+            linked=dict(data.get("refused_links_split") or {}),
         )
 
 
@@ -247,6 +253,7 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
     records, groups, group_ids, by_class = grouping.records, grouping.groups, grouping.ids, grouping.by_class
 
     split_of_group: dict[int, str] = {}
+    edges = refused_edges(grouping)
     for class_index, label in enumerate(index.classes):
         class_groups = by_class[label]
         n = sum(g.size for g in class_groups)
@@ -256,8 +263,9 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
                 f"class {label!r} has {n} usable images ({len(class_groups)} after grouping duplicates) but a "
                 f"train/val/test split needs at least 3 distinct images per class; add images to {label!r} or drop that class"
             )
-        rng = np.random.default_rng([seed, class_index])
-        split_of_group.update(assign_groups(class_groups, targets, rng))
+        # each try of place_units draws the same seeded stream afresh
+        split_of_group.update(place_units(class_groups, edges, targets, lambda items: assign_groups(
+            items, targets, np.random.default_rng([seed, class_index]))))
 
     files, split_of_record = [], {}
     for g in groups:
@@ -275,8 +283,10 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
     plain = plain_parts(records, list(index.classes), set(split_of_record),
                         lambda n: _targets(n, val_size, test_size), seed)
     audit = leakage_audit(grouping, split_of_record, plain)
+    linked = crossing_report(grouping, lambda i: (split_of_record[i],) if i in split_of_record else (),
+                             "train, val and test")
     return SplitManifest(seed, val_size, test_size, list(index.classes), files, grouping.conflicts, dup_groups,
-                         audit, grouping.settings())
+                         audit, grouping.settings(), linked=linked)
 
 
 def write_split(manifest: SplitManifest, path: Path) -> None:

@@ -6,6 +6,25 @@ from __future__ import annotations
 from bench.report.formatting import Table, files_text
 
 
+def refused_links_text(linked: dict) -> str:
+    """How the split placed the groups joined by refused links (split.json's ``refused_links_split``), in words."""
+    from bench.data.placement import CUT, LABELS_DIFFER
+
+    tolerance = 100 * linked.get("tolerance", 0.01)
+    text = (f"Those links join {linked.get('units', 0)} sets of groups (the largest holds "
+            f"{linked.get('largest_unit', 0)} images), each kept on one side of {linked.get('checked', 'the split')} "
+            f"where that keeps every part within {tolerance:g} percentage point of its asked fraction: "
+            f"{linked.get('crossing', 0)} linked pairs cross")
+    rows = linked.get("crossing_links") or []
+    if not rows:
+        return text + "."
+    cut = sum(1 for r in rows if r[4].startswith(CUT))
+    other = sum(1 for r in rows if r[4] == LABELS_DIFFER)
+    why = ([f"{cut} because their set was too large to keep whole and was cut where the fewest links cross"]
+           if cut else []) + ([f"{other} because their groups belong to different classes"] if other else [])
+    return text + f" ({'; '.join(why)}; listed in split.json)."
+
+
 def conflict_row(c: dict) -> list[str]:
     if "file" in c:
         return [c["file"], c.get("label", ""), files_text([f"{p} ({lab})" for p, lab in c.get("copies") or []])]
@@ -34,8 +53,11 @@ def copies_summary(sp: dict) -> dict:
                      f"{user['missing']} images were not listed.")
     refused = settings.get("refused_links") or []
     if refused:
-        notes.append(f"{len(refused)} weaker links were not used: the groups they would have joined did not agree "
-                     "enough (fewer than half the pairs between them linked); the contact sheet shows them.")
+        notes.append(f"{len(refused)} weaker links were not used to merge groups: the groups they would have joined "
+                     "did not agree enough (fewer than half the pairs between them linked); the contact sheet shows "
+                     "them.")
+        if sp.get("refused_links_split"):
+            notes.append(refused_links_text(sp["refused_links_split"]))
     largest = max(groups, key=lambda g: len(g.get("files") or []), default=None)
     if largest:
         notes.append(f"Largest group: {largest.get('group')} with {len(largest.get('files') or [])} files "

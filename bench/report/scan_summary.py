@@ -51,8 +51,12 @@ def format_scan(index, split, grouping) -> str:
         lines.append("largest groups: " + ", ".join(
             f"{grouping.group_id(g)} ({g.size} files, {g.kind})" for g in largest_groups(grouping)))
     if grouping.refused:
+        from bench.report.copies_section import refused_links_text
+
         lines.append(f"{len(grouping.refused)} weaker links were not used: their groups did not agree enough to merge "
                      "(contact sheet, split.json)")
+        if split.linked:
+            lines.append(refused_links_text(split.linked))
     if grouping.conflicts:
         lines.append(f"\nlabel conflicts: {len(grouping.conflicts)} files excluded from every split (a copy of each "
                      "carries another label):")
