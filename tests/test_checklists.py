@@ -160,7 +160,7 @@ def test_items_fall_back_when_their_evidence_is_absent(real_run, tmp_path):
     assert claim["20"]["status"] == PERSON and "disjoint" in claim["20"]["person_adds"]
     assert tripod["12f"]["status"] == tripod["24"]["status"] == tripod["15"]["status"] == PERSON
     assert tripod["11"]["status"] == claim["12"]["status"] == PERSON
-    assert claim["38"]["status"] == PARTIAL and "operating" in claim["38"]["person_adds"]  # the intervals remain
+    assert claim["38"]["status"] == AUTO and "at the decision threshold" in claim["38"]["from_run"]  # from the row
     assert tripod["7"]["status"] == PARTIAL and "quality" in tripod["7"]["person_adds"]  # preprocessing remains
     counts = next(c for c in after["checklists"] if c["key"] == "claim")["counts"]
     assert counts["filled"] < next(c for c in before["checklists"] if c["key"] == "claim")["counts"]["filled"]

@@ -43,7 +43,9 @@ def _metric(row: dict, name: str, source: Source) -> dict | None:
            "name": f"{ESTIMATES[source]} {e.metric.label}", "estimate": ESTIMATES[source]}
     if e.has_interval:
         level = to_float(row.get(f"{p}ci_level"), 0.95)
-        unit, resamples = row.get(f"{p}ci_unit") or "image", row.get(f"{p}ci_resamples")
+        # cross-validated rows resample duplicate groups and do not record it
+        unit = row.get(f"{p}ci_unit") or ("group" if source is Source.OUT_OF_FOLD else "image")
+        resamples = row.get(f"{p}ci_resamples")
         out.update(ci_low=e.low, ci_high=e.high, ci_level=level,
                    ci_method=f"bootstrap over {UNITS.get(unit, unit + 's')}" + (f", {resamples} resamples" if resamples else ""))
     n = to_float(row.get(f"{p}n"))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bench.report.checklists.facts import Fact, Run, _ci, _n, _objective
+from bench.report.checklists.facts import Fact, Run, _ci, _n, _objective, _plural
 from bench.runfolder import (CALIBRATION_JSON, GRADCAM_JSON, GRADCAM_PNG, LEADERBOARD_JSON, OOF_PREDICTIONS,
                              RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, TRIALS_CSV)
 from bench.schema import Estimate, Source, metric, to_float
@@ -56,11 +56,12 @@ def training(r: Run) -> Fact | None:
         return None
     trials = [f"{b.name}/{TRIALS_CSV}" for b in r.data.backbones]
     done = sum(_n(b.row.get("trials_done")) for b in r.data.backbones)
-    return r.fact(f"{c.get('tuner')} search of up to {c.get('max_trials')} trials per backbone over learning rate, "
+    return r.fact(f"{c.get('tuner')} search of up to {_plural(_n(c.get('max_trials')), 'trial')} per backbone over "
+                  "learning rate, "
                   f"pooling, dense layers and fine-tuning depth (up to {c.get('max_unfreeze')} blocks); up to "
                   f"{c.get('epochs')} epochs with early stopping (patience {c.get('patience', '?')}), batch "
                   f"{c.get('batch_size')}, class weights {'on' if c.get('class_weights', True) else 'off'}, "
-                  f"augmentation {'on' if c.get('augment') else 'off'}; {done} trial models trained",
+                  f"augmentation {'on' if c.get('augment') else 'off'}; {_plural(done, 'trial model')} trained",
                   (RUN_JSON, *trials), ("search",))
 
 
@@ -92,12 +93,15 @@ def uncertainty(r: Run) -> Fact | None:
     p = r.source.prefix
     if not r.estimate("accuracy").has_interval:
         return None
-    unit, resamples = r.row.get(f"{p}ci_unit", "image"), r.row.get(f"{p}ci_resamples", "?")
+    # cross-validated rows resample duplicate groups and do not record it
+    unit = r.row.get(f"{p}ci_unit") or ("group" if r.cv else "image")
+    resamples = r.row.get(f"{p}ci_resamples")
     level = to_float(r.row.get(f"{p}ci_level"), 0.95)
     tests = ("paired tests between backbones (DeLong for AUC, McNemar for accuracy, Holm-adjusted)"
              if len(r.data.ok) > 1 else "one backbone, so no paired test")
-    return r.fact(f"{100 * level:.0f} % bootstrap confidence intervals ({resamples} resamples of {unit}s) on every "
-                  f"metric; {tests}", (LEADERBOARD_JSON,), ("statistics", "leaderboard"))
+    how = f"{resamples} resamples of {unit}s" if resamples else f"resampling {unit}s"
+    return r.fact(f"{100 * level:.0f} % bootstrap confidence intervals ({how}) on every metric; {tests}",
+                  (LEADERBOARD_JSON,), ("statistics", "leaderboard"))
 
 
 def calibration(r: Run) -> Fact | None:
@@ -135,17 +139,21 @@ def imbalance(r: Run) -> Fact | None:
 
 def operating(r: Run) -> Fact | None:
     points = (r.calibration or {}).get("test_operating_points") or {}
-    if not points:
-        return None
+    if not points:  # e.g. cross-validation: the row's sensitivity and specificity at the decision threshold
+        sens, spec = r.estimate("recall"), r.estimate("specificity")
+        if len(r.data.classes) != 2 or not (sens.has_interval and spec.has_interval):
+            return None
+        return r.fact(f"{r.held_out}, with 95 % CIs, at the decision threshold: sensitivity {_ci(sens)}, specificity "
+                      f"{_ci(spec)}", (LEADERBOARD_JSON,), ("leaderboard",))
 
     def one(name, p):
         sens = Estimate(metric("sensitivity"), Source.PLAIN, to_float(p.get("sensitivity")),
                         to_float(p.get("sensitivity_ci_low")), to_float(p.get("sensitivity_ci_high")))
         spec = Estimate(metric("specificity"), Source.PLAIN, to_float(p.get("specificity")),
                         to_float(p.get("specificity_ci_low")), to_float(p.get("specificity_ci_high")))
-        return f"{name}: sensitivity {_ci(sens)}, specificity {_ci(spec)}"
+        return f"at the {name} operating point sensitivity {_ci(sens)}, specificity {_ci(spec)}"
 
-    return r.fact(f"{r.held_out} " + "; ".join(one(n, p) for n, p in points.items()) + " (95 % CIs)",
+    return r.fact(f"{r.held_out}, with 95 % CIs: " + "; ".join(one(n, p) for n, p in points.items()),
                   (r.best_file(CALIBRATION_JSON),), ("per_backbone",))
 
 
@@ -165,7 +173,7 @@ def robustness(r: Run) -> Fact | None:
 def explain(r: Run) -> Fact | None:
     if r.best is None or not r.has(r.best_file(GRADCAM_PNG)):
         return None
-    return r.fact(f"Grad-CAM heatmaps of the recommended model on {r.held_out if not r.cv else 'holdout'} images, "
+    return r.fact("Grad-CAM heatmaps of the recommended model on held-out images, "
                   "correct and misclassified, picked deterministically",
                   (r.best_file(GRADCAM_PNG), r.best_file(GRADCAM_JSON)), ("per_backbone",))
 
