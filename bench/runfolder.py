@@ -19,7 +19,8 @@ from bench.tables import OOF_TEXT_COLUMNS, PREDICTION_TEXT_COLUMNS, TRIALS_TEXT_
 #: The run folder's files, named once. ``<run>/``: run.json (how the run started: its
 #: configuration, command, versions; written last when preparing, so it marks a prepared
 #: folder), dataset.json (the scan), split.json (and folds.json with ``--cv``), groups.csv
-#: and copies.png (the linked copies), leaderboard.csv/.json; ``<run>/<backbone>/`` (or
+#: and copies.png (the linked copies), leaderboard.csv/.json, checklist.md/.json (written by the
+#: report: :mod:`bench.report.checklists`); ``<run>/<backbone>/`` (or
 #: ``<run>/cv/r<R>-f<F>/<backbone>/``): trials.csv, result.json, best_model.keras,
 #: calibration.json, the held-out predictions, the Grad-CAM grid and the tuner's folder.
 RUN_JSON = "run.json"

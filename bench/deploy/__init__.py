@@ -3,7 +3,9 @@ run folder; :mod:`~bench.deploy.model` wraps the best model for raw images (exac
 resize inside) and writes its ``labels.json`` contract; :mod:`~bench.deploy.formats`
 saves Keras, SavedModel and TFLite files; :mod:`~bench.deploy.verify` checks the export
 in a fresh process against the run's test predictions; :mod:`~bench.deploy.model_card`
-renders ``model_card.md``; :mod:`~bench.deploy.export` assembles the folder;
+renders ``model_card.md``, whose YAML front matter (:mod:`~bench.deploy.model_index`) gives
+the metrics with their intervals in Hugging Face's ``model-index`` layout;
+:mod:`~bench.deploy.export` assembles the folder;
 :mod:`~bench.deploy.predict`, :mod:`~bench.deploy.gradcam` and :mod:`~bench.deploy.serve`
 (the Streamlit app in :mod:`~bench.deploy.serve_app`) use it.
 """

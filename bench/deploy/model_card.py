@@ -8,6 +8,7 @@ import logging
 import math
 
 from bench.deploy.formats import FILES
+from bench.deploy.model_index import front_matter
 from bench.deploy.run_info import RunInfo
 from bench.deploy.verify import TFLITE_TOLERANCE
 from bench.evaluate.crossval import CV_METRIC
@@ -24,7 +25,9 @@ CV_CARD_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "pr_auc", "
 
 
 def model_card(info: RunInfo, labels: dict, formats: list[str], checks: dict) -> str:
-    """The card's Markdown: ``templates/model_card.md.j2`` filled from the run's files."""
+    """The card: YAML front matter with the metrics and their intervals in Hugging Face's
+    ``model-index`` layout (:mod:`bench.deploy.model_index`), then the Markdown of
+    ``templates/model_card.md.j2`` filled from the run's files."""
     import jinja2
 
     run, row = info.run, info.row
@@ -47,7 +50,7 @@ def model_card(info: RunInfo, labels: dict, formats: list[str], checks: dict) ->
                  for name in CARD_METRICS if row.get(f"test_{name}") is not None],
         checks=_checks_lines(checks, cv), tflite_tolerance=TFLITE_TOLERANCE, nan=float("nan"), cv=cv,
     )
-    return text.rstrip("\n") + "\n"
+    return front_matter(info) + "\n" + text.rstrip("\n") + "\n"
 
 
 def _count(value) -> int | None:

@@ -14,6 +14,8 @@ the design's words and the parts only one design has come from
 cross-validation section, fold columns, per-fold kept trials, the final model's search,
 :mod:`~bench.report.folds_figures` and the paired tests of
 :mod:`~bench.report.folds_comparison`), chosen once in the report context.
+:mod:`~bench.report.checklists` fills TRIPOD+AI and CLAIM from the run and writes
+``checklist.md`` / ``checklist.json`` into the run folder, which the report links.
 :mod:`~bench.report.scan_summary` is the text ``bench scan`` prints (the data stage's
 objects and the shortcut check of :mod:`bench.evaluate.shortcuts`). Nothing here trains
 or predicts.

@@ -191,10 +191,30 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
     out = check_writable(Path(reports_dir) / (run_dir.resolve().name or data.name), "--reports")
     log.info(f"report: computing its tables, comparisons and figures into {out}")
     ctx = context(data, run_dir, Path(reports_dir))
+    ctx["checklists"] = checklists(data, run_dir, out, ctx["no"])
     figures = _all_figures(ctx["fig"])
     log.info(f"report: writing report.md, report.html and {len(figures)} figures")
     markdown, html = render(ctx)
     return Report(*write_pages(out, "report", markdown, html, figures), verdict(ctx["summary"]))
+
+
+def checklists(data: RunData, run_dir: Path, out: Path, numbers: dict) -> dict:
+    """Write TRIPOD+AI and CLAIM filled from the run (``checklist.md`` / ``.json``) into the
+    run folder (:mod:`bench.report.checklists`), pointing at the report's sections by their
+    ``numbers``; what the report says of them: the counts and the link from ``out`` (None
+    when the run folder cannot be written, e.g. a read-only copy of a run)."""
+    from bench.report.checklists import counts_line, fill, write_checklists
+
+    sections = {key: (numbers[key], title) for key, title, *_ in SECTIONS if key in numbers}
+    filled = fill(data, sections)
+    try:
+        md, _ = write_checklists(filled, run_dir)
+        link = Path(os.path.relpath(md, out)).as_posix()
+    except OSError as exc:
+        log.warning(f"report: cannot write checklist.md into {run_dir} ({exc.strerror or exc}); the report gives "
+                    "the counts only")
+        link = None
+    return {"link": link, "lines": [counts_line(c) for c in filled["checklists"]]}
 
 
 def write_pages(out: Path, stem: str, markdown: str, html: str, figures: list[Figure],
