@@ -35,13 +35,13 @@ def test_cluster_from_environment():
         cluster_from_env({ENV_ID: "chief", ENV_IP: "10.0.0.1", ENV_PORT: "http"})
 
 
-def _run_cluster(args: list) -> dict[str, str]:
-    """``bench ARGS`` as a chief and two workers on 127.0.0.1; each one's stderr, after all exited 0."""
+def _run_cluster(args: list, ids: tuple[str, ...] = ("chief", "tuner0", "tuner1")) -> dict[str, str]:
+    """``bench ARGS`` as a chief and workers on 127.0.0.1; each one's stderr, after all exited 0."""
     env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
     procs = {
         tuner_id: subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env={**env, ENV_ID: tuner_id},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for tuner_id in ("chief", "tuner0", "tuner1")
+        for tuner_id in ids
     }
     logs = {}
     try:

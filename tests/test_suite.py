@@ -165,8 +165,7 @@ def test_a_chief_and_a_worker_share_a_suite(tmp_path):
     ranks, reports and writes the verdict."""
     import re
 
-    from bench.search.distributed import ENV_ID, ENV_IP, ENV_PORT
-    from test_distributed import _free_port
+    from test_distributed import _run_cluster
 
     text = SUITE.replace('backbones = "mobilenet_v2,vgg16"', 'backbones = "mobilenet_v2"').replace(
         "max-trials = 1", "max-trials = 2\ntuner = \"random\"").replace("epochs = 2", "epochs = 1")
@@ -175,19 +174,8 @@ def test_a_chief_and_a_worker_share_a_suite(tmp_path):
                           32, i, {"generator": "test"})
         text += f'\n[[datasets]]\nname = "{name}"\npath = "{name}"\n'
     (tmp_path / "suite.toml").write_text(text, encoding="utf-8")
-    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
-    args = [sys.executable, "-m", "bench.cli", "suite", str(tmp_path / "suite.toml"), "--out", str(tmp_path / "out"),
-            "--reports", str(tmp_path / "reports"), "--name", "d", "--no-export"]
-    procs = {tid: subprocess.Popen(args, env={**env, ENV_ID: tid}, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, cwd=ROOT) for tid in ("chief", "tuner0")}
-    logs = {}
-    try:
-        for tid, proc in procs.items():
-            _, logs[tid] = proc.communicate(timeout=600)
-            assert proc.returncode == 0, f"{tid}:\n{logs[tid][-3000:]}"
-    finally:
-        for proc in procs.values():
-            proc.kill()
+    logs = _run_cluster(["suite", tmp_path / "suite.toml", "--out", tmp_path / "out", "--reports",
+                         tmp_path / "reports", "--name", "d", "--no-export"], ("chief", "tuner0"))
     for name in ("one", "two"):
         trials = pd.read_csv(tmp_path / "out" / "d" / name / "mobilenet_v2" / "trials.csv")
         assert len(trials) == 2 and set(trials["ran_on"]) == {"tuner0"}

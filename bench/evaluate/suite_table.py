@@ -164,3 +164,20 @@ def cell_text(row: dict) -> str:
                    row["ci_low"] if row["ci_low"] is not None else nan,
                    row["ci_high"] if row["ci_high"] is not None else nan)
     return est.text()
+
+
+def verdict_rows(verdict: dict, rank_format: str = " ({:g})") -> list[list[str]]:
+    """verdict.json's datasets x backbones as text rows: the dataset, which estimate, then per
+    backbone its estimate with interval and its rank there (``rank_format``), and a last row
+    with each backbone's mean rank."""
+    models = verdict["models"]
+    by = {(r["dataset"], r["backbone"]): r for r in verdict["estimates"]}
+    rows = []
+    for ds in verdict["datasets"]:
+        cells = []
+        for m in models:
+            r = by[(ds["name"], m)]
+            cells.append(cell_text(r) + (rank_format.format(r["rank"]) if r.get("rank") is not None else ""))
+        rows.append([ds["name"], ds["estimate"], *cells])
+    rows.append(["mean rank", "", *(f"{v:.2f}" if v is not None else "-" for v in verdict["across"]["mean_ranks"])])
+    return rows

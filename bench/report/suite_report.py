@@ -39,19 +39,11 @@ def _p(value) -> str:
 
 
 def estimates_table(verdict: dict) -> Table:
-    from bench.evaluate.suite_table import cell_text
+    from bench.evaluate.suite_table import verdict_rows
 
     models = verdict["models"]
-    by = {(r["dataset"], r["backbone"]): r for r in verdict["estimates"]}
-    rows = []
-    for ds in verdict["datasets"]:
-        cells = []
-        for m in models:
-            r = by[(ds["name"], m)]
-            cells.append(cell_text(r) + (f" · rank {r['rank']:g}" if r.get("rank") is not None else ""))
-        rows.append([ds["name"], ds["estimate"], *cells])
+    rows = verdict_rows(verdict, " · rank {:g}")
     across = verdict["across"]
-    rows.append(["mean rank", "", *(_num(v) for v in across["mean_ranks"])])
     rows.append(["ranked first", "", *(f"{c} of {across['n_ranked']}" for c in across["first"])])
     if across.get("probability_best") is not None:
         rows.append(["probability best", "", *(_num(v) for v in across["probability_best"])])

@@ -16,7 +16,7 @@ import numpy as np
 from bench.atomic import read_json, write_json_atomic
 from bench.tables import write_csv
 from bench.errors import BenchError
-from bench.evaluate.suite_table import cell_text
+from bench.evaluate.suite_table import verdict_rows
 
 log = logging.getLogger("bench")
 VERDICT_JSON = "verdict.json"
@@ -83,16 +83,4 @@ def format_suite_table(verdict: dict) -> str:
     dataset; a last row with each backbone's mean rank."""
     from tabulate import tabulate
 
-    models = verdict["models"]
-    by = {(r["dataset"], r["backbone"]): r for r in verdict["estimates"]}
-    rows = []
-    for ds in verdict["datasets"]:
-        cells = []
-        for m in models:
-            r = by[(ds["name"], m)]
-            rank = f" ({r['rank']:g})" if r.get("rank") is not None else ""
-            cells.append(cell_text(r) + rank)
-        rows.append([ds["name"], ds["estimate"], *cells])
-    mean = verdict["across"]["mean_ranks"]
-    rows.append(["mean rank", "", *(f"{v:.2f}" if v is not None else "-" for v in mean)])
-    return tabulate(rows, headers=["dataset", "estimate", *models], disable_numparse=True)
+    return tabulate(verdict_rows(verdict), headers=["dataset", "estimate", *verdict["models"]], disable_numparse=True)
