@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,12 +28,15 @@ from _docs import add_option, recording
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bench(args: list[str], env: dict) -> float:
-    """Wall seconds of ``bench ARGS`` in a subprocess (quiet, must succeed)."""
+def bench(args: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of ``bench ARGS`` in a subprocess (quiet, must succeed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bench.cli", *args, "--quiet"], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def run_flags(options: dict) -> list[str]:
@@ -61,20 +65,22 @@ def main() -> int:
         datasets = demo_datasets()
         generate = time.perf_counter() - t0
         print(f"demo data: {len(datasets)} datasets generated in {generate:.0f} s")
-        suite = bench(["suite", "--demo", "--out", f"{tmp}/results", "--reports", f"{tmp}/reports",
-                       "--name", "demo"], env)
+        suite, suite_cpu = bench(["suite", "--demo", "--out", f"{tmp}/results", "--reports", f"{tmp}/reports",
+                                  "--name", "demo"], env)
         verdict = json.loads(Path(tmp, "results", "demo", "verdict.json").read_text())
-        print(f"bench suite --demo: {suite:.0f} s wall ({generate + suite:.0f} s with the data generation) "
-              "[target <= 300 s]")
+        print(f"bench suite --demo: {suite:.0f} s wall, {suite_cpu:.0f} s CPU ({generate + suite:.0f} s wall with the "
+              f"data generation) [target <= 300 s] (load average {os.getloadavg()[0]:.2f} at its end)")
         print(f"verdict: {verdict['sentence']}")
-        runs = {}
+        walls, cpus = {}, {}
         for name, path in datasets.items():
-            runs[name] = bench(["run", "--data", str(path), *run_flags(RUN_OPTIONS), "--no-export",
-                                "--out", f"{tmp}/runs", "--reports", f"{tmp}/run-reports", "--name", name], env)
-            print(f"bench run on {name}: {runs[name]:.0f} s wall")
-        total = sum(runs.values())
-        print(f"suite {suite:.0f} s / sum of the {len(runs)} runs {total:.0f} s = {suite / total:.3f} "
-              f"[target <= 1.05] (load average {os.getloadavg()[0]:.2f} at the end)")
+            walls[name], cpus[name] = bench(["run", "--data", str(path), *run_flags(RUN_OPTIONS), "--no-export",
+                                             "--out", f"{tmp}/runs", "--reports", f"{tmp}/run-reports", "--name",
+                                             name], env)
+            print(f"bench run on {name}: {walls[name]:.0f} s wall, {cpus[name]:.0f} s CPU")
+        wall, cpu = sum(walls.values()), sum(cpus.values())
+        print(f"suite / sum of the {len(walls)} runs: wall {suite:.0f} / {wall:.0f} s = {suite / wall:.3f}, CPU "
+              f"{suite_cpu:.0f} / {cpu:.0f} s = {suite_cpu / cpu:.3f} [target <= 1.05] (load average "
+              f"{os.getloadavg()[0]:.2f} at the end)")
     return 0
 
 
