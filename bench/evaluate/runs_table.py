@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.schema import Source, metric_with_ci, to_float
+from bench.schema import BACKBONE_KIND, Source, metric_with_ci, to_float
 from bench.runfolder import is_run_dir, read_run
 
 #: A suite folder's files (bench.suite): the suite as it started, and its verdict across datasets.
@@ -63,7 +63,7 @@ def rows_of(run_dir: Path) -> list[dict]:
     for r in run.leaderboard:
         prefix = "cv_" if cv else "test_"
         row = {
-            "run": run.name, "backbone": r.get("backbone"), "status": r.get("status"),
+            "run": run.name, "backbone": r.get("backbone"), "kind": r.get("kind") or BACKBONE_KIND, "status": r.get("status"),
             "rank": r.get("rank"), "data_hash": run.run.get("data_hash"), "seed": config.get("seed"),
             "image_size": r.get("image_size") or config.get("image_size"),
             "weights": r.get("weights") or config.get("weights"),
