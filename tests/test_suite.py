@@ -108,7 +108,9 @@ def test_leaderboard_and_report_read_a_suite_folder(killed_and_resumed, tmp_path
     result = runner.invoke(app, ["leaderboard", str(root / "out" / "s"), "--sort", "mean_rank"])
     assert result.exit_code == 0, result.output
     assert "suite rank" in result.output and "mean rank" in result.output
-    assert sum(line.startswith(("easy", "medium", "hard")) for line in result.output.splitlines()) == 6
+    lines = [line for line in result.output.splitlines() if line.startswith(("easy", "medium", "hard"))]
+    assert sum("(floor)" not in line for line in lines) == 6  # 3 datasets x 2 backbones, then their floor rows
+    assert sum("content-logistic (floor)" in line for line in lines) == 3
     again = runner.invoke(app, ["report", str(root / "out" / "s"), "--reports", str(tmp_path)])
     assert again.exit_code == 0 and (tmp_path / "s" / "suite.html").is_file()
 
