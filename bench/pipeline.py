@@ -283,11 +283,14 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         save_model(model, job.files.best_model)
         crash_point("final")
         features: dict = {}
+        # with the probe: one model evaluates and is timed, the deployed one's layers plus an average pooling of
+        # its backbone's output (a compiled model costs seconds to trace; the pooling, microseconds to run)
+        evaluated = features_model if job.floor and features_model is not None else model
         _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size,
-                                             search.final, features_model if job.floor else None, features))
+                                             search.final, None if evaluated is model else evaluated, features))
         row["params_total"] = int(model.count_params())
         row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        row.update(measure_latency(model, size))
+        row.update(measure_latency(evaluated, size))
         _probe(job, search, features.get("test"))
     write_result(result_path, row)  # after the probe's: a finished backbone has its probe
     keras.backend.clear_session()

@@ -153,8 +153,9 @@ def evaluate_on_test(
     The full model (raw images in) predicts the images themselves: the test split is
     loaded here and nowhere else. Without test images (``--cv`` with no holdout) only
     what was fitted on validation is returned. ``features_model`` (of :func:`full_model`)
-    predicts the test images instead, in the same pass filling ``features["test"]`` with
-    their pooled frozen features, rounded to float16 as the feature cache stores them."""
+    predicts the images instead (the same layers, so the same probabilities, and one
+    compiled model rather than two), in the same pass filling ``features["test"]`` with the
+    test images' pooled frozen features, rounded to float16 as the feature cache stores them."""
     n_classes = len(split.classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     name = Path(out_dir).name
@@ -164,9 +165,10 @@ def evaluate_on_test(
             continue
         with step(f"{name}: final evaluation, predicting the {part} images", total=len(rows)) as s:
             batches = image_batches(data_root, rows, size, batch_size)
-            if part == "test" and features_model is not None and features is not None:
+            if features_model is not None and features is not None:  # one compiled model for both parts
                 probabilities[part], pooled = predict_with_features(features_model, batches, n_classes, s.update)
-                features["test"] = pooled.astype(np.float16).astype(np.float32)
+                if part == "test":
+                    features["test"] = pooled.astype(np.float16).astype(np.float32)
             else:
                 probabilities[part] = predict_proba(model, batches, n_classes, progress=s.update)
             log.info(s.line())
