@@ -190,9 +190,10 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     seconds = time.perf_counter() - t0
     grouping = grouping_for(index, copy_threshold, groups)
     split = make_split(index, val_size, test_size, seed, grouping=grouping)  # bad data fails here: an error is the only line
+    from bench.data.content import ContentTable
     from bench.evaluate.shortcuts import check_split
 
-    split.shortcut = check_split(index, split)
+    split.shortcut = check_split(index, split, ContentTable.compute(index.root, split.files))
     log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s, "
              f"grouped in {time.perf_counter() - t0 - seconds:.1f}s")
     from bench.report.scan_summary import format_scan

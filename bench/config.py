@@ -150,6 +150,9 @@ class RunConfig:
     baseline: bool | None = option(None, flag="--baseline", off_flag="--no-baseline",
                                    show_default="on when xception is included",
                                    help="Also train the original notebook's recipe.")
+    floor: bool = option(True, flag="--floor", off_flag="--no-floor",
+                         help="Also score floor baselines on the same splits: the majority class, a logistic "
+                              "regression on image-content statistics and a linear probe per backbone.")
     deterministic: bool = option(False, flag="--deterministic",
                                  help="TensorFlow op determinism: same seed, same machine -> identical results "
                                       "(can be slower).")

@@ -18,6 +18,10 @@ deployed. A single split is a cross-validation with one fold, as scikit-learn's
 :func:`run_design` runs either: the jobs in order, the rows, the leaderboard, the final
 model. Nothing downstream asks which design it was: the rows say where their estimates
 come from (:func:`bench.schema.row_source`).
+
+Both designs add the floor baselines' rows (:mod:`bench.floor`: majority class, a logistic
+regression on image-content statistics, a linear probe per backbone), scored on the same
+split or folds: rows of ``kind`` floor, shown below the ranked backbones and never deployed.
 """
 
 from __future__ import annotations
@@ -50,10 +54,13 @@ class SingleSplit:
         return None
 
     def rows(self, finished: dict[str, list[dict]]) -> list[dict]:
-        """A backbone's row is its one search's result."""
-        return [rows[0] for rows in finished.values()]
+        """A backbone's row is its one search's result; a floor baseline's its one result."""
+        return [rows[0] for rows in finished.values()] + _floor_rows(self.run)
 
-    partial_rows = rows  # rows are ready as each backbone ends: the leaderboard grows with the run
+    def partial_rows(self, finished: dict[str, list[dict]]) -> list[dict]:
+        """Rows are ready as each backbone ends: the leaderboard grows with the run (the
+        floor baselines join it at the end)."""
+        return [rows[0] for rows in finished.values()]
 
     def deploy(self, winner: dict, sources: dict, n_jobs: int) -> bool:
         """The search's own best model is the one to deploy: nothing more to train, the
@@ -91,7 +98,7 @@ class NestedCV:
         for row in rows:
             row["probability_best"] = best.get(row["backbone"])
             row["selection_rule"] = rule
-        return rows
+        return rows + _floor_rows(run)
 
     def partial_rows(self, finished: dict[str, list[dict]]) -> None:
         """No row before every fold has ended."""
@@ -109,6 +116,17 @@ class NestedCV:
         winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
                       final_trials_done=final.get("trials_done"))
         return True
+
+
+def _floor_rows(run) -> list[dict]:
+    """The floor baselines' rows (:func:`bench.floor.floor_rows`); none with ``--no-floor``.
+    The majority and content-logistic ones are scored here, once (a resumed run keeps them)."""
+    from bench.floor import enabled, floor_rows, run_content_floors
+
+    if not enabled(run.config):
+        return []
+    run_content_floors(run)
+    return floor_rows(run)
 
 
 def design_for(run, frozen_pass: FrozenPass) -> SingleSplit | NestedCV:

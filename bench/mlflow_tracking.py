@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.runfolder import GROUPS_CSV, LEADERBOARD_CSV, LEADERBOARD_JSON, RUN_JSON, SPLIT_JSON
+from bench.schema import is_floor
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,9 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
     n_trials = 0
     for row in run.leaderboard:
         name = str(row.get("backbone"))
+        level = "floor" if is_floor(row) else "backbone"  # a floor baseline's row (bench.evaluate.floor)
         child = client.create_run(experiment_id, run_name=name, tags={**tags, "mlflow.parentRunId": pid,
-                                                                       "bench.backbone": name, "bench.level": "backbone"})
+                                                                       "bench.backbone": name, "bench.level": level})
         hp = {k[3:]: v for k, v in row.items() if k.startswith("hp_")}
         client.log_batch(child.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in _metrics(row).items()],
                          params=[Param(k, v) for k, v in _params({**hp, "status": row.get("status"),
@@ -178,6 +180,8 @@ def log_run(uri: str, run_dir: Path, reports_dir: Path | None = None, experiment
     for export in sorted((run.path / "export").glob("*")) if (run.path / "export").is_dir() else []:
         client.log_artifacts(pid, str(export), artifact_path=f"export/{export.name}")
     client.set_terminated(pid)
-    log.info(f"MLflow: logged run {run.name} to {uri} (parent run {pid}, {len(run.leaderboard)} backbones, "
+    floor = sum(1 for row in run.leaderboard if is_floor(row))
+    log.info(f"MLflow: logged run {run.name} to {uri} (parent run {pid}, {len(run.leaderboard) - floor} backbones, "
+             f"{floor} floor baselines, "
              f"{n_trials} trials)")
     return pid

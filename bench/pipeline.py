@@ -34,6 +34,7 @@ from bench.evaluate.final import (
     write_result,
 )
 from bench.faults import crash_point
+from bench.floor import enabled as floor_enabled, frozen_test_features, probe
 from bench.atomic import read_json
 from bench.runfolder import TUNER_DIR, RunFiles, SearchFiles, fold_dir
 from bench.search.hypermodel import BenchHyperModel, TrialData, balanced_class_weight
@@ -78,6 +79,7 @@ class BackboneJob:
     pool: list[dict] | None = None  # --cv: every cross-validated image, one feature cache entry for all folds
     frozen_pass: FrozenPass = FrozenPass()  # what computes the cached features, and in which precision
     candidate: Candidate | None = None  # None: the backbone ``name`` (or the baseline) with ``weights``
+    floor: bool = False  # also fit the backbone's linear probe on its cached features (bench.floor)
 
     @staticmethod
     def candidates(run) -> list[Candidate]:
@@ -89,7 +91,8 @@ class BackboneJob:
            frozen_pass: FrozenPass = FrozenPass()) -> "BackboneJob":
         """The job of ``candidate`` of ``run`` (a :class:`bench.run.RunFolder`) on ``split``."""
         return cls(candidate.name, index, candidate.baseline, run.path, run.index.root, split, candidate.weights,
-                   run.config.image_size, run.config.search, cluster, fold, pool, frozen_pass, candidate)
+                   run.config.image_size, run.config.search, cluster, fold, pool, frozen_pass, candidate,
+                   floor=floor_enabled(run.config) and not candidate.baseline)
 
     @classmethod
     def for_run(cls, run, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> list["BackboneJob"]:
@@ -115,7 +118,8 @@ class BackboneJob:
         cross-validated images (the final train/val split); its test split is the holdout,
         possibly empty."""
         candidate = next(c for c in cls.candidates(run) if c.name == name)
-        return cls.of(run, candidate, index, run.split, cluster, pool=run.folds.cv_files, frozen_pass=frozen_pass)
+        job = cls.of(run, candidate, index, run.split, cluster, pool=run.folds.cv_files, frozen_pass=frozen_pass)
+        return replace(job, floor=False)  # the floor is scored in the folds
 
     @cached_property
     def pair(self) -> Candidate:
@@ -179,6 +183,7 @@ class PreparedSearch:
     x_test: dict | None = None  # ... and of the images the fold holds out
     final: FinalSettings = field(default_factory=FinalSettings)  # class weights, operating-point minima
     frozen_pass_notes: dict = field(default_factory=dict)  # runtime (and OpenVINO's precision, parity) of the features
+    x_train: dict | None = None  # cached features by depth of the training images (the linear probe's)
 
 
 def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSearch:
@@ -219,7 +224,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     tuner = make_tuner(hypermodel, cfg, job.out_dir, TUNER_DIR, settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
     final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)
-    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final, notes)
+    return PreparedSearch(cfg, source, tuner, depths, x_val, x_test[0] if x_test else None, final, notes, x_train)
 
 
 def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
@@ -264,6 +269,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
     trial = best_trial(tuner)
     if trial is None or done == 0:
         row.update(status="failed", message="every trial failed; see trials.csv")
+        _probe(job, search)
         write_result(result_path, row)
         return row
     if job.fold is not None:  # the fold's model predicts its held-out images from the cache, once
@@ -271,19 +277,41 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         metrics = evaluate_fold(load_trial_model(tuner, trial), trial.hyperparameters.get("unfreeze"), search.x_val,
                                 search.x_test, job.split, out_dir, cfg.seed, cfg.batch_size, search.final)
         _record(row, trial, metrics)
+        _probe(job, search)
     else:
-        model = full_model(source, tuner, trial)
+        model, features_model = full_model(source, tuner, trial, with_features=True)
         save_model(model, job.files.best_model)
         crash_point("final")
+        features: dict = {}
+        # with the probe: one model evaluates and is timed, the deployed one's layers plus an average pooling of
+        # its backbone's output (a compiled model costs seconds to trace; the pooling, microseconds to run)
+        evaluated = features_model if job.floor and features_model is not None else model
         _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size,
-                                             search.final))
+                                             search.final, None if evaluated is model else evaluated, features))
         row["params_total"] = int(model.count_params())
         row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        row.update(measure_latency(model, size))
-    write_result(result_path, row)
+        row.update(measure_latency(evaluated, size))
+        _probe(job, search, features.get("test"))
+    write_result(result_path, row)  # after the probe's: a finished backbone has its probe
     keras.backend.clear_session()
     gc.collect()
     return row
+
+
+def _probe(job: BackboneJob, search: PreparedSearch, test_features: np.ndarray | None = None) -> None:
+    """The backbone's linear probe (:func:`bench.floor.probe`) on the depth-0 features its
+    search cached: a fold's held-out rows are cached too; a single split's test features
+    come from the evaluation pass (``test_features``) or, when the chosen model was
+    fine-tuned or none was chosen, from one frozen pass over the test images."""
+    if not job.floor or job.worker or 0 not in search.depths:
+        return
+    if job.fold is not None:
+        x_test, where = search.x_test[0], "cached frozen features (the fold's held-out images)"
+    elif test_features is not None:
+        x_test, where = test_features, "pooled in the chosen model's evaluation pass (one pass, two outputs)"
+    else:
+        x_test, where = frozen_test_features(job, search.source), "one frozen pass over the test images"
+    probe(job, search.x_train[0], search.x_val[0], x_test, where)
 
 
 def _record(row: dict, trial, metrics: dict) -> None:

@@ -16,6 +16,7 @@ from typing import Callable
 import backbones
 from bench import __version__
 from bench.config import RunConfig, as_flag, check_bounds, parse_duration, result_options
+from bench.data.content import ContentTable
 from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
 from bench.data.group_files import grouping_for, write_group_files
 from bench.data.scan import DatasetIndex, scan
@@ -121,7 +122,8 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     else:
         split = make_split(index, config.val_size, config.test_size, config.search.seed, grouping=grouping)
         part_of = split.part_of_groups()
-    split.shortcut = check_split(index, split)
+    content = ContentTable.compute(index.root, split.files)  # once per image: the shortcut check and the floor
+    split.shortcut = check_split(index, split, content)
     if split.shortcut and split.shortcut["warn"]:
         log.warning(shortcut_sentence(split.shortcut).removeprefix("WARNING: "))
     out = check_writable(config.out, "--out")
@@ -139,6 +141,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     if folds is not None:
         write_folds(folds, files.folds_json)
     write_group_files(grouping, part_of, index.root, run_dir)
+    content.write(files.content_csv)
     write_json_atomic(
         files.run_json,
         {

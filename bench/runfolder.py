@@ -19,7 +19,8 @@ from bench.tables import OOF_TEXT_COLUMNS, PREDICTION_TEXT_COLUMNS, TRIALS_TEXT_
 #: The run folder's files, named once. ``<run>/``: run.json (how the run started: its
 #: configuration, command, versions; written last when preparing, so it marks a prepared
 #: folder), dataset.json (the scan), split.json (and folds.json with ``--cv``), groups.csv
-#: and copies.png (the linked copies), leaderboard.csv/.json, checklist.md/.json (written by the
+#: and copies.png (the linked copies), content.csv (each image's content statistics,
+#: :mod:`bench.data.content`), leaderboard.csv/.json, checklist.md/.json (written by the
 #: report: :mod:`bench.report.checklists`); ``<run>/<backbone>/`` (or
 #: ``<run>/cv/r<R>-f<F>/<backbone>/``): trials.csv, result.json, best_model.keras,
 #: calibration.json, the held-out predictions, the Grad-CAM grid and the tuner's folder.
@@ -29,6 +30,7 @@ SPLIT_JSON = "split.json"
 FOLDS_JSON = "folds.json"
 GROUPS_CSV = "groups.csv"
 COPIES_PNG = "copies.png"
+CONTENT_CSV = "content.csv"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_JSON = "leaderboard.json"
 TRIALS_CSV = "trials.csv"
@@ -264,6 +266,10 @@ class RunFiles:
     @property
     def copies_png(self) -> Path:
         return self.path / COPIES_PNG
+
+    @property
+    def content_csv(self) -> Path:
+        return self.path / CONTENT_CSV
 
     @property
     def leaderboard_csv(self) -> Path:

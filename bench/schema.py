@@ -64,6 +64,18 @@ def label(name: str) -> str:
     return metric(name).label
 
 
+#: A leaderboard row's ``kind``: a searched candidate (a backbone, or the notebook recipe),
+#: or a floor baseline (:mod:`bench.evaluate.floor`: a model that never looks at anatomy,
+#: or a linear probe on frozen features), scored on the same images, never deployed.
+BACKBONE_KIND = "backbone"
+FLOOR_KIND = "floor"
+
+
+def is_floor(row) -> bool:
+    """Whether a leaderboard row (a dict or a pandas row) is a floor baseline's."""
+    return row.get("kind") == FLOOR_KIND
+
+
 class Source(Enum):
     """Where an estimate comes from, and the column prefix it is stored under."""
 

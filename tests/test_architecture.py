@@ -24,7 +24,7 @@ LAYERS = (
     ("search", "evaluate"),
     ("report",),
     ("deploy",),  # export, serve, predict; an external evaluation writes its report with bench.report
-    ("cli", "cli_options", "run", "designs", "pipeline", "candidates", "mlflow_tracking", "suite"),  # what puts the stages together
+    ("cli", "cli_options", "run", "designs", "pipeline", "candidates", "floor", "mlflow_tracking", "suite"),  # what puts the stages together
 )
 
 

@@ -68,6 +68,9 @@ def test_a_run_is_logged_as_parent_backbone_and_trial_runs(server, image_folder,
     assert parent.data.tags["bench.data_hash"] == run_json["data_hash"] and parent.data.tags["bench.split_seed"] == "0"
     assert parent.data.params["backbones"] and "test_roc_auc" in parent.data.metrics
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    floor = [c.info.run_name for c in children if c.data.tags.get("bench.level") == "floor"]
+    assert sorted(floor) == ["content-logistic", "majority", "mobilenet_v2:linear-probe"]
+    children = [c for c in children if c.data.tags.get("bench.level") == "backbone"]
     assert [c.info.run_name for c in children] == ["mobilenet_v2"]
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == children[0].info.run_id]
     assert len(trials) == 2 and all("learning_rate" in t.data.params for t in trials)

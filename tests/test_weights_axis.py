@@ -127,6 +127,7 @@ def test_bad_weights_lists_stop_before_any_work(image_folder, tmp_path):
 def test_each_pair_is_a_row_with_its_own_search_and_results(axis):
     run = axis["run"]
     board = json.loads((run / "leaderboard.json").read_text())
+    board = [r for r in board if r["kind"] == "backbone"]  # the floor rows follow
     names = [r["backbone"] for r in board]
     assert sorted(names) == ["mobilenet_v2@none", "mobilenet_v2@pre"]
     assert {r["architecture"] for r in board} == {"mobilenet_v2"}
@@ -195,8 +196,10 @@ def test_resume_finishes_the_missing_pair_and_guards_the_list(axis, tmp_path, mo
     assert resumed.exit_code == 0, resumed.output
     assert (done.read_bytes(), done.stat().st_mtime_ns) == first  # finished earlier, not run again
     board = json.loads((run / "leaderboard.json").read_text())
+    board = [r for r in board if r["kind"] == "backbone"]  # the floor rows follow
     assert sorted(r["backbone"] for r in board) == ["mobilenet_v2@none", "mobilenet_v2@pre"]
     again = json.loads((axis["run"] / "leaderboard.json").read_text())
+    again = [r for r in again if r["kind"] == "backbone"]  # the floor rows follow
     keep = ("backbone", "rank", "val_objective", "test_accuracy", "test_roc_auc")
     assert [{k: r.get(k) for k in keep} for r in board] == [{k: r.get(k) for k in keep} for r in again]
 
@@ -204,12 +207,13 @@ def test_resume_finishes_the_missing_pair_and_guards_the_list(axis, tmp_path, mo
 def test_one_weights_value_keeps_the_backbone_names(tiny_run):
     """The shared single-weights run (``--weights none``): rows, folders and run.json as always."""
     board = json.loads((tiny_run / "leaderboard.json").read_text())
+    board = [r for r in board if r["kind"] == "backbone"]  # the floor rows follow
     assert [r["backbone"] for r in board] == ["mobilenet_v2"] and "architecture" not in board[0]
     assert board[0]["weights"] == "none"
     assert json.loads((tiny_run / "run.json").read_text())["config"]["weights"] == "none"
     top = {p.name for p in tiny_run.iterdir() if not p.name.startswith(".")} - {"export"}
-    assert top == {"cache", "dataset.json", "groups.csv", "leaderboard.csv", "leaderboard.json", "run.json",
-                   "split.json", "mobilenet_v2"}
+    assert top == {"cache", "content.csv", "dataset.json", "groups.csv", "leaderboard.csv", "leaderboard.json",
+                   "run.json", "split.json", "mobilenet_v2", "majority", "content-logistic", "mobilenet_v2:linear-probe"}
     assert not any("@" in p.name for p in tiny_run.rglob("*"))
 
 
@@ -220,6 +224,7 @@ def test_cross_validation_over_two_starting_points(axis, tmp_path):
     assert result.exit_code == 0, result.output
     run = tmp_path / "results" / "cv"
     board = json.loads((run / "leaderboard.json").read_text())
+    board = [r for r in board if r["kind"] == "backbone"]  # the floor rows follow
     assert sorted(r["backbone"] for r in board) == ["mobilenet_v2@none", "mobilenet_v2@pre"]
     assert {r["architecture"] for r in board} == {"mobilenet_v2"} and all(r["cv_k"] == 2 for r in board)
     for name in ("mobilenet_v2@none", "mobilenet_v2@pre"):

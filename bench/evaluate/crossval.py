@@ -123,6 +123,8 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
     ``oof_predictions.csv``. A backbone with a failed fold has status ``failed``."""
     first = fold_rows[0]
     row = {key: first.get(key) for key in ("backbone", "family", "image_size", "weights", "baseline", "compute_dtype")}
+    # a floor baseline (bench.evaluate.floor): its kind and what it is
+    row.update({key: first[key] for key in ("kind", "floor_model", "probe_of", "probe_features") if key in first})
     row.update({key: first[key] for key in ("architecture",) if key in first})  # a run comparing several weights
     # how the features were computed: one cache entry serves every fold
     row.update({key: first[key] for key in ("frozen_pass_dtype", "frozen_pass_runtime", "openvino_precision",

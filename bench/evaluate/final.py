@@ -57,8 +57,14 @@ def load_trial_model(tuner, trial) -> keras.Model:
         return tuner.load_model(trial)
 
 
-def full_model(source, tuner, trial) -> keras.Model:
-    """Backbone + head of ``trial`` with its best-epoch weights, taking raw RGB images."""
+def full_model(source, tuner, trial, with_features: bool = False):
+    """Backbone + head of ``trial`` with its best-epoch weights, taking raw RGB images.
+
+    ``with_features``: returns ``(model, features_model)``, where ``features_model`` shares
+    every layer of ``model`` and also outputs the frozen backbone's average-pooled features
+    (the linear probe's inputs, :mod:`bench.evaluate.floor`), so one pass over the test
+    images gives both; None when the trial fine-tuned the backbone (its features are not
+    the frozen ones)."""
     model = load_trial_model(tuner, trial)
     depth = trial.hyperparameters.get("unfreeze")
     if depth == 0:
@@ -70,8 +76,15 @@ def full_model(source, tuner, trial) -> keras.Model:
     size = source.image_size
     inputs = keras.Input((size, size, 3), name="image")
     x = BackbonePreprocess(source.record.preprocessing, name="preprocess")(inputs)
-    outputs = head(base(x, training=False))
-    return keras.Model(inputs, outputs, name=f"{source.record.name}_classifier")
+    features = base(x, training=False)
+    outputs = head(features)
+    model = keras.Model(inputs, outputs, name=f"{source.record.name}_classifier")
+    if not with_features:
+        return model
+    if depth != 0:
+        return model, None
+    flat = keras.layers.GlobalAveragePooling2D(name="frozen_pooled")(features) if len(features.shape) == 4 else features
+    return model, keras.Model(inputs, [outputs, flat], name=f"{source.record.name}_with_features")
 
 
 def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 32, progress=None) -> np.ndarray:
@@ -95,6 +108,26 @@ def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 
     return out
 
 
+def predict_with_features(model: keras.Model, batches, n_classes: int, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities, features)`` of a two-output model (:func:`full_model` with
+    features) over image batches, probabilities as :func:`predict_proba` gives them."""
+    probs, feats, done = [], [], 0
+    for batch in batches:
+        p, f = model.predict_on_batch(np.asarray(batch))
+        probs.append(np.asarray(p, dtype=np.float32))
+        feats.append(np.asarray(f, dtype=np.float32))
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    out = np.concatenate(probs) if probs else np.zeros((0, 1 if n_classes == 2 else n_classes))
+    width = model.outputs[1].shape[-1]
+    pooled = np.concatenate(feats) if feats else np.zeros((0, width), np.float32)
+    if n_classes == 2:
+        p = out.reshape(-1)
+        return np.stack([1.0 - p, p], axis=1), pooled
+    return out, pooled
+
+
 def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str, float]:
     """Median ms per image at batch 1 and batch 32 (after warm-up calls)."""
     out = {}
@@ -112,14 +145,17 @@ def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str
 
 def evaluate_on_test(
     model: keras.Model, split, data_root: Path, size: int, out_dir: Path, seed: int, batch_size: int = 32,
-    settings: FinalSettings | None = None,
+    settings: FinalSettings | None = None, features_model: keras.Model | None = None, features: dict | None = None,
 ) -> dict:
     """Calibration and thresholds on val, then one evaluation on test; writes
     val_ and test_predictions.csv and calibration.json.
 
     The full model (raw images in) predicts the images themselves: the test split is
     loaded here and nowhere else. Without test images (``--cv`` with no holdout) only
-    what was fitted on validation is returned."""
+    what was fitted on validation is returned. ``features_model`` (of :func:`full_model`)
+    predicts the images instead (the same layers, so the same probabilities, and one
+    compiled model rather than two), in the same pass filling ``features["test"]`` with the
+    test images' pooled frozen features, rounded to float16 as the feature cache stores them."""
     n_classes = len(split.classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     name = Path(out_dir).name
@@ -128,8 +164,13 @@ def evaluate_on_test(
         if not rows and part == "test":
             continue
         with step(f"{name}: final evaluation, predicting the {part} images", total=len(rows)) as s:
-            probabilities[part] = predict_proba(model, image_batches(data_root, rows, size, batch_size), n_classes,
-                                                progress=s.update)
+            batches = image_batches(data_root, rows, size, batch_size)
+            if features_model is not None and features is not None:  # one compiled model for both parts
+                probabilities[part], pooled = predict_with_features(features_model, batches, n_classes, s.update)
+                if part == "test":
+                    features["test"] = pooled.astype(np.float16).astype(np.float32)
+            else:
+                probabilities[part] = predict_proba(model, batches, n_classes, progress=s.update)
             log.info(s.line())
     return evaluate_predictions(split, probabilities["val"], probabilities.get("test"), out_dir, seed, settings)
 

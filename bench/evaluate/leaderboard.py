@@ -1,6 +1,8 @@
 """Leaderboard: one flat row per backbone, ranked by the VALIDATION objective.
 
-Test metrics are reported next to the rank, never used to choose it.
+Test metrics are reported next to the rank, never used to choose it. Floor baselines
+(``kind`` floor, :mod:`bench.evaluate.floor`) follow the ranked backbones, ordered by the
+same estimate but never ranked: the rank-1 row, the one deployed, is always a backbone.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.config import OBJECTIVES
-from bench.schema import Source, ci_columns, column, metric_with_ci, row_source
+from bench.schema import BACKBONE_KIND, FLOOR_KIND, Source, ci_columns, column, metric_with_ci, row_source
 from bench.atomic import write_json_atomic
 from bench.runfolder import RunFiles
 from bench.tables import records_frame, write_csv
@@ -25,23 +27,30 @@ def source_of(table) -> Source:
 
 
 def rank(rows: list[dict]) -> pd.DataFrame:
-    """Rows ordered best first with an integer ``rank`` on those that finished: by the
+    """Rows ordered best first with an integer ``rank`` on backbones that finished: by the
     cross-validation estimate of the objective in a ``--cv`` run, else by the validation
-    objective. The test split never decides the rank."""
+    objective. The test split never decides the rank. Then the floor baselines that
+    finished, by the same estimate and without a rank; then every failed row."""
     table = records_frame(rows)
     if table.empty:
         return table
+    table["kind"] = table["kind"].fillna(BACKBONE_KIND) if "kind" in table else BACKBONE_KIND
     objective = table["objective"].dropna().iloc[0]
     cv = source_of(table) is Source.OUT_OF_FOLD
     key = "cv_objective" if cv else "val_objective"
-    ok = table[table["status"] == "ok"].copy()
+    floor = table["kind"] == FLOOR_KIND
+    ok = table[(table["status"] == "ok") & ~floor].copy()
+    ok_floor = table[(table["status"] == "ok") & floor].copy()
     bad = table[table["status"] != "ok"].copy()
+    ascending = OBJECTIVES[objective] == "min"
     if len(ok):
-        ok = ok.sort_values(key, ascending=OBJECTIVES[objective] == "min", kind="stable")
+        ok = ok.sort_values(key, ascending=ascending, kind="stable")
+    if len(ok_floor) and key in ok_floor:
+        ok_floor = ok_floor.sort_values(key, ascending=ascending, kind="stable")
     ok["rank"] = range(1, len(ok) + 1)
-    table = pd.concat([ok, bad], ignore_index=True)
+    table = pd.concat([ok, ok_floor, bad], ignore_index=True)
     cv_columns = ["cv_objective", "probability_best", *ci_columns(("roc_auc", "accuracy", "f1"), Source.OUT_OF_FOLD)]
-    front = ["rank", "backbone", "status", *(cv_columns if cv else []), "val_objective",
+    front = ["rank", "backbone", "kind", "status", *(cv_columns if cv else []), "val_objective",
              *ci_columns(("accuracy", "f1", "roc_auc"), Source.TEST),
              column("recall", Source.TEST), column("specificity", Source.TEST)]
     # the rest alphabetically: a row read back from result.json (resume) has its keys sorted
@@ -77,11 +86,12 @@ def format_leaderboard(table: pd.DataFrame) -> str:
     rows = []
     for _, r in table.iterrows():
         r = r.to_dict()
+        floor = r.get("kind") == FLOOR_KIND
         rows.append([
-            "" if pd.isna(r.get("rank")) else int(r["rank"]), r["backbone"], r["status"],
+            "floor" if floor else "" if pd.isna(r.get("rank")) else int(r["rank"]), r["backbone"], r["status"],
             "-" if pd.isna(r.get("val_objective")) else f"{r['val_objective']:.3f}",
             metric_with_ci(r, "accuracy"), metric_with_ci(r, "f1"), metric_with_ci(r, "roc_auc"),
-            f"{r.get('trials_done', 0)}/{r.get('trials_failed', 0)}",
+            "-" if floor else f"{r.get('trials_done', 0)}/{r.get('trials_failed', 0)}",
             f"{r.get('search_seconds', 0):.0f}",
             "-" if pd.isna(r.get("latency_ms_b1")) else f"{r['latency_ms_b1']:.1f}",
         ])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.schema import Source, metric_with_ci, to_float
+from bench.schema import BACKBONE_KIND, FLOOR_KIND, Source, metric_with_ci, to_float
 from bench.runfolder import is_run_dir, read_run
 
 #: A suite folder's files (bench.suite): the suite as it started, and its verdict across datasets.
@@ -63,7 +63,7 @@ def rows_of(run_dir: Path) -> list[dict]:
     for r in run.leaderboard:
         prefix = "cv_" if cv else "test_"
         row = {
-            "run": run.name, "backbone": r.get("backbone"), "status": r.get("status"),
+            "run": run.name, "backbone": r.get("backbone"), "kind": r.get("kind") or BACKBONE_KIND, "status": r.get("status"),
             "rank": r.get("rank"), "data_hash": run.run.get("data_hash"), "seed": config.get("seed"),
             "image_size": r.get("image_size") or config.get("image_size"),
             "weights": r.get("weights") or config.get("weights"),
@@ -146,7 +146,8 @@ def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         ranks = [_rank(r.get("suite_rank")), _rank(r.get("mean_rank"), 2)] if suite else []
         value = to_float(r.get("objective_value"))
         cells.append([
-            str(r["run"]), str(r["backbone"]) + ("" if r.get("status") == "ok" else f" ({r.get('status')})"),
+            str(r["run"]), str(r["backbone"]) + (" (floor)" if r.get("kind") == FLOOR_KIND else "")
+            + ("" if r.get("status") == "ok" else f" ({r.get('status')})"),
             r["data"], *ranks, r["design"], str(r["weights"]), str(r["image_size"]), str(r["seed"]),
             (f"{r['objective']}{' (CV)' if r['estimate'] == 'out-of-fold' else ''} {value:.3f}"
              if not math.isnan(value) else str(r["objective"])), r["estimate"],

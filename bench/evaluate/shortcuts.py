@@ -1,14 +1,20 @@
-"""The shortcut check: can the label be told from how each file was stored?
+"""The shortcut check: can the label be told from how each file was stored, or from
+what the image looks like without any anatomy?
 
 Public medical datasets mix sources (hospitals, scanners, websites), and a model can learn
 the source instead of the disease. bench records, per image, its width, height, colour
-mode, file format and size in bytes. If those alone predict the label, so can a network:
-a high score below means the data carries a shortcut, and a test score may measure it.
+mode, file format and size in bytes, and its content statistics
+(:mod:`bench.data.content`: intensity histogram, texture, border and background). If
+those alone predict the label, so can a network: a high score below means the data
+carries a shortcut (the source, the scanner, the exposure, or a gross difference a
+network needs no anatomy to see), and a test score may measure it. The check names the
+features that carry the signal: those that best separate the classes on their own
+(:func:`feature_aucs`), so a reader knows where to look.
 
 A small random forest (scikit-learn, 100 trees, leaves of at least 3 images, each tree
 grown on at most TREE_SAMPLES images) is trained
-on those attributes only (width, height, aspect ratio, log pixel count, bytes per pixel,
-one-hot mode and format) and scored out of fold: stratified group 5-fold, so copies of one
+on those features (width, height, aspect ratio, log pixel count, bytes per pixel,
+one-hot mode and format, then the content statistics) and scored out of fold: stratified group 5-fold, so copies of one
 image (the split's groups) never sit on both sides. The trees grow in threads on every
 usable core (the same forest as on one: scikit-learn draws each tree's seed first; its time
 at scale is in ``docs/performance.md``). The score is the out-of-fold ROC AUC
@@ -25,6 +31,10 @@ import numpy as np
 #: Out-of-fold AUC at or above which the check warns.
 WARN_AUC = 0.70
 FOLDS = 5
+#: Features named in the warning, at most (the strongest alone first).
+NAMED = 4
+#: Single-feature AUC (either direction) from which a feature is named as carrying the label.
+FEATURE_AUC = 0.65
 #: Training images each tree is grown on, at most (its bootstrap sample; all of the fold's
 #: below that, as scikit-learn's default): a tree's size grows with its sample, so the cap
 #: keeps the forest's memory flat however many images the dataset has.
@@ -46,11 +56,33 @@ def attribute_matrix(records: list) -> tuple[np.ndarray, list[str]]:
     return np.array(rows, dtype=np.float64), names
 
 
-def shortcut_check(records: list, classes: list[str], groups: list[str], seed: int = 0) -> dict | None:
-    """The out-of-fold AUC of the attributes-only model, its interval and whether it warns.
+def feature_aucs(x: np.ndarray, y: np.ndarray, names: list[str]) -> list[tuple[str, float]]:
+    """Each feature's ROC AUC alone, whichever direction separates better (``max(AUC, 1 -
+    AUC)``; for 3+ classes the best one-vs-rest), strongest first; constant features left out."""
+    from sklearn.metrics import roc_auc_score
 
-    ``groups``: one group id per record (copies share one). None when a class has fewer
-    than FOLDS groups (too few to cross-validate).
+    out = []
+    classes = np.unique(y)
+    for j, name in enumerate(names):
+        column = x[:, j]
+        if np.ptp(column) == 0 or len(classes) < 2:
+            continue
+        pairs = [(y == classes[1]).astype(int)] if len(classes) == 2 else [(y == k).astype(int) for k in classes]
+        auc = max(float(roc_auc_score(t, column)) for t in pairs)
+        auc = max(auc, 1.0 - auc) if len(classes) == 2 else auc
+        out.append((name, round(auc, 4)))
+    return sorted(out, key=lambda item: -item[1])
+
+
+def shortcut_check(records: list, classes: list[str], groups: list[str], seed: int = 0,
+                   content: np.ndarray | None = None) -> dict | None:
+    """The out-of-fold AUC of the model on file attributes (and content statistics), its
+    interval, whether it warns and the features that carry the signal.
+
+    ``groups``: one group id per record (copies share one). ``content``: the content
+    statistics of each record (:data:`bench.data.content.NAMES` columns), or None for
+    file attributes alone. None when a class has fewer than FOLDS groups (too few to
+    cross-validate).
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import StratifiedGroupKFold
@@ -64,6 +96,10 @@ def shortcut_check(records: list, classes: list[str], groups: list[str], seed: i
         if len(set(g[y == k])) < FOLDS:
             return None
     x, names = attribute_matrix(records)
+    if content is not None:
+        from bench.data.content import NAMES
+
+        x, names = np.hstack([x, np.asarray(content, dtype=np.float64)]), [*names, *NAMES]
     proba = np.zeros((len(records), len(classes)))
     folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     for train, test in folds.split(x, y, g):
@@ -73,24 +109,68 @@ def shortcut_check(records: list, classes: list[str], groups: list[str], seed: i
         proba[np.ix_(test, model.classes_)] = model.predict_proba(x[test])
     auc = float(classification_metrics(y, proba, classes)["roc_auc"])
     low, high = bootstrap_ci(y, proba, classes, metrics=("roc_auc",), groups=g, seed=seed)["roc_auc"]
+    strongest = feature_aucs(x, y, names)
+    carriers = [(n, a) for n, a in strongest if a >= FEATURE_AUC][:NAMED]
     return {"auc": round(auc, 4), "ci_low": round(float(low), 4), "ci_high": round(float(high), 4),
-            "warn": bool(auc >= WARN_AUC), "attributes": names, "images": len(records), "folds": FOLDS}
+            "warn": bool(auc >= WARN_AUC), "attributes": names, "images": len(records), "folds": FOLDS,
+            "content": content is not None, "carriers": [[n, a] for n, a in carriers]}
+
+
+def feature_phrase(carriers: list) -> str:
+    """``intensity histogram bins 3-5 (AUC alone 0.84-0.90) and border mean (0.80)``:
+    the named features, consecutive histogram bins run together."""
+    bins, others = {}, []
+    for name, auc in carriers:
+        if name.startswith("intensity histogram bin "):
+            bins[int(name.rsplit(" ", 1)[1])] = auc
+        else:
+            others.append((name, f"{auc:.2f}"))
+    runs: list[list[int]] = []
+    for b in sorted(bins):
+        if runs and b == runs[-1][-1] + 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    parts = []
+    for run in runs:
+        aucs = [bins[b] for b in run]
+        span = f"{min(aucs):.2f}" if len(run) == 1 or min(aucs) == max(aucs) else f"{min(aucs):.2f}-{max(aucs):.2f}"
+        parts.append((f"intensity histogram bin {run[0]}" if len(run) == 1 else
+                      f"intensity histogram bins {run[0]}-{run[-1]}", span))
+    parts += others
+    parts.sort(key=lambda p: -float(p[1].split("-")[-1]))
+    words = [f"{name} ({auc})" for name, auc in parts]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def shortcut_sentence(check: dict | None) -> str:
     """One line for ``bench scan`` and the report."""
     if not check:
         return "shortcut check: not run (a class has fewer than 5 groups to cross-validate)"
-    text = (f"shortcut check: width, height, mode, format and file size alone predict the label with "
-            f"out-of-fold AUC {check['auc']:.2f} [{check['ci_low']:.2f}, {check['ci_high']:.2f}]")
+    what = ("file attributes (width, height, mode, format, file size) and image-content statistics (intensity "
+            "histogram, texture, border)" if check.get("content") else "width, height, mode, format and file size")
+    interval = f"out-of-fold AUC {check['auc']:.2f} [{check['ci_low']:.2f}, {check['ci_high']:.2f}]"
+    carriers = check.get("carriers") or []
+    if check["warn"] and carriers:
+        return (f"WARNING: shortcut check: {feature_phrase(carriers)} predict the label (each alone: AUC in "
+                f"brackets); {what} together: {interval} (>= {WARN_AUC:.2f}): a model can score this high without "
+                "looking at anatomy (the source, the scanner or the exposure may give the label away); check where "
+                "each class came from, and compare the backbones with the floor baselines")
+    text = f"shortcut check: {what} alone predict the label with {interval}"
     if check["warn"]:
-        return (f"WARNING: {text} (>= {WARN_AUC:.2f}): the classes differ in how their files were stored, so a "
-                "model can learn the source instead of the disease; check where each class came from")
-    return text + f" (below {WARN_AUC:.2f}: no sign that storage alone gives the label away)"
+        cause = ("the classes differ in how their files were stored or in how their images look overall"
+                 if check.get("content") else "the classes differ in how their files were stored")
+        return (f"WARNING: {text} (>= {WARN_AUC:.2f}): {cause}, so a model can learn the source instead of the "
+                "disease; check where each class came from")
+    return text + f" (below {WARN_AUC:.2f}: no sign that {'storage or simple image statistics' if check.get('content') else 'storage alone'} give the label away)"
 
 
-def check_split(index, manifest) -> dict | None:
-    """The check on the images of ``manifest`` (label conflicts left out), grouped as it groups them."""
+def check_split(index, manifest, content=None) -> dict | None:
+    """The check on the images of ``manifest`` (label conflicts left out), grouped as it
+    groups them; ``content``: a :class:`bench.data.content.ContentTable` covering them, or
+    None for file attributes alone."""
     position = {r.path: r for r in index.records}
-    rows = [(position[f["path"]], f["group"]) for f in manifest.files if f["path"] in position]
-    return shortcut_check([r for r, _ in rows], list(manifest.classes), [g for _, g in rows], seed=manifest.seed)
+    files = [f for f in manifest.files if f["path"] in position]
+    x = content.matrix(files) if content is not None else None
+    return shortcut_check([position[f["path"]] for f in files], list(manifest.classes), [f["group"] for f in files],
+                          seed=manifest.seed, content=x)

@@ -24,7 +24,7 @@ from bench.data.folds import read_folds
 from bench.evaluate.comparisons import bootstrap_scores
 from bench.evaluate.crossval import CV_METRIC, THRESHOLD_FREE, oof_replicates
 from bench.runfolder import RunFiles, read_run
-from bench.schema import Estimate, Source, label, metric, row_source, to_float
+from bench.schema import Estimate, Source, is_floor, label, metric, row_source, to_float
 from bench.tables import probability_matrix
 
 #: Bootstrap resamples per dataset behind the probability of being best across datasets.
@@ -134,10 +134,11 @@ def _test_replicates(ds: DatasetResult, models: list[str], n_resamples: int) -> 
 def models_of(results: list[DatasetResult], order: list[str] | None = None) -> list[str]:
     """Every model (backbone row) of the suite: those named in ``order`` first, in that
     order (the suite's --backbones), then any other row (the notebook baseline) as the runs
-    list them."""
+    list them. Floor baselines (:mod:`bench.evaluate.floor`) stay in each run's leaderboard
+    and report, out of the comparison across datasets, which picks a model to use."""
     out = [m for m in order or [] if any(m in ds.rows for ds in results)]
     for ds in results:
-        out.extend(m for m in ds.rows if m not in out)
+        out.extend(m for m, row in ds.rows.items() if m not in out and not is_floor(row))
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.report import findings, sections
 from bench.report.calibration_section import section as decisions_section
+from bench.report.floor_section import floor_section
 from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
 from bench.report.load import RunData, copies_figure, load_run
 from bench.schema import Source
@@ -125,6 +126,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "leaderboard": sections.leaderboard_table(data, design.get("leaderboard_columns", ()),
                                                   design.get("leaderboard_end_columns", ())),
         "leaderboard_note": sections.leaderboard_note(data, words),
+        "floor": floor_section(data),
         "folds": design["folds"],
         "comparison": design["comparison"],
         "deployment": deployment,
@@ -159,9 +161,9 @@ def render(ctx: dict) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Report:
-    """What :func:`build_report` wrote, and the report's verdict in one sentence (the
-    recommendation and whether it beats the runner-up, by the paired test). Unpacks as
-    ``(markdown path, html path)``."""
+    """What :func:`build_report` wrote, and the report's verdict (the recommendation,
+    whether it beats the runner-up by the paired test, and whether any backbone beats the
+    best floor baseline beyond noise). Unpacks as ``(markdown path, html path)``."""
 
     markdown: Path
     html: Path
@@ -171,11 +173,13 @@ class Report:
         return iter((self.markdown, self.html))
 
 
-def verdict(summary: dict) -> str:
-    """``Recommended: <backbone>. <the paired test against the runner-up>`` (or why there is none)."""
+def verdict(summary: dict, floor: dict | None = None) -> str:
+    """``Recommended: <backbone>. <the paired test against the runner-up>`` (or why there is
+    none), then the floor sentence (:mod:`bench.report.floor_section`) on its own line."""
+    after = f"\n{floor['sentence']}" if floor and floor.get("sentence") else ""
     if not summary.get("best"):
-        return f"No recommendation: no backbone finished. {summary.get('rule', '')}".strip()
-    return f"Recommended: {summary['best_display']}. {summary['significance']}"
+        return f"No recommendation: no backbone finished. {summary.get('rule', '')}".strip() + after
+    return f"Recommended: {summary['best_display']}. {summary['significance']}" + after
 
 
 def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
@@ -195,7 +199,7 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
     figures = _all_figures(ctx["fig"])
     log.info(f"report: writing report.md, report.html and {len(figures)} figures")
     markdown, html = render(ctx)
-    return Report(*write_pages(out, "report", markdown, html, figures), verdict(ctx["summary"]))
+    return Report(*write_pages(out, "report", markdown, html, figures), verdict(ctx["summary"], ctx["floor"]))
 
 
 def checklists(data: RunData, run_dir: Path, out: Path, numbers: dict) -> dict:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.config import OBJECTIVES
-from bench.schema import Source, row_source, to_float
+from bench.schema import Source, is_floor, row_source, to_float
 from bench.report.formatting import Figure
 from bench.runfolder import RunFiles, read_run
 
@@ -69,6 +69,9 @@ class RunData:
     classes: list[str]
     backbones: list[BackboneResult] = field(default_factory=list)
     folds: dict | None = None  # --cv: folds.json
+    #: The floor baselines' rows (``kind`` floor, :mod:`bench.evaluate.floor`) with their
+    #: predictions, kept apart from the backbones: every section about backbones ignores them.
+    floor: list[BackboneResult] = field(default_factory=list)
 
     @property
     def config(self) -> dict:
@@ -152,6 +155,8 @@ def _load_folds(data: RunData) -> None:
     first = next((b.row for b in data.backbones if b.row.get("cv_k") is not None), {})
     k = int(to_float(first.get("cv_k"), to_float(data.config.get("cv"), 0)))
     repeats = int(to_float(first.get("cv_repeats"), to_float(data.config.get("repeats"), 1)))
+    for b in data.floor:
+        b.oof = run.backbone(b.name).oof_predictions() if b.ok else None
     for b in data.backbones:
         b.oof = run.backbone(b.name).oof_predictions() if b.ok else None
         b.folds, b.fold_histories, parts = _fold_results(run, b.name, k, repeats)
@@ -172,6 +177,9 @@ def load_run(run_dir: Path) -> RunData:
         ok = row.get("status") == "ok"
         predictions = search.test_predictions() if ok else None
         history = search.trial_history(row.get("best_trial")) if ok else None
+        if is_floor(row):
+            data.floor.append(BackboneResult(name, row, None, predictions))
+            continue
         data.backbones.append(BackboneResult(name, row, search.trials(), predictions, history))
     if not data.classes:  # split.json and dataset.json missing: the probability columns name the classes
         for b in data.backbones:
