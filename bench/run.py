@@ -101,10 +101,18 @@ def check_outputs(config: RunConfig) -> None:
     check_can_write(config.reports, "--reports")
 
 
+def _check_new_run_dir(run_dir: Path, name: str) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise BenchError(f"run folder {run_dir} already exists; continue it with --resume --name {name}, "
+                         "or pass another --name")
+
+
 def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> RunFolder:
     """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json."""
     validate(config)
     check_outputs(config)
+    config.name = config.name or default_run_name()
+    _check_new_run_dir(Path(config.out) / config.name, config.name)  # before the scan: nothing computed in vain
     check_weights(config)
     if config.data is None:
         from bench.data.demo import demo_data_dir
@@ -127,12 +135,8 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     if split.shortcut and split.shortcut["warn"]:
         log.warning(shortcut_sentence(split.shortcut).removeprefix("WARNING: "))
     out = check_writable(config.out, "--out")
-    config.name = config.name or default_run_name()
     run_dir = out / config.name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise BenchError(
-            f"run folder {run_dir} already exists; continue it with --resume --name {config.name}, or pass another --name"
-        )
+    _check_new_run_dir(run_dir, config.name)
     check_writable(run_dir, "--out")
     # dataset.json and split.json first: run.json marks a fully prepared run folder
     files = RunFiles(run_dir)

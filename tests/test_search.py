@@ -173,7 +173,7 @@ def test_nan_loss_fails_the_trial(tmp_path, monkeypatch):
     table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert trials["status"].tolist() == ["failed"] and "NaN" in trials["message"].iloc[0].replace("nan", "NaN")
-    assert table.iloc[0]["status"] == "failed"
+    assert table[table["kind"] == "backbone"].iloc[0]["status"] == "failed"
 
 
 def test_resume_skips_completed_trials_and_finished_backbones(tmp_path, monkeypatch):
@@ -217,7 +217,7 @@ def test_notebook_baseline_row(tmp_path):
     run = _tiny_run(tmp_path, backbones=["xception"], image_size=71, baseline=True, max_trials=1, epochs=2,
                     max_unfreeze=0)
     table = execute(run)
-    assert list(table["backbone"].sort_values()) == ["xception", "xception_notebook"]
+    assert list(table[table["kind"] == "backbone"]["backbone"].sort_values()) == ["xception", "xception_notebook"]
     baseline = table[table["backbone"] == "xception_notebook"].iloc[0]
     assert bool(baseline["baseline"]) and baseline["status"] == "ok"
     trials = pd.read_csv(run.path / "xception_notebook" / "trials.csv")

@@ -127,8 +127,9 @@ class ContentTable:
         keys = sorted(self.rows)
         table = pd.DataFrame([self.rows[k] for k in keys], columns=list(NAMES)) if keys else \
             pd.DataFrame(columns=list(NAMES))
-        table.insert(0, "sha256", [k[1] for k in keys])
-        table.insert(0, "path", [k[0] for k in keys])
+        # object columns: a string dtype would refuse names that are not valid UTF-8
+        table.insert(0, "sha256", pd.Series([k[1] for k in keys], dtype=object))
+        table.insert(0, "path", pd.Series([k[0] for k in keys], dtype=object))
         write_csv(path, table)
 
     @classmethod

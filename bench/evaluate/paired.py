@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
+from bench.tables import text_frame
 from bench.evaluate.comparisons import holm
 from bench.evaluate.delong import delong_test
 from bench.evaluate.resampling import (
@@ -124,7 +125,7 @@ def compare_pair(
     ``pandas.Series`` indexed by file; every shared file needs one). ``None``: images
     are the unit.
     """
-    joined = pred_a.merge(pred_b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
+    joined = _join_on_file(pred_a, pred_b)
     if joined.empty:
         raise ValueError(f"{a} and {b} share no test images; cannot compare them")
     ids = None if groups is None else _lookup_groups(groups, joined["file"])
@@ -151,6 +152,30 @@ def compare_pair(
             d.se, d.z, d.p_value, d.ci_low, d.ci_high
         )
     return test
+
+
+def _join_on_file(pred_a: pd.DataFrame, pred_b: pd.DataFrame) -> pd.DataFrame:
+    """The rows of both tables for the files both hold (``pred_a``'s order), every other
+    column suffixed ``_a`` / ``_b``. Joined in Python: pandas' merge and suffixes would turn
+    file and class names into a string dtype that refuses names that are not valid UTF-8."""
+    files_a, files_b = list(pred_a["file"]), list(pred_b["file"])
+    if len(set(files_a)) != len(files_a) or len(set(files_b)) != len(files_b):
+        raise ValueError("Expected each file once in each prediction table. Received: a file listed twice")
+    where_b = {f: i for i, f in enumerate(files_b)}
+    rows_a = [i for i, f in enumerate(files_a) if f in where_b]
+    rows_b = [where_b[files_a[i]] for i in rows_a]
+    columns = [("file", np.array([files_a[i] for i in rows_a], dtype=object)),
+               *_suffixed(pred_a, rows_a, "_a"), *_suffixed(pred_b, rows_b, "_b")]
+    joined = text_frame(dict(columns))
+    return joined
+
+
+def _suffixed(table: pd.DataFrame, rows: list[int], suffix: str) -> list[tuple[str, np.ndarray]]:
+    """(name + ``suffix``, values at ``rows``) of every column of ``table`` but its file
+    column, as plain arrays: pandas would make a string Index of the names, and class
+    names in ``prob_<class>`` need not be valid UTF-8."""
+    return [(f"{name}{suffix}", table.iloc[:, j].to_numpy()[rows]) for j, name in enumerate(table.columns)
+            if name != "file"]
 
 
 def pairwise_tests(
@@ -223,12 +248,15 @@ def _mcnemar_p(only_a: int, only_b: int) -> float:
 
 
 def _lookup_groups(groups: Mapping[str, str] | pd.Series, files: pd.Series) -> np.ndarray:
-    series = groups if isinstance(groups, pd.Series) else pd.Series(dict(groups), dtype=object)
-    ids = series.reindex(files.to_numpy())
-    missing = files[ids.isna().to_numpy()].tolist()
+    """The group of each of ``files``, in Python: a pandas index of the names would be a
+    string dtype that refuses names that are not valid UTF-8."""
+    mapping = dict(groups.items()) if isinstance(groups, pd.Series) else dict(groups)
+    names = list(files)
+    missing = [f for f in names if f not in mapping or mapping[f] is None
+               or (isinstance(mapping[f], float) and math.isnan(mapping[f]))]
     if missing:
         raise ValueError(f"Expected a duplicate group for every compared image. Received none for: {missing[:5]}")
-    return ids.astype(str).to_numpy()
+    return np.array([str(mapping[f]) for f in names], dtype=object)
 
 
 def paired_bootstrap_auc(
