@@ -1,17 +1,21 @@
 """Kill anywhere: SIGKILL a `bench run` at 20 seeded durable writes, resume each time, compare.
 
-    .venv/bin/python benchmarks/kill_anywhere.py [--moments 20] [--seed 27] [--spawn] [--design single|cv|both]
+    .venv/bin/python benchmarks/kill_anywhere.py [--moments 20] [--seed 27] [--design single|cv|both]
+                                                 [--chain] [--spawn] [--json FILE]
 
 For a single split and for ``--cv 2`` (tiny data: 18 images at 32 px, mobilenet_v2 without
 pretrained weights, 2 trials x 1 epoch, ``--deterministic``): one uninterrupted run counts
-its durable writes (``BENCH_WRITE_LOG``, see ``bench/faults.py``); ``--moments`` write numbers
-are drawn from them with ``--seed``; the same run is then killed at the first
-(``BENCH_KILL_AT=write:N``), resumed and killed at the next, ..., and resumed to the end
-(``tests/kill_chain.py``). Prints each moment with the stage and file it hit, whether any
-completed trial ran again, and whether the leaderboard, trials, predictions (test,
-validation, out of fold) and the report's tables equal the uninterrupted run's, timing
-columns aside. ``--spawn`` starts every process as ``python -m bench.cli`` (as a user
-does) instead of forking it from one process that imported TensorFlow once.
+its durable writes (``BENCH_WRITE_LOG``, see ``bench/faults.py``) and ``--moments`` write
+numbers are drawn from them with ``--seed``. For each, a fresh run is killed at that write
+(``BENCH_KILL_AT=write:N``: exactly where the uninterrupted run was about to make it) and
+resumed to the end (``tests/kill_chain.py``). Prints each moment with the stage and file it
+hit, whether a completed trial ran again, and whether the leaderboard, trials, predictions
+(test, validation, out of fold) and the report's tables equal the uninterrupted run's,
+timing columns aside. ``--chain`` kills one run at every moment in turn instead (what
+``tests/test_kill_anywhere.py`` does, cheaper: the count goes on across its resumes, each of
+which redoes the trial it was killed in). ``--spawn`` starts every process as
+``python -m bench.cli`` (as a user does) instead of forking it from one process that
+imported TensorFlow once.
 """
 
 from __future__ import annotations
