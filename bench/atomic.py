@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench.faults import durable_write
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -31,6 +33,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
+        durable_write(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -60,6 +63,7 @@ def save_via_temp(path: Path, save) -> None:
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     save(tmp)
+    durable_write(path)
     tmp.replace(path)
 
 

@@ -156,6 +156,25 @@ def test_settle_queues_a_trial_the_oracle_never_recorded(tmp_path):
     assert oracle.create_trial("tuner0").trial_id == tid
 
 
+def test_a_project_killed_before_its_first_tuner_file_is_reloaded(tmp_path):
+    """KerasTuner writes the tuner's own file after the trial's trial.json and oracle.json, and
+    reloads only a project that has it: killed between them, a finished first trial would run
+    again. keep_started_project writes the file (the tuner's state: an empty dict) first."""
+    tuner = _tuner(tmp_path)
+    assert tuner.get_state() == {}
+    trial = tuner.oracle.create_trial("tuner0")
+    trial.status = "COMPLETED"
+    tuner.oracle.update_trial(trial.trial_id, {"score": 0.5})
+    tuner.oracle.end_trial(trial)  # trial.json and oracle.json written; killed before tuner0.json
+    assert not (tmp_path / "p" / "tuner0.json").exists()
+    assert _tuner(tmp_path).oracle.trials == {}  # KerasTuner alone: a new oracle, the trial runs again
+    kt_adapter.keep_started_project(tmp_path / "p", "tuner0")
+    oracle = _tuner(tmp_path).oracle
+    kt_adapter.settle_reloaded_trials(oracle)  # as bench.search.tuner.make_tuner does
+    assert oracle.trials[trial.trial_id].status == "COMPLETED" and trial.trial_id in oracle.end_order
+    assert oracle.create_trial("tuner0").trial_id != trial.trial_id
+
+
 def test_the_oracle_keeps_one_trial_per_worker_until_it_reports(tmp_path):
     """What trial leases rely on: ``ongoing_trials`` is keyed by worker id, a worker that
     asks again gets the trial it holds, the retry queue is handed out before any new trial

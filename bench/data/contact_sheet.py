@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from bench.data.images import UnreadableImage, open_rgb
+from bench.faults import durable_write
 
 Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
 
@@ -213,6 +214,7 @@ def contact_sheet(root: Path, rows: list[SheetRow], out: Path, *, thumb: int = 9
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.png")
     sheet.save(tmp, format="PNG")
+    durable_write(out)
     os.replace(tmp, out)
     return out
 

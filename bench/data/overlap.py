@@ -27,6 +27,7 @@ from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.data.copies import GRID, CopyFeatures, Link, find_links
 from bench.data.copy_table import READ_ROWS, CopyTable, as_table
 from bench.errors import BenchError
+from bench.faults import durable_write
 from bench.runfolder import RunFiles
 
 #: The file name an export folder is expected to carry its run's reference under.
@@ -237,6 +238,7 @@ def write_npz(path: Path, arrays: dict) -> None:
                             written += chunk.size
                     if written != int(np.prod(shape)):
                         raise ValueError(f"{name}: {written} values written for shape {shape}")
+        durable_write(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.progress import step
 from bench.data.loading import augmented_batches, image_batches, label_indices, load_images
-from bench.faults import crash_point
+from bench.faults import crash_point, durable_write
 from bench.atomic import sha256_file, write_json_atomic
 from bench.locks import file_lock
 from bench.search.features import FeatureRows
@@ -106,6 +106,7 @@ class EntryWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        durable_write(self.npy)
         os.replace(self.tmp, self.npy)
         write_json_atomic(self.meta_path, {**self.meta, "shape": list(self.shape), "bytes": self._bytes,
                                            "sha256": self._hash.hexdigest()})
@@ -159,6 +160,7 @@ class FeatureCache:
                     os.link(src, tmp)
                 except OSError:
                     shutil.copyfile(src, tmp)
+                durable_write(dst)
                 os.replace(tmp, dst)
             log.info(f"reusing cached features from {other.parent.name}")
             return True

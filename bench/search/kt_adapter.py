@@ -16,6 +16,8 @@ an upgrade that changes one fails that test by name rather than a run:
 * :class:`BuildHook`: ``Tuner.load_model`` builds the model through ``Tuner._try_build``;
   the hook routes that build to the tuner's own :meth:`BuildHook.build_trial_model`, and
   :func:`build_model` is KerasTuner's plain build (``Tuner._build_hypermodel``).
+* :func:`keep_started_project`: KerasTuner reloads a project only when the tuner's own
+  file (``tuner0.json``, ``BaseTuner._get_tuner_fname``) exists.
 * :func:`settle_reloaded_trials`: the oracle's retry queue (``Oracle._retry_queue``) and
   its ``start_order`` / ``end_order``, after a crash.
 * :func:`oracle_server` / :func:`chief_may_stop`: the chief's gRPC servicer
@@ -90,6 +92,22 @@ class BuildHook:
 
     def _try_build(self, hp):
         return self.build_trial_model(hp)
+
+
+def keep_started_project(project_dir: Path, tuner_id: str) -> None:
+    """Make KerasTuner reload a project whose oracle has started, before a tuner is made on it.
+
+    KerasTuner reloads a project only when the tuner's own file ``<tuner_id>.json`` exists,
+    and writes it last at the end of a trial: the trial's ``trial.json``, ``oracle.json``,
+    then the tuner's file. A process killed before the first trial's tuner file landed
+    leaves a finished trial that a new tuner would not reload: its oracle would start
+    afresh and run that trial again. Where ``oracle.json`` exists and the tuner's file does
+    not, the tuner's file is written with the tuner's state (``BaseTuner.get_state``: an
+    empty dict), so the new tuner reloads the oracle and its trials."""
+    project_dir = Path(project_dir)
+    tuner_file = project_dir / f"{tuner_id}.json"
+    if (project_dir / "oracle.json").exists() and not tuner_file.exists():
+        write_text_atomic(tuner_file, json.dumps({}))
 
 
 def settle_reloaded_trials(oracle) -> None:

@@ -48,6 +48,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from bench.errors import BenchError
+from bench.faults import durable_write
 
 #: OpenVINO CPU inference precision hint for each frozen-pass compute dtype.
 HINTS = {"float32": "f32", "bfloat16": "bf16"}
@@ -125,6 +126,7 @@ def convert_prefix(prefix, folder: Path, key: str) -> Path:
     tmp_bin = tmp_xml.with_suffix(".bin")
     try:
         ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        durable_write(xml)
         os.replace(tmp_bin, bin_)
         os.replace(tmp_xml, xml)
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import pandas as pd
 
 from bench.config import DEFAULT_EPOCHS, DEFAULT_TRIAL_TIMEOUT_S, OBJECTIVES, SearchConfig
 from bench.errors import BenchError, disk_full_message, is_disk_full
-from bench.faults import crash_point
+from bench.faults import crash_point, durable_write
 from bench.progress import Step, eta_text
 from bench.atomic import save_via_temp, write_json_atomic
 from bench.search import kt_adapter
@@ -119,6 +120,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             self._dropped.add(trial.trial_id)
             return metrics
         if self.settings.tensorboard:
+            durable_write(trial_dir / "logs")  # appended in place: counted (and killed at) before the first event
             write_tensorboard(history, trial_dir / "logs")
             write_hparams(trial_dir / "logs", {**dict(self.settings.labels), **trial_hyperparameters(hp.values)}, metrics,
                           f"{dict(self.settings.labels).get('backbone', '')}/{trial.trial_id}")
@@ -179,7 +181,6 @@ class BenchTunerMixin(kt_adapter.BuildHook):
                     self._search_step.close()
                     self._search_step = None
         import contextlib
-        import os
 
         from bench.search.distributed import serve_oracle, worker_search
 
@@ -265,6 +266,8 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, set
     cluster = settings.cluster
     # a worker's oracle client connects to PORT + job
     with kt_adapter.atomic_state_writes(), job_environment(cluster, settings.job):
+        if cluster is None or cluster.is_chief:  # a worker's oracle is the chief's
+            kt_adapter.keep_started_project(directory / project, os.environ.get("KERASTUNER_TUNER_ID", "tuner0"))
         tuner = tuner_cls(settings=settings, **kwargs)
     if cluster is None or cluster.is_chief:
         kt_adapter.settle_reloaded_trials(tuner.oracle)
