@@ -214,7 +214,8 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. re
     """Write report.md and report.html for a run folder, or suite.md and suite.html for a
     suite folder (no training, no prediction)."""
     from bench.report import build_report
-    from bench.report.suite_report import build_suite_report, is_suite_dir
+    from bench.report.suite_report import build_suite_report
+    from bench.runfolder import is_suite_dir
 
     md, html = (build_suite_report(run_dir, reports / run_dir.resolve().name) if is_suite_dir(run_dir)
                 else build_report(run_dir, reports))

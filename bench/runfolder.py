@@ -45,6 +45,8 @@ TRIAL_HISTORY = "bench_trial.json"
 GRADCAM_PNG = "gradcam_grid.png"
 GRADCAM_JSON = "gradcam_grid.json"
 CV_DIR = "cv"
+#: A suite folder (bench suite): the suite as it started, its file, and its verdict across datasets.
+SUITE_JSON, SUITE_TOML, VERDICT_JSON = "suite.json", "suite.toml", "verdict.json"
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -365,6 +367,11 @@ def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
     """Where one outer fold's search of ``backbone`` writes in a ``--cv`` run:
     ``<run>/cv/r<repeat>-f<fold>/<backbone>/``."""
     return Path(run_dir) / CV_DIR / f"r{repeat}-f{fold}" / backbone
+
+
+def is_suite_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``bench suite``."""
+    return (Path(path) / SUITE_JSON).is_file()
 
 
 def is_run_dir(path: Path) -> bool:

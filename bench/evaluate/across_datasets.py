@@ -157,16 +157,18 @@ class AcrossDatasets:
 
     def as_dict(self) -> dict:
         """Plain lists, numbers and strings (nan as None), ready for ``json.dump``."""
-        return _plain(self)
+        return json_ready(self)
 
 
-def _plain(value):
+def json_ready(value):
+    """``value`` as plain lists, numbers and strings for ``json.dump`` (dataclasses as dicts,
+    numpy values as Python ones, nan and inf as None)."""
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: json_ready(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, dict):
-        return {str(key): _plain(v) for key, v in value.items()}
+        return {str(key): json_ready(v) for key, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

@@ -19,10 +19,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.schema import BACKBONE_KIND, FLOOR_KIND, Source, metric_with_ci, to_float
-from bench.runfolder import is_run_dir, read_run
-
-#: A suite folder's files (bench.suite): the suite as it started, and its verdict across datasets.
-SUITE_JSON, VERDICT_JSON = "suite.json", "verdict.json"
+from bench.runfolder import SUITE_JSON, VERDICT_JSON, is_run_dir, is_suite_dir, read_run
 
 #: Metrics the table shows (each with its CI), in order.
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "recall", "specificity", "brier")
@@ -36,7 +33,7 @@ def run_folders(paths: list[Path]) -> list[Path]:
     for path in map(Path, paths):
         if is_run_dir(path):
             found.append(path)
-        elif (path / SUITE_JSON).is_file():  # a suite folder: each dataset's run folder, in the suite's order
+        elif is_suite_dir(path):  # a suite folder: each dataset's run folder, in the suite's order
             found.extend(path / d["name"] for d in _read_json(path / SUITE_JSON)["spec"]["datasets"]
                          if is_run_dir(path / d["name"]))
         elif path.is_dir():
@@ -86,7 +83,7 @@ def _suite_ranks(run_dir: Path) -> dict | None:
     """Backbone -> suite name, its rank on this dataset and its mean rank across the
     suite's datasets, when ``run_dir`` is a dataset of a suite with a verdict; else None."""
     verdict_path = run_dir.parent / VERDICT_JSON
-    if not (run_dir.parent / SUITE_JSON).is_file() or not verdict_path.is_file():
+    if not is_suite_dir(run_dir.parent) or not verdict_path.is_file():
         return None
     verdict = _read_json(verdict_path)
     mean = dict(zip(verdict["models"], verdict["across"]["mean_ranks"]))

@@ -16,14 +16,8 @@ from bench.atomic import read_json
 from bench.errors import BenchError
 from bench.report.build import Report, _environment, write_pages
 from bench.report.formatting import Table
-from bench.runfolder import check_writable
+from bench.runfolder import SUITE_JSON, VERDICT_JSON, check_writable, is_suite_dir
 
-SUITE_JSON, VERDICT_JSON = "suite.json", "verdict.json"
-
-
-def is_suite_dir(path: Path) -> bool:
-    """Whether ``path`` is a folder written by ``bench suite``."""
-    return (Path(path) / SUITE_JSON).is_file()
 
 
 def _num(value, digits: int = 2) -> str:
@@ -123,7 +117,7 @@ def build_suite_report(suite_dir: Path, reports_dir: Path) -> Report:
     """Write ``<reports_dir>/suite.md`` and ``suite.html`` for the suite folder ``suite_dir``
     (``reports_dir`` is the suite's own report folder, which holds each dataset's report)."""
     suite_dir = Path(suite_dir)
-    if not (suite_dir / SUITE_JSON).is_file():
+    if not is_suite_dir(suite_dir):
         raise BenchError(f"{suite_dir} is not a suite folder (no {SUITE_JSON}); pass a folder written by "
                          "`bench suite`")
     suite = read_json(suite_dir / SUITE_JSON)

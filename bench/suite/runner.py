@@ -24,13 +24,11 @@ from bench.atomic import read_json, write_json_atomic
 from bench.errors import BenchError
 from bench.faults import crash_point
 from bench.locks import RunLock, file_lock
-from bench.runfolder import RunFiles, check_run_name, check_writable, default_run_name
-from bench.report.suite_report import is_suite_dir
+from bench.runfolder import (SUITE_JSON, SUITE_TOML, RunFiles, check_run_name, check_writable, default_run_name,
+                             is_suite_dir)
 from bench.suite.spec import SuiteSpec, changed_options
 
 log = logging.getLogger("bench")
-SUITE_JSON = "suite.json"
-SUITE_TOML = "suite.toml"
 #: Ports a distributed suite leaves to each dataset's searches (the chief serves job i of a
 #: dataset on its port + i).
 PORT_STRIDE = 1000

@@ -13,19 +13,18 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from bench.atomic import read_json, write_json_atomic
-from bench.tables import write_csv
+from bench.atomic import write_json_atomic
 from bench.errors import BenchError
 from bench.evaluate.suite_table import verdict_rows
+from bench.runfolder import LEADERBOARD_CSV, VERDICT_JSON
+from bench.tables import write_csv
 
 log = logging.getLogger("bench")
-VERDICT_JSON = "verdict.json"
-LEADERBOARD_CSV = "leaderboard.csv"
 
 
 def write_verdict(suite, rope: float) -> dict:
     """Compare the suite's finished datasets; write and return ``verdict.json``'s content."""
-    from bench.evaluate.across_datasets import compare_across
+    from bench.evaluate.across_datasets import compare_across, json_ready
     from bench.evaluate.suite_table import estimates_frame, models_of, read_dataset, replicates
 
     finished = set(suite.finished())
@@ -53,29 +52,13 @@ def write_verdict(suite, rope: float) -> dict:
                       "maximise": ds.maximise, "classes": ds.classes, "source": ds.source.name,
                       "objective": ds.objective} for ds, d in zip(results, datasets)],
         "models": models,
-        "estimates": [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")],
+        "estimates": json_ready(frame.to_dict("records")),
         "across": across.as_dict(),
         "sentence": across.verdict,
         "unfinished": [d.name for d in suite.spec.datasets if d.name not in finished],
     }
     write_json_atomic(suite.path / VERDICT_JSON, verdict)
     return verdict
-
-
-def read_verdict(suite_dir) -> dict:
-    path = suite_dir / VERDICT_JSON
-    if not path.is_file():
-        raise BenchError(f"{suite_dir} has no {VERDICT_JSON}: the suite has not finished a dataset; continue it with "
-                         f"`bench suite --resume --name {suite_dir.name}`")
-    return read_json(path)
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def format_suite_table(verdict: dict) -> str:
