@@ -89,6 +89,8 @@ def test_holm_by_hand_and_against_statsmodels():
     for size in (1, 2, 7, 30):
         p = rng.random(size) ** 3
         assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
+    tied = np.array([0.02, 0.5, 0.02, 0.001, 0.5, 0.3])
+    assert holm(tied) == pytest.approx(multipletests(tied, method="holm")[1])
 
 
 def test_holm_passes_nan_through():

@@ -41,6 +41,9 @@ FEATURE_AUC = 0.65
 #: below that, as scikit-learn's default): a tree's size grows with its sample, so the cap
 #: keeps the forest's memory flat however many images the dataset has.
 TREE_SAMPLES = 10_000
+#: Training images from which the forest grows its trees in parallel threads; below it,
+#: one thread is faster (joblib's start-up and polling cost more than the trees).
+PARALLEL_TREES_FROM = 1_000
 
 
 def attribute_matrix(records: list) -> tuple[np.ndarray, list[str]]:
@@ -105,7 +108,8 @@ def shortcut_check(records: list, classes: list[str], groups: list[str], seed: i
     proba = np.zeros((len(records), len(classes)))
     folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     for train, test in folds.split(x, y, g):
-        model = RandomForestClassifier(n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=usable_cores(),
+        threads = usable_cores() if len(train) >= PARALLEL_TREES_FROM else 1
+        model = RandomForestClassifier(n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=threads,
                                        max_samples=TREE_SAMPLES if len(train) > TREE_SAMPLES else None)
         model.fit(x[train], y[train])
         proba[np.ix_(test, model.classes_)] = model.predict_proba(x[test])
