@@ -418,7 +418,7 @@ def suite_cmd(ctx: typer.Context, suite_file: Annotated[Optional[Path], typer.Ar
     from bench.suite.verdict import format_suite_table
 
     typer.echo(format_suite_table(outcome.verdict))
-    typer.echo(f"\n{outcome.verdict['sentence']}\n")
+    typer.echo("\n" + "\n\n".join(filter(None, [outcome.verdict["sentence"], outcome.verdict.get("floor_sentence")])) + "\n")
     typer.echo(f"wrote {outcome.suite.path}")
     typer.echo(f"wrote {outcome.report.markdown}")
     typer.echo(f"wrote {outcome.report.html}")

@@ -105,7 +105,16 @@ def test_verdict_table_and_report_across_datasets(killed_and_resumed):
     assert pair["n"] == n and pair["wins"] + pair["ties"] + pair["losses"] == n
     assert not pair["bayes_reason"] and np.isclose(pair["p_a_better"] + pair["p_rope"] + pair["p_b_better"], 1.0)
     board = pd.read_csv(root / "out" / "s" / "leaderboard.csv")
+    floor_rows, board = board[board["kind"] == "floor"], board[board["kind"] == "backbone"]
     assert len(board) == 2 * n and set(board["status"]) == {"ok"}
+    # the floor: every dataset's floor rows, never ranked; the best one per dataset with each backbone's reading
+    assert floor_rows["rank"].isna().all() and set(floor_rows["dataset"]) == set(names(root))
+    assert (floor_rows["backbone"] == "content-logistic").sum() == n
+    assert [f["dataset"] for f in verdict["floor"]] == names(root) and verdict["floor_sentence"] in out
+    for f in verdict["floor"]:
+        best = floor_rows[(floor_rows["dataset"] == f["dataset"]) & (floor_rows["backbone"] == f["floor"])].iloc[0]
+        assert np.isclose(best["value"], f["value"]) and set(f["readings"]) == {"mobilenet_v2", "vgg16"}
+        assert set(f["readings"].values()) <= {-1, 0, 1}
     row = board[(board["dataset"] == "imbalanced") & (board["backbone"] == "vgg16")].iloc[0]
     run_row = next(r for r in json.loads((root / "out" / "s" / "imbalanced" / "leaderboard.json").read_text())
                    if r["backbone"] == "vgg16")
@@ -114,6 +123,7 @@ def test_verdict_table_and_report_across_datasets(killed_and_resumed):
     assert verdict["sentence"].split(";")[0] in html
     assert html.count("data:image/png;base64") >= 3  # heatmap, CD diagram, Bayesian matrix
     assert 'href="large-lesions/report.html"' in html and "[[datasets]]" in html  # links, and the suite file
+    assert "The floor on each dataset" in html and verdict["floor_sentence"].split(",")[0] in html
 
 
 def test_leaderboard_and_report_read_a_suite_folder(killed_and_resumed, tmp_path):
@@ -135,6 +145,21 @@ def test_a_suite_refuses_to_change_what_it_computes_on_resume(killed_and_resumed
     assert result.exit_code == 2 and "--epochs 3 (the suite has 1)" in result.output
     fresh = runner.invoke(app, ["suite", str(root / "suite.toml"), *out])
     assert fresh.exit_code == 2 and "already exists; continue it with --resume --name s" in fresh.output
+
+
+def test_floor_sentence_counts_the_datasets_where_the_leader_beats_its_floor():
+    from bench.suite.floor import floor_sentence
+
+    def floor(name, **readings):
+        return {"dataset": name, "floor": "content-logistic", "readings": readings}
+
+    floors = [floor("a", x=1, y=0), floor("b", x=0, y=1), floor("c", x=-1, y=0), {"dataset": "d", "floor": None}]
+    text = floor_sentence(floors, "x")
+    assert "x is better beyond noise on 1 of 3 datasets (a) and worse on c." in text
+    assert "On c no backbone beats its floor baseline" in text  # b: y beats it; d: no floor, not counted
+    none = floor_sentence([floor("a", x=0), floor("b", x=-1)], "x")
+    assert "on 0 of 2 datasets and worse on b. On no dataset does any backbone beat its floor baseline" in none
+    assert "No dataset has a finished floor baseline" in floor_sentence([{"dataset": "d", "floor": None}], "x")
 
 
 def test_a_built_backbone_serves_the_next_dataset_with_that_run_s_own_weights(tmp_path):

@@ -175,6 +175,10 @@ def versus_floor(predictions: Mapping[str, pd.DataFrame], floor: str, floor_pred
     return tests
 
 
+#: A reading (:func:`reading`) in words, for tables.
+READING_WORDS = {1: "beats the floor", 0: "no difference beyond noise", -1: "below the floor"}
+
+
 def reading(test: PairTest) -> int:
     """+1: the backbone beats the floor beyond noise (DeLong's test of the AUC, or McNemar's
     on correctness, Holm-adjusted p < ALPHA, in its favour); -1: the floor beats it; 0: no

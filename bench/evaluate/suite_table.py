@@ -173,12 +173,21 @@ def verdict_rows(verdict: dict, rank_format: str = " ({:g})") -> list[list[str]]
     with each backbone's mean rank."""
     models = verdict["models"]
     by = {(r["dataset"], r["backbone"]): r for r in verdict["estimates"]}
+    floors = {f["dataset"]: f for f in verdict.get("floor", [])}
     rows = []
     for ds in verdict["datasets"]:
         cells = []
         for m in models:
             r = by[(ds["name"], m)]
             cells.append(cell_text(r) + (rank_format.format(r["rank"]) if r.get("rank") is not None else ""))
-        rows.append([ds["name"], ds["estimate"], *cells])
-    rows.append(["mean rank", "", *(f"{v:.2f}" if v is not None else "-" for v in verdict["across"]["mean_ranks"])])
+        rows.append([ds["name"], ds["estimate"], *cells, *([floor_text(floors.get(ds["name"]))] if floors else [])])
+    rows.append(["mean rank", "", *(f"{v:.2f}" if v is not None else "-" for v in verdict["across"]["mean_ranks"]),
+                 *([""] if floors else [])])
     return rows
+
+
+def floor_text(floor: dict | None) -> str:
+    """``content-logistic 0.832 [0.65, 0.97]``: a dataset's best floor baseline and its estimate."""
+    if not floor or floor.get("floor") is None:
+        return "-"
+    return f"{floor['floor']} " + cell_text({**floor, "status": "ok"})

@@ -15,13 +15,13 @@ import math
 
 import pandas as pd
 
+from bench.evaluate.floor import READING_WORDS as READING
 from bench.evaluate.floor import best_floor, describe, floor_sentence, p_values_text, reading, versus_floor
 from bench.report.formatting import DASH, Table, fmt_signed
 from bench.report.load import RunData
 from bench.report.sections import estimate_text, ranking_metric
 from bench.schema import Source, label, to_float
 
-READING = {1: "beats the floor", 0: "no difference beyond noise", -1: "below the floor"}
 
 
 def _comparable(data: RunData, b) -> pd.DataFrame | None:
@@ -44,28 +44,37 @@ def _groups(data: RunData, tables: list[pd.DataFrame]) -> dict | None:
     return groups_of_test_images(data, dict(enumerate(tables)))
 
 
+def versus_best_floor(data: RunData) -> tuple:
+    """The best floor baseline of the run (by the estimate that ranks the backbones) and
+    each finished backbone's paired tests against it (:func:`versus_floor`); ``(None, [])``
+    when no floor baseline finished."""
+    key = "cv_objective" if data.source is Source.OUT_OF_FOLD else "val_objective"
+    best_row = best_floor([b.row for b in data.floor], key, data.minimise)
+    if best_row is None:
+        return None, []
+    best = next(b for b in data.floor if b.name == best_row["backbone"])
+    floor_table = _comparable(data, best)
+    predictions = {b.name: t for b in data.ok if (t := _comparable(data, b)) is not None}
+    if floor_table is None or not predictions:
+        return best, []
+    groups = _groups(data, [floor_table, *predictions.values()])
+    return best, versus_floor(predictions, best.name, floor_table, data.classes, seed=data.seed, groups=groups)
+
+
 def floor_section(data: RunData) -> dict:
     """The floor table, the tests against the best floor baseline and the sentence."""
     if not data.floor:
         return {"available": False, "sentence": None}
     source, metric = data.source, ranking_metric(data)
-    key = "cv_objective" if source is Source.OUT_OF_FOLD else "val_objective"
     headers = ["floor baseline", "what it is", f"{source.label} accuracy", f"{source.label} {label(metric)}",
                "chosen on"]
     rows = [[b.name, describe(b.name) if b.ok else f"failed: {b.row.get('message')}",
              estimate_text(b.row, "accuracy", source), estimate_text(b.row, metric, source),
              _chosen(b.row)] for b in data.floor]
     table = Table(headers, rows, [False, False, True, True, False])
-    best_row = best_floor([b.row for b in data.floor], key, data.minimise)
-    if best_row is None:
+    best, tests = versus_best_floor(data)
+    if best is None:
         return {"available": True, "table": table, "tests": None, "sentence": "No floor baseline finished."}
-    best = next(b for b in data.floor if b.name == best_row["backbone"])
-    floor_table = _comparable(data, best)
-    predictions = {b.name: t for b in data.ok if (t := _comparable(data, b)) is not None}
-    tests = []
-    if floor_table is not None and predictions:
-        groups = _groups(data, [floor_table, *predictions.values()])
-        tests = versus_floor(predictions, best.name, floor_table, data.classes, seed=data.seed, groups=groups)
     estimate = f"{label(metric)} {estimate_text(best.row, metric, source)}"
     sentence = floor_sentence(best.name, estimate, tests, source.label)
     test_rows = [[t.a, DASH if math.isnan(to_float(t.auc_diff)) else fmt_signed(t.auc_diff),

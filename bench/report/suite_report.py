@@ -38,10 +38,32 @@ def estimates_table(verdict: dict) -> Table:
     models = verdict["models"]
     rows = verdict_rows(verdict, " · rank {:g}")
     across = verdict["across"]
-    rows.append(["ranked first", "", *(f"{c} of {across['n_ranked']}" for c in across["first"])])
+    floor = ["best floor baseline"] if verdict.get("floor") else []
+    blank = [""] * len(floor)
+    rows.append(["ranked first", "", *(f"{c} of {across['n_ranked']}" for c in across["first"]), *blank])
     if across.get("probability_best") is not None:
-        rows.append(["probability best", "", *(_num(v) for v in across["probability_best"])])
-    return Table(["dataset", "estimate", *models], rows, [False, False, *([True] * len(models))])
+        rows.append(["probability best", "", *(_num(v) for v in across["probability_best"]), *blank])
+    return Table(["dataset", "estimate", *models, *floor], rows, [False, False, *([True] * (len(models) + len(floor)))])
+
+
+def floor_table(verdict: dict) -> Table | None:
+    """Per dataset: its best floor baseline with its estimate, and each backbone's reading
+    against it (the paired tests of that dataset's report)."""
+    from bench.evaluate.floor import READING_WORDS
+    from bench.evaluate.suite_table import floor_text
+
+    floors = verdict.get("floor") or []
+    if not floors:
+        return None
+    models = verdict["models"]
+    rows = []
+    for f in floors:
+        cells = []
+        for m in models:
+            r = f["readings"].get(m)
+            cells.append("-" if r is None else READING_WORDS[r] + (f" ({f['tests'][m]})" if f["tests"].get(m) else ""))
+        rows.append([f["dataset"], floor_text(f), *cells])
+    return Table(["dataset", "best floor baseline", *models], rows, [False, True, *([False] * len(models))])
 
 
 def pairs_table(verdict: dict) -> Table:
@@ -131,7 +153,7 @@ def build_suite_report(suite_dir: Path, reports_dir: Path) -> Report:
     across = verdict["across"]
     ctx = {
         "name": suite_dir.name, "verdict": verdict, "suite": suite, "across": across, "fig": figs,
-        "estimates": estimates_table(verdict), "pairs": pairs_table(verdict),
+        "estimates": estimates_table(verdict), "pairs": pairs_table(verdict), "floor": floor_table(verdict),
         "datasets": datasets_table(verdict, suite, out),
         "num": _num, "p": _p, "shared": sorted(suite["spec"]["shared"].items()),
         "command": " ".join(suite.get("command", [])),

@@ -12,11 +12,14 @@ import logging
 from datetime import datetime, timezone
 
 import numpy as np
+import pandas as pd
 
 from bench.atomic import write_json_atomic
 from bench.errors import BenchError
 from bench.evaluate.suite_table import verdict_rows
 from bench.runfolder import LEADERBOARD_CSV, VERDICT_JSON
+from bench.schema import is_floor
+from bench.suite.floor import dataset_floor, floor_sentence
 from bench.tables import write_csv
 
 log = logging.getLogger("bench")
@@ -41,9 +44,12 @@ def write_verdict(suite, rope: float) -> dict:
     seed = int(suite.spec.shared.get("seed", 0) or 0)
     across = compare_across([ds.name for ds in results], models, scores, rope=rope, replicates=reps, seed=seed)
     frame = estimates_frame(results, models)
+    frame.insert(2, "kind", "backbone")
     frame["rank"] = [across.ranks[i, j] for i in range(len(results)) for j in range(len(models))]
     frame["mean_rank"] = [across.mean_ranks[j] for _ in results for j in range(len(models))]
-    write_csv(suite.path / LEADERBOARD_CSV, frame)
+    floors = [dataset_floor(ds) for ds in results]
+    best = models[int(np.argsort(across.mean_ranks, kind="stable")[0])] if models else None
+    write_csv(suite.path / LEADERBOARD_CSV, pd.concat([frame, _floor_frame(results)], ignore_index=True))
     verdict = {
         "suite": suite.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -55,10 +61,24 @@ def write_verdict(suite, rope: float) -> dict:
         "estimates": json_ready(frame.to_dict("records")),
         "across": across.as_dict(),
         "sentence": across.verdict,
+        "floor": json_ready(floors),
+        "floor_sentence": floor_sentence(floors, best) if best is not None else "",
         "unfinished": [d.name for d in suite.spec.datasets if d.name not in finished],
     }
     write_json_atomic(suite.path / VERDICT_JSON, verdict)
     return verdict
+
+
+def _floor_frame(results) -> pd.DataFrame:
+    """The floor baselines' rows of the suite's leaderboard.csv: every dataset's, never ranked."""
+    from bench.evaluate.suite_table import estimates_frame
+
+    parts = []
+    for ds in results:
+        names = [m for m, row in ds.rows.items() if is_floor(row)]
+        if names:
+            parts.append(estimates_frame([ds], names).assign(kind="floor", rank=np.nan, mean_rank=np.nan))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def format_suite_table(verdict: dict) -> str:
@@ -66,4 +86,6 @@ def format_suite_table(verdict: dict) -> str:
     dataset; a last row with each backbone's mean rank."""
     from tabulate import tabulate
 
-    return tabulate(verdict_rows(verdict), headers=["dataset", "estimate", *verdict["models"]], disable_numparse=True)
+    floor = ["best floor baseline"] if verdict.get("floor") else []
+    return tabulate(verdict_rows(verdict), headers=["dataset", "estimate", *verdict["models"], *floor],
+                    disable_numparse=True)
