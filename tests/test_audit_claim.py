@@ -74,6 +74,7 @@ def test_the_estimates_are_the_two_run_folders_leaderboards(audited):
         best = max(floors, key=lambda r: r[f"{prefix}accuracy"])
         assert entry["baseline"]["model"] == best["backbone"]
         assert entry["baseline"]["value"] == best[f"{prefix}accuracy"]
+        assert entry["baseline"]["beats_model"] is (best[f"{prefix}accuracy"] > entry["ci_high"])
     run = json.loads((folder / "honest" / "run.json").read_text())["config"]
     naive = json.loads((folder / "naive" / "run.json").read_text())["config"]
     assert (run["cv"], run["plain_split"], naive["cv"], naive["plain_split"], naive["test_size"]) == (

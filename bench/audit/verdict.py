@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from bench.atomic import write_json_atomic
-from bench.audit.claim import INSIDE, UNKNOWN, Claim, judge, oriented_best, verdict_sentence
+from bench.audit.claim import ABOVE, BELOW, INSIDE, UNKNOWN, Claim, judge, oriented_best, verdict_sentence
 from bench.audit.runner import Audit, describe
 from bench.config import OBJECTIVE_LABELS, RunConfig
 from bench.data.audit import copies_across
 from bench.runfolder import RunFiles
-from bench.schema import BACKBONE_KIND, FLOOR_KIND, Estimate, Source
+from bench.schema import BACKBONE_KIND, FLOOR_KIND, Estimate, Source, metric
 
 
 def _rows(audit: Audit, protocol: str) -> list[dict]:
@@ -33,7 +33,7 @@ def _entry(row: dict | None, claim: Claim, source: Source) -> dict:
 
 def estimate_of(entry: dict, claim: Claim, source: Source) -> Estimate:
     """An entry of :func:`_entry` back as an :class:`~bench.schema.Estimate`."""
-    from bench.schema import metric, to_float
+    from bench.schema import to_float
 
     return Estimate(metric(claim.metric), source, to_float(entry.get("value")), to_float(entry.get("ci_low")),
                     to_float(entry.get("ci_high")))
@@ -70,6 +70,11 @@ def protocol_entry(rows: list[dict], claim: Claim, config: RunConfig, source: So
                           "interval: bootstrap over the duplicate groups of those test images")
     best = oriented_best(floors, claim.metric, source)
     entry["baseline"] = None if best is None else {**_entry(best, claim, source), "about": best.get("floor_model")}
+    if entry["baseline"] and entry["ci_low"] is not None:  # where the baseline lies against the model's interval
+        baseline = Claim(claim.metric, entry["baseline"]["value"])
+        versus = judge(baseline, estimate_of(entry, claim, source))
+        better = ABOVE if metric(claim.metric).higher_is_better else BELOW
+        entry["baseline"].update(versus_model=versus, beats_model=versus == better)
     return entry
 
 
