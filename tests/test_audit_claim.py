@@ -96,6 +96,7 @@ def test_copies_crossing_the_naive_split_match_a_count_from_the_copies_themselve
     test = [n for n, p in part.items() if p == "test"]
     expected = sum(1 for n in test if partner(n) and part[partner(n)] == "train")
     assert expected > 0  # the data is made so that a plain split leaks
+    assert split["sizes"]["test"] == {"no": 4, "yes": 4}  # stratified: 15 % of each class's 24 images
     assert found["copies"]["with_copy_in_train"] == expected
     assert found["copies"]["test_images"] == len(test)
     # the naive split is the leakage audit's plain split; the honest folds keep every copy with its image

@@ -14,8 +14,9 @@ from bench.audit.claim import ABOVE, BELOW, INSIDE, UNKNOWN, Claim, judge, orien
 from bench.audit.runner import Audit, describe
 from bench.config import OBJECTIVE_LABELS, RunConfig
 from bench.data.audit import copies_across
+from bench.evaluate.crossval import CV_METRIC
 from bench.runfolder import RunFiles
-from bench.schema import BACKBONE_KIND, FLOOR_KIND, Estimate, Source, metric
+from bench.schema import BACKBONE_KIND, FLOOR_KIND, Estimate, Source, label, metric
 
 
 def _rows(audit: Audit, protocol: str) -> list[dict]:
@@ -49,7 +50,7 @@ def protocol_entry(rows: list[dict], claim: Claim, config: RunConfig, source: So
     winner = _winner(rows)
     backbones = [r for r in rows if r.get("kind", BACKBONE_KIND) != FLOOR_KIND]
     floors = [r for r in rows if r.get("kind") == FLOOR_KIND and r.get("status") == "ok"]
-    objective = OBJECTIVE_LABELS.get(config.search.objective, config.search.objective)
+    objective = config.search.objective
 
     def ranked(how: str) -> str:
         return f", ranked first of {len(backbones)} backbones by {how}" if len(backbones) > 1 else ", the only backbone"
@@ -59,13 +60,13 @@ def protocol_entry(rows: list[dict], claim: Claim, config: RunConfig, source: So
         entry["about"] = f"no backbone finished ({len(backbones)} tried); see its leaderboard.csv"
     elif source is Source.OUT_OF_FOLD:
         entry["n"] = winner.get("cv_images")
-        entry["about"] = (f"{winner['backbone']}{ranked('the cross-validated estimate')}: its out-of-fold "
+        entry["about"] = (f"{winner['backbone']}{ranked(f'the cross-validated {label(CV_METRIC[objective])}')}: its out-of-fold "
                           f"predictions of {winner.get('cv_images')} images, each made by the model that its outer "
                           "fold searched and chose without that image, so the estimate is of the procedure (search, "
                           "choose, train) rather than of one trained model; interval: bootstrap over duplicate groups")
     else:
         entry["n"] = winner.get("test_n")
-        entry["about"] = (f"{winner['backbone']}{ranked(f'{objective} on validation')}: the one model trained on "
+        entry["about"] = (f"{winner['backbone']}{ranked(OBJECTIVE_LABELS[objective])}: the one model trained on "
                           f"the plain split's train images, scored once on its {winner.get('test_n')} test images; "
                           "interval: bootstrap over the duplicate groups of those test images")
     best = oriented_best(floors, claim.metric, source)
