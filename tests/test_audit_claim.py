@@ -124,7 +124,8 @@ def test_stdout_ends_with_the_verdict_and_the_report_says_it(audited):
         assert found["naive"]["text"] in page and found["honest"]["baseline"]["text"] in page
     assert 'href="honest/report.html"' in html and 'href="naive/report.html"' in html
     assert 'data:image/png;base64,' in html  # the interval figure, embedded
-    assert (audited["reports"] / "honest" / "report.html").is_file()
+    assert 'data-banner="plain_split"' in (audited["reports"] / "naive" / "report.html").read_text()
+    assert 'data-banner="plain_split"' not in (audited["reports"] / "honest" / "report.html").read_text()
 
 
 def test_another_claim_is_judged_from_the_same_runs(audited):
