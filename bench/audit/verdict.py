@@ -63,7 +63,9 @@ def protocol_entry(rows: list[dict], claim: Claim, config: RunConfig, source: So
         entry["about"] = (f"{winner['backbone']}{ranked(f'the cross-validated {label(CV_METRIC[objective])}')}: its out-of-fold "
                           f"predictions of {winner.get('cv_images')} images, each made by the model that its outer "
                           "fold searched and chose without that image, so the estimate is of the procedure (search, "
-                          "choose, train) rather than of one trained model; interval: bootstrap over duplicate groups")
+                          "choose, train) rather than of one trained model; interval: bootstrap over duplicate groups"
+                          + ("; the backbone was picked on this same estimate, which favours it slightly"
+                             if len(backbones) > 1 else ""))
     else:
         entry["n"] = winner.get("test_n")
         entry["about"] = (f"{winner['backbone']}{ranked(OBJECTIVE_LABELS[objective])}: the one model trained on "
