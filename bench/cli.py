@@ -211,14 +211,16 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
 
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. results/<run>, or suite folder.")], *,
                reports: Path) -> None:
-    """Write report.md and report.html for a run folder, or suite.md and suite.html for a
-    suite folder (no training, no prediction)."""
+    """Write report.md and report.html for a run folder, suite.md and suite.html for a
+    suite folder, audit.md and audit.html for an audit folder (no training, no prediction)."""
     from bench.report import build_report
+    from bench.report.audit_report import build_audit_report
     from bench.report.suite_report import build_suite_report
-    from bench.runfolder import is_suite_dir
+    from bench.runfolder import is_audit_dir, is_suite_dir
 
-    md, html = (build_suite_report(run_dir, reports / run_dir.resolve().name) if is_suite_dir(run_dir)
-                else build_report(run_dir, reports))
+    own = reports / run_dir.resolve().name
+    md, html = (build_suite_report(run_dir, own) if is_suite_dir(run_dir) else build_audit_report(run_dir, own)
+                if is_audit_dir(run_dir) else build_report(run_dir, reports))
     typer.echo(f"wrote {md}")
     typer.echo(f"wrote {html}")
 
@@ -428,6 +430,9 @@ suite_cmd.__signature__ = inspect.Signature([
     *list(inspect.signature(suite_cmd, eval_str=True).parameters.values())[:2], *suite_flags(),
     *(p for p in typer_parameters() if p.name not in ("data", "groups"))])
 command("suite")(suite_cmd)
+from bench.audit.command import audit_cmd  # noqa: E402 (the command's body lives in bench.audit)
+
+command("audit")(audit_cmd)
 with_options(scan_cmd, ("seed", "val_size", "test_size", "copy_threshold", "groups"))
 command("scan")(scan_cmd)
 with_options(report_cmd, ("reports",))

@@ -141,6 +141,10 @@ class RunConfig:
     groups: Path | None = option(None, flag="--groups", show_default="none",
                                  help="CSV with columns path,group (patient or study IDs): files of a group "
                                       "stay in one split, on top of detected copies.")
+    plain_split: bool = option(False, flag="--plain-split",
+                               help="Split as a plain stratified random split that ignores copies and --groups "
+                                    "(the split the leakage audit compares with): copies then sit on both sides "
+                                    "and the test estimates are optimistic. For comparison only; one split, no --cv.")
     cv: int | None = option(None, flag="--cv", low=2, high=100, show_default="one train/val/test split",
                             help="Nested cross-validation: K outer folds, stratified and group-aware; the search "
                                  "runs inside each fold on an inner train/val split.")

@@ -70,6 +70,9 @@ def parse_backbones(spec: str | list[str]) -> list[str]:
 def validate(config: RunConfig) -> None:
     """Checks on options alone (no data, no files): raises BenchError."""
     check_bounds(config)
+    if config.plain_split and config.cv is not None:
+        raise BenchError(f"--plain-split makes one plain train/val/test split; drop --cv {config.cv} (folds are always "
+                         "group-aware)")
     if config.cv is None and config.repeats != 1:
         raise BenchError(f"--repeats {config.repeats} needs --cv K (repeats of a K-fold cross-validation); add --cv 5")
     config.test_size = config.resolved_test_size
@@ -107,8 +110,12 @@ def _check_new_run_dir(run_dir: Path, name: str) -> None:
                          "or pass another --name")
 
 
-def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None = None) -> RunFolder:
-    """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json."""
+def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None = None,
+                index: DatasetIndex | None = None) -> RunFolder:
+    """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json.
+
+    ``index``: the scan of ``config.data`` when the caller has one (``bench audit``
+    prepares two runs from one scan, its copy links computed once)."""
     validate(config)
     check_outputs(config)
     config.name = config.name or default_run_name()
@@ -118,7 +125,8 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         from bench.data.demo import demo_data_dir
 
         config.data = demo_data_dir()
-    index = scan(config.data, progress=progress)
+    if index is None:
+        index = scan(config.data, progress=progress)
     config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
     grouping = grouping_for(index, config.copy_threshold, config.groups)
     folds = None
@@ -128,8 +136,13 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
         split = folds.final_split()
         part_of = folds.part_of_groups()
     else:
-        split = make_split(index, config.val_size, config.test_size, config.search.seed, grouping=grouping)
+        split = make_split(index, config.val_size, config.test_size, config.search.seed, grouping=grouping,
+                           plain=config.plain_split)
         part_of = split.part_of_groups()
+        if config.plain_split:
+            crossing = sum(a["bench_crossing"] for a in split.audit)
+            log.warning(f"--plain-split: copies and groups ignored; {crossing} linked pairs of images sit on "
+                        "different sides of the split, so the test estimates are optimistic")
     content = ContentTable.compute(index.root, split.files)  # once per image: the shortcut check and the floor
     split.shortcut = check_split(index, split, content)
     if split.shortcut and split.shortcut["warn"]:

@@ -47,6 +47,8 @@ GRADCAM_JSON = "gradcam_grid.json"
 CV_DIR = "cv"
 #: A suite folder (bench suite): the suite as it started, its file, and its verdict across datasets.
 SUITE_JSON, SUITE_TOML, VERDICT_JSON = "suite.json", "suite.toml", "verdict.json"
+#: An audit folder (bench audit): the claim, the protocols' configuration, then the estimates and the verdict.
+AUDIT_JSON = "audit.json"
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -372,6 +374,11 @@ def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
 def is_suite_dir(path: Path) -> bool:
     """Whether ``path`` is a folder written by ``bench suite``."""
     return (Path(path) / SUITE_JSON).is_file()
+
+
+def is_audit_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``bench audit``."""
+    return (Path(path) / AUDIT_JSON).is_file()
 
 
 def is_run_dir(path: Path) -> bool:

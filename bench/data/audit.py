@@ -77,3 +77,11 @@ def leakage_audit(grouping, bench_part: dict[int, str], plain_part: dict[int, st
             })
     row(REFUSED, [(l.a, l.b) for l in grouping.refused])
     return rows
+
+
+def copies_across(files: list[dict], into: str = "test", source: str = "train") -> int:
+    """Images of part ``into`` that have a copy in part ``source``: an image of their group
+    there (``files``: split.json's rows, each with its split and group). 0 for bench's own
+    split, by construction; a plain split (``--plain-split``) puts copies on both sides."""
+    groups_in_source = {f["group"] for f in files if f["split"] == source}
+    return sum(1 for f in files if f["split"] == into and f["group"] in groups_in_source)

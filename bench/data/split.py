@@ -58,8 +58,12 @@ class SplitManifest:
         return [f for f in self.files if f["split"] == split]
 
     def part_of_groups(self) -> dict[str, str]:
-        """Group id -> its split (as groups.csv shows it; :meth:`FoldPlan.part_of_groups` for --cv)."""
-        return {f["group"]: f["split"] for f in self.files}
+        """Group id -> its split (as groups.csv shows it; :meth:`FoldPlan.part_of_groups` for --cv):
+        ``train+test`` for a group a plain split (``--plain-split``) put on both sides."""
+        parts: dict[str, set[str]] = defaultdict(set)
+        for f in self.files:
+            parts[f["group"]].add(f["split"])
+        return {group: "+".join(s for s in SPLITS if s in found) for group, found in parts.items()}
 
     def sizes(self) -> dict[str, dict[str, int]]:
         """``{split: {class: count}}`` for every split and class (zeros included)."""
@@ -243,8 +247,14 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
 
 
 def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,
-               grouping: Grouping | None = None) -> SplitManifest:
+               grouping: Grouping | None = None, plain: bool = False) -> SplitManifest:
     """Split ``index`` (grouped with the defaults unless ``grouping`` is given).
+
+    ``plain``: the plain stratified random split of the leakage audit instead
+    (:func:`bench.data.audit.plain_parts`, ``--plain-split``): each image placed on its own,
+    copies and user groups ignored, so a group may straddle the parts. The groups are
+    still made and listed (a straddling group's part reads ``train+test``), and the audit's
+    bench column then counts the linked pairs this split puts on different sides.
 
     Raises :class:`BenchError` when a class is too small to split.
     """
@@ -252,37 +262,43 @@ def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0
     grouping = grouping or group_index(index)
     records, groups, group_ids, by_class = grouping.records, grouping.groups, grouping.ids, grouping.by_class
 
+    def targets_of(n: int) -> dict[str, int]:
+        return _targets(n, val_size, test_size)
+
     split_of_group: dict[int, str] = {}
     edges = refused_edges(grouping)
     for class_index, label in enumerate(index.classes):
         class_groups = by_class[label]
         n = sum(g.size for g in class_groups)
-        targets = _targets(n, val_size, test_size)
-        if len(class_groups) < len(SPLITS) or targets["train"] < 1:
+        targets = targets_of(n)
+        units = n if plain else len(class_groups)
+        if units < len(SPLITS) or targets["train"] < 1:
+            grouped = "" if plain else f" ({len(class_groups)} after grouping duplicates)"
             raise BenchError(
-                f"class {label!r} has {n} usable images ({len(class_groups)} after grouping duplicates) but a "
+                f"class {label!r} has {n} usable images{grouped} but a "
                 f"train/val/test split needs at least 3 distinct images per class; add images to {label!r} or drop that class"
             )
+        if plain:
+            continue
         # each try of place_units draws the same seeded stream afresh
         split_of_group.update(place_units(class_groups, edges, targets, lambda items: assign_groups(
             items, targets, np.random.default_rng([seed, class_index]))))
 
-    files, split_of_record = [], {}
-    for g in groups:
-        split = split_of_group.get(g.members[0])
-        if split is None:
-            continue
-        for i in g.members:
-            rec = records[i]
-            split_of_record[i] = split
-            files.append(
-                {"path": rec.path, "sha256": rec.sha256, "label": rec.label, "split": split, "group": group_ids[g.members[0]]}
-            )
+    usable = {i for g in groups for i in g.members if plain or g.members[0] in split_of_group}
+    plain_split = plain_parts(records, list(index.classes), usable, targets_of, seed)
+    if plain:
+        split_of_record = plain_split
+        split_of_group = {g.members[0]: "+".join(s for s in SPLITS if s in {plain_split[i] for i in g.members})
+                          for g in groups}
+    else:
+        split_of_record = {i: split_of_group[g.members[0]] for g in groups if g.members[0] in split_of_group
+                           for i in g.members}
+    files = [{"path": records[i].path, "sha256": records[i].sha256, "label": records[i].label,
+              "split": split_of_record[i], "group": group_ids[g.members[0]]}
+             for g in groups for i in g.members if i in split_of_record]
     files.sort(key=lambda f: f["path"])
     dup_groups = grouping.listing("split", split_of_group)
-    plain = plain_parts(records, list(index.classes), set(split_of_record),
-                        lambda n: _targets(n, val_size, test_size), seed)
-    audit = leakage_audit(grouping, split_of_record, plain)
+    audit = leakage_audit(grouping, split_of_record, plain_split)
     linked = crossing_report(grouping, lambda i: (split_of_record[i],) if i in split_of_record else (),
                              "train, val and test")
     return SplitManifest(seed, val_size, test_size, list(index.classes), files, grouping.conflicts, dup_groups,

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.schema import BACKBONE_KIND, FLOOR_KIND, Source, metric_with_ci, to_float
-from bench.runfolder import SUITE_JSON, VERDICT_JSON, is_run_dir, is_suite_dir, read_run
+from bench.runfolder import SUITE_JSON, VERDICT_JSON, is_audit_dir, is_run_dir, is_suite_dir, read_run
 
 #: Metrics the table shows (each with its CI), in order.
 METRICS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "recall", "specificity", "brier")
@@ -36,6 +36,8 @@ def run_folders(paths: list[Path]) -> list[Path]:
         elif is_suite_dir(path):  # a suite folder: each dataset's run folder, in the suite's order
             found.extend(path / d["name"] for d in _read_json(path / SUITE_JSON)["spec"]["datasets"]
                          if is_run_dir(path / d["name"]))
+        elif is_audit_dir(path):  # an audit folder: its honest and naive run folders
+            found.extend(p for p in (path / "honest", path / "naive") if is_run_dir(p))
         elif path.is_dir():
             inner = sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
             if not inner:

@@ -164,7 +164,8 @@ def pareto_optimal(cost: Sequence[float], value: Sequence[float]) -> list[bool]:
 
 @dataclass(frozen=True)
 class Banner:
-    key: str  # random_weights | synthetic | small_test (wide_cv with --cv) | imbalanced | failed_trials | no_result
+    key: str  # random_weights | synthetic | plain_split | small_test (wide_cv with --cv) | imbalanced |
+    #          failed_trials | no_result
     title: str
     text: str
 
@@ -205,6 +206,14 @@ def banners(data) -> list[Banner]:
             "synthetic", "Synthetic demo data",
             "The images are the synthetic demo set made by bench, not patient data. "
             "Use this report to see what bench produces, not to choose a model.",
+        ))
+    if data.config.get("plain_split"):
+        crossing = sum(int(a.get("bench_crossing") or 0) for a in data.split.get("leakage_audit") or [])
+        out.append(Banner(
+            "plain_split", "Plain split, copies ignored",
+            f"The split ignored copies and --groups (--plain-split): {crossing} linked pairs of images sit on "
+            "different sides, so test images can have a copy in training and the test estimates are optimistic. "
+            "It is there to compare with a group-aware run (bench audit), not to report.",
         ))
     out.extend(_wide_intervals(data))
     out.extend(_imbalance_and_failures(data))

@@ -117,15 +117,15 @@ def open_suite(spec: SuiteSpec | None, out: Path, name: str | None, reports: Pat
 PREPARE_FILES = ("dataset.json", "split.json", "folds.json", "groups.csv", "copies.png", "content.csv")
 
 
-def _clear_unprepared(files: RunFiles) -> None:
-    """A dataset's run folder cut short before its run.json (a kill while it was prepared):
-    the files preparing writes are removed so the dataset is prepared again; anything else
-    there is refused."""
+def clear_unprepared(files: RunFiles) -> None:
+    """A run folder cut short before its run.json (a kill while it was prepared, inside a
+    suite or an audit): the files preparing writes are removed so it is prepared again;
+    anything else there is refused."""
     if not files.path.is_dir():
         return
     others = [p.name for p in files.path.iterdir() if p.name not in PREPARE_FILES and not p.name.startswith(".")]
     if others:
-        raise BenchError(f"{files.path} holds {others[0]} but no run.json; move it away, then resume the suite")
+        raise BenchError(f"{files.path} holds {others[0]} but no run.json; move it away, then resume")
     for name in PREPARE_FILES:
         (files.path / name).unlink(missing_ok=True)
 
@@ -170,7 +170,7 @@ def run_suite(suite: Suite, export: bool = True, cluster=None, progress=None) ->
                                  "serves at most that many per dataset: lower --cv, --repeats or the backbones")
             run_files = RunFiles(suite.run_dir(dataset.name))
             if member is None and not run_files.run_json.exists():
-                _clear_unprepared(run_files)
+                clear_unprepared(run_files)
             if member is not None:
                 run = open_distributed(config, {}, member, progress)
             elif run_files.run_json.exists():

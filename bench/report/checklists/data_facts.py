@@ -144,7 +144,9 @@ def partition(r: Run) -> Fact | None:
     s = r.data.split
     if not s.get("sizes"):
         return None
-    text = (f"whole groups of copies assigned at random, stratified by class, seed {s.get('seed')}: validation "
+    unit = ("single images assigned at random (--plain-split: copies and --groups ignored)"
+            if r.config.get("plain_split") else "whole groups of copies assigned at random")
+    text = (f"{unit}, stratified by class, seed {s.get('seed')}: validation "
             f"{s.get('val_size')}, test {s.get('test_size')} of the images")
     if r.cv:
         text += f"; {r.config.get('cv')} outer folds x {r.config.get('repeats') or 1} repeats of whole groups"
@@ -160,6 +162,8 @@ def disjoint(r: Run) -> Fact | None:
     level += f"; link threshold {grouping['copy_threshold']})" if grouping.get("copy_threshold") is not None else ")"
     if grouping.get("user_groups"):
         level += " joined with the groups given by --groups (for example patients)"
+    if r.config.get("plain_split"):
+        level = "single images only (--plain-split: copies and --groups ignored)"
     audit = s.get("leakage_audit") or []
     crossing = sum(_n(a.get("bench_crossing")) for a in audit)
     pairs = sum(_n(a.get("pairs")) for a in audit)
