@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from tabulate import tabulate
 
 from bench.cli_options import explicit_options, suite_flags, typer_parameters, with_options
 from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.errors import BenchError, disk_full_message, is_disk_full
 from bench.stopping import Stopped, stop_on_signals
+from bench.terminal import console
+from bench.terminal import quiet_tensorflow as _quiet_tensorflow
+from bench.terminal import scan_with_progress as _scan_with_progress
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported lazily
 
@@ -28,7 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 log = logging.getLogger("bench.cli")
 
 
@@ -102,33 +103,6 @@ def command(name: str):
         return app.command(name)(wrapper)
 
     return decorate
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow and initialise its devices with C++ start-up chatter hidden.
-
-    TensorFlow prints CUDA-probing lines on stderr before its log level applies; they
-    alarm users on CPU machines. Python-level errors still surface as exceptions.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-            tf.get_logger().setLevel("ERROR")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _scan_with_progress(fn, *args, **kwargs):
-    from bench.progress import with_scan_progress
-
-    return with_scan_progress(console, fn, *args, **kwargs)
 
 
 @command("backbones")

@@ -19,12 +19,12 @@ STAGES = ("data", "search", "evaluate", "deploy", "report")
 #: nodes of its own layer or below (``__init__`` is ``bench/__init__.py``).
 LAYERS = (
     ("__init__", "errors", "config", "schema", "atomic", "locks", "tables", "machine", "runfolder", "outputs", "lazy",
-     "parallel", "row_reads", "faults", "stopping", "progress", "layers"),  # shared helpers
+     "parallel", "row_reads", "faults", "stopping", "progress", "layers", "terminal"),  # shared helpers
     ("data",),
     ("search", "evaluate"),
     ("report",),
     ("deploy",),  # export, serve, predict; an external evaluation writes its report with bench.report
-    ("cli", "cli_options", "run", "designs", "pipeline", "candidates", "floor", "mlflow_tracking", "suite"),  # what puts the stages together
+    ("cli", "cli_options", "run", "designs", "pipeline", "candidates", "floor", "mlflow_tracking", "suite", "audit"),  # what puts the stages together
 )
 
 

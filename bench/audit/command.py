@@ -59,17 +59,17 @@ def audit_cmd(ctx: typer.Context, data: Annotated[Path, typer.Argument(
             show_default=False)], resume: bool = False, **options) -> None:
     """Check a reported metric: the honest protocol (nested CV, copies grouped, floor
     baselines) beside the naive one (one plain split, copies ignored), and a one-page report."""
-    from bench.cli import _quiet_tensorflow, _scan_with_progress, console
+    from bench.terminal import console, quiet_tensorflow, scan_with_progress
 
     parse_claim(claim)  # a bad claim costs nothing
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from bench.audit.summary import summary_lines
     from bench.progress import live_display
 
     given = {k: v for k, v in explicit_options(ctx).items() if k not in ("data", "claim", "resume")}
     values = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
     with live_display(console):
-        outcome = _scan_with_progress(audit, data, claim, values, given, resume)
+        outcome = scan_with_progress(audit, data, claim, values, given, resume)
     for line in summary_lines(outcome):
         typer.echo(line)
 
