@@ -98,3 +98,19 @@ def test_mismatched_classes_are_refused_in_one_line(exported, external, tmp_path
     assert "Traceback" not in result.output and not (tmp_path / "x" / "evaluation.json").exists()
     bad_tta = CliRunner().invoke(app, ["evaluate", str(exported), str(external), "--tta", "rotate"])
     assert bad_tta.exit_code == 2 and "unknown --tta 'rotate'" in bad_tta.output
+
+
+def test_a_given_scan_of_the_data_is_used_as_is(exported, external, tmp_path, monkeypatch):
+    """Several models scored on one folder: the caller's scan (copy features and links
+    inside) serves each evaluation, and the folder is not scanned again."""
+    import bench.data.scan
+    from bench.deploy.external import evaluate_external
+
+    index = bench.data.scan.scan(external, copies=True)
+    monkeypatch.setattr(bench.data.scan, "scan", lambda *a, **k: pytest.fail("the data was scanned again"))
+    first = evaluate_external(exported, external, tmp_path / "one", index=index)
+    second = evaluate_external(exported, external, tmp_path / "two", index=index)
+    for evaluation in (first, second):
+        assert {r["file"]: r["kind"] for r in evaluation["overlap"]["rows"]} == COPIES
+        assert evaluation["evaluated"]["n"] == 16
+    assert first["results"]["plain"]["metrics"] == second["results"]["plain"]["metrics"]

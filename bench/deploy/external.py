@@ -112,8 +112,12 @@ def results_for(y: np.ndarray, proba: np.ndarray, classes: list[str], threshold:
     return out
 
 
-def evaluate_external(model_or_run: Path, data: Path, out: Path, options: EvaluateOptions | None = None) -> dict:
-    """Run the whole evaluation; returns the ``evaluation.json`` content (also written)."""
+def evaluate_external(model_or_run: Path, data: Path, out: Path, options: EvaluateOptions | None = None,
+                      index=None) -> dict:
+    """Run the whole evaluation; returns the ``evaluation.json`` content (also written).
+
+    ``index``: the scan of ``data`` with copy features, when the caller has one: several
+    models scored on one folder scan it, and link its copies, once."""
     from bench.data.overlap import find_overlap
     from bench.data.scan import scan
     from bench.deploy.predict import TTA_MODES, Predictor, predict_files
@@ -128,8 +132,9 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     predictor = Predictor.load(Path(model_or_run), options.backbone, options.operating_point)
     classes = predictor.classes
     out = check_writable(Path(out), "--out")
-    log.info(f"scanning {data} (copy features for the overlap check)")
-    index = scan(Path(data), copies=True)
+    if index is None:
+        log.info(f"scanning {data} (copy features for the overlap check)")
+        index = scan(Path(data), copies=True)
     absent = check_classes(classes, index.classes, Path(data))
     warnings = [f"no images of class {c} in {data}: its recall and AUC are undefined" for c in absent]
 
