@@ -2,9 +2,11 @@
 
 Each draw is a dict with the recommended backbone's cross-validated estimates
 (``cv_auc``, ``cv_auc_low``, ``cv_auc_high``, the same for ``cv_acc``), its values on the
-rest of the pool (``pool_auc``, ``pool_acc``, with their own intervals) and every
-backbone's pool AUC (``pool_aucs``). :func:`score_draw` adds what the draw scores: whether
-each interval covers its pool value, the pool's best backbone and the regret.
+rest of the pool (``pool_auc``, ``pool_acc``, with their own intervals), every backbone's
+pool AUC (``pool_aucs``) and per-fold values (``cv_auc_folds``, ``cv_acc_folds``).
+:func:`score_draw` adds what the draw scores: whether each interval covers its pool value,
+the pool's best backbone and the regret; and the same coverage for a candidate wider
+interval, :func:`corrected_fold_interval`, which bench does not report.
 """
 
 from __future__ import annotations
@@ -78,13 +80,43 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def corrected_fold_interval(folds: list | None, k: int, level: float = 0.95) -> tuple[float, float, float] | None:
+    """The mean of the per-fold values of a ``k``-fold cross-validation with its Nadeau-Bengio
+    corrected interval (bench's ``corrected_resampled_ttest`` on the values themselves:
+    ``se = sd * sqrt(1/J + 1/(k-1))``, ``t`` with ``J - 1`` degrees of freedom, ``J`` values):
+    a variance that counts the training sets' variability, which a bootstrap over the pooled
+    out-of-fold predictions does not. None with fewer than two fold values."""
+    from bench.evaluate.comparisons import corrected_resampled_ttest
+
+    values = [v for v in (folds or []) if v is not None and not math.isnan(v)]
+    if len(values) < 2:
+        return None
+    r = corrected_resampled_ttest(values, n_train=k - 1, n_test=1, level=level)
+    return r.mean, r.ci_low, r.ci_high
+
+
 def score_draw(draw: dict) -> dict:
-    """``draw`` with ``auc_covered``, ``acc_covered``, ``pool_best``, ``pick_is_best`` and ``regret``."""
+    """``draw`` with ``auc_covered``, ``acc_covered``, ``pool_best``, ``pick_is_best``, ``regret``
+    and, where it has per-fold values, the corrected interval (``nb_auc``, ``nb_auc_low``,
+    ``nb_auc_high``, ``nb_auc_covered``; the same for ``acc``)."""
     best, regret = best_and_regret(draw["pool_aucs"], draw["picked"])
-    return {**draw,
-            "auc_covered": covers(draw["cv_auc_low"], draw["cv_auc_high"], draw["pool_auc"]),
-            "acc_covered": covers(draw["cv_acc_low"], draw["cv_acc_high"], draw["pool_acc"]),
-            "pool_best": best, "pick_is_best": regret == 0.0, "regret": regret}
+    out = {**draw,
+           "auc_covered": covers(draw["cv_auc_low"], draw["cv_auc_high"], draw["pool_auc"]),
+           "acc_covered": covers(draw["cv_acc_low"], draw["cv_acc_high"], draw["pool_acc"]),
+           "pool_best": best, "pick_is_best": regret == 0.0, "regret": regret}
+    for metric in ("auc", "acc"):
+        folds = (draw.get(f"cv_{metric}_folds") or {}).get(draw["picked"])
+        interval = corrected_fold_interval(folds, draw.get("cv_k", len(folds or [])))
+        mean, low, high = interval or (None, None, None)
+        out.update({f"nb_{metric}": mean, f"nb_{metric}_low": low, f"nb_{metric}_high": high,
+                    f"nb_{metric}_covered": covers(low, high, draw[f"pool_{metric}"])})
+    return out
+
+
+def half_width(draws: list[dict], low: str, high: str) -> float:
+    """Mean half-width of an interval over the draws that have it."""
+    widths = [(d[high] - d[low]) / 2 for d in draws if d.get(low) is not None and d.get(high) is not None]
+    return float(np.mean(widths)) if widths else math.nan
 
 
 def coverage(flags: list[bool | None]) -> dict:
@@ -107,6 +139,12 @@ def summarize(draws: list[dict]) -> dict:
         "draws": len(draws),
         "auc": coverage([d["auc_covered"] for d in draws]),
         "accuracy": coverage([d["acc_covered"] for d in draws]),
+        "auc_corrected": coverage([d.get("nb_auc_covered") for d in draws]),
+        "accuracy_corrected": coverage([d.get("nb_acc_covered") for d in draws]),
+        "half_width": {"auc": half_width(draws, "cv_auc_low", "cv_auc_high"),
+                       "accuracy": half_width(draws, "cv_acc_low", "cv_acc_high"),
+                       "auc_corrected": half_width(draws, "nb_auc_low", "nb_auc_high"),
+                       "accuracy_corrected": half_width(draws, "nb_acc_low", "nb_acc_high")},
         "pick_is_best": coverage([d["pick_is_best"] for d in draws]),
         "regret_mean": float(np.mean(regrets)), "regret_max": float(np.max(regrets)),
         "regret_mean_when_wrong": float(np.mean([r for r in regrets if r > 0])) if any(regrets) else 0.0,
@@ -122,11 +160,17 @@ def summary_lines(s: dict) -> list[str]:
     def cov(c: dict) -> str:
         return f"{c['covered']}/{c['n']} = {c['rate']:.0%} [Wilson 95 %: {c['ci_low']:.0%}, {c['ci_high']:.0%}]"
 
-    lines = [f"coverage of the 95 % CV interval of AUC:      {cov(s['auc'])}",
-             f"coverage of the 95 % CV interval of accuracy: {cov(s['accuracy'])}"]
+    w = s["half_width"]
+    lines = [f"coverage of the 95 % CV interval of AUC:      {cov(s['auc'])}; mean half-width {w['auc']:.3f}",
+             f"coverage of the 95 % CV interval of accuracy: {cov(s['accuracy'])}; mean half-width "
+             f"{w['accuracy']:.3f}"]
     for name, key in (("AUC", "auc"), ("accuracy", "accuracy")):
         if s[key]["n"] and s[key]["rate"] < COVERAGE_FLOOR:
             lines.append(f"  {name}: below {COVERAGE_FLOOR:.0%}; the interval needs widening")
+    for name, key in (("AUC", "auc_corrected"), ("accuracy", "accuracy_corrected")):
+        if s[key]["n"]:
+            lines.append(f"candidate (not reported by bench): fold mean with the Nadeau-Bengio corrected 95 % "
+                         f"interval, {name}: {cov(s[key])}; mean half-width {w[key]:.3f}")
     lines += [f"pick is the pool's best backbone: {cov(s['pick_is_best'])}",
               f"regret (pool AUC lost to the pool's best): mean {s['regret_mean']:.3f}, max {s['regret_max']:.3f}, "
               f"mean when the pick is not the best {s['regret_mean_when_wrong']:.3f}",
@@ -142,12 +186,13 @@ def table_lines(draws: list[dict]) -> list[str]:
         return "-" if flag is None else ("yes" if flag else "NO")
 
     head = (f"{'draw':>4s} {'picked':13s} {'CV AUC [95 % CI]':22s} {'pool AUC':8s} {'cov':3s} "
-            f"{'CV acc [95 % CI]':22s} {'pool acc':8s} {'cov':3s} {'pool best':13s} {'regret':>6s}")
+            f"{'CV acc [95 % CI]':22s} {'pool acc':8s} {'cov':3s} {'pool best':13s} {'regret':>6s}  NB cov")
     lines = [head]
     for d in draws:
         lines.append(
             f"{d['draw']:4d} {d['picked']:13s} {d['cv_auc']:.3f} [{d['cv_auc_low']:.3f}, {d['cv_auc_high']:.3f}] "
             f"{d['pool_auc']:8.3f} {yes(d['auc_covered']):3s} "
             f"{d['cv_acc']:.3f} [{d['cv_acc_low']:.3f}, {d['cv_acc_high']:.3f}] {d['pool_acc']:8.3f} "
-            f"{yes(d['acc_covered']):3s} {d['pool_best']:13s} {d['regret']:6.3f}")
+            f"{yes(d['acc_covered']):3s} {d['pool_best']:13s} {d['regret']:6.3f}  "
+            f"{yes(d.get('nb_auc_covered'))}/{yes(d.get('nb_acc_covered'))}")
     return lines

@@ -19,7 +19,11 @@ writes everything as JSON (``--out``).
 The CV interval is about the procedure trained on 80 % of a draw (each outer fold's
 model); the pool value is about the model trained on all of it, the one bench deploys.
 Coverage below 90 % says the interval is too narrow for the deployed model, whichever of
-the two causes it. It prints its figures; it asserts nothing.
+the two causes it. Beside bench's interval it scores a candidate that bench does not
+report: the mean of the per-fold values with the Nadeau-Bengio corrected interval
+(``_validity.corrected_fold_interval``). ``--rescore FILE`` prints the table and summary
+of an earlier ``--out`` file again, scored as this version scores, without training.
+It prints its figures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ def run_draw(i: int, pool: Path, pool_index, by_class: dict, work: Path, args, s
         evaluated[name] = {"n": ev["evaluated"]["n"], "overlap": len(ev["overlap"]["rows"])}
     m = pool_values[pick["backbone"]]
     draw = {
-        "draw": i, "n_images": len(run.index.records), "picked": pick["backbone"],
+        "draw": i, "n_images": len(run.index.records), "picked": pick["backbone"], "cv_k": args.cv,
         "cv_auc": pick["cv_roc_auc"], "cv_auc_low": pick["cv_roc_auc_ci_low"], "cv_auc_high": pick["cv_roc_auc_ci_high"],
         "cv_acc": pick["cv_accuracy"], "cv_acc_low": pick["cv_accuracy_ci_low"],
         "cv_acc_high": pick["cv_accuracy_ci_high"],
@@ -193,6 +197,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, help="write the draws and the summary here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep run folders and evaluations (printed path)")
     parser.add_argument("--verbose", action="store_true", help="bench's own log lines too")
+    parser.add_argument("--rescore", type=Path, help="print an earlier --out file's draws and summary again")
     args = parser.parse_args(argv)
     if args.quick:
         args.draws = QUICK_DRAWS
@@ -202,8 +207,33 @@ def parse_args(argv=None):
     return args
 
 
+def report(draws: list[dict]) -> dict:
+    """Print the table and the summary of scored draws; returns the summary."""
+    summary = summarize(draws)
+    print()
+    print("\n".join(table_lines(draws)))
+    print()
+    print("\n".join(summary_lines(summary)))
+    return summary
+
+
+def rescore(path: Path) -> int:
+    """The table and summary of an earlier ``--out`` file, every draw scored again."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        draws = [score_draw({"cv_k": saved["settings"]["cv"], **d}) for d in saved["draws"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: cannot read {path} as a validity.py --out file ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    print(f"{path}: {saved.get('command', '')}")
+    report(draws)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore)
     from bench.terminal import quiet_tensorflow
 
     quiet_tensorflow()
@@ -234,11 +264,7 @@ def main(argv=None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    summary = summarize(draws)
-    print()
-    print("\n".join(table_lines(draws)))
-    print()
-    print("\n".join(summary_lines(summary)))
+    summary = report(draws)
     wall = time.perf_counter() - start
     print(f"{len(draws)} draws in {wall:.0f} s" + (f"; run folders and evaluations kept in {work}" if args.keep else ""))
     if args.out:

@@ -14,8 +14,8 @@ from statsmodels.stats.proportion import proportion_confint
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from _validity import (  # noqa: E402
-    best_and_regret, coverage, covers, draw_files, score_draw, stratified_counts, summarize, summary_lines,
-    table_lines, wilson_interval,
+    best_and_regret, corrected_fold_interval, coverage, covers, draw_files, score_draw, stratified_counts, summarize,
+    summary_lines, table_lines, wilson_interval,
 )
 
 
@@ -96,6 +96,31 @@ def test_summary_of_scored_draws():
     assert any("AUC" in line and "2/3 = 67%" in line for line in lines)
     assert any("below 90%" in line for line in lines)
     table = table_lines(draws)
-    assert len(table) == 4 and " NO " in table[1] and table[2].rstrip().endswith("0.030")
+    assert len(table) == 4 and " NO " in table[1] and table[2].endswith("0.030  -/-")
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_corrected_fold_interval_is_the_nadeau_bengio_interval_of_the_fold_mean():
+    from scipy.stats import t
+
+    folds = [0.71, 0.80, 0.76, 0.84, 0.69]
+    mean, low, high = corrected_fold_interval(folds, 5)
+    se = np.std(folds, ddof=1) * math.sqrt(1 / 5 + 1 / 4)  # test/train = 1/(K-1)
+    assert mean == pytest.approx(np.mean(folds))
+    assert (low, high) == pytest.approx((mean - t.ppf(0.975, 4) * se, mean + t.ppf(0.975, 4) * se))
+    assert corrected_fold_interval([0.7, None, math.nan], 5) is None and corrected_fold_interval(None, 5) is None
+
+
+def test_score_draw_scores_the_corrected_interval_where_folds_are_recorded():
+    base = {"draw": 0, "picked": "a", "cv_k": 5, "cv_auc": 0.76, "cv_auc_low": 0.72, "cv_auc_high": 0.80,
+            "cv_acc": 0.70, "cv_acc_low": 0.66, "cv_acc_high": 0.74, "pool_auc": 0.83, "pool_acc": 0.75,
+            "pool_aucs": {"a": 0.83, "b": 0.80},
+            "cv_auc_folds": {"a": [0.71, 0.80, 0.76, 0.84, 0.69]}, "cv_acc_folds": {"a": [0.70, 0.71, 0.70, 0.71, 0.70]}}
+    d = score_draw(base)
+    assert d["auc_covered"] is False and d["nb_auc_covered"] is True  # 0.83 within 0.76 +/- 0.10
+    assert d["acc_covered"] is False and d["nb_acc_covered"] is False  # folds 0.01 apart: narrow
+    s = summarize([d])
+    assert s["auc_corrected"]["covered"] == 1 and s["half_width"]["auc"] == pytest.approx(0.04)
+    assert any(line.startswith("candidate") and "AUC: 1/1" in line for line in summary_lines(s))
+    assert table_lines([d])[1].endswith("yes/NO")
