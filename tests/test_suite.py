@@ -184,7 +184,7 @@ def test_a_built_backbone_serves_the_next_dataset_with_that_run_s_own_weights(tm
 
 
 @pytest.mark.slow
-def test_a_chief_and_a_worker_share_a_suite(tmp_path):
+def test_a_chief_and_a_worker_share_a_suite(tmp_path, warm):
     """Distributed as for bench run: the worker runs the trials of every dataset, the chief
     ranks, reports and writes the verdict."""
     import re
@@ -198,7 +198,7 @@ def test_a_chief_and_a_worker_share_a_suite(tmp_path):
                           32, i, {"generator": "test"})
         text += f'\n[[datasets]]\nname = "{name}"\npath = "{name}"\n'
     (tmp_path / "suite.toml").write_text(text, encoding="utf-8")
-    logs = _run_cluster(["suite", tmp_path / "suite.toml", "--out", tmp_path / "out", "--reports",
+    logs = _run_cluster(warm, ["suite", tmp_path / "suite.toml", "--out", tmp_path / "out", "--reports",
                          tmp_path / "reports", "--name", "d", "--no-export"], ("chief", "tuner0"))
     for name in ("one", "two"):
         trials = pd.read_csv(tmp_path / "out" / "d" / name / "mobilenet_v2" / "trials.csv")
