@@ -117,25 +117,27 @@ class WarmBench:
 # ------------------------------------------------------------------ the helper process
 
 
-def _child(message: dict) -> None:  # pragma: no cover - runs in a forked child
+def run_child(args: list[str], cwd, env: dict, out, err, append: bool = False) -> None:  # pragma: no cover
+    """In a forked child: ``bench <args>`` in ``cwd`` with ``env`` applied (a None value
+    removes the variable), stdout and stderr to the files ``out`` and ``err`` (the same file
+    may be both; ``append`` adds to them), then exit with the command's code."""
     code = 0
     try:
-        os.chdir(message["cwd"])
-        for key, value in message["env"].items():
+        os.chdir(cwd)
+        for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = str(value)
-        sys.argv = ["bench", *message["args"]]
-        out = os.open(message["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        err = os.open(message["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
+        sys.argv = ["bench", *args]
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        os.dup2(os.open(out, flags), 1)
+        os.dup2(os.open(err, flags) if str(err) != str(out) else 1, 2)
         sys.stdin = open(os.devnull)
         from bench.cli import app
 
         try:
-            returned = app(message["args"], prog_name="bench", standalone_mode=False)
+            returned = app(args, prog_name="bench", standalone_mode=False)
         except Exception as exc:
             if not (hasattr(exc, "show") and hasattr(exc, "exit_code")):
                 raise
@@ -167,7 +169,7 @@ def _serve() -> None:  # pragma: no cover - the helper's main loop
         if message["op"] == "start":
             pid = os.fork()
             if pid == 0:
-                _child(message)
+                run_child(message["args"], message["cwd"], message["env"], message["out"], message["err"])
             reply = {"pid": pid}
         else:
             pid = message["pid"]
