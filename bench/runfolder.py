@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.atomic import read_json
+from bench.atomic import read_json, write_json_atomic
 from bench.errors import BenchError
 from bench.tables import OOF_TEXT_COLUMNS, PREDICTION_TEXT_COLUMNS, TRIALS_TEXT_COLUMNS, read_table
 
@@ -369,6 +369,38 @@ def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
     """Where one outer fold's search of ``backbone`` writes in a ``--cv`` run:
     ``<run>/cv/r<repeat>-f<fold>/<backbone>/``."""
     return Path(run_dir) / CV_DIR / f"r{repeat}-f{fold}" / backbone
+
+
+@dataclass
+class RunsFolder:
+    """A folder of ordinary run folders, one per part (a suite's datasets, an audit's
+    protocols), with a state file (:attr:`STATE`) that lists the finished parts."""
+
+    path: Path  # <out>/<name>
+    reports: Path  # <reports>/<name>: its own report and each part's report folder
+    STATE = ""  # the state file's name, set by each kind
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / self.STATE
+
+    def state(self) -> dict:
+        return read_json(self.state_file, f"restore {self.state_file} or start anew with another --name")
+
+    def finished(self) -> list[str]:
+        return list(self.state().get("finished", []))
+
+    def mark_finished(self, part: str) -> None:
+        state = self.state()
+        state["finished"] = [*state.get("finished", []), part]
+        write_json_atomic(self.state_file, state)
+
+    def run_dir(self, part: str) -> Path:
+        return self.path / part
 
 
 def is_suite_dir(path: Path) -> bool:
