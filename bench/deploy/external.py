@@ -129,7 +129,10 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     classes = predictor.classes
     out = check_writable(Path(out), "--out")
     log.info(f"scanning {data} (copy features for the overlap check)")
-    index = scan(Path(data), copies=True)
+    from bench.data.dicom import reading_window
+
+    with reading_window(predictor.window):  # DICOM pixels as the model's run read them
+        index = scan(Path(data), copies=True)
     absent = check_classes(classes, index.classes, Path(data))
     warnings = [f"no images of class {c} in {data}: its recall and AUC are undefined" for c in absent]
 
