@@ -246,7 +246,7 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
     if user_groups is not None:
         info = {"source": user_groups.source, "kind": kind, "groups": len(set(user_groups.group_of.values())),
                 "files": len(user_of), "missing": user_groups.missing}
-        if user_groups.without:
+        if user_groups.kind != USER_KIND:
             info["without"] = list(user_groups.without)
     return Grouping(records, groups, group_ids, conflicts, by_class, links, built.refused,
                     copy_threshold, info, user_of, kind)
