@@ -45,8 +45,9 @@ def dicom_contract(window: str) -> dict:
 
     return {
         "window": window,
-        "pixels": (f"modality LUT (rescale slope and intercept), then {describe_window(window)} to 0..255, "
-                   "MONOCHROME1 inverted, grey copied to R, G and B (bench.data.dicom; outside the model)"),
+        "pixels": (f"modality LUT (rescale slope and intercept); window: {describe_window(window)}; the window's "
+                   "range to 0..255, MONOCHROME1 inverted, grey copied to R, G and B (bench.data.dicom, before the "
+                   "model)"),
         "frames": "single-frame files only",
     }
 
