@@ -134,6 +134,8 @@ def test_the_export_reads_dicom_with_the_runs_window(session):
     assert f"(`--window {WINDOW}`)" in card and "window center 2000, width 3000" in card
     run = json.loads((work / "results" / "r" / "run.json").read_text())
     assert run["config"]["window"] == WINDOW and run["config"]["group_by"] == "patient"
+    evaluation = json.loads((work / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["data"]["n_images"] == 9 and evaluation["data"]["n_groups"] == 5  # 4 patients, 1 without ID
     predicted = (work / "predictions.csv").read_text()
     assert "im0.dcm" in predicted and "noid" in predicted  # DICOM with and without extension
     report = (work / "reports" / "r" / "report.md").read_text()

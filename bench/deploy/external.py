@@ -84,10 +84,12 @@ def reference_for(model_or_run: Path, predictor):
 
 
 def _group_of(index, threshold: float) -> dict[str, str]:
-    """DATA's own duplicate groups (copies within the external set resample together)."""
+    """DATA's own duplicate groups, DICOM files joined by PatientID (copies, and a patient's
+    images, within the external set resample together)."""
     from bench.data.split import group_index
+    from bench.data.user_groups import header_groups
 
-    grouping = group_index(index, threshold)
+    grouping = group_index(index, threshold, header_groups(index, "patient"))
     return {index.records[m].path: grouping.group_id(g) for g in grouping.groups for m in g.members}
 
 
