@@ -95,8 +95,8 @@ def current_window() -> str:
 
 @contextlib.contextmanager
 def reading_window(rule: str | None):
-    """Read DICOM files with ``rule`` (None: leave the rule in force) in this process, its
-    threads and the worker processes it starts, until the block ends."""
+    """Read DICOM files with ``rule`` (None: leave the rule in force) in this process and its
+    threads until the block ends (the scan hands the rule to its worker processes)."""
     if rule is None:
         yield current_window()
         return
