@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -82,6 +83,16 @@ def session(tmp_path_factory):
         return result
 
     export = work / "results" / "r" / "export" / "mobilenet_v2"
+    previous = os.getcwd()
+    os.chdir(work)  # what lands in the working folder (MLflow's artifacts) is searched too
+    try:
+        commands(bench, data, external, work, export)
+    finally:
+        os.chdir(previous)
+    return work, said, sorted(set(secrets_of(data, external)) | set(identifiers(*ids)))
+
+
+def commands(bench, data: Path, external: Path, work: Path, export: Path) -> None:
     bench("scan", data, "--out", work / "scan", "--window", WINDOW)
     bench("run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
           "--max-trials", "1", "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--no-baseline",
@@ -90,7 +101,6 @@ def session(tmp_path_factory):
     bench("predict", export, data / "yes", "--csv", work / "predictions.csv")
     bench("evaluate", export, external, "--out", work / "evaluation")
     bench("report", work / "results" / "r", "--reports", work / "reports2")
-    return work, said, sorted(set(secrets_of(data, external)) | set(identifiers(*ids)))
 
 
 def test_the_planted_identifiers_are_many_and_the_search_finds_them(session):
@@ -107,6 +117,7 @@ def test_no_identifier_in_any_file_written_or_line_printed(session):
     files = [p for p in work.rglob("*") if p.is_file()]
     assert len(files) > 40 and any(p.suffix == ".keras" for p in files) and any(p.name.startswith("events.") for p in files)
     assert any(p.name == "overlap_reference.npz" for p in files) and any(p.name == "mlflow.db" for p in files)
+    assert any("mlruns" in p.parts and p.name == "model_card.md" for p in files)  # MLflow's artifacts
     leaks = [(where, secret) for path in files for where, blob in readable_bytes(path) for secret in secrets
              if secret in blob]
     leaks += [(command, secret) for command, text in said for secret in secrets if secret in text.encode()]
