@@ -19,7 +19,8 @@ from bench.tables import OOF_TEXT_COLUMNS, PREDICTION_TEXT_COLUMNS, TRIALS_TEXT_
 #: The run folder's files, named once. ``<run>/``: run.json (how the run started: its
 #: configuration, command, versions; written last when preparing, so it marks a prepared
 #: folder), dataset.json (the scan), split.json (and folds.json with ``--cv``), groups.csv
-#: and copies.png (the linked copies), content.csv (each image's content statistics,
+#: and copies.png (the linked copies), header_salt.txt (the salt of the group ids made
+#: from DICOM headers, :mod:`bench.data.header_groups`), content.csv (each image's content statistics,
 #: :mod:`bench.data.content`), leaderboard.csv/.json, checklist.md/.json (written by the
 #: report: :mod:`bench.report.checklists`); ``<run>/<backbone>/`` (or
 #: ``<run>/cv/r<R>-f<F>/<backbone>/``): trials.csv, result.json, best_model.keras,
@@ -31,6 +32,8 @@ FOLDS_JSON = "folds.json"
 GROUPS_CSV = "groups.csv"
 COPIES_PNG = "copies.png"
 CONTENT_CSV = "content.csv"
+#: The salt of the group ids made from DICOM headers (bench.data.header_groups).
+HEADER_SALT = "header_salt.txt"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_JSON = "leaderboard.json"
 TRIALS_CSV = "trials.csv"
@@ -274,6 +277,10 @@ class RunFiles:
     @property
     def content_csv(self) -> Path:
         return self.path / CONTENT_CSV
+
+    @property
+    def header_salt(self) -> Path:
+        return self.path / HEADER_SALT
 
     @property
     def leaderboard_csv(self) -> Path:

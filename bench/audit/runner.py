@@ -154,9 +154,11 @@ def run_protocols(audit: Audit, configs: dict[str, RunConfig], index=None, progr
             else:
                 clear_unprepared(files)
                 if index is None:  # resumed before this protocol was prepared
+                    from bench.data.dicom import reading_window
                     from bench.data.scan import scan
 
-                    index = scan(config.data, progress=progress)
+                    with reading_window(config.window):
+                        index = scan(config.data, progress=progress)
                     same_data(audit, index)
                 run = prepare_run(config, progress, index=index)
             table = execute(run, sources=sources)
