@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,10 +109,12 @@ class WarmBench:
         return Finished(proc.returncode, proc.stdout, proc.stderr)
 
     def close(self) -> None:
+        """End the helper and remove the commands' captured output."""
         if self._proc is not None:
             self._proc.stdin.close()
             self._proc.wait(timeout=60)
             self._proc = None
+        shutil.rmtree(self._logs, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ the helper process
