@@ -137,6 +137,7 @@ def demo_data_cmd(
 
 def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-folder per class.")], *,
              seed: int, val_size: float, test_size: float | None, copy_threshold: float, groups: Path | None,
+             group_by: str, window: str,
              out: Annotated[Optional[Path], typer.Option(
                  "--out", help="Also write groups.csv (every image's group and split) and the contact sheet "
                                "copies.png into this folder: new, empty, or one an earlier scan wrote. "
@@ -147,7 +148,8 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     """Scan a data folder: classes, counts, skipped files, copies and groups, conflicts, the split, a leakage audit."""
     import time
 
-    from bench.config import DEFAULT_TEST_SIZE, RunConfig, check_bounds
+    from bench.config import DEFAULT_TEST_SIZE, RunConfig, check_bounds, parse_window
+    from bench.data.dicom import reading_window
     from bench.data.group_files import GROUP_FILES, grouping_for, write_group_files
     from bench.data.scan import scan
     from bench.data.split import check_sizes, make_split
@@ -155,19 +157,22 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
 
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     check_sizes(val_size, test_size)
-    check_bounds(RunConfig(copy_threshold=copy_threshold))
+    group_by = group_by.value if isinstance(group_by, Enum) else group_by
+    check_bounds(RunConfig(copy_threshold=copy_threshold, group_by=group_by))
+    window = parse_window(window)
     folder = None
     if out is not None:  # before the scan, which can take minutes
         folder = claim_folder(out, "scan", "--out", names=GROUP_FILES, inputs=[groups], data=data, force=force)
     t0 = time.perf_counter()
-    index = _scan_with_progress(scan, data)
-    seconds = time.perf_counter() - t0
-    grouping = grouping_for(index, copy_threshold, groups)
-    split = make_split(index, val_size, test_size, seed, grouping=grouping)  # bad data fails here: an error is the only line
-    from bench.data.content import ContentTable
-    from bench.evaluate.shortcuts import check_split
+    with reading_window(window):
+        index = _scan_with_progress(scan, data)
+        seconds = time.perf_counter() - t0
+        grouping = grouping_for(index, copy_threshold, groups, group_by)
+        split = make_split(index, val_size, test_size, seed, grouping=grouping)  # bad data fails here: an error is the only line
+        from bench.data.content import ContentTable
+        from bench.evaluate.shortcuts import check_split
 
-    split.shortcut = check_split(index, split, ContentTable.compute(index.root, split.files))
+        split.shortcut = check_split(index, split, ContentTable.compute(index.root, split.files))
     log.info(f"scanned {len(index.records) + len(index.skipped)} files in {seconds:.1f}s, "
              f"grouped in {time.perf_counter() - t0 - seconds:.1f}s")
     from bench.report.scan_summary import format_scan
@@ -176,7 +181,8 @@ def scan_cmd(data: Annotated[Path, typer.Argument(help="Folder with one sub-fold
     if folder is None:
         typer.echo("wrote nothing (add --out DIR for groups.csv and the contact sheet copies.png)")
         return
-    csv_path, sheet = write_group_files(grouping, split.part_of_groups(), index.root, folder.path)
+    with reading_window(window):
+        csv_path, sheet = write_group_files(grouping, split.part_of_groups(), index.root, folder.path)
     folder.record([csv_path, sheet])
     typer.echo(f"wrote {csv_path} (every image with its group and split)")
     if sheet is not None:
@@ -407,7 +413,7 @@ command("suite")(suite_cmd)
 from bench.audit.command import audit_cmd  # noqa: E402 (the command's body lives in bench.audit)
 
 command("audit")(audit_cmd)
-with_options(scan_cmd, ("seed", "val_size", "test_size", "copy_threshold", "groups"))
+with_options(scan_cmd, ("seed", "val_size", "test_size", "copy_threshold", "groups", "group_by", "window"))
 command("scan")(scan_cmd)
 with_options(report_cmd, ("reports",))
 command("report")(report_cmd)

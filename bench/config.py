@@ -53,6 +53,10 @@ DEFAULT_COPY_THRESHOLD = 0.70
 #: The largest --image-size: a 1024 px input already needs ~12 MB a float32 image before
 #: the backbone's activations; larger inputs exhaust memory rather than help.
 MAX_IMAGE_SIZE = 1024
+#: ``--group-by`` choices: which DICOM header attribute groups images (bench.data.header_groups).
+GROUP_BY = ("patient", "study", "none")
+#: ``--window`` rules besides ``center,width`` (bench.data.dicom applies them).
+WINDOW_RULES = ("file", "minmax")
 #: ``--trial-timeout`` when not given, in seconds. Workers call the chief at least every
 #: 5 s while they train (bench.search.distributed), so the timeout measures silence, not
 #: trial length: two minutes is 24 missed calls, far beyond a network hiccup or a pause
@@ -141,6 +145,14 @@ class RunConfig:
     groups: Path | None = option(None, flag="--groups", show_default="none",
                                  help="CSV with columns path,group (patient or study IDs): files of a group "
                                       "stay in one split, on top of detected copies.")
+    group_by: str = option("patient", flag="--group-by", choices=GROUP_BY,
+                           help="DICOM files: keep the images of one patient (PatientID) or one study "
+                                "(StudyInstanceUID) in one split, on top of detected copies; 'none' ignores the "
+                                "headers. --groups, when given, is used instead.")
+    window: str = option("file", flag="--window",
+                         help="DICOM grey images, after the rescale slope and intercept: 'file' (each file's VOI "
+                              "LUT or window; min-max where a file has none), 'minmax', or 'center,width' (e.g. "
+                              "40,400) for every file; then 8 bits, MONOCHROME1 inverted.")
     plain_split: bool = option(False, flag="--plain-split",
                                help="Split as a plain stratified random split that ignores copies and --groups "
                                     "(the split the leakage audit compares with): copies then sit on both sides "
@@ -229,6 +241,36 @@ def parse_duration(value, flag: str) -> float:
     if not match:
         raise BenchError(f"{flag} {value!r} is not a duration; give seconds (90) or a number with s, m or h (10m)")
     return float(match[1]) * _UNIT_S[match[2] and match[2].lower()]
+
+
+def parse_window(value) -> str:
+    """``--window``: ``file``, ``minmax`` or ``center,width`` (width at least 1, DICOM's LINEAR
+    window), normalised (``40,400``); one line naming ``--window`` otherwise."""
+    text = str(value).strip().lower().replace(" ", "")
+    if text in WINDOW_RULES:
+        return text
+    fix = "give --window file (each file's own window), minmax, or center,width like 40,400"
+    parts = text.split(",")
+    try:
+        center, width = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+    except ValueError:
+        center = width = math.nan
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise BenchError(f"--window {value!r} is not a window rule; {fix}")
+    if width < 1:
+        raise BenchError(f"--window {value!r}: the width must be at least 1 (DICOM's LINEAR window); {fix}")
+    return f"{center:g},{width:g}"
+
+
+def describe_window(rule: str) -> str:
+    """A ``--window`` rule in words, for the scan, the report and the model card."""
+    rule = parse_window(rule)
+    if rule == "file":
+        return "each file's own VOI LUT or window (the first one), min-max where a file has none"
+    if rule == "minmax":
+        return "each image's own min..max"
+    center, width = rule.split(",")
+    return f"window center {center}, width {width} for every file"
 
 
 def declared_options() -> list[tuple[str, Option, object]]:

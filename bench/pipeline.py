@@ -9,7 +9,6 @@ so completed trials are not run again.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -249,8 +248,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
     log.info(f"{name}: searching ({cfg.tuner}, {budget}, unfreeze depths {depths}, {size}px)")
     tuner.search(verbose=0)
     if job.worker:
-        keras.backend.clear_session()
-        gc.collect()
+        keras.backend.clear_session()  # with a full garbage collection (free_memory, Keras' default)
         return None
     table = write_trials_csv(tuner, trials_path)
     search_seconds = time.perf_counter() - t0
@@ -293,8 +291,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         row.update(measure_latency(evaluated, size))
         _probe(job, search, features.get("test"))
     write_result(result_path, row)  # after the probe's: a finished backbone has its probe
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # with a full garbage collection (free_memory, Keras' default)
     return row
 
 

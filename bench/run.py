@@ -15,8 +15,9 @@ from typing import Callable
 
 import backbones
 from bench import __version__
-from bench.config import RunConfig, as_flag, check_bounds, parse_duration, result_options
+from bench.config import RunConfig, as_flag, check_bounds, parse_duration, parse_window, result_options
 from bench.data.content import ContentTable
+from bench.data.dicom import reading_window
 from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
 from bench.data.group_files import grouping_for, write_group_files
 from bench.data.scan import DatasetIndex, scan
@@ -29,7 +30,8 @@ from bench.data.split import (
 )
 from bench.errors import BenchError, is_disk_full
 from bench.evaluate.shortcuts import check_split, shortcut_sentence
-from bench.atomic import read_json, write_json_atomic
+from bench.atomic import read_json, write_json_atomic, write_text_atomic
+from bench.data.header_groups import ATTRIBUTE
 from bench.locks import RunLock, file_lock, read_only_message
 from bench.machine import library_versions, machine_info
 from bench.runfolder import RunFiles, check_can_write, check_run_name, check_writable, default_run_name
@@ -70,6 +72,7 @@ def parse_backbones(spec: str | list[str]) -> list[str]:
 def validate(config: RunConfig) -> None:
     """Checks on options alone (no data, no files): raises BenchError."""
     check_bounds(config)
+    config.window = parse_window(config.window)
     if config.plain_split and config.cv is not None:
         raise BenchError(f"--plain-split makes one plain train/val/test split; drop --cv {config.cv} (folds are always "
                          "group-aware)")
@@ -115,8 +118,14 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     """Validate, scan, split and write ``<out>/<name>/`` with run.json, dataset.json, split.json.
 
     ``index``: the scan of ``config.data`` when the caller has one (``bench audit``
-    prepares two runs from one scan, its copy links computed once)."""
+    prepares two runs from one scan, its copy links computed once). DICOM files are read
+    with the run's ``--window`` throughout."""
     validate(config)
+    with reading_window(config.window):
+        return _prepare(config, progress, index)
+
+
+def _prepare(config: RunConfig, progress, index: DatasetIndex | None) -> RunFolder:
     check_outputs(config)
     config.name = config.name or default_run_name()
     _check_new_run_dir(Path(config.out) / config.name, config.name)  # before the scan: nothing computed in vain
@@ -128,7 +137,7 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     if index is None:
         index = scan(config.data, progress=progress)
     config.data = index.root  # absolute: later commands (export checks, reports) run from anywhere
-    grouping = grouping_for(index, config.copy_threshold, config.groups)
+    grouping = grouping_for(index, config.copy_threshold, config.groups, config.group_by)
     folds = None
     if config.cv:
         folds = make_folds(index, config.cv, config.repeats, config.val_size, config.test_size, config.search.seed,
@@ -158,6 +167,8 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     if folds is not None:
         write_folds(folds, files.folds_json)
     write_group_files(grouping, part_of, index.root, run_dir)
+    if grouping.user_kind in ATTRIBUTE:  # the group ids' salt: who holds it and an ID can find its group
+        write_text_atomic(files.header_salt, index.salt + "\n")
     content.write(files.content_csv)
     write_json_atomic(
         files.run_json,
@@ -205,6 +216,8 @@ def check_options(config: RunConfig, given: dict, name: str, who: str = "--resum
             value = parse_backbones(value)
         if field_name == "weights" and backbones.weights_items(value) == backbones.weights_items(stored):
             continue  # the same entries, written another way (case, relative paths)
+        if field_name == "window":
+            value = parse_window(value)
         if value != stored:
             diffs.append(f"{as_flag(field_name, value)} (run {name} has {as_flag(field_name, stored)})")
     if diffs:
@@ -249,7 +262,8 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     if "trial_timeout" in given:  # this process's own: how long its chief waits for a silent worker
         config.search.trial_timeout = parse_duration(given["trial_timeout"], "--trial-timeout")
         check_bounds(config)
-    index = scan(config.data, copies=False)  # the groups are in split.json
+    with reading_window(config.window):
+        index = scan(config.data, copies=False)  # the groups are in split.json
     config.data = index.root
     stored_hash = info.get("data_hash")
     if stored_hash and index.content_hash() != stored_hash:
@@ -309,5 +323,6 @@ def execute(run: RunFolder, cluster=None, sources: dict | None = None) -> "objec
 
     frozen_pass = FrozenPass.for_config(run.config)
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name), \
-            run_settings(frozen_pass, run.config.deterministic, run.config.search.seed):
+            run_settings(frozen_pass, run.config.deterministic, run.config.search.seed), \
+            reading_window(run.config.window):
         return run_design(run, cluster, frozen_pass, sources)

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.atomic import read_json
+from bench.atomic import read_json, write_json_atomic
 from bench.errors import BenchError
 from bench.tables import OOF_TEXT_COLUMNS, PREDICTION_TEXT_COLUMNS, TRIALS_TEXT_COLUMNS, read_table
 
 #: The run folder's files, named once. ``<run>/``: run.json (how the run started: its
 #: configuration, command, versions; written last when preparing, so it marks a prepared
 #: folder), dataset.json (the scan), split.json (and folds.json with ``--cv``), groups.csv
-#: and copies.png (the linked copies), content.csv (each image's content statistics,
+#: and copies.png (the linked copies), header_salt.txt (the salt of the group ids made
+#: from DICOM headers, :mod:`bench.data.header_groups`), content.csv (each image's content statistics,
 #: :mod:`bench.data.content`), leaderboard.csv/.json, checklist.md/.json (written by the
 #: report: :mod:`bench.report.checklists`); ``<run>/<backbone>/`` (or
 #: ``<run>/cv/r<R>-f<F>/<backbone>/``): trials.csv, result.json, best_model.keras,
@@ -31,6 +32,8 @@ FOLDS_JSON = "folds.json"
 GROUPS_CSV = "groups.csv"
 COPIES_PNG = "copies.png"
 CONTENT_CSV = "content.csv"
+#: The salt of the group ids made from DICOM headers (bench.data.header_groups).
+HEADER_SALT = "header_salt.txt"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_JSON = "leaderboard.json"
 TRIALS_CSV = "trials.csv"
@@ -276,6 +279,10 @@ class RunFiles:
         return self.path / CONTENT_CSV
 
     @property
+    def header_salt(self) -> Path:
+        return self.path / HEADER_SALT
+
+    @property
     def leaderboard_csv(self) -> Path:
         return self.path / LEADERBOARD_CSV
 
@@ -369,6 +376,38 @@ def fold_dir(run_dir: Path, repeat: int, fold: int, backbone: str) -> Path:
     """Where one outer fold's search of ``backbone`` writes in a ``--cv`` run:
     ``<run>/cv/r<repeat>-f<fold>/<backbone>/``."""
     return Path(run_dir) / CV_DIR / f"r{repeat}-f{fold}" / backbone
+
+
+@dataclass
+class RunsFolder:
+    """A folder of ordinary run folders, one per part (a suite's datasets, an audit's
+    protocols), with a state file (:attr:`STATE`) that lists the finished parts."""
+
+    path: Path  # <out>/<name>
+    reports: Path  # <reports>/<name>: its own report and each part's report folder
+    STATE = ""  # the state file's name, set by each kind
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / self.STATE
+
+    def state(self) -> dict:
+        return read_json(self.state_file, f"restore {self.state_file} or start anew with another --name")
+
+    def finished(self) -> list[str]:
+        return list(self.state().get("finished", []))
+
+    def mark_finished(self, part: str) -> None:
+        state = self.state()
+        state["finished"] = [*state.get("finished", []), part]
+        write_json_atomic(self.state_file, state)
+
+    def run_dir(self, part: str) -> Path:
+        return self.path / part
 
 
 def is_suite_dir(path: Path) -> bool:

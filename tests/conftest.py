@@ -90,6 +90,16 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def warm():
+    """`bench` commands in processes of their own, forked from one process that has imported
+    TensorFlow (tests/warm_bench.py): for tests that kill a command or need a fresh process."""
+    from warm_bench import WarmBench
+
+    with WarmBench() as helper:
+        yield helper
+
+
+@pytest.fixture(scope="session")
 def brain_index():
     """``scan(brain_mri)``, once for the session: its copy links are cached inside it, so
     every test that groups the real data after the first pays nothing for it. Tests must

@@ -91,30 +91,10 @@ def draw_moments(total: int, k: int, seed: int) -> list[int]:
 
 
 def _child(args: list[str], cwd: Path, env: dict) -> None:  # pragma: no cover - runs in a forked child
-    code = 0
-    try:
-        os.chdir(cwd)
-        os.environ.update(env)
-        for key in [k for k in ("BENCH_KILL_AT", "BENCH_WRITE_LOG") if k not in env]:
-            os.environ.pop(key, None)
-        sys.argv = ["bench", *args]
-        with open(cwd / "bench.log", "a") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-        from bench.cli import app
+    from warm_bench import run_child
 
-        app(args, standalone_mode=False)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 - the child reports and exits
-        import traceback
-
-        traceback.print_exc()
-        code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    gone = {key: None for key in ("BENCH_KILL_AT", "BENCH_WRITE_LOG") if key not in env}
+    run_child(args, cwd, {**env, **gone}, cwd / "bench.log", cwd / "bench.log", append=True)
 
 
 def bench(args: list[str], cwd: Path, env: dict, processes: str = "fork") -> int:

@@ -60,7 +60,8 @@ def test_run_writes_run_folder(image_folder, tmp_path):
     (tmp_path / "patients.csv").write_text("path,group\ncat/img_001.png,p1\ndog/img_001.png,p1\n")
     result = invoke("run", "--data", image_folder, "--backbones", "mobilenet_v2", "--weights", "none",
                     "--out", out, "--reports", tmp_path / "reports", "--name", "r1", "--seed", "3", "--image-size", "32", "--max-trials", "2",
-                    "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--groups", tmp_path / "patients.csv")
+                    "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--groups", tmp_path / "patients.csv",
+                    "--no-export")  # the export at the end of a run: tests/test_export.py
     assert result.exit_code == 0, result.output
     assert "Recommended: mobilenet_v2. Only one backbone finished, so there is no runner-up" in result.stdout
     run = out / "r1"

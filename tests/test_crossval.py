@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,10 +27,6 @@ ARGS = ["--backbones", "mobilenet_v2,mobilenet_v3_small", "--weights", "none", "
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _bench(*args) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", *map(str, args)]
 
 
 def _data(root: Path) -> Path:
@@ -135,24 +129,23 @@ def _completed(run: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_kill_inside_a_cv_run_then_resume(tmp_path):
+def test_kill_inside_a_cv_run_then_resume(tmp_path, warm):
     data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=5)
     out = tmp_path / "results"
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
             "--max-trials", "3", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "0", "--cv", "3",
             "--no-export", "--out", out, "--reports", tmp_path / "reports", "--name", "k"]
     run = out / "k"
-    proc = subprocess.Popen(_bench(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = warm.start([str(a) for a in args])
     deadline = time.time() + 300
     while len(_completed(run)) < 4 and proc.poll() is None and time.time() < deadline:  # inside the second fold
         time.sleep(0.1)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    assert proc.poll() is None, proc.stderr[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _completed(run)
     assert 4 <= len(before) < 9 and not (run / "leaderboard.json").exists()
-    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"),
-                             capture_output=True, text=True, timeout=600)
+    resumed = warm.run(["run", "--resume", "--name", "k", "--out", str(out), "--no-export"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _completed(run)
     again = [t for t, m in before.items() if after.get(t) != m]

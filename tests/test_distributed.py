@@ -6,8 +6,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -35,33 +33,33 @@ def test_cluster_from_environment():
         cluster_from_env({ENV_ID: "chief", ENV_IP: "10.0.0.1", ENV_PORT: "http"})
 
 
-def _run_cluster(args: list, ids: tuple[str, ...] = ("chief", "tuner0", "tuner1")) -> dict[str, str]:
-    """``bench ARGS`` as a chief and workers on 127.0.0.1; each one's stderr, after all exited 0."""
-    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
-    procs = {
-        tuner_id: subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], env={**env, ENV_ID: tuner_id},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for tuner_id in ids
-    }
+def _run_cluster(warm, args: list, ids: tuple[str, ...] = ("chief", "tuner0", "tuner1")) -> dict[str, str]:
+    """``bench ARGS`` as a chief and workers on 127.0.0.1, each a process of its own (forked by
+    the ``warm`` fixture's helper); each one's stderr, after all exited 0."""
+    env = {ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
+    procs = {tuner_id: warm.start([str(a) for a in args], env={**env, ENV_ID: tuner_id}) for tuner_id in ids}
     logs = {}
     try:
         for tuner_id, proc in procs.items():
-            _, logs[tuner_id] = proc.communicate(timeout=900)
+            proc.wait(timeout=900)
+            logs[tuner_id] = proc.stderr
             assert proc.returncode == 0, f"{tuner_id}:\n{logs[tuner_id][-3000:]}"
     finally:
         for proc in procs.values():
-            proc.kill()
+            if proc.poll() is None:
+                os.kill(proc.pid, 9)
+                proc.wait()
     return logs
 
 
 @pytest.mark.slow
-def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+def test_chief_and_two_workers_run_every_trial_once(tmp_path, warm):
     data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=4)
     out, reports = tmp_path / "results", tmp_path / "reports"
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
             "--max-trials", "5", "--epochs", "2", "--tuner", "random", "--max-unfreeze", "1", "--no-export",
             "--out", out, "--reports", reports, "--name", "dist"]
-    logs = _run_cluster(args)
+    logs = _run_cluster(warm, args)
 
     run = out / "dist"
     trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")
@@ -86,13 +84,13 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_workers_take_trials_from_every_fold_of_a_cv_run(tmp_path):
+def test_workers_take_trials_from_every_fold_of_a_cv_run(tmp_path, warm):
     data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=6)
     out, reports = tmp_path / "results", tmp_path / "reports"
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
             "--max-trials", "2", "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--cv", "3",
             "--no-export", "--out", out, "--reports", reports, "--name", "dcv"]
-    logs = _run_cluster(args)
+    logs = _run_cluster(warm, args)
     run = out / "dcv"
     for fold in range(3):  # every fold's trials ran once, on the workers
         trials = pd.read_csv(run / "cv" / f"r0-f{fold}" / "mobilenet_v2" / "trials.csv")

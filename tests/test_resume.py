@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import pytest
 from conftest import completed_trials, make_folder
 
 
-def _bench(*args) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", *map(str, args)]
+def _args(*args) -> list[str]:
+    return [str(a) for a in args]
 
 
 def _completed(run: Path) -> dict[str, float]:
@@ -27,7 +25,7 @@ def _completed(run: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_kill_during_search_then_resume(tmp_path):
+def test_kill_during_search_then_resume(tmp_path, warm):
     data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=9)
     out = tmp_path / "results"
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
@@ -35,11 +33,11 @@ def test_kill_during_search_then_resume(tmp_path):
             "--reports", tmp_path / "reports",
             "--name", "k"]
     run = out / "k"
-    proc = subprocess.Popen(_bench(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = warm.start(_args(*args))
     deadline = time.time() + 300
     while len(_completed(run)) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    assert proc.poll() is None, proc.stderr[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = _completed(run)
@@ -47,8 +45,7 @@ def test_kill_during_search_then_resume(tmp_path):
     cache_before = {p.name: p.stat().st_mtime for p in (run / "cache").glob("*.npy")}
     assert 2 <= len(done_before) < 6 and not (run / "leaderboard.json").exists()
 
-    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"), capture_output=True, text=True,
-                             timeout=600)
+    resumed = warm.run(_args("run", "--resume", "--name", "k", "--out", out, "--no-export"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (run / "split.json").read_bytes() == split_before
     assert {p.name: p.stat().st_mtime for p in (run / "cache").glob("*.npy")} == cache_before
@@ -60,8 +57,7 @@ def test_kill_during_search_then_resume(tmp_path):
     board = json.loads((run / "leaderboard.json").read_text())
     assert board[0]["backbone"] == "mobilenet_v2" and board[0]["status"] == "ok"
     # a finished run resumed again does nothing new
-    again = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"), capture_output=True, text=True,
-                           timeout=600)
+    again = warm.run(_args("run", "--resume", "--name", "k", "--out", out, "--no-export"))
     assert again.returncode == 0 and "finished earlier, skipped" in again.stderr
 
 
@@ -70,26 +66,24 @@ ARGS = ["--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32"
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, warm):
     """The data and the leaderboard of the same run, never interrupted."""
     root = tmp_path_factory.mktemp("uninterrupted")
     data = make_folder(root / "data", {"a": 12, "b": 12}, size=48, seed=9)
     out = root / "results"
-    done = subprocess.run(_bench("run", "--data", data, *ARGS, "--out", out, "--reports", root / "reports", "--name", "u"),
-                          capture_output=True, text=True, timeout=600)
+    done = warm.run(_args("run", "--data", data, *ARGS, "--out", out, "--reports", root / "reports", "--name", "u"))
     assert done.returncode == 0, done.stderr[-3000:]
     return data, pd.read_csv(out / "u" / "leaderboard.csv")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["caching", "final"])
-def test_kill_at_crash_point_then_resume(tmp_path, uninterrupted, point):
+def test_kill_at_crash_point_then_resume(tmp_path, uninterrupted, point, warm):
     data, reference = uninterrupted
     out = tmp_path / "results"
     run = out / "k"
-    killed = subprocess.run(_bench("run", "--data", data, *ARGS, "--out", out, "--reports", tmp_path / "reports",
-                                   "--name", "k"),
-                            env={**os.environ, "BENCH_KILL_AT": point}, capture_output=True, text=True, timeout=600)
+    killed = warm.run(_args("run", "--data", data, *ARGS, "--out", out, "--reports", tmp_path / "reports", "--name", "k"),
+                      env={"BENCH_KILL_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (run / "leaderboard.csv").exists() and not (run / "mobilenet_v2" / "result.json").exists()
     entries = sorted((run / "cache").glob("*.npy"))
@@ -100,8 +94,7 @@ def test_kill_at_crash_point_then_resume(tmp_path, uninterrupted, point):
         assert len(entries) == 4 and len(done_before) == 3 and (run / "mobilenet_v2" / "best_model.keras").exists()
     first_entry = entries[0].stat().st_mtime_ns
 
-    resumed = subprocess.run(_bench("run", "--resume", "--name", "k", "--out", out, "--no-export"), capture_output=True, text=True,
-                             timeout=600)
+    resumed = warm.run(_args("run", "--resume", "--name", "k", "--out", out, "--no-export"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert entries[0].stat().st_mtime_ns == first_entry, "a valid cache entry was rebuilt"
     assert len(list((run / "cache").glob("*.npy"))) == 4

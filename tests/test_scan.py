@@ -194,13 +194,13 @@ def test_small_folders_are_scanned_in_this_process(tmp_path, monkeypatch):
 _SCAN_HERE = {}  # the test below sets: the scanning process's id and the real _scan_files
 
 
-def _dies_in_a_worker_on_class_b(root, jobs, table, start):
+def _dies_in_a_worker_on_class_b(root, jobs, table, start, *rest):
     """bench.data.scan._scan_files, except that a worker process given a file of class b dies."""
     import os
 
     if os.getpid() != _SCAN_HERE["pid"] and any(label == "b" for label, _ in jobs):
         os._exit(1)
-    return _SCAN_HERE["real"](root, jobs, table, start)
+    return _SCAN_HERE["real"](root, jobs, table, start, *rest)
 
 
 @pytest.mark.skipif(__import__("multiprocessing").get_start_method() != "fork",

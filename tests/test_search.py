@@ -81,10 +81,11 @@ def test_unfreeze_depth_makes_exactly_the_top_blocks_trainable(name, depth):
 
 
 def _tiny_run(tmp_path, counts=None, **overrides):
+    """A tiny run of the search; without floor baselines (tests/test_floor.py covers them)."""
     data = make_folder(tmp_path / "data", counts or {"a": 10, "b": 10}, size=48, seed=4)
     config = RunConfig.from_dict({**dict(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
                                          out=tmp_path / "results", name="t", tuner="random", max_trials=2, epochs=2,
-                                         max_unfreeze=1, baseline=False), **overrides})
+                                         max_unfreeze=1, baseline=False, floor=False), **overrides})
     return prepare_run(config)
 
 

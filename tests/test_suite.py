@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +32,8 @@ test-size = 0.3
 CHEAP = ["--backbones", "mobilenet_v2,vgg16", "--image-size", "32", "--max-trials", "1", "--epochs", "1"]
 
 
-def bench(*args, env=None):
-    """``bench`` in a subprocess (a kill must not take the test runner with it)."""
-    return subprocess.run([sys.executable, "-c", "from bench.cli import app; app()", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=900)
-
-
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
+def killed_and_resumed(tmp_path_factory, warm):
     """The demo suite's four phantom datasets, and the real brain MRI scans as a fifth when
     they are there (cheap options from the command line), killed between its first two
     datasets, then inside the second (while caching features), resumed each time: the
@@ -57,12 +48,15 @@ def killed_and_resumed(tmp_path_factory):
     toml = root / "suite.toml"
     toml.write_text(demo_toml(demo_datasets(root / "cache"), extra=extra), encoding="utf-8")
     common = ["--out", root / "out", "--reports", root / "reports", "--name", "s", "--no-export"]
-    steps = {"between": bench("suite", toml, *CHEAP, *common, env={"BENCH_KILL_AT": "suite-dataset"})}
+    def bench(*args, env=None):  # a process of its own: a kill must not take the test runner with it
+        return warm.run(["suite", *map(str, args)], env=env)
+
+    steps = {"between": bench(toml, *CHEAP, *common, env={"BENCH_KILL_AT": "suite-dataset"})}
     state = json.loads((root / "out" / "s" / "suite.json").read_text())
     first = root / "out" / "s" / "large-lesions" / "leaderboard.json"
     stamp = first.stat().st_mtime_ns
-    steps["inside"] = bench("suite", "--resume", *common, env={"BENCH_KILL_AT": "caching"})
-    steps["final"] = bench("suite", "--resume", *common)
+    steps["inside"] = bench("--resume", *common, env={"BENCH_KILL_AT": "caching"})
+    steps["final"] = bench("--resume", *common)
     return root, steps, state, stamp
 
 
@@ -190,7 +184,7 @@ def test_a_built_backbone_serves_the_next_dataset_with_that_run_s_own_weights(tm
 
 
 @pytest.mark.slow
-def test_a_chief_and_a_worker_share_a_suite(tmp_path):
+def test_a_chief_and_a_worker_share_a_suite(tmp_path, warm):
     """Distributed as for bench run: the worker runs the trials of every dataset, the chief
     ranks, reports and writes the verdict."""
     import re
@@ -204,7 +198,7 @@ def test_a_chief_and_a_worker_share_a_suite(tmp_path):
                           32, i, {"generator": "test"})
         text += f'\n[[datasets]]\nname = "{name}"\npath = "{name}"\n'
     (tmp_path / "suite.toml").write_text(text, encoding="utf-8")
-    logs = _run_cluster(["suite", tmp_path / "suite.toml", "--out", tmp_path / "out", "--reports",
+    logs = _run_cluster(warm, ["suite", tmp_path / "suite.toml", "--out", tmp_path / "out", "--reports",
                          tmp_path / "reports", "--name", "d", "--no-export"], ("chief", "tuner0"))
     for name in ("one", "two"):
         trials = pd.read_csv(tmp_path / "out" / "d" / name / "mobilenet_v2" / "trials.csv")

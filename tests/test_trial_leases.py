@@ -11,8 +11,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent import futures
 
@@ -215,10 +213,9 @@ def test_workers_renew_several_times_per_timeout():
     assert renew_every(120) == 5 and renew_every(5) == 1
 
 
-def _start(args: list, env: dict, tuner_id: str, **extra_env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)],
-                            env={**env, ENV_ID: tuner_id, **extra_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _start(warm, args: list, env: dict, tuner_id: str, **extra_env):
+    """``bench ARGS`` as ``tuner_id``, a process of its own forked by the warm helper."""
+    return warm.start([str(a) for a in args], env={**env, ENV_ID: tuner_id, **extra_env})
 
 
 def _wait_until(condition, procs: dict, timeout_s: float, what: str) -> None:
@@ -230,7 +227,7 @@ def _wait_until(condition, procs: dict, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_trial_is_not_waited_for(tmp_path):
+def test_a_worker_killed_mid_trial_is_not_waited_for(tmp_path, warm):
     """tuner1 takes a trial and is SIGKILLed in it (BENCH_KILL_AT=trial), never restarted:
     after --trial-timeout the chief hands the trial to tuner0, and the run ends with every
     trial once. tuner0 starts only once tuner1 holds a trial, so tuner1 surely gets one."""
@@ -241,26 +238,29 @@ def test_a_worker_killed_mid_trial_is_not_waited_for(tmp_path):
     args = ["run", "--data", data, "--backbones", "mobilenet_v2", "--weights", "none", "--image-size", "32",
             "--max-trials", "3", "--epochs", "1", "--tuner", "random", "--max-unfreeze", "0", "--no-export",
             "--trial-timeout", "6", "--out", out, "--reports", reports, "--name", "lost"]
-    env = {**os.environ, ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
+    env = {ENV_IP: "127.0.0.1", ENV_PORT: str(_free_port())}
     oracle_json = out / "lost" / "mobilenet_v2" / "tuner" / "oracle.json"
 
     def tuner1_holds_a_trial() -> bool:
         return oracle_json.exists() and "tuner1" in json.loads(oracle_json.read_text())["ongoing_trials"]
 
     t0 = time.monotonic()
-    procs = {"chief": _start(args, env, "chief"), "tuner1": _start(args, env, "tuner1", **{KILL_AT: "trial"})}
+    procs = {"chief": _start(warm, args, env, "chief"), "tuner1": _start(warm, args, env, "tuner1", **{KILL_AT: "trial"})}
     logs = {}
     try:
         _wait_until(tuner1_holds_a_trial, procs, 300, "tuner1 takes a trial")
         lost_trial = json.loads(oracle_json.read_text())["ongoing_trials"]["tuner1"]
         held_at = time.monotonic() - t0
-        procs["tuner0"] = _start(args, env, "tuner0")
+        procs["tuner0"] = _start(warm, args, env, "tuner0")
         for tuner_id, proc in procs.items():
-            _, logs[tuner_id] = proc.communicate(timeout=300)
+            proc.wait(timeout=300)
+            logs[tuner_id] = proc.stderr
         wall = time.monotonic() - t0
     finally:
         for proc in procs.values():
-            proc.kill()
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
     for tuner_id, text in logs.items():
         (tmp_path / f"{tuner_id}.log").write_text(text)
     assert procs["tuner1"].returncode == -signal.SIGKILL, logs["tuner1"][-3000:]

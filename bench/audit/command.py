@@ -41,9 +41,11 @@ def audit(data: Path, claim: str, options: dict, given: dict | None = None, resu
     opened, configs = open_audit(options, dict(given or {}), resume)
     index = None
     if not resume:
+        from bench.data.dicom import reading_window
         from bench.data.scan import scan
 
-        index = scan(configs["honest"].data, progress=progress)
+        with reading_window(configs["honest"].window):
+            index = scan(configs["honest"].data, progress=progress)
         for config in configs.values():
             config.data = index.root
         start_audit(opened, configs, index)

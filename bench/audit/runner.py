@@ -26,12 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import __version__
-from bench.atomic import read_json, write_json_atomic
+from bench.atomic import write_json_atomic
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.faults import crash_point
 from bench.locks import RunLock
-from bench.runfolder import AUDIT_JSON, RunFiles, check_run_name, check_writable, default_run_name
+from bench.runfolder import AUDIT_JSON, RunFiles, RunsFolder, check_run_name, check_writable, default_run_name
 
 log = logging.getLogger("bench")
 PROTOCOLS = ("honest", "naive")
@@ -55,31 +55,11 @@ def protocol_configs(options: dict) -> dict[str, RunConfig]:
 
 
 @dataclass
-class Audit:
-    path: Path  # <out>/<name>
-    reports: Path  # <reports>/<name>: the audit report and each protocol's report folder
+class Audit(RunsFolder):
+    """An audit folder: the honest and the naive protocol's run folders, ``audit.json``
+    listing the finished ones."""
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def state_file(self) -> Path:
-        return self.path / AUDIT_JSON
-
-    def state(self) -> dict:
-        return read_json(self.state_file, f"restore {self.state_file} or start a new audit with another --name")
-
-    def finished(self) -> list[str]:
-        return list(self.state().get("finished", []))
-
-    def mark_finished(self, protocol: str) -> None:
-        state = self.state()
-        state["finished"] = [*state.get("finished", []), protocol]
-        write_json_atomic(self.state_file, state)
-
-    def run_dir(self, protocol: str) -> Path:
-        return self.path / protocol
+    STATE = AUDIT_JSON
 
     def configs(self) -> dict[str, RunConfig]:
         """Each protocol's configuration, as the audit started, placed inside the audit folder."""
@@ -174,9 +154,11 @@ def run_protocols(audit: Audit, configs: dict[str, RunConfig], index=None, progr
             else:
                 clear_unprepared(files)
                 if index is None:  # resumed before this protocol was prepared
+                    from bench.data.dicom import reading_window
                     from bench.data.scan import scan
 
-                    index = scan(config.data, progress=progress)
+                    with reading_window(config.window):
+                        index = scan(config.data, progress=progress)
                     same_data(audit, index)
                 run = prepare_run(config, progress, index=index)
             table = execute(run, sources=sources)

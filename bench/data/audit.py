@@ -1,12 +1,12 @@
 """The leakage audit: what a plain split would have leaked, and what bench's split does.
 
 For each kind of link (exact, resized/re-encoded, re-processed, mirrored/rotated, user
-group) the audit counts the linked pairs of images, how many of them a plain stratified
+group, or the patient or study of DICOM headers) the audit counts the linked pairs of images, how many of them a plain stratified
 random split (scikit-learn's ``train_test_split(stratify=labels)`` idea: each class's
 files shuffled with the same seed and cut at the same fractions, groups ignored) puts on
 different sides, and how many bench's split does (0 for the links inside groups, by
 construction: a group never straddles parts). Copy links come from the groups; a user
-group of ``m`` files counts its ``m (m - 1) / 2`` pairs. The copy links that average
+(or header) group of ``m`` files counts its ``m (m - 1) / 2`` pairs. The copy links that average
 linkage refused to use (weak links between clusters that did not otherwise agree) get a
 row of their own: the split keeps them on one side where the fractions allow
 (:mod:`bench.data.placement`), and the row shows where they landed.
@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 
-from bench.data.duplicates import KIND_ORDER, USER_KIND
+from bench.data.duplicates import GROUP_KINDS, KIND_ORDER
 
 REFUSED = "refused (not grouped)"
 
@@ -63,14 +63,16 @@ def leakage_audit(grouping, bench_part: dict[int, str], plain_part: dict[int, st
 
     by_kind = grouping.links_by_kind()
     for kind in KIND_ORDER:
-        if kind != USER_KIND:
+        if kind not in GROUP_KINDS:
             row(kind, [(link.a, link.b) for link in by_kind[kind]])
+            continue
+        if kind != grouping.user_kind:
             continue
         members = [[i for i in m if i in bench_part] for m in grouping.user_members().values()]
         pairs = sum(len(m) * (len(m) - 1) // 2 for m in members)
         if pairs:
             rows.append({
-                "kind": USER_KIND,
+                "kind": kind,
                 "pairs": pairs,
                 "plain_split_crossing": sum(_crossing_pairs([plain_part[i] for i in m]) for m in members),
                 "bench_crossing": sum(_crossing_pairs([bench_part[i] for i in m]) for m in members),

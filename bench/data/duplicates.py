@@ -2,7 +2,8 @@
 
 Input: the confirmed copy links of :mod:`bench.data.copies` (exact, resized/re-encoded,
 re-processed, mirrored/rotated) and, optionally, the user's own groups (``--groups``:
-patient or study IDs, :mod:`bench.data.user_groups`).
+patient or study IDs, :mod:`bench.data.user_groups`) or, for DICOM files, the patients or
+studies of their headers (:mod:`bench.data.header_groups`).
 
 1. **Exact copies** (same sha256) always form one unit.
 2. **Average linkage, not chains.** Units are merged link by link, strongest first; two
@@ -13,8 +14,8 @@ patient or study IDs, :mod:`bench.data.user_groups`).
 3. **Label conflicts, narrowly.** A file whose own copy (a link inside its cluster)
    carries another label is excluded, with that copy; the rest of the cluster stays,
    split into its still-linked parts.
-4. **User groups** join whole clusters on top (so a patient's copies and slices stay
-   together). They may span labels: that is not a conflict.
+4. **User groups** (or header groups) join whole clusters on top (so a patient's copies
+   and slices stay together). They may span labels: that is not a conflict.
 
 Every group records its kinds of link (``kinds``) and the links that built it.
 """
@@ -29,8 +30,10 @@ from bench.data.copies import COPY_KINDS, Link
 #: Share of the image pairs between two clusters that must be linked for them to merge.
 AGREEMENT = 0.5
 USER_KIND = "user group"
+#: Kinds of group given rather than found: ``--groups``, and the DICOM headers' patients and studies.
+GROUP_KINDS = (USER_KIND, "patient", "study")
 #: Link kinds in the order tables list them.
-KIND_ORDER = (*COPY_KINDS, USER_KIND)
+KIND_ORDER = (*COPY_KINDS, *GROUP_KINDS)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,10 @@ def _average_linkage(n: int, links: list[Link]) -> tuple[_Sets, list[Link]]:
     return sets, [l for l in refused if sets.find(l.a) != sets.find(l.b)]
 
 
-def build_groups(labels: list[str], links: list[Link], user_groups: dict[int, str] | None = None) -> Groups:
-    """Partition records ``0..len(labels)-1`` (see the module docstring). Deterministic."""
+def build_groups(labels: list[str], links: list[Link], user_groups: dict[int, str] | None = None,
+                 user_kind: str = USER_KIND) -> Groups:
+    """Partition records ``0..len(labels)-1`` (see the module docstring). Deterministic.
+    ``user_kind``: the kind a group joined by ``user_groups`` records (one of :data:`GROUP_KINDS`)."""
     n = len(labels)
     sets, refused = _average_linkage(n, links)
     accepted = [l for l in links if sets.find(l.a) == sets.find(l.b)]
@@ -163,7 +168,7 @@ def build_groups(labels: list[str], links: list[Link], user_groups: dict[int, st
     for root, idx in sorted(members.items(), key=lambda item: item[1][0]):
         kinds = {l.kind for l in links_of[root]}
         if root in user_roots and len(idx) > 1:
-            kinds.add(USER_KIND)
+            kinds.add(user_kind)
         groups.append(DuplicateGroup(tuple(idx), tuple(k for k in KIND_ORDER if k in kinds), tuple(links_of[root])))
     return Groups(groups, conflicts, refused)
 

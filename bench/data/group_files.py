@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bench.data.duplicates import KIND_ORDER, USER_KIND
+from bench.data.duplicates import GROUP_KINDS, KIND_ORDER, USER_KIND
 from bench.runfolder import COPIES_PNG, GROUPS_CSV
 
 log = logging.getLogger("bench")
@@ -76,6 +76,9 @@ def large_group_warnings(grouping, fraction: float = LARGE_GROUP, shown: int = 8
             lines.append(f"    ... {len(g.links) - shown} more links in groups.csv / split.json")
         if USER_KIND in g.kinds:
             lines.append("    (it includes a --groups group)")
+        elif grouping.user_kind in g.kinds:
+            lines.append(f"    (it includes the files of one {grouping.user_kind}: "
+                         f"{grouping.user_groups['source']}, --group-by)")
         out.append("\n".join(lines))
     return out
 
@@ -87,11 +90,14 @@ def sheet_rows(grouping) -> list:
     by_kind = grouping.links_by_kind()
     rows = []
     for kind in KIND_ORDER:
-        if kind == USER_KIND:
+        if kind in GROUP_KINDS:
+            if kind != grouping.user_kind:
+                continue
             members = grouping.user_members()
             pairs = [(m[0], m[1]) for m in sorted(members.values(), key=len, reverse=True) if len(m) > 1]
+            source = "--groups" if kind == USER_KIND else grouping.user_groups["source"]
             if pairs:
-                rows.append(SheetRow(f"{USER_KIND} (--groups): {len(pairs)} groups of 2+ files, examples",
+                rows.append(SheetRow(f"{kind} ({source}): {len(pairs)} groups of 2+ files, examples",
                                      [(grouping.records[a].path, grouping.records[b].path) for a, b in pairs[:EXAMPLES]],
                                      [f"group {grouping.user_group_of[a]}" for a, _ in pairs[:EXAMPLES]]))
             continue
@@ -124,13 +130,21 @@ def write_contact_sheet(grouping, root: Path, out: Path) -> Path | None:
     return contact_sheet(Path(root), sheet_rows(grouping), Path(out))
 
 
-def grouping_for(index, copy_threshold: float, groups_csv: Path | None):
-    """Group ``index`` (``--groups`` read from ``groups_csv`` when given), logging large-group warnings:
-    what ``bench scan`` and ``bench run`` both do before splitting."""
+def grouping_for(index, copy_threshold: float, groups_csv: Path | None, group_by: str = "patient"):
+    """Group ``index`` (``--groups`` read from ``groups_csv`` when given, else the DICOM files'
+    patients or studies by ``group_by``), logging large-group warnings: what ``bench scan``
+    and ``bench run`` both do before splitting."""
+    from bench.data.header_groups import ATTRIBUTE
     from bench.data.split import group_index
-    from bench.data.user_groups import read_user_groups
+    from bench.data.user_groups import header_groups, read_user_groups
 
-    grouping = group_index(index, copy_threshold, read_user_groups(groups_csv, index) if groups_csv else None)
+    if groups_csv:
+        given = read_user_groups(groups_csv, index)
+        if group_by != "none" and any(r.header is not None for r in index.records):
+            log.info(f"--groups {groups_csv} gives the groups: the DICOM headers' {ATTRIBUTE[group_by]} is not used")
+    else:
+        given = header_groups(index, group_by)
+    grouping = group_index(index, copy_threshold, given)
     for warning in large_group_warnings(grouping):
         log.warning(warning)
     return grouping

@@ -2,7 +2,9 @@
 colour mode into 8-bit RGB.
 
 Scanning, loading for training and prediction all go through :func:`open_rgb`, so an
-image means the same pixels everywhere in bench.
+image means the same pixels everywhere in bench. DICOM files (recognised by content,
+before Pillow looks: some carry a TIFF header in their preamble) are read by
+:mod:`bench.data.dicom` with the window rule in force.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bench.data import dicom
 from bench.data.regular_files import MAX_IMAGE_BYTES, NotRegular, open_regular
 
 #: Formats bench accepts, as Pillow names them after reading the file's content
-#: (extensions are ignored). MPO is the multi-picture JPEG some cameras write.
+#: (extensions are ignored). MPO is the multi-picture JPEG some cameras write. DICOM is
+#: read by pydicom (:mod:`bench.data.dicom`).
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"})
 
 #: Images above this many pixels are refused before decoding (decompression bombs).
@@ -94,10 +98,12 @@ def _uploaded(stream):
     return contextlib.nullcontext(stream)
 
 
-def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
+def open_rgb(path: Path, window: str | None = None) -> tuple[Image.Image, str, str]:
     """Open ``path`` by content and return ``(rgb_image, format, original_mode)``; the
     image is turned upright by its EXIF Orientation tag, as ``PIL.ImageOps.exif_transpose``
-    does (a phone photo of a film is read the way it is shown).
+    does (a phone photo of a film is read the way it is shown). A DICOM file is windowed
+    by ``window`` (None: :func:`bench.data.dicom.current_window`); its format is ``DICOM``
+    and its mode the photometric interpretation and bits (``MONOCHROME2 12-bit``).
 
     Raises :class:`UnreadableImage` with a short reason for anything that is not an
     accepted image or cannot be fully decoded.
@@ -111,6 +117,12 @@ def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
     try:
         with source as stream, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if _is_dicom(stream):
+                try:
+                    rgb, mode = dicom.read_rgb(stream, MAX_PIXELS, window)
+                except dicom.DicomUnreadable as exc:
+                    raise UnreadableImage(str(exc)) from None
+                return rgb, dicom.FORMAT, mode
             with Image.open(stream) as img:
                 fmt = img.format or "unknown"
                 if fmt not in ACCEPTED_FORMATS:
@@ -137,6 +149,16 @@ def open_rgb(path: Path) -> tuple[Image.Image, str, str]:
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow signals truncated/corrupt data with OSError/SyntaxError/ValueError.
         raise UnreadableImage(f"cannot decode image: {exc}") from None
+
+
+def _is_dicom(stream) -> bool:
+    """The stream (at its start, seekable) looks like DICOM by its first bytes; left at its start."""
+    try:
+        head = stream.read(dicom.HEAD_BYTES)
+        stream.seek(0)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return isinstance(head, bytes) and dicom.looks_like_dicom(head)
 
 
 def load_array(path: Path, size: int) -> np.ndarray:

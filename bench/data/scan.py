@@ -15,12 +15,14 @@ import logging
 import os
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import imagehash
 
+from bench.data import dicom
+from bench.data.header_groups import HeaderKeys, header_keys, new_salt
 from bench.data.images import UnreadableImage, open_rgb
 from bench.data.regular_files import NotRegular, leaves, read_regular
 from bench.errors import BenchError
@@ -44,6 +46,13 @@ class ImageRecord:
     mode: str
     format: str
     bytes: int = 0  # file size (the shortcut check uses it)
+    #: DICOM files: salted hashes of PatientID and StudyInstanceUID (bench.data.header_groups);
+    #: kept in memory for grouping, never written (dataset.json leaves them out)
+    header: HeaderKeys | None = field(default=None, repr=False, compare=False)
+
+
+#: The :class:`ImageRecord` fields dataset.json holds.
+RECORD_FIELDS = tuple(f.name for f in fields(ImageRecord) if f.name != "header")
 
 
 @dataclass(frozen=True)
@@ -59,13 +68,14 @@ class MirroredReader:
 
     root: Path
     paths: tuple[str, ...]
+    window: str = dicom.DEFAULT_WINDOW  # the DICOM window rule the scan read with
 
     def __call__(self, i: int):
         from bench.data.copy_features import mirrored_features
 
         path = self.root / self.paths[i]
         try:
-            return mirrored_features(open_rgb(path)[0])
+            return mirrored_features(open_rgb(path, self.window)[0])
         except UnreadableImage as exc:  # deleted, truncated or replaced since the scan read it
             raise BenchError(f"cannot read {path} again ({exc}); the data folder changed during the scan: "
                              "leave it unchanged while bench reads it, then scan again") from None
@@ -85,6 +95,10 @@ class DatasetIndex:
     #: Copy links already found, by threshold (bench.data.split.group_index): finding them
     #: is the costly part of grouping, and a split and a fold plan of one index share them.
     link_cache: dict = field(default_factory=dict, repr=False, compare=False)
+    #: The DICOM window rule the files were read with (bench.data.dicom).
+    window: str = dicom.DEFAULT_WINDOW
+    #: The salt of the records' header keys (bench.data.header_groups); a run stores it.
+    salt: str = field(default_factory=new_salt, repr=False, compare=False)
 
     def mirrored_features(self, i: int):
         """Record ``i``'s copy features, flipped left-right (read again from disk)."""
@@ -92,7 +106,7 @@ class DatasetIndex:
 
     def mirrored_reader(self) -> MirroredReader:
         """:meth:`mirrored_features` as a small object worker processes can be given."""
-        return MirroredReader(self.root, tuple(r.path for r in self.records))
+        return MirroredReader(self.root, tuple(r.path for r in self.records), self.window)
 
     def counts(self) -> dict[str, int]:
         out = {c: 0 for c in self.classes}
@@ -108,7 +122,7 @@ class DatasetIndex:
             "synthetic": self.synthetic,
             "classes": self.classes,
             "counts": self.counts(),
-            "files": [asdict(r) for r in self.records],
+            "files": [{name: getattr(r, name) for name in RECORD_FIELDS} for r in self.records],
             "skipped": [asdict(s) for s in self.skipped],
             "exact_duplicates": exact_duplicate_sets(self.records),
         }
@@ -158,14 +172,15 @@ CHUNK = 64
 log = logging.getLogger("bench")
 
 
-def _scan_file(root: Path, label: str, fpath: Path, copies: bool):
-    """One file -> ``(ImageRecord, copy features or None)``, or ``(SkippedFile, None)`` with the reason."""
+def _scan_file(root: Path, label: str, fpath: Path, copies: bool, window: str, salt: str | None):
+    """One file -> ``(ImageRecord, copy features or None)``, or ``(SkippedFile, None)`` with the reason.
+    DICOM files are windowed by ``window``; with ``salt``, their header keys are hashed with it."""
     rel = _rel(fpath, root)
     try:
         data = read_regular(fpath, inside=root)
         if not data:
             raise UnreadableImage("empty file (0 bytes)")
-        rgb, fmt, mode = open_rgb(io.BytesIO(data))  # the bytes just hashed: the file is read once
+        rgb, fmt, mode = open_rgb(io.BytesIO(data), window)  # the bytes just hashed: the file is read once
     except (UnreadableImage, NotRegular) as exc:
         return SkippedFile(rel, str(exc)), None
     except OSError as exc:
@@ -182,6 +197,7 @@ def _scan_file(root: Path, label: str, fpath: Path, copies: bool):
         mode=mode,
         format=fmt,
         bytes=len(data),
+        header=header_keys(data, salt) if fmt == dicom.FORMAT and salt else None,
     )
     if not copies:
         return record, None
@@ -190,13 +206,14 @@ def _scan_file(root: Path, label: str, fpath: Path, copies: bool):
     return record, copy_features(gray)
 
 
-def _scan_files(root: Path, jobs: list[tuple[str, Path]], table, start: int) -> list:
+def _scan_files(root: Path, jobs: list[tuple[str, Path]], table, start: int, window: str = dicom.DEFAULT_WINDOW,
+                salt: str | None = None) -> list:
     """:func:`_scan_file` over ``jobs``, whose copy features go to rows ``start``, ``start + 1``...
     of ``table`` (a :class:`~bench.data.copy_table.CopyTable`, or None for none); the
     records and skipped files. A worker process's task: everything it needs is in its arguments."""
     items = []
     for k, (label, fpath) in enumerate(jobs):
-        item, features = _scan_file(root, label, fpath, table is not None)
+        item, features = _scan_file(root, label, fpath, table is not None, window, salt)
         if features is not None:
             table.write(start + k, features)
         items.append(item)
@@ -204,7 +221,7 @@ def _scan_files(root: Path, jobs: list[tuple[str, Path]], table, start: int) -> 
 
 
 def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], table, workers: int,
-                   progress: Callable[[int, int], None] | None) -> list:
+                   progress: Callable[[int, int], None] | None, window: str, salt: str | None) -> list:
     """:func:`_scan_files` over ``jobs`` in ``workers`` processes (the platform's default start
     method), in chunks; results in ``jobs``' order, ``progress`` called as chunks finish."""
     size = max(1, min(CHUNK, len(jobs) // (workers * 4)))
@@ -213,7 +230,8 @@ def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], table, workers: int
     done = 0
     pool = worker_pool(min(workers, len(starts)))
     try:
-        futures = {pool.submit(_scan_files, root, jobs[s : s + size], table, s): k for k, s in enumerate(starts)}
+        futures = {pool.submit(_scan_files, root, jobs[s : s + size], table, s, window, salt): k
+                   for k, s in enumerate(starts)}
         for future in as_completed(futures):
             k = futures[future]
             try:
@@ -230,7 +248,7 @@ def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], table, workers: int
         log.warning(f"a scan worker process stopped; scanning the {sum(len(jobs[starts[k]:starts[k] + size]) for k in left)} "
                     "files it had not finished in this process")
         for k in left:
-            results[k] = _scan_files(root, jobs[starts[k] : starts[k] + size], table, starts[k])
+            results[k] = _scan_files(root, jobs[starts[k] : starts[k] + size], table, starts[k], window, salt)
             done += len(results[k])
             if progress is not None:
                 progress(done, len(jobs))
@@ -238,12 +256,15 @@ def _scan_parallel(root: Path, jobs: list[tuple[str, Path]], table, workers: int
 
 
 def read_files(root: Path, jobs: list[tuple[str, Path]], copies: bool = True, workers: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> tuple[list, object]:
+               progress: Callable[[int, int], None] | None = None, salt: str | None = None) -> tuple[list, object]:
     """Read ``jobs`` (``(label, file)`` pairs, files under ``root``): an :class:`ImageRecord` or a
     :class:`SkippedFile` per job, in order, and (``copies``) a
     :class:`~bench.data.copy_table.CopyTable` whose row ``k`` holds job ``k``'s copy features
     (empty for a skipped file), else None. In ``workers`` processes (default: every usable
-    core) from :data:`PARALLEL_FROM` files on; the same either way."""
+    core) from :data:`PARALLEL_FROM` files on; the same either way. DICOM files are read
+    with the window rule in force (:func:`bench.data.dicom.current_window`) and, with
+    ``salt``, their header keys hashed with it."""
+    window = dicom.current_window()
     table = None
     if copies:
         from bench.data.copy_table import CopyTable
@@ -251,17 +272,17 @@ def read_files(root: Path, jobs: list[tuple[str, Path]], copies: bool = True, wo
         table = CopyTable.create(len(jobs))
     workers = usable_cores() if workers is None else workers
     if workers > 1 and len(jobs) >= PARALLEL_FROM:
-        return _scan_parallel(root, jobs, table, workers, progress), table
+        return _scan_parallel(root, jobs, table, workers, progress, window, salt), table
     items = []
     for done, job in enumerate(jobs, start=1):
-        items.extend(_scan_files(root, [job], table, done - 1))
+        items.extend(_scan_files(root, [job], table, done - 1, window, salt))
         if progress is not None:
             progress(done, len(jobs))
     return items, table
 
 
 def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies: bool = True,
-         workers: int | None = None) -> DatasetIndex:
+         workers: int | None = None, salt: str | None = None) -> DatasetIndex:
     """Scan ``root`` into a :class:`DatasetIndex`.
 
     ``progress(done, total)`` is called as files are done (after each file, or each chunk
@@ -269,7 +290,9 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies:
     copy-detection features (needed to group copies; a resumed run reads its groups from
     split.json and skips them). ``workers``: processes reading the files (default: every
     usable core; folders under :data:`PARALLEL_FROM` files are read in this process). The
-    index is the same whichever way the files were read.
+    index is the same whichever way the files were read. DICOM files are read with the window
+    rule in force (:func:`bench.data.dicom.reading_window`); their PatientID and
+    StudyInstanceUID are kept as hashes salted with ``salt`` (default: a new random one).
     Raises :class:`BenchError` for a missing/empty folder, fewer than two classes, or no
     readable image at all.
     """
@@ -288,14 +311,15 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies:
             f"data folder {root} has no class sub-folders; put each class's images in a sub-folder named after the class"
         )
     jobs = [(cdir.name, f) for cdir in class_dirs for f in _class_files(cdir)]
-    items, table = read_files(root, jobs, copies, workers, progress)
+    salt = salt or new_salt()
+    items, table = read_files(root, jobs, copies, workers, progress, salt)
     records: list[ImageRecord] = [item for item in items if isinstance(item, ImageRecord)]
     skipped.extend(item for item in items if isinstance(item, SkippedFile))
     features = [] if table is None else table.select([k for k, item in enumerate(items)
                                                       if isinstance(item, ImageRecord)])
     if not records:
         raise BenchError(
-            f"no readable images in {root} ({len(skipped)} files skipped); add JPEG/PNG/BMP/TIFF/WebP images to the class folders"
+            f"no readable images in {root} ({len(skipped)} files skipped); add JPEG/PNG/BMP/TIFF/WebP/DICOM images to the class folders"
         )
     classes = sorted({r.label for r in records})
     if len(classes) < 2:
@@ -311,4 +335,6 @@ def scan(root: Path, progress: Callable[[int, int], None] | None = None, copies:
         skipped=skipped,
         synthetic=(root / DEMO_MARKER).exists(),
         features=features,
+        window=dicom.current_window(),
+        salt=salt,
     )

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.data.audit import leakage_audit, plain_parts
 from bench.data.copies import DEFAULT_COPY_THRESHOLD, find_links
-from bench.data.duplicates import DuplicateGroup, build_groups
+from bench.data.duplicates import USER_KIND, DuplicateGroup, build_groups
 from bench.data.placement import crossing_report, place_units, refused_edges
 from bench.data.scan import DatasetIndex
 from bench.data.user_groups import UserGroups
@@ -163,8 +163,11 @@ class Grouping:
     links: list = field(default_factory=list)
     refused: list = field(default_factory=list)
     copy_threshold: float = DEFAULT_COPY_THRESHOLD
-    user_groups: dict | None = None  # {"source": csv, "groups": n, "files": n, "missing": n}
+    #: {"source": csv or header attribute, "kind", "groups": n, "files": n, "missing": n, and for
+    #: header groups "without": the DICOM files that lack the attribute}
+    user_groups: dict | None = None
     user_group_of: dict[int, str] = field(default_factory=dict)
+    user_kind: str = USER_KIND  # the kind of link the user or header groups add
 
     def group_id(self, group: DuplicateGroup) -> str:
         return self.ids[group.members[0]]
@@ -222,7 +225,8 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
     if user_groups is not None:
         position = {r.path: i for i, r in enumerate(records)}
         user_of = {position[p]: g for p, g in user_groups.group_of.items() if p in position}
-    built = build_groups([r.label for r in records], links, user_of)
+    kind = user_groups.kind if user_groups is not None else USER_KIND
+    built = build_groups([r.label for r in records], links, user_of, kind)
     groups = built.groups
     group_ids = {g.members[0]: f"g{k:04d}" for k, g in enumerate(groups)}
     order = {c: k for k, c in enumerate(index.classes)}
@@ -240,10 +244,12 @@ def group_index(index: DatasetIndex, copy_threshold: float = DEFAULT_COPY_THRESH
     ]
     info = None
     if user_groups is not None:
-        info = {"source": user_groups.source, "groups": len(set(user_groups.group_of.values())),
+        info = {"source": user_groups.source, "kind": kind, "groups": len(set(user_groups.group_of.values())),
                 "files": len(user_of), "missing": user_groups.missing}
+        if user_groups.kind != USER_KIND:
+            info["without"] = list(user_groups.without)
     return Grouping(records, groups, group_ids, conflicts, by_class, links, built.refused,
-                    copy_threshold, info, user_of)
+                    copy_threshold, info, user_of, kind)
 
 
 def make_split(index: DatasetIndex, val_size: float = 0.15, test_size: float = 0.15, seed: int = 0,

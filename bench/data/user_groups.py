@@ -1,4 +1,5 @@
-"""Patient/study groups given by the user (``--groups FILE.csv``).
+"""Patient/study groups given by the user (``--groups FILE.csv``), or read from DICOM
+headers (:func:`header_groups`, ``--group-by``).
 
 The file is a UTF-8 CSV (a byte-order mark is fine) whose header names at least the
 columns ``path`` and ``group`` (any case, any order; other columns are ignored). Bytes that
@@ -41,6 +42,10 @@ class UserGroups:
     group_of: dict[str, str]  # record path -> user group id (only paths listed in the CSV)
     missing: int  # readable images of the index not listed in the CSV
     source: str  # the CSV path as given (for reports)
+    #: the kind of link the groups add: "user group" (--groups), "patient" or "study" (DICOM headers)
+    kind: str = "user group"
+    #: DICOM files without the header attribute (header groups only), listed for the user
+    without: tuple[str, ...] = ()
 
     def members(self) -> dict[str, list[str]]:
         """Group id -> its sorted record paths, groups in sorted order."""
@@ -232,3 +237,21 @@ def read_user_groups(csv_path: Path, index: DatasetIndex) -> UserGroups:
         suffix = f" (and {more} more row{'s' if more > 1 else ''} like it)" if more else ""
         raise _fail(f"groups file {src}: {problem}{suffix}; {fix}")
     return UserGroups(group_of=group_of, missing=len(known) - len(group_of), source=src)
+
+
+def header_groups(index: DatasetIndex, group_by: str) -> UserGroups | None:
+    """The DICOM files of ``index`` grouped by ``group_by`` (``patient``, ``study``;
+    :mod:`bench.data.header_groups`), ids ``patient-<salted hash>``; the files without the
+    attribute in :attr:`UserGroups.without`. None when the index holds no DICOM file or
+    ``group_by`` is ``none``."""
+    from bench.data.header_groups import ATTRIBUTE
+
+    if group_by not in ATTRIBUTE:
+        return None
+    dicom = [r for r in index.records if r.header is not None]
+    if not dicom:
+        return None
+    group_of = {r.path: f"{group_by}-{r.header.get(group_by)}" for r in dicom if r.header.get(group_by)}
+    without = tuple(sorted(r.path for r in dicom if not r.header.get(group_by)))
+    return UserGroups(group_of=group_of, missing=len(without), source=f"DICOM {ATTRIBUTE[group_by]}",
+                      kind=group_by, without=without)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bench import __version__
+from bench.data.dicom import reading_window
 from bench.deploy.formats import FORMATS, save_formats
 from bench.deploy.model import EXPORT_FORMAT_VERSION, build_export_model, labels_dict
 from bench.deploy.model_card import log_checks, model_card
@@ -78,6 +79,11 @@ def export_run(
     """
     formats = parse_formats(formats)
     info = run_info(run_dir, backbone)
+    with reading_window(info.window):  # the overlap reference reads the run's files as the run did
+        return _export(info, to, formats, check, index)
+
+
+def _export(info: RunInfo, to: Path | None, formats: list[str], check: bool, index) -> ExportResult:
     dest = Path(to) if to is not None else default_export_dir(info.run_dir, info.backbone)
     check_export_dest(dest, info.run_dir)
     try:
@@ -254,7 +260,8 @@ def export_winner(run_dir: Path, check: bool = True, index=None) -> ExportResult
     try:
         from bench.deploy.gradcam import write_run_gradcam
 
-        log.info(f"wrote {write_run_gradcam(run_dir, result.backbone)}")
+        with reading_window(run_info(run_dir, result.backbone).window):
+            log.info(f"wrote {write_run_gradcam(run_dir, result.backbone)}")
     except BenchError as exc:
         log.warning(f"no Grad-CAM grid of test images: {exc}")
     return result

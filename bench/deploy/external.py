@@ -84,10 +84,12 @@ def reference_for(model_or_run: Path, predictor):
 
 
 def _group_of(index, threshold: float) -> dict[str, str]:
-    """DATA's own duplicate groups (copies within the external set resample together)."""
+    """DATA's own duplicate groups, DICOM files joined by PatientID (copies, and a patient's
+    images, within the external set resample together)."""
     from bench.data.split import group_index
+    from bench.data.user_groups import header_groups
 
-    grouping = group_index(index, threshold)
+    grouping = group_index(index, threshold, header_groups(index, "patient"))
     return {index.records[m].path: grouping.group_id(g) for g in grouping.groups for m in g.members}
 
 
@@ -134,7 +136,10 @@ def evaluate_external(model_or_run: Path, data: Path, out: Path, options: Evalua
     out = check_writable(Path(out), "--out")
     if index is None:
         log.info(f"scanning {data} (copy features for the overlap check)")
-        index = scan(Path(data), copies=True)
+        from bench.data.dicom import reading_window
+
+        with reading_window(predictor.window):  # DICOM pixels as the model's run read them
+            index = scan(Path(data), copies=True)
     absent = check_classes(classes, index.classes, Path(data))
     warnings = [f"no images of class {c} in {data}: its recall and AUC are undefined" for c in absent]
 

@@ -38,6 +38,20 @@ def build_export_model(info: RunInfo) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{re.sub(r'[^A-Za-z0-9_.-]', '_', info.backbone)}_export")
 
 
+def dicom_contract(window: str) -> dict:
+    """How DICOM files become the model's uint8 RGB input (``labels.json`` ``dicom``): done by
+    bench before the model (``bench predict``, ``evaluate``, ``serve``), as in the run."""
+    from bench.config import describe_window
+
+    return {
+        "window": window,
+        "pixels": (f"modality LUT (rescale slope and intercept); window: {describe_window(window)}; the window's "
+                   "range to 0..255, MONOCHROME1 inverted, grey copied to R, G and B (bench.data.dicom, before the "
+                   "model)"),
+        "frames": "single-frame files only",
+    }
+
+
 def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
     classes = info.classes
     out = {
@@ -55,6 +69,7 @@ def labels_dict(info: RunInfo, formats: Iterable[str] = ("keras",)) -> dict:
         },
         "image_size": info.image_size,
         "backbone": info.backbone,
+        "dicom": dicom_contract(info.window),
     }
     if "tflite" in formats:
         out["tflite_input"] = (

@@ -26,10 +26,24 @@ log = logging.getLogger(__name__)
 TTA_MODES = ("none", "flip")
 
 
-def read_image(path_or_file) -> np.ndarray:
-    """``(height, width, 3)`` uint8 RGB of an image file (path or binary file object)."""
-    rgb, _, _ = open_rgb(path_or_file)
+def read_image(path_or_file, window: str | None = None) -> np.ndarray:
+    """``(height, width, 3)`` uint8 RGB of an image file (path or binary file object); a
+    DICOM file windowed by ``window`` (None: the rule in force, :mod:`bench.data.dicom`)."""
+    rgb, _, _ = open_rgb(path_or_file, window)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def dicom_window(labels: dict) -> str:
+    """The window rule an export reads DICOM files with (``labels.json`` ``dicom``; an export
+    made before bench read DICOM: each file's own window, the default)."""
+    from bench.config import parse_window
+
+    rule = (labels.get("dicom") or {}).get("window") if isinstance(labels.get("dicom"), dict) else None
+    try:
+        return parse_window(rule) if rule else "file"
+    except BenchError:
+        raise BenchError(f"labels.json holds an unknown DICOM window rule {rule!r}; export the run again "
+                         "(bench export RUN)") from None
 
 
 class Predictor:
@@ -42,6 +56,7 @@ class Predictor:
         self.labels = labels
         self.source = Path(source)
         self.classes: list[str] = list(labels["classes"])
+        self.window = dicom_window(labels)  # DICOM files are read as the run read them
         self.threshold: float | None = labels.get("threshold")
         self.positive_class: str | None = labels.get("positive_class")
         if operating_point is not None:
@@ -269,7 +284,7 @@ def predict_paths(
         raise BenchError(
             f"no image could be predicted ({len(result.skipped)} file(s) skipped"
             + (f", e.g. {result.skipped[0][0]}: {result.skipped[0][1]}" if result.skipped else "")
-            + "); pass readable JPEG, PNG, BMP, TIFF or WebP images"
+            + "); pass readable JPEG, PNG, BMP, TIFF, WebP or DICOM images"
         )
     return result
 
@@ -283,7 +298,7 @@ def predict_files(predictor: Predictor, files: Sequence[Path], skipped: list, ba
         loaded: list[tuple[Path, np.ndarray]] = []
         for path in files[start : start + batch_size]:
             try:
-                loaded.append((path, read_image(path)))
+                loaded.append((path, read_image(path, predictor.window)))
             except (UnreadableImage, OSError) as exc:
                 reason = str(exc) if isinstance(exc, UnreadableImage) else f"cannot read ({exc.strerror or exc})"
                 skipped.append((str(path), reason))

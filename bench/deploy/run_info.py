@@ -60,6 +60,11 @@ class RunInfo:
         return Path(data) if data else None
 
     @property
+    def window(self) -> str:
+        """The DICOM window rule the run read its images with (``--window``)."""
+        return str(self.run.get("config", {}).get("window") or "file")
+
+    @property
     def recommended(self) -> bool:
         return self.row.get("rank") == 1
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 TARGET_ENV = "BENCH_SERVE_TARGET"
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"]
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "dcm", "dicom"]
 LEADERBOARD_COLUMNS = ["rank", "backbone", "status", "val_objective", "test_accuracy", "test_accuracy_ci_low",
                        "test_accuracy_ci_high", "test_roc_auc", "test_f1", "image_size", "latency_ms_b1"]
 
@@ -80,7 +80,7 @@ def _show(predictor, name: str, data, with_cam: bool) -> None:
     from bench.deploy.predict import read_image
 
     try:
-        image = read_image(data)
+        image = read_image(data, predictor.window)
     except (UnreadableImage, OSError) as exc:
         st.error(f"{name}: skipped ({exc})")
         return

@@ -68,10 +68,18 @@ def _test_rows(run_dir: Path, files: list[str]) -> tuple[Path | None, str | None
 
 def _check_in_process(export_dir: Path, run_dir: Path) -> dict:
 
+    from bench.data.dicom import reading_window
+    from bench.deploy.predict import dicom_window
+
+    labels = read_json(export_dir / "labels.json")
+    with reading_window(dicom_window(labels)):  # DICOM files as the export's contract says
+        return _check_files(export_dir, run_dir, labels)
+
+
+def _check_files(export_dir: Path, run_dir: Path, labels: dict) -> dict:
     from bench.data.images import load_array
     from bench.deploy.predict import Predictor, read_image
 
-    labels = read_json(export_dir / "labels.json")
     backbone = labels["backbone"]
     search = RunFiles(run_dir).backbone(backbone)
     csv, images_of = search.test_predictions_csv, "test"

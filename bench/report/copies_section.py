@@ -48,7 +48,13 @@ def copies_summary(sp: dict) -> dict:
                      "the equalised pictures and their keypoints must agree (any flip or 90° rotation, monotone "
                      "intensity changes, blur, sharpening, re-encoding, resizing, crops and pads of up to 10 %).")
     user = settings.get("user_groups")
-    if user:
+    if user and user.get("kind", "user group") != "user group":
+        without = len(user.get("without") or [])
+        notes.append(f"Groups from the DICOM headers (--group-by {user['kind']}): {user['files']} files in "
+                     f"{user['groups']} {user['kind']} groups by {user['source']} (kept as salted hashes, never as the "
+                     f"identifiers); {without} DICOM files had no such attribute and are each their own group unless "
+                     "copies link them (listed in split.json).")
+    elif user:
         notes.append(f"User groups from {user['source']}: {user['files']} files in {user['groups']} groups; "
                      f"{user['missing']} images were not listed.")
     refused = settings.get("refused_links") or []

@@ -15,9 +15,35 @@ def _listed(lines: list[str], limit: int, more: str) -> list[str]:
     return lines[:limit] + ([f"  ... {len(lines) - limit} more {more}"] if len(lines) > limit else [])
 
 
+def dicom_lines(index, grouping) -> list[str]:
+    """What the scan says about DICOM files: how many, the window rule, where their groups
+    come from, and every file whose header lacks the attribute the groups need."""
+    from bench.config import describe_window
+
+    n = sum(1 for r in index.records if r.format == "DICOM")
+    if not n:
+        return []
+    lines = [f"\nDICOM: {n} of {len(index.records)} images; window: {describe_window(index.window)} "
+             f"(--window {index.window})"]
+    u = grouping.user_groups
+    if u and grouping.user_kind != "user group":
+        lines.append(f"groups from the headers (--group-by {u['kind']}): {u['files']} files in {u['groups']} "
+                     f"{u['kind']} group{'s' if u['groups'] != 1 else ''} ({u['source']}, kept as salted hashes)")
+        without = u.get("without") or []
+        if without:
+            lines.append(f"{len(without)} DICOM files have no {u['source'].removeprefix('DICOM ')}: each is its own "
+                         "group unless copies link it (not guessed):")
+            lines.extend(_listed([f"  {p}" for p in without], 10, "in split.json (grouping.user_groups.without)"))
+    elif u:
+        lines.append(f"groups from {u['source']} (--groups): the DICOM headers are not used for groups")
+    else:
+        lines.append("groups from the headers: none (--group-by none)")
+    return lines
+
+
 def format_scan(index, split, grouping) -> str:
     """The human summary printed by ``bench scan``: a few dozen lines at any dataset size."""
-    from bench.data.duplicates import KIND_ORDER, USER_KIND
+    from bench.data.duplicates import GROUP_KINDS, KIND_ORDER, USER_KIND
     from bench.data.group_files import largest_groups
 
     counts = index.counts()
@@ -28,6 +54,7 @@ def format_scan(index, split, grouping) -> str:
     if index.skipped:
         lines.append(f"\nskipped {len(index.skipped)}:")
         lines.extend(_listed([f"  {s.path}: {s.reason}" for s in index.skipped], 10, "skipped files"))
+    lines.extend(dicom_lines(index, grouping))
 
     multi = [g for g in grouping.groups if g.size > 1]
     n_links = sum(len(g.links) for g in grouping.groups)
@@ -36,15 +63,15 @@ def format_scan(index, split, grouping) -> str:
     kind_rows, by_kind = [], grouping.links_by_kind()
     for kind in KIND_ORDER:
         groups = sum(1 for g in multi if kind in g.kinds)
-        if kind == USER_KIND:
-            if grouping.user_groups:
+        if kind in GROUP_KINDS:
+            if grouping.user_groups and kind == grouping.user_kind:
                 u = grouping.user_groups
                 kind_rows.append([f"{kind} ({u['source']})",
                                   f"{u['files']} files in {u['groups']} group{'s' if u['groups'] != 1 else ''}", groups])
             continue
         kind_rows.append([kind, len(by_kind[kind]), groups])
     lines.append(tabulate(kind_rows, headers=["kind", "links", "groups with it"]))
-    if grouping.user_groups and grouping.user_groups["missing"]:
+    if grouping.user_groups and grouping.user_groups["missing"] and grouping.user_kind == USER_KIND:
         lines.append(f"{grouping.user_groups['missing']} images are not listed in {grouping.user_groups['source']} "
                      "(each is its own group unless copies link it)")
     if multi:

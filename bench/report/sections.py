@@ -381,7 +381,8 @@ def data_section(data: RunData) -> dict:
                         [False, False, False, True, False], more=group_more) if group_rows else None,
         "groups_note": f"{len(groups)} groups of two or more files, largest first. The kind lists the links inside "
                        "a group: exact (identical bytes), resized/re-encoded, re-processed (contrast, gamma, blur, "
-                       "crop ...), mirrored/rotated, user group (--groups).",
+                       "crop ...), mirrored/rotated, user group (--groups), patient or study (the DICOM "
+                       "headers' PatientID or StudyInstanceUID, --group-by).",
         "conflicts": Table(["excluded file", "label", "its copies of another label"], conflict_rows,
                            more=conflict_more) if conflict_rows else None,
         **copies,

@@ -24,8 +24,8 @@ from bench.atomic import read_json, write_json_atomic
 from bench.errors import BenchError
 from bench.faults import crash_point
 from bench.locks import RunLock, file_lock
-from bench.runfolder import (SUITE_JSON, SUITE_TOML, RunFiles, check_run_name, check_writable, default_run_name,
-                             is_suite_dir)
+from bench.runfolder import (SUITE_JSON, SUITE_TOML, RunFiles, RunsFolder, check_run_name, check_writable,
+                             default_run_name, is_suite_dir)
 from bench.suite.spec import SuiteSpec, changed_options
 
 log = logging.getLogger("bench")
@@ -35,32 +35,11 @@ PORT_STRIDE = 1000
 
 
 @dataclass
-class Suite:
-    path: Path  # <out>/<name>
-    spec: SuiteSpec
-    reports: Path  # <reports>/<name>: the suite report and each dataset's report folder
+class Suite(RunsFolder):
+    """A suite folder: one run folder per dataset, ``suite.json`` listing the finished ones."""
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def state_file(self) -> Path:
-        return self.path / SUITE_JSON
-
-    def state(self) -> dict:
-        return read_json(self.state_file)
-
-    def finished(self) -> list[str]:
-        return list(self.state().get("finished", []))
-
-    def mark_finished(self, dataset: str) -> None:
-        state = self.state()
-        state["finished"] = [*state.get("finished", []), dataset]
-        write_json_atomic(self.state_file, state)
-
-    def run_dir(self, dataset: str) -> Path:
-        return self.path / dataset
+    spec: SuiteSpec | None = None
+    STATE = SUITE_JSON
 
 
 def open_suite(spec: SuiteSpec | None, out: Path, name: str | None, reports: Path, resume: bool,
@@ -92,7 +71,7 @@ def open_suite(spec: SuiteSpec | None, out: Path, name: str | None, reports: Pat
                 raise BenchError(f"--resume cannot change what suite {name} computes: {'; '.join(diffs)}; drop "
                                  "them to continue it as it started, or start a new suite with another --name")
         check_writable(Path(reports) / name, "--reports")
-        return Suite(path, stored_spec, Path(reports) / name)
+        return Suite(path, Path(reports) / name, stored_spec)
     if spec is None:
         raise BenchError("pass a suite file (bench suite SUITE.toml), or --demo")
     name = check_run_name(name) if name else default_run_name()
@@ -110,7 +89,7 @@ def open_suite(spec: SuiteSpec | None, out: Path, name: str | None, reports: Pat
     })
     if spec.text:
         (path / SUITE_TOML).write_text(spec.text, encoding="utf-8")
-    return Suite(path, spec, report_dir)
+    return Suite(path, report_dir, spec)
 
 
 #: What a run folder holds before its run.json (bench.run.prepare_run writes run.json last).

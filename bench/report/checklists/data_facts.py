@@ -160,7 +160,10 @@ def disjoint(r: Run) -> Fact | None:
     grouping = s.get("grouping") or {}
     level = "groups of linked copies (exact, resized or re-encoded, re-processed"
     level += f"; link threshold {grouping['copy_threshold']})" if grouping.get("copy_threshold") is not None else ")"
-    if grouping.get("user_groups"):
+    user = grouping.get("user_groups")
+    if user and user.get("kind", "user group") != "user group":
+        level += f" joined with the {user['kind']} groups of the DICOM headers ({user['source']}, --group-by)"
+    elif user:
         level += " joined with the groups given by --groups (for example patients)"
     if r.config.get("plain_split"):
         level = "single images only (--plain-split: copies and --groups ignored)"
