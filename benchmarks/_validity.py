@@ -81,18 +81,14 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 
 def corrected_fold_interval(folds: list | None, k: int, level: float = 0.95) -> tuple[float, float, float] | None:
-    """The mean of the per-fold values of a ``k``-fold cross-validation with its Nadeau-Bengio
-    corrected interval (bench's ``corrected_resampled_ttest`` on the values themselves:
-    ``se = sd * sqrt(1/J + 1/(k-1))``, ``t`` with ``J - 1`` degrees of freedom, ``J`` values):
-    a variance that counts the training sets' variability, which a bootstrap over the pooled
-    out-of-fold predictions does not. None with fewer than two fold values."""
-    from bench.evaluate.comparisons import corrected_resampled_ttest
+    """The mean of the per-fold values of a ``k``-fold cross-validation with bench's corrected
+    interval of it (:func:`bench.evaluate.crossval.fold_interval`, Nadeau-Bengio); None with
+    fewer than two fold values."""
+    from bench.evaluate.crossval import fold_interval
 
     values = [v for v in (folds or []) if v is not None and not math.isnan(v)]
-    if len(values) < 2:
-        return None
-    r = corrected_resampled_ttest(values, n_train=k - 1, n_test=1, level=level)
-    return r.mean, r.ci_low, r.ci_high
+    low, high = fold_interval(values, k, level)
+    return None if low is None else (float(np.mean(values)), low, high)
 
 
 def score_draw(draw: dict) -> dict:
@@ -161,16 +157,18 @@ def summary_lines(s: dict) -> list[str]:
         return f"{c['covered']}/{c['n']} = {c['rate']:.0%} [Wilson 95 %: {c['ci_low']:.0%}, {c['ci_high']:.0%}]"
 
     w = s["half_width"]
-    lines = [f"coverage of the 95 % CV interval of AUC:      {cov(s['auc'])}; mean half-width {w['auc']:.3f}",
-             f"coverage of the 95 % CV interval of accuracy: {cov(s['accuracy'])}; mean half-width "
+    lines = [f"coverage of the bootstrap interval of AUC (pooled out-of-fold): {cov(s['auc'])}; mean half-width {w['auc']:.3f}",
+             f"coverage of the bootstrap interval of accuracy (pooled out-of-fold): {cov(s['accuracy'])}; mean half-width "
              f"{w['accuracy']:.3f}"]
     for name, key in (("AUC", "auc"), ("accuracy", "accuracy")):
         if s[key]["n"] and s[key]["rate"] < COVERAGE_FLOOR:
-            lines.append(f"  {name}: below {COVERAGE_FLOOR:.0%}; the interval needs widening")
+            lines.append(f"  {name}: below {COVERAGE_FLOOR:.0%}: not an interval for the deployed model")
     for name, key in (("AUC", "auc_corrected"), ("accuracy", "accuracy_corrected")):
         if s[key]["n"]:
-            lines.append(f"candidate (not reported by bench): fold mean with the Nadeau-Bengio corrected 95 % "
-                         f"interval, {name}: {cov(s[key])}; mean half-width {w[key]:.3f}")
+            lines.append(f"coverage of the corrected fold interval of {name} (fold mean, Nadeau-Bengio): "
+                         f"{cov(s[key])}; mean half-width {w[key]:.3f}")
+            if s[key]["rate"] < COVERAGE_FLOOR:
+                lines.append(f"  {name}: below {COVERAGE_FLOOR:.0%}: the corrected interval needs widening too")
     lines += [f"pick is the pool's best backbone: {cov(s['pick_is_best'])}",
               f"regret (pool AUC lost to the pool's best): mean {s['regret_mean']:.3f}, max {s['regret_max']:.3f}, "
               f"mean when the pick is not the best {s['regret_mean_when_wrong']:.3f}",

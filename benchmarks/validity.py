@@ -29,6 +29,7 @@ It prints its figures; it asserts nothing.
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import logging
 import os
@@ -198,6 +199,8 @@ def parse_args(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep run folders and evaluations (printed path)")
     parser.add_argument("--verbose", action="store_true", help="bench's own log lines too")
     parser.add_argument("--rescore", type=Path, help="print an earlier --out file's draws and summary again")
+    parser.add_argument("--record", action="store_true",
+                        help="write the coverage into bench's measured_coverage.json, which run reports quote")
     args = parser.parse_args(argv)
     if args.quick:
         args.draws = QUICK_DRAWS
@@ -217,7 +220,7 @@ def report(draws: list[dict]) -> dict:
     return summary
 
 
-def rescore(path: Path) -> int:
+def rescore(path: Path, record: bool = False) -> int:
     """The table and summary of an earlier ``--out`` file, every draw scored again."""
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -226,14 +229,16 @@ def rescore(path: Path) -> int:
         print(f"error: cannot read {path} as a validity.py --out file ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 2
     print(f"{path}: {saved.get('command', '')}")
-    report(draws)
+    summary = report(draws)
+    if record:
+        write_record(saved.get("command", ""), saved["settings"], summary, saved.get("date"))
     return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.rescore:
-        return rescore(args.rescore)
+        return rescore(args.rescore, args.record)
     from bench.terminal import quiet_tensorflow
 
     quiet_tensorflow()
@@ -271,10 +276,37 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps({"command": " ".join(["python", "benchmarks/validity.py", *sys.argv[1:]]),
                                         "settings": {k: (str(v) if isinstance(v, Path) else v)
                                                      for k, v in vars(args).items()},
-                                        "draws": draws, "summary": summary, "seconds": round(wall, 1)},
+                                        "draws": draws, "summary": summary, "seconds": round(wall, 1),
+                                        "date": time.strftime("%Y-%m-%d")},
                                        indent=1, default=float) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
+    if args.record:
+        write_record(" ".join(["python", "benchmarks/validity.py", *sys.argv[1:]]),
+                     {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, summary)
     return 0
+
+
+def write_record(command: str, settings: dict, summary: dict, date: str | None = None) -> None:
+    """bench's ``measured_coverage.json`` (:mod:`bench.evaluate.coverage`): what was drawn,
+    the command, and how often each interval covered the deployed model's pool value."""
+    import datetime
+
+    from bench.atomic import write_text_atomic
+    from bench.evaluate.coverage import RECORD
+
+    pool = settings.get("pool") or f"a pool of {settings.get('pool_n', 0) * 2 * len(POOL_PARTS)} phantom images at {len(POOL_PARTS)} difficulties"
+    record = {
+        "what": f"{summary['draws']} draws of {settings['n']} images from {pool}, --cv {settings['cv']}, "
+                f"{', '.join(settings['backbones'])} at {settings['image_size']} px, weights none",
+        "command": " ".join(re.sub(r"--(record|out \S+|rescore \S+)", "", command).split()),
+        "date": date or datetime.date.today().isoformat(),
+        "coverage": {"bootstrap_auc": summary["auc"], "bootstrap_accuracy": summary["accuracy"],
+                     "fold_auc": summary["auc_corrected"], "fold_accuracy": summary["accuracy_corrected"]},
+        "half_width": summary["half_width"],
+        "pool_minus_cv_mean": {"auc": summary["auc_gap_mean"], "accuracy": summary["accuracy_gap_mean"]},
+    }
+    write_text_atomic(RECORD, json.dumps(record, indent=1) + "\n")
+    print(f"wrote {RECORD}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,17 @@ def test_cv_report_has_the_cv_sections_in_order(cv_built):
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) == len(pngs)
 
 
+def _fold_cell(r: dict, metric: str, k: int) -> str:
+    """The fold mean with its Nadeau-Bengio interval, computed here from the folds' own
+    scores: mean -/+ t(J-1) * sd * sqrt(1/J + 1/(k-1))."""
+    from scipy.stats import t
+
+    folds = np.array(r[f"cv_{metric}_folds"], dtype=float)
+    mean, j = folds.mean(), len(folds)
+    half = t.ppf(0.975, j - 1) * folds.std(ddof=1) * np.sqrt(1 / j + 1 / (k - 1))
+    return f"{formatting.num(mean)} ({formatting.num(mean - half, 2)}\u2013{formatting.num(mean + half, 2)})"
+
+
 def test_cv_summary_states_the_rule_the_estimate_and_the_holdout(cv_built):
     run, md, html = cv_built
     text = md.read_text(encoding="utf-8")
@@ -213,12 +224,12 @@ def test_cv_summary_states_the_rule_the_estimate_and_the_holdout(cv_built):
     r = _board(run)[0]
     assert r["rank"] == 1 and r["backbone"] == "alpha"
     estimate = (f"CV ROC AUC {r['cv_roc_auc']:.3f} ({r['cv_roc_auc_ci_low']:.2f}\u2013"
-                f"{r['cv_roc_auc_ci_high']:.2f}), fold mean \u00b1 SD {r['cv_roc_auc_fold_mean']:.3f} \u00b1 "
-                f"{r['cv_roc_auc_fold_sd']:.3f}, probability of being best {formatting.percent(r['probability_best'])}.")
+                f"{r['cv_roc_auc_ci_high']:.2f}), fold mean {_fold_cell(r, 'roc_auc', k=3)}, "
+                f"probability of being best {formatting.percent(r['probability_best'])}.")
     assert estimate in summary
     assert "inside each of the 3 outer folds \u00d7 2 repeats" in summary
     assert "ranked by the ROC AUC of these out-of-fold predictions (highest first)" in summary
-    assert "expected performance of the whole procedure" in summary
+    assert "expected performance of the whole procedure (search, threshold, training), run on 2/3 of the images" in summary
     assert "searched once more on all 36 cross-validated images" in summary
     assert "selection score (val AUC 0.970) is optimistic" in summary
     assert "An untouched holdout of 10 images (--test-size 0.2)" in summary and "no part in choosing" in summary
@@ -229,11 +240,14 @@ def test_cv_summary_states_the_rule_the_estimate_and_the_holdout(cv_built):
     for metric in ("accuracy", "balanced_accuracy", "recall", "specificity", "f1", "roc_auc", "pr_auc", "brier"):
         cells = [formatting.num(r[f"cv_{metric}"]), f"{formatting.num(r[f'cv_{metric}_ci_low'], 2)}\u2013"
                  f"{formatting.num(r[f'cv_{metric}_ci_high'], 2)}",
-                 formatting.mean_sd(r[f"cv_{metric}_fold_mean"], r[f"cv_{metric}_fold_sd"]),
+                 _fold_cell(r, metric, k=3),
                  formatting.num(r[f"test_{metric}"])]
         assert re.search(r"\| +" + r" +\| +".join(map(re.escape, cells)) + r" +\|", summary), metric
     assert "72 out-of-fold predictions (36 images \u00d7 2 repeats" in summary
     assert "resamples of duplicate groups" in summary and "Holdout: 10 images" in summary
+    assert "about models trained on 2/3 of the images" in summary
+    assert "read it as the interval for the deployed model" in summary
+    assert "In bench's validity benchmark (" in summary and "lay inside the corrected fold interval in " in summary
 
 
 def test_cv_leaderboard_shows_estimates_probability_best_and_the_optimistic_score(cv_built):
@@ -241,7 +255,7 @@ def test_cv_leaderboard_shows_estimates_probability_best_and_the_optimistic_scor
     text = md.read_text(encoding="utf-8")
     board = text[text.index("## 2."):text.index("## 3.")]
     header = next(line for line in board.splitlines() if line.startswith("|   rank"))
-    for h in ("CV ROC AUC", "fold mean \u00b1 SD", "P(best)", "CV accuracy", "CV F1", "CV sensitivity",
+    for h in ("CV ROC AUC", "fold mean (corrected 95 % CI)", "P(best)", "CV accuracy", "CV F1", "CV sensitivity",
               "CV specificity", "val AUC selection score (optimistic)", "trials ok / failed", "search time",
               "holdout ROC AUC"):
         assert h in header, h
@@ -397,6 +411,12 @@ def test_model_card_of_a_cv_run_gives_the_cv_estimate_and_the_holdout(cv_built):
     assert f"| roc auc | {metric_with_ci(r, 'roc_auc', ci_digits=3, source=Source.OUT_OF_FOLD)} |" in card
     assert "72 out-of-fold predictions of 36 images in" in card and "(3 folds x 2 repeats)" in card
     assert f"{r['cv_groups']} duplicate groups" in card
+    assert "they are about models trained on 2/3 of the images" in card
+    lo, hi = r["cv_roc_auc_fold_ci_low"], r["cv_roc_auc_fold_ci_high"]
+    assert (f"The interval to read for this model: roc auc per outer fold {r['cv_roc_auc_fold_mean']:.3f} "
+            f"[{lo:.3f}, {hi:.3f}]") in card
+    assert _fold_cell(r, "roc_auc", k=3).endswith(f"({formatting.num(lo, 2)}\u2013{formatting.num(hi, 2)})")
+    assert "In bench's validity benchmark (" in card
     assert "3 outer folds x 2 repeats of whole duplicate groups" in card
     assert "## Holdout test metrics (n = 10, 95% bootstrap confidence intervals)" in card
     assert f"| accuracy | {metric_with_ci(r, 'accuracy', ci_digits=3)} |" in card

@@ -122,5 +122,5 @@ def test_score_draw_scores_the_corrected_interval_where_folds_are_recorded():
     assert d["acc_covered"] is False and d["nb_acc_covered"] is False  # folds 0.01 apart: narrow
     s = summarize([d])
     assert s["auc_corrected"]["covered"] == 1 and s["half_width"]["auc"] == pytest.approx(0.04)
-    assert any(line.startswith("candidate") and "AUC: 1/1" in line for line in summary_lines(s))
+    assert any(line.startswith("coverage of the corrected fold interval of AUC") and ": 1/1" in line for line in summary_lines(s))
     assert table_lines([d])[1].endswith("yes/NO")

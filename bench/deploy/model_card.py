@@ -12,6 +12,7 @@ from bench.deploy.model_index import front_matter
 from bench.deploy.run_info import RunInfo
 from bench.deploy.verify import TFLITE_TOLERANCE
 from bench.evaluate.crossval import CV_METRIC
+from bench.evaluate.coverage import coverage_sentence
 from bench.schema import Source, metric_with_ci, to_float
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ def cv_context(info: RunInfo) -> dict | None:
         "metric": metric.replace("_", " "),
         "estimate": metric_with_ci(row, metric, ci_digits=3, source=Source.OUT_OF_FOLD),
         "fold_mean": to_float(row.get(f"cv_{metric}_fold_mean")),
-        "fold_sd": to_float(row.get(f"cv_{metric}_fold_sd")),
+        "fold_low": to_float(row.get(f"cv_{metric}_fold_ci_low")),
+        "fold_high": to_float(row.get(f"cv_{metric}_fold_ci_high")),
+        "coverage": coverage_sentence(metric),
         "probability_best": to_float(row.get("probability_best")),
         "rule": row.get("selection_rule"),
         "metrics": [(name.replace("_", " "), metric_with_ci(row, name, ci_digits=3, source=Source.OUT_OF_FOLD))

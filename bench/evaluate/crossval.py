@@ -105,8 +105,25 @@ def cv_metrics(oof: pd.DataFrame, classes: list[str], seed: int = 0) -> dict:
     return out
 
 
-def fold_spread(fold_rows: list[dict]) -> dict:
-    """Mean and standard deviation across outer folds (all repeats) of each fold's own test metrics."""
+def fold_interval(values, k: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+    """The Nadeau-Bengio corrected interval of the mean of ``values``, one metric of each
+    outer fold of a ``k``-fold CV (all repeats): ``mean -/+ t_{J-1} * sd * sqrt(1/J + 1/(k-1))``
+    for ``J`` values (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest` on the
+    values themselves). Unlike a bootstrap over the pooled out-of-fold predictions, its
+    variance counts how much the model changes with its training images, which is what an
+    interval about a model trained on all of them needs; ``benchmarks/validity.py``
+    measures how often it covers the deployed model's value. ``(None, None)`` with fewer
+    than two values."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) < 2 or k < 2:
+        return None, None
+    test = corrected_resampled_ttest(v, n_train=k - 1, n_test=1, level=level)
+    return float(test.ci_low), float(test.ci_high)
+
+
+def fold_spread(fold_rows: list[dict], k: int) -> dict:
+    """Mean, standard deviation and corrected interval (:func:`fold_interval`) across outer
+    folds (all repeats) of each fold's own test metrics."""
     out = {}
     for metric in CI_METRICS:
         values = np.array([float(r[f"test_{metric}"]) for r in fold_rows
@@ -114,6 +131,7 @@ def fold_spread(fold_rows: list[dict]) -> dict:
         values = values[~np.isnan(values)]
         out[f"cv_{metric}_fold_mean"] = float(values.mean()) if len(values) else None
         out[f"cv_{metric}_fold_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        out[f"cv_{metric}_fold_ci_low"], out[f"cv_{metric}_fold_ci_high"] = fold_interval(values, k)
         out[f"cv_{metric}_folds"] = [None if np.isnan(v) else float(v) for v in values.tolist()]
     return out
 
@@ -142,7 +160,7 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
     write_csv(RunFiles(run_dir).backbone(name).oof_predictions_csv, oof)
     row.update(status="ok", val_objective=float(np.mean([float(r["val_objective"]) for r in fold_rows])))
     row.update(cv_metrics(oof, list(plan.classes), seed))
-    row.update(fold_spread(fold_rows))
+    row.update(fold_spread(fold_rows, plan.k))
     row["cv_objective"] = row.get(f"cv_{CV_METRIC[objective]}")
     return row
 

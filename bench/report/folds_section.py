@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bench.evaluate.coverage import coverage_sentence
 from bench.evaluate.crossval import CV_RESAMPLES
 from bench.report import folds_comparison
 from bench.report.calibration_section import cv_reports
@@ -21,6 +22,9 @@ from bench.report.formatting import (
 from bench.report.load import RunData, gradcam_figure
 from bench.report.sections import _objective_label, ci_unit_text, final_ok, ranking_metric
 from bench.schema import Source, label, metric_with_ci, to_float
+
+#: The column of the fold mean and its corrected interval.
+FOLD_COLUMN = "fold mean (corrected 95 % CI)"
 
 
 def design(data: RunData) -> dict:
@@ -44,7 +48,7 @@ def rule_text(data: RunData) -> str:
             "fold's own inner train/validation split; each fold's model then predicted only the images its fold held "
             f"out. The backbones are ranked by the {label(metric)} of these out-of-fold predictions ({direction} "
             "first). This cross-validated (CV) estimate is the expected performance of the whole procedure (search, "
-            "threshold, training) on new images from the same source.")
+            f"threshold, training), run on {d['k'] - 1}/{d['k']} of the images, on new images from the same source.")
 
 
 def holdout_text(data: RunData, row: dict | None) -> str:
@@ -251,14 +255,24 @@ def ci_note(data: RunData, r: dict) -> str:
     d = design(data)
     many = d["repeats"] > 1
     note = (f"CV estimates pool {d['n']} out-of-fold predictions ({d['images']} images"
-            + (f" \u00d7 {d['repeats']} repeats" if many else "") + f", {d['groups']} duplicate groups); CIs are "
+            + (f" \u00d7 {d['repeats']} repeats" if many else "") + f", {d['groups']} duplicate groups); their CIs are "
             f"95 % percentile intervals over {CV_RESAMPLES} bootstrap resamples of duplicate groups (copies of one "
-            "image" + (", and an image's repeats," if many else "") + " are drawn together); fold mean \u00b1 SD "
-            f"over the {d['folds']} outer folds' own scores.")
+            "image" + (", and an image's repeats," if many else "") + " are drawn together). " + which_model_note(d)
+            + " " + coverage_sentence(ranking_metric(data)))
     if has_holdout_scores(r):
         note += (f" Holdout: {to_int(r.get('test_n'))} images, 95 % intervals over "
                  f"{to_int(r.get('test_ci_resamples'))} {ci_unit_text(r, detail=False)}.")
-    return note
+    return note.strip()
+
+
+def which_model_note(d: dict) -> str:
+    """Which model each interval of a CV run is about (the design's words in ``d``)."""
+    share = f"{d['k'] - 1}/{d['k']}"
+    return (f"That interval counts only which images were tested, and it is about models trained on {share} of "
+            "the images: the deployed model, trained on all of them, usually scores higher. The fold mean's "
+            f"interval (t over the {d['folds']} outer folds' own scores, variance corrected for "
+            "their shared training images as Nadeau and Bengio propose) also counts how the model changes with its "
+            "training images: read it as the interval for the deployed model.")
 
 
 def final_text(data: RunData, b) -> str:
@@ -284,8 +298,12 @@ def model_text(data: RunData):
     return text
 
 
-def _fold_mean_sd(r: dict, m: str) -> str:
-    return mean_sd(r.get(f"cv_{m}_fold_mean"), r.get(f"cv_{m}_fold_sd"))
+def _fold_mean_ci(r: dict, m: str) -> str:
+    """``0.861 (0.76–0.96)``: the fold mean and its corrected interval (the mean alone
+    without one; see :func:`bench.evaluate.crossval.fold_interval`)."""
+    low, high = to_float(r.get(f"cv_{m}_fold_ci_low")), to_float(r.get(f"cv_{m}_fold_ci_high"))
+    mean = mean_sd(r.get(f"cv_{m}_fold_mean"), None)
+    return mean if math.isnan(low) or math.isnan(high) else f"{mean} ({num(low, 2)}\u2013{num(high, 2)})"
 
 
 def parts(data: RunData, run_dir: Path) -> dict:
@@ -307,12 +325,12 @@ def parts(data: RunData, run_dir: Path) -> dict:
         "holdout": holdout_text(data, best.row if best else None),
         "ci_note": ci_note(data, best.row) if best else "",
         "significance": lambda a, b: folds_comparison.runner_up_sentence(a, b, pairs.get((a, b)) if b else None, metric),
-        "estimate_notes": lambda row: [f"fold mean \u00b1 SD {_fold_mean_sd(row, metric)}",
+        "estimate_notes": lambda row: [f"fold mean {_fold_mean_ci(row, metric)}",
                                        f"probability of being best {percent(row.get('probability_best'))}"],
-        "summary_columns": [("fold mean \u00b1 SD", _fold_mean_sd)] + (
+        "summary_columns": [(FOLD_COLUMN, _fold_mean_ci)] + (
             [("holdout", lambda r, m: num(r.get(f"test_{m}"))), ("95 % CI", lambda r, m: interval(r, m))]
             if holdout else []),
-        "leaderboard_columns": [("fold mean \u00b1 SD", lambda r: _fold_mean_sd(r, metric)),
+        "leaderboard_columns": [(FOLD_COLUMN, lambda r: _fold_mean_ci(r, metric)),
                                 ("P(best)", lambda r: percent(r.get("probability_best")))],
         "leaderboard_end_columns": [(f"holdout {label(metric)}", lambda r: metric_with_ci(
             r, metric, style="dash", missing=DASH))] if any_holdout else [],
