@@ -13,6 +13,7 @@ output of the frozen prefix (see :mod:`bench.search.cache`) as input.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from bench.config import OBJECTIVES
 from bench.search.features import FeatureRows, pooled
+from bench.search import head_training
 from bench.search.trainer import train
 
 POOLINGS = ("avg", "max", "flatten")
@@ -117,6 +119,9 @@ class BenchHyperModel(kt.HyperModel):
         self.feature_shapes = feature_shapes
         self.data = data
         self.top_factory = top_factory
+        #: dense heads trained by bench.search.head_training (False: every trial by the
+        #: Keras-model loop of bench.search.trainer; benchmarks compare the two)
+        self.fast_heads = os.environ.get("BENCH_HEAD_TRAINER", "fast") != "keras"
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])
@@ -134,15 +139,22 @@ class BenchHyperModel(kt.HyperModel):
 
     # -- training -------------------------------------------------------------------
     def _train(self, model, depth, pooling, lr, epochs, initial_epoch, seed):
+        """Train ``model`` (a head on the depth-0 cache, or the top blocks and head on
+        the depth's cache): a dense head whose inputs fit in memory by
+        :func:`~bench.search.head_training.train_head`, anything else by
+        :func:`~bench.search.trainer.train`."""
         d = self.data
         x, x_val = d.features(depth, pooling)
+        kwargs = dict(n_classes=d.n_classes, learning_rate=lr, epochs=epochs, batch_size=d.batch_size,
+                      class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
+                      initial_epoch=initial_epoch)
+        if depth == 0 and pooling is not None and self.fast_heads:
+            dense = _after_pooling(model, int(np.prod(x.shape[1:])))  # pooled or flattened rows
+            if head_training.fits(dense, x, x_val):
+                return head_training.train_head(dense, x, d.y_train, x_val, d.y_val, **kwargs)
         if x.ndim == 2:  # pooled vectors: train the layers after the pooling layer
             model = _after_pooling(model)
-        return train(
-            model, x, d.y_train, x_val, d.y_val, n_classes=d.n_classes, learning_rate=lr, epochs=epochs,
-            batch_size=d.batch_size, class_weight=d.class_weight, objective=d.objective, patience=d.patience,
-            seed=seed, initial_epoch=initial_epoch,
-        )
+        return train(model, x, d.y_train, x_val, d.y_val, **kwargs)
 
     def fit(self, hp, model, *args, epochs: int = 10, seed: int = 0, **kwargs):
         """Train; returns ``{"history": {metric: [per epoch]}, "phase_epochs": [...]}``.
@@ -166,10 +178,11 @@ class BenchHyperModel(kt.HyperModel):
         return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])]}
 
 
-def _after_pooling(head: keras.Model) -> keras.Model:
-    """The head's layers after its pooling layer, as a model on pooled vectors (shared weights)."""
+def _after_pooling(head: keras.Model, width: int | None = None) -> keras.Model:
+    """The head's layers after its pooling layer, as a model on rows of ``width`` values
+    (default: pooled vectors, one per channel), sharing the head's weights."""
     pool = next(layer for layer in head.layers if layer.name.startswith("pool_"))
-    inputs = keras.Input(shape=(head.input.shape[-1],), name="pooled")
+    inputs = keras.Input(shape=(width or head.input.shape[-1],), name="pooled")
     x = inputs
     for layer in head.layers[head.layers.index(pool) + 1 :]:
         x = layer(x)

@@ -1,0 +1,300 @@
+"""Dense heads trained at the speed of their arithmetic.
+
+A trial at unfreeze depth 0 trains a head of dense layers on cached vectors (pooled, or
+a flattened feature map): a few hundred rows, a few epochs, a few million multiply-adds
+per batch. Run through a Keras model and a compiled step per batch, most of its time is
+not arithmetic: each new model traces its own step and predict functions, and every
+batch crosses from Python into TensorFlow and back. Here the head is a handful of numpy
+arrays (kernels and biases, in the order ``model.get_weights()`` lists them): the forward
+pass, back-propagation and Adam's update are matrix products and in-place array
+operations, with nothing to trace or compile, and the Keras model only lends its initial
+weights and receives the trained ones.
+
+The semantics are :func:`bench.search.trainer.train`'s: the Keras model's own initial
+weights, Adam with Keras' constants, class weights scaling each sample's loss (mean over
+the batch), inverted dropout in training only, Keras' clipped cross-entropy, an
+unweighted validation loss, early stopping that restores the best epoch on the
+objective, and the same history keys. Without dropout a trial follows the Keras path's
+numbers to float32 rounding (``tests/test_head_training.py``); with dropout the masks
+come from another random stream, so scores agree within seed noise
+(``benchmarks/search_speed.py`` shows both paths on the same trials). Metrics are
+computed with numpy (:func:`fast_scores`, checked against scikit-learn in the tests).
+
+:func:`fits` says whether a head and its data qualify: dense layers only, float32
+compute, and both splits small enough to hold in memory (:data:`MEMORY_BUDGET_BYTES`);
+anything else (fine-tuned blocks, float16 heads, splits larger than the budget) takes
+the Keras path. ``BENCH_HEAD_TRAINER=keras`` sends every trial there (benchmarks compare
+the two).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from bench.config import OBJECTIVES
+
+log = logging.getLogger("bench.search.trainer")  # the epoch records benchmarks read
+
+#: Largest train + validation inputs, in float32 bytes, held as tensors for one trial.
+MEMORY_BUDGET_BYTES = 768 * 2**20
+#: Keras' Adam constants (keras.optimizers.Adam defaults).
+BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
+#: Keras' probability clipping in its cross-entropy losses.
+PROBA_EPSILON = 1e-7
+_DENSE, _DROPOUT, _OUTPUT = "Dense", "Dropout", "output"
+
+
+def head_layers(model) -> list[tuple[str, float]] | None:
+    """The head's layers after its input as ``[("dense", 0.0) | ("dropout", rate), ...]``
+    ending with the output layer, or None when it holds anything else (pooling, a
+    backbone block, a non-ReLU hidden activation)."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.Dropout):
+            out.append(("dropout", float(layer.rate)))
+        elif isinstance(layer, keras.layers.Dense):
+            activation = keras.activations.serialize(layer.activation)
+            name = activation if isinstance(activation, str) else activation.get("config", {}).get("name", activation)
+            out.append(("dense", name))
+        else:
+            return None
+    if not out or out[-1][0] != "dense" or out[-1][1] not in ("sigmoid", "softmax"):
+        return None
+    if any(kind == "dense" and act != "relu" for kind, act in out[:-1]):
+        return None
+    return out
+
+
+def as_matrix(rows) -> np.ndarray:
+    """All of ``rows`` (an array or FeatureRows) as one float32 matrix, a row per image
+    (a feature map flattened as ``keras.layers.Flatten`` does, channels last)."""
+    array = np.asarray(rows if isinstance(rows, np.ndarray) else rows[:], dtype=np.float32)
+    return array.reshape(len(array), -1)
+
+
+def fits(model, x, x_val) -> bool:
+    """Whether ``model`` trains here on ``x`` (as :func:`as_matrix` makes it): dense
+    layers only, float32 compute, and both splits within :data:`MEMORY_BUDGET_BYTES`."""
+    width = int(np.prod(x.shape[1:]))
+    if int(np.prod(x_val.shape[1:])) != width or model.input.shape[-1] != width or len(model.input.shape) != 2:
+        return False
+    if model.compute_dtype != "float32" or any(layer.compute_dtype != "float32" for layer in model.layers):
+        return False
+    if head_layers(model) is None:
+        return False
+    return 4 * (x.shape[0] + x_val.shape[0]) * width <= MEMORY_BUDGET_BYTES
+
+
+# -- metrics ---------------------------------------------------------------------------
+def _binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half); nan with one class."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _f1(y: np.ndarray, pred: np.ndarray, labels) -> float:
+    """Mean F1 over ``labels`` (0 where a label has no true and no predicted sample)."""
+    values = []
+    for c in labels:
+        tp = np.sum((pred == c) & (y == c))
+        denom = np.sum(pred == c) + np.sum(y == c)
+        values.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(values))
+
+
+def fast_scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
+    """:func:`bench.search.trainer.scores` in numpy: accuracy, AUC (one-vs-rest macro for
+    several classes, nan when a class is missing) and F1 (binary: of class 1; several
+    classes: macro over the classes present in the labels or the predictions)."""
+    y = np.asarray(y)
+    if n_classes == 2:
+        p = proba.reshape(-1)
+        pred = (p >= 0.5).astype(int)
+        return {"accuracy": float((pred == y).mean()), "auc": _binary_auc(y, p), "f1": _f1(y, pred, [1])}
+    pred = proba.argmax(axis=1)
+    if len(np.unique(y)) != n_classes:
+        auc = float("nan")
+    else:
+        auc = float(np.mean([_binary_auc((y == c).astype(int), proba[:, c]) for c in range(n_classes)]))
+    return {"accuracy": float((pred == y).mean()), "auc": auc, "f1": _f1(y, pred, np.union1d(y, pred))}
+
+
+def cross_entropy(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
+    """Keras' unweighted cross-entropy of probabilities (clipped at :data:`PROBA_EPSILON`)."""
+    p = np.clip(proba.astype(np.float64), PROBA_EPSILON, 1 - PROBA_EPSILON)
+    if n_classes == 2:
+        return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.sum(y_true * np.log(p), axis=1)))
+
+
+# -- one epoch in numpy ------------------------------------------------------------------
+class DenseHead:
+    """A dense head's weights and Adam's state as float32 arrays (in ``get_weights()``
+    order), with the forward pass, back-propagation and Adam's in-place update."""
+
+    def __init__(self, weights: list[np.ndarray], rates: list[float], binary: bool) -> None:
+        self.params = [np.array(w, dtype=np.float32) for w in weights]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.scratch = [np.empty_like(p) for p in self.params]
+        self.rates, self.binary, self.steps = list(rates), binary, 0
+
+    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
+        """Output probabilities; with ``rng`` (training), dropout is on and the
+        activations and masks are returned for :meth:`backward`."""
+        acts, masks, h = [x], [], x
+        for i, rate in enumerate(self.rates):
+            h = h @ self.params[2 * i]
+            h += self.params[2 * i + 1]
+            np.maximum(h, 0.0, out=h)
+            if rng is not None and rate > 0:
+                mask = (rng.random(h.shape, dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
+                h *= mask
+                masks.append(mask)
+            else:
+                masks.append(None)
+            acts.append(h)
+        logits = h @ self.params[-2]
+        logits += self.params[-1]
+        return _activate(logits, self.binary), acts, masks
+
+    def backward(self, proba, y, w, acts, masks) -> list[np.ndarray]:
+        """Gradients of the batch's weighted loss (mean over the batch, as Keras reduces
+        it) from the output probabilities (the cross-entropy's gradient at the logits is
+        ``proba - y``)."""
+        delta = (proba - y) * (w / np.float32(len(w)))[:, None]
+        grads = [None] * len(self.params)
+        for i in range(len(self.rates), -1, -1):
+            grads[2 * i] = acts[i].T @ delta
+            grads[2 * i + 1] = delta.sum(axis=0)
+            if i:
+                delta = delta @ self.params[2 * i].T
+                if masks[i - 1] is not None:
+                    delta *= masks[i - 1]
+                delta *= acts[i] > 0
+        return grads
+
+    def adam(self, grads: list[np.ndarray], lr: float) -> None:
+        """Keras' Adam step, in place (``lr * sqrt(1 - b2^t) / (1 - b1^t)``, epsilon outside the root)."""
+        self.steps += 1
+        lr_t = np.float32(lr * math.sqrt(1.0 - BETA_2**self.steps) / (1.0 - BETA_1**self.steps))
+        for p, m, v, g, tmp in zip(self.params, self.m, self.v, grads, self.scratch):
+            m *= BETA_1
+            np.multiply(g, 1.0 - BETA_1, out=tmp)
+            m += tmp
+            v *= BETA_2
+            np.square(g, out=tmp)
+            tmp *= 1.0 - BETA_2
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp += EPSILON
+            np.divide(m, tmp, out=tmp)
+            tmp *= lr_t
+            p -= tmp
+
+    def predict(self, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+        return np.concatenate([self.forward(x[i:i + batch])[0] for i in range(0, len(x), batch)])
+
+
+def _activate(logits: np.ndarray, binary: bool) -> np.ndarray:
+    if binary:
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -80, 80)))).astype(np.float32)
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def _batch_loss(proba: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """The batch's class-weighted cross-entropy (mean over the batch), Keras' clipping."""
+    p = np.clip(proba, PROBA_EPSILON, 1 - PROBA_EPSILON)
+    per = -(y * np.log(p) + (1 - y) * np.log(1 - p))[:, 0] if y.shape[1] == 1 else -np.sum(y * np.log(p), axis=1)
+    return float(np.sum(per * w) / len(w))
+
+
+def _targets(y: np.ndarray, n_classes: int) -> np.ndarray:
+    if n_classes == 2:
+        return y.astype("float32").reshape(-1, 1)
+    return np.eye(n_classes, dtype="float32")[y]
+
+
+def _better(value: float, best: float, direction: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best if direction == "min" else value > best
+
+
+def train_head(
+    model, x, y: np.ndarray, x_val, y_val: np.ndarray, *,
+    n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
+    class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
+    seed: int = 0, initial_epoch: int = 0,
+) -> dict[str, list[float]]:
+    """Train the dense head ``model`` in place (see the module notes; :func:`fits` must
+    hold); returns the per-epoch history, as :func:`bench.search.trainer.train` does.
+    Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops being finite."""
+    from bench.search.trainer import NonFiniteLoss
+
+    layers = head_layers(model)
+    hidden = [i for i, (kind, _) in enumerate(layers[:-1]) if kind == "dense"]
+    # a rate per hidden layer (0 where no dropout follows it)
+    rates = [layers[i + 1][1] if layers[i + 1][0] == "dropout" else 0.0 for i in hidden]
+    head = DenseHead(model.get_weights(), rates, n_classes == 2)
+    x, x_val = as_matrix(x), as_matrix(x_val)
+    y_true, y_val_true = _targets(y, n_classes), _targets(y_val, n_classes)
+    weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
+
+    direction = OBJECTIVES[objective]
+    rng = np.random.default_rng(seed)
+    history: dict[str, list[float]] = {}
+    best, best_params, waited = float("nan"), None, 0
+    for epoch in range(initial_epoch, initial_epoch + epochs):
+        t_epoch = time.perf_counter()
+        order = rng.permutation(len(y))
+        total, train_proba = 0.0, np.zeros((len(y), y_true.shape[1]), "float32")
+        for start in range(0, len(order), batch_size):
+            idx = np.sort(order[start:start + batch_size])
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a non-finite loss raises below
+                proba, acts, masks = head.forward(x[idx], rng)
+                loss = _batch_loss(proba, y_true[idx], weights[idx])
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}; the learning rate is probably too high")
+            with np.errstate(over="ignore", invalid="ignore"):
+                head.adam(head.backward(proba, y_true[idx], weights[idx], acts, masks), learning_rate)
+            total += loss * len(idx)
+            train_proba[idx] = proba
+        val_proba = head.predict(x_val)
+        logs = {"loss": total / len(y), **fast_scores(y, train_proba, n_classes),
+                "val_loss": cross_entropy(y_val_true, val_proba, n_classes)}
+        logs.update({f"val_{k}": value for k, value in fast_scores(y_val, val_proba, n_classes).items()})
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if _better(logs[objective], best, direction):
+            best, best_params, waited = logs[objective], [p.copy() for p in head.params], 0
+        else:
+            waited += 1
+        seconds = time.perf_counter() - t_epoch
+        log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {objective} {logs[objective]:.4f} ({seconds:.3f} s)",
+                  extra={"epoch_seconds": seconds})
+        if waited and waited >= patience:
+            break
+    if best_params is not None:
+        model.set_weights(best_params)
+    return history
