@@ -143,16 +143,16 @@ def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
 
 def test_failed_trial_is_a_row_and_search_goes_on(tmp_path, monkeypatch):
     run = _tiny_run(tmp_path, max_trials=3)
-    real_fit = BenchHyperModel.fit
+    real_fit = BenchHyperModel.fit_rows
     calls = {"n": 0}
 
-    def flaky_fit(self, hp, model, *args, **kwargs):
+    def flaky_fit(self, hp, **kwargs):  # every trial's head trains in numpy here
         calls["n"] += 1
         if calls["n"] == 2:
             raise kt.errors.FailedTrialError("simulated out of memory")
-        return real_fit(self, hp, model, *args, **kwargs)
+        return real_fit(self, hp, **kwargs)
 
-    monkeypatch.setattr(BenchHyperModel, "fit", flaky_fit)
+    monkeypatch.setattr(BenchHyperModel, "fit_rows", flaky_fit)
     table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert len(trials) == 3
@@ -164,13 +164,16 @@ def test_failed_trial_is_a_row_and_search_goes_on(tmp_path, monkeypatch):
 
 def test_nan_loss_fails_the_trial(tmp_path, monkeypatch):
     run = _tiny_run(tmp_path, max_trials=1)
-    real_fit = BenchHyperModel.fit
+    from bench.search import head_training
 
-    def nan_fit(self, hp, model, *args, **kwargs):
-        model.get_layer("output").kernel.assign(np.full(model.get_layer("output").kernel.shape, np.nan))
-        return real_fit(self, hp, model, *args, **kwargs)
+    real_weights = head_training.initial_weights
 
-    monkeypatch.setattr(BenchHyperModel, "fit", nan_fit)
+    def nan_output(*args, **kwargs):  # the head's output kernel starts as NaN
+        weights = real_weights(*args, **kwargs)
+        weights[-2][:] = np.nan
+        return weights
+
+    monkeypatch.setattr(head_training, "initial_weights", nan_output)
     table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
     assert trials["status"].tolist() == ["failed"] and "NaN" in trials["message"].iloc[0].replace("nan", "NaN")

@@ -81,17 +81,36 @@ def as_matrix(rows) -> np.ndarray:
     return array.reshape(len(array), -1)
 
 
+def inputs_fit(x, x_val) -> bool:
+    """Whether both splits, as :func:`as_matrix` makes them, fit :data:`MEMORY_BUDGET_BYTES`."""
+    width = int(np.prod(x.shape[1:]))
+    return int(np.prod(x_val.shape[1:])) == width and 4 * (x.shape[0] + x_val.shape[0]) * width <= MEMORY_BUDGET_BYTES
+
+
 def fits(model, x, x_val) -> bool:
     """Whether ``model`` trains here on ``x`` (as :func:`as_matrix` makes it): dense
     layers only, float32 compute, and both splits within :data:`MEMORY_BUDGET_BYTES`."""
     width = int(np.prod(x.shape[1:]))
-    if int(np.prod(x_val.shape[1:])) != width or model.input.shape[-1] != width or len(model.input.shape) != 2:
+    if model.input.shape[-1] != width or len(model.input.shape) != 2:
         return False
     if model.compute_dtype != "float32" or any(layer.compute_dtype != "float32" for layer in model.layers):
         return False
     if head_layers(model) is None:
         return False
-    return 4 * (x.shape[0] + x_val.shape[0]) * width <= MEMORY_BUDGET_BYTES
+    return inputs_fit(x, x_val)
+
+
+def initial_weights(width: int, dense: list[tuple[int, float]], n_out: int, seed: int) -> list[np.ndarray]:
+    """Keras' defaults for a head of ``dense`` layers ``[(units, dropout)]`` on rows of
+    ``width`` values and ``n_out`` outputs: Glorot-uniform kernels, zero biases, in
+    ``get_weights()`` order."""
+    rng = np.random.default_rng(seed)
+    sizes = [width] + [units for units, _ in dense] + [n_out]
+    weights = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        weights += [rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32), np.zeros(fan_out, np.float32)]
+    return weights
 
 
 # -- metrics ---------------------------------------------------------------------------
@@ -252,22 +271,33 @@ def _better(value: float, best: float, direction: str) -> bool:
     return value < best if direction == "min" else value > best
 
 
-def train_head(
-    model, x, y: np.ndarray, x_val, y_val: np.ndarray, *,
-    n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
-    class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
-    seed: int = 0, initial_epoch: int = 0,
-) -> dict[str, list[float]]:
-    """Train the dense head ``model`` in place (see the module notes; :func:`fits` must
-    hold); returns the per-epoch history, as :func:`bench.search.trainer.train` does.
-    Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops being finite."""
-    from bench.search.trainer import NonFiniteLoss
-
+def train_head(model, x, y: np.ndarray, x_val, y_val: np.ndarray, **kwargs) -> dict[str, list[float]]:
+    """Train the dense head ``model`` in place (:func:`fits` must hold): its weights are
+    the start, and it ends with the best epoch's (see :func:`train_rows`)."""
     layers = head_layers(model)
     hidden = [i for i, (kind, _) in enumerate(layers[:-1]) if kind == "dense"]
     # a rate per hidden layer (0 where no dropout follows it)
     rates = [layers[i + 1][1] if layers[i + 1][0] == "dropout" else 0.0 for i in hidden]
-    head = DenseHead(model.get_weights(), rates, n_classes == 2)
+    history, weights = train_rows(model.get_weights(), rates, x, y, x_val, y_val, **kwargs)
+    model.set_weights(weights)
+    return history
+
+
+def train_rows(
+    weights: list[np.ndarray], rates: list[float], x, y: np.ndarray, x_val, y_val: np.ndarray, *,
+    n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
+    class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
+    seed: int = 0, initial_epoch: int = 0,
+) -> tuple[dict[str, list[float]], list[np.ndarray]]:
+    """Train a dense head given as its initial ``weights`` (kernels and biases in
+    ``get_weights()`` order) and the dropout ``rates`` after each hidden layer, on rows
+    ``x`` (arrays or FeatureRows, flattened by :func:`as_matrix`); returns the per-epoch
+    history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
+    weights. Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops
+    being finite."""
+    from bench.search.trainer import NonFiniteLoss
+
+    head = DenseHead(weights, rates, n_classes == 2)
     x, x_val = as_matrix(x), as_matrix(x_val)
     y_true, y_val_true = _targets(y, n_classes), _targets(y_val, n_classes)
     weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
@@ -306,6 +336,4 @@ def train_head(
                   extra={"epoch_seconds": seconds})
         if waited and waited >= patience:
             break
-    if best_params is not None:
-        model.set_weights(best_params)
-    return history
+    return history, best_params if best_params is not None else head.params

@@ -149,12 +149,39 @@ class BenchHyperModel(kt.HyperModel):
                       class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
                       initial_epoch=initial_epoch)
         if depth == 0 and pooling is not None and self.fast_heads:
-            dense = _after_pooling(model, int(np.prod(x.shape[1:])))  # pooled or flattened rows
+            dense = _after_pooling(model)  # on pooled or flattened rows
             if head_training.fits(dense, x, x_val):
                 return head_training.train_head(dense, x, d.y_train, x_val, d.y_val, **kwargs)
         if x.ndim == 2:  # pooled vectors: train the layers after the pooling layer
             model = _after_pooling(model)
         return train(model, x, d.y_train, x_val, d.y_val, **kwargs)
+
+    def fit_rows(self, hp, *, epochs: int, seed: int) -> dict | None:
+        """Train a depth-0 trial's dense head without building its Keras model, when it
+        trains in numpy (:mod:`~bench.search.head_training`): returns ``fit``'s result with
+        the best epoch's ``weights`` (of the layers after pooling, see
+        :meth:`load_head_weights`), or None when the trial needs its model."""
+        if not self.fast_heads or hp.get("unfreeze") != 0 or "tuner/trial_id" in hp.values:
+            return None  # Hyperband's continued trials start from their parent's checkpoint
+        if keras.mixed_precision.global_policy().compute_dtype != "float32":
+            return None
+        d = self.data
+        pooling, dense = head_spec(hp)
+        x, x_val = d.features(0, pooling)
+        if not head_training.inputs_fit(x, x_val):
+            return None
+        n_out = 1 if d.n_classes == 2 else d.n_classes
+        start = head_training.initial_weights(int(np.prod(x.shape[1:])), dense, n_out, seed)
+        history, weights = head_training.train_rows(
+            start, [rate for _, rate in dense], x, d.y_train, x_val, d.y_val, n_classes=d.n_classes,
+            learning_rate=hp.get("learning_rate"), epochs=epochs, batch_size=d.batch_size,
+            class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed)
+        return {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights}
+
+    @staticmethod
+    def load_head_weights(model: keras.Model, weights: list) -> None:
+        """Give a depth-0 trial's built head the weights :meth:`fit_rows` trained."""
+        _after_pooling(model).set_weights(weights)
 
     def fit(self, hp, model, *args, epochs: int = 10, seed: int = 0, **kwargs):
         """Train; returns ``{"history": {metric: [per epoch]}, "phase_epochs": [...]}``.
@@ -180,9 +207,11 @@ class BenchHyperModel(kt.HyperModel):
 
 def _after_pooling(head: keras.Model, width: int | None = None) -> keras.Model:
     """The head's layers after its pooling layer, as a model on rows of ``width`` values
-    (default: pooled vectors, one per channel), sharing the head's weights."""
+    (default: what the pooling layer gives), sharing the head's weights."""
     pool = next(layer for layer in head.layers if layer.name.startswith("pool_"))
-    inputs = keras.Input(shape=(width or head.input.shape[-1],), name="pooled")
+    if width is None:  # a flattened map's rows, or one value per channel
+        width = int(np.prod(head.input.shape[1:])) if pool.name == "pool_flatten" else head.input.shape[-1]
+    inputs = keras.Input(shape=(width,), name="pooled")
     x = inputs
     for layer in head.layers[head.layers.index(pool) + 1 :]:
         x = layer(x)

@@ -101,11 +101,16 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         trial_seed = self.settings.seed * 1000 + int(trial.trial_id)
         keras.utils.set_random_seed(trial_seed)
         t0 = time.perf_counter()
-        model = self.build_trial_model(hp)
-        t_built = time.perf_counter()
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        fit_rows = getattr(self.hypermodel, "fit_rows", None)
         try:
-            result = self.hypermodel.fit(hp, model, epochs=max(1, epochs), seed=trial_seed)
+            # a head trained in numpy needs its Keras model only to save a checkpoint
+            result = fit_rows(hp, epochs=max(1, epochs), seed=trial_seed) if fit_rows else None
+            model, t_built = None, t0  # no model built
+            if result is None:
+                model = self.build_trial_model(hp)
+                t_built = time.perf_counter()
+                result = self.hypermodel.fit(hp, model, epochs=max(1, epochs), seed=trial_seed)
         except NonFiniteLoss as exc:
             raise kt.errors.FailedTrialError(str(exc)) from None
         t_fit = time.perf_counter()
@@ -128,6 +133,9 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
         if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
             # Hyperband continues later trials from this one: it needs both files.
+            if model is None:
+                model = self.build_trial_model(hp)
+                self.hypermodel.load_head_weights(model, result["weights"])
             save_via_temp(kt_adapter.checkpoint_path(self, trial.trial_id), model.save_weights)
             write_json_atomic(kt_adapter.build_config_path(self, trial.trial_id), model.get_build_config())
         seconds = time.perf_counter() - t0
