@@ -147,6 +147,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
              # where the seconds went: model build, fit (each epoch: the trainer's DEBUG records)
              "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3)},
         )
+        register_directions(trial, metrics, objective)
         return metrics
 
     def build_trial_model(self, hp):
@@ -226,6 +227,18 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         if self._search_step is not None and self._search_step.shown:
             self._search_step.update(done, progress)
         log.info(f"  trial {trial.trial_id} ({done}/{total or '?'}): {status}" + (f"; {progress}" if progress else ""))
+
+
+def register_directions(trial, metrics: dict, objective: str) -> None:
+    """Tell the trial which way each of its metrics other than the objective improves
+    (losses down, the rest up). KerasTuner otherwise infers it for every new metric name
+    by instantiating Keras' metric of that name, TensorFlow variables included: tens of
+    milliseconds per trial. The objective is left to KerasTuner (it takes the direction
+    from the objective, and a registered objective would tell it the trial reported
+    itself)."""
+    for name in metrics:
+        if name != objective and not trial.metrics.exists(name):
+            trial.metrics.register(name, direction="min" if name.endswith("loss") else "max")
 
 
 def search_progress(oracle, done: int, total: int | None, seconds: list[float]) -> str:
