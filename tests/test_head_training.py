@@ -94,6 +94,10 @@ def test_fits_only_dense_float32_heads_within_the_memory_budget(monkeypatch):
     monkeypatch.setattr(H, "MEMORY_BUDGET_BYTES", 1000)
     assert not H.fits(head, x, xv)
     monkeypatch.undo()
+    monkeypatch.setattr(H, "MAX_WEIGHTS", 64 * 8 + 8 + 8 + 1 - 1)  # one weight short of this head
+    assert not H.fits(head, x, xv) and not H.size_fits(x, xv, [8], 1)
+    monkeypatch.undo()
+    assert H.size_fits(x, xv, [8], 1)
     assert not H.fits(head, x[:, :10], xv[:, :10])  # not the head's width
     keras.backend.clear_session(free_memory=False)
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -20,11 +20,12 @@ come from another random stream, so scores agree within seed noise
 (``benchmarks/search_speed.py`` shows both paths on the same trials). Metrics are
 computed with numpy (:func:`fast_scores`, checked against scikit-learn in the tests).
 
-:func:`fits` says whether a head and its data qualify: dense layers only, float32
-compute, and both splits small enough to hold in memory (:data:`MEMORY_BUDGET_BYTES`);
-anything else (fine-tuned blocks, float16 heads, splits larger than the budget) takes
-the Keras path. ``BENCH_HEAD_TRAINER=keras`` sends every trial there (benchmarks compare
-the two).
+:func:`fits` (for a built model) and :func:`size_fits` say whether a head qualifies:
+dense layers only, float32 compute, at most :data:`MAX_WEIGHTS` weights, and both splits
+small enough to hold in memory (:data:`MEMORY_BUDGET_BYTES`). Anything else (fine-tuned
+blocks, float16 heads, a flatten head on a large map, splits over the budget) takes the
+Keras path. ``BENCH_HEAD_TRAINER=keras`` sends every trial there (benchmarks compare the
+two).
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ from bench.config import OBJECTIVES
 
 log = logging.getLogger("bench.search.trainer")  # the epoch records benchmarks read
 
-#: Largest train + validation inputs, in float32 bytes, held as tensors for one trial.
+#: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
 MEMORY_BUDGET_BYTES = 768 * 2**20
+#: Largest head, in weights, trained here. Above it (a flatten head on a large feature
+#: map: tens of millions of weights) memory bandwidth sets the pace, and TensorFlow's
+#: fused Adam kernel (one pass over each array) beats numpy's dozen passes by about two
+#: to one, while tracing the Keras path costs little next to such a trial's epochs.
+MAX_WEIGHTS = 2_000_000
 #: Keras' Adam constants (keras.optimizers.Adam defaults).
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
 #: Keras' probability clipping in its cross-entropy losses.
@@ -81,10 +87,15 @@ def as_matrix(rows) -> np.ndarray:
     return array.reshape(len(array), -1)
 
 
-def inputs_fit(x, x_val) -> bool:
-    """Whether both splits, as :func:`as_matrix` makes them, fit :data:`MEMORY_BUDGET_BYTES`."""
+def size_fits(x, x_val, units: list[int], n_out: int) -> bool:
+    """Whether a head of hidden layers ``units`` and ``n_out`` outputs on rows of ``x``
+    trains here: both splits (as :func:`as_matrix` makes them) within
+    :data:`MEMORY_BUDGET_BYTES`, at most :data:`MAX_WEIGHTS` weights."""
     width = int(np.prod(x.shape[1:]))
-    return int(np.prod(x_val.shape[1:])) == width and 4 * (x.shape[0] + x_val.shape[0]) * width <= MEMORY_BUDGET_BYTES
+    sizes = [width, *units, n_out]
+    n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return (int(np.prod(x_val.shape[1:])) == width and n_weights <= MAX_WEIGHTS
+            and 4 * (x.shape[0] + x_val.shape[0]) * width <= MEMORY_BUDGET_BYTES)
 
 
 def fits(model, x, x_val) -> bool:
@@ -97,7 +108,8 @@ def fits(model, x, x_val) -> bool:
         return False
     if head_layers(model) is None:
         return False
-    return inputs_fit(x, x_val)
+    units = [layer.units for layer in model.layers if hasattr(layer, "units")]
+    return size_fits(x, x_val, units[:-1], units[-1])
 
 
 def initial_weights(width: int, dense: list[tuple[int, float]], n_out: int, seed: int) -> list[np.ndarray]:
@@ -172,6 +184,7 @@ class DenseHead:
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]
         self.scratch = [np.empty_like(p) for p in self.params]
+        self.grads = [np.empty_like(p) for p in self.params]
         self.rates, self.binary, self.steps = list(rates), binary, 0
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
@@ -198,10 +211,10 @@ class DenseHead:
         it) from the output probabilities (the cross-entropy's gradient at the logits is
         ``proba - y``)."""
         delta = (proba - y) * (w / np.float32(len(w)))[:, None]
-        grads = [None] * len(self.params)
+        grads = self.grads
         for i in range(len(self.rates), -1, -1):
-            grads[2 * i] = acts[i].T @ delta
-            grads[2 * i + 1] = delta.sum(axis=0)
+            np.matmul(acts[i].T, delta, out=grads[2 * i])  # into a kept buffer: no fresh pages per step
+            np.sum(delta, axis=0, out=grads[2 * i + 1])
             if i:
                 delta = delta @ self.params[2 * i].T
                 if masks[i - 1] is not None:
@@ -217,7 +230,7 @@ class DenseHead:
         self.steps += 1
         lr_t = np.float32(lr * math.sqrt(1.0 - BETA_2**self.steps) / (1.0 - BETA_1**self.steps))
         for p, m, v, g, tmp in zip(self.params, self.m, self.v, grads, self.scratch):
-            p, m, v, g, tmp = (a.reshape(-1) for a in (p, m, v, np.ascontiguousarray(g), tmp))
+            p, m, v, g, tmp = (a.reshape(-1) for a in (p, m, v, g, tmp))
             for start in range(0, p.size, ADAM_BLOCK):
                 block = slice(start, start + ADAM_BLOCK)
                 _adam_block(p[block], m[block], v[block], g[block], tmp[block], lr_t)

@@ -168,9 +168,9 @@ class BenchHyperModel(kt.HyperModel):
         d = self.data
         pooling, dense = head_spec(hp)
         x, x_val = d.features(0, pooling)
-        if not head_training.inputs_fit(x, x_val):
-            return None
         n_out = 1 if d.n_classes == 2 else d.n_classes
+        if not head_training.size_fits(x, x_val, [units for units, _ in dense], n_out):
+            return None
         start = head_training.initial_weights(int(np.prod(x.shape[1:])), dense, n_out, seed)
         history, weights = head_training.train_rows(
             start, [rate for _, rate in dense], x, d.y_train, x_val, d.y_val, n_classes=d.n_classes,
