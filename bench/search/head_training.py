@@ -10,13 +10,14 @@ pass, back-propagation and Adam's update are matrix products and in-place array
 operations, with nothing to trace or compile, and the Keras model only lends its initial
 weights and receives the trained ones.
 
-The semantics are :func:`bench.search.trainer.train`'s: the Keras model's own initial
-weights, Adam with Keras' constants, class weights scaling each sample's loss (mean over
+The semantics are :func:`bench.search.trainer.train`'s: Keras' initial weights (a built
+model's own, or the same distributions drawn by :func:`initial_weights`), Adam with Keras' constants, class weights scaling each sample's loss (mean over
 the batch), inverted dropout in training only, Keras' clipped cross-entropy, an
 unweighted validation loss, early stopping that restores the best epoch on the
-objective, and the same history keys. Without dropout a trial follows the Keras path's
-numbers to float32 rounding (``tests/test_head_training.py``); with dropout the masks
-come from another random stream, so scores agree within seed noise
+objective, and the same history keys. From the same initial weights and without dropout
+a trial follows the Keras path's numbers to float32 rounding
+(``tests/test_head_training.py``); initial weights drawn here and dropout masks come from
+numpy's random stream, so a trial's scores agree with the Keras path's within seed noise
 (``benchmarks/search_speed.py`` shows both paths on the same trials). Metrics are
 computed with numpy (:func:`fast_scores`, checked against scikit-learn in the tests).
 
