@@ -85,7 +85,7 @@ def as_matrix(rows) -> np.ndarray:
     """All of ``rows`` (an array or FeatureRows) as one float32 matrix, a row per image
     (a feature map flattened as ``keras.layers.Flatten`` does, channels last)."""
     array = np.asarray(rows if isinstance(rows, np.ndarray) else rows[:], dtype=np.float32)
-    return array.reshape(len(array), -1)
+    return np.ascontiguousarray(array.reshape(len(array), -1))
 
 
 def size_fits(x, x_val, units: list[int], n_out: int) -> bool:

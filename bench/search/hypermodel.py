@@ -47,6 +47,7 @@ class TrialData:
     patience: int = 5
     objective: str = "val_auc"
     _pooled: dict = field(default_factory=dict, repr=False)
+    _matrices: dict = field(default_factory=dict, repr=False)
 
     def features(self, depth: int, pooling: str | None = None) -> tuple:
         """(train, val) inputs at ``depth`` (arrays or FeatureRows); at depth 0 with avg/max
@@ -59,6 +60,15 @@ class TrialData:
             reduce = np.mean if pooling == "avg" else np.max
             self._pooled[pooling] = tuple(pooled(a, reduce) for a in (self.x_train[0], self.x_val[0]))
         return self._pooled[pooling]
+
+
+    def matrices(self, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val) at depth 0 as float32 matrices, a row per image (pooled, or the
+        flattened map), read once and kept for every later trial with this pooling (the
+        caller checks that they fit :data:`~bench.search.head_training.MEMORY_BUDGET_BYTES`)."""
+        if pooling not in self._matrices:
+            self._matrices[pooling] = tuple(head_training.as_matrix(a) for a in self.features(0, pooling))
+        return self._matrices[pooling]
 
 
 def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -172,6 +182,7 @@ class BenchHyperModel(kt.HyperModel):
         if not head_training.size_fits(x, x_val, [units for units, _ in dense], n_out):
             return None
         start = head_training.initial_weights(int(np.prod(x.shape[1:])), dense, n_out, seed)
+        x, x_val = d.matrices(pooling)
         history, weights = head_training.train_rows(
             start, [rate for _, rate in dense], x, d.y_train, x_val, d.y_val, n_classes=d.n_classes,
             learning_rate=hp.get("learning_rate"), epochs=epochs, batch_size=d.batch_size,
