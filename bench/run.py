@@ -34,7 +34,9 @@ from bench.atomic import read_json, write_json_atomic, write_text_atomic
 from bench.data.header_groups import ATTRIBUTE
 from bench.locks import RunLock, file_lock, read_only_message
 from bench.machine import library_versions, machine_info
-from bench.runfolder import RunFiles, check_can_write, check_run_name, check_writable, default_run_name
+from bench.runfolder import (
+    CONTENT_CSV, COPIES_PNG, DATASET_JSON, FOLDS_JSON, GROUPS_CSV, HEADER_SALT, RUN_JSON, SPLIT_JSON, RunFiles,
+    check_can_write, check_run_name, check_writable, default_run_name)
 
 log = logging.getLogger("bench")
 
@@ -107,8 +109,21 @@ def check_outputs(config: RunConfig) -> None:
     check_can_write(config.reports, "--reports")
 
 
+#: What a run's preparation writes before run.json, the file that marks a prepared run.
+PREPARATION_FILES = frozenset({DATASET_JSON, SPLIT_JSON, FOLDS_JSON, GROUPS_CSV, COPIES_PNG, CONTENT_CSV, HEADER_SALT})
+
+
+def stopped_preparation(run_dir: Path) -> bool:
+    """A run folder whose preparation was stopped before its run.json landed: nothing in
+    it but the preparation's own files (and hidden temporary files). There is no run to
+    resume; the same command prepares it again over them."""
+    entries = list(run_dir.iterdir())
+    return not (run_dir / RUN_JSON).exists() and all(
+        e.is_file() and not e.is_symlink() and (e.name in PREPARATION_FILES or e.name.startswith(".")) for e in entries)
+
+
 def _check_new_run_dir(run_dir: Path, name: str) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(run_dir.iterdir()) and not stopped_preparation(run_dir):
         raise BenchError(f"run folder {run_dir} already exists; continue it with --resume --name {name}, "
                          "or pass another --name")
 

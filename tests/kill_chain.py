@@ -150,7 +150,9 @@ def chain(data: Path, options: list[str], root: Path, moments: list[int], proces
             kills.append({"moment": moment, "rc": rc, "stage": None, "path": None,
                           "error": f"not killed at write {moment} (rc {rc}, last write {last[0]}): {_tail(root)}"})
             break
-        first = False
+        # killed before the run folder's run.json landed: there is no run to resume, so the
+        # same command starts it again, as a user would
+        first = not (root / OUT / RUN_NAME / "run.json").exists()
         kills.append({"moment": moment, "rc": rc, "stage": stage_of(last[1], root),
                       "path": str(Path(last[1]).relative_to(root)), "completed": completed_trials(root)})
     rc = bench(run_args(data, options) if first else RESUME, root, {"BENCH_WRITE_LOG": str(log)}, processes)

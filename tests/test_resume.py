@@ -105,3 +105,29 @@ def test_kill_at_crash_point_then_resume(tmp_path, uninterrupted, point, warm):
     assert board.loc[0, "status"] == "ok" and board.loc[0, "trials_done"] == 3
     if point == "caching":
         assert "cached train features" in resumed.stderr
+
+
+def test_a_preparation_stopped_before_run_json_is_prepared_again(tmp_path):
+    """Killed before run.json landed, a run folder holds only its preparation's files:
+    there is no run to resume, and the same command prepares it again over them. A folder
+    holding anything else is still refused."""
+    from bench.config import RunConfig
+    from bench.errors import BenchError
+    from bench.run import prepare_run
+
+    data = make_folder(tmp_path / "data", {"a": 6, "b": 6}, size=32, seed=1)
+
+    def config():
+        return RunConfig.from_dict(dict(data=data, backbones=["mobilenet_v2"], weights="none", image_size=32,
+                                        out=tmp_path / "results", name="r", max_trials=1, epochs=1))
+
+    run = prepare_run(config())
+    (run.path / "run.json").unlink()  # as a kill just before that write leaves it
+    (run.path / ".run.json.tmp-123").write_text("{")  # and the temporary file of the write
+    again = prepare_run(config())
+    assert (again.path / "run.json").is_file() and again.path == run.path
+    (run.path / "run.json").unlink()
+    (run.path / "notes.txt").write_text("mine")
+    with pytest.raises(BenchError, match="already exists; continue it with --resume"):
+        prepare_run(config())
+    assert (run.path / "notes.txt").read_text() == "mine"
