@@ -114,6 +114,13 @@ class SearchConfig:
                                   help="Distributed: a trial whose worker has not called the chief for this long "
                                        "(seconds, or with a unit: 90s, 10m, 1h) goes back to the queue and runs on "
                                        "another worker. Workers call at least every 5 s while they train.")
+    budget: float | None = option(None, flag="--budget", low=10, high=30 * 86_400, cli_type=str,
+                                  changes_results=False, show_default="none",
+                                  help="Stop on time (seconds, or 90s, 10m, 1h): the searches share the time left "
+                                       "(each stops after the trial that uses up its share), and under --cv a "
+                                       "backbone whose fold scores fall behind the leader's beyond the corrected "
+                                       "paired interval is dropped after each round of folds. Counts from the "
+                                       "search's start; the scan, the report and the export are not counted.")
     patience: int = 5
     class_weights: bool = True
     tensorboard: bool = True
@@ -207,6 +214,8 @@ class RunConfig:
         config = cls(**{k: v for k, v in flat.items() if k in own},
                      search=SearchConfig(**{k: v for k, v in flat.items() if k in searched}))
         config.search.trial_timeout = parse_duration(config.search.trial_timeout, "--trial-timeout")
+        if config.search.budget is not None:
+            config.search.budget = parse_duration(config.search.budget, "--budget")
         if isinstance(config.backbones, str):  # the CLI's comma-separated form
             config.backbones = [name.strip() for name in config.backbones.split(",") if name.strip()]
         for key in ("out", "reports", "data", "groups"):

@@ -27,6 +27,8 @@ split or folds: rows of ``kind`` floor, shown below the ranked backbones and nev
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 
 from bench.evaluate.leaderboard import write_leaderboard
 from bench.pipeline import BackboneJob, run_backbone
@@ -38,14 +40,59 @@ log = logging.getLogger(__name__)
 FINAL_MODEL_KEYS = ("best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
 
 
-class SingleSplit:
-    """One search per backbone on the run's one split, ranked on the validation objective."""
+class Design:
+    """What both designs share: ``--budget``'s time shares and the rows of stopped backbones."""
 
-    source = Source.TEST
     searches_winner_again = False
 
     def __init__(self, run, frozen_pass: FrozenPass) -> None:
         self.run, self.frozen_pass = run, frozen_pass
+        self.stopped: dict[str, str] = {}  # backbone -> why --budget stopped it (set by run_design)
+        self.leader: str | None = None  # --cv with --budget: the best fold mean so far
+
+    def budgeted(self, job: BackboneJob, remaining: list[BackboneJob], finished: dict, budget) -> BackboneJob | None:
+        """``job`` with its share of the time left (:mod:`bench.budget`), or None when the
+        budget stops it. A job finished earlier runs as it is (it is only read back)."""
+        if job.files.result_json.exists():
+            return job
+        if job.name in budget.stopped:
+            return None
+        todo = [j for j in remaining if j.name not in budget.stopped]
+        deadline = budget.deadline(len(todo), self.searches_winner_again, self.kept_for(job, todo, budget))
+        if deadline is None and not self.must_run(job, finished):
+            budget.stop(job.name, self.cut_reason(job, finished, budget))
+            return None
+        return replace(job, deadline=deadline if deadline is not None else time.monotonic())
+
+    def kept_for(self, job: BackboneJob, todo: list[BackboneJob], budget) -> float:
+        """Seconds kept back from ``job``'s share for searches that must run after it."""
+        return 0.0
+
+    def must_run(self, job: BackboneJob, finished: dict) -> bool:
+        """Whether ``job`` runs (at one trial) even when no time is left."""
+        return not finished
+
+    def cut_reason(self, job: BackboneJob, finished: dict, budget) -> str:
+        from bench.budget import duration_text
+
+        return f"not searched: the budget ({duration_text(budget.seconds)}) was used up before its search"
+
+    def race(self, finished: dict, budget) -> None:
+        """After a round of searches: drop what is behind (only cross-validation races)."""
+
+    def stopped_rows(self, finished: dict) -> list[dict]:
+        """A row for each candidate the budget stopped before any of its searches ended."""
+        from bench.budget import STOPPED
+
+        return [{"backbone": c.name, **c.columns(), "weights": c.weights, "baseline": c.baseline, "status": STOPPED,
+                 "message": self.stopped[c.name]}
+                for c in BackboneJob.candidates(self.run) if c.name in self.stopped and c.name not in finished]
+
+
+class SingleSplit(Design):
+    """One search per backbone on the run's one split, ranked on the validation objective."""
+
+    source = Source.TEST
 
     def jobs(self, cluster=None) -> list[BackboneJob]:
         return BackboneJob.for_run(self.run, cluster, self.frozen_pass)
@@ -55,7 +102,7 @@ class SingleSplit:
 
     def rows(self, finished: dict[str, list[dict]]) -> list[dict]:
         """A backbone's row is its one search's result; a floor baseline's its one result."""
-        return [rows[0] for rows in finished.values()] + _floor_rows(self.run)
+        return [rows[0] for rows in finished.values()] + self.stopped_rows(finished) + _floor_rows(self.run)
 
     def partial_rows(self, finished: dict[str, list[dict]]) -> list[dict]:
         """Rows are ready as each backbone ends: the leaderboard grows with the run (the
@@ -68,15 +115,53 @@ class SingleSplit:
         return False
 
 
-class NestedCV:
+class NestedCV(Design):
     """Every backbone in every outer fold of every repeat; ranked on the out-of-fold estimates."""
 
     source = Source.OUT_OF_FOLD
     searches_winner_again = True
 
     def __init__(self, run, frozen_pass: FrozenPass) -> None:
-        self.run, self.frozen_pass = run, frozen_pass
+        super().__init__(run, frozen_pass)
         self.plan = run.folds
+
+    # -- --budget --------------------------------------------------------------------
+    def kept_for(self, job: BackboneJob, todo: list[BackboneJob], budget) -> float:
+        """Another backbone's search keeps back the time of the leader's folds still to run."""
+        if self.leader is None or job.name == self.leader or not budget.durations:
+            return 0.0
+        import statistics
+
+        return statistics.median(budget.durations) * sum(j.name == self.leader for j in todo)
+
+    def must_run(self, job: BackboneJob, finished: dict) -> bool:
+        """The leader's folds run (a trial each when no time is left): without all of them
+        there is no estimate to rank and no model to deploy."""
+        return job.name == self.leader or not finished
+
+    def cut_reason(self, job: BackboneJob, finished: dict, budget) -> str:
+        from bench.budget import duration_text
+
+        done, total = len(finished.get(job.name, [])), self.plan.k * self.plan.repeats
+        return (f"stopped: the budget ({duration_text(budget.seconds)}) was used up after {done} of {total} outer "
+                f"folds (the leader's folds run first)")
+
+    def race(self, finished: dict, budget) -> None:
+        """The racing rule of :func:`bench.budget.behind_leader` on the folds' own scores
+        of the objective's metric."""
+        from bench.budget import behind_leader, racing_sentence
+        from bench.evaluate.crossval import CV_METRIC
+        from bench.schema import label
+
+        search = self.run.config.search
+        metric = CV_METRIC[search.objective]
+        scores = {name: {r["repeat"] * self.plan.k + r["fold"]: float(r[f"test_{metric}"]) for r in rows
+                         if r.get("status") == "ok" and r.get(f"test_{metric}") is not None}
+                  for name, rows in finished.items() if name not in budget.stopped}
+        maximise = metric != "brier"
+        self.leader, behind = behind_leader(scores, self.plan.k, maximise)
+        for name, evidence in behind.items():
+            budget.stop(name, racing_sentence(evidence, self.plan.k * self.plan.repeats, label(metric)))
 
     def jobs(self, cluster=None) -> list[BackboneJob]:
         return BackboneJob.for_folds(self.run, cluster, self.frozen_pass)
@@ -91,14 +176,15 @@ class NestedCV:
         from bench.evaluate.crossval import cv_row, probability_best_by_backbone, selection_rule
 
         run, search = self.run, self.run.config.search
-        rows = [cv_row(run.path, c.name, finished[c.name], self.plan, search.objective, search.seed)
+        rows = [cv_row(run.path, c.name, finished[c.name], self.plan, search.objective, search.seed,
+                       stopped=self.stopped.get(c.name))
                 for c in BackboneJob.candidates(run) if c.name in finished]
         best = probability_best_by_backbone(run.path, rows, self.plan, search.objective, search.seed)
         rule = selection_rule(search.objective, self.plan.k, self.plan.repeats)
         for row in rows:
             row["probability_best"] = best.get(row["backbone"])
             row["selection_rule"] = rule
-        return rows + _floor_rows(run)
+        return rows + self.stopped_rows(finished) + _floor_rows(run)
 
     def partial_rows(self, finished: dict[str, list[dict]]) -> None:
         """No row before every fold has ended."""
@@ -140,26 +226,40 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     a distributed worker (the chief ranks) or when no backbone has a row.
 
     ``sources``: built backbones kept by the caller for later runs (a suite); without it
-    each backbone is freed after its last job."""
+    each backbone is freed after its last job. With ``--budget`` (:mod:`bench.budget`) each
+    search gets its share of the time left, and jobs the budget stops are not run."""
+    from bench.budget import Budget
+
     design = design_for(run, frozen_pass)
     jobs = design.jobs(cluster)
     finished: dict[str, list[dict]] = {}
     keep = sources is not None
     sources = {} if sources is None else sources  # each backbone built once for all of its jobs
     last_use = {job.source_key: i for i, job in enumerate(jobs)}
+    budget = Budget.open(run) if cluster is None else None
     for i, job in enumerate(jobs):
+        if budget is not None:
+            job = design.budgeted(job, jobs[i:], finished, budget)
+            if job is None:
+                continue
         if (what := design.describe(job)) is not None:
             log.info(what)
+        started, ran = time.monotonic(), not job.files.result_json.exists()
         row = run_backbone(job, sources)
         if last_use[job.source_key] == i and not design.searches_winner_again and not keep:
             sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
+        if budget is not None:
+            budget.record(time.monotonic() - started if ran else None)
         if row is None:
             continue
         finished.setdefault(job.name, []).append(row)
+        if budget is not None and (i + 1 == len(jobs) or jobs[i + 1].fold != job.fold):
+            design.race(finished, budget)  # a round of folds has ended
         if (partial := design.partial_rows(finished)) is not None:
             write_leaderboard(partial, run.path)
     if cluster is not None and not cluster.is_chief or not finished:
         return None
+    design.stopped = budget.stopped if budget is not None else {}
     rows = design.rows(finished)
     table = write_leaderboard(rows, run.path)
     ranked = table[table["rank"] == 1] if "rank" in table else table.iloc[0:0]

@@ -79,6 +79,7 @@ class BackboneJob:
     frozen_pass: FrozenPass = FrozenPass()  # what computes the cached features, and in which precision
     candidate: Candidate | None = None  # None: the backbone ``name`` (or the baseline) with ``weights``
     floor: bool = False  # also fit the backbone's linear probe on its cached features (bench.floor)
+    deadline: float | None = None  # --budget: monotonic time after which the search starts no trial
 
     @staticmethod
     def candidates(run) -> list[Candidate]:
@@ -219,7 +220,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     settings = TrialSettings(epochs=cfg.trial_epochs, seed=cfg.seed, tensorboard=cfg.tensorboard,
                              cluster=job.cluster, job=job.index, trial_timeout_s=cfg.trial_timeout,
                              search_done=lambda: trials_path.exists() or result_path.exists(),
-                             labels=(("backbone", job.name), ("fold", job.fold_label)))
+                             labels=(("backbone", job.name), ("fold", job.fold_label)), deadline=job.deadline)
     tuner = make_tuner(hypermodel, cfg, job.out_dir, TUNER_DIR, settings,
                        hyperparameters=_recipe_hyperparameters() if job.baseline else None)
     final = FinalSettings(data.class_weight, cfg.min_sensitivity, cfg.min_specificity)

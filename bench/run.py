@@ -309,6 +309,9 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
     every other one (chief or worker) joins it, with the same checks as ``--resume``."""
     if not config.name:
         raise BenchError("distributed mode needs --name: the chief and every worker must name the same run folder")
+    if config.search.budget is not None:
+        raise BenchError("--budget shares one process's time among its searches; a distributed run ends by "
+                         "--max-trials: drop --budget")
     check_run_name(config.name)
     out = check_writable(config.out, "--out")
     with file_lock(out / f".{config.name}.prepare.lock"):

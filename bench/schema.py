@@ -71,6 +71,11 @@ BACKBONE_KIND = "backbone"
 FLOOR_KIND = "floor"
 
 
+#: A leaderboard row's ``status`` for a backbone ``--budget`` stopped before it finished
+#: (``message`` says why; :mod:`bench.budget`); such rows are not ranked.
+STOPPED = "stopped"
+
+
 def is_floor(row) -> bool:
     """Whether a leaderboard row (a dict or a pandas row) is a floor baseline's."""
     return row.get("kind") == FLOOR_KIND

@@ -21,7 +21,7 @@ LAYERS = (
     ("__init__", "errors", "config", "schema", "atomic", "locks", "tables", "machine", "runfolder", "outputs", "lazy",
      "parallel", "row_reads", "faults", "stopping", "progress", "layers", "terminal"),  # shared helpers
     ("data",),
-    ("search", "evaluate"),
+    ("search", "evaluate", "budget"),  # budget: --budget's time shares and racing
     ("report",),
     ("deploy",),  # export, serve, predict; an external evaluation writes its report with bench.report
     ("cli", "cli_options", "run", "designs", "pipeline", "candidates", "floor", "mlflow_tracking", "suite", "audit"),  # what puts the stages together

@@ -28,6 +28,7 @@ from bench.evaluate.metrics import CI_METRICS, evaluate
 from bench.evaluate.paired import pairwise_tests
 from bench.atomic import read_json
 from bench.runfolder import RunFiles
+from bench.schema import STOPPED
 from bench.tables import OOF_TEXT_COLUMNS, probability_matrix, read_table, text_frame, write_csv
 
 #: The CV metric that estimates each validation objective (val_loss: the Brier score,
@@ -136,9 +137,12 @@ def fold_spread(fold_rows: list[dict], k: int) -> dict:
     return out
 
 
-def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str, seed: int = 0) -> dict:
+def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str, seed: int = 0,
+           stopped: str | None = None) -> dict:
     """The leaderboard row of one backbone of a CV run (before ranking); writes its
-    ``oof_predictions.csv``. A backbone with a failed fold has status ``failed``."""
+    ``oof_predictions.csv``. A backbone with a failed fold has status ``failed``; one that
+    ``--budget`` stopped (``stopped``: why) has status ``stopped`` and the spread of the
+    folds it finished."""
     first = fold_rows[0]
     row = {key: first.get(key) for key in ("backbone", "family", "image_size", "weights", "baseline", "compute_dtype")}
     # a floor baseline (bench.evaluate.floor): its kind and what it is
@@ -153,6 +157,10 @@ def cv_row(run_dir: Path, name: str, fold_rows: list[dict], plan, objective: str
                search_seconds=round(sum(float(r.get("search_seconds") or 0.0) for r in fold_rows), 1))
     failed = [r for r in fold_rows if r.get("status") != "ok"]
     expected = plan.k * plan.repeats
+    if stopped is not None:
+        row.update(status=STOPPED, message=stopped, cv_folds_done=len(fold_rows) - len(failed))
+        row.update(fold_spread(fold_rows, plan.k))
+        return row
     if failed or len(fold_rows) != expected:
         row.update(status="failed", message=f"{len(failed)} of {expected} outer folds failed; see cv/*/{name}/trials.csv")
         return row

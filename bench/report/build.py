@@ -135,7 +135,8 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
         "created": data.run.get("created"),
         "classes": data.classes,
         "banners": findings.banners(data),
-        "failed_backbones": [(b.name, b.row.get("message") or "no message") for b in data.failed],
+        "failed_backbones": [not_finished_text(b) for b in data.failed],
+        "budget": budget_text(run_dir),
         "decisions": decisions_section(data, decisions),
         "per_backbone": per_backbone,
         "data": {**sections.data_section(data), **design["data"]},
@@ -146,6 +147,32 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
                 for i, (_, title, short, anchor) in enumerate(shown, 1)],
         "no": {key: i for i, (key, *_) in enumerate(shown, 1)},
     }
+
+
+def not_finished_text(b) -> str:
+    """``densenet121 failed: ...`` or, for a backbone ``--budget`` stopped, its evidence."""
+    from bench.budget import STOPPED
+
+    message = b.row.get("message") or "no message"
+    return f"{b.name}: {message}" if b.row.get("status") == STOPPED else f"{b.name} failed: {message}"
+
+
+def budget_text(run_dir: Path) -> str:
+    """The run's ``--budget``, the time its searches used and what it stopped (empty without one)."""
+    from bench.atomic import read_json
+    from bench.budget import BUDGET_JSON, duration_text
+
+    path = Path(run_dir) / BUDGET_JSON
+    if not path.exists():
+        return ""
+    b = read_json(path)
+    stopped = b.get("stopped") or {}
+    cut = (f"It stopped {len(stopped)} backbone{'s' if len(stopped) != 1 else ''} before the end ("
+           + "; ".join(f"{name}: {why}" for name, why in stopped.items()) + ").") if stopped else \
+        "Every backbone finished its searches."
+    return (f"--budget {duration_text(b['budget_s'])}: the searches, the final evaluation and the model to deploy "
+            f"used {duration_text(b['spent_s'])}; each search stopped starting trials once its share of the time "
+            f"left was used. {cut}")
 
 
 def slug_anchor(title: str) -> str:

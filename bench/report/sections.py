@@ -150,7 +150,7 @@ def leaderboard_table(data: RunData, columns=NO_COLUMNS, end_columns=NO_COLUMNS)
     for b in [*data.ok, *data.failed]:
         r = b.row
         rows.append([
-            str(to_int(r.get("rank")) or DASH) if b.ok else "failed", display_name(b),
+            str(to_int(r.get("rank")) or DASH) if b.ok else str(r.get("status") or "failed"), display_name(b),
             estimate_text(r, metric, source), *[cell(r) for _, cell in columns],
             *[estimate_text(r, m, source) for m in others], estimate_text(r, "recall", source),
             estimate_text(r, "specificity", source), num(r.get("val_objective")),

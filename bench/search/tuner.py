@@ -39,6 +39,10 @@ LARGE_MODEL_PARAMS = 5_000_000
 TUNERS = {"bayesian": kt.BayesianOptimization, "random": kt.RandomSearch, "hyperband": kt.Hyperband}
 
 
+class TimeShareUsed(Exception):
+    """The search's share of ``--budget`` is used: it starts no further trial."""
+
+
 class DiskFull(BenchError, kt.errors.FatalError):
     """A trial could not write its results: stops the search (KerasTuner would record
     any other exception as a failed trial and go on, losing every later trial)."""
@@ -59,6 +63,8 @@ class TrialSettings:
     #: Written into every trial's TensorBoard HParams record beside its hyperparameters
     #: (the backbone and, under --cv, the fold), so one view compares them all.
     labels: tuple[tuple[str, str], ...] = ()
+    #: --budget: the monotonic time after which the search starts no further trial
+    deadline: float | None = None
 
 
 def trial_hyperparameters(values: dict) -> dict:
@@ -185,6 +191,8 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             try:
                 with job_environment(None, self.settings.job):
                     return super().search(*args, **kwargs)
+            except TimeShareUsed:
+                return None
             finally:  # the search's bar (a terminal's, see on_trial_end) goes when its search does
                 if self._search_step is not None:
                     self._search_step.close()
@@ -227,6 +235,9 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         if self._search_step is not None and self._search_step.shown:
             self._search_step.update(done, progress)
         log.info(f"  trial {trial.trial_id} ({done}/{total or '?'}): {status}" + (f"; {progress}" if progress else ""))
+        if self.settings.deadline is not None and time.monotonic() >= self.settings.deadline and done < (total or 0):
+            log.info(f"  --budget: this search's share of the time is used; it stops after {done} of {total} trials")
+            raise TimeShareUsed()
 
 
 def register_directions(trial, metrics: dict, objective: str) -> None:

@@ -1,0 +1,149 @@
+"""``--budget``: a run that stops on time with the best answer it can defend.
+
+Two rules, both written into the run folder (``budget.json``) and kept by ``--resume``:
+
+* **Time shares.** Before each search, the time left (less a reserve for the search that
+  makes the deployed model under ``--cv``: the median of the searches so far) is shared
+  equally among the searches still to run; a search stops starting trials once its share
+  is used (it always finishes the trial it is in, and runs at least one). When no time is
+  left, the remaining searches are not run, and their backbones are marked as cut.
+* **Racing** (``--cv``): after each round of outer folds, every backbone is compared with
+  the leader (the best fold mean of the objective's metric) on the folds both finished, by
+  the corrected resampled t-test (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest`,
+  Nadeau & Bengio). A backbone whose whole 95 % interval of the difference lies on the
+  leader's side is dropped: its remaining folds are not run. With one fold done nothing is
+  dropped. The test is repeated after every round, so the chance of dropping a backbone
+  that is in fact as good is larger than 2.5 %; a dropped backbone keeps its row, marked
+  "stopped early", with the evidence.
+
+Rows of backbones that did not finish say which rule stopped them (``status`` ``stopped``,
+``message`` the evidence); they are not ranked.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.atomic import read_json, write_json_atomic
+from bench.schema import STOPPED  # noqa: F401  (the status of a stopped backbone's row)
+
+log = logging.getLogger(__name__)
+BUDGET_JSON = "budget.json"
+
+
+def duration_text(seconds: float) -> str:
+    """``25 min``, ``1 h 30 min``, ``45 s``."""
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+
+
+@dataclass
+class Budget:
+    """The run's time budget, its clock and its decisions (see the module notes)."""
+
+    seconds: float
+    path: Path  # the run folder
+    spent_before: float = 0.0  # by earlier processes of this run (--resume)
+    stopped: dict[str, str] = field(default_factory=dict)  # backbone -> why it did not finish
+    start: float = field(default_factory=time.monotonic)
+    durations: list[float] = field(default_factory=list)  # seconds of each search so far
+
+    @classmethod
+    def open(cls, run) -> Budget | None:
+        """The budget of ``run`` (None without ``--budget``), with what earlier processes
+        of the run spent and decided."""
+        seconds = run.config.search.budget
+        if seconds is None:
+            return None
+        saved = read_json(Path(run.path) / BUDGET_JSON) if (Path(run.path) / BUDGET_JSON).exists() else {}
+        return cls(float(seconds), Path(run.path), float(saved.get("spent_s", 0.0)), dict(saved.get("stopped", {})),
+                   durations=list(saved.get("durations", [])))
+
+    def elapsed(self) -> float:
+        return self.spent_before + time.monotonic() - self.start
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def reserve(self, searches_winner_again: bool) -> float:
+        """Time kept for the search that makes the deployed model (``--cv``)."""
+        return statistics.median(self.durations) if searches_winner_again and self.durations else 0.0
+
+    def deadline(self, remaining: int, searches_winner_again: bool, kept: float = 0.0) -> float | None:
+        """The monotonic time at which the next search stops starting trials: its equal
+        share of the time left, less ``kept`` seconds for searches that must run later;
+        None when no time is left."""
+        free = self.left() - self.reserve(searches_winner_again) - kept
+        if free <= 0:
+            return None
+        return time.monotonic() + free / max(1, remaining)
+
+    def record(self, seconds: float | None = None) -> None:
+        """Note a finished search's seconds; save the clock and the decisions."""
+        if seconds is not None:
+            self.durations.append(round(float(seconds), 3))
+        write_json_atomic(self.path / BUDGET_JSON, {
+            "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
+            "durations": self.durations})
+
+    def stop(self, name: str, why: str) -> None:
+        if name not in self.stopped:
+            self.stopped[name] = why
+            log.warning(f"--budget: {name} {why}")
+        self.record()
+
+    def summary(self) -> dict:
+        """What the report says: the budget, the time used, what was stopped and why."""
+        return {"budget_s": self.seconds, "spent_s": round(self.elapsed(), 1), "stopped": dict(self.stopped)}
+
+
+def behind_leader(fold_scores: dict[str, dict[int, float]], k: int, maximise: bool = True,
+                  level: float = 0.95) -> tuple[str | None, dict[str, dict]]:
+    """The racing rule on per-fold scores ``{backbone: {fold index: score}}``.
+
+    The leader has the best mean over its folds. Every other backbone with at least two
+    folds in common with it is compared on those folds: the corrected resampled t-test of
+    the differences leader - backbone (or backbone - leader when lower is better). Returns
+    the leader and, for each backbone whose whole ``level`` interval of the difference lies
+    on the leader's side, the evidence: folds compared, both means, the difference and its
+    interval."""
+    from bench.evaluate.comparisons import corrected_resampled_ttest
+
+    means = {name: float(np.mean(list(s.values()))) for name, s in fold_scores.items() if s}
+    if len(means) < 2:
+        return (next(iter(means)) if means else None), {}
+    leader = (max if maximise else min)(means, key=lambda name: (means[name], name))
+    out = {}
+    for name, scores in fold_scores.items():
+        common = sorted(set(scores) & set(fold_scores[leader]))
+        if name == leader or len(common) < 2:
+            continue
+        lead = np.array([fold_scores[leader][f] for f in common])
+        mine = np.array([scores[f] for f in common])
+        diffs = lead - mine if maximise else mine - lead
+        if not np.all(np.isfinite(diffs)):
+            continue
+        test = corrected_resampled_ttest(diffs, n_train=k - 1, n_test=1, level=level)
+        if test.ci_low > 0:
+            out[name] = {"folds": len(common), "leader": leader, "mean": float(mine.mean()),
+                         "leader_mean": float(lead.mean()), "difference": test.mean,
+                         "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value}
+    return leader, out
+
+
+def racing_sentence(evidence: dict, k: int, metric: str) -> str:
+    """Why a backbone was dropped, in one sentence."""
+    e = evidence
+    return (f"stopped early after {e['folds']} of {k} outer folds: its {metric} fold mean {e['mean']:.3f} is behind "
+            f"{e['leader']}'s {e['leader_mean']:.3f} on the same folds by {e['difference']:.3f} "
+            f"(corrected 95 % interval {e['ci_low']:.3f} to {e['ci_high']:.3f}, Nadeau-Bengio t-test; p = "
+            f"{e['p']:.3g})")

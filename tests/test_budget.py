@@ -1,0 +1,160 @@
+"""--budget (bench.budget): the racing rule against an independent computation, the time
+shares and their bookkeeping, and a run whose searches stop on time and whose cut
+backbone keeps its row, marked stopped, with the reason in the leaderboard and report."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bench.budget import Budget, behind_leader, duration_text, racing_sentence
+from bench.config import RunConfig
+from bench.errors import BenchError
+from conftest import make_folder
+
+
+def _corrected_interval(diffs, k):
+    """Nadeau-Bengio by hand: mean -/+ t(J-1) * sd * sqrt(1/J + 1/(k-1))."""
+    d = np.asarray(diffs, float)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) * math.sqrt(1 / len(d) + 1 / (k - 1))
+    return d.mean() - half, d.mean() + half
+
+
+def test_a_backbone_behind_the_leader_beyond_the_interval_is_dropped():
+    scores = {"lead": {0: 0.90, 1: 0.88, 2: 0.92},
+              "far": {0: 0.70, 1: 0.69, 2: 0.74},  # about 0.19 behind on every fold
+              "near": {0: 0.91, 1: 0.84, 2: 0.90}}  # behind on average, within noise
+    leader, behind = behind_leader(scores, k=5)
+    assert leader == "lead" and set(behind) == {"far"}
+    low, high = _corrected_interval([0.90 - 0.70, 0.88 - 0.69, 0.92 - 0.74], 5)
+    e = behind["far"]
+    assert (e["ci_low"], e["ci_high"]) == pytest.approx((low, high)) and low > 0
+    assert e["folds"] == 3 and e["mean"] == pytest.approx(np.mean([0.70, 0.69, 0.74]))
+    near_low, _ = _corrected_interval([0.90 - 0.91, 0.88 - 0.84, 0.92 - 0.90], 5)
+    assert near_low <= 0  # why "near" stays
+    text = racing_sentence(e, 5, "ROC AUC")
+    assert text.startswith("stopped early after 3 of 5 outer folds") and "lead's 0.900" in text
+
+
+def test_one_fold_drops_nothing_and_lower_can_be_better():
+    assert behind_leader({"a": {0: 0.9}, "b": {0: 0.1}}, k=5)[1] == {}
+    leader, behind = behind_leader({"a": {0: 0.10, 1: 0.12, 2: 0.11}, "b": {0: 0.30, 1: 0.33, 2: 0.31}}, k=3,
+                                   maximise=False)  # a Brier score: lower is better
+    assert leader == "a" and set(behind) == {"b"}
+
+
+def test_time_shares_reserve_and_saved_decisions(tmp_path):
+    budget = Budget(100.0, tmp_path, start=time.monotonic())
+    now = time.monotonic()
+    assert budget.deadline(4, False) == pytest.approx(now + 25, abs=0.5)
+    budget.durations = [10.0, 30.0, 20.0]
+    assert budget.reserve(True) == 20.0 and budget.reserve(False) == 0.0
+    assert budget.deadline(4, True, kept=40.0) == pytest.approx(now + 10, abs=0.5)  # (100 - 20 - 40) / 4
+    assert budget.deadline(1, True, kept=90.0) is None
+    budget.stop("vgg16", "not searched: the budget (2 min) was used up before its search")
+    saved = json.loads((tmp_path / "budget.json").read_text())
+    assert saved["stopped"] == {"vgg16": "not searched: the budget (2 min) was used up before its search"}
+
+    class Run:
+        path = tmp_path
+        config = RunConfig(search=None)
+
+    Run.config = RunConfig.from_dict({"budget": "100s"})
+    again = Budget.open(Run)
+    assert again.seconds == 100.0 and again.stopped == budget.stopped and again.spent_before >= 0
+    assert again.durations == [10.0, 30.0, 20.0]
+    assert [duration_text(s) for s in (45, 600, 5400)] == ["45 s", "10 min", "1 h 30 min"]
+
+
+@pytest.mark.parametrize("value, seconds", [("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0), ("30", 30.0)])
+def test_budget_takes_a_duration(value, seconds):
+    assert RunConfig.from_dict({"budget": value}).search.budget == seconds
+
+
+@pytest.mark.parametrize("value", ["5", "ten minutes", "nan"])
+def test_bad_budgets_are_one_line(tmp_path, value):
+    from bench.run import validate
+
+    with pytest.raises(BenchError, match="--budget"):
+        validate(RunConfig.from_dict({"budget": value, "data": tmp_path}))
+
+
+def test_a_run_stops_on_time_and_keeps_the_cut_backbone_as_a_stopped_row(tmp_path, monkeypatch):
+    """The first search's share is already used when it starts (one trial of three), and
+    then no time is left: the second backbone is not searched; it keeps a row, unranked,
+    status stopped, and the report says what the budget cut."""
+    from bench import budget as budget_module
+    from bench.report.build import build_report
+    from bench.run import execute, prepare_run
+
+    calls = []
+
+    def deadline(self, remaining, searches_winner_again, kept=0.0):
+        calls.append(remaining)
+        return time.monotonic() if len(calls) == 1 else None
+
+    monkeypatch.setattr(budget_module.Budget, "deadline", deadline)
+    data = make_folder(tmp_path / "data", {"a": 10, "b": 10}, size=48, seed=4)
+    run = prepare_run(RunConfig.from_dict(dict(
+        data=data, backbones=["mobilenet_v2", "densenet121"], weights="none", image_size=32, out=tmp_path / "results",
+        reports=tmp_path / "reports", name="b", max_trials=3, epochs=1, max_unfreeze=0, baseline=False, floor=False,
+        budget="10m")))
+    table = execute(run)
+    trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
+    assert len(trials) == 1  # its share was used after the first trial
+    rows = {r["backbone"]: r for r in table.to_dict("records")}
+    assert rows["mobilenet_v2"]["status"] == "ok" and rows["mobilenet_v2"]["rank"] == 1
+    cut = rows["densenet121"]
+    assert cut["status"] == "stopped" and pd.isna(cut["rank"])
+    assert cut["message"] == "not searched: the budget (10 min) was used up before its search"
+    assert not (run.path / "densenet121").exists()
+    saved = json.loads((run.path / "budget.json").read_text())
+    assert saved["budget_s"] == 600 and list(saved["stopped"]) == ["densenet121"]
+    md, html = build_report(run.path, tmp_path / "reports")
+    text = md.read_text(encoding="utf-8")
+    assert "*densenet121: not searched: the budget (10 min) was used up before its search*" in text
+    assert "--budget 10 min: the searches" in text and "It stopped 1 backbone before the end" in text
+
+
+def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
+    """After a round of folds the backbone far behind the leader is dropped, with its
+    evidence in its row; when time runs short another backbone's fold is cut while the
+    leader's folds still run (a trial each)."""
+    from bench.designs import NestedCV
+    from bench.evaluate.crossval import cv_row
+    from bench.run import prepare_run
+    from bench.search.runtime import FrozenPass
+
+    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=32, seed=2)
+    run = prepare_run(RunConfig.from_dict(dict(
+        data=data, backbones=["mobilenet_v2", "densenet121", "vgg16"], weights="none", image_size=32, cv=3,
+        out=tmp_path / "results", name="c", max_trials=2, epochs=1, budget="10m", floor=False, baseline=False)))
+    design = NestedCV(run, FrozenPass())
+    auc = {"mobilenet_v2": (0.95, 0.93), "densenet121": (0.60, 0.59), "vgg16": (0.96, 0.90)}
+    finished = {name: [{"repeat": 0, "fold": f, "status": "ok", "test_roc_auc": v, "test_accuracy": v}
+                       for f, v in enumerate(values)] for name, values in auc.items()}
+    budget = Budget(600.0, run.path)
+    design.race(finished, budget)
+    assert design.leader == "mobilenet_v2" and list(budget.stopped) == ["densenet121"]
+    assert budget.stopped["densenet121"].startswith("stopped early after 2 of 3 outer folds: its ROC AUC fold mean")
+    row = cv_row(run.path, "densenet121", finished["densenet121"], run.folds, "val_auc",
+                 stopped=budget.stopped["densenet121"])
+    assert row["status"] == "stopped" and row["cv_folds_done"] == 2
+    assert row["cv_roc_auc_fold_mean"] == pytest.approx(0.595) and "cv_roc_auc" not in row
+
+    jobs = design.jobs()
+    third = [j for j in jobs if j.fold == (0, 2)]
+    budget.durations = [100.0, 100.0]
+    budget.spent_before = 600.0 - 150.0  # 150 s left: the leader's last fold (100 s) and the final search (100 s)
+    by_name = {j.name: j for j in third}
+    assert design.budgeted(by_name["densenet121"], third, finished, budget) is None  # dropped by the race
+    assert design.budgeted(by_name["vgg16"], third, finished, budget) is None  # no time once the leader's is kept
+    assert budget.stopped["vgg16"].startswith("stopped: the budget (10 min) was used up after 2 of 3 outer folds")
+    leader_job = design.budgeted(by_name["mobilenet_v2"], third, finished, budget)
+    assert leader_job is not None and leader_job.deadline <= time.monotonic()  # runs, one trial
