@@ -266,4 +266,7 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     if ranked.empty:
         return table
     winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
-    return write_leaderboard(rows, run.path) if design.deploy(winner, sources, len(jobs)) else table
+    changed = design.deploy(winner, sources, len(jobs))
+    if budget is not None:
+        budget.record()  # the time the model to deploy took, for the report
+    return write_leaderboard(rows, run.path) if changed else table
