@@ -18,8 +18,9 @@ objective, and the same history keys. From the same initial weights and without 
 a trial follows the Keras path's numbers to float32 rounding
 (``tests/test_head_training.py``); initial weights drawn here and dropout masks come from
 numpy's random stream, so a trial's scores agree with the Keras path's within seed noise
-(``benchmarks/search_speed.py`` shows both paths on the same trials). Metrics are
-computed with numpy (:func:`fast_scores`, checked against scikit-learn in the tests).
+(``benchmarks/search_speed.py`` shows both paths on the same trials). The end of each
+epoch (metrics, best epoch, early stopping) is the Keras path's own
+(:class:`bench.search.trainer.Epochs`).
 
 :func:`fits` (for a built model) and :func:`size_fits` say whether a head qualifies:
 dense layers only, float32 compute, at most :data:`MAX_WEIGHTS` weights, and both splits
@@ -31,15 +32,12 @@ two).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
 import numpy as np
 
-from bench.config import OBJECTIVES
-
-log = logging.getLogger("bench.search.trainer")  # the epoch records benchmarks read
+from bench.search.trainer import PROBA_EPSILON, Epochs, NonFiniteLoss
 
 #: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
 MEMORY_BUDGET_BYTES = 768 * 2**20
@@ -50,8 +48,6 @@ MEMORY_BUDGET_BYTES = 768 * 2**20
 MAX_WEIGHTS = 2_000_000
 #: Keras' Adam constants (keras.optimizers.Adam defaults).
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
-#: Keras' probability clipping in its cross-entropy losses.
-PROBA_EPSILON = 1e-7
 #: Elements of an array Adam updates at a time (5 float32 blocks stay in a core's L2 cache).
 ADAM_BLOCK = 64 * 1024
 
@@ -124,55 +120,6 @@ def initial_weights(width: int, dense: list[tuple[int, float]], n_out: int, seed
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         weights += [rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32), np.zeros(fan_out, np.float32)]
     return weights
-
-
-# -- metrics ---------------------------------------------------------------------------
-def _binary_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half); nan with one class."""
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _f1(y: np.ndarray, pred: np.ndarray, labels) -> float:
-    """Mean F1 over ``labels`` (0 where a label has no true and no predicted sample)."""
-    values = []
-    for c in labels:
-        tp = np.sum((pred == c) & (y == c))
-        denom = np.sum(pred == c) + np.sum(y == c)
-        values.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(values))
-
-
-def fast_scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
-    """:func:`bench.search.trainer.scores` in numpy: accuracy, AUC (one-vs-rest macro for
-    several classes, nan when a class is missing) and F1 (binary: of class 1; several
-    classes: macro over the classes present in the labels or the predictions)."""
-    y = np.asarray(y)
-    if n_classes == 2:
-        p = proba.reshape(-1)
-        pred = (p >= 0.5).astype(int)
-        return {"accuracy": float((pred == y).mean()), "auc": _binary_auc(y, p), "f1": _f1(y, pred, [1])}
-    pred = proba.argmax(axis=1)
-    if len(np.unique(y)) != n_classes:
-        auc = float("nan")
-    else:
-        auc = float(np.mean([_binary_auc((y == c).astype(int), proba[:, c]) for c in range(n_classes)]))
-    return {"accuracy": float((pred == y).mean()), "auc": auc, "f1": _f1(y, pred, np.union1d(y, pred))}
-
-
-def cross_entropy(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
-    """Keras' unweighted cross-entropy of probabilities (clipped at :data:`PROBA_EPSILON`)."""
-    p = np.clip(proba.astype(np.float64), PROBA_EPSILON, 1 - PROBA_EPSILON)
-    if n_classes == 2:
-        return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
-    p = p / p.sum(axis=1, keepdims=True)
-    return float(-np.mean(np.sum(y_true * np.log(p), axis=1)))
 
 
 # -- one epoch in numpy ------------------------------------------------------------------
@@ -277,14 +224,6 @@ def _targets(y: np.ndarray, n_classes: int) -> np.ndarray:
     return np.eye(n_classes, dtype="float32")[y]
 
 
-def _better(value: float, best: float, direction: str) -> bool:
-    if math.isnan(value):
-        return False
-    if math.isnan(best):
-        return True
-    return value < best if direction == "min" else value > best
-
-
 def train_head(model, x, y: np.ndarray, x_val, y_val: np.ndarray, **kwargs) -> dict[str, list[float]]:
     """Train the dense head ``model`` in place (:func:`fits` must hold): its weights are
     the start, and it ends with the best epoch's (see :func:`train_rows`)."""
@@ -309,17 +248,13 @@ def train_rows(
     history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
     weights. Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops
     being finite."""
-    from bench.search.trainer import NonFiniteLoss
-
     head = DenseHead(weights, rates, n_classes == 2)
     x, x_val = as_matrix(x), as_matrix(x_val)
     y_true, y_val_true = _targets(y, n_classes), _targets(y_val, n_classes)
     weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
 
-    direction = OBJECTIVES[objective]
     rng = np.random.default_rng(seed)
-    history: dict[str, list[float]] = {}
-    best, best_params, waited = float("nan"), None, 0
+    epochs_done = Epochs(objective, patience, n_classes)
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
         order = rng.permutation(len(y))
@@ -335,19 +270,7 @@ def train_rows(
                 head.adam(head.backward(proba, y_true[idx], weights[idx], acts, masks), learning_rate)
             total += loss * len(idx)
             train_proba[idx] = proba
-        val_proba = head.predict(x_val)
-        logs = {"loss": total / len(y), **fast_scores(y, train_proba, n_classes),
-                "val_loss": cross_entropy(y_val_true, val_proba, n_classes)}
-        logs.update({f"val_{k}": value for k, value in fast_scores(y_val, val_proba, n_classes).items()})
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if _better(logs[objective], best, direction):
-            best, best_params, waited = logs[objective], [p.copy() for p in head.params], 0
-        else:
-            waited += 1
-        seconds = time.perf_counter() - t_epoch
-        log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {objective} {logs[objective]:.4f} ({seconds:.3f} s)",
-                  extra={"epoch_seconds": seconds})
-        if waited and waited >= patience:
+        if epochs_done.end(epoch, t_epoch, total / len(y), y, train_proba, y_val, y_val_true, head.predict(x_val),
+                           lambda: [p.copy() for p in head.params]):
             break
-    return history, best_params if best_params is not None else head.params
+    return epochs_done.history, epochs_done.best_weights if epochs_done.best_weights is not None else head.params

@@ -4,7 +4,7 @@ Keras' ``model.fit`` spends seconds of tracing and a fixed cost per epoch in cal
 iterators and metric bookkeeping, which is most of a trial when the model is a small
 head on cached features. This loop compiles one gradient step, feeds numpy batches,
 evaluates the validation split with one compiled call per epoch and computes metrics with
-scikit-learn. Semantics follow ``fit``: class weights scale each sample's loss
+numpy. Semantics follow ``fit``: class weights scale each sample's loss
 (mean over the batch), validation loss is unweighted, and early stopping restores the
 weights of the best epoch on the objective. Each epoch ends with a DEBUG record on the
 ``bench.search.trainer`` logger (``bench run --verbose``) carrying its wall seconds
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.metrics import f1_score, roc_auc_score
 
 from bench.config import OBJECTIVES
 from bench.search.features import release_rows
@@ -43,20 +42,88 @@ def _loss(n_classes: int):
     return keras.losses.BinaryCrossentropy() if n_classes == 2 else keras.losses.CategoricalCrossentropy()
 
 
+def _binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half); nan with one class."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _f1(y: np.ndarray, pred: np.ndarray, labels) -> float:
+    """Mean F1 over ``labels`` (0 where a label has no true and no predicted sample)."""
+    values = []
+    for c in labels:
+        tp = np.sum((pred == c) & (y == c))
+        denom = np.sum(pred == c) + np.sum(y == c)
+        values.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(values))
+
+
 def scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
-    """accuracy, auc, f1 at threshold 0.5 (binary) or argmax (macro, multi-class)."""
+    """accuracy, AUC and F1 of one epoch's predictions, in numpy (scikit-learn's
+    definitions, checked against it in the tests, at a fraction of its per-call cost):
+    binary: threshold 0.5, F1 of class 1; several classes: argmax, AUC one-vs-rest macro
+    (nan when a class is missing), F1 macro over the classes in the labels or predictions."""
+    y = np.asarray(y)
     if n_classes == 2:
         p = proba.reshape(-1)
         pred = (p >= 0.5).astype(int)
-        auc_input, f1 = p, f1_score(y, pred, zero_division=0)
-    else:
-        pred = proba.argmax(axis=1)
-        auc_input, f1 = proba, f1_score(y, pred, average="macro", zero_division=0)
-    try:
-        auc = roc_auc_score(y, auc_input, multi_class="ovr") if n_classes > 2 else roc_auc_score(y, auc_input)
-    except ValueError:  # one class only in this split
+        return {"accuracy": float((pred == y).mean()), "auc": _binary_auc(y, p), "f1": _f1(y, pred, [1])}
+    pred = proba.argmax(axis=1)
+    if len(np.unique(y)) != n_classes:
         auc = float("nan")
-    return {"accuracy": float((pred == y).mean()), "auc": float(auc), "f1": float(f1)}
+    else:
+        auc = float(np.mean([_binary_auc((y == c).astype(int), proba[:, c]) for c in range(n_classes)]))
+    return {"accuracy": float((pred == y).mean()), "auc": auc, "f1": _f1(y, pred, np.union1d(y, pred))}
+
+
+#: Keras' probability clipping in its cross-entropy losses.
+PROBA_EPSILON = 1e-7
+
+
+def cross_entropy(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
+    """Keras' unweighted cross-entropy of probabilities (clipped at :data:`PROBA_EPSILON`)."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), PROBA_EPSILON, 1 - PROBA_EPSILON)
+    if n_classes == 2:
+        return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.sum(y_true * np.log(p), axis=1)))
+
+
+class Epochs:
+    """What both training loops do at the end of an epoch: its metrics into the history
+    (Keras' key names), the best epoch on the objective (its weights kept), early stopping
+    after ``patience`` epochs without improvement, and a DEBUG record with the epoch's
+    seconds (``epoch_seconds``, which ``benchmarks/search_speed.py`` reads)."""
+
+    def __init__(self, objective: str, patience: int, n_classes: int) -> None:
+        self.objective, self.patience, self.n_classes = objective, patience, n_classes
+        self.direction = OBJECTIVES[objective]
+        self.history: dict[str, list[float]] = {}
+        self.best, self.best_weights, self.waited = float("nan"), None, 0
+
+    def end(self, epoch: int, started: float, loss: float, y, train_proba, y_val, y_val_true, val_proba,
+            weights) -> bool:
+        """Record epoch ``epoch`` (0-based); ``weights()`` gives a copy of the weights when
+        this epoch is the best so far. True when training should stop."""
+        logs = {"loss": loss, **scores(y, train_proba, self.n_classes),
+                "val_loss": cross_entropy(y_val_true, val_proba, self.n_classes)}
+        logs.update({f"val_{k}": v for k, v in scores(y_val, val_proba, self.n_classes).items()})
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+        if _better(logs[self.objective], self.best, self.direction):
+            self.best, self.best_weights, self.waited = logs[self.objective], weights(), 0
+        else:
+            self.waited += 1
+        seconds = time.perf_counter() - started
+        log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {self.objective} {logs[self.objective]:.4f} "
+                  f"({seconds:.3f} s)", extra={"epoch_seconds": seconds})
+        return bool(self.waited and self.waited >= self.patience)
 
 
 class FusedAdam:
@@ -167,8 +234,7 @@ def train(
         return np.concatenate([predict(as_float32(data[i : i + 256])).numpy() for i in range(0, len(data), 256)])
 
     rng = np.random.default_rng(seed)
-    history: dict[str, list[float]] = {}
-    best, best_weights, waited = float("nan"), None, 0
+    epochs_done = Epochs(objective, patience, n_classes)
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
         order = rng.permutation(len(y))
@@ -186,23 +252,12 @@ def train(
             train_proba[idx] = proba.numpy()
         val_proba = predict_all(x_val)
         release_rows(x, x_val)  # a memory-mapped split's pages read this epoch: still in the page cache
-        val_loss = float(loss_fn(y_val_true, val_proba))
-        logs = {"loss": total / seen, **scores(y, train_proba, n_classes), "val_loss": val_loss}
-        logs.update({f"val_{k}": v for k, v in scores(y_val, val_proba, n_classes).items()})
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-        if _better(logs[objective], best, direction):
-            best, best_weights, waited = logs[objective], model.get_weights(), 0
-        else:
-            waited += 1
-        seconds = time.perf_counter() - t_epoch
-        log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {objective} {logs[objective]:.4f} ({seconds:.3f} s)",
-                  extra={"epoch_seconds": seconds})
-        if waited and waited >= patience:
+        if epochs_done.end(epoch, t_epoch, total / seen, y, train_proba, y_val, y_val_true, val_proba,
+                           model.get_weights):
             break
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    return history
+    if epochs_done.best_weights is not None:
+        model.set_weights(epochs_done.best_weights)
+    return epochs_done.history
 
 
 _EVENT_FILES = itertools.count()
