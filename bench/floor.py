@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from bench.data.content import SIZE, ContentTable
 from bench.data.loading import label_indices
 from bench.evaluate.floor import CONTENT, MAJORITY, FloorFit, describe, fit_logistic, majority, probe_name
 from bench.runfolder import RunFiles, SearchFiles
-from bench.schema import FLOOR_KIND
+from bench.schema import FLOOR_KIND, STOPPED
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +196,22 @@ def frozen_test_features(job, source) -> np.ndarray:
     return features.mean(axis=(1, 2)) if features.ndim == 4 else features
 
 
+def stopped_backbones(run_dir) -> dict[str, str]:
+    """The backbones ``--budget`` stopped in this run (``budget.json``), with why."""
+    from bench.budget import BUDGET_JSON
+
+    path = Path(run_dir) / BUDGET_JSON
+    return dict(read_json(path).get("stopped", {})) if path.exists() else {}
+
+
 def floor_rows(run) -> list[dict]:
     """The floor rows of ``run`` (before ranking): each one's ``result.json`` on a single
     split, its out-of-fold row (:func:`bench.evaluate.crossval.cv_row`) with ``--cv``. A
     probe whose backbone's job has not written one (a failed or older search) is a failed row."""
+    from bench.candidates import candidates
+
+    stopped = stopped_backbones(run.path)
+    probes = {probe_name(c.name): c.name for c in candidates(run.config) if not c.baseline}
     rows = []
     for name in floor_names(run):
         results = []
@@ -206,10 +219,13 @@ def floor_rows(run) -> list[dict]:
             path = _files(run.path, name, fold).result_json
             results.append(read_json(path) if path.exists() else None)
         if any(r is None for r in results):
-            rows.append({"backbone": name, "kind": FLOOR_KIND, "family": "floor baseline", "floor_model": describe(name),
-                         "objective": run.config.search.objective, "status": "failed",
-                         "message": "no result: its backbone's search did not score it (failed, or run by an earlier "
-                                    "version of bench)"})
+            row = {"backbone": name, "kind": FLOOR_KIND, "family": "floor baseline", "floor_model": describe(name),
+                   "objective": run.config.search.objective, "status": "failed",
+                   "message": "no result: its backbone's search did not score it (failed, or run by an earlier "
+                              "version of bench)"}
+            if probes.get(name) in stopped:
+                row.update(status=STOPPED, message=f"not scored on every split: --budget stopped {probes[name]}")
+            rows.append(row)
             continue
         if run.folds is None:
             rows.append(results[0])

@@ -119,7 +119,9 @@ def test_a_run_stops_on_time_and_keeps_the_cut_backbone_as_a_stopped_row(tmp_pat
     md, html = build_report(run.path, tmp_path / "reports")
     text = md.read_text(encoding="utf-8")
     assert "*densenet121: not searched: the budget (10 min) was used up before its search*" in text
-    assert "--budget 10 min: the searches" in text and "It stopped 1 backbone before the end" in text
+    assert "--budget 10 min: the searches" in text and "It stopped 1 backbone before the end: densenet121" in text
+    assert "Not finished: not searched: the budget (10 min) was used up before its search." in text
+    assert "| stopped by --budget |" in text
 
 
 def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):

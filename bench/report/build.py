@@ -21,7 +21,7 @@ from bench.report.calibration_section import section as decisions_section
 from bench.report.floor_section import floor_section
 from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
 from bench.report.load import RunData, copies_figure, load_run
-from bench.schema import Source
+from bench.schema import STOPPED, Source
 from bench.atomic import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger("bench.progress")
@@ -118,6 +118,7 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
     figs["gradcam"], figs["copies"] = design["gradcam"], copies_figure(run_dir)
     texts = sections.per_backbone_texts(data, design)
     per_backbone = [{"name": display_name(b), "ok": b.ok, "message": b.row.get("message"),
+                     "stopped": b.row.get("status") == STOPPED,
                      "figure": figs["backbone"].get(b.name), "text": texts.get(b.name)} for b in data.backbones]
     shown = [s for s in SECTIONS if s[0] != "folds" or design["folds"]]
     return {
@@ -167,9 +168,8 @@ def budget_text(run_dir: Path) -> str:
         return ""
     b = read_json(path)
     stopped = b.get("stopped") or {}
-    cut = (f"It stopped {len(stopped)} backbone{'s' if len(stopped) != 1 else ''} before the end ("
-           + "; ".join(f"{name}: {why}" for name, why in stopped.items()) + ").") if stopped else \
-        "Every backbone finished its searches."
+    cut = (f"It stopped {len(stopped)} backbone{'s' if len(stopped) != 1 else ''} before the end: "
+           + ", ".join(stopped) + " (why: above).") if stopped else "Every backbone finished its searches."
     return (f"--budget {duration_text(b['budget_s'])}: the searches, the final evaluation and the model to deploy "
             f"used {duration_text(b['spent_s'])}; each search stopped starting trials once its share of the time "
             f"left was used. {cut}")
@@ -226,7 +226,8 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
     figures = _all_figures(ctx["fig"])
     log.info(f"report: writing report.md, report.html and {len(figures)} figures")
     markdown, html = render(ctx)
-    return Report(*write_pages(out, "report", markdown, html, figures), verdict(ctx["summary"], ctx["floor"]))
+    return Report(*write_pages(out, "report", markdown, html, figures), verdict(ctx["summary"], ctx["floor"])
+                  + (f"\n{ctx['budget']}" if ctx["budget"] else ""))
 
 
 def checklists(data: RunData, run_dir: Path, out: Path, numbers: dict) -> dict:

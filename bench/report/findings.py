@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.evaluate.paired import ALPHA, PairTest
-from bench.schema import Estimate, Source, to_float
+from bench.schema import STOPPED, Estimate, Source, to_float
 from bench.report.formatting import fmt_p, fmt_signed
 
 #: The "small test split" banner shows when a 95 % CI of test accuracy is wider than
@@ -265,7 +265,7 @@ def _imbalance_and_failures(data) -> list[Banner]:
             ))
     failed = failed_trial_counts(data)
     total = sum(failed.values())
-    dead = [b.name for b in data.failed]
+    dead = [b.name for b in data.failed if b.row.get("status") != STOPPED]  # --budget's stops are not failures
     if total or dead:
         parts = []
         if total:

@@ -212,8 +212,9 @@ def words(data: RunData) -> dict:
         "ranked_on": "in cross-validation",
         "ranked_by": f"the cross-validated {label(metric)} ({direction} first; {d['words']})",
         "ci_unit": "resamples of duplicate groups",
-        "columns_note": (f" Every CV value pools all out-of-fold predictions. Fold mean \u00b1 SD: the outer folds' own "
-                         f"{label(metric)}; P(best): the share of resamples in which the backbone has the best CV "
+        "columns_note": (f" Every CV value pools all out-of-fold predictions. Fold mean: the mean of the outer folds' own "
+                         f"{label(metric)}, with its interval corrected for their shared training images (the one to "
+                         f"read for the deployed model); P(best): the share of resamples in which the backbone has the best CV "
                          f"{label(metric)}."
                          + (f" Holdout: the final model's {label(metric)} on the untouched holdout (the other "
                             "backbones have no final model; every holdout metric is in the summary)." if holdout

@@ -10,7 +10,7 @@ from bench.config import OBJECTIVE_LABELS, command_line, option_rows
 from bench.evaluate.crossval import CV_METRIC
 from bench.evaluate.paired import ALPHA
 from bench import schema
-from bench.schema import Estimate, Source, column, metric_with_ci, to_float
+from bench.schema import STOPPED, Estimate, Source, column, metric_with_ci, to_float
 from bench.report import findings
 from bench.report.copies_section import conflict_row, copies_summary
 from bench.report.formatting import (
@@ -315,7 +315,8 @@ def search_section(data: RunData, design: dict) -> dict:
         if folds is not None or final:
             per_backbone.append({"backbone": display_name(b), "folds": folds, "final": final})
     for b in data.failed:
-        failed.append([b.name, *([DASH] if searches else []), DASH, "backbone failed",
+        failed.append([b.name, *([DASH] if searches else []), DASH,
+                       "stopped by --budget" if b.row.get("status") == STOPPED else "backbone failed",
                        str(b.row.get("message") or "(no message recorded)")])
     headers = ["backbone", *(["search"] if searches else []), "trial", "status", "message"]
     return {
