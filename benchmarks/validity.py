@@ -19,20 +19,22 @@ writes everything as JSON (``--out``).
 The CV interval is about the procedure trained on 80 % of a draw (each outer fold's
 model); the pool value is about the model trained on all of it, the one bench deploys.
 Coverage below 90 % says the interval is too narrow for the deployed model, whichever of
-the two causes it. Beside bench's interval it scores a candidate that bench does not
-report: the mean of the per-fold values with the Nadeau-Bengio corrected interval
-(``_validity.corrected_fold_interval``). ``--rescore FILE`` prints the table and summary
-of an earlier ``--out`` file again, scored as this version scores, without training.
-It prints its figures; it asserts nothing.
+the two causes it. Beside that bootstrap interval it scores the interval bench reports for
+the deployed model: the mean of the per-fold values with the Nadeau-Bengio corrected
+interval (``bench.evaluate.crossval.fold_interval``). ``--rescore FILE`` prints the table
+and summary of an earlier ``--out`` file again, scored as this version scores, without
+training; ``--record`` writes the coverage into ``bench/evaluate/measured_coverage.json``,
+which every cross-validated run's report and model card quote. It prints its figures; it
+asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
