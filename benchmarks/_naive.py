@@ -50,6 +50,10 @@ class NaiveHyperModel(BenchHyperModel):
         self._base = base
         return self._model
 
+    def fit_rows(self, hp, **kwargs):
+        """Never: the naive model trains on images, with its backbone inside (``fit``)."""
+        return None
+
     def _train(self, model, depth, pooling, lr, epochs, initial_epoch, seed):
         # BenchHyperModel.fit hands over the head alone for phase 1 (on cached features) and
         # the whole model for phase 2; here both phases train the image model, with the
