@@ -56,6 +56,9 @@ class Budget:
     stopped: dict[str, str] = field(default_factory=dict)  # backbone -> why it did not finish
     start: float = field(default_factory=time.monotonic)
     durations: list[float] = field(default_factory=list)  # seconds of each search so far
+    #: seconds of the searches that reused a cache their backbone had already written
+    #: (every search but a backbone's first, and the final search): what a later one costs
+    cached_durations: list[float] = field(default_factory=list)
 
     @classmethod
     def open(cls, run) -> Budget | None:
@@ -66,7 +69,7 @@ class Budget:
             return None
         saved = read_json(Path(run.path) / BUDGET_JSON) if (Path(run.path) / BUDGET_JSON).exists() else {}
         return cls(float(seconds), Path(run.path), float(saved.get("spent_s", 0.0)), dict(saved.get("stopped", {})),
-                   durations=list(saved.get("durations", [])))
+                   durations=list(saved.get("durations", [])), cached_durations=list(saved.get("cached_durations", [])))
 
     def elapsed(self) -> float:
         return self.spent_before + time.monotonic() - self.start
@@ -74,9 +77,16 @@ class Budget:
     def left(self) -> float:
         return self.seconds - self.elapsed()
 
+    def search_estimate(self) -> float:
+        """What a search on a backbone's existing cache is expected to take: the median of
+        those seen so far; before any, the quickest search seen (its caching included)."""
+        if self.cached_durations:
+            return statistics.median(self.cached_durations)
+        return min(self.durations) if self.durations else 0.0
+
     def reserve(self, searches_winner_again: bool) -> float:
         """Time kept for the search that makes the deployed model (``--cv``)."""
-        return statistics.median(self.durations) if searches_winner_again and self.durations else 0.0
+        return self.search_estimate() if searches_winner_again else 0.0
 
     def deadline(self, remaining: int, searches_winner_again: bool, kept: float = 0.0) -> float | None:
         """The monotonic time at which the next search stops starting trials: its equal
@@ -87,13 +97,16 @@ class Budget:
             return None
         return time.monotonic() + free / max(1, remaining)
 
-    def record(self, seconds: float | None = None) -> None:
-        """Note a finished search's seconds; save the clock and the decisions."""
+    def record(self, seconds: float | None = None, cached: bool = False) -> None:
+        """Note a finished search's seconds (``cached``: it reused its backbone's cache);
+        save the clock and the decisions."""
         if seconds is not None:
             self.durations.append(round(float(seconds), 3))
+            if cached:
+                self.cached_durations.append(round(float(seconds), 3))
         write_json_atomic(self.path / BUDGET_JSON, {
             "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
-            "durations": self.durations})
+            "durations": self.durations, "cached_durations": self.cached_durations})
 
     def stop(self, name: str, why: str) -> None:
         if name not in self.stopped:

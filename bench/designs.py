@@ -126,18 +126,36 @@ class NestedCV(Design):
         self.plan = run.folds
 
     # -- --budget --------------------------------------------------------------------
+    def budgeted(self, job: BackboneJob, remaining: list[BackboneJob], finished: dict, budget) -> BackboneJob | None:
+        self.leader = self._leader(finished, budget)  # the best so far, also between rounds
+        return super().budgeted(job, remaining, finished, budget)
+
     def kept_for(self, job: BackboneJob, todo: list[BackboneJob], budget) -> float:
         """Another backbone's search keeps back the time of the leader's folds still to run."""
-        if self.leader is None or job.name == self.leader or not budget.durations:
+        if self.leader is None or job.name == self.leader:
             return 0.0
-        import statistics
-
-        return statistics.median(budget.durations) * sum(j.name == self.leader for j in todo)
+        return budget.search_estimate() * sum(j.name == self.leader for j in todo)
 
     def must_run(self, job: BackboneJob, finished: dict) -> bool:
         """The leader's folds run (a trial each when no time is left): without all of them
         there is no estimate to rank and no model to deploy."""
         return job.name == self.leader or not finished
+
+    def _fold_scores(self, finished: dict, budget) -> dict[str, dict[int, float]]:
+        from bench.evaluate.crossval import CV_METRIC
+
+        metric = CV_METRIC[self.run.config.search.objective]
+        return {name: {r["repeat"] * self.plan.k + r["fold"]: float(r[f"test_{metric}"]) for r in rows
+                       if r.get("status") == "ok" and r.get(f"test_{metric}") is not None}
+                for name, rows in finished.items() if name not in budget.stopped}
+
+    def _leader(self, finished: dict, budget) -> str | None:
+        """The backbone with the best fold mean so far among those not stopped."""
+        from bench.budget import behind_leader
+        from bench.evaluate.crossval import CV_METRIC
+
+        maximise = CV_METRIC[self.run.config.search.objective] != "brier"
+        return behind_leader(self._fold_scores(finished, budget), self.plan.k, maximise)[0]
 
     def cut_reason(self, job: BackboneJob, finished: dict, budget) -> str:
         from bench.budget import duration_text
@@ -153,13 +171,8 @@ class NestedCV(Design):
         from bench.evaluate.crossval import CV_METRIC
         from bench.schema import label
 
-        search = self.run.config.search
-        metric = CV_METRIC[search.objective]
-        scores = {name: {r["repeat"] * self.plan.k + r["fold"]: float(r[f"test_{metric}"]) for r in rows
-                         if r.get("status") == "ok" and r.get(f"test_{metric}") is not None}
-                  for name, rows in finished.items() if name not in budget.stopped}
-        maximise = metric != "brier"
-        self.leader, behind = behind_leader(scores, self.plan.k, maximise)
+        metric = CV_METRIC[self.run.config.search.objective]
+        self.leader, behind = behind_leader(self._fold_scores(finished, budget), self.plan.k, metric != "brier")
         for name, evidence in behind.items():
             budget.stop(name, racing_sentence(evidence, self.plan.k * self.plan.repeats, label(metric)))
 
@@ -245,11 +258,12 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
         if (what := design.describe(job)) is not None:
             log.info(what)
         started, ran = time.monotonic(), not job.files.result_json.exists()
+        cached = job.name in finished  # its backbone's cache is already written
         row = run_backbone(job, sources)
         if last_use[job.source_key] == i and not design.searches_winner_again and not keep:
             sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
         if budget is not None:
-            budget.record(time.monotonic() - started if ran else None)
+            budget.record(time.monotonic() - started if ran else None, cached)
         if row is None:
             continue
         finished.setdefault(job.name, []).append(row)

@@ -53,11 +53,14 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     budget = Budget(100.0, tmp_path, start=time.monotonic())
     now = time.monotonic()
     assert budget.deadline(4, False) == pytest.approx(now + 25, abs=0.5)
-    budget.durations = [10.0, 30.0, 20.0]
+    budget.durations = [40.0, 10.0, 30.0, 20.0]
+    assert budget.reserve(True) == 10.0  # before any search on an existing cache: the quickest one
+    budget.cached_durations = [10.0, 30.0, 20.0]
     assert budget.reserve(True) == 20.0 and budget.reserve(False) == 0.0
     assert budget.deadline(4, True, kept=40.0) == pytest.approx(now + 10, abs=0.5)  # (100 - 20 - 40) / 4
     assert budget.deadline(1, True, kept=90.0) is None
     budget.stop("vgg16", "not searched: the budget (2 min) was used up before its search")
+    budget.record()
     saved = json.loads((tmp_path / "budget.json").read_text())
     assert saved["stopped"] == {"vgg16": "not searched: the budget (2 min) was used up before its search"}
 
@@ -68,7 +71,7 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     Run.config = RunConfig.from_dict({"budget": "100s"})
     again = Budget.open(Run)
     assert again.seconds == 100.0 and again.stopped == budget.stopped and again.spent_before >= 0
-    assert again.durations == [10.0, 30.0, 20.0]
+    assert again.durations == [40.0, 10.0, 30.0, 20.0] and again.cached_durations == [10.0, 30.0, 20.0]
     assert [duration_text(s) for s in (45, 600, 5400)] == ["45 s", "10 min", "1 h 30 min"]
 
 
@@ -162,3 +165,13 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
     assert leader_job.deadline == pytest.approx(time.monotonic() + 50, abs=1)  # 150 s left less the final search
     budget.spent_before = 600.0  # no time at all: the leader's fold still runs, a trial
     assert design.budgeted(by_name["mobilenet_v2"], third, finished, budget).deadline <= time.monotonic()
+    # before any round of folds has ended, the best backbone so far leads: when the time is
+    # short the others' first folds are cut and its own folds go on
+    early = {"vgg16": finished["vgg16"][:1]}
+    short = Budget(600.0, run.path, spent_before=600.0 - 50.0, durations=[90.0])
+    first_round = [j for j in jobs if j.fold == (0, 0)]
+    mobile = next(j for j in first_round if j.name == "mobilenet_v2")
+    assert design.budgeted(mobile, jobs, early, short) is None
+    assert short.stopped["mobilenet_v2"].endswith("after 0 of 3 outer folds (the leader's folds run first)")
+    vgg_next = next(j for j in jobs if j.fold == (0, 1) and j.name == "vgg16")
+    assert design.budgeted(vgg_next, jobs, early, short) is not None and design.leader == "vgg16"
