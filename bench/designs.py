@@ -109,7 +109,7 @@ class SingleSplit(Design):
         floor baselines join it at the end)."""
         return [rows[0] for rows in finished.values()]
 
-    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> bool:
+    def deploy(self, winner: dict, sources: dict, n_jobs: int, deadline: float | None = None) -> bool:
         """The search's own best model is the one to deploy: nothing more to train, the
         winner's row is unchanged (False)."""
         return False
@@ -203,14 +203,16 @@ class NestedCV(Design):
         """No row before every fold has ended."""
         return None
 
-    def deploy(self, winner: dict, sources: dict, n_jobs: int) -> bool:
+    def deploy(self, winner: dict, sources: dict, n_jobs: int, deadline: float | None = None) -> bool:
         """Search the winner once more on all cross-validated images (the chief alone): the
         model that is exported. Its test metrics (the holdout's, if any) go into the
-        winner's row (True: the row changed)."""
+        winner's row (True: the row changed). ``deadline`` (``--budget``): the search starts
+        no trial after it (it runs at least one)."""
         name = winner["backbone"]
         log.info(f"cv: {name} ranks first; searching it once more on all {len(self.plan.cv_files)} "
                  "cross-validated images for the model to deploy")
-        final = run_backbone(BackboneJob.final(self.run, name, n_jobs, frozen_pass=self.frozen_pass), sources)
+        job = replace(BackboneJob.final(self.run, name, n_jobs, frozen_pass=self.frozen_pass), deadline=deadline)
+        final = run_backbone(job, sources)
         winner.update({k: v for k, v in final.items() if k.startswith(("hp_", "test_")) or k in FINAL_MODEL_KEYS})
         winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
                       final_trials_done=final.get("trials_done"))
@@ -280,7 +282,8 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     if ranked.empty:
         return table
     winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
-    changed = design.deploy(winner, sources, len(jobs))
+    deadline = None if budget is None else time.monotonic() + max(0.0, budget.left())  # the rest of the budget
+    changed = design.deploy(winner, sources, len(jobs), deadline)
     if budget is not None:
         budget.record()  # the time the model to deploy took, for the report
     return write_leaderboard(rows, run.path) if changed else table

@@ -175,3 +175,21 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
     assert short.stopped["mobilenet_v2"].endswith("after 0 of 3 outer folds (the leader's folds run first)")
     vgg_next = next(j for j in jobs if j.fold == (0, 1) and j.name == "vgg16")
     assert design.budgeted(vgg_next, jobs, early, short) is not None and design.leader == "vgg16"
+
+
+def test_the_search_that_makes_the_deployed_model_gets_the_rest_of_the_budget(tmp_path, monkeypatch):
+    """Under --cv the winner's final search runs within what is left of the budget: with
+    none left it runs one trial, like every fold's search here."""
+    from bench import budget as budget_module
+    from bench.run import execute, prepare_run
+
+    monkeypatch.setattr(budget_module.Budget, "deadline", lambda self, *a, **k: time.monotonic())
+    monkeypatch.setattr(budget_module.Budget, "left", lambda self: -1.0)
+    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=5)
+    run = prepare_run(RunConfig.from_dict(dict(
+        data=data, backbones=["mobilenet_v2"], weights="none", image_size=32, cv=2, out=tmp_path / "results",
+        reports=tmp_path / "reports", name="f", max_trials=3, epochs=1, max_unfreeze=0, baseline=False, floor=False,
+        budget="10m")))
+    execute(run)
+    for trials in [*run.path.glob("cv/*/mobilenet_v2/trials.csv"), run.path / "mobilenet_v2" / "trials.csv"]:
+        assert len(pd.read_csv(trials)) == 1, trials
