@@ -84,8 +84,11 @@ class Design:
         """A row for each candidate the budget stopped before any of its searches ended."""
         from bench.budget import STOPPED
 
+        import backbones
+
         return [{"backbone": c.name, **c.columns(), "weights": c.weights, "baseline": c.baseline, "status": STOPPED,
-                 "message": self.stopped[c.name]}
+                 "image_size": self.run.config.image_size or backbones.get(c.network).default_size,
+                 "family": backbones.get(c.network).family, "message": self.stopped[c.name]}
                 for c in BackboneJob.candidates(self.run) if c.name in self.stopped and c.name not in finished]
 
 

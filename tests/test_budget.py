@@ -114,7 +114,7 @@ def test_a_run_stops_on_time_and_keeps_the_cut_backbone_as_a_stopped_row(tmp_pat
     rows = {r["backbone"]: r for r in table.to_dict("records")}
     assert rows["mobilenet_v2"]["status"] == "ok" and rows["mobilenet_v2"]["rank"] == 1
     cut = rows["densenet121"]
-    assert cut["status"] == "stopped" and pd.isna(cut["rank"])
+    assert cut["status"] == "stopped" and pd.isna(cut["rank"]) and cut["image_size"] == 32
     assert cut["message"] == "not searched: the budget (10 min) was used up before its search"
     assert not (run.path / "densenet121").exists()
     saved = json.loads((run.path / "budget.json").read_text())
