@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.atomic import read_json, write_json_atomic
-from bench.schema import STOPPED  # noqa: F401  (the status of a stopped backbone's row)
 
 log = logging.getLogger(__name__)
 BUDGET_JSON = "budget.json"
@@ -44,6 +43,13 @@ def duration_text(seconds: float) -> str:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def read_budget(run_dir) -> dict:
+    """A run folder's ``budget.json`` (empty without ``--budget``): the budget, the time
+    used, the searches' seconds and what was stopped, with why."""
+    path = Path(run_dir) / BUDGET_JSON
+    return read_json(path) if path.exists() else {}
 
 
 @dataclass
@@ -67,7 +73,7 @@ class Budget:
         seconds = run.config.search.budget
         if seconds is None:
             return None
-        saved = read_json(Path(run.path) / BUDGET_JSON) if (Path(run.path) / BUDGET_JSON).exists() else {}
+        saved = read_budget(run.path)
         return cls(float(seconds), Path(run.path), float(saved.get("spent_s", 0.0)), dict(saved.get("stopped", {})),
                    durations=list(saved.get("durations", [])), cached_durations=list(saved.get("cached_durations", [])))
 
@@ -113,10 +119,6 @@ class Budget:
             self.stopped[name] = why
             log.warning(f"--budget: {name} {why}")
         self.record()
-
-    def summary(self) -> dict:
-        """What the report says: the budget, the time used, what was stopped and why."""
-        return {"budget_s": self.seconds, "spent_s": round(self.elapsed(), 1), "stopped": dict(self.stopped)}
 
 
 def behind_leader(fold_scores: dict[str, dict[int, float]], k: int, maximise: bool = True,

@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from bench.evaluate.leaderboard import write_leaderboard
 from bench.pipeline import BackboneJob, run_backbone
-from bench.schema import Source
+from bench.schema import STOPPED, Source
 from bench.search.runtime import FrozenPass
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,16 @@ class Design:
 
     def stopped_rows(self, finished: dict) -> list[dict]:
         """A row for each candidate the budget stopped before any of its searches ended."""
-        from bench.budget import STOPPED
-
         import backbones
 
-        return [{"backbone": c.name, **c.columns(), "weights": c.weights, "baseline": c.baseline, "status": STOPPED,
-                 "image_size": self.run.config.image_size or backbones.get(c.network).default_size,
-                 "family": backbones.get(c.network).family, "message": self.stopped[c.name]}
-                for c in BackboneJob.candidates(self.run) if c.name in self.stopped and c.name not in finished]
+        rows = []
+        for c in BackboneJob.candidates(self.run):
+            if c.name in self.stopped and c.name not in finished:
+                record = backbones.get(c.network)
+                rows.append({"backbone": c.name, **c.columns(), "weights": c.weights, "baseline": c.baseline,
+                             "status": STOPPED, "image_size": self.run.config.image_size or record.default_size,
+                             "family": record.family, "message": self.stopped[c.name]})
+        return rows
 
 
 class SingleSplit(Design):
@@ -130,7 +132,7 @@ class NestedCV(Design):
 
     # -- --budget --------------------------------------------------------------------
     def budgeted(self, job: BackboneJob, remaining: list[BackboneJob], finished: dict, budget) -> BackboneJob | None:
-        self.leader = self._leader(finished, budget)  # the best so far, also between rounds
+        self.leader = self._standing(finished, budget)[0]  # the best so far, also between rounds
         return super().budgeted(job, remaining, finished, budget)
 
     def kept_for(self, job: BackboneJob, todo: list[BackboneJob], budget) -> float:
@@ -152,13 +154,16 @@ class NestedCV(Design):
                        if r.get("status") == "ok" and r.get(f"test_{metric}") is not None}
                 for name, rows in finished.items() if name not in budget.stopped}
 
-    def _leader(self, finished: dict, budget) -> str | None:
-        """The backbone with the best fold mean so far among those not stopped."""
+    def _standing(self, finished: dict, budget) -> tuple[str | None, dict[str, dict]]:
+        """The leader among the backbones not stopped (best fold mean of the objective's
+        metric) and those behind it beyond the corrected interval
+        (:func:`bench.budget.behind_leader`)."""
         from bench.budget import behind_leader
         from bench.evaluate.crossval import CV_METRIC
+        from bench.schema import metric
 
-        maximise = CV_METRIC[self.run.config.search.objective] != "brier"
-        return behind_leader(self._fold_scores(finished, budget), self.plan.k, maximise)[0]
+        higher = metric(CV_METRIC[self.run.config.search.objective]).higher_is_better
+        return behind_leader(self._fold_scores(finished, budget), self.plan.k, higher)
 
     def cut_reason(self, job: BackboneJob, finished: dict, budget) -> str:
         from bench.budget import duration_text
@@ -170,14 +175,14 @@ class NestedCV(Design):
     def race(self, finished: dict, budget) -> None:
         """The racing rule of :func:`bench.budget.behind_leader` on the folds' own scores
         of the objective's metric."""
-        from bench.budget import behind_leader, racing_sentence
+        from bench.budget import racing_sentence
         from bench.evaluate.crossval import CV_METRIC
         from bench.schema import label
 
-        metric = CV_METRIC[self.run.config.search.objective]
-        self.leader, behind = behind_leader(self._fold_scores(finished, budget), self.plan.k, metric != "brier")
+        self.leader, behind = self._standing(finished, budget)
+        metric_label = label(CV_METRIC[self.run.config.search.objective])
         for name, evidence in behind.items():
-            budget.stop(name, racing_sentence(evidence, self.plan.k * self.plan.repeats, label(metric)))
+            budget.stop(name, racing_sentence(evidence, self.plan.k * self.plan.repeats, metric_label))
 
     def jobs(self, cluster=None) -> list[BackboneJob]:
         return BackboneJob.for_folds(self.run, cluster, self.frozen_pass)

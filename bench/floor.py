@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -198,10 +197,9 @@ def frozen_test_features(job, source) -> np.ndarray:
 
 def stopped_backbones(run_dir) -> dict[str, str]:
     """The backbones ``--budget`` stopped in this run (``budget.json``), with why."""
-    from bench.budget import BUDGET_JSON
+    from bench.budget import read_budget
 
-    path = Path(run_dir) / BUDGET_JSON
-    return dict(read_json(path).get("stopped", {})) if path.exists() else {}
+    return dict(read_budget(run_dir).get("stopped", {}))
 
 
 def floor_rows(run) -> list[dict]:

@@ -152,21 +152,17 @@ def context(data: RunData, run_dir: Path, reports_dir: Path) -> dict:
 
 def not_finished_text(b) -> str:
     """``densenet121 failed: ...`` or, for a backbone ``--budget`` stopped, its evidence."""
-    from bench.budget import STOPPED
-
     message = b.row.get("message") or "no message"
     return f"{b.name}: {message}" if b.row.get("status") == STOPPED else f"{b.name} failed: {message}"
 
 
 def budget_text(run_dir: Path) -> str:
     """The run's ``--budget``, the time its searches used and what it stopped (empty without one)."""
-    from bench.atomic import read_json
-    from bench.budget import BUDGET_JSON, duration_text
+    from bench.budget import duration_text, read_budget
 
-    path = Path(run_dir) / BUDGET_JSON
-    if not path.exists():
+    b = read_budget(run_dir)
+    if not b:
         return ""
-    b = read_json(path)
     stopped = b.get("stopped") or {}
     cut = (f"It stopped {len(stopped)} backbone{'s' if len(stopped) != 1 else ''} before the end: "
            + ", ".join(stopped) + " (why: above).") if stopped else "Every backbone finished its searches."

@@ -18,7 +18,7 @@ from bench.evaluate.crossval import CV_RESAMPLES
 from bench.report import folds_comparison
 from bench.report.calibration_section import cv_reports
 from bench.report.formatting import (
-    DASH, Table, configuration, head_description, interval, lr, mean_sd, num, percent, slug, to_int)
+    DASH, Table, configuration, head_description, interval, lr, num, percent, slug, to_int)
 from bench.report.load import RunData, gradcam_figure
 from bench.report.sections import _objective_label, ci_unit_text, final_ok, ranking_metric
 from bench.schema import Source, label, metric_with_ci, to_float
@@ -303,7 +303,7 @@ def _fold_mean_ci(r: dict, m: str) -> str:
     """``0.861 (0.76–0.96)``: the fold mean and its corrected interval (the mean alone
     without one; see :func:`bench.evaluate.crossval.fold_interval`)."""
     low, high = to_float(r.get(f"cv_{m}_fold_ci_low")), to_float(r.get(f"cv_{m}_fold_ci_high"))
-    mean = mean_sd(r.get(f"cv_{m}_fold_mean"), None)
+    mean = num(r.get(f"cv_{m}_fold_mean"))
     return mean if math.isnan(low) or math.isnan(high) else f"{mean} ({num(low, 2)}\u2013{num(high, 2)})"
 
 

@@ -81,13 +81,6 @@ def interval(row: dict, metric: str, source: Source = Source.TEST) -> str:
     return f"{num(estimate.low, 2)}\u2013{num(estimate.high, 2)}" if estimate.has_interval else ""
 
 
-def mean_sd(mean, sd, digits: int = 3) -> str:
-    """``0.742 \u00b1 0.061`` (the mean alone without a standard deviation; a dash without either)."""
-    if math.isnan(to_float(mean)):
-        return DASH
-    return num(mean, digits) + ("" if math.isnan(to_float(sd)) else f" \u00b1 {num(sd, digits)}")
-
-
 def percent(value) -> str:
     """A probability as ``"73 %"`` (``"< 1 %"``, ``"> 99 %"`` near the ends; a dash when missing)."""
     v = to_float(value)

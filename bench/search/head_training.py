@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from bench.search.trainer import PROBA_EPSILON, Epochs, NonFiniteLoss
+from bench.search.trainer import Epochs, NonFiniteLoss, sample_cross_entropy, sample_weights, targets
 
 #: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
 MEMORY_BUDGET_BYTES = 768 * 2**20
@@ -212,16 +212,8 @@ def _activate(logits: np.ndarray, binary: bool) -> np.ndarray:
 
 
 def _batch_loss(proba: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    """The batch's class-weighted cross-entropy (mean over the batch), Keras' clipping."""
-    p = np.clip(proba, PROBA_EPSILON, 1 - PROBA_EPSILON)
-    per = -(y * np.log(p) + (1 - y) * np.log(1 - p))[:, 0] if y.shape[1] == 1 else -np.sum(y * np.log(p), axis=1)
-    return float(np.sum(per * w) / len(w))
-
-
-def _targets(y: np.ndarray, n_classes: int) -> np.ndarray:
-    if n_classes == 2:
-        return y.astype("float32").reshape(-1, 1)
-    return np.eye(n_classes, dtype="float32")[y]
+    """The batch's class-weighted cross-entropy, the mean over the batch (as Keras reduces it)."""
+    return float(np.sum(sample_cross_entropy(y, proba) * w) / len(w))
 
 
 def train_head(model, x, y: np.ndarray, x_val, y_val: np.ndarray, **kwargs) -> dict[str, list[float]]:
@@ -250,8 +242,8 @@ def train_rows(
     being finite."""
     head = DenseHead(weights, rates, n_classes == 2)
     x, x_val = as_matrix(x), as_matrix(x_val)
-    y_true, y_val_true = _targets(y, n_classes), _targets(y_val, n_classes)
-    weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
+    y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
+    weights = sample_weights(y, class_weight)
 
     rng = np.random.default_rng(seed)
     epochs_done = Epochs(objective, patience, n_classes)

@@ -61,7 +61,6 @@ class TrialData:
             self._pooled[pooling] = tuple(pooled(a, reduce) for a in (self.x_train[0], self.x_val[0]))
         return self._pooled[pooling]
 
-
     def matrices(self, pooling: str) -> tuple[np.ndarray, np.ndarray]:
         """(train, val) at depth 0 as float32 matrices, a row per image (pooled, or the
         flattened map), read once and kept for every later trial with this pooling (the
@@ -158,12 +157,12 @@ class BenchHyperModel(kt.HyperModel):
         kwargs = dict(n_classes=d.n_classes, learning_rate=lr, epochs=epochs, batch_size=d.batch_size,
                       class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
                       initial_epoch=initial_epoch)
-        if depth == 0 and pooling is not None and self.fast_heads:
+        if depth == 0 and pooling is not None:
             dense = _after_pooling(model)  # on pooled or flattened rows
-            if head_training.fits(dense, x, x_val):
+            if self.fast_heads and head_training.fits(dense, x, x_val):
                 return head_training.train_head(dense, x, d.y_train, x_val, d.y_val, **kwargs)
-        if x.ndim == 2:  # pooled vectors: train the layers after the pooling layer
-            model = _after_pooling(model)
+            if x.ndim == 2:  # pooled vectors: the Keras loop trains the layers after the pooling layer
+                model = dense
         return train(model, x, d.y_train, x_val, d.y_val, **kwargs)
 
     def fit_rows(self, hp, *, epochs: int, seed: int) -> dict | None:
@@ -216,12 +215,11 @@ class BenchHyperModel(kt.HyperModel):
         return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])]}
 
 
-def _after_pooling(head: keras.Model, width: int | None = None) -> keras.Model:
-    """The head's layers after its pooling layer, as a model on rows of ``width`` values
-    (default: what the pooling layer gives), sharing the head's weights."""
+def _after_pooling(head: keras.Model) -> keras.Model:
+    """The head's layers after its pooling layer, as a model on the rows the pooling layer
+    gives (a flattened map's, or one value per channel), sharing the head's weights."""
     pool = next(layer for layer in head.layers if layer.name.startswith("pool_"))
-    if width is None:  # a flattened map's rows, or one value per channel
-        width = int(np.prod(head.input.shape[1:])) if pool.name == "pool_flatten" else head.input.shape[-1]
+    width = int(np.prod(head.input.shape[1:])) if pool.name == "pool_flatten" else head.input.shape[-1]
     inputs = keras.Input(shape=(width,), name="pooled")
     x = inputs
     for layer in head.layers[head.layers.index(pool) + 1 :]:

@@ -86,13 +86,28 @@ def scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]
 PROBA_EPSILON = 1e-7
 
 
+def sample_cross_entropy(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Keras' cross-entropy of each sample's probabilities: binary for one output column
+    (targets as :func:`targets` gives them), categorical after normalising the rows for
+    several; probabilities clipped at :data:`PROBA_EPSILON`."""
+    p = np.asarray(proba, dtype=np.float64)
+    if p.shape[1] == 1:
+        p = np.clip(p, PROBA_EPSILON, 1 - PROBA_EPSILON)
+        return -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))[:, 0]
+    p = np.clip(p / p.sum(axis=1, keepdims=True), PROBA_EPSILON, 1 - PROBA_EPSILON)
+    return -np.sum(y_true * np.log(p), axis=1)
+
+
 def cross_entropy(y_true: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
-    """Keras' unweighted cross-entropy of probabilities (clipped at :data:`PROBA_EPSILON`)."""
-    p = np.clip(np.asarray(proba, dtype=np.float64), PROBA_EPSILON, 1 - PROBA_EPSILON)
-    if n_classes == 2:
-        return float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)))
-    p = p / p.sum(axis=1, keepdims=True)
-    return float(-np.mean(np.sum(y_true * np.log(p), axis=1)))
+    """Keras' unweighted cross-entropy of probabilities, the mean over the samples."""
+    return float(np.mean(sample_cross_entropy(y_true, proba)))
+
+
+def sample_weights(y: np.ndarray, class_weight: dict[int, float] | None) -> np.ndarray:
+    """Each sample's loss weight: its class's weight, or 1 without class weights."""
+    if not class_weight:
+        return np.ones(len(y), "float32")
+    return np.array([class_weight[c] for c in y], "float32")
 
 
 class Epochs:
@@ -193,12 +208,11 @@ def train(
     """
     import tensorflow as tf
 
-    direction = OBJECTIVES[objective]
     loss_fn = _loss(n_classes)
     optimizer = FusedAdam(model.trainable_variables, learning_rate)
     y_true = targets(y, n_classes)
     y_val_true = targets(y_val, n_classes)
-    weights = np.ones(len(y), "float32") if not class_weight else np.array([class_weight[c] for c in y], "float32")
+    weights = sample_weights(y, class_weight)
 
     scaling = computes_in_float16(model)  # dynamic loss scaling keeps small gradients from underflowing
     scale = tf.Variable(2.0**15, trainable=False) if scaling else None
