@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bench.forward import compiled, predict_batch
 from bench.data.loading import image_batches, label_indices
 from bench.evaluate.decisions import Decisions, headline, weight_vector
 from bench.evaluate.metrics import evaluate
@@ -98,7 +99,7 @@ def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 
         batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
     chunks = []
     for batch in batches:
-        chunks.append(np.asarray(model.predict_on_batch(np.asarray(batch))))
+        chunks.append(np.asarray(predict_batch(model, batch)))
         if progress is not None:
             progress(sum(len(c) for c in chunks))
     out = np.concatenate(chunks) if chunks else np.zeros((0, 1 if n_classes == 2 else n_classes))
@@ -113,7 +114,7 @@ def predict_with_features(model: keras.Model, batches, n_classes: int, progress=
     features) over image batches, probabilities as :func:`predict_proba` gives them."""
     probs, feats, done = [], [], 0
     for batch in batches:
-        p, f = model.predict_on_batch(np.asarray(batch))
+        p, f = predict_batch(model, batch)
         probs.append(np.asarray(p, dtype=np.float32))
         feats.append(np.asarray(f, dtype=np.float32))
         done += len(batch)
@@ -129,25 +130,20 @@ def predict_with_features(model: keras.Model, batches, n_classes: int, progress=
 
 
 def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str, float]:
-    """Median ms per image at batch 1 and batch 32 (after a warm-up call each).
-
-    One compiled function serves both batch sizes (its batch dimension is open), so the
-    model is traced once, not once per batch size as ``predict_on_batch`` would."""
+    """Median ms per image at batch 1 and batch 32 (after a warm-up call each), by the
+    model's compiled forward pass (:func:`bench.forward.compiled`: traced once for both batch
+    sizes, and shared with the evaluation that ran before on the same model)."""
     import tensorflow as tf
 
-    def forward(x):
-        return model(x, training=False)
-
-    compiled = tf.function(forward, autograph=False,
-                           input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    forward = compiled(model)
     out = {}
     for batch in (1, 32):
         x = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype("float32"))
-        tf.nest.map_structure(np.asarray, compiled(x))  # warm-up
+        tf.nest.map_structure(np.asarray, forward(x))  # warm-up
         times = []
         for _ in range(repeats if batch == 1 else max(2, repeats // 2)):
             t0 = time.perf_counter()
-            tf.nest.map_structure(np.asarray, compiled(x))
+            tf.nest.map_structure(np.asarray, forward(x))
             times.append(time.perf_counter() - t0)
         out[f"latency_ms_b{batch}"] = round(1000 * float(np.median(times)) / batch, 3)
     return out

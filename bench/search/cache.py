@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from bench.forward import predict_batch
 from bench.progress import step
 from bench.data.loading import augmented_batches, image_batches, label_indices, load_images
 from bench.faults import crash_point, durable_write
@@ -207,8 +208,7 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
     batch by batch (``progress(images done)`` after each)."""
     done = 0
     for batch in batches:
-        # predict_on_batch runs one compiled graph, faster than an eager call
-        outs = model.predict_on_batch(batch)
+        outs = predict_batch(model, batch)  # one compiled graph, traced once per model
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         done += len(batch)
         if progress:

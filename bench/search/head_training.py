@@ -187,6 +187,66 @@ class DenseHead:
         return np.concatenate([self.forward(x[i:i + batch])[0] for i in range(0, len(x), batch)])
 
 
+class TensorHead(DenseHead):
+    """A :class:`DenseHead` over :data:`MAX_WEIGHTS` weights (a flatten head on a large
+    map: tens of millions), whose weights and Adam state live in TensorFlow variables.
+    Its matrix products and Adam's update run as single TensorFlow ops, eagerly: nothing
+    is traced or compiled, and Adam is TensorFlow's fused kernel (``ResourceApplyAdam``,
+    the same update as :meth:`DenseHead.adam`), one multi-threaded pass over each array
+    where numpy makes a dozen single-threaded ones. Such a step is bound by memory
+    traffic over the weights, so the pass count is its speed."""
+
+    def __init__(self, weights: list[np.ndarray], rates: list[float], binary: bool) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.vars = [tf.Variable(np.asarray(w, dtype=np.float32)) for w in weights]
+        self.m = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
+        self.v = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
+        self.rates, self.binary, self.steps = list(rates), binary, 0
+
+    @property
+    def params(self) -> list[np.ndarray]:
+        return [np.array(v.numpy(), copy=True) for v in self.vars]
+
+    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
+        tf = self.tf
+        h = tf.convert_to_tensor(x)
+        acts, masks = [h], []
+        for i, rate in enumerate(self.rates):
+            h = tf.nn.relu(tf.nn.bias_add(tf.matmul(h, self.vars[2 * i]), self.vars[2 * i + 1]))
+            mask = None
+            if rng is not None and rate > 0:
+                mask = (rng.random(tuple(h.shape), dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
+                h = h * mask
+            masks.append(mask)
+            acts.append(h)
+        logits = tf.nn.bias_add(tf.matmul(h, self.vars[-2]), self.vars[-1]).numpy()
+        return _activate(logits, self.binary), acts, masks
+
+    def backward(self, proba, y, w, acts, masks) -> list:
+        tf = self.tf
+        delta = tf.convert_to_tensor((proba - y) * (w / np.float32(len(w)))[:, None])
+        grads = [None] * len(self.vars)
+        for i in range(len(self.rates), -1, -1):
+            grads[2 * i] = tf.matmul(acts[i], delta, transpose_a=True)
+            grads[2 * i + 1] = tf.reduce_sum(delta, axis=0)
+            if i:
+                delta = tf.matmul(delta, self.vars[2 * i], transpose_b=True)
+                if masks[i - 1] is not None:
+                    delta = delta * masks[i - 1]
+                delta = tf.where(acts[i] > 0, delta, 0.0)
+        return grads
+
+    def adam(self, grads: list, lr: float) -> None:
+        self.steps += 1
+        for p, m, v, g in zip(self.vars, self.m, self.v, grads):
+            self.tf.raw_ops.ResourceApplyAdam(
+                var=p.handle, m=m.handle, v=v.handle, beta1_power=np.float32(BETA_1**self.steps),
+                beta2_power=np.float32(BETA_2**self.steps), lr=np.float32(lr), beta1=np.float32(BETA_1),
+                beta2=np.float32(BETA_2), epsilon=np.float32(EPSILON), grad=g)
+
+
 def _adam_block(p, m, v, g, tmp, lr_t) -> None:
     m *= BETA_1
     np.multiply(g, 1.0 - BETA_1, out=tmp)
@@ -240,7 +300,9 @@ def train_rows(
     history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
     weights. Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops
     being finite."""
-    head = DenseHead(weights, rates, n_classes == 2)
+    import os
+    big = sum(w.size for w in weights) > MAX_WEIGHTS and os.environ.get("BENCH_BIG_HEAD", "tf") == "tf"
+    head = (TensorHead if big else DenseHead)(weights, rates, n_classes == 2)
     x, x_val = as_matrix(x), as_matrix(x_val)
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
