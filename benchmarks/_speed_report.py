@@ -113,8 +113,9 @@ def _paths(r: dict, emit, table) -> None:
     emit(f"## 1b. The same trials by both training paths ({r['epochs']} epochs, trial seed = seed x 1000) "
          f"{load_text(r['load'])}")
     emit()
-    emit("numpy: dense heads trained in numpy (bench.search.head_training, the default; heads over its weight "
-         "limit take the Keras path there too); keras: the Keras-model loop (bench.search.trainer). The numpy path "
+    emit("numpy: dense heads trained without a Keras model (bench.search.head_training, the default: numpy arrays, "
+         "or TensorFlow variables and eager ops for heads over its weight limit); keras: the Keras-model loop "
+         "(bench.search.trainer). The numpy path "
          "draws its initial weights (same distribution) and dropout masks from numpy's generator, so the two "
          "differ by seed noise; from the same initial weights and without dropout they agree to float32 rounding "
          "(tests/test_head_training.py).")

@@ -29,8 +29,14 @@ def _head(dense, classes=2, d=64):
     return _after_pooling(build_head((2, 2, d), "avg", dense, classes))
 
 
+#: Which arrays a head trains with: numpy's, or TensorFlow variables (every head over MAX_WEIGHTS)
+ARRAYS = {"numpy": H.MAX_WEIGHTS, "tensorflow": 0}
+
+
+@pytest.mark.parametrize("arrays", list(ARRAYS))
 @pytest.mark.parametrize("dense,classes", [([], 2), ([(16, 0.0)], 2), ([(16, 0.0), (8, 0.0)], 3)])
-def test_without_dropout_it_trains_as_the_keras_loop_does(dense, classes):
+def test_without_dropout_it_trains_as_the_keras_loop_does(dense, classes, arrays, monkeypatch):
+    monkeypatch.setattr(H, "MAX_WEIGHTS", ARRAYS[arrays])
     x, y, xv, yv = _data(classes=classes)
     kwargs = dict(n_classes=classes, learning_rate=3e-3, epochs=6, batch_size=32, class_weight={0: 1.5, 1: 0.7, 2: 1.0},
                   objective="val_loss", patience=10, seed=5)
@@ -45,7 +51,9 @@ def test_without_dropout_it_trains_as_the_keras_loop_does(dense, classes):
         assert np.allclose(a, b, atol=1e-4)
 
 
-def test_dropout_training_learns_and_restores_the_best_epoch():
+@pytest.mark.parametrize("arrays", list(ARRAYS))
+def test_dropout_training_learns_and_restores_the_best_epoch(arrays, monkeypatch):
+    monkeypatch.setattr(H, "MAX_WEIGHTS", ARRAYS[arrays])
     x, y, xv, yv = _data(n=200, d=32)
     model = _head([(32, 0.3)], d=32)
     history = H.train_head(model, x, y, xv, yv, n_classes=2, learning_rate=1e-2, epochs=12, seed=1, patience=20)
@@ -105,10 +113,13 @@ def test_fits_only_dense_float32_heads_within_the_memory_budget(monkeypatch):
     monkeypatch.setattr(H, "MEMORY_BUDGET_BYTES", 1000)
     assert not H.fits(head, x, xv)
     monkeypatch.undo()
-    monkeypatch.setattr(H, "MAX_WEIGHTS", 64 * 8 + 8 + 8 + 1 - 1)  # one weight short of this head
+    rows = 4 * (len(x) + len(xv)) * 64
+    weights = 64 * 8 + 8 + 8 + 1
+    monkeypatch.setattr(H, "MEMORY_BUDGET_BYTES", rows + 4 * H.WEIGHT_COPIES * weights - 1)  # the head's arrays: 4 bytes short
     assert not H.fits(head, x, xv) and not H.size_fits(x, xv, [8], 1)
     monkeypatch.undo()
     assert H.size_fits(x, xv, [8], 1)
+    assert H.size_fits(x, xv, [40_000], 1) and 64 * 40_000 > H.MAX_WEIGHTS  # a head trained in TensorFlow variables
     assert not H.fits(head, x[:, :10], xv[:, :10])  # not the head's width
     keras.backend.clear_session(free_memory=False)
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -8,11 +8,14 @@ batch crosses from Python into TensorFlow and back. Here the head is a handful o
 arrays (kernels and biases, in the order ``model.get_weights()`` lists them): the forward
 pass, back-propagation and Adam's update are matrix products and in-place array
 operations, with nothing to trace or compile, and the Keras model only lends its initial
-weights and receives the trained ones.
+weights and receives the trained ones. A head over :data:`MAX_WEIGHTS` weights (a flatten
+head on a large map) keeps its arrays in TensorFlow variables and runs the same steps as
+single TensorFlow ops, eagerly (:class:`TensorHead`): still nothing traced, and Adam one
+fused pass over each array.
 
 The semantics are :func:`bench.search.trainer.train`'s: Keras' initial weights (a built
-model's own, or the same distributions drawn by :func:`initial_weights`), Adam with Keras' constants, class weights scaling each sample's loss (mean over
-the batch), inverted dropout in training only, Keras' clipped cross-entropy, an
+model's own, or the same distributions drawn by :func:`initial_weights`), Adam with
+Keras' constants, class weights scaling each sample's loss (mean over the batch), inverted dropout in training only, Keras' clipped cross-entropy, an
 unweighted validation loss, early stopping that restores the best epoch on the
 objective, and the same history keys. From the same initial weights and without dropout
 a trial follows the Keras path's numbers to float32 rounding
@@ -23,10 +26,9 @@ epoch (metrics, best epoch, early stopping) is the Keras path's own
 (:class:`bench.search.trainer.Epochs`).
 
 :func:`fits` (for a built model) and :func:`size_fits` say whether a head qualifies:
-dense layers only, float32 compute, at most :data:`MAX_WEIGHTS` weights, and both splits
-small enough to hold in memory (:data:`MEMORY_BUDGET_BYTES`). Anything else (fine-tuned
-blocks, float16 heads, a flatten head on a large map, splits over the budget) takes the
-Keras path. ``BENCH_HEAD_TRAINER=keras`` sends every trial there (benchmarks compare the
+dense layers only, float32 compute, and both splits and the head's arrays small enough
+to hold in memory (:data:`MEMORY_BUDGET_BYTES`). Anything else (fine-tuned blocks,
+float16 heads, splits over the budget) takes the Keras path. ``BENCH_HEAD_TRAINER=keras`` sends every trial there (benchmarks compare the
 two).
 """
 
@@ -41,11 +43,15 @@ from bench.search.trainer import Epochs, NonFiniteLoss, sample_cross_entropy, sa
 
 #: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
 MEMORY_BUDGET_BYTES = 768 * 2**20
-#: Largest head, in weights, trained here. Above it (a flatten head on a large feature
-#: map: tens of millions of weights) memory bandwidth sets the pace, and TensorFlow's
-#: fused Adam kernel (one pass over each array) beats numpy's dozen passes by about two
-#: to one, while tracing the Keras path costs little next to such a trial's epochs.
+#: Largest head, in weights, whose arrays are numpy's (:class:`DenseHead`). Above it (a
+#: flatten head on a large feature map: tens of millions of weights) memory traffic over
+#: the weights sets the pace, and TensorFlow's fused Adam kernel (one multi-threaded pass
+#: over each array) beats numpy's dozen single-threaded passes by about two to one, so
+#: those heads keep their arrays in TensorFlow variables (:class:`TensorHead`).
 MAX_WEIGHTS = 2_000_000
+#: Arrays of a head's size a trial holds: weights, Adam's two moments, gradients, the best
+#: epoch's copy.
+WEIGHT_COPIES = 5
 #: Keras' Adam constants (keras.optimizers.Adam defaults).
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
 #: Elements of an array Adam updates at a time (5 float32 blocks stay in a core's L2 cache).
@@ -86,13 +92,13 @@ def as_matrix(rows) -> np.ndarray:
 
 def size_fits(x, x_val, units: list[int], n_out: int) -> bool:
     """Whether a head of hidden layers ``units`` and ``n_out`` outputs on rows of ``x``
-    trains here: both splits (as :func:`as_matrix` makes them) within
-    :data:`MEMORY_BUDGET_BYTES`, at most :data:`MAX_WEIGHTS` weights."""
+    trains here: both splits (as :func:`as_matrix` makes them) and the head's weights with
+    Adam's state within :data:`MEMORY_BUDGET_BYTES`."""
     width = int(np.prod(x.shape[1:]))
     sizes = [width, *units, n_out]
     n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return (int(np.prod(x_val.shape[1:])) == width and n_weights <= MAX_WEIGHTS
-            and 4 * (x.shape[0] + x_val.shape[0]) * width <= MEMORY_BUDGET_BYTES)
+    rows = 4 * (x.shape[0] + x_val.shape[0]) * width
+    return int(np.prod(x_val.shape[1:])) == width and rows + 4 * WEIGHT_COPIES * n_weights <= MEMORY_BUDGET_BYTES
 
 
 def fits(model, x, x_val) -> bool:
@@ -186,6 +192,10 @@ class DenseHead:
     def predict(self, x: np.ndarray, batch: int = 1024) -> np.ndarray:
         return np.concatenate([self.forward(x[i:i + batch])[0] for i in range(0, len(x), batch)])
 
+    def copy_params(self) -> list[np.ndarray]:
+        """A copy of the weights (the best epoch's, kept while training goes on)."""
+        return [p.copy() for p in self.params]
+
 
 class TensorHead(DenseHead):
     """A :class:`DenseHead` over :data:`MAX_WEIGHTS` weights (a flatten head on a large
@@ -207,7 +217,11 @@ class TensorHead(DenseHead):
 
     @property
     def params(self) -> list[np.ndarray]:
+        """The weights as numpy arrays of their own (Adam updates the variables in place)."""
         return [np.array(v.numpy(), copy=True) for v in self.vars]
+
+    def copy_params(self) -> list[np.ndarray]:
+        return self.params
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
         tf = self.tf
@@ -300,9 +314,7 @@ def train_rows(
     history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
     weights. Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops
     being finite."""
-    import os
-    big = sum(w.size for w in weights) > MAX_WEIGHTS and os.environ.get("BENCH_BIG_HEAD", "tf") == "tf"
-    head = (TensorHead if big else DenseHead)(weights, rates, n_classes == 2)
+    head = (TensorHead if sum(w.size for w in weights) > MAX_WEIGHTS else DenseHead)(weights, rates, n_classes == 2)
     x, x_val = as_matrix(x), as_matrix(x_val)
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
@@ -325,6 +337,6 @@ def train_rows(
             total += loss * len(idx)
             train_proba[idx] = proba
         if epochs_done.end(epoch, t_epoch, total / len(y), y, train_proba, y_val, y_val_true, head.predict(x_val),
-                           lambda: [p.copy() for p in head.params]):
+                           head.copy_params):
             break
     return epochs_done.history, epochs_done.best_weights if epochs_done.best_weights is not None else head.params
