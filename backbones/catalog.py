@@ -27,6 +27,7 @@ register(Backbone(
     min_size=71,
     preprocessing="tf",
     feature_width=2048,
+    gmacs=8.355,
     # Keras leaves the residual Add layers auto-named ("add_7"), so build() names
     # them block2_add ... block13_add (the block each one ends).
     blocks=("block4_add", "block8_add", "block11_add", "block12_add", "block13_add",
@@ -44,6 +45,7 @@ register(Backbone(
     min_size=32,
     preprocessing="caffe",
     feature_width=2048,
+    gmacs=3.856,
     blocks=("conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
             "conv5_block1_out", "conv5_block2_out", "conv5_block3_out"),
     weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -57,6 +59,7 @@ register(Backbone(
     min_size=32,
     preprocessing="tf",
     feature_width=2048,
+    gmacs=3.48,
     blocks=("conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
             "conv5_block1_out", "conv5_block2_out", "post_relu"),
     weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -71,6 +74,7 @@ register(Backbone(
     min_size=75,
     preprocessing="tf",
     feature_width=2048,
+    gmacs=5.711,
     blocks=("mixed2", "mixed5", "mixed7", "mixed8", "mixed9", "mixed10"),
     weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     notes="mixed3 and mixed8 are the grid-reduction modules.",
@@ -84,6 +88,7 @@ register(Backbone(
     min_size=32,
     preprocessing="tf",
     feature_width=1280,
+    gmacs=0.299,
     blocks=("block_2_add", "block_5_add", "block_9_add", "block_12_add",
             "block_15_add", "block_16_project_BN", "out_relu"),
     weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
@@ -100,6 +105,7 @@ register(Backbone(
     min_size=32,
     preprocessing="inside",
     feature_width=576,
+    gmacs=0.055,
     # The final hard-swish Activation is auto-named; build() names it.
     blocks=("expanded_conv_2_add", "expanded_conv_5_add", "expanded_conv_7_add",
             "expanded_conv_9_add", "expanded_conv_10_add", "conv_1_activation"),
@@ -118,6 +124,7 @@ register(Backbone(
     min_size=32,
     preprocessing="inside",
     feature_width=1280,
+    gmacs=0.385,
     blocks=("block2b_add", "block3b_add", "block4c_add", "block5c_add",
             "block6d_add", "block7a_project_bn", "top_activation"),
     weights_file="efficientnetb0_notop.h5",
@@ -134,6 +141,7 @@ register(Backbone(
     min_size=32,
     preprocessing="inside",
     feature_width=1280,
+    gmacs=0.717,
     blocks=("block2b_add", "block3b_add", "block4c_add", "block5e_add",
             "block6e_add", "block6h_add", "top_activation"),
     constructor_kwargs=_KEEP_PREPROCESSING,
@@ -149,6 +157,7 @@ register(Backbone(
     min_size=32,
     preprocessing="torch",
     feature_width=1024,
+    gmacs=2.833,
     blocks=("pool2_pool", "pool3_pool", "pool4_pool", "conv5_block8_concat",
             "conv5_block12_concat", "conv5_block14_concat", "relu"),
     weights_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -164,6 +173,7 @@ register(Backbone(
     min_size=32,
     preprocessing="inside",
     feature_width=768,
+    gmacs=4.455,
     # Residual adds inside stages are keras ops, not layers, so the only clean cuts
     # that are layers are the stem and the downsampling layers between stages.
     # The final LayerNormalization is auto-named; build() names it as Keras' head does.
@@ -185,6 +195,7 @@ register(Backbone(
     min_size=32,
     preprocessing="caffe",
     feature_width=512,
+    gmacs=15.347,
     blocks=("block2_pool", "block3_pool", "block4_pool", "block5_conv1",
             "block5_conv2", "block5_pool"),
     weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",

@@ -58,6 +58,9 @@ class Backbone:
         preprocessing: Input normalisation the weights expect (see
             :data:`Preprocessing`).
         feature_width: Channels of the final feature map (before pooling).
+        gmacs: Multiply-adds of one image at ``default_size``, in billions, as
+            :func:`backbones.cost.count_macs` counts them on the built model
+            (convolutions and dense layers): what ranks backbones by cost.
         blocks: Block boundaries, bottom to top: names of layers whose outputs are
             clean cuts (the rest of the network depends on that tensor alone). The
             last entry produces the final feature map. Unfreezing the top ``n``
@@ -86,6 +89,7 @@ class Backbone:
     min_size: int
     preprocessing: Preprocessing
     feature_width: int
+    gmacs: float
     blocks: tuple[str, ...]
     weights_file: str
     weights_sizes: tuple[int, ...] = ()
@@ -105,6 +109,13 @@ class Backbone:
             raise ValueError(f"{self.name}: blocks must be non-empty and unique")
         if ("{size}" in self.weights_file) != bool(self.weights_sizes):
             raise ValueError(f"{self.name}: '{{size}}' in weights_file needs weights_sizes")
+
+    def macs(self, image_size: int | None = None) -> float:
+        """Multiply-adds of one image at ``image_size`` (default: :attr:`default_size`):
+        :attr:`gmacs` scaled by the image area (the counts of convolutions on a
+        smaller map; near the smallest sizes padding makes it approximate)."""
+        size = self.default_size if image_size is None else int(image_size)
+        return self.gmacs * 1e9 * (size / self.default_size) ** 2
 
     # ----------------------------------------------------------------- building
 

@@ -1,12 +1,19 @@
 """``--budget``: a run that stops on time with the best answer it can defend.
 
-Two rules, both written into the run folder (``budget.json``) and kept by ``--resume``:
+Three rules, all written into the run folder (``budget.json``) and kept by ``--resume``:
 
+* **Cheapest first.** The backbones run in the order of their forward pass's cost (the
+  multiply-adds of one image at the run's size, :meth:`backbones.registry.Backbone.macs`),
+  round by round of outer folds under ``--cv``: a short budget covers as many backbones
+  as it can, and no expensive backbone eats the time of several cheap ones.
 * **Time shares.** Before each search, the time left (less a reserve for the search that
-  makes the deployed model under ``--cv``: the median of the searches so far) is shared
-  equally among the searches still to run; a search stops starting trials once its share
-  is used (it always finishes the trial it is in, and runs at least one). When no time is
-  left, the remaining searches are not run, and their backbones are marked as cut.
+  makes the deployed model under ``--cv``, and the time of the leader's folds still to run)
+  is shared equally among the searches still to run; a search stops starting trials once
+  its share is used (it always finishes the trial it is in, and runs at least one). A
+  backbone's first search also builds it and caches its features: it is not started when
+  that preparation alone, estimated from the seconds per multiply-add of the backbones
+  prepared so far, would not fit the time left. When no time is left, the remaining
+  searches are not run, and their backbones are marked as cut.
 * **Racing** (``--cv``): after each round of outer folds, every backbone is compared with
   the leader (the best fold mean of the objective's metric) on the folds both finished, by
   the corrected resampled t-test (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest`,
@@ -61,10 +68,11 @@ class Budget:
     spent_before: float = 0.0  # by earlier processes of this run (--resume)
     stopped: dict[str, str] = field(default_factory=dict)  # backbone -> why it did not finish
     start: float = field(default_factory=time.monotonic)
-    durations: list[float] = field(default_factory=list)  # seconds of each search so far
-    #: seconds of the searches that reused a cache their backbone had already written
-    #: (every search but a backbone's first, and the final search): what a later one costs
-    cached_durations: list[float] = field(default_factory=list)
+    #: seconds of each search after its preparation (the trials and the evaluation)
+    searches: list[float] = field(default_factory=list)
+    #: backbone -> [seconds its first search spent building it and caching its features,
+    #: multiply-adds of one image]: what a backbone not yet prepared is expected to cost
+    prepared: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, run) -> Budget | None:
@@ -75,7 +83,7 @@ class Budget:
             return None
         saved = read_budget(run.path)
         return cls(float(seconds), Path(run.path), float(saved.get("spent_s", 0.0)), dict(saved.get("stopped", {})),
-                   durations=list(saved.get("durations", [])), cached_durations=list(saved.get("cached_durations", [])))
+                   searches=list(saved.get("searches", [])), prepared=dict(saved.get("prepared", {})))
 
     def elapsed(self) -> float:
         return self.spent_before + time.monotonic() - self.start
@@ -84,35 +92,46 @@ class Budget:
         return self.seconds - self.elapsed()
 
     def search_estimate(self) -> float:
-        """What a search on a backbone's existing cache is expected to take: the median of
-        those seen so far; before any, the quickest search seen (its caching included)."""
-        if self.cached_durations:
-            return statistics.median(self.cached_durations)
-        return min(self.durations) if self.durations else 0.0
+        """What a search takes after its preparation: the median of those seen so far (0
+        before any)."""
+        return statistics.median(self.searches) if self.searches else 0.0
+
+    def prepare_estimate(self, macs: float) -> float | None:
+        """Seconds a backbone of ``macs`` multiply-adds per image is expected to take to
+        build and cache: the median seconds per multiply-add of the backbones prepared so
+        far, times ``macs``; None before any."""
+        rates = [seconds / cost for seconds, cost in self.prepared.values() if cost > 0]
+        return statistics.median(rates) * macs if rates else None
 
     def reserve(self, searches_winner_again: bool) -> float:
         """Time kept for the search that makes the deployed model (``--cv``)."""
         return self.search_estimate() if searches_winner_again else 0.0
 
+    def free(self, searches_winner_again: bool, kept: float = 0.0) -> float:
+        """Seconds left for the searches still to run, less the reserve and ``kept``."""
+        return self.left() - self.reserve(searches_winner_again) - kept
+
     def deadline(self, remaining: int, searches_winner_again: bool, kept: float = 0.0) -> float | None:
         """The monotonic time at which the next search stops starting trials: its equal
         share of the time left, less ``kept`` seconds for searches that must run later;
         None when no time is left."""
-        free = self.left() - self.reserve(searches_winner_again) - kept
+        free = self.free(searches_winner_again, kept)
         if free <= 0:
             return None
         return time.monotonic() + free / max(1, remaining)
 
-    def record(self, seconds: float | None = None, cached: bool = False) -> None:
-        """Note a finished search's seconds (``cached``: it reused its backbone's cache);
-        save the clock and the decisions."""
+    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None,
+               macs: float = 0.0) -> None:
+        """Note a finished search's ``seconds``, of which ``prepare`` built and cached
+        ``backbone`` (of ``macs`` multiply-adds per image) the first time; save the clock
+        and the decisions."""
         if seconds is not None:
-            self.durations.append(round(float(seconds), 3))
-            if cached:
-                self.cached_durations.append(round(float(seconds), 3))
+            self.searches.append(round(max(0.0, float(seconds) - prepare), 3))
+            if backbone is not None and backbone not in self.prepared:
+                self.prepared[backbone] = [round(float(prepare), 3), float(macs)]
         write_json_atomic(self.path / BUDGET_JSON, {
             "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
-            "durations": self.durations, "cached_durations": self.cached_durations})
+            "searches": self.searches, "prepared": self.prepared})
 
     def stop(self, name: str, why: str) -> None:
         if name not in self.stopped:

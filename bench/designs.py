@@ -58,18 +58,36 @@ class Design:
         if job.name in budget.stopped:
             return None
         todo = [j for j in remaining if j.name not in budget.stopped]
-        deadline = budget.deadline(len(todo), self.searches_winner_again, self.kept_for(job, todo, budget))
-        if deadline is None and not self.must_run(job, finished):
+        kept = self.kept_for(job, todo, budget)
+        deadline = budget.deadline(len(todo), self.searches_winner_again, kept)
+        if self.must_run(job, finished):
+            return replace(job, deadline=deadline if deadline is not None else time.monotonic())
+        if deadline is None:
             budget.stop(job.name, self.cut_reason(job, finished, budget))
             return None
-        return replace(job, deadline=deadline if deadline is not None else time.monotonic())
+        if job.name not in finished:  # its first search also builds it and caches its features
+            free = budget.free(self.searches_winner_again, kept)
+            estimate = budget.prepare_estimate(job.record.macs(job.size))
+            if estimate is not None and estimate + budget.search_estimate() > free:
+                budget.stop(job.name, _too_costly(estimate, free))
+                return None
+        return replace(job, deadline=deadline)
+
+    @staticmethod
+    def cheapest_first(jobs: list[BackboneJob]) -> list[BackboneJob]:
+        """``--budget``: each round of jobs (the one split, or one outer fold) in the order of
+        its backbones' forward-pass cost (multiply-adds per image at the run's size), the
+        cheapest first; ties keep the order of ``--backbones``."""
+        rounds = {fold: i for i, fold in enumerate(dict.fromkeys(job.fold for job in jobs))}
+        return sorted(jobs, key=lambda job: (rounds[job.fold], job.record.macs(job.size)))
 
     def kept_for(self, job: BackboneJob, todo: list[BackboneJob], budget) -> float:
         """Seconds kept back from ``job``'s share for searches that must run after it."""
         return 0.0
 
     def must_run(self, job: BackboneJob, finished: dict) -> bool:
-        """Whether ``job`` runs (at one trial) even when no time is left."""
+        """Whether ``job`` runs (at one trial) even when no time is left: the run's first
+        search (without it there is nothing to rank)."""
         return not finished
 
     def cut_reason(self, job: BackboneJob, finished: dict, budget) -> str:
@@ -227,6 +245,14 @@ class NestedCV(Design):
         return True
 
 
+def _too_costly(estimate: float, free: float) -> str:
+    from bench.budget import duration_text
+
+    return (f"not searched: building it and caching its features would take about {duration_text(estimate)} (at "
+            f"the seconds per multiply-add of the backbones cached before it), more than the {duration_text(max(0, free))} "
+            "left for it")
+
+
 def _floor_rows(run) -> list[dict]:
     """The floor baselines' rows (:func:`bench.floor.floor_rows`); none with ``--no-floor``.
     The majority and content-logistic ones are scored here, once (a resumed run keeps them)."""
@@ -249,8 +275,9 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     a distributed worker (the chief ranks) or when no backbone has a row.
 
     ``sources``: built backbones kept by the caller for later runs (a suite); without it
-    each backbone is freed after its last job. With ``--budget`` (:mod:`bench.budget`) each
-    search gets its share of the time left, and jobs the budget stops are not run."""
+    each backbone is freed after its last job. With ``--budget`` (:mod:`bench.budget`) the
+    backbones of each round run cheapest first, each search gets its share of the time
+    left, and jobs the budget stops are not run."""
     from bench.budget import Budget
 
     design = design_for(run, frozen_pass)
@@ -258,8 +285,10 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     finished: dict[str, list[dict]] = {}
     keep = sources is not None
     sources = {} if sources is None else sources  # each backbone built once for all of its jobs
-    last_use = {job.source_key: i for i, job in enumerate(jobs)}
     budget = Budget.open(run) if cluster is None else None
+    if budget is not None:
+        jobs = design.cheapest_first(jobs)
+    last_use = {job.source_key: i for i, job in enumerate(jobs)}
     for i, job in enumerate(jobs):
         if budget is not None:
             job = design.budgeted(job, jobs[i:], finished, budget)
@@ -273,7 +302,9 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
         if last_use[job.source_key] == i and not design.searches_winner_again and not keep:
             sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
         if budget is not None:
-            budget.record(time.monotonic() - started if ran else None, cached)
+            first = ran and not cached and row is not None
+            budget.record(time.monotonic() - started if ran else None, row.get("prepare_seconds", 0.0) if first else 0.0,
+                          job.name, job.record.macs(job.size))
         if row is None:
             continue
         finished.setdefault(job.name, []).append(row)

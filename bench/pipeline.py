@@ -243,6 +243,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         return None
     t0 = time.perf_counter()
     search = prepare_search(job, sources)
+    prepare_seconds = time.perf_counter() - t0  # building the backbone, caching its features (or reading them)
     cfg, source, tuner, depths = search.config, search.source, search.tuner, search.depths
     budget = (f"up to {cfg.trial_epochs} epochs a trial" if cfg.tuner == "hyperband"
               else f"{cfg.max_trials} trials, {cfg.trial_epochs} epochs")
@@ -260,7 +261,8 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         **where, "backbone": name, **job.pair.columns(), "family": record.family, "image_size": size,
         "weights": job.weights,
         "baseline": job.baseline, "trials_done": done, "trials_failed": failed,
-        "search_seconds": round(search_seconds, 1), "objective": cfg.objective,
+        "search_seconds": round(search_seconds, 1), "prepare_seconds": round(prepare_seconds, 1),
+        "objective": cfg.objective,
         "compute_dtype": job.frozen_pass.compute_dtype,  # float16: --mixed-precision on
         "frozen_pass_dtype": job.frozen_pass.precision,  # the cached features: bfloat16 with --mixed-precision bfloat16
         **search.frozen_pass_notes,  # frozen_pass_runtime; with --runtime openvino its precision and parity figure

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import backbones
+from backbones.cost import count_macs
 from backbones import WeightsSpec
 from bench.errors import BenchError
 
@@ -147,6 +148,8 @@ def test_builds_at_min_size_with_clean_block_cuts(name: str) -> None:
     assert positions == sorted(positions)
     assert model.get_layer(record.blocks[-1]).output is model.output
     assert 4 <= len(record.blocks) <= 8
+    # its cost: the catalog's count scaled to this size, within what padding changes on small maps
+    assert 0.5 < count_macs(model) / record.macs(record.min_size) < 1.5
     # Normalisation layers at the input exactly when preprocessing is "inside".
     stem = model.layers[1:3]
     normalises = any(isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization))
@@ -167,6 +170,24 @@ def test_builds_at_min_size_with_clean_block_cuts(name: str) -> None:
         assert frozen.output.shape[1:] == tuple(values[-(n + 1)].shape[1:])
         np.testing.assert_allclose(_numpy(top(values[-(n + 1)])), full, rtol=1e-5,
                                    atol=1e-4 * scale, err_msg=f"{name}: cut {n}")
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50v2", "mobilenet_v3_small"])  # quick to build at full size
+def test_catalog_multiply_adds_are_the_built_models(name: str) -> None:
+    """gmacs is count_macs of the model at its default size (and agrees with the published
+    figures: VGG16 15.3 G, ResNet-50 v2 3.5 G, MobileNetV3-small 0.06 G)."""
+    record = backbones.get(name)
+    assert count_macs(record.build(weights=None)) / 1e9 == pytest.approx(record.gmacs, abs=5e-4)
+
+
+def test_multiply_adds_count_each_kind_of_layer() -> None:
+    """By hand: a 3 x 3 convolution, a depthwise, a separable and a dense layer."""
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(6, 3, padding="same")(inputs)  # 8*8 * 9*4*6
+    x = keras.layers.DepthwiseConv2D(3, padding="valid")(x)  # 6*6 * 9*6
+    x = keras.layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2)(x)  # 6*6 * 6*2 * (9 + 5)
+    x = keras.layers.Dense(3)(x)  # 6*6 * 5*3 (per position)
+    assert count_macs(keras.Model(inputs, x)) == 64 * 216 + 36 * 54 + 36 * 12 * 14 + 36 * 15
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import backbones
 from bench.budget import Budget, behind_leader, duration_text, racing_sentence
 from bench.config import RunConfig
 from bench.errors import BenchError
@@ -53,10 +54,16 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     budget = Budget(100.0, tmp_path, start=time.monotonic())
     now = time.monotonic()
     assert budget.deadline(4, False) == pytest.approx(now + 25, abs=0.5)
-    budget.durations = [40.0, 10.0, 30.0, 20.0]
-    assert budget.reserve(True) == 10.0  # before any search on an existing cache: the quickest one
-    budget.cached_durations = [10.0, 30.0, 20.0]
-    assert budget.reserve(True) == 20.0 and budget.reserve(False) == 0.0
+    assert budget.reserve(True) == 0.0 and budget.prepare_estimate(1e9) is None  # nothing seen yet
+    # a first search of 40 s of which 30 s built and cached a 3-GMAC backbone, then two on its cache
+    budget.record(40.0, prepare=30.0, backbone="resnet50", macs=3e9)
+    budget.record(30.0, backbone="resnet50", macs=3e9)
+    budget.record(20.0, prepare=8.0, backbone="mobilenet_v2", macs=0.3e9)
+    assert budget.searches == [10.0, 30.0, 12.0]
+    assert budget.reserve(True) == 12.0 and budget.reserve(False) == 0.0  # the median search, caching left out
+    # 10 s and 26.7 s per GMAC: the median, 18.3 s per GMAC, for a 15-GMAC backbone
+    assert budget.prepare_estimate(15e9) == pytest.approx(15 * (10 + 80 / 3) / 2)
+    budget.searches = [10.0, 30.0, 20.0]
     assert budget.deadline(4, True, kept=40.0) == pytest.approx(now + 10, abs=0.5)  # (100 - 20 - 40) / 4
     assert budget.deadline(1, True, kept=90.0) is None
     budget.stop("vgg16", "not searched: the budget (2 min) was used up before its search")
@@ -71,8 +78,42 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     Run.config = RunConfig.from_dict({"budget": "100s"})
     again = Budget.open(Run)
     assert again.seconds == 100.0 and again.stopped == budget.stopped and again.spent_before >= 0
-    assert again.durations == [40.0, 10.0, 30.0, 20.0] and again.cached_durations == [10.0, 30.0, 20.0]
+    assert again.searches == [10.0, 30.0, 20.0] and again.prepared == budget.prepared
     assert [duration_text(s) for s in (45, 600, 5400)] == ["45 s", "10 min", "1 h 30 min"]
+
+
+def test_cheapest_first_and_a_backbone_too_costly_to_cache_is_not_started(tmp_path):
+    """Under --budget each round runs its backbones by multiply-adds, the cheapest first;
+    a backbone whose caching, estimated from those cached before it, does not fit the time
+    left is cut with that estimate as its reason, while a cheaper one still runs."""
+    from bench.designs import NestedCV, SingleSplit
+    from bench.run import prepare_run
+    from bench.search.runtime import FrozenPass
+
+    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=32, seed=2)
+    names = ["vgg16", "mobilenet_v2", "densenet121", "mobilenet_v3_small"]  # 15.3, 0.3, 2.8, 0.06 GMACs
+    common = dict(data=data, backbones=names, weights="none", image_size=32, out=tmp_path / "results",
+                  max_trials=2, epochs=1, budget="10m", floor=False, baseline=False)
+    run = prepare_run(RunConfig.from_dict({**common, "cv": 3, "name": "c"}))
+    design = NestedCV(run, FrozenPass())
+    ordered = design.cheapest_first(design.jobs())
+    cheapest = ["mobilenet_v3_small", "mobilenet_v2", "densenet121", "vgg16"]
+    assert [j.name for j in ordered] == cheapest * 3  # fold by fold
+    assert [j.fold for j in ordered] == [(0, f) for f in range(3) for _ in names]
+    single = prepare_run(RunConfig.from_dict({**common, "name": "s"}))
+    assert [j.name for j in SingleSplit.cheapest_first(SingleSplit(single, FrozenPass()).jobs())] == cheapest
+
+    budget = Budget(600.0, run.path)
+    budget.record(12.0, prepare=10.0, backbone="mobilenet_v3_small", macs=backbones.get("mobilenet_v3_small").macs(32))
+    finished = {"mobilenet_v3_small": [{"repeat": 0, "fold": 0, "status": "ok", "test_roc_auc": 0.8}]}
+    budget.spent_before = 600.0 - 300.0  # 300 s left, less a median search (2 s) for the final one and each leader fold
+    first_round = ordered[:4]
+    by_name = {j.name: j for j in first_round}
+    # 10 s for 0.0011 GMAC at 32 px: 0.0061 GMAC (MobileNetV2) is about 55 s, VGG16 (0.3132) about 2,900 s
+    assert design.budgeted(by_name["mobilenet_v2"], ordered, finished, budget) is not None
+    assert design.budgeted(by_name["vgg16"], ordered, finished, budget) is None
+    why = budget.stopped["vgg16"]
+    assert why.startswith("not searched: building it and caching its features would take about ") and "left" in why
 
 
 @pytest.mark.parametrize("value, seconds", [("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0), ("30", 30.0)])
@@ -155,7 +196,7 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
 
     jobs = design.jobs()
     third = [j for j in jobs if j.fold == (0, 2)]
-    budget.durations = [100.0, 100.0]
+    budget.searches = [100.0, 100.0]
     budget.spent_before = 600.0 - 150.0  # 150 s left: the leader's last fold (100 s) and the final search (100 s)
     by_name = {j.name: j for j in third}
     assert design.budgeted(by_name["densenet121"], third, finished, budget) is None  # dropped by the race
@@ -168,7 +209,7 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
     # before any round of folds has ended, the best backbone so far leads: when the time is
     # short the others' first folds are cut and its own folds go on
     early = {"vgg16": finished["vgg16"][:1]}
-    short = Budget(600.0, run.path, spent_before=600.0 - 50.0, durations=[90.0])
+    short = Budget(600.0, run.path, spent_before=600.0 - 50.0, searches=[90.0])
     first_round = [j for j in jobs if j.fold == (0, 0)]
     mobile = next(j for j in first_round if j.name == "mobilenet_v2")
     assert design.budgeted(mobile, jobs, early, short) is None
