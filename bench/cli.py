@@ -115,10 +115,12 @@ def backbones_cmd(
     rows = []
     for name in backbones.list_backbones(pattern):
         rec = backbones.get(name)
-        rows.append([rec.name, rec.family, rec.default_size, rec.min_size, rec.preprocessing, rec.feature_width, len(rec.blocks)])
+        rows.append([rec.name, rec.family, rec.default_size, rec.min_size, rec.preprocessing, rec.feature_width,
+                     len(rec.blocks), rec.gmacs])
     if not rows:
         raise BenchError(f"no backbone matches {pattern!r}; run `bench backbones` to list all")
-    typer.echo(tabulate(rows, headers=["name", "family", "default px", "min px", "preprocessing", "features", "blocks"]))
+    typer.echo(tabulate(rows, headers=["name", "family", "default px", "min px", "preprocessing", "features", "blocks",
+                                       "GMACs/image"]))
 
 
 @command("demo-data")

@@ -79,10 +79,12 @@ def main() -> int:
         print(f"--budget {budget} (default search space, fine-tuning included): {timed['wall_s']:.0f} s wall "
               f"(the searches, final model included, used {spent['spent_s']:.0f} s of {spent['budget_s']:.0f} s); "
               f"caching passes {timed['caching_s']:.0f} s")
+        prepared = spent.get("prepared", {})
+        print(f"  cached, cheapest first: {', '.join(f'{n} ({v[0]:.0f} s)' for n, v in prepared.items())}")
         for r in budget_rows:
             if r.get("kind", "backbone") != "backbone":
                 continue
-            state = (f"rank {r['rank']}, {int(r.get('trials_done') or 0)} trials" if r.get("status") == "ok"
+            state = (f"rank {r['rank']:.0f}, every fold" if r.get("status") == "ok"
                      else str(r.get("message")))
             print(f"  {r['backbone']}: {state}")
         chosen_row = recommendation(budget_rows)

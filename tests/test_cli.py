@@ -41,6 +41,8 @@ def test_backbones_table():
     for name in ("xception", "resnet50", "efficientnet_b0", "convnext_tiny", "vgg16"):
         assert name in result.stdout
     assert "inside" in result.stdout and "tf" in result.stdout
+    vgg = next(line for line in result.stdout.splitlines() if line.startswith("vgg16"))
+    assert "GMACs/image" in result.stdout and vgg.split()[-1] == "15.347"  # what --budget orders by
 
 
 def test_scan_prints_summary(image_folder, tmp_path):
