@@ -5,15 +5,18 @@ Three rules, all written into the run folder (``budget.json``) and kept by ``--r
 * **Cheapest first.** The backbones run in the order of their forward pass's cost (the
   multiply-adds of one image at the run's size, :meth:`backbones.registry.Backbone.macs`),
   round by round of outer folds under ``--cv``: a short budget covers as many backbones
-  as it can, and no expensive backbone eats the time of several cheap ones.
+  as it can, and no expensive backbone eats the time of several cheap ones. Multiply-adds
+  rank the cost only roughly (seconds per multiply-add differ several-fold between
+  architectures, and at small sizes fixed costs dominate), so they order the backbones
+  and do not predict seconds.
 * **Time shares.** Before each search, the time left (less a reserve for the search that
   makes the deployed model under ``--cv``, and the time of the leader's folds still to run)
   is shared equally among the searches still to run; a search stops starting trials once
   its share is used (it always finishes the trial it is in, and runs at least one). A
-  backbone's first search also builds it and caches its features: it is not started when
-  that preparation alone, estimated from the seconds per multiply-add of the backbones
-  prepared so far, would not fit the time left. When no time is left, the remaining
-  searches are not run, and their backbones are marked as cut.
+  backbone's first search also builds it and caches its features, which no deadline
+  interrupts: the run can end later than the budget by the caching pass in progress when
+  the time ran out. When no time is left, the remaining searches are not run, and their
+  backbones are marked as cut.
 * **Racing** (``--cv``): after each round of outer folds, every backbone is compared with
   the leader (the best fold mean of the objective's metric) on the folds both finished, by
   the corrected resampled t-test (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest`,
@@ -70,9 +73,9 @@ class Budget:
     start: float = field(default_factory=time.monotonic)
     #: seconds of each search after its preparation (the trials and the evaluation)
     searches: list[float] = field(default_factory=list)
-    #: backbone -> [seconds its first search spent building it and caching its features,
-    #: multiply-adds of one image]: what a backbone not yet prepared is expected to cost
-    prepared: dict[str, list[float]] = field(default_factory=dict)
+    #: [backbone, seconds its first search spent building it and caching its features,
+    #: multiply-adds of one image], in the order they ran
+    prepared: list[list] = field(default_factory=list)
 
     @classmethod
     def open(cls, run) -> Budget | None:
@@ -83,7 +86,7 @@ class Budget:
             return None
         saved = read_budget(run.path)
         return cls(float(seconds), Path(run.path), float(saved.get("spent_s", 0.0)), dict(saved.get("stopped", {})),
-                   searches=list(saved.get("searches", [])), prepared=dict(saved.get("prepared", {})))
+                   searches=list(saved.get("searches", [])), prepared=list(saved.get("prepared", [])))
 
     def elapsed(self) -> float:
         return self.spent_before + time.monotonic() - self.start
@@ -95,13 +98,6 @@ class Budget:
         """What a search takes after its preparation: the median of those seen so far (0
         before any)."""
         return statistics.median(self.searches) if self.searches else 0.0
-
-    def prepare_estimate(self, macs: float) -> float | None:
-        """Seconds a backbone of ``macs`` multiply-adds per image is expected to take to
-        build and cache: the median seconds per multiply-add of the backbones prepared so
-        far, times ``macs``; None before any."""
-        rates = [seconds / cost for seconds, cost in self.prepared.values() if cost > 0]
-        return statistics.median(rates) * macs if rates else None
 
     def reserve(self, searches_winner_again: bool) -> float:
         """Time kept for the search that makes the deployed model (``--cv``)."""
@@ -127,8 +123,8 @@ class Budget:
         and the decisions."""
         if seconds is not None:
             self.searches.append(round(max(0.0, float(seconds) - prepare), 3))
-            if backbone is not None and backbone not in self.prepared:
-                self.prepared[backbone] = [round(float(prepare), 3), float(macs)]
+            if backbone is not None and backbone not in [name for name, *_ in self.prepared]:
+                self.prepared.append([backbone, round(float(prepare), 3), float(macs)])
         write_json_atomic(self.path / BUDGET_JSON, {
             "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
             "searches": self.searches, "prepared": self.prepared})

@@ -65,12 +65,6 @@ class Design:
         if deadline is None:
             budget.stop(job.name, self.cut_reason(job, finished, budget))
             return None
-        if job.name not in finished:  # its first search also builds it and caches its features
-            free = budget.free(self.searches_winner_again, kept)
-            estimate = budget.prepare_estimate(job.record.macs(job.size))
-            if estimate is not None and estimate + budget.search_estimate() > free:
-                budget.stop(job.name, _too_costly(estimate, free))
-                return None
         return replace(job, deadline=deadline)
 
     @staticmethod
@@ -243,14 +237,6 @@ class NestedCV(Design):
         winner.update(final_status=final.get("status"), final_val_objective=final.get("val_objective"),
                       final_trials_done=final.get("trials_done"))
         return True
-
-
-def _too_costly(estimate: float, free: float) -> str:
-    from bench.budget import duration_text
-
-    return (f"not searched: building it and caching its features would take about {duration_text(estimate)} (at "
-            f"the seconds per multiply-add of the backbones cached before it), more than the {duration_text(max(0, free))} "
-            "left for it")
 
 
 def _floor_rows(run) -> list[dict]:

@@ -79,8 +79,8 @@ def main() -> int:
         print(f"--budget {budget} (default search space, fine-tuning included): {timed['wall_s']:.0f} s wall "
               f"(the searches, final model included, used {spent['spent_s']:.0f} s of {spent['budget_s']:.0f} s); "
               f"caching passes {timed['caching_s']:.0f} s")
-        prepared = spent.get("prepared", {})
-        print(f"  cached, cheapest first: {', '.join(f'{n} ({v[0]:.0f} s)' for n, v in prepared.items())}")
+        prepared = spent.get("prepared", [])
+        print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s, _ in prepared)}")
         for r in budget_rows:
             if r.get("kind", "backbone") != "backbone":
                 continue
