@@ -25,6 +25,21 @@ def _seed():
     yield
 
 
+#: Test modules that take longest on one worker (their module fixtures and end-to-end runs),
+#: longest first. They are collected first so that ``pytest -n 2 --dist loadscope`` (README)
+#: hands them out before the quick ones, and the workers finish together instead of one
+#: waiting while the other runs a long module it started last.
+LONGEST_FIRST = ("test_suite", "test_search", "test_export", "test_kill_anywhere", "test_crossval", "test_resume",
+                 "test_bad_input", "test_backbones", "test_serve", "test_weights_axis", "test_mlflow_tracking",
+                 "test_dicom_privacy", "test_cli", "test_demo", "test_distributed")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """Put the modules of :data:`LONGEST_FIRST` first, in that order (the rest keep theirs)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
 def noise_image(rng: np.random.Generator, size: int = 48, mode: str = "RGB") -> Image.Image:
     """A random, blocky image: distinct content, so no accidental near duplicates."""
     blocks = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
