@@ -128,3 +128,18 @@ def test_fits_only_dense_float32_heads_within_the_memory_budget(monkeypatch):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert not H.fits(half, x, xv)
+
+
+def test_initial_weights_are_keras_glorot_uniform():
+    """The kernels drawn without a Keras model have Keras' GlorotUniform distribution
+    (uniform on +/- sqrt(6 / (fan_in + fan_out))) and the biases are zeros."""
+    weights = H.initial_weights(3000, [(200, 0.0)], 1, seed=4)
+    assert [w.shape for w in weights] == [(3000, 200), (200,), (200, 1), (1,)]
+    assert all(w.dtype == np.float32 for w in weights) and not weights[1].any() and not weights[3].any()
+    keras_kernel = keras.initializers.GlorotUniform(seed=4)((3000, 200)).numpy()
+    limit = np.sqrt(6 / 3200)
+    ours = weights[0]
+    assert np.abs(ours).max() <= limit and np.abs(keras_kernel).max() <= limit
+    assert ours.std() == pytest.approx(limit / np.sqrt(3), rel=0.01)  # a uniform's standard deviation
+    assert keras_kernel.std() == pytest.approx(limit / np.sqrt(3), rel=0.01)
+    assert abs(float(ours.mean())) < 0.01 * limit

@@ -123,8 +123,11 @@ def initial_weights(width: int, dense: list[tuple[int, float]], n_out: int, seed
     sizes = [width] + [units for units, _ in dense] + [n_out]
     weights = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        weights += [rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32), np.zeros(fan_out, np.float32)]
+        limit = np.float32(math.sqrt(6.0 / (fan_in + fan_out)))
+        kernel = rng.random((fan_in, fan_out), dtype=np.float32)  # drawn in float32: a flatten head's
+        kernel *= 2 * limit  # kernel (tens of millions of weights) in a fraction of float64's time
+        kernel -= limit
+        weights += [kernel, np.zeros(fan_out, np.float32)]
     return weights
 
 
