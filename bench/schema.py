@@ -75,6 +75,11 @@ FLOOR_KIND = "floor"
 #: (``message`` says why; :mod:`bench.budget`); such rows are not ranked.
 STOPPED = "stopped"
 
+#: Columns of trials and leaderboard rows that measure time (seconds, milliseconds): the
+#: only ones two identical runs may differ in.
+TIMING_COLUMNS = ("seconds", "search_seconds", "prepare_seconds", "latency_ms_b1", "latency_ms_b32", "build_seconds",
+                  "fit_seconds")
+
 
 def is_floor(row) -> bool:
     """Whether a leaderboard row (a dict or a pandas row) is a floor baseline's."""

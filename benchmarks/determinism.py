@@ -22,7 +22,7 @@ from _docs import add_option, recording  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TIME_COLUMNS = ["seconds", "search_seconds", "latency_ms_b1", "latency_ms_b32"]
+from bench.schema import TIMING_COLUMNS as TIME_COLUMNS  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
                 runs.append(out / "d")
             print(f"data {args.data}, --deterministic {'on' if args.flag else 'off'}")
             for rel in ("mobilenet_v2/trials.csv", "leaderboard.csv", "mobilenet_v2/test_predictions.csv"):
-                a, b = (pd.read_csv(r / rel).drop(columns=TIME_COLUMNS, errors="ignore") for r in runs)
+                a, b = (pd.read_csv(r / rel).drop(columns=list(TIME_COLUMNS), errors="ignore") for r in runs)
                 numeric = a.select_dtypes("number").columns
                 diff = float((a[numeric] - b[numeric]).abs().max().max()) if len(numeric) else 0.0
                 print(f"{rel:36s} identical: {a.equals(b)!s:5s}  largest difference: {diff:.3g}")

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 #: Leaderboard, trial and prediction columns that measure time, not results.
-TIME_COLUMNS = {"seconds", "search_seconds", "latency_ms_b1", "latency_ms_b32", "build_seconds", "fit_seconds"}
+from bench.schema import TIMING_COLUMNS as TIME_COLUMNS  # noqa: E402
 #: Column headers of report.md's tables that measure time.
 REPORT_TIME_HEADERS = {"search time", "ms / image", "ms / image (batch 1)", "ms / image (batch 32)", "time"}
 #: Stages, in the order a run reaches them.
