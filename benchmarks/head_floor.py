@@ -11,7 +11,7 @@ units, one output) trained on ``--rows`` images in batches of 32, as a search tr
 per batch, a forward product (reading the kernel), the kernel's gradient (writing it) and
 Adam (reading the kernel, both moments and the gradient, writing three of them); and once
 per epoch the validation rows' forward product. The floor adds up those steps at the
-speeds measured here, each alone: the matrix products at the machine's sgemm rate
+speeds it measures, each alone: the matrix products at the machine's sgemm rate
 (TensorFlow's, the faster of TensorFlow and numpy), Adam at TensorFlow's fused kernel's
 time over the kernel. Nothing is asserted; the figures are printed.
 """
