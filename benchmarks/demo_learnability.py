@@ -48,6 +48,7 @@ def random_features(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import keras
 
     import backbones
+    from bench.forward import predict_batch
     from bench.layers import BackbonePreprocess
     from bench.search.source import CALIBRATION_IMAGES, calibrate_batchnorm
 
@@ -55,7 +56,8 @@ def random_features(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keras.utils.set_random_seed(0)
     model = record.build(weights=None, image_size=x.shape[1])
     calibrate_batchnorm(model, record.preprocessing, x[:: max(1, len(x) // CALIBRATION_IMAGES)][:CALIBRATION_IMAGES])
-    maps = model.predict(BackbonePreprocess(record.preprocessing)(x.astype("float32")), batch_size=32, verbose=0)
+    inputs = np.asarray(BackbonePreprocess(record.preprocessing)(x.astype("float32")))
+    maps = np.concatenate([predict_batch(model, inputs[i:i + 32]) for i in range(0, len(inputs), 32)])
     return maps.mean(axis=(1, 2)), maps.max(axis=(1, 2))
 
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data.demo import PhantomClass, make_phantom_data
 from bench.data.phantom import LesionStyle
+from conftest import make_folder
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,17 +35,14 @@ CHEAP = ["--backbones", "mobilenet_v2,vgg16", "--image-size", "32", "--max-trial
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory, warm):
-    """The demo suite's four phantom datasets, and the real brain MRI scans as a fifth when
-    they are there (cheap options from the command line), killed between its first two
-    datasets, then inside the second (while caching features), resumed each time: the
-    finished suite, what each step said, the state after the first kill, and the first
-    dataset's leaderboard time stamp then."""
+    """The demo suite's four phantom datasets and a folder of the user's as a fifth (cheap
+    options from the command line), killed between its first two datasets, then inside the
+    second (while caching features), resumed each time: the finished suite, what each step
+    said, the state after the first kill, and the first dataset's leaderboard time stamp then."""
     from bench.suite.demo import demo_datasets, demo_toml
 
-    from conftest import BRAIN_MRI
-
     root = tmp_path_factory.mktemp("suite")
-    extra = {"brain_mri": BRAIN_MRI} if BRAIN_MRI.is_dir() else {}
+    extra = {"own": make_folder(root / "own", {"no": 12, "yes": 12}, size=48, seed=6)}
     toml = root / "suite.toml"
     toml.write_text(demo_toml(demo_datasets(root / "cache"), extra=extra), encoding="utf-8")
     common = ["--out", root / "out", "--reports", root / "reports", "--name", "s", "--no-export"]
@@ -63,7 +61,7 @@ def killed_and_resumed(tmp_path_factory, warm):
 def names(root) -> list[str]:
     from bench.suite.demo import DATASETS
 
-    return [*DATASETS, *(["brain_mri"] if (root / "out" / "s" / "brain_mri").is_dir() else [])]
+    return [*DATASETS, "own"]
 
 
 def test_a_killed_suite_resumes_between_datasets_and_inside_one(killed_and_resumed):
