@@ -95,7 +95,6 @@ def main() -> int:
                                       epochs=opts.epochs, patience=opts.epochs)
             epoch_s = (time.perf_counter() - t0) / len(history["loss"])
             rows.append((units, d * units, flops / np_s / 1e9, flops / tf_s / 1e9, adam_s, floor, epoch_s))
-            del variables, grad, xt, kt, kernel
         print()
         print("| units | kernel weights | sgemm numpy GFLOP/s | sgemm TensorFlow GFLOP/s | fused Adam over the kernel ms "
               "| epoch floor s | epoch measured s (mean of the run) | measured / floor |")
