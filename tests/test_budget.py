@@ -17,6 +17,7 @@ import backbones
 from bench.budget import Budget, behind_leader, duration_text, racing_sentence
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.evaluate.leaderboard import format_leaderboard
 from conftest import make_folder
 
 
@@ -145,6 +146,8 @@ def test_a_run_stops_on_time_and_keeps_the_cut_backbone_as_a_stopped_row(tmp_pat
     assert cut["status"] == "stopped" and pd.isna(cut["rank"]) and cut["image_size"] == 32
     assert cut["message"] == "not searched: the budget (10 min) was used up before its search"
     assert not (run.path / "densenet121").exists()
+    printed = next(line for line in format_leaderboard(table).splitlines() if "densenet121" in line)
+    assert "nan" not in printed and "stopped" in printed  # the terminal's table: no trials, no seconds, not "nan/nan"
     saved = json.loads((run.path / "budget.json").read_text())
     assert saved["budget_s"] == 600 and list(saved["stopped"]) == ["densenet121"]
     md, html = build_report(run.path, tmp_path / "reports")
