@@ -77,6 +77,7 @@ class Option:
     changes_results: bool = True  # refused by --resume when it differs from run.json
     cli_type: type | None = None  # when the CLI reads another type than the field holds
     show_default: str | None = None  # the default as --help shows it, when not the field's
+    unit: str | None = None  # what the stored number counts ("s"), for the report's options table
 
 
 def option(default=MISSING, *, factory=MISSING, **kwargs):
@@ -110,12 +111,12 @@ class SearchConfig:
                                     help="Binary: the 'specificity' operating point's threshold keeps validation "
                                          "specificity at least this high.")
     trial_timeout: float = option(DEFAULT_TRIAL_TIMEOUT_S, flag="--trial-timeout", low=5, high=86_400, cli_type=str,
-                                  changes_results=False, show_default="120 s",
+                                  changes_results=False, show_default="120 s", unit="s",
                                   help="Distributed: a trial whose worker has not called the chief for this long "
                                        "(seconds, or with a unit: 90s, 10m, 1h) goes back to the queue and runs on "
                                        "another worker. Workers call at least every 5 s while they train.")
     budget: float | None = option(None, flag="--budget", low=10, high=30 * 86_400, cli_type=str,
-                                  changes_results=False, show_default="none",
+                                  changes_results=False, show_default="none", unit="s",
                                   help="Stop on time (seconds, or 90s, 10m, 1h): the searches share the time left "
                                        "(each stops after the trial that uses up its share), and under --cv a "
                                        "backbone whose fold scores fall behind the leader's beyond the corrected "
@@ -354,7 +355,9 @@ def option_rows(flat: dict) -> list[tuple[str, str, bool]]:
     rows, seen = [], set()
     for name, opt, _ in declared_options():
         if name in flat:
-            rows.append((opt.flag, _text(flat[name]), opt.changes_results))
+            value = flat[name]
+            text = f"{value:g} {opt.unit}" if opt.unit and isinstance(value, (int, float)) else _text(value)
+            rows.append((opt.flag, text, opt.changes_results))
             seen.add(name)
     rows += [(name, _text(value), True) for name, value in sorted(flat.items()) if name not in seen]
     return rows

@@ -141,3 +141,6 @@ def test_reproduce_rows_name_flags_and_say_what_changes_results():
     rows = {flag: (value, changes) for flag, value, changes in option_rows(RunConfig().to_dict())}
     assert rows["--epochs"] == ("not given", True) and rows["--out"] == ("results", False)
     assert rows["patience"] == ("5", True)  # internal settings are listed by field name
+    assert rows["--trial-timeout"] == ("120 s", False) and rows["--budget"] == ("not given", False)
+    timed = {flag: value for flag, value, _ in option_rows(RunConfig.from_dict({"budget": "10m"}).to_dict())}
+    assert timed["--budget"] == "600 s"  # durations with their unit, not a bare 600.0
