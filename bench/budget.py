@@ -73,8 +73,8 @@ class Budget:
     start: float = field(default_factory=time.monotonic)
     #: seconds of each search after its preparation (the trials and the evaluation)
     searches: list[float] = field(default_factory=list)
-    #: [backbone, seconds its first search spent building it and caching its features,
-    #: multiply-adds of one image], in the order they ran
+    #: [backbone, seconds its first search spent building it and caching its features], in
+    #: the order they ran
     prepared: list[list] = field(default_factory=list)
 
     @classmethod
@@ -103,28 +103,22 @@ class Budget:
         """Time kept for the search that makes the deployed model (``--cv``)."""
         return self.search_estimate() if searches_winner_again else 0.0
 
-    def free(self, searches_winner_again: bool, kept: float = 0.0) -> float:
-        """Seconds left for the searches still to run, less the reserve and ``kept``."""
-        return self.left() - self.reserve(searches_winner_again) - kept
-
     def deadline(self, remaining: int, searches_winner_again: bool, kept: float = 0.0) -> float | None:
         """The monotonic time at which the next search stops starting trials: its equal
         share of the time left, less ``kept`` seconds for searches that must run later;
         None when no time is left."""
-        free = self.free(searches_winner_again, kept)
+        free = self.left() - self.reserve(searches_winner_again) - kept
         if free <= 0:
             return None
         return time.monotonic() + free / max(1, remaining)
 
-    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None,
-               macs: float = 0.0) -> None:
+    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None) -> None:
         """Note a finished search's ``seconds``, of which ``prepare`` built and cached
-        ``backbone`` (of ``macs`` multiply-adds per image) the first time; save the clock
-        and the decisions."""
+        ``backbone`` the first time; save the clock and the decisions."""
         if seconds is not None:
             self.searches.append(round(max(0.0, float(seconds) - prepare), 3))
             if backbone is not None and backbone not in [name for name, *_ in self.prepared]:
-                self.prepared.append([backbone, round(float(prepare), 3), float(macs)])
+                self.prepared.append([backbone, round(float(prepare), 3)])
         write_json_atomic(self.path / BUDGET_JSON, {
             "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
             "searches": self.searches, "prepared": self.prepared})

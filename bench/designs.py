@@ -290,7 +290,7 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
         if budget is not None:
             first = ran and not cached and row is not None
             budget.record(time.monotonic() - started if ran else None, row.get("prepare_seconds", 0.0) if first else 0.0,
-                          job.name, job.record.macs(job.size))
+                          job.name)
         if row is None:
             continue
         finished.setdefault(job.name, []).append(row)

@@ -1,4 +1,4 @@
-"""Measuring helpers of ``search_speed.py``: bench's log records and trial sidecars as figures.
+"""Measuring helpers of the benchmarks: bench's log records and trial sidecars as figures, and timing.
 
 Nothing here wraps or replaces bench code: :class:`BenchLog` is a ``logging.Handler`` on
 the ``bench`` logger (with the trainer's per-epoch DEBUG records), and :func:`trial_figures`
@@ -16,11 +16,23 @@ import sys
 import time
 from pathlib import Path
 
-from bench.search.tuner import trials_table
 
 
 def progress(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def best_of(runs: int, work, warm_up: bool = False) -> float:
+    """The quickest of ``runs`` calls of ``work()``, in seconds (after one untimed call
+    with ``warm_up``)."""
+    if warm_up:
+        work()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
 def proc_status() -> dict[str, float]:
@@ -98,6 +110,8 @@ def trial_figures(tuner, t_start: float, ends: dict[str, dict]) -> list[dict]:
     """Per trial, in run order: hyperparameters, scores and where its seconds went, from
     trials_table, each trial's bench_trial.json and the log records (its epochs, its end)."""
     rows, prev = [], t_start
+    from bench.search.tuner import trials_table  # here: the timing helpers need no TensorFlow
+
     for row in trials_table(tuner).to_dict("records"):
         tid = row["trial"]
         sidecar = Path(tuner.get_trial_dir(tid)) / "bench_trial.json"

@@ -80,7 +80,7 @@ def main() -> int:
               f"(the searches, final model included, used {spent['spent_s']:.0f} s of {spent['budget_s']:.0f} s); "
               f"caching passes {timed['caching_s']:.0f} s")
         prepared = spent.get("prepared", [])
-        print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s, _ in prepared)}")
+        print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s in prepared)}")
         for r in budget_rows:
             if r.get("kind", "backbone") != "backbone":
                 continue

@@ -50,6 +50,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _measure import best_of  # noqa: E402
 from bench.data.copies import DEFAULT_COPY_THRESHOLD, copy_features, find_links
 from bench.data.images import open_rgb
 from bench.data.reprocess import FAMILIES
@@ -231,15 +232,6 @@ def scale(n: int, threshold: float, folder: Path | None) -> dict:
             "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def _best_of(runs: int, work) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def cutoffs(data: Path) -> None:
     """Serial against parallel, where the parallel paths start (bench.data.scan.PARALLEL_FROM,
     bench.data.copy_candidates.PARALLEL_CANDIDATES): the scan of small folders (96 px phantoms, brain
@@ -262,7 +254,7 @@ def cutoffs(data: Path) -> None:
                     (Path(tmp) / f.parent.name).mkdir(exist_ok=True)
                     os.symlink(f, Path(tmp) / f.parent.name / f.name)
                 rows.append([f"scan, {name}", n]
-                            + [_best_of(3, lambda w=w, tmp=tmp: scan(Path(tmp), workers=w)) for w in (1, 2)])
+                            + [best_of(3, lambda w=w, tmp=tmp: scan(Path(tmp), workers=w)) for w in (1, 2)])
     index = scan(phantoms)
     grids = np.stack([f.layout for f in index.features]).astype(np.float32)
     spots = np.stack([f.spots for f in index.features]).astype(np.float32)
@@ -270,7 +262,7 @@ def cutoffs(data: Path) -> None:
         sets = [grids[:n], spots[:n]]
         pairs = np.array(sorted(_candidates(sets, 1)), dtype=np.int64).reshape(-1, 2)
         rows.append(["candidates + layout, 96 px phantoms", n] + [
-            _best_of(2, lambda w=w, sets=sets, pairs=pairs: (_candidates(sets, w), _layouts(sets, pairs, w)))
+            best_of(2, lambda w=w, sets=sets, pairs=pairs: (_candidates(sets, w), _layouts(sets, pairs, w)))
             for w in (1, 2)])
     from tabulate import tabulate
 

@@ -21,24 +21,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _docs import add_option, recording  # noqa: E402
+from _docs import add_option, recording
+from _measure import best_of
 
 BATCH = 32
-
-
-def best_of(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> int:
@@ -67,15 +56,15 @@ def main() -> int:
               f"({steps} steps), {opts.val_rows} validation rows")
         copy_a = np.ones(25_000_000, np.float32)
         copy_b = np.empty_like(copy_a)
-        copy_s = best_of(lambda: np.copyto(copy_b, copy_a))
+        copy_s = best_of(5, lambda: np.copyto(copy_b, copy_a), warm_up=True)
         print(f"memory: a 100 MB copy {copy_s * 1000:.1f} ms ({2 * copy_a.nbytes / copy_s / 1e9:.1f} GB/s read + write)")
         rows = []
         for units in (int(u) for u in opts.units.split(",")):
             kernel = rng.standard_normal((d, units), dtype=np.float32)
             flops = 2 * n * d * units
-            np_s = best_of(lambda: x @ kernel)
+            np_s = best_of(5, lambda: x @ kernel, warm_up=True)
             xt, kt = tf.constant(x), tf.constant(kernel)
-            tf_s = best_of(lambda: tf.matmul(xt, kt).numpy())
+            tf_s = best_of(5, lambda: tf.matmul(xt, kt).numpy(), warm_up=True)
             rate = max(flops / np_s, flops / tf_s)
             variables = [tf.Variable(tf.zeros([d, units])) for _ in range(3)]
             grad = tf.ones([d, units])
@@ -85,7 +74,7 @@ def main() -> int:
                                              beta1_power=0.9, beta2_power=0.999, lr=1e-3, beta1=0.9, beta2=0.999,
                                              epsilon=1e-7, grad=grad)
 
-            adam_s = best_of(adam)
+            adam_s = best_of(5, adam, warm_up=True)
             # forward and gradient products over the training rows, the validation rows' forward product
             products_s = (2 * n + opts.val_rows) * d * units * 2 / rate
             floor = products_s + steps * adam_s

@@ -81,11 +81,6 @@ def _clean(value):
 
 
 
-def _missing(value) -> bool:
-    """No value: absent, None or NaN (a stopped backbone's row has no trials or seconds)."""
-    return value is None or bool(pd.isna(value))
-
-
 def format_leaderboard(table: pd.DataFrame) -> str:
     """The table ``bench run`` prints at the end."""
     rows = []
@@ -96,8 +91,8 @@ def format_leaderboard(table: pd.DataFrame) -> str:
             "floor" if floor else "" if pd.isna(r.get("rank")) else int(r["rank"]), r["backbone"], r["status"],
             "-" if pd.isna(r.get("val_objective")) else f"{r['val_objective']:.3f}",
             metric_with_ci(r, "accuracy"), metric_with_ci(r, "f1"), metric_with_ci(r, "roc_auc"),
-            "-" if floor or _missing(r.get("trials_done")) else f"{r['trials_done']:.0f}/{r.get('trials_failed') or 0:.0f}",
-            "-" if _missing(r.get("search_seconds")) else f"{r['search_seconds']:.0f}",
+            "-" if floor or pd.isna(r.get("trials_done")) else f"{r['trials_done']:.0f}/{r.get('trials_failed') or 0:.0f}",
+            "-" if pd.isna(r.get("search_seconds")) else f"{r['search_seconds']:.0f}",
             "-" if pd.isna(r.get("latency_ms_b1")) else f"{r['latency_ms_b1']:.1f}",
         ])
     objective = table["objective"].dropna().iloc[0] if len(table) else "val"

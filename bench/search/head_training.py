@@ -15,9 +15,10 @@ fused pass over each array.
 
 The semantics are :func:`bench.search.trainer.train`'s: Keras' initial weights (a built
 model's own, or the same distributions drawn by :func:`initial_weights`), Adam with
-Keras' constants, class weights scaling each sample's loss (mean over the batch), inverted dropout in training only, Keras' clipped cross-entropy, an
-unweighted validation loss, early stopping that restores the best epoch on the
-objective, and the same history keys. From the same initial weights and without dropout
+Keras' constants, class weights scaling each sample's loss (mean over the batch),
+inverted dropout in training only, Keras' clipped cross-entropy, an unweighted
+validation loss, early stopping that restores the best epoch on the objective, and the
+same history keys. From the same initial weights and without dropout
 a trial follows the Keras path's numbers to float32 rounding
 (``tests/test_head_training.py``); initial weights drawn here and dropout masks come from
 numpy's random stream, so a trial's scores agree with the Keras path's within seed noise
@@ -28,8 +29,8 @@ epoch (metrics, best epoch, early stopping) is the Keras path's own
 :func:`fits` (for a built model) and :func:`size_fits` say whether a head qualifies:
 dense layers only, float32 compute, and both splits and the head's arrays small enough
 to hold in memory (:data:`MEMORY_BUDGET_BYTES`). Anything else (fine-tuned blocks,
-float16 heads, splits over the budget) takes the Keras path. ``BENCH_HEAD_TRAINER=keras`` sends every trial there (benchmarks compare the
-two).
+float16 heads, splits over the budget) takes the Keras path. ``BENCH_HEAD_TRAINER=keras``
+sends every trial there (benchmarks compare the two).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class DenseHead:
             h += self.params[2 * i + 1]
             np.maximum(h, 0.0, out=h)
             if rng is not None and rate > 0:
-                mask = (rng.random(h.shape, dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
+                mask = _dropout_mask(rng, h.shape, rate)
                 h *= mask
                 masks.append(mask)
             else:
@@ -234,7 +235,7 @@ class TensorHead(DenseHead):
             h = tf.nn.relu(tf.nn.bias_add(tf.matmul(h, self.vars[2 * i]), self.vars[2 * i + 1]))
             mask = None
             if rng is not None and rate > 0:
-                mask = (rng.random(tuple(h.shape), dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
+                mask = _dropout_mask(rng, tuple(h.shape), rate)
                 h = h * mask
             masks.append(mask)
             acts.append(h)
@@ -262,6 +263,11 @@ class TensorHead(DenseHead):
                 var=p.handle, m=m.handle, v=v.handle, beta1_power=np.float32(BETA_1**self.steps),
                 beta2_power=np.float32(BETA_2**self.steps), lr=np.float32(lr), beta1=np.float32(BETA_1),
                 beta2=np.float32(BETA_2), epsilon=np.float32(EPSILON), grad=g)
+
+
+def _dropout_mask(rng: np.random.Generator, shape: tuple, rate: float) -> np.ndarray:
+    """Inverted dropout's mask: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
+    return (rng.random(shape, dtype=np.float32) >= rate).astype(np.float32) / np.float32(1.0 - rate)
 
 
 def _adam_block(p, m, v, g, tmp, lr_t) -> None:
