@@ -206,6 +206,22 @@ def test_resume_skips_completed_trials_and_finished_backbones(tmp_path, monkeypa
     pd.testing.assert_frame_equal(after.iloc[:2][first.columns], first, check_dtype=False)
 
 
+def test_a_head_trained_without_keras_is_saved_as_its_arrays_and_deployed_with_them(tmp_path):
+    """A depth-0 trial's best weights are kept as the arrays it trained (no Keras model is
+    built to save them); the exported model's head holds exactly those arrays."""
+    run = _tiny_run(tmp_path, max_trials=3, max_unfreeze=0, epochs=3)
+    table = execute(run)
+    tuner_dir = run.path / "mobilenet_v2" / "tuner"
+    assert list(tuner_dir.rglob("head.weights.npz")) and not list(tuner_dir.rglob("checkpoint.weights.h5"))
+    best = table[table["backbone"] == "mobilenet_v2"].iloc[0]["best_trial"]
+    (arrays,) = tuner_dir.rglob(f"trial_{best}/head.weights.npz")
+    with np.load(arrays) as saved:
+        trained = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    deployed = keras.saving.load_model(run.path / "mobilenet_v2" / "best_model.keras", compile=False)
+    head = deployed.get_layer("head").get_weights()
+    assert len(head) == len(trained) and all(np.array_equal(a, b) for a, b in zip(head, trained))
+
+
 def test_multiclass_run(tmp_path):
     run = _tiny_run(tmp_path, counts={"a": 8, "b": 8, "c": 8}, max_trials=1)
     table = execute(run)

@@ -196,9 +196,24 @@ class DenseHead:
     def predict(self, x: np.ndarray, batch: int = 1024) -> np.ndarray:
         return np.concatenate([self.forward(x[i:i + batch])[0] for i in range(0, len(x), batch)])
 
-    def copy_params(self) -> list[np.ndarray]:
-        """A copy of the weights (the best epoch's, kept while training goes on)."""
+    def hold(self, x: np.ndarray):
+        """``x`` as this head reads its rows (:meth:`take`): the array itself."""
+        return x
+
+    @staticmethod
+    def take(x, idx: np.ndarray):
+        """The rows ``idx`` of ``x`` (as :meth:`hold` gave it): one batch."""
+        return x[idx]
+
+    def copy_params(self) -> list:
+        """A copy of the weights (the best epoch's, kept while training goes on), which
+        :meth:`arrays` turns into numpy arrays once training ends."""
         return [p.copy() for p in self.params]
+
+    @staticmethod
+    def arrays(weights: list) -> list[np.ndarray]:
+        """``weights`` (of :meth:`copy_params`) as numpy arrays of their own."""
+        return weights
 
 
 class TensorHead(DenseHead):
@@ -217,15 +232,35 @@ class TensorHead(DenseHead):
         self.vars = [tf.Variable(np.asarray(w, dtype=np.float32)) for w in weights]
         self.m = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
         self.v = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
+        self.best: list | None = None  # the best epoch's weights, variables written in place
         self.rates, self.binary, self.steps = list(rates), binary, 0
 
     @property
     def params(self) -> list[np.ndarray]:
         """The weights as numpy arrays of their own (Adam updates the variables in place)."""
-        return [np.array(v.numpy(), copy=True) for v in self.vars]
+        return self.arrays(self.vars)
 
-    def copy_params(self) -> list[np.ndarray]:
-        return self.params
+    def hold(self, x: np.ndarray):
+        """The rows as one TensorFlow tensor, copied once: a batch is then one gather, not
+        a numpy copy and its conversion."""
+        return self.tf.constant(x)
+
+    def take(self, x, idx: np.ndarray):
+        return self.tf.gather(x, idx)
+
+    def copy_params(self) -> list:
+        """The weights copied into variables kept for the purpose: no fresh memory per
+        improved epoch (a new numpy copy of a 100 MB kernel costs its page faults)."""
+        if self.best is None:
+            self.best = [self.tf.Variable(v) for v in self.vars]
+        else:
+            for kept, v in zip(self.best, self.vars):
+                kept.assign(v)
+        return self.best
+
+    @staticmethod
+    def arrays(weights: list) -> list[np.ndarray]:
+        return [np.array(v.numpy(), copy=True) for v in weights]
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
         tf = self.tf
@@ -324,7 +359,7 @@ def train_rows(
     weights. Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops
     being finite."""
     head = (TensorHead if sum(w.size for w in weights) > MAX_WEIGHTS else DenseHead)(weights, rates, n_classes == 2)
-    x, x_val = as_matrix(x), as_matrix(x_val)
+    x, x_val = head.hold(as_matrix(x)), head.hold(as_matrix(x_val))
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
 
@@ -337,7 +372,7 @@ def train_rows(
         for start in range(0, len(order), batch_size):
             idx = np.sort(order[start:start + batch_size])
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a non-finite loss raises below
-                proba, acts, masks = head.forward(x[idx], rng)
+                proba, acts, masks = head.forward(head.take(x, idx), rng)
                 loss = _batch_loss(proba, y_true[idx], weights[idx])
             if not math.isfinite(loss):
                 raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}; the learning rate is probably too high")
@@ -348,4 +383,5 @@ def train_rows(
         if epochs_done.end(epoch, t_epoch, total / len(y), y, train_proba, y_val, y_val_true, head.predict(x_val),
                            head.copy_params):
             break
-    return epochs_done.history, epochs_done.best_weights if epochs_done.best_weights is not None else head.params
+    best = epochs_done.best_weights
+    return epochs_done.history, head.arrays(best) if best is not None else head.params

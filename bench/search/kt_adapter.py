@@ -73,6 +73,18 @@ def checkpoint_path(tuner, trial_id: str) -> Path:
     return Path(tuner._get_checkpoint_fname(trial_id))
 
 
+def head_checkpoint_path(tuner, trial_id: str) -> Path:
+    """Where bench keeps the weights of a trial whose head trained without a Keras model
+    (:meth:`bench.search.hypermodel.BenchHyperModel.fit_rows`): its arrays in
+    ``get_weights()`` order, read back by the tuner's ``load_model``."""
+    return Path(tuner.get_trial_dir(trial_id)) / "head.weights.npz"
+
+
+def has_checkpoint(tuner, trial_id: str) -> bool:
+    """Whether trial ``trial_id`` saved its weights, in either form."""
+    return checkpoint_path(tuner, trial_id).exists() or head_checkpoint_path(tuner, trial_id).exists()
+
+
 def build_config_path(tuner, trial_id: str) -> Path:
     """Where ``tuner.load_model`` reads the build config of trial ``trial_id``."""
     return Path(tuner._get_build_config_fname(trial_id))

@@ -20,6 +20,7 @@ from typing import Callable
 
 import keras
 import keras_tuner as kt
+import numpy as np
 import pandas as pd
 
 from bench.config import DEFAULT_EPOCHS, DEFAULT_TRIAL_TIMEOUT_S, OBJECTIVES, SearchConfig
@@ -137,7 +138,13 @@ class BenchTunerMixin(kt_adapter.BuildHook):
                           f"{dict(self.settings.labels).get('backbone', '')}/{trial.trial_id}")
         if not math.isfinite(metrics[objective]):
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
-        if self._is_best_so_far(metrics[objective]) or isinstance(self, kt.Hyperband):
+        hyperband = isinstance(self, kt.Hyperband)
+        if model is None and not hyperband and self._is_best_so_far(metrics[objective]):
+            # the head's arrays as they are: no Keras model to build (tens of millions of weights
+            # drawn by Keras' initialiser for a flatten head, then overwritten) nor an HDF5 file
+            save_via_temp(kt_adapter.head_checkpoint_path(self, trial.trial_id),
+                          lambda tmp: save_arrays(tmp, result["weights"]))
+        elif self._is_best_so_far(metrics[objective]) or hyperband:
             # Hyperband continues later trials from this one: it needs both files.
             if model is None:
                 model = self.build_trial_model(hp)
@@ -155,6 +162,17 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         )
         register_directions(trial, metrics, objective)
         return metrics
+
+    def load_model(self, trial):
+        """The trial's model with its best epoch's weights: a head saved as arrays is built
+        and given them; any other trial is KerasTuner's own ``load_model``."""
+        arrays = kt_adapter.head_checkpoint_path(self, trial.trial_id)
+        if not arrays.exists():
+            return super().load_model(trial)
+        model = self.build_trial_model(trial.hyperparameters)
+        with np.load(arrays) as saved:
+            self.hypermodel.load_head_weights(model, [saved[f"arr_{i}"] for i in range(len(saved.files))])
+        return model
 
     def build_trial_model(self, hp):
         """The model of ``hp``, for a trial or for ``load_model``, in a cleared session.
@@ -240,6 +258,13 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             raise TimeShareUsed()
 
 
+def save_arrays(path: Path, arrays: list) -> None:
+    """``arrays`` into an uncompressed ``.npz`` at ``path`` (any name: numpy adds no suffix
+    to an open file)."""
+    with open(path, "wb") as fh:
+        np.savez(fh, *arrays)
+
+
 def register_directions(trial, metrics: dict, objective: str) -> None:
     """Tell the trial which way each of its metrics other than the objective improves
     (losses down, the rest up). KerasTuner otherwise infers it for every new metric name
@@ -322,7 +347,7 @@ def best_trial(tuner):
         return None
     sign = 1 if tuner.oracle.objective.direction == "min" else -1
     scored.sort(key=lambda t: (sign * t.score, int(t.trial_id)))
-    with_checkpoint = [t for t in scored if kt_adapter.checkpoint_path(tuner, t.trial_id).exists()]
+    with_checkpoint = [t for t in scored if kt_adapter.has_checkpoint(tuner, t.trial_id)]
     return with_checkpoint[0] if with_checkpoint else scored[0]
 
 
