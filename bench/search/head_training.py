@@ -232,13 +232,13 @@ class TensorHead(DenseHead):
         self.vars = [tf.Variable(np.asarray(w, dtype=np.float32)) for w in weights]
         self.m = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
         self.v = [tf.Variable(tf.zeros_like(v)) for v in self.vars]
-        self.best: list | None = None  # the best epoch's weights, variables written in place
+        self.best: list[np.ndarray] | None = None  # the best epoch's weights, written in place
         self.rates, self.binary, self.steps = list(rates), binary, 0
 
     @property
     def params(self) -> list[np.ndarray]:
         """The weights as numpy arrays of their own (Adam updates the variables in place)."""
-        return self.arrays(self.vars)
+        return [np.array(v.numpy(), copy=True) for v in self.vars]
 
     def hold(self, x: np.ndarray):
         """The rows as one TensorFlow tensor, copied once: a batch is then one gather, not
@@ -248,19 +248,16 @@ class TensorHead(DenseHead):
     def take(self, x, idx: np.ndarray):
         return self.tf.gather(x, idx)
 
-    def copy_params(self) -> list:
-        """The weights copied into variables kept for the purpose: no fresh memory per
-        improved epoch (a new numpy copy of a 100 MB kernel costs its page faults)."""
+    def copy_params(self) -> list[np.ndarray]:
+        """The weights copied into numpy arrays kept for the purpose: no fresh memory per
+        improved epoch (a new copy of a 100 MB kernel costs its page faults), and none
+        from TensorFlow's allocator, which keeps what it once held for reuse (a variable's
+        copy would also make Adam's next in-place update copy the variable first)."""
         if self.best is None:
-            self.best = [self.tf.Variable(v) for v in self.vars]
-        else:
-            for kept, v in zip(self.best, self.vars):
-                kept.assign(v)
+            self.best = [np.empty(v.shape, np.float32) for v in self.vars]
+        for kept, v in zip(self.best, self.vars):
+            np.copyto(kept, v.numpy())
         return self.best
-
-    @staticmethod
-    def arrays(weights: list) -> list[np.ndarray]:
-        return [np.array(v.numpy(), copy=True) for v in weights]
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
         tf = self.tf
