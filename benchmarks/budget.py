@@ -16,6 +16,18 @@ backbone at its default size, no export), in a temporary folder:
    included): its wall time, what it ran, what it stopped and why (budget.json), and its
    recommendation beside the first run's, with whether their fold intervals overlap.
 
+``--finetune`` asks the fine-tuning question instead, on the leading backbones (``--leaders
+a,b,c``, or the ``--top`` 3 of run 1, which then runs first):
+
+3. ``--cv 5 --backbones LEADERS --budget 30m`` (``--finetune-budget``) with the default
+   search space: its wall time against the budget, what it ran and stopped;
+4. the same run without a budget: its wall time and recommendation, and whether the
+   budgeted run's pick has a fold interval overlapping that of the unbudgeted run's pick.
+
+On two cores run 4 takes hours at the default sizes (every backbone's unfreeze depths,
+five folds and the final search); ``--quick --finetune`` runs both on two small backbones
+at 64 px with a one-minute budget.
+
 Nothing is asserted; the figures are printed.
 """
 
@@ -49,16 +61,83 @@ def interval(row: dict) -> str:
             f"fold mean {row['cv_roc_auc_fold_mean']:.3f} [{low:.3f}, {high:.3f}]")
 
 
+def overlap(a: dict, b: dict) -> bool:
+    """Whether the fold intervals of two leaderboard rows overlap."""
+    return a["cv_roc_auc_fold_ci_low"] <= b["cv_roc_auc_fold_ci_high"] and \
+        b["cv_roc_auc_fold_ci_low"] <= a["cv_roc_auc_fold_ci_high"]
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """The ranked backbone rows, best first."""
+    rows = [r for r in rows if r.get("kind", "backbone") == "backbone" and r.get("rank") is not None
+            and r.get("status") == "ok"]
+    return sorted(rows, key=lambda r: float(r["rank"]))
+
+
+def print_budgeted(label: str, timed: dict, spent: dict, rows: list[dict]) -> None:
+    """A budgeted run: wall time against its budget, what it cached, and each backbone's fate."""
+    print(f"{label}: {timed['wall_s']:.0f} s wall (the searches, final model included, used "
+          f"{spent['spent_s']:.0f} s of {spent['budget_s']:.0f} s); caching passes {timed['caching_s']:.0f} s")
+    prepared = spent.get("prepared", [])
+    print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s in prepared)}")
+    for r in rows:
+        if r.get("kind", "backbone") != "backbone":
+            continue
+        state = f"rank {r['rank']:.0f}, every fold" if r.get("status") == "ok" else str(r.get("message"))
+        print(f"  {r['backbone']}: {state}")
+
+
+def finetune(out: list[str], results: Path, leaders: list[str], budget: str) -> None:
+    """Runs 3 and 4: the leaders with fine-tuning, under the budget and without one."""
+    chosen = ["--backbones", ",".join(leaders)]
+    timed = run([*out, *chosen, "--name", "finetune-budget", "--budget", budget], f"leaders, --budget {budget}")
+    full = run([*out, *chosen, "--name", "finetune"], "leaders, no budget")
+    spent = json.loads((results / "finetune-budget" / "budget.json").read_text())
+    budget_rows, full_rows = board(results, "finetune-budget"), board(results, "finetune")
+    print(f"# Fine-tuning on the leading backbones ({', '.join(leaders)}), --cv 5, the default search space "
+          "(every unfreeze depth)")
+    print_budgeted(f"--budget {budget}", timed, spent, budget_rows)
+    best = next(iter(ranked(full_rows)), None)
+    print(f"no budget: {full['wall_s']:.0f} s wall; caching passes {full['caching_s']:.0f} s")
+    if best:
+        print(f"  recommends {best['backbone']}: {interval(best)}")
+    pick = next(iter(ranked(budget_rows)), None)
+    if pick and best:
+        print(f"--budget {budget} recommends {pick['backbone']}: {interval(pick)}; its fold interval "
+              f"{'overlaps' if overlap(pick, best) else 'does not overlap'} that of the unbudgeted run's pick, "
+              f"{best['backbone']}")
+    elif not pick:
+        print(f"--budget {budget} recommends nothing: no backbone finished its folds")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--budget", default="3m")
     parser.add_argument("--quick", action="store_true", help="mobilenet_v2 and densenet121 at 64 px, --budget 1m")
+    parser.add_argument("--finetune", action="store_true",
+                        help="the fine-tuning comparison on the leading backbones instead (runs 3 and 4; hours)")
+    parser.add_argument("--leaders", help="--finetune: these backbones (comma-separated) instead of run 1's best")
+    parser.add_argument("--top", type=int, default=3, help="--finetune without --leaders: how many of run 1's best")
+    parser.add_argument("--finetune-budget", default="30m")
     add_option(parser)
     opts = parser.parse_args()
-    chosen = ["--backbones", "mobilenet_v2,densenet121", "--image-size", "64", "--max-trials", "3", "--epochs", "3"] \
-        if opts.quick else ["--backbones", "*"]
+    small = ["--image-size", "64", "--max-trials", "3", "--epochs", "3"]
+    chosen = ["--backbones", "mobilenet_v2,densenet121", *small] if opts.quick else ["--backbones", "*"]
     budget = "1m" if opts.quick else opts.budget
+    if opts.finetune:
+        section = "budget_finetune_quick" if opts.quick else "budget_finetune"
+        with recording(section, opts.write_docs), tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
+            results = Path(tmp, "results")
+            out = ["--data", str(opts.data), *(small if opts.quick else []), *COMMON, "--out", str(results),
+                   "--reports", f"{tmp}/reports"]
+            leaders = opts.leaders.split(",") if opts.leaders else None
+            if leaders is None:
+                run([*out, *chosen[:2], "--name", "frozen", "--max-unfreeze", "0"], "no budget, --max-unfreeze 0")
+                leaders = [r["backbone"] for r in ranked(board(results, "frozen"))][:opts.top]
+                print(f"run 1 (every backbone, --max-unfreeze 0) ranks first: {', '.join(leaders)}")
+            finetune(out, results, leaders, "1m" if opts.quick else opts.finetune_budget)
+        return 0
     with recording("budget_quick" if opts.quick else "budget", opts.write_docs):
         with tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
             out = ["--data", str(opts.data), *chosen, *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]
@@ -76,23 +155,11 @@ def main() -> int:
         best = recommendation(frozen_rows)
         if best:
             print(f"  recommends {best['backbone']}: {interval(best)}")
-        print(f"--budget {budget} (default search space, fine-tuning included): {timed['wall_s']:.0f} s wall "
-              f"(the searches, final model included, used {spent['spent_s']:.0f} s of {spent['budget_s']:.0f} s); "
-              f"caching passes {timed['caching_s']:.0f} s")
-        prepared = spent.get("prepared", [])
-        print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s in prepared)}")
-        for r in budget_rows:
-            if r.get("kind", "backbone") != "backbone":
-                continue
-            state = (f"rank {r['rank']:.0f}, every fold" if r.get("status") == "ok"
-                     else str(r.get("message")))
-            print(f"  {r['backbone']}: {state}")
+        print_budgeted(f"--budget {budget} (default search space, fine-tuning included)", timed, spent, budget_rows)
         chosen_row = recommendation(budget_rows)
         if chosen_row and best:
-            overlap = (chosen_row["cv_roc_auc_fold_ci_low"] <= best["cv_roc_auc_fold_ci_high"]
-                       and best["cv_roc_auc_fold_ci_low"] <= chosen_row["cv_roc_auc_fold_ci_high"])
             print(f"  recommends {chosen_row['backbone']}: {interval(chosen_row)}; its fold interval "
-                  f"{'overlaps' if overlap else 'does not overlap'} that of the unbudgeted run's pick, "
+                  f"{'overlaps' if overlap(chosen_row, best) else 'does not overlap'} that of the unbudgeted run's pick, "
                   f"{best['backbone']}")
         elif not chosen_row:
             print("  recommends nothing: no backbone finished its folds")
