@@ -135,7 +135,7 @@ def main() -> int:
             if leaders is None:
                 run([*out, *chosen[:2], "--name", "frozen", "--max-unfreeze", "0"], "no budget, --max-unfreeze 0")
                 leaders = [r["backbone"] for r in ranked(board(results, "frozen"))][:opts.top]
-                print(f"run 1 (every backbone, --max-unfreeze 0) ranks first: {', '.join(leaders)}")
+                print(f"run 1 ({chosen[1]}, --max-unfreeze 0) ranks first: {', '.join(leaders)}")
             finetune(out, results, leaders, "1m" if opts.quick else opts.finetune_budget)
         return 0
     with recording("budget_quick" if opts.quick else "budget", opts.write_docs):

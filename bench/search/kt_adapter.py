@@ -12,7 +12,9 @@ an upgrade that changes one fails that test by name rather than a run:
   and a rename, so a kill mid-write leaves the previous complete file.
 * :func:`checkpoint_path` / :func:`build_config_path`: where a trial's weights and build
   config go (``Tuner._get_checkpoint_fname`` / ``_get_build_config_fname``); bench writes
-  them itself and ``Tuner.load_model`` reads them back.
+  them itself and ``Tuner.load_model`` reads them back. A head trained without a Keras
+  model keeps its arrays in :func:`head_checkpoint_path` instead (the trial's own folder,
+  ``tuner.get_trial_dir``), which bench's tuner reads itself.
 * :class:`BuildHook`: ``Tuner.load_model`` builds the model through ``Tuner._try_build``;
   the hook routes that build to the tuner's own :meth:`BuildHook.build_trial_model`, and
   :func:`build_model` is KerasTuner's plain build (``Tuner._build_hypermodel``).

@@ -111,7 +111,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         fit_rows = getattr(self.hypermodel, "fit_rows", None)
         try:
-            # a head trained in numpy needs its Keras model only to save a checkpoint
+            # a head trained without Keras (head_training) builds no model: its arrays are its checkpoint
             result = fit_rows(hp, epochs=max(1, epochs), seed=trial_seed) if fit_rows else None
             model, t_built = None, t0  # no model built
             if result is None:
