@@ -88,12 +88,14 @@ def print_budgeted(label: str, timed: dict, spent: dict, rows: list[dict]) -> No
 
 
 def finetune(out: list[str], results: Path, leaders: list[str], budget: str) -> None:
-    """Runs 3 and 4: the leaders with fine-tuning, under the budget and without one."""
+    """Runs 3 and 4: the leaders with fine-tuning, under the budget and without one, each
+    in an output folder of its own (each caches its features itself)."""
     chosen = ["--backbones", ",".join(leaders)]
-    timed = run([*out, *chosen, "--name", "finetune-budget", "--budget", budget], f"leaders, --budget {budget}")
-    full = run([*out, *chosen, "--name", "finetune"], "leaders, no budget")
-    spent = json.loads((results / "finetune-budget" / "budget.json").read_text())
-    budget_rows, full_rows = board(results, "finetune-budget"), board(results, "finetune")
+    timed = run([*out, *chosen, "--out", str(results / "budgeted"), "--name", "finetune-budget", "--budget", budget],
+                f"leaders, --budget {budget}")
+    full = run([*out, *chosen, "--out", str(results / "unbudgeted"), "--name", "finetune"], "leaders, no budget")
+    spent = json.loads((results / "budgeted" / "finetune-budget" / "budget.json").read_text())
+    budget_rows, full_rows = board(results / "budgeted", "finetune-budget"), board(results / "unbudgeted", "finetune")
     print(f"# Fine-tuning on the leading backbones ({', '.join(leaders)}), --cv 5, the default search space "
           "(every unfreeze depth)")
     print_budgeted(f"--budget {budget}", timed, spent, budget_rows)
@@ -129,11 +131,11 @@ def main() -> int:
         section = "budget_finetune_quick" if opts.quick else "budget_finetune"
         with recording(section, opts.write_docs), tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
             results = Path(tmp, "results")
-            out = ["--data", str(opts.data), *(small if opts.quick else []), *COMMON, "--out", str(results),
-                   "--reports", f"{tmp}/reports"]
+            out = ["--data", str(opts.data), *(small if opts.quick else []), *COMMON, "--reports", f"{tmp}/reports"]
             leaders = opts.leaders.split(",") if opts.leaders else None
             if leaders is None:
-                run([*out, *chosen[:2], "--name", "frozen", "--max-unfreeze", "0"], "no budget, --max-unfreeze 0")
+                run([*out, *chosen[:2], "--out", str(results), "--name", "frozen", "--max-unfreeze", "0"],
+                    "no budget, --max-unfreeze 0")
                 leaders = [r["backbone"] for r in ranked(board(results, "frozen"))][:opts.top]
                 print(f"run 1 ({chosen[1]}, --max-unfreeze 0) ranks first: {', '.join(leaders)}")
             finetune(out, results, leaders, "1m" if opts.quick else opts.finetune_budget)
