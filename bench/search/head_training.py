@@ -9,9 +9,9 @@ arrays (kernels and biases, in the order ``model.get_weights()`` lists them): th
 pass, back-propagation and Adam's update are matrix products and in-place array
 operations, with nothing to trace or compile, and the Keras model only lends its initial
 weights and receives the trained ones. A head over :data:`MAX_WEIGHTS` weights (a flatten
-head on a large map) keeps its arrays in TensorFlow variables and runs the same steps as
-single TensorFlow ops, eagerly (:class:`TensorHead`): still nothing traced, and Adam one
-fused pass over each array.
+head on a large map) keeps its arrays in TensorFlow variables, and its rows in one tensor,
+and runs the same steps as single TensorFlow ops, eagerly (:class:`TensorHead`): still
+nothing traced, a batch one gather, and Adam one fused pass over each array.
 
 The semantics are :func:`bench.search.trainer.train`'s: Keras' initial weights (a built
 model's own, or the same distributions drawn by :func:`initial_weights`), Adam with
@@ -205,15 +205,9 @@ class DenseHead:
         """The rows ``idx`` of ``x`` (as :meth:`hold` gave it): one batch."""
         return x[idx]
 
-    def copy_params(self) -> list:
-        """A copy of the weights (the best epoch's, kept while training goes on), which
-        :meth:`arrays` turns into numpy arrays once training ends."""
+    def copy_params(self) -> list[np.ndarray]:
+        """A copy of the weights (the best epoch's, kept while training goes on)."""
         return [p.copy() for p in self.params]
-
-    @staticmethod
-    def arrays(weights: list) -> list[np.ndarray]:
-        """``weights`` (of :meth:`copy_params`) as numpy arrays of their own."""
-        return weights
 
 
 class TensorHead(DenseHead):
@@ -380,5 +374,4 @@ def train_rows(
         if epochs_done.end(epoch, t_epoch, total / len(y), y, train_proba, y_val, y_val_true, head.predict(x_val),
                            head.copy_params):
             break
-    best = epochs_done.best_weights
-    return epochs_done.history, head.arrays(best) if best is not None else head.params
+    return epochs_done.history, epochs_done.best_weights if epochs_done.best_weights is not None else head.params
