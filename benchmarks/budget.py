@@ -16,17 +16,16 @@ backbone at its default size, no export), in a temporary folder:
    included): its wall time, what it ran, what it stopped and why (budget.json), and its
    recommendation beside the first run's, with whether their fold intervals overlap.
 
-``--finetune`` asks the fine-tuning question instead, on the leading backbones (``--leaders
-a,b,c``, or the ``--top`` 3 of run 1, which then runs first):
+``--finetune`` asks the fine-tuning question instead, against a reference run on the
+leading backbones (``--leaders a,b,c``, or the ``--top`` 3 of run 1, which then runs first):
 
-3. ``--cv 5 --backbones LEADERS --budget 30m`` (``--finetune-budget``) with the default
-   search space: its wall time against the budget, what it ran and stopped;
-4. the same run without a budget: its wall time and recommendation, and whether the
-   budgeted run's pick has a fold interval overlapping that of the unbudgeted run's pick.
+3. ``--cv 5 --backbones '*' --budget 30m`` (``--finetune-budget``) with the default search
+   space: its wall time against the budget, what it ran and what it stopped;
+4. ``--cv 5 --backbones LEADERS`` with the same space and no budget: its wall time and
+   recommendation, and whether the budgeted run's pick has a fold interval overlapping
+   that of this run's pick.
 
-On two cores run 4 takes hours at the default sizes (every backbone's unfreeze depths,
-five folds and the final search); ``--quick --finetune`` runs both on two small backbones
-at 64 px with a one-minute budget.
+``--quick --finetune`` runs both on two small backbones at 64 px with a one-minute budget.
 
 Nothing is asserted; the figures are printed.
 """
@@ -87,20 +86,20 @@ def print_budgeted(label: str, timed: dict, spent: dict, rows: list[dict]) -> No
         print(f"  {r['backbone']}: {state}")
 
 
-def finetune(out: list[str], results: Path, leaders: list[str], budget: str) -> None:
-    """Runs 3 and 4: the leaders with fine-tuning, under the budget and without one, each
-    in an output folder of its own (each caches its features itself)."""
-    chosen = ["--backbones", ",".join(leaders)]
-    timed = run([*out, *chosen, "--out", str(results / "budgeted"), "--name", "finetune-budget", "--budget", budget],
-                f"leaders, --budget {budget}")
-    full = run([*out, *chosen, "--out", str(results / "unbudgeted"), "--name", "finetune"], "leaders, no budget")
+def finetune(out: list[str], results: Path, every: list[str], leaders: list[str], budget: str) -> None:
+    """Runs 3 and 4: every backbone with fine-tuning under the budget, and the leaders
+    without one, each in an output folder of its own (each caches its features itself)."""
+    timed = run([*out, *every, "--out", str(results / "budgeted"), "--name", "finetune-budget", "--budget", budget],
+                f"{every[1]}, --budget {budget}")
+    full = run([*out, "--backbones", ",".join(leaders), "--out", str(results / "unbudgeted"), "--name", "finetune"],
+               "leaders, no budget")
     spent = json.loads((results / "budgeted" / "finetune-budget" / "budget.json").read_text())
     budget_rows, full_rows = board(results / "budgeted", "finetune-budget"), board(results / "unbudgeted", "finetune")
-    print(f"# Fine-tuning on the leading backbones ({', '.join(leaders)}), --cv 5, the default search space "
-          "(every unfreeze depth)")
+    print(f"# Fine-tuning (--cv 5, the default search space: every unfreeze depth): --backbones {every[1]} under "
+          f"--budget {budget}, against the leading backbones ({', '.join(leaders)}) without a budget")
     print_budgeted(f"--budget {budget}", timed, spent, budget_rows)
     best = next(iter(ranked(full_rows)), None)
-    print(f"no budget: {full['wall_s']:.0f} s wall; caching passes {full['caching_s']:.0f} s")
+    print(f"the leaders, no budget: {full['wall_s']:.0f} s wall; caching passes {full['caching_s']:.0f} s")
     if best:
         print(f"  recommends {best['backbone']}: {interval(best)}")
     pick = next(iter(ranked(budget_rows)), None)
@@ -138,7 +137,7 @@ def main() -> int:
                     "no budget, --max-unfreeze 0")
                 leaders = [r["backbone"] for r in ranked(board(results, "frozen"))][:opts.top]
                 print(f"run 1 ({chosen[1]}, --max-unfreeze 0) ranks first: {', '.join(leaders)}")
-            finetune(out, results, leaders, "1m" if opts.quick else opts.finetune_budget)
+            finetune(out, results, chosen[:2], leaders, "1m" if opts.quick else opts.finetune_budget)
         return 0
     with recording("budget_quick" if opts.quick else "budget", opts.write_docs):
         with tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
