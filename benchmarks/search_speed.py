@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/search_speed.py            # full (15-25 min on 2 cores)
+    .venv/bin/python benchmarks/search_speed.py            # full (a few minutes on 2 cores)
     .venv/bin/python benchmarks/search_speed.py --quick    # smoke run (a few minutes)
 
 Data: ``../shared/data/brain_mri`` next to the repository (``--data`` to change it),
