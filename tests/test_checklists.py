@@ -182,3 +182,14 @@ def test_a_run_folder_that_cannot_be_written_gets_the_counts_only(tmp_path, monk
     text = md.read_text(encoding="utf-8")
     assert "**Reporting checklists** filled from this run: TRIPOD+AI:" in text and "[checklist.md]" not in text
     assert not (run / CHECKLIST_MD).exists()
+
+
+def test_the_model_description_gives_whole_pixels_and_the_output_the_model_has(real_run):
+    """The leaderboard's size column is a float where floor rows have none; a two-class
+    model ends in one sigmoid unit, not a softmax."""
+    run, _ = real_run
+    described = _items(_json(run), "claim")["22"]["from_run"]
+    size = json.loads((run / "leaderboard.json").read_text(encoding="utf-8"))[0]["image_size"]
+    assert f"image backbone at {int(size)} px, then " in described
+    classes = json.loads((run / "split.json").read_text(encoding="utf-8"))["classes"]
+    assert ("one sigmoid output" in described) == (len(classes) == 2) != ("softmax" in described)

@@ -638,6 +638,15 @@ def test_configuration_says_when_features_came_from_another_frozen_pass():
     assert "frozen pass by OpenVINO in bf16 (checked in float32: features within 5.7e-06 of TensorFlow's)" in ov
 
 
+def test_configuration_gives_the_input_size_in_whole_pixels():
+    """A leaderboard with floor rows (no image size) reads the size column as floats."""
+    from bench.report.formatting import configuration
+
+    row = {"weights": "none", "hp_unfreeze": 0, "hp_learning_rate": 1e-3, "hp_pooling": "avg", "hp_dense_layers": 0}
+    assert configuration({**row, "image_size": 224.0}).startswith("224 px input, ")
+    assert configuration({**row, "image_size": 96}).startswith("96 px input, ")
+
+
 def test_every_leaderboard_metric_carries_its_interval(built):
     """Sensitivity and specificity were the leaderboard's two test metrics without one."""
     from bench.report.load import load_run

@@ -165,8 +165,9 @@ def frozen_pass_description(row: dict) -> str | None:
 
 def configuration(row: dict) -> str:
     hp = {k[3:]: v for k, v in row.items() if k.startswith("hp_")}
+    size = to_float(row.get("image_size"))  # a float in a leaderboard whose floor rows have none
     parts = [
-        f"{row.get('image_size')} px input, weights {row.get('weights')}",
+        f"{row.get('image_size') if math.isnan(size) else f'{size:.0f}'} px input, weights {row.get('weights')}",
         depth_description(hp.get("unfreeze")),
         head_description(hp),
         f"learning rate {lr(hp.get('learning_rate'))}",

@@ -24,8 +24,9 @@ def model(r: Run) -> Fact | None:
     if r.best is None or row.get("hp_pooling") is None:
         return None
     params = _n(row.get("params_total"))
-    return r.fact(f"{r.best.name}: image backbone at {row.get('image_size')} px, then {row.get('hp_pooling')} pooling, "
-                  f"{_n(row.get('hp_dense_layers'))} dense layer(s) and a softmax over the classes; top "
+    output = "one sigmoid output" if len(r.data.classes) == 2 else "a softmax over the classes"
+    return r.fact(f"{r.best.name}: image backbone at {_n(row.get('image_size'))} px, then {row.get('hp_pooling')} "
+                  f"pooling, {_n(row.get('hp_dense_layers'))} dense layer(s) and {output}; top "
                   f"{_n(row.get('hp_unfreeze'))} block(s) fine-tuned; {params:,} parameters "
                   f"({_n(row.get('params_trainable')):,} trainable)",
                   (LEADERBOARD_JSON, r.best_file("best_model.keras")), ("per_backbone",))
