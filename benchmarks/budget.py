@@ -98,11 +98,11 @@ def finetune(out: list[str], results: Path, every: list[str], leaders: list[str]
     print(f"# Fine-tuning (--cv 5, the default search space: every unfreeze depth): --backbones {every[1]} under "
           f"--budget {budget}, against the leading backbones ({', '.join(leaders)}) without a budget")
     print_budgeted(f"--budget {budget}", timed, spent, budget_rows)
-    best = next(iter(ranked(full_rows)), None)
+    best = recommendation(full_rows)
     print(f"the leaders, no budget: {full['wall_s']:.0f} s wall; caching passes {full['caching_s']:.0f} s")
     if best:
         print(f"  recommends {best['backbone']}: {interval(best)}")
-    pick = next(iter(ranked(budget_rows)), None)
+    pick = recommendation(budget_rows)
     if pick and best:
         print(f"--budget {budget} recommends {pick['backbone']}: {interval(pick)}; its fold interval "
               f"{'overlaps' if overlap(pick, best) else 'does not overlap'} that of the unbudgeted run's pick, "

@@ -19,39 +19,15 @@ time over the kernel. Nothing is asserted; the figures are printed.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
 import numpy as np
 
 from _docs import add_option, recording
-from _measure import best_of
+from _measure import attach_log, best_of
 
 BATCH = 32
-
-
-class EpochSeconds(logging.Handler):
-    """Collects each training epoch's seconds from the trainer's DEBUG record while in use."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.seconds: list[float] = []
-        self.logger = logging.getLogger("bench")
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if hasattr(record, "epoch_seconds"):
-            self.seconds.append(record.epoch_seconds)
-
-    def __enter__(self):
-        self.level = self.logger.level
-        self.logger.setLevel(logging.DEBUG)
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.logger.removeHandler(self)
-        self.logger.setLevel(self.level)
 
 
 def main() -> int:
@@ -69,6 +45,7 @@ def main() -> int:
     from bench.search import head_training as H
 
     with recording("head_floor", opts.write_docs):
+        log = attach_log(echo=False)  # the trainer's per-epoch seconds
         rng = np.random.default_rng(0)
         d, n = opts.inputs, opts.rows
         x = rng.standard_normal((n, d), dtype=np.float32)
@@ -103,15 +80,13 @@ def main() -> int:
             products_s = (2 * n + opts.val_rows) * d * units * 2 / rate
             floor = products_s + steps * adam_s
             start = H.initial_weights(d, [(units, 0.0)], 1, 0)
-            epochs = EpochSeconds()
+            log.epochs = []
             t0 = time.perf_counter()
-            with epochs:
-                history, _ = H.train_rows(start, [0.0], x, y, xv, yv, n_classes=2, learning_rate=1e-3,
-                                          epochs=opts.epochs, patience=opts.epochs)
-            run_s = time.perf_counter() - t0
-            steady = float(np.median(epochs.seconds[1:]))
+            H.train_rows(start, [0.0], x, y, xv, yv, n_classes=2, learning_rate=1e-3, epochs=opts.epochs,
+                         patience=opts.epochs)
+            run_s, seconds = time.perf_counter() - t0, log.epochs
             rows.append((units, d * units, flops / np_s / 1e9, flops / tf_s / 1e9, adam_s, floor,
-                         run_s - sum(epochs.seconds), epochs.seconds[0], steady))
+                         run_s - sum(seconds), seconds[0], float(np.median(seconds[1:]))))
         print()
         print("| units | kernel weights | sgemm numpy GFLOP/s | sgemm TensorFlow GFLOP/s | fused Adam over the kernel ms "
               "| epoch floor s | set-up s | first epoch s | steady epoch s (median of 2+) | steady / floor |")

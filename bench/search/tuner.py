@@ -138,13 +138,13 @@ class BenchTunerMixin(kt_adapter.BuildHook):
                           f"{dict(self.settings.labels).get('backbone', '')}/{trial.trial_id}")
         if not math.isfinite(metrics[objective]):
             raise kt.errors.FailedTrialError(f"{objective} is {metrics[objective]} at every epoch")
-        hyperband = isinstance(self, kt.Hyperband)
-        if model is None and not hyperband and self._is_best_so_far(metrics[objective]):
+        hyperband, best_so_far = isinstance(self, kt.Hyperband), self._is_best_so_far(metrics[objective])
+        if model is None and not hyperband and best_so_far:
             # the head's arrays as they are: no Keras model to build (tens of millions of weights
             # drawn by Keras' initialiser for a flatten head, then overwritten) nor an HDF5 file
             save_via_temp(kt_adapter.head_checkpoint_path(self, trial.trial_id),
                           lambda tmp: save_arrays(tmp, result["weights"]))
-        elif self._is_best_so_far(metrics[objective]) or hyperband:
+        elif best_so_far or hyperband:
             # Hyperband continues later trials from this one: it needs both files.
             if model is None:
                 model = self.build_trial_model(hp)
