@@ -48,6 +48,12 @@ DEFAULT_TEST_SIZE = 0.15
 #: Epochs per trial when ``--epochs`` is not given; the notebook baseline then trains
 #: NOTEBOOK_EPOCHS (bench.pipeline), as the original notebook did.
 DEFAULT_EPOCHS = 10
+#: ``--max-head-weights`` when not given: the largest hidden layer the search puts after a
+#: flattened feature map. Such a head trains on the whole map (Xception's at 224 px: 100,352
+#: values, so 25.7 M weights into 256 units), and its epochs cost tens of times a pooled
+#: head's: at the default, a 224 px map is flattened into the output layer only
+#: (docs/search.md gives the measured cost and scores of both spaces).
+DEFAULT_MAX_HEAD_WEIGHTS = 2_000_000
 #: ``--copy-threshold`` when not given (bench.data.copies explains the measure).
 DEFAULT_COPY_THRESHOLD = 0.70
 #: The largest --image-size: a 1024 px input already needs ~12 MB a float32 image before
@@ -104,6 +110,11 @@ class SearchConfig:
     aug_views: int = option(4, flag="--aug-views", low=1, high=64, help="Augmented views per training image with --augment.")
     max_unfreeze: int = option(2, flag="--max-unfreeze", low=0, high=1000,
                                help="Largest number of top backbone blocks the search may fine-tune.")
+    max_head_weights: int = option(DEFAULT_MAX_HEAD_WEIGHTS, flag="--max-head-weights", low=0, high=10**12,
+                                   help="Largest hidden layer the search puts after a flattened feature map, in "
+                                        "weights: flatten heads take hidden layers only where the map's values x "
+                                        "256 units fit (Xception's 7x7x2048 map at 224 px does not: 25.7 M), and "
+                                        "are otherwise one output layer on the map; 0: no limit.")
     min_sensitivity: float = option(0.95, flag="--min-sensitivity", low=0.5, high=1.0,
                                     help="Binary: the 'sensitivity' operating point's threshold keeps validation "
                                          "sensitivity at least this high.")

@@ -216,7 +216,8 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
         batch_size=cfg.batch_size, patience=cfg.trial_epochs if job.baseline else cfg.patience,
         objective=cfg.objective,  # the notebook trained every epoch; its best epoch is restored
     )
-    hypermodel = BenchHyperModel(depths, shapes, data, source.top)
+    hypermodel = BenchHyperModel(depths, shapes, data, source.top,  # the notebook's recipe is what it is
+                                 max_head_weights=None if job.baseline else cfg.max_head_weights)
     settings = TrialSettings(epochs=cfg.trial_epochs, seed=cfg.seed, tensorboard=cfg.tensorboard,
                              cluster=job.cluster, job=job.index, trial_timeout_s=cfg.trial_timeout,
                              search_done=lambda: trials_path.exists() or result_path.exists(),

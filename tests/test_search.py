@@ -61,6 +61,39 @@ def test_search_space_declares_every_choice():
     assert set(units.values) == set(UNITS) and 32 in UNITS and 128 in UNITS  # the notebook's head fits
 
 
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_flatten_heads_take_hidden_layers_only_within_max_head_weights(tmp_path, tuner):
+    """Over --max-head-weights, every sampled flatten head is the output layer on the map
+    and records dense_layers 0, while pooled heads keep their hidden layers; at the limit
+    (the map's values x 256 units) flatten heads take hidden layers again."""
+    shape = (2, 2, 4)  # 16 values: the largest hidden layer after flattening is 16 x 256 weights
+    data = bench.search.hypermodel.TrialData({0: np.zeros((2, *shape))}, np.zeros(2, int),
+                                             {0: np.zeros((2, *shape))}, np.zeros(2, int), n_classes=2)
+    oracles = {"random": kt.oracles.RandomSearchOracle, "bayesian": kt.oracles.BayesianOptimizationOracle}
+    seen = {}
+    for limit in (16 * max(UNITS) - 1, 16 * max(UNITS)):
+        hm = BenchHyperModel([0], {0: shape}, data, top_factory=None, max_head_weights=limit)
+        space = kt.HyperParameters()
+        hm.build(space)
+        oracle = oracles[tuner](objective=kt.Objective("score", "max"), max_trials=40, seed=3, hyperparameters=space)
+        oracle._set_project_dir(str(tmp_path / f"{tuner}{limit}"), "p")
+        heads = []
+        for i in range(40):
+            trial = oracle.create_trial(str(i))
+            values = bench.search.tuner.trial_hyperparameters(trial.hyperparameters.values)
+            model = hm.build(trial.hyperparameters)
+            hidden = sum(isinstance(layer, keras.layers.Dense) for layer in model.layers) - 1
+            assert hidden == values["dense_layers"]
+            heads.append((values["pooling"], hidden))
+            oracle.update_trial(trial.trial_id, {"score": float(i % 7)})
+            oracle.end_trial(trial)
+        seen[limit] = heads
+    capped, allowed = seen[16 * max(UNITS) - 1], seen[16 * max(UNITS)]
+    assert {h for p, h in capped if p == "flatten"} == {0} and any(p == "flatten" for p, _ in capped)
+    assert any(h > 0 for p, h in capped if p != "flatten")
+    assert any(h > 0 for p, h in allowed if p == "flatten")
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
 @pytest.mark.parametrize("depth", [0, 1, 2])
 def test_unfreeze_depth_makes_exactly_the_top_blocks_trainable(name, depth):

@@ -14,6 +14,7 @@ output of the frozen prefix (see :mod:`bench.search.cache`) as input.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -95,25 +96,47 @@ def build_head(feature_shape: tuple, pooling: str, dense: list[tuple[int, float]
     return keras.Model(inputs, outputs, name="head")
 
 
-def head_spec(hp: kt.HyperParameters) -> tuple[str, list[tuple[int, float]]]:
-    """Declare (or read) the head hyperparameters; returns (pooling, [(units, dropout)])."""
+def flatten_takes_hidden(feature_shape: tuple, max_head_weights: int | None) -> bool:
+    """Whether the search puts hidden layers after a flattened map of ``feature_shape``:
+    when the largest of them (the map's values x the most units) holds at most
+    ``max_head_weights`` weights (``--max-head-weights``; 0 or None: whatever its size)."""
+    return not max_head_weights or int(np.prod(feature_shape)) * max(UNITS) <= max_head_weights
+
+
+def head_spec(hp: kt.HyperParameters, flatten_hidden: bool = True) -> tuple[str, list[tuple[int, float]]]:
+    """Declare (or read) the head hyperparameters; returns (pooling, [(units, dropout)]).
+    Without ``flatten_hidden`` (see :func:`flatten_takes_hidden`) the hidden layers are
+    declared for the pooled heads only: a flatten head is then the output layer on the
+    flattened map, and its trials record ``dense_layers`` as 0 (:func:`recorded`)."""
     pooling = hp.Choice("pooling", list(POOLINGS))
-    n_dense = hp.Int("dense_layers", 0, MAX_DENSE)
+    hidden_after = [p for p in POOLINGS if flatten_hidden or p != "flatten"]
     dense = []
-    for i in range(MAX_DENSE):
-        with hp.conditional_scope("dense_layers", list(range(i + 1, MAX_DENSE + 1))):
-            units = hp.Choice(f"units_{i}", list(UNITS))
-            dropout = hp.Float(f"dropout_{i}", 0.0, 0.5, step=0.1)
-        if i < n_dense:
-            dense.append((units, round(dropout, 2)))
+    with nullcontext() if flatten_hidden else hp.conditional_scope("pooling", hidden_after):
+        n_dense = hp.Int("dense_layers", 0, MAX_DENSE) or 0  # None where inactive
+        for i in range(MAX_DENSE):
+            with hp.conditional_scope("dense_layers", list(range(i + 1, MAX_DENSE + 1))):
+                units = hp.Choice(f"units_{i}", list(UNITS))
+                dropout = hp.Float(f"dropout_{i}", 0.0, 0.5, step=0.1)
+            if i < n_dense:
+                dense.append((units, round(dropout, 2)))
     return pooling, dense
+
+
+def recorded(values: dict) -> dict:
+    """A trial's hyperparameter values as records show them: ``dense_layers`` 0 where the
+    search declared none (a flatten head under ``--max-head-weights``)."""
+    if "pooling" in values and "dense_layers" not in values:
+        return {**values, "dense_layers": 0}
+    return values
 
 
 class BenchHyperModel(kt.HyperModel):
     """``build(hp)`` declares the whole search space; ``fit`` runs one or two phases.
 
     ``top_factory(depth)`` returns ``(top_model, input_shape)`` for depth > 0: the backbone
-    layers above the cut, built with the run's backbone weights.
+    layers above the cut, built with the run's backbone weights. ``max_head_weights``
+    (``--max-head-weights``; None: no limit) decides whether flatten heads take hidden
+    layers (:func:`flatten_takes_hidden`).
     """
 
     def __init__(
@@ -122,19 +145,21 @@ class BenchHyperModel(kt.HyperModel):
         feature_shapes: dict[int, tuple],
         data: TrialData,
         top_factory: Callable[[int], keras.Model],
+        max_head_weights: int | None = None,
     ) -> None:
         super().__init__(name="bench")
         self.depths = list(depths)
         self.feature_shapes = feature_shapes
         self.data = data
         self.top_factory = top_factory
+        self.flatten_hidden = flatten_takes_hidden(feature_shapes[0], max_head_weights)
         #: dense heads trained by bench.search.head_training (False: every trial by the
         #: Keras-model loop of bench.search.trainer; benchmarks compare the two)
         self.fast_heads = os.environ.get("BENCH_HEAD_TRAINER", "fast") != "keras"
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])
-        pooling, dense = head_spec(hp)
+        pooling, dense = head_spec(hp, self.flatten_hidden)
         hp.Float("learning_rate", LR_MIN, LR_MAX, sampling="log")
         head = build_head(self.feature_shapes[0], pooling, dense, self.data.n_classes)
         if depth == 0:
@@ -175,7 +200,7 @@ class BenchHyperModel(kt.HyperModel):
         if keras.mixed_precision.global_policy().compute_dtype != "float32":
             return None
         d = self.data
-        pooling, dense = head_spec(hp)
+        pooling, dense = head_spec(hp, self.flatten_hidden)
         x, x_val = d.features(0, pooling)
         n_out = 1 if d.n_classes == 2 else d.n_classes
         if not head_training.size_fits(x, x_val, [units for units, _ in dense], n_out):

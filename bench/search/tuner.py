@@ -29,7 +29,7 @@ from bench.faults import crash_point, durable_write
 from bench.progress import Step, eta_text
 from bench.atomic import save_via_temp, write_json_atomic
 from bench.search import kt_adapter
-from bench.search.hypermodel import best_epoch
+from bench.search.hypermodel import best_epoch, recorded
 from bench.search.trainer import NonFiniteLoss, write_hparams, write_tensorboard
 from bench.tables import write_csv
 
@@ -69,8 +69,9 @@ class TrialSettings:
 
 
 def trial_hyperparameters(values: dict) -> dict:
-    """A trial's own hyperparameters from its values (KerasTuner's bookkeeping ``tuner/*`` left out)."""
-    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    """A trial's own hyperparameters from its values (KerasTuner's bookkeeping ``tuner/*``
+    left out), as records show them (:func:`~bench.search.hypermodel.recorded`)."""
+    return recorded({k: v for k, v in values.items() if not k.startswith("tuner/")})
 
 
 class BenchTunerMixin(kt_adapter.BuildHook):
@@ -356,7 +357,7 @@ def trials_table(tuner) -> pd.DataFrame:
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         row = {"trial": trial_id, "status": trial.status.lower()}
-        row.update({k: v for k, v in trial.hyperparameters.values.items()})
+        row.update(recorded(trial.hyperparameters.values))
         for name in ("val_loss", "val_accuracy", "val_auc", "val_f1", "loss", "accuracy", "auc", "f1"):
             if trial.metrics.exists(name):
                 row[name] = trial.metrics.get_last_value(name)
