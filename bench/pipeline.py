@@ -267,6 +267,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         "compute_dtype": job.frozen_pass.compute_dtype,  # float16: --mixed-precision on
         "frozen_pass_dtype": job.frozen_pass.precision,  # the cached features: bfloat16 with --mixed-precision bfloat16
         **search.frozen_pass_notes,  # frozen_pass_runtime; with --runtime openvino its precision and parity figure
+        **tuner.hypermodel.space_record(),  # whether --max-head-weights kept flatten heads to the output layer
     }
     trial = best_trial(tuner)
     if trial is None or done == 0:

@@ -203,13 +203,18 @@ def _memory(r: dict, frozen: dict, emit, table) -> None:
          f"(image size {r['image_size']}; each search in a fresh subprocess, RSS read from /proc/self/status at "
          "the end of every trial)")
     emit()
-    for kind in ("cheap", "full"):
+    labels = {
+        "cheap": "4a. cheap heads: pooling pinned to avg, the rest of the space searched (growth = leakage)",
+        "default": "4b. the default search space (a flatten head on this map is the output layer alone: "
+                   f"{frozen['flatten_inputs'] // 1000}k weights)",
+        "no-limit": f"4c. --max-head-weights 0: flatten heads also with hidden layers, up to "
+                    f"{frozen['flatten_inputs'] // 1000}k x 256 weights (TensorFlow's allocator keeps the largest "
+                    "head's memory once it has held it)",
+    }
+    for kind, label in labels.items():
         m = r.get(kind)
         if m is None:
             continue
-        label = ("4a. cheap heads: pooling pinned to avg, the rest of the space searched (growth = leakage)"
-                 if kind == "cheap" else f"4b. full search space: flatten heads with up to "
-                 f"{frozen['flatten_inputs'] // 1000}k x 256 weights (peak follows the largest head sampled so far)")
         emit(f"### {label} {load_text(m['load'])}")
         emit()
         if "error" in m:

@@ -27,7 +27,8 @@ Each section is a function that returns a dict of figures; :func:`render` prints
 3. :func:`partial_unfreeze` (top 2 blocks): bench's two-phase training on the cached prefix
    vs the naive full model with the top 2 blocks trainable [>= 3x]; val AUC side by side.
 4. :func:`memory`: RSS after trial 2 and after the last trial of a 20-trial search on the
-   cached features, in a fresh subprocess [growth within 10 %].
+   cached features, in a fresh subprocess [growth within 10 %]: avg heads only, the
+   default space, and the space without ``--max-head-weights``.
 
 Everything runs through bench's own setup (``prepare_run``, ``BackboneJob``,
 ``prepare_search``, ``make_tuner``); single trials with given hyperparameters run through
@@ -290,14 +291,19 @@ class AvgHeads(BenchHyperModel):
         return super().build(hp)
 
 
+#: Section 4's searches: avg heads only (growth = leakage), the default space, and the space
+#: without --max-head-weights (flatten heads with hidden layers: tens of millions of weights).
+MEMORY_SPACES = ("cheap", "default", "no-limit")
+
+
 def memory(ctx: Context) -> dict:
     s = ctx.settings
     out = {"trials_n": s["memory_trials"], "epochs": s["memory_epochs"], "image_size": IMAGE_SIZE}
-    for kind in ("cheap", "full"):
+    for kind in MEMORY_SPACES:
         progress(f"4. memory ({kind} heads): {s['memory_trials']}-trial search in a subprocess")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--data", str(ctx.data), "--memory-child",
                str(ctx.folder), "--memory-trials", str(s["memory_trials"]), "--memory-epochs",
-               str(s["memory_epochs"]), *(["--memory-cheap"] if kind == "cheap" else [])]
+               str(s["memory_epochs"]), "--memory-space", kind]
         load = load_now()
         child = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=REPO)
         lines = [ln for ln in child.stdout.splitlines() if ln.startswith(MEMORY_MARK)]
@@ -313,7 +319,7 @@ def memory(ctx: Context) -> dict:
     return out
 
 
-def memory_child(folder: Path, trials: int, epochs: int, cheap: bool) -> int:
+def memory_child(folder: Path, trials: int, epochs: int, space: str) -> int:
     """In a fresh process: reopen the frozen run, load its cache, run a search, print RSS per trial."""
     start = proc_status()
     log = attach_log(echo=False)
@@ -321,11 +327,11 @@ def memory_child(folder: Path, trials: int, epochs: int, cheap: bool) -> int:
     job = BackboneJob.for_run(run)[0]
     prepared = prepare_search(job)  # loads backbone.weights.h5 and the cached features
     hm = prepared.tuner.hypermodel
-    if cheap:
-        hm = AvgHeads(hm.depths, hm.feature_shapes, hm.data, hm.top_factory)
+    if space != "default":  # cheap: pooling pinned to avg; no-limit: --max-head-weights 0
+        hm = (AvgHeads if space == "cheap" else BenchHyperModel)(hm.depths, hm.feature_shapes, hm.data, hm.top_factory)
     cfg = replace(prepared.config, max_trials=trials, epochs=epochs)
     settings = TrialSettings(epochs=epochs, seed=cfg.seed, tensorboard=cfg.tensorboard)
-    tuner = make_tuner(hm, cfg, job.out_dir, f"memory-{'cheap' if cheap else 'full'}", settings)
+    tuner = make_tuner(hm, cfg, job.out_dir, f"memory-{space}", settings)
     loaded = proc_status()
     mark, t0 = log.mark(), time.perf_counter()
     tuner.search(verbose=0)
@@ -355,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--memory-trials", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--memory-epochs", type=int, default=3, help=argparse.SUPPRESS)
-    parser.add_argument("--memory-cheap", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-space", choices=MEMORY_SPACES, default="default", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     data = args.data.expanduser().resolve()
@@ -365,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.memory_child:
-        return memory_child(args.memory_child, args.memory_trials, args.memory_epochs, args.memory_cheap)
+        return memory_child(args.memory_child, args.memory_trials, args.memory_epochs, args.memory_space)
 
     t_script = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="bench-search-speed-"))

@@ -638,6 +638,20 @@ def test_configuration_says_when_features_came_from_another_frozen_pass():
     assert "frozen pass by OpenVINO in bf16 (checked in float32: features within 5.7e-06 of TensorFlow's)" in ov
 
 
+def test_the_search_section_names_the_backbones_whose_flatten_heads_the_limit_kept_to_one_layer(built):
+    from bench.report.load import load_run
+    from bench.report.sections import head_space_text
+
+    data = load_run(built[0])
+    assert head_space_text(data) is None  # rows written before the limit existed, or with nothing cut
+    data.backbones[0].row.update(flatten_hidden=False, flatten_hidden_weights=7 * 7 * 2048 * 256)
+    data.backbones[1].row.update(flatten_hidden=True, flatten_hidden_weights=2 * 2 * 1280 * 256)
+    data.run["config"]["max_head_weights"] = 2_000_000
+    text = head_space_text(data)
+    assert "map of alpha:" in text and "beta" not in text
+    assert "25.69 M weights, over --max-head-weights 2,000,000" in text
+
+
 def test_configuration_gives_the_input_size_in_whole_pixels():
     """A leaderboard with floor rows (no image size) reads the size column as floats."""
     from bench.report.formatting import configuration

@@ -261,6 +261,11 @@ def test_notebook_baseline_row(tmp_path):
     recipe = trials.iloc[0]
     assert (recipe["pooling"], recipe["dense_layers"], recipe["units_0"], recipe["dropout_0"], recipe["units_1"],
             recipe["learning_rate"]) == ("flatten", 2, 128, 0.5, 32, 1e-3)
+    # Xception's 3x3x2048 map at 71 px into 256 units is over the default --max-head-weights: the search's
+    # flatten heads are the output layer alone, while the recipe keeps its two hidden layers
+    searched = table[table["backbone"] == "xception"].iloc[0]
+    assert not searched["flatten_hidden"] and bool(baseline["flatten_hidden"])
+    assert searched["flatten_hidden_weights"] == 3 * 3 * 2048 * 256
     # the recipe shares the xception backbone weights and its cached features
     assert not (run.path / "xception_notebook" / "backbone.weights.h5").exists()
     assert (run.path / "xception" / "backbone.weights.h5").exists()

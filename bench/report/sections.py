@@ -319,13 +319,28 @@ def search_section(data: RunData, design: dict) -> dict:
                        "stopped by --budget" if b.row.get("status") == STOPPED else "backbone failed",
                        str(b.row.get("message") or "(no message recorded)")])
     headers = ["backbone", *(["search"] if searches else []), "trial", "status", "message"]
+    space = head_space_text(data)
     return {
         "trials": pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(),
         "per_backbone": per_backbone,
-        "text": words["search"],
+        "text": words["search"] + (" " + space if space else ""),
         "failed": Table(headers, failed) if failed else None,
         "n_trials": int(sum(len(b.trials) for b in data.backbones if b.trials is not None)),
     }
+
+
+def head_space_text(data: RunData) -> str | None:
+    """Which backbones' flatten heads ``--max-head-weights`` kept to the output layer alone
+    (their rows' ``flatten_hidden`` is false), and why; None where none was."""
+    limited = [b for b in data.backbones if b.row.get("flatten_hidden") is False]
+    if not limited:
+        return None
+    largest = {display_name(b): to_float(b.row.get("flatten_hidden_weights")) for b in limited}
+    each = ", ".join(f"{millions(w)} ({name})" if len(largest) > 1 else millions(w) for name, w in largest.items())
+    cap = to_int(data.config.get("max_head_weights"))
+    return (f"Flatten heads were searched as the output layer alone on the flattened feature map of "
+            f"{', '.join(largest)}: a hidden layer there would hold up to {each} weights, over --max-head-weights "
+            f"{cap:,}; pooled heads took every choice of hidden layers (--max-head-weights 0 searches every head).")
 
 
 def _capped(rows: list[list[str]]) -> tuple[list[list[str]], int]:

@@ -157,6 +157,12 @@ class BenchHyperModel(kt.HyperModel):
         #: Keras-model loop of bench.search.trainer; benchmarks compare the two)
         self.fast_heads = os.environ.get("BENCH_HEAD_TRAINER", "fast") != "keras"
 
+    def space_record(self) -> dict:
+        """For the backbone's result row: whether flatten heads took hidden layers, and the
+        largest such layer on this map, in weights (the report says what the limit cut)."""
+        width = int(np.prod(self.feature_shapes[0]))
+        return {"flatten_hidden": self.flatten_hidden, "flatten_hidden_weights": width * max(UNITS)}
+
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])
         pooling, dense = head_spec(hp, self.flatten_hidden)

@@ -57,9 +57,12 @@ def training(r: Run) -> Fact | None:
         return None
     trials = [f"{b.name}/{TRIALS_CSV}" for b in r.data.backbones]
     done = sum(_n(b.row.get("trials_done")) for b in r.data.backbones)
+    limited = any(b.row.get("flatten_hidden") is False for b in r.data.backbones)
+    dense = (f"dense layers (none after a flattened map where they would exceed {_n(c.get('max_head_weights')):,} "
+             "weights)" if limited else "dense layers")
     return r.fact(f"{c.get('tuner')} search of up to {_plural(_n(c.get('max_trials')), 'trial')} per backbone over "
                   "learning rate, "
-                  f"pooling, dense layers and fine-tuning depth (up to {c.get('max_unfreeze')} blocks); up to "
+                  f"pooling, {dense} and fine-tuning depth (up to {c.get('max_unfreeze')} blocks); up to "
                   f"{c.get('epochs')} epochs with early stopping (patience {c.get('patience', '?')}), batch "
                   f"{c.get('batch_size')}, class weights {'on' if c.get('class_weights', True) else 'off'}, "
                   f"augmentation {'on' if c.get('augment') else 'off'}; {_plural(done, 'trial model')} trained",
