@@ -219,6 +219,11 @@ def check_weights(config: RunConfig) -> None:
                 keras.backend.clear_session()
 
 
+#: What a run.json written without an option's key ran with, where that is not the option's
+#: default: such a run searched every head (``--max-head-weights 0``).
+UNSTORED_MEANS = {"max_head_weights": 0}
+
+
 def check_options(config: RunConfig, given: dict, name: str, who: str = "--resume") -> None:
     """Refuse options given now that differ from the run's stored ones (``--data``: by content)."""
     guarded = result_options()
@@ -264,7 +269,7 @@ def resume_run(out: Path, name: str | None, given: dict | None = None, cluster=N
     stored = info.get("config") if isinstance(info, dict) else None
     if not isinstance(stored, dict):
         raise BenchError(f"cannot read {files.run_json}: it holds no run configuration; {damaged}")
-    config = RunConfig.from_dict(stored)
+    config = RunConfig.from_dict({**UNSTORED_MEANS, **stored})
     config.out = Path(out)
     given = dict(given or {})
     check_options(config, given, name, who="--resume" if cluster is None else f"{cluster.role} joining run {name}")

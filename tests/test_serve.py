@@ -110,7 +110,7 @@ def test_browser_screenshot_of_the_running_app(tiny_run, tmp_path):
         with tempfile.TemporaryDirectory(prefix="bench-chromium-") as profile:
             return subprocess.run(
                 [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                 f"--user-data-dir={profile}", "--window-size=1280,1100", "--virtual-time-budget=15000", *args, url],
+                 f"--user-data-dir={profile}", "--window-size=1280,1100", "--virtual-time-budget=5000", *args, url],
                 capture_output=True, text=True, timeout=120, check=False)
 
     try:

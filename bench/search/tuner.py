@@ -297,6 +297,15 @@ def _last_line(message: str) -> str:
     return lines[-1] if lines else ""
 
 
+def oracle_seed(seed: int) -> int:
+    """KerasTuner's seed for ``--seed``. Its oracle draws the k-th hyperparameter value of a
+    search from ``random.Random(seed + k)``, so consecutive seeds would draw the same values
+    one place apart (``--seed 1`` nearly repeating ``--seed 0``'s trials); spread over 32
+    bits, each ``--seed`` draws a stream of its own. Never 0, which KerasTuner reads as
+    "no seed"."""
+    return int(np.random.SeedSequence(seed).generate_state(1)[0]) or 1
+
+
 def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, settings: TrialSettings,
                hyperparameters=None):
     """A KerasTuner tuner of ``cfg.tuner``'s kind with bench's trial loop, reloading any
@@ -306,8 +315,7 @@ def make_tuner(hypermodel, cfg: SearchConfig, directory: Path, project: str, set
     kwargs = dict(
         hypermodel=hypermodel,
         objective=kt.Objective(cfg.objective, OBJECTIVES[cfg.objective]),
-        # KerasTuner treats seed 0 as "no seed" (seed or random.randint(...)): shift by one
-        seed=cfg.seed + 1,
+        seed=oracle_seed(cfg.seed),
         directory=str(directory),
         project_name=project,
         overwrite=False,
