@@ -129,7 +129,7 @@ def main() -> int:
         print("| space | head | trials | mean val AUC | mean seconds per trial |")
         print("|---|---|---|---|---|")
         for (space, head), s in summary.iterrows():
-            print(f"| {space} | {head} | {s.trials} | {s.val_auc:.3f} | {s.seconds:.2f} |")
+            print(f"| {space} | {head} | {int(s.trials)} | {s.val_auc:.3f} | {s.seconds:.2f} |")
     return 0
 
 
