@@ -12,7 +12,8 @@ Three rules, all written into the run folder (``budget.json``) and kept by ``--r
 * **Time shares.** Before each search, the time left (less a reserve for the search that
   makes the deployed model under ``--cv``, and the time of the leader's folds still to run)
   is shared equally among the searches still to run; a search stops starting trials once
-  its share is used (it always finishes the trial it is in, and runs at least one). A
+  its share is used, and a trial in progress ends with the epoch in which the share runs
+  out, keeping its best epoch (every search runs at least one trial of one epoch). A
   backbone's first search also builds it and caches its features, which no deadline
   interrupts: the run can end later than the budget by the caching pass in progress when
   the time ran out. When no time is left, the remaining searches are not run, and their

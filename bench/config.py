@@ -129,7 +129,7 @@ class SearchConfig:
     budget: float | None = option(None, flag="--budget", low=10, high=30 * 86_400, cli_type=str,
                                   changes_results=False, show_default="none", unit="s",
                                   help="Stop on time (seconds, or 90s, 10m, 1h): the searches share the time left "
-                                       "(each stops after the trial that uses up its share), and under --cv a "
+                                       "(each stops in the epoch that uses up its share), and under --cv a "
                                        "backbone whose fold scores fall behind the leader's beyond the corrected "
                                        "paired interval is dropped after each round of folds. Counts from the "
                                        "search's start; the scan, the report and the export are not counted.")

@@ -82,6 +82,27 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     assert [duration_text(s) for s in (45, 600, 5400)] == ["45 s", "10 min", "1 h 30 min"]
 
 
+def test_a_trial_stops_with_the_epoch_in_which_its_deadline_passes():
+    """Both training loops end their epochs with Epochs.end: past the deadline it stops
+    training and says so; early stopping alone is not a cut; no deadline never stops."""
+    from bench.search.trainer import Epochs
+
+    y = np.array([0, 1, 0, 1])
+    proba = np.array([[0.4], [0.6], [0.5], [0.5]], np.float32)
+
+    def end(epochs, epoch):
+        return epochs.end(epoch, time.perf_counter(), 0.5, y, proba, y, proba, proba, lambda: [])
+
+    later = Epochs("val_auc", patience=5, n_classes=2, deadline=time.monotonic() + 3600)
+    assert not any(end(later, e) for e in range(4)) and not later.cut_short
+    past = Epochs("val_auc", patience=5, n_classes=2, deadline=time.monotonic() - 1)
+    assert end(past, 0) and past.cut_short
+    patient = Epochs("val_auc", patience=1, n_classes=2, deadline=time.monotonic() + 3600)
+    assert not end(patient, 0)
+    patient.deadline = time.monotonic() - 1
+    assert end(patient, 1) and not patient.cut_short  # no better than epoch 1: early stopping ends it first
+
+
 def test_cheapest_first_round_by_round(tmp_path):
     """Under --budget each round runs its backbones by multiply-adds per image, the
     cheapest first (ties in the order of --backbones)."""
@@ -135,11 +156,14 @@ def test_a_run_stops_on_time_and_keeps_the_cut_backbone_as_a_stopped_row(tmp_pat
     data = make_folder(tmp_path / "data", {"a": 10, "b": 10}, size=48, seed=4)
     run = prepare_run(RunConfig.from_dict(dict(
         data=data, backbones=["mobilenet_v2", "densenet121"], weights="none", image_size=32, out=tmp_path / "results",
-        reports=tmp_path / "reports", name="b", max_trials=3, epochs=1, max_unfreeze=0, baseline=False, floor=False,
+        reports=tmp_path / "reports", name="b", max_trials=3, epochs=4, max_unfreeze=0, baseline=False, floor=False,
         budget="10m")))
     table = execute(run)
     trials = pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")
-    assert len(trials) == 1  # its share was used after the first trial
+    assert len(trials) == 1  # its share was used after the first trial ...
+    (sidecar,) = (run.path / "mobilenet_v2" / "tuner").rglob("bench_trial.json")
+    record = json.loads(sidecar.read_text())
+    assert record["epochs_run"] == 1 and record["cut_short"] is True  # ... in its first epoch of four
     rows = {r["backbone"]: r for r in table.to_dict("records")}
     assert rows["mobilenet_v2"]["status"] == "ok" and rows["mobilenet_v2"]["rank"] == 1
     cut = rows["densenet121"]

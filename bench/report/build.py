@@ -167,8 +167,8 @@ def budget_text(run_dir: Path) -> str:
     cut = (f"It stopped {len(stopped)} backbone{'s' if len(stopped) != 1 else ''} before the end: "
            + ", ".join(stopped) + " (why: above).") if stopped else "Every backbone finished its searches."
     return (f"--budget {duration_text(b['budget_s'])}: the searches, the final evaluation and the model to deploy "
-            f"used {duration_text(b['spent_s'])}; each search stopped starting trials once its share of the time "
-            f"left was used. {cut}")
+            f"used {duration_text(b['spent_s'])}; each search stopped once its share of the time left was used, "
+            f"a trial in progress at the end of its epoch. {cut}")
 
 
 def slug_anchor(title: str) -> str:

@@ -341,21 +341,21 @@ def train_rows(
     weights: list[np.ndarray], rates: list[float], x, y: np.ndarray, x_val, y_val: np.ndarray, *,
     n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
     class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
-    seed: int = 0, initial_epoch: int = 0,
+    seed: int = 0, initial_epoch: int = 0, deadline: float | None = None,
 ) -> tuple[dict[str, list[float]], list[np.ndarray]]:
     """Train a dense head given as its initial ``weights`` (kernels and biases in
     ``get_weights()`` order) and the dropout ``rates`` after each hidden layer, on rows
     ``x`` (arrays or FeatureRows, flattened by :func:`as_matrix`); returns the per-epoch
     history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
-    weights. Raises :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops
-    being finite."""
+    weights (``deadline``: see :class:`~bench.search.trainer.Epochs`). Raises
+    :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops being finite."""
     head = (TensorHead if sum(w.size for w in weights) > MAX_WEIGHTS else DenseHead)(weights, rates, n_classes == 2)
     x, x_val = head.hold(as_matrix(x)), head.hold(as_matrix(x_val))
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
 
     rng = np.random.default_rng(seed)
-    epochs_done = Epochs(objective, patience, n_classes)
+    epochs_done = Epochs(objective, patience, n_classes, deadline)
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
         order = rng.permutation(len(y))

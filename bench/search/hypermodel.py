@@ -14,6 +14,7 @@ output of the frozen prefix (see :mod:`bench.search.cache`) as input.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
@@ -153,6 +154,9 @@ class BenchHyperModel(kt.HyperModel):
         self.data = data
         self.top_factory = top_factory
         self.flatten_hidden = flatten_takes_hidden(feature_shapes[0], max_head_weights)
+        #: --budget: the monotonic time at which this search's share is used; a trial in
+        #: progress then ends with the epoch it is in (set by the tuner)
+        self.deadline: float | None = None
         #: dense heads trained by bench.search.head_training (False: every trial by the
         #: Keras-model loop of bench.search.trainer; benchmarks compare the two)
         self.fast_heads = os.environ.get("BENCH_HEAD_TRAINER", "fast") != "keras"
@@ -187,7 +191,7 @@ class BenchHyperModel(kt.HyperModel):
         x, x_val = d.features(depth, pooling)
         kwargs = dict(n_classes=d.n_classes, learning_rate=lr, epochs=epochs, batch_size=d.batch_size,
                       class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
-                      initial_epoch=initial_epoch)
+                      initial_epoch=initial_epoch, deadline=self.deadline)
         if depth == 0 and pooling is not None:
             dense = _after_pooling(model)  # on pooled or flattened rows
             if self.fast_heads and head_training.fits(dense, x, x_val):
@@ -216,8 +220,10 @@ class BenchHyperModel(kt.HyperModel):
         history, weights = head_training.train_rows(
             start, [rate for _, rate in dense], x, d.y_train, x_val, d.y_val, n_classes=d.n_classes,
             learning_rate=hp.get("learning_rate"), epochs=epochs, batch_size=d.batch_size,
-            class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed)
-        return {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights}
+            class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
+            deadline=self.deadline)
+        return {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights,
+                "cut_short": self.past_deadline(len(history["loss"]) < epochs)}
 
     @staticmethod
     def load_head_weights(model: keras.Model, weights: list) -> None:
@@ -233,17 +239,26 @@ class BenchHyperModel(kt.HyperModel):
         depth, pooling, lr = hp.get("unfreeze"), hp.get("pooling"), hp.get("learning_rate")
         if depth == 0:
             hist = self._train(model, 0, pooling, lr, epochs, 0, seed)
-            return {"history": hist, "phase_epochs": [len(hist["loss"])]}
+            return {"history": hist, "phase_epochs": [len(hist["loss"])],
+                    "cut_short": self.past_deadline(len(hist["loss"]) < epochs)}
         warm = max(1, epochs // 2)
         tune = max(1, epochs - warm)
         hist1 = self._train(model.get_layer("head"), 0, pooling, lr, warm, 0, seed)
+        if self.past_deadline(True):  # --budget: the time share ran out in the head's phase
+            return {"history": hist1, "phase_epochs": [len(hist1["loss"])], "cut_short": True}
         best1 = _best(hist1, self.data.objective)
         warm_weights = model.get_weights()
         hist2 = self._train(model, depth, None, lr * FINETUNE_LR_FACTOR, tune, len(hist1["loss"]), seed + 1)
         if _better(best1, _best(hist2, self.data.objective), self.data.objective):
             model.set_weights(warm_weights)  # fine-tuning never beat the warmed-up head
         merged = {k: list(hist1.get(k, [])) + list(hist2.get(k, [])) for k in hist1.keys() | hist2.keys()}
-        return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])]}
+        return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])],
+                "cut_short": self.past_deadline(len(hist2["loss"]) < tune)}
+
+    def past_deadline(self, stopped_early: bool) -> bool:
+        """Whether training that ``stopped_early`` (before its last epoch) was stopped by
+        ``--budget``'s deadline rather than by early stopping alone."""
+        return bool(stopped_early and self.deadline is not None and time.monotonic() >= self.deadline)
 
 
 def _after_pooling(head: keras.Model) -> keras.Model:

@@ -114,13 +114,17 @@ class Epochs:
     """What both training loops do at the end of an epoch: its metrics into the history
     (Keras' key names), the best epoch on the objective (its weights kept), early stopping
     after ``patience`` epochs without improvement, and a DEBUG record with the epoch's
-    seconds (``epoch_seconds``, which ``benchmarks/search_speed.py`` reads)."""
+    seconds (``epoch_seconds``, which ``benchmarks/search_speed.py`` reads). With a
+    ``deadline`` (``--budget``: the monotonic time at which the search's share of the time
+    is used), training stops at the end of the epoch in which it passes, keeping the best
+    epoch so far, and ``cut_short`` says so."""
 
-    def __init__(self, objective: str, patience: int, n_classes: int) -> None:
+    def __init__(self, objective: str, patience: int, n_classes: int, deadline: float | None = None) -> None:
         self.objective, self.patience, self.n_classes = objective, patience, n_classes
         self.direction = OBJECTIVES[objective]
         self.history: dict[str, list[float]] = {}
         self.best, self.best_weights, self.waited = float("nan"), None, 0
+        self.deadline, self.cut_short = deadline, False
 
     def end(self, epoch: int, started: float, loss: float, y, train_proba, y_val, y_val_true, val_proba,
             weights) -> bool:
@@ -138,7 +142,10 @@ class Epochs:
         seconds = time.perf_counter() - started
         log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {self.objective} {logs[self.objective]:.4f} "
                   f"({seconds:.3f} s)", extra={"epoch_seconds": seconds})
-        return bool(self.waited and self.waited >= self.patience)
+        if self.waited and self.waited >= self.patience:
+            return True
+        self.cut_short = self.deadline is not None and time.monotonic() >= self.deadline
+        return self.cut_short
 
 
 class FusedAdam:
@@ -196,9 +203,10 @@ def train(
     x, y: np.ndarray, x_val, y_val: np.ndarray, *,
     n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
     class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
-    seed: int = 0, initial_epoch: int = 0,
+    seed: int = 0, initial_epoch: int = 0, deadline: float | None = None,
 ) -> dict[str, list[float]]:
-    """Train ``model`` in place; returns per-epoch history (Keras' key names).
+    """Train ``model`` in place; returns per-epoch history (Keras' key names). ``deadline``:
+    see :class:`Epochs` (the history is then shorter than ``epochs``).
 
     ``x`` and ``x_val`` are arrays or :class:`~bench.search.features.FeatureRows`: they are
     read a batch at a time, so memory-mapped features stay on disk.
@@ -248,7 +256,7 @@ def train(
         return np.concatenate([predict(as_float32(data[i : i + 256])).numpy() for i in range(0, len(data), 256)])
 
     rng = np.random.default_rng(seed)
-    epochs_done = Epochs(objective, patience, n_classes)
+    epochs_done = Epochs(objective, patience, n_classes, deadline)
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
         order = rng.permutation(len(y))

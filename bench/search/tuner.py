@@ -86,6 +86,8 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         self._last_params = 0  # parameters of the last one
         self._dropped: set[str] = set()  # a worker's trials that went back to the chief's queue
         super().__init__(*args, **kwargs)
+        if hasattr(self.hypermodel, "deadline"):  # --budget: a trial in progress ends with its epoch
+            self.hypermodel.deadline = settings.deadline
 
     def run_trial(self, trial, *args, **kwargs):
         cluster = self.settings.cluster
@@ -154,9 +156,13 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             write_json_atomic(kt_adapter.build_config_path(self, trial.trial_id), model.get_build_config())
         seconds = time.perf_counter() - t0
         self._trial_seconds.append(seconds)
+        cut_short = bool(result.get("cut_short"))
+        if cut_short:
+            log.info(f"  trial {trial.trial_id}: --budget: the search's share of the time ran out during it; it "
+                     f"stopped after {len(history['loss'])} of {epochs} epochs, with its best epoch so far")
         write_json_atomic(
             trial_dir / "bench_trial.json",
-            {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]),
+            {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]), "cut_short": cut_short,
              "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3), "tuner_id": self.tuner_id,
              # where the seconds went: model build, fit (each epoch: the trainer's DEBUG records)
              "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3)},
