@@ -30,7 +30,8 @@ val-size = 0.25
 test-size = 0.3
 """
 #: Cheap options for the demo suite's datasets in tests: two small backbones, one short trial.
-CHEAP = ["--backbones", "mobilenet_v2,vgg16", "--image-size", "32", "--max-trials", "1", "--epochs", "1"]
+CHEAP = ["--backbones", "mobilenet_v2,vgg16", "--image-size", "32", "--max-unfreeze", "0", "--max-trials", "1",
+         "--epochs", "1"]
 
 
 @pytest.fixture(scope="module")
