@@ -102,13 +102,18 @@ def finetune(out: list[str], results: Path, every: list[str], leaders: list[str]
     print(f"the leaders, no budget: {full['wall_s']:.0f} s wall; caching passes {full['caching_s']:.0f} s")
     if best:
         print(f"  recommends {best['backbone']}: {interval(best)}")
-    pick = recommendation(budget_rows)
+    print_pick(f"--budget {budget} recommends", recommendation(budget_rows), best)
+
+
+def print_pick(lead: str, pick: dict | None, best: dict | None) -> None:
+    """The budgeted run's recommendation ``pick`` beside the unbudgeted run's ``best``:
+    whether their fold intervals overlap; or that the budgeted run recommends nothing."""
     if pick and best:
-        print(f"--budget {budget} recommends {pick['backbone']}: {interval(pick)}; its fold interval "
+        print(f"{lead} {pick['backbone']}: {interval(pick)}; its fold interval "
               f"{'overlaps' if overlap(pick, best) else 'does not overlap'} that of the unbudgeted run's pick, "
               f"{best['backbone']}")
     elif not pick:
-        print(f"--budget {budget} recommends nothing: no backbone finished its folds")
+        print(f"{lead} nothing: no backbone finished its folds")
 
 
 def main() -> int:
@@ -157,13 +162,7 @@ def main() -> int:
         if best:
             print(f"  recommends {best['backbone']}: {interval(best)}")
         print_budgeted(f"--budget {budget} (default search space, fine-tuning included)", timed, spent, budget_rows)
-        chosen_row = recommendation(budget_rows)
-        if chosen_row and best:
-            print(f"  recommends {chosen_row['backbone']}: {interval(chosen_row)}; its fold interval "
-                  f"{'overlaps' if overlap(chosen_row, best) else 'does not overlap'} that of the unbudgeted run's pick, "
-                  f"{best['backbone']}")
-        elif not chosen_row:
-            print("  recommends nothing: no backbone finished its folds")
+        print_pick("  recommends", recommendation(budget_rows), best)
     return 0
 
 

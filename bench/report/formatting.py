@@ -200,6 +200,12 @@ def weights_sentence(rows: list[dict]) -> str | None:
             + "; ".join(f"{label}: {what}" for label, what in starts.items()) + ".")
 
 
+def flatten_limited(backbones) -> list:
+    """The backbones whose flatten heads ``--max-head-weights`` kept to the output layer
+    (their rows' ``flatten_hidden`` is false; rows without it never had the limit)."""
+    return [b for b in backbones if b.row.get("flatten_hidden") is False]
+
+
 def display_name(b) -> str:
     """A backbone's name as the report shows it (a :class:`bench.report.load.BackboneResult`)."""
     return f"{b.name} (notebook recipe)" if b.row.get("baseline") else b.name

@@ -20,6 +20,7 @@ from bench.report.formatting import (
     display_name,
     duration,
     files_text,
+    flatten_limited,
     head_description,
     interval,
     lr,
@@ -332,7 +333,7 @@ def search_section(data: RunData, design: dict) -> dict:
 def head_space_text(data: RunData) -> str | None:
     """Which backbones' flatten heads ``--max-head-weights`` kept to the output layer alone
     (their rows' ``flatten_hidden`` is false), and why; None where none was."""
-    limited = [b for b in data.backbones if b.row.get("flatten_hidden") is False]
+    limited = flatten_limited(data.backbones)
     if not limited:
         return None
     largest = {display_name(b): to_float(b.row.get("flatten_hidden_weights")) for b in limited}

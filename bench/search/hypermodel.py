@@ -97,11 +97,17 @@ def build_head(feature_shape: tuple, pooling: str, dense: list[tuple[int, float]
     return keras.Model(inputs, outputs, name="head")
 
 
+def largest_flatten_hidden(feature_shape: tuple) -> int:
+    """Weights of the largest hidden layer the space declares after a flattened map of
+    ``feature_shape``: the map's values x the most units."""
+    return int(np.prod(feature_shape)) * max(UNITS)
+
+
 def flatten_takes_hidden(feature_shape: tuple, max_head_weights: int | None) -> bool:
     """Whether the search puts hidden layers after a flattened map of ``feature_shape``:
-    when the largest of them (the map's values x the most units) holds at most
+    when the largest of them (:func:`largest_flatten_hidden`) holds at most
     ``max_head_weights`` weights (``--max-head-weights``; 0 or None: whatever its size)."""
-    return not max_head_weights or int(np.prod(feature_shape)) * max(UNITS) <= max_head_weights
+    return not max_head_weights or largest_flatten_hidden(feature_shape) <= max_head_weights
 
 
 def head_spec(hp: kt.HyperParameters, flatten_hidden: bool = True) -> tuple[str, list[tuple[int, float]]]:
@@ -164,8 +170,8 @@ class BenchHyperModel(kt.HyperModel):
     def space_record(self) -> dict:
         """For the backbone's result row: whether flatten heads took hidden layers, and the
         largest such layer on this map, in weights (the report says what the limit cut)."""
-        width = int(np.prod(self.feature_shapes[0]))
-        return {"flatten_hidden": self.flatten_hidden, "flatten_hidden_weights": width * max(UNITS)}
+        return {"flatten_hidden": self.flatten_hidden,
+                "flatten_hidden_weights": largest_flatten_hidden(self.feature_shapes[0])}
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench.report.checklists.facts import Fact, Run, _ci, _n, _objective, _plural
 from bench.runfolder import (CALIBRATION_JSON, GRADCAM_JSON, GRADCAM_PNG, LEADERBOARD_JSON, OOF_PREDICTIONS,
                              RUN_JSON, SPLIT_JSON, TEST_PREDICTIONS, TRIALS_CSV)
+from bench.report.formatting import flatten_limited
 from bench.schema import Estimate, Source, metric, to_float
 
 #: Metrics a leaderboard row may hold, in the order the facts name them.
@@ -57,7 +58,7 @@ def training(r: Run) -> Fact | None:
         return None
     trials = [f"{b.name}/{TRIALS_CSV}" for b in r.data.backbones]
     done = sum(_n(b.row.get("trials_done")) for b in r.data.backbones)
-    limited = any(b.row.get("flatten_hidden") is False for b in r.data.backbones)
+    limited = flatten_limited(r.data.backbones)
     dense = (f"dense layers (none after a flattened map where they would exceed {_n(c.get('max_head_weights')):,} "
              "weights)" if limited else "dense layers")
     return r.fact(f"{c.get('tuner')} search of up to {_plural(_n(c.get('max_trials')), 'trial')} per backbone over "
