@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_BATCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> batch sizes it has run
 
 
 def compiled(model):
@@ -43,6 +44,13 @@ def predict_batch(model, batch):
         return model.predict_on_batch(batch)
     fn = compiled(model)
     out = fn(tf.convert_to_tensor(np.asarray(batch), dtype=fn.input_signature[0].dtype))
+    _BATCHES.setdefault(model, set()).add(len(batch))
     if isinstance(out, (list, tuple)):
         return [np.asarray(o) for o in out]
     return np.asarray(out)
+
+
+def has_run(model, batch_size: int) -> bool:
+    """Whether :func:`predict_batch` has run ``model`` on a batch of ``batch_size`` (its
+    compiled pass is then warm for that shape: a latency measurement needs no warm-up)."""
+    return batch_size in _BATCHES.get(model, ())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -74,6 +75,10 @@ def test_one_backbone_pass_serves_every_fold(cv_run):
     run, result = cv_run
     for backbone in ("mobilenet_v2", "mobilenet_v3_small"):
         assert result.stderr.count(f"{backbone}: cached pool features of 25 images") == 1
+        # random weights: BatchNorm set once per backbone, from training images, and said with its time
+        assert re.search(rf"{backbone}: set BatchNorm statistics from \d+ training images \(random weights\) "
+                         r"in [\d.]+s", result.stderr)
+        assert result.stderr.count(f"{backbone}: set BatchNorm statistics") == 1
         assert f"{backbone}: cached train features" not in result.stderr
     entries = [json.loads(p.read_text()) for p in (run / "cache").glob("*.json")]
     assert sorted(e["backbone"] for e in entries) == ["mobilenet_v2", "mobilenet_v3_small"]  # depth 0 only: one entry each

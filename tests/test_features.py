@@ -35,6 +35,31 @@ def test_rows_of_indexed_segments_read_like_the_arrays_they_stand_for(tmp_path):
     np.testing.assert_allclose(pooled(rows, np.mean), expected.mean(axis=(1, 2)), rtol=1e-6)
 
 
+def test_the_folds_of_one_entry_pool_it_once_and_get_their_own_rows(tmp_path, monkeypatch):
+    """Cross-validation: every fold indexes the run's one pool entry; each pooling of it is
+    computed once (all rows) and each fold reads its own rows of it, numbers unchanged."""
+    from bench.search import features
+
+    pooled_files = []
+    original = features._pool_to_file
+    monkeypatch.setattr(features, "_pool_to_file", lambda rows, reduce: pooled_files.append(len(rows))
+                        or original(rows, reduce))
+    rng = np.random.default_rng(2)
+    pool = rng.normal(size=(40, 3, 3, 5)).astype(np.float16)
+    entry = _entry(tmp_path, pool, "pool")
+    folds = [np.array([5, 1, 30, 2]), np.array([39, 0, 17]), np.arange(8, 20)]
+    for reduce in (np.mean, np.max):
+        for fold in folds:
+            got = pooled(FeatureRows.of(entry, fold), reduce)
+            np.testing.assert_array_equal(np.asarray(got), reduce(pool[fold].astype(np.float32), axis=(1, 2)))
+    assert pooled_files == [40, 40]  # the whole entry, once per pooling
+    views = _entry(tmp_path, rng.normal(size=(6, 3, 3, 5)).astype(np.float16), "views")
+    both = FeatureRows([(entry, folds[0]), (views, None)])
+    np.testing.assert_allclose(np.asarray(pooled(both, np.mean)),
+                               np.asarray(both).mean(axis=(1, 2)), rtol=1e-6)
+    assert pooled_files == [40, 40, 6]
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))

@@ -25,13 +25,18 @@ written to an unnamed temporary file beside the entry (:class:`RowFile`), whose 
 read with ``pread``: they do not sit in RAM either (35k x 1,280 float32 is 180 MB per
 pooling at 50,000 images, so the trials' memory would grow with the number of images).
 Not memory-mapped: scattered batches from a mapping fault their folios in again on every
-batch, which makes an epoch several times slower than ``pread``.
+batch, which makes an epoch several times slower than ``pread``. A cache entry is pooled
+whole, once per process and pooling, whatever rows of it are asked for: the folds of a
+cross-validation (and their linear probes) index one entry's pooled file by their rows,
+rather than each pooling its own rows again.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +48,8 @@ from bench.row_reads import read_rows
 RELEASE_BYTES = 64 * 2**20
 #: Rows per chunk when pooling a whole split (:func:`pooled`).
 POOL_CHUNK = 256
+#: Whole pooled entries kept for later calls (:func:`pooled`), the most recently used.
+POOLED_ENTRIES = 8
 _PAGE = mmap.PAGESIZE
 
 
@@ -209,27 +216,69 @@ def pooled(x, reduce: Callable[..., np.ndarray]) -> np.ndarray | FeatureRows:
 
     Rows in RAM give an array in RAM. Memory-mapped rows give :class:`FeatureRows` of a
     :class:`RowFile`, an unnamed temporary file in the entry's folder (gone with it), so
-    the pooled split is not resident either.
+    the pooled split is not resident either. Rows of whole cache entries (as
+    :class:`~bench.search.cache.FeatureCache` maps them) pool each entry once, all its
+    rows, and index the result (:func:`_pooled_entry`): pooling is row by row, so the
+    numbers are those of pooling the rows alone.
     """
     rows = as_rows(x)
-    width = rows.shape[-1]
-    chunks = (reduce(rows[i : i + POOL_CHUNK], axis=(1, 2)).astype(np.float32, copy=False)
-              for i in range(0, len(rows), POOL_CHUNK))
-    folder = rows.mapped_folder()
+    if len(rows) and all(_entry_key(array) is not None for array, _ in rows.segments):
+        return FeatureRows([(_pooled_entry(array, reduce), index) for array, index in rows.segments])
     if len(rows) == 0:
-        return np.zeros((0, width), np.float32)
-    if folder is None:
-        return np.concatenate(list(chunks))
+        return np.zeros((0, rows.shape[-1]), np.float32)
+    if rows.mapped_folder() is None:
+        return np.concatenate(list(_chunks(rows, reduce)))
+    return FeatureRows.of(_pool_to_file(rows, reduce))
+
+
+def _chunks(rows: FeatureRows, reduce):
+    return (reduce(rows[i : i + POOL_CHUNK], axis=(1, 2)).astype(np.float32, copy=False)
+            for i in range(0, len(rows), POOL_CHUNK))
+
+
+def _pool_to_file(rows: FeatureRows, reduce) -> RowFile:
+    """The pooled ``rows`` (memory-mapped) in an unnamed temporary file beside them."""
     try:
-        fh = tempfile.TemporaryFile(dir=folder, prefix=".pooled-")  # noqa: SIM115 (RowFile keeps it open)
+        fh = tempfile.TemporaryFile(dir=rows.mapped_folder(), prefix=".pooled-")  # noqa: SIM115 (RowFile keeps it open)
     except OSError:  # a folder we cannot write to: the system's temporary folder
         fh = tempfile.TemporaryFile(prefix="bench-pooled-")  # noqa: SIM115
     try:
-        for chunk in chunks:
+        for chunk in _chunks(rows, reduce):
             fh.write(np.ascontiguousarray(chunk).tobytes())
         fh.flush()
     except BaseException:
         fh.close()
         raise
     rows.release()  # the trials on these vectors do not read the rows they came from
-    return FeatureRows.of(RowFile(fh, (len(rows), width)))
+    return RowFile(fh, (len(rows), rows.shape[-1]))
+
+
+_POOLED: OrderedDict = OrderedDict()  # (entry key, reduce) -> RowFile of the whole entry pooled
+
+
+def _entry_key(array) -> tuple | None:
+    """What identifies a whole memory-mapped file behind ``array`` (its path, place in the
+    file, shape, and the file's identity and modification time); None for anything else
+    (arrays in RAM, views of part of a mapping, 2-d rows that need no pooling)."""
+    if not isinstance(array, np.memmap) or not isinstance(array.base, mmap.mmap) or array.ndim != 4:
+        return None
+    name = getattr(array, "filename", None)
+    try:
+        stat = os.stat(name)
+    except (TypeError, OSError):
+        return None
+    return (os.path.realpath(name), array.offset, array.shape, array.dtype.str, stat.st_ino, stat.st_mtime_ns)
+
+
+def _pooled_entry(array: np.memmap, reduce) -> RowFile:
+    """The whole entry ``array`` pooled by ``reduce``, computed on first use and kept for
+    the next :data:`POOLED_ENTRIES` entries' calls."""
+    key = (_entry_key(array), reduce)
+    if key in _POOLED:
+        _POOLED.move_to_end(key)
+        return _POOLED[key]
+    pooled_file = _pool_to_file(FeatureRows.of(array), reduce)
+    _POOLED[key] = pooled_file
+    while len(_POOLED) > POOLED_ENTRIES:  # files still read by some rows stay open with them
+        _POOLED.popitem(last=False)
+    return pooled_file

@@ -8,6 +8,8 @@ distributed worker starts from the same network.
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +20,9 @@ import backbones
 from bench.data.loading import load_images
 from bench.layers import BackbonePreprocess
 from bench.atomic import save_via_temp
+from bench.progress import step
+
+log = logging.getLogger(__name__)
 
 
 class BackboneSource:
@@ -73,15 +78,23 @@ class BackboneSource:
         self._built = True
         if backbones.resolve_weights(self.weights).kind == "none":
             self._initial = donor._starting_weights()
-            calibrate_batchnorm(model, self.record.preprocessing, self._calibration())
+            self._calibrate(model)
         self.weights_file.parent.mkdir(parents=True, exist_ok=True)
         save_via_temp(self.weights_file, model.save_weights)
         return model
 
-    def _calibration(self) -> np.ndarray:
+    def _calibrate(self, model: keras.Model) -> None:
+        """:func:`calibrate_batchnorm` on the run's calibration images, said in the log with
+        its time: a pass of the backbone over images, part of making its features."""
         if self.calibration_images is None:
             raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
-        return self.calibration_images()
+        t0 = time.perf_counter()
+        images = self.calibration_images()
+        what = f"BatchNorm statistics from {len(images)} training images (random weights)"
+        with step(f"{self.name}: setting {what}", len(images)) as progress:
+            calibrate_batchnorm(model, self.record.preprocessing, images)
+            progress.update(len(images))
+        log.info(f"{self.name}: set {what} in {time.perf_counter() - t0:.1f}s")
 
     def base(self) -> keras.Model:
         """The backbone with this run's original weights, every layer trainable."""
@@ -103,7 +116,7 @@ class BackboneSource:
             self._built = True
             if spec.kind == "none":
                 self._initial = model.get_weights()
-                calibrate_batchnorm(model, self.record.preprocessing, self._calibration())
+                self._calibrate(model)
             self.weights_file.parent.mkdir(parents=True, exist_ok=True)
             save_via_temp(self.weights_file, model.save_weights)
         self.last_base, self._original = model, model.get_weights()

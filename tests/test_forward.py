@@ -1,0 +1,43 @@
+"""The compiled inference pass: one trace for every batch size, and a latency measurement
+that warms up only the batch sizes the model has not run."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from bench.evaluate import final
+from bench.forward import has_run, predict_batch
+
+
+def _model() -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def _counted_forward(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = final.compiled
+
+    def counting(model):
+        forward = real(model)
+        return lambda x: calls.append(int(x.shape[0])) or forward(x)
+
+    monkeypatch.setattr(final, "compiled", counting)
+    return calls
+
+
+def test_latency_warms_up_only_the_batch_sizes_the_model_has_not_run(monkeypatch):
+    evaluated = _model()
+    batch = np.zeros((32, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(predict_batch(evaluated, batch), evaluated(batch, training=False).numpy(), rtol=1e-6)
+    assert has_run(evaluated, 32) and not has_run(evaluated, 1)
+    calls = _counted_forward(monkeypatch)
+    latency = final.measure_latency(evaluated, 8)
+    assert calls == [1] * 6 + [32] * 2  # batch 32: no warm-up after the evaluation's batches of 32
+    assert latency["latency_ms_b1"] > 0 and latency["latency_ms_b32"] > 0
+    calls.clear()
+    final.measure_latency(_model(), 8)  # a model that never ran: a warm-up call at each size
+    assert calls == [1] * 6 + [32] * 3
