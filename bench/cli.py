@@ -17,7 +17,7 @@ from tabulate import tabulate
 from bench.cli_options import explicit_options, suite_flags, typer_parameters, with_options
 from bench.config import DEFAULT_COPY_THRESHOLD
 from bench.errors import BenchError, disk_full_message, is_disk_full
-from bench.stopping import Stopped, stop_on_signals
+from bench.stopping import Stopped, exit_at_once, stop_on_signals
 from bench.terminal import console
 from bench.terminal import quiet_tensorflow as _quiet_tensorflow
 from bench.terminal import scan_with_progress as _scan_with_progress
@@ -429,29 +429,6 @@ def main() -> None:
         exit_at_once(exc.code)
     exit_at_once(0)
 
-
-def exit_at_once(code) -> None:
-    """End the process with ``code`` (as ``SystemExit`` takes it) once the exit handlers have
-    run (logging, MLflow, temporary folders) and the output is flushed, without freeing every
-    object first: a process that built a backbone spends one to two seconds of its exit
-    tearing down TensorFlow's graphs. With a non-daemon thread still running, the usual exit
-    (which waits for it)."""
-    import atexit
-    import threading
-
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-        code = 1
-    code = 0 if code is None else int(code)
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        raise SystemExit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing left to say
-            pass
-    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
