@@ -184,3 +184,17 @@ def test_unwritable_evaluate_out_is_refused_before_the_model_is_loaded(tmp_path)
     out = tmp_path / "blocker" / "eval"
     result = invoke("evaluate", export, data, "--out", out)
     assert_one_line_error(result, f"cannot write to --out folder {out}", "pass a writable folder with --out")
+
+
+def test_the_console_command_ends_with_its_exit_code_and_all_its_output(tmp_path):
+    """The installed entry point (``bench.cli.main``) ends the process itself once the
+    command is done: the exit code and everything written must still come out whole."""
+    import sys
+
+    entry = [sys.executable, "-c", "from bench.cli import main; main()"]
+    bad = subprocess.run([*entry, "scan", str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: ") and len(bad.stderr.splitlines()) == 1, bad.stderr
+    listed = subprocess.run([*entry, "backbones"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.rstrip().splitlines()[-1].startswith("xception")  # the table's last row
+    assert subprocess.run([*entry, "no-such-command"], capture_output=True, text=True, timeout=120).returncode == 2
