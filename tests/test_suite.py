@@ -73,6 +73,8 @@ def test_a_killed_suite_resumes_between_datasets_and_inside_one(killed_and_resum
     assert final.returncode == 0, final.stderr[-2000:]
     assert f"dataset 1/{len(names(root))} large-lesions: finished earlier, skipped" in steps["inside"].stderr
     assert "faint-lesions: resuming its run" in final.stderr  # the dataset killed while caching
+    # random weights: MobileNetV2's BatchNorm statistics are set from each dataset's images; VGG16 has none to set
+    assert "mobilenet_v2: set BatchNorm statistics from" in final.stderr and "vgg16: set BatchNorm" not in final.stderr
     suite = root / "out" / "s"
     assert json.loads((suite / "suite.json").read_text())["finished"] == names(root)
     assert (suite / "large-lesions" / "leaderboard.json").stat().st_mtime_ns == stamp  # not run again

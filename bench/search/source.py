@@ -86,6 +86,8 @@ class BackboneSource:
     def _calibrate(self, model: keras.Model) -> None:
         """:func:`calibrate_batchnorm` on the run's calibration images, said in the log with
         its time: a pass of the backbone over images, part of making its features."""
+        if not batchnorm_layers(model):  # nothing to set (VGG16): no images to read, nothing to say
+            return
         if self.calibration_images is None:
             raise ValueError("random-init backbones need calibration_images (see calibrate_batchnorm)")
         t0 = time.perf_counter()
@@ -171,6 +173,11 @@ def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: 
     )
 
 
+def batchnorm_layers(base: keras.Model) -> list:
+    """Every BatchNormalization layer of ``base``, nested ones included."""
+    return [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarray) -> None:
     """Set every BatchNorm's moving statistics from one batch of training images.
 
@@ -186,7 +193,7 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
     """
     import tensorflow as tf
 
-    bns = [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    bns = batchnorm_layers(base)
     if not bns or len(images) == 0:
         return
     saved = [bn.momentum for bn in bns]
