@@ -322,6 +322,26 @@ def test_notebook_baseline_row(tmp_path):
         assert len(head) == len(trained) and all(np.array_equal(a, b) for a, b in zip(head, trained))
 
 
+def test_the_backbone_is_handed_out_with_its_original_weights_after_fine_tuning(tmp_path):
+    """A fine-tuning trial trains the layers top() hands out; the next base() (the next
+    trial, fold or cache lookup) has the run's original weights again, and the cache key's
+    fingerprint stays theirs."""
+    from bench.search.cache import weights_fingerprint
+
+    run = _tiny_run(tmp_path)
+    source = bench.search.source.source_for(backbones.get("mobilenet_v2"), "none", 32, run.path, run.index.root,
+                                            run.split, 0)
+    original = [w.copy() for w in source.base().get_weights()]
+    assert source.fingerprint() == weights_fingerprint(source.base())
+    top = source.top(1)
+    for w in top.trainable_weights:
+        w.assign(w + 1.0)  # as a fine-tuning trial would change them
+    assert not all(np.array_equal(a, b) for a, b in zip(source.last_base.get_weights(), original))
+    restored = source.base().get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(restored, original))
+    assert source.fingerprint() == weights_fingerprint(source.base())
+
+
 def test_augmented_views_are_cached_and_used(tmp_path):
     run = _tiny_run(tmp_path, augment=True, aug_views=2, max_trials=1, max_unfreeze=0)
     record = backbones.get("mobilenet_v2")

@@ -57,9 +57,15 @@ def weights_fingerprint(model) -> str:
     Not the weights' names: Keras numbers unnamed layers (``conv2d_4``) by how many models
     the process built before, so the same backbone would get another fingerprint (and
     miss its cache) on a second build in one process."""
+    return arrays_fingerprint(w.numpy() for w in model.weights)
+
+
+def arrays_fingerprint(arrays: Iterable[np.ndarray]) -> str:
+    """:func:`weights_fingerprint` of a model whose weights are ``arrays``, in order (as
+    ``model.get_weights()`` returns them)."""
     h = hashlib.sha256()
-    for position, w in enumerate(model.weights):
-        value = np.ascontiguousarray(w.numpy())
+    for position, array in enumerate(arrays):
+        value = np.ascontiguousarray(array)
         h.update(f"{position}:{value.shape}:{value.dtype}".encode())
         h.update(value.tobytes())
     return h.hexdigest()
@@ -244,7 +250,7 @@ def cached_features(
 
 def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes):
     base = source.base()
-    fingerprint = weights_fingerprint(base)
+    fingerprint = source.fingerprint()
     cache = FeatureCache(run_dir / "cache")
     rows = {s: split.rows(s) for s in ("train", "val")}
     if pool is not None:

@@ -166,6 +166,9 @@ class BenchHyperModel(kt.HyperModel):
         #: dense heads trained by bench.search.head_training (False: every trial by the
         #: Keras-model loop of bench.search.trainer; benchmarks compare the two)
         self.fast_heads = os.environ.get("BENCH_HEAD_TRAINER", "fast") != "keras"
+        #: while the tuner discovers the search space (BenchTunerMixin): builds declare the
+        #: hyperparameters and make no Keras model
+        self.declare_only = False
 
     def space_record(self) -> dict:
         """For the backbone's result row: whether flatten heads took hidden layers, and the
@@ -177,6 +180,8 @@ class BenchHyperModel(kt.HyperModel):
         depth = hp.Choice("unfreeze", self.depths) if len(self.depths) > 1 else hp.Fixed("unfreeze", self.depths[0])
         pooling, dense = head_spec(hp, self.flatten_hidden)
         hp.Float("learning_rate", LR_MIN, LR_MAX, sampling="log")
+        if self.declare_only:
+            return None
         head = build_head(self.feature_shapes[0], pooling, dense, self.data.n_classes)
         if depth == 0:
             model = head

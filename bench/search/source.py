@@ -49,6 +49,8 @@ class BackboneSource:
         self._original: list[np.ndarray] | None = None
         self._initial: list[np.ndarray] | None = None  # random init as built, before BatchNorm calibration
         self._built = False  # built here from the weights spec (not loaded from this run's file)
+        self._changed = False  # layers handed out for fine-tuning since the original weights were set
+        self._fingerprint: str | None = None  # of the original weights, once asked for
         self._donor: BackboneSource | None = None
 
     def adopt(self, donor: "BackboneSource | None") -> None:
@@ -68,6 +70,7 @@ class BackboneSource:
         if donor is None:
             return None
         model = donor.last_base
+        donor._changed = True  # its network now holds this run's weights
         model.trainable = True
         for layer in model.layers:
             layer.trainable = True
@@ -102,7 +105,9 @@ class BackboneSource:
         """The backbone with this run's original weights, every layer trainable."""
         if self.last_base is not None and self._original is not None:
             model = self.last_base
-            model.set_weights(self._original)  # undo any fine-tuning of an earlier trial
+            if self._changed:  # undo any fine-tuning of an earlier trial (top())
+                model.set_weights(self._original)
+                self._changed = False
             model.trainable = True
             for layer in model.layers:
                 layer.trainable = True
@@ -122,11 +127,24 @@ class BackboneSource:
             self.weights_file.parent.mkdir(parents=True, exist_ok=True)
             save_via_temp(self.weights_file, model.save_weights)
         self.last_base, self._original = model, model.get_weights()
+        self._changed, self._fingerprint = False, None
         return model
 
+    def fingerprint(self) -> str:
+        """:func:`~bench.search.cache.weights_fingerprint` of the original weights (what
+        :meth:`base` hands out), computed once."""
+        from bench.search.cache import arrays_fingerprint
+
+        if self._fingerprint is None or self._original is None:
+            self.base()
+            self._fingerprint = arrays_fingerprint(self._original)
+        return self._fingerprint
+
     def top(self, depth: int) -> keras.Model:
-        """The layers above unfreeze boundary ``depth``, as a model on the cut tensor."""
+        """The layers above unfreeze boundary ``depth``, as a model on the cut tensor, for a
+        trial to train: the next :meth:`base` puts the original weights back."""
         base = self.base()
+        self._changed = True
         cut = base.get_layer(self.record.cut_layer(depth))
         return keras.Model(cut.output, base.output, name="top")
 
