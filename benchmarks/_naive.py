@@ -39,6 +39,8 @@ class NaiveHyperModel(BenchHyperModel):
         # bench's build declares every hyperparameter and creates the head first, so with the
         # same trial seed the head starts from the same weights as the cached trial's head.
         cached = super().build(hp)
+        if cached is None:  # the tuner discovering the search space: declarations only
+            return None
         depth = hp.get("unfreeze")
         head = cached if depth == 0 else cached.get_layer("head")
         base = self.source.base()  # original weights restored, whatever an earlier trial tuned
