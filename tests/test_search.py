@@ -326,7 +326,7 @@ def test_the_backbone_is_handed_out_with_its_original_weights_after_fine_tuning(
     """A fine-tuning trial trains the layers top() hands out; the next base() (the next
     trial, fold or cache lookup) has the run's original weights again, and the cache key's
     fingerprint stays theirs."""
-    from bench.search.cache import weights_fingerprint
+    from bench.search.source import weights_fingerprint
 
     run = _tiny_run(tmp_path)
     source = bench.search.source.source_for(backbones.get("mobilenet_v2"), "none", 32, run.path, run.index.root,
@@ -469,7 +469,7 @@ def test_trial_started_only_in_its_own_file_runs_after_a_crash(tmp_path):
 
 def test_weights_fingerprint_does_not_depend_on_how_many_models_were_built():
     """Keras numbers unnamed layers per process; the cache key must not see that."""
-    from bench.search.cache import weights_fingerprint
+    from bench.search.source import weights_fingerprint
 
     record = backbones.get("xception")
     keras.utils.set_random_seed(1)

@@ -51,26 +51,6 @@ CACHE_FORMAT = 2
 log = logging.getLogger(__name__)
 
 
-def weights_fingerprint(model) -> str:
-    """sha256 over every weight tensor of ``model`` (position, shape, dtype and values).
-
-    Not the weights' names: Keras numbers unnamed layers (``conv2d_4``) by how many models
-    the process built before, so the same backbone would get another fingerprint (and
-    miss its cache) on a second build in one process."""
-    return arrays_fingerprint(w.numpy() for w in model.weights)
-
-
-def arrays_fingerprint(arrays: Iterable[np.ndarray]) -> str:
-    """:func:`weights_fingerprint` of a model whose weights are ``arrays``, in order (as
-    ``model.get_weights()`` returns them)."""
-    h = hashlib.sha256()
-    for position, array in enumerate(arrays):
-        value = np.ascontiguousarray(array)
-        h.update(f"{position}:{value.shape}:{value.dtype}".encode())
-        h.update(value.tobytes())
-    return h.hexdigest()
-
-
 def images_fingerprint(sha256s: list[str]) -> str:
     return hashlib.sha256("\n".join(sha256s).encode()).hexdigest()
 

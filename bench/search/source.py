@@ -8,8 +8,10 @@ distributed worker starts from the same network.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Callable
 
@@ -131,10 +133,8 @@ class BackboneSource:
         return model
 
     def fingerprint(self) -> str:
-        """:func:`~bench.search.cache.weights_fingerprint` of the original weights (what
+        """:func:`weights_fingerprint` of the original weights (what
         :meth:`base` hands out), computed once."""
-        from bench.search.cache import arrays_fingerprint
-
         if self._fingerprint is None or self._original is None:
             self.base()
             self._fingerprint = arrays_fingerprint(self._original)
@@ -172,6 +172,26 @@ class BackboneSource:
             keras.mixed_precision.set_global_policy(previous)
         model.set_weights(base.get_weights())
         return model
+
+
+def weights_fingerprint(model) -> str:
+    """sha256 over every weight tensor of ``model`` (position, shape, dtype and values).
+
+    Not the weights' names: Keras numbers unnamed layers (``conv2d_4``) by how many models
+    the process built before, so the same backbone would get another fingerprint (and
+    miss its cache) on a second build in one process."""
+    return arrays_fingerprint(w.numpy() for w in model.weights)
+
+
+def arrays_fingerprint(arrays: Iterable[np.ndarray]) -> str:
+    """:func:`weights_fingerprint` of a model whose weights are ``arrays``, in order (as
+    ``model.get_weights()`` returns them)."""
+    h = hashlib.sha256()
+    for position, array in enumerate(arrays):
+        value = np.ascontiguousarray(array)
+        h.update(f"{position}:{value.shape}:{value.dtype}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
 
 
 #: Training images whose statistics initialise BatchNorm of randomly initialised backbones.
