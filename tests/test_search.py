@@ -342,6 +342,30 @@ def test_the_backbone_is_handed_out_with_its_original_weights_after_fine_tuning(
     assert source.fingerprint() == weights_fingerprint(source.base())
 
 
+def test_batchnorm_calibration_sets_the_same_statistics_eagerly_and_compiled(monkeypatch):
+    """Small networks set their BatchNorm statistics eagerly, large ones as a compiled graph:
+    the two give the same moving means and variances (float32 rounding), from the batch."""
+    import keras
+
+    from bench.search import source as source_module
+
+    record = backbones.get("mobilenet_v2")
+    images = np.random.default_rng(4).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    stats = {}
+    for mode, limit in (("eager", 2**40), ("compiled", 0)):
+        monkeypatch.setattr(source_module, "EAGER_CALIBRATION_BYTES", limit)
+        keras.utils.set_random_seed(0)
+        model = record.build(weights=None, image_size=32)
+        momenta = [bn.momentum for bn in source_module.batchnorm_layers(model)]
+        source_module.calibrate_batchnorm(model, record.preprocessing, images)
+        bns = source_module.batchnorm_layers(model)
+        stats[mode] = [np.concatenate([bn.moving_mean.numpy(), bn.moving_variance.numpy()]) for bn in bns]
+        assert [bn.momentum for bn in bns] == momenta  # the layers' own momentum is back
+    assert not np.allclose(stats["eager"][0][:3], 0.0)  # statistics of the images, not the initial zeros
+    for eager, compiled in zip(stats["eager"], stats["compiled"]):
+        np.testing.assert_allclose(eager, compiled, rtol=1e-4, atol=1e-5)
+
+
 def test_augmented_views_are_cached_and_used(tmp_path):
     run = _tiny_run(tmp_path, augment=True, aug_views=2, max_trials=1, max_unfreeze=0)
     record = backbones.get("mobilenet_v2")

@@ -216,6 +216,20 @@ def batchnorm_layers(base: keras.Model) -> list:
     return [layer for layer in base._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
 
 
+#: Largest sum of layer outputs (float32 bytes, :func:`activation_bytes`) for which the
+#: BatchNorm calibration pass runs eagerly rather than as a compiled graph.
+EAGER_CALIBRATION_BYTES = 256 * 2**20
+
+
+def activation_bytes(model: keras.Model, batch: int) -> int:
+    """Bytes of every layer's output of ``model`` for a batch of ``batch``, in float32."""
+    total = 0
+    for layer in model.layers:
+        for out in (layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]):
+            total += int(np.prod([d or 1 for d in out.shape[1:]], dtype=np.int64))
+    return 4 * batch * total
+
+
 def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarray) -> None:
     """Set every BatchNorm's moving statistics from one batch of training images.
 
@@ -226,8 +240,12 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
     input (data-dependent initialisation), so ``--weights none`` gives usable random
     features. Only training images are used. Pretrained weights are never touched.
 
-    The pass runs as one compiled graph: run eagerly, the same statistics take several
-    times the memory and the time (``benchmarks/memory.py`` measures both).
+    Run eagerly, the pass holds every layer's output at once (Keras keeps a functional
+    model's intermediate tensors until the call ends): :func:`activation_bytes`, 7.5 GiB for
+    Xception at 299 px and 32 images. Within :data:`EAGER_CALIBRATION_BYTES` it runs eagerly
+    (tracing a graph would take longer than the pass: MobileNetV2 and DenseNet121 at small
+    sizes); above, as one compiled graph, which frees each output once used
+    (``benchmarks/memory.py`` measures the run's memory).
     """
     import tensorflow as tf
 
@@ -239,7 +257,10 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
         bn.momentum = 0.0
     try:
         x = BackbonePreprocess(preprocessing)(images.astype("float32"))
-        tf.function(lambda batch: base(batch, training=True))(x)
+        if activation_bytes(base, len(images)) <= EAGER_CALIBRATION_BYTES:
+            base(x, training=True)
+        else:
+            tf.function(lambda batch: base(batch, training=True))(x)
     finally:
         for bn, momentum in zip(bns, saved):
             bn.momentum = momentum
