@@ -243,8 +243,8 @@ def calibrate_batchnorm(base: keras.Model, preprocessing: str, images: np.ndarra
     Run eagerly, the pass holds every layer's output at once (Keras keeps a functional
     model's intermediate tensors until the call ends): :func:`activation_bytes`, 7.5 GiB for
     Xception at 299 px and 32 images. Within :data:`EAGER_CALIBRATION_BYTES` it runs eagerly
-    (tracing a graph would take longer than the pass: MobileNetV2 and DenseNet121 at small
-    sizes); above, as one compiled graph, which frees each output once used
+    (tracing a graph would take longer than the pass itself: MobileNetV2 at 32 px, for
+    one); above, as one compiled graph, which frees each output once used
     (``benchmarks/memory.py`` measures the run's memory).
     """
     import tensorflow as tf
