@@ -20,7 +20,7 @@ from bench.data.content import ContentTable
 from bench.data.dicom import reading_window
 from bench.data.folds import FoldPlan, make_folds, read_folds, write_folds
 from bench.data.group_files import grouping_for, write_group_files
-from bench.data.scan import DatasetIndex, scan
+from bench.data.scan import DatasetIndex, check_data_folder, scan
 from bench.data.split import (
     SplitManifest,
     check_sizes,
@@ -144,6 +144,8 @@ def _prepare(config: RunConfig, progress, index: DatasetIndex | None) -> RunFold
     check_outputs(config)
     config.name = config.name or default_run_name()
     _check_new_run_dir(Path(config.out) / config.name, config.name)  # before the scan: nothing computed in vain
+    if config.data is not None and index is None:
+        check_data_folder(config.data)  # the data before the weights: the first thing a user gives
     check_weights(config)
     if config.data is None:
         from bench.data.demo import demo_data_dir

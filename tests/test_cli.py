@@ -156,6 +156,15 @@ def test_bad_data_folders(bad_inputs, tmp_path, case, command):
     assert not (out / "x").exists(), "nothing may be written for a refused run"
 
 
+def test_a_missing_data_folder_is_named_before_the_default_weights_are_looked_for(tmp_path):
+    """With the default --weights imagenet the data folder is checked first: it is what the
+    user typed, and the weights may be missing (or need a download) as well."""
+    out = tmp_path / "results"
+    result = invoke("run", "--data", tmp_path / "nope", "--out", out, "--name", "x")
+    assert_one_line_error(result, "does not exist", "--data")
+    assert not (out / "x").exists()
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
