@@ -58,6 +58,11 @@ def test_the_folds_of_one_entry_pool_it_once_and_get_their_own_rows(tmp_path, mo
     np.testing.assert_allclose(np.asarray(pooled(both, np.mean)),
                                np.asarray(both).mean(axis=(1, 2)), rtol=1e-6)
     assert pooled_files == [40, 40, 6]
+    # what is kept is bounded in bytes: with no room, only the newest pooled entry stays
+    monkeypatch.setattr(features, "POOLED_BYTES", 0)
+    pooled(FeatureRows.of(views, np.array([1])), np.max)
+    pooled(FeatureRows.of(entry, folds[0]), np.mean)
+    assert pooled_files == [40, 40, 6, 6, 40] and len(features._POOLED) == 1
 
 
 def _rss_bytes() -> int:

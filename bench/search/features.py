@@ -48,8 +48,10 @@ from bench.row_reads import read_rows
 RELEASE_BYTES = 64 * 2**20
 #: Rows per chunk when pooling a whole split (:func:`pooled`).
 POOL_CHUNK = 256
-#: Whole pooled entries kept for later calls (:func:`pooled`), the most recently used.
-POOLED_ENTRIES = 8
+#: Bytes of whole pooled entries (unnamed temporary files beside the cache, not memory)
+#: kept for later calls (:func:`pooled`), the most recently used first: every backbone of
+#: a run on a few thousand images, two entries at a time of one on 50,000.
+POOLED_BYTES = 2**30
 _PAGE = mmap.PAGESIZE
 
 
@@ -271,14 +273,17 @@ def _entry_key(array) -> tuple | None:
 
 
 def _pooled_entry(array: np.memmap, reduce) -> RowFile:
-    """The whole entry ``array`` pooled by ``reduce``, computed on first use and kept for
-    the next :data:`POOLED_ENTRIES` entries' calls."""
+    """The whole entry ``array`` pooled by ``reduce``, computed on first use and kept while
+    the kept ones hold at most :data:`POOLED_BYTES` (the cross-validation of several
+    backbones runs their folds in turn, so each backbone's entries are asked for again
+    after the others')."""
     key = (_entry_key(array), reduce)
     if key in _POOLED:
         _POOLED.move_to_end(key)
         return _POOLED[key]
     pooled_file = _pool_to_file(FeatureRows.of(array), reduce)
     _POOLED[key] = pooled_file
-    while len(_POOLED) > POOLED_ENTRIES:  # files still read by some rows stay open with them
-        _POOLED.popitem(last=False)
+    size = lambda f: 4 * int(np.prod(f.shape, dtype=np.int64))  # noqa: E731 (float32 rows)
+    while len(_POOLED) > 1 and sum(size(f) for f in _POOLED.values()) > POOLED_BYTES:
+        _POOLED.popitem(last=False)  # files still read by some rows stay open with them
     return pooled_file
