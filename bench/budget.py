@@ -10,7 +10,8 @@ Three rules, all written into the run folder (``budget.json``) and kept by ``--r
   architectures, and at small sizes fixed costs dominate), so they order the backbones
   and do not predict seconds.
 * **Time shares.** Before each search, the time left (less a reserve for the search that
-  makes the deployed model under ``--cv``, and the time of the leader's folds still to run)
+  makes the deployed model under ``--cv`` and for its evaluation on images, and the time of
+  the leader's folds still to run)
   is shared equally among the searches still to run; a search stops starting trials once
   its share is used, and a trial in progress ends with the epoch in which the share runs
   out, keeping its best epoch (every search runs at least one trial of one epoch). A

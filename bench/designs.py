@@ -37,6 +37,9 @@ from bench.search.runtime import FrozenPass
 
 log = logging.getLogger(__name__)
 #: What the leaderboard row of a cross-validated winner takes from its final model's search.
+#: Images of the deployed model's latency measurement (6 at batch 1, 2 batches of 32) and
+#: a batch of tracing it, for the --budget reserve (:meth:`NestedCV.final_evaluation_estimate`).
+LATENCY_IMAGES = 6 + 2 * 32 + 32
 FINAL_MODEL_KEYS = ("best_trial", "params_total", "params_trainable", "latency_ms_b1", "latency_ms_b32")
 
 
@@ -148,10 +151,23 @@ class NestedCV(Design):
         return super().budgeted(job, remaining, finished, budget)
 
     def kept_for(self, job: BackboneJob, todo: list[BackboneJob], budget) -> float:
-        """Another backbone's search keeps back the time of the leader's folds still to run."""
+        """Every search keeps back the deployed model's evaluation; another backbone's search
+        also the time of the leader's folds still to run."""
+        kept = self.final_evaluation_estimate(budget)
         if self.leader is None or job.name == self.leader:
+            return kept
+        return kept + budget.search_estimate() * sum(j.name == self.leader for j in todo)
+
+    def final_evaluation_estimate(self, budget) -> float:
+        """Seconds for the deployed model's evaluation: unlike the folds' on cached features,
+        its images go through the whole network (the final split's val and test images, and
+        :data:`LATENCY_IMAGES`). At the leader's seconds per cached image when it was built
+        and cached (build included: an overestimate)."""
+        prepared = dict(budget.prepared).get(self.leader)
+        if not prepared:
             return 0.0
-        return budget.search_estimate() * sum(j.name == self.leader for j in todo)
+        images = len(self.run.split.rows("val")) + len(self.run.split.rows("test")) + LATENCY_IMAGES
+        return prepared * images / max(1, len(self.plan.cv_files))
 
     def must_run(self, job: BackboneJob, finished: dict) -> bool:
         """The leader's folds run (a trial each when no time is left): without all of them

@@ -120,6 +120,21 @@ def test_cheapest_first_round_by_round(tmp_path):
     cheapest = ["mobilenet_v3_small", "mobilenet_v2", "densenet121", "vgg16"]
     assert [j.name for j in ordered] == cheapest * 3  # fold by fold
     assert [j.fold for j in ordered] == [(0, f) for f in range(3) for _ in names]
+    # each search keeps back the deployed model's evaluation on images, at the leader's seconds per
+    # cached image (its build and caching); another backbone's also the leader's folds still to run
+    from bench.designs import LATENCY_IMAGES
+
+    budget = Budget(600.0, tmp_path, start=time.monotonic())
+    design.leader = "vgg16"
+    assert design.final_evaluation_estimate(budget) == 0.0  # the leader not cached yet: nothing known
+    budget.record(25.0, prepare=18.0, backbone="vgg16")
+    final = run.split
+    images = len(final.rows("val")) + len(final.rows("test")) + LATENCY_IMAGES
+    expected = 18.0 * images / len(run.folds.cv_files)
+    assert design.final_evaluation_estimate(budget) == pytest.approx(expected) and expected > 0
+    todo = ordered[4:]  # folds 2 and 3
+    assert design.kept_for(ordered[7], todo, budget) == pytest.approx(expected)  # vgg16's own fold
+    assert design.kept_for(ordered[4], todo, budget) == pytest.approx(expected + 7.0 * 2)  # median search 7 s
     single = prepare_run(RunConfig.from_dict({**common, "name": "s"}))
     assert [j.name for j in SingleSplit.cheapest_first(SingleSplit(single, FrozenPass()).jobs())] == cheapest
     assert backbones.get("vgg16").macs(112) == pytest.approx(15.347e9 / 4)  # scaled by the image area
