@@ -96,11 +96,12 @@ def test_a_trial_stops_with_the_epoch_in_which_its_deadline_passes():
     later = Epochs("val_auc", patience=5, n_classes=2, deadline=time.monotonic() + 3600)
     assert not any(end(later, e) for e in range(4)) and not later.cut_short
     past = Epochs("val_auc", patience=5, n_classes=2, deadline=time.monotonic() - 1)
-    assert end(past, 0) and past.cut_short
+    assert end(past, 0) and past.cut_short and past.history.cut_short  # the history it returns says so too
     patient = Epochs("val_auc", patience=1, n_classes=2, deadline=time.monotonic() + 3600)
     assert not end(patient, 0)
     patient.deadline = time.monotonic() - 1
     assert end(patient, 1) and not patient.cut_short  # no better than epoch 1: early stopping ends it first
+    assert not patient.history.cut_short
 
 
 def test_cheapest_first_round_by_round(tmp_path):

@@ -72,6 +72,12 @@ class TrialData:
         return self._matrices[pooling]
 
 
+def _cut_short(history, epochs: int) -> bool:
+    """Whether ``--budget``'s deadline ended training of ``epochs`` epochs before the last
+    (as the training loop's :class:`~bench.search.trainer.History` says; early stopping is not a cut)."""
+    return len(history["loss"]) < epochs and getattr(history, "cut_short", False)
+
+
 def balanced_class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
     """n / (k * count_c): each class contributes equally to the loss."""
     counts = np.bincount(y, minlength=n_classes).astype(float)
@@ -234,7 +240,7 @@ class BenchHyperModel(kt.HyperModel):
             class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
             deadline=self.deadline)
         return {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights,
-                "cut_short": self.past_deadline(len(history["loss"]) < epochs)}
+                "cut_short": _cut_short(history, epochs)}
 
     @staticmethod
     def load_head_weights(model: keras.Model, weights: list) -> None:
@@ -250,12 +256,11 @@ class BenchHyperModel(kt.HyperModel):
         depth, pooling, lr = hp.get("unfreeze"), hp.get("pooling"), hp.get("learning_rate")
         if depth == 0:
             hist = self._train(model, 0, pooling, lr, epochs, 0, seed)
-            return {"history": hist, "phase_epochs": [len(hist["loss"])],
-                    "cut_short": self.past_deadline(len(hist["loss"]) < epochs)}
+            return {"history": hist, "phase_epochs": [len(hist["loss"])], "cut_short": _cut_short(hist, epochs)}
         warm = max(1, epochs // 2)
         tune = max(1, epochs - warm)
         hist1 = self._train(model.get_layer("head"), 0, pooling, lr, warm, 0, seed)
-        if self.past_deadline(True):  # --budget: the time share ran out in the head's phase
+        if self.past_deadline():  # --budget: the time share ran out in the head's phase
             return {"history": hist1, "phase_epochs": [len(hist1["loss"])], "cut_short": True}
         best1 = _best(hist1, self.data.objective)
         warm_weights = model.get_weights()
@@ -264,12 +269,11 @@ class BenchHyperModel(kt.HyperModel):
             model.set_weights(warm_weights)  # fine-tuning never beat the warmed-up head
         merged = {k: list(hist1.get(k, [])) + list(hist2.get(k, [])) for k in hist1.keys() | hist2.keys()}
         return {"history": merged, "phase_epochs": [len(hist1["loss"]), len(hist2["loss"])],
-                "cut_short": self.past_deadline(len(hist2["loss"]) < tune)}
+                "cut_short": _cut_short(hist2, tune)}
 
-    def past_deadline(self, stopped_early: bool) -> bool:
-        """Whether training that ``stopped_early`` (before its last epoch) was stopped by
-        ``--budget``'s deadline rather than by early stopping alone."""
-        return bool(stopped_early and self.deadline is not None and time.monotonic() >= self.deadline)
+    def past_deadline(self) -> bool:
+        """Whether ``--budget``'s deadline for this search has passed."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 def _after_pooling(head: keras.Model) -> keras.Model:

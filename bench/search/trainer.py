@@ -110,6 +110,14 @@ def sample_weights(y: np.ndarray, class_weight: dict[int, float] | None) -> np.n
     return np.array([class_weight[c] for c in y], "float32")
 
 
+class History(dict):
+    """Per-epoch metrics by Keras' key names, as the training loops return them;
+    ``cut_short``: ``--budget``'s deadline, not the last epoch or early stopping, ended the
+    training (:class:`Epochs`)."""
+
+    cut_short = False
+
+
 class Epochs:
     """What both training loops do at the end of an epoch: its metrics into the history
     (Keras' key names), the best epoch on the objective (its weights kept), early stopping
@@ -122,7 +130,7 @@ class Epochs:
     def __init__(self, objective: str, patience: int, n_classes: int, deadline: float | None = None) -> None:
         self.objective, self.patience, self.n_classes = objective, patience, n_classes
         self.direction = OBJECTIVES[objective]
-        self.history: dict[str, list[float]] = {}
+        self.history = History()
         self.best, self.best_weights, self.waited = float("nan"), None, 0
         self.deadline, self.cut_short = deadline, False
 
@@ -144,7 +152,7 @@ class Epochs:
                   f"({seconds:.3f} s)", extra={"epoch_seconds": seconds})
         if self.waited and self.waited >= self.patience:
             return True
-        self.cut_short = self.deadline is not None and time.monotonic() >= self.deadline
+        self.cut_short = self.history.cut_short = self.deadline is not None and time.monotonic() >= self.deadline
         return self.cut_short
 
 
