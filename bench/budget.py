@@ -1,6 +1,6 @@
 """``--budget``: a run that stops on time with the best answer it can defend.
 
-Three rules, all written into the run folder (``budget.json``) and kept by ``--resume``:
+Four rules, all written into the run folder (``budget.json``) and kept by ``--resume``:
 
 * **Cheapest first.** The backbones run in the order of their forward pass's cost (the
   multiply-adds of one image at the run's size, :meth:`backbones.registry.Backbone.macs`),
@@ -14,11 +14,19 @@ Three rules, all written into the run folder (``budget.json``) and kept by ``--r
   the leader's folds still to run)
   is shared equally among the searches still to run; a search stops starting trials once
   its share is used, and a trial in progress ends with the epoch in which the share runs
-  out, keeping its best epoch (every search runs at least one trial of one epoch). A
-  backbone's first search also builds it and caches its features, which no deadline
-  interrupts: the run can end later than the budget by the caching pass in progress when
-  the time ran out. When no time is left, the remaining searches are not run, and their
-  backbones are marked as cut.
+  out, keeping its best epoch (every search runs at least one trial of one epoch). When no
+  time is left, the remaining searches are not run, and their backbones are marked as cut.
+* **Caching that fits.** A backbone's first search also builds it and caches its
+  features, which no search deadline interrupts; the run's first backbone always runs.
+  Any other is given the time left (after the reserves above, and one search's time kept
+  for its own search) for that, and is stopped, with its cache entries discarded, as soon
+  as it is clear that it cannot make it: before it is built, when even the fastest pace
+  seen so far (seconds per multiply-add of one image, over the backbones already cached)
+  would not fit; and while caching, from its second batch on, when its own pace (the first
+  batch left out: it traces the pass) projects the end of its caching past that time.
+  Multiply-adds alone predict seconds badly (ConvNeXt's are several times slower than
+  VGG16's on a CPU), so the first check only rules out what cannot fit, and the measured
+  pace decides.
 * **Racing** (``--cv``): after each round of outer folds, every backbone is compared with
   the leader (the best fold mean of the objective's metric) on the folds both finished, by
   the corrected resampled t-test (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest`,
@@ -37,6 +45,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +84,8 @@ class Budget:
     start: float = field(default_factory=time.monotonic)
     #: seconds of each search after its preparation (the trials and the evaluation)
     searches: list[float] = field(default_factory=list)
-    #: [backbone, seconds its first search spent building it and caching its features], in
-    #: the order they ran
+    #: [backbone, seconds its first search spent building it and caching its features,
+    #: multiply-adds of one image], in the order they ran
     prepared: list[list] = field(default_factory=list)
 
     @classmethod
@@ -105,22 +114,43 @@ class Budget:
         """Time kept for the search that makes the deployed model (``--cv``)."""
         return self.search_estimate() if searches_winner_again else 0.0
 
+    def free(self, searches_winner_again: bool, kept: float = 0.0) -> float:
+        """Seconds left for the searches still to run, less the reserve and ``kept``
+        seconds for searches that must run later."""
+        return self.left() - self.reserve(searches_winner_again) - kept
+
+    def prepared_seconds(self, name: str) -> float | None:
+        """Seconds ``name``'s first search spent building and caching it (None before)."""
+        return next((float(seconds) for backbone, seconds, *_ in self.prepared if backbone == name), None)
+
+    def fastest_estimate(self, macs: float) -> tuple[float, str] | None:
+        """The fewest seconds a backbone of ``macs`` multiply-adds per image could take to
+        be built and cached, at the fastest pace (seconds per multiply-add) of those cached
+        so far, and the backbone that set it; None before any (see the module notes)."""
+        known = [(float(seconds) / float(m[0]), name) for name, seconds, *m in self.prepared if m and m[0]]
+        if not known:
+            return None
+        pace, name = min(known)
+        return pace * float(macs), name
+
     def deadline(self, remaining: int, searches_winner_again: bool, kept: float = 0.0) -> float | None:
         """The monotonic time at which the next search stops starting trials: its equal
         share of the time left, less ``kept`` seconds for searches that must run later;
         None when no time is left."""
-        free = self.left() - self.reserve(searches_winner_again) - kept
+        free = self.free(searches_winner_again, kept)
         if free <= 0:
             return None
         return time.monotonic() + free / max(1, remaining)
 
-    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None) -> None:
+    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None,
+               macs: float | None = None) -> None:
         """Note a finished search's ``seconds``, of which ``prepare`` built and cached
-        ``backbone`` the first time; save the clock and the decisions."""
+        ``backbone`` (of ``macs`` multiply-adds per image) the first time; save the clock
+        and the decisions."""
         if seconds is not None:
             self.searches.append(round(max(0.0, float(seconds) - prepare), 3))
-            if backbone is not None and backbone not in [name for name, *_ in self.prepared]:
-                self.prepared.append([backbone, round(float(prepare), 3)])
+            if backbone is not None and self.prepared_seconds(backbone) is None:
+                self.prepared.append([backbone, round(float(prepare), 3), macs])
         write_json_atomic(self.path / BUDGET_JSON, {
             "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
             "searches": self.searches, "prepared": self.prepared})
@@ -130,6 +160,37 @@ class Budget:
             self.stopped[name] = why
             log.warning(f"--budget: {name} {why}")
         self.record()
+
+
+class CachingWontFit(Exception):
+    """``--budget``: a backbone's caching, at its measured pace, would end after the time it
+    was given (:func:`caching_watch`)."""
+
+    def __init__(self, seconds: float, measured: int, total: int) -> None:
+        super().__init__(f"caching would take about {seconds:.0f} s")
+        self.seconds, self.measured, self.total = seconds, measured, total
+
+
+def caching_watch(by: float | None, total: int) -> Callable[[int], None]:
+    """A progress callback for caching ``total`` images (called with the images done so
+    far, after each batch) that raises :class:`CachingWontFit` when the caching cannot end
+    by the monotonic time ``by``: from the second batch on, at the pace of the batches
+    after the first (which traces the pass). No check without ``by``."""
+    started = time.monotonic()
+    marks: list[tuple[int, float]] = []
+
+    def watch(done: int) -> None:
+        if by is None:
+            return
+        marks.append((done, time.monotonic()))
+        (first, at), (done, now) = marks[0], marks[-1]
+        if done <= first or done >= total:
+            return
+        left = (now - at) / (done - first) * (total - done)
+        if now + left > by:
+            raise CachingWontFit(now - started + left, done, total)
+
+    return watch
 
 
 def behind_leader(fold_scores: dict[str, dict[int, float]], k: int, maximise: bool = True,

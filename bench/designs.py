@@ -68,7 +68,39 @@ class Design:
         if deadline is None:
             budget.stop(job.name, self.cut_reason(job, finished, budget))
             return None
-        return replace(job, deadline=deadline)
+        if job.name in finished:  # cached already
+            return replace(job, deadline=deadline)
+        if (why := self.too_costly(job, budget, kept)) is not None:
+            budget.stop(job.name, why)
+            return None
+        cache_by = time.monotonic() + budget.free(self.searches_winner_again, kept) - budget.search_estimate()
+        return replace(job, deadline=deadline, cache_by=cache_by)
+
+    def too_costly(self, job: BackboneJob, budget, kept: float) -> str | None:
+        """Why ``job``'s backbone is not built and cached (its first search) when even at
+        the fastest pace seen so far that and one search would not fit in the time left
+        (:mod:`bench.budget`, "Caching that fits"); None when it might, or nothing is
+        known yet."""
+        from bench.budget import duration_text
+
+        estimate = budget.fastest_estimate(job.record.macs(job.size))
+        free = budget.free(self.searches_winner_again, kept)
+        if estimate is None or estimate[0] + budget.search_estimate() <= free:
+            return None
+        seconds, pace_of = estimate
+        return (f"not searched: building it and caching its features would take at least {duration_text(seconds)} "
+                f"(at {pace_of}'s seconds per multiply-add, the fastest so far), more than the "
+                f"{duration_text(max(0.0, free))} the budget ({duration_text(budget.seconds)}) had left for it")
+
+    @staticmethod
+    def wont_fit(job: BackboneJob, budget, error) -> None:
+        """Stop ``job``'s backbone, whose caching stopped at its measured pace
+        (:class:`bench.budget.CachingWontFit`)."""
+        from bench.budget import duration_text
+
+        budget.stop(job.name, f"not searched: caching its features would take about {duration_text(error.seconds)} "
+                              f"(its pace on {error.measured} of {error.total} images), more than the budget "
+                              f"({duration_text(budget.seconds)}) had left for it; stopped there")
 
     @staticmethod
     def cheapest_first(jobs: list[BackboneJob]) -> list[BackboneJob]:
@@ -163,7 +195,7 @@ class NestedCV(Design):
         its images go through the whole network (the final split's val and test images, and
         :data:`LATENCY_IMAGES`). At the leader's seconds per cached image when it was built
         and cached (build included: an overestimate)."""
-        prepared = dict(budget.prepared).get(self.leader)
+        prepared = budget.prepared_seconds(self.leader) if self.leader else None
         if not prepared:
             return 0.0
         images = len(self.run.split.rows("val")) + len(self.run.split.rows("test")) + LATENCY_IMAGES
@@ -280,7 +312,7 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     each backbone is freed after its last job. With ``--budget`` (:mod:`bench.budget`) the
     backbones of each round run cheapest first, each search gets its share of the time
     left, and jobs the budget stops are not run."""
-    from bench.budget import Budget
+    from bench.budget import Budget, CachingWontFit
 
     design = design_for(run, frozen_pass)
     jobs = design.jobs(cluster)
@@ -300,13 +332,18 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
             log.info(what)
         started, ran = time.monotonic(), not job.files.result_json.exists()
         cached = job.name in finished  # its backbone's cache is already written
-        row = run_backbone(job, sources)
+        try:
+            row = run_backbone(job, sources)
+        except CachingWontFit as error:  # --budget: its caching would not end in time
+            design.wont_fit(job, budget, error)
+            sources.pop(job.source_key, None)
+            continue
         if last_use[job.source_key] == i and not design.searches_winner_again and not keep:
             sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
         if budget is not None:
             first = ran and not cached and row is not None
             budget.record(time.monotonic() - started if ran else None, row.get("prepare_seconds", 0.0) if first else 0.0,
-                          job.name)
+                          job.name, job.record.macs(job.size))
         if row is None:
             continue
         finished.setdefault(job.name, []).append(row)

@@ -80,6 +80,7 @@ class BackboneJob:
     candidate: Candidate | None = None  # None: the backbone ``name`` (or the baseline) with ``weights``
     floor: bool = False  # also fit the backbone's linear probe on its cached features (bench.floor)
     deadline: float | None = None  # --budget: monotonic time after which the search starts no trial
+    cache_by: float | None = None  # --budget: monotonic time by which its caching must end, else it stops
 
     @staticmethod
     def candidates(run) -> list[Candidate]:
@@ -208,7 +209,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     notes: dict = {}
     x_train, x_val, y_train, y_val, shapes, *x_test = cached_features(
         source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None,
-        frozen_pass=job.frozen_pass, notes=notes)
+        frozen_pass=job.frozen_pass, notes=notes, cache_by=job.cache_by)
     n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,

@@ -80,7 +80,7 @@ def print_budgeted(label: str, timed: dict, spent: dict, rows: list[dict]) -> No
     print(f"{label}: {timed['wall_s']:.0f} s wall (the searches, final model included, used "
           f"{spent['spent_s']:.0f} s of {spent['budget_s']:.0f} s); caching passes {timed['caching_s']:.0f} s")
     prepared = spent.get("prepared", [])
-    print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s in prepared)}")
+    print(f"  cached, cheapest first: {', '.join(f'{n} ({s:.0f} s)' for n, s, *_ in prepared)}")
     for r in rows:
         if r.get("kind", "backbone") != "backbone":
             continue

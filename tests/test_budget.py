@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 import backbones
-from bench.budget import Budget, behind_leader, duration_text, racing_sentence
+from bench.budget import Budget, CachingWontFit, behind_leader, caching_watch, duration_text, racing_sentence
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.evaluate.leaderboard import format_leaderboard
@@ -57,12 +57,17 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     assert budget.deadline(4, False) == pytest.approx(now + 25, abs=0.5)
     assert budget.reserve(True) == 0.0  # no search seen yet
     # a first search of 40 s of which 30 s built and cached a 3-GMAC backbone, then two on its cache
-    budget.record(40.0, prepare=30.0, backbone="resnet50")
-    budget.record(30.0, backbone="resnet50")
-    budget.record(20.0, prepare=8.0, backbone="mobilenet_v2")
+    budget.record(40.0, prepare=30.0, backbone="resnet50", macs=3e9)
+    budget.record(30.0, backbone="resnet50", macs=3e9)
+    budget.record(20.0, prepare=8.0, backbone="mobilenet_v2", macs=0.3e9)
     assert budget.searches == [10.0, 30.0, 12.0]
     assert budget.reserve(True) == 12.0 and budget.reserve(False) == 0.0  # the median search, caching left out
-    assert budget.prepared == [["resnet50", 30.0], ["mobilenet_v2", 8.0]]  # first searches, in order
+    assert budget.prepared == [["resnet50", 30.0, 3e9], ["mobilenet_v2", 8.0, 0.3e9]]  # first searches, in order
+    assert budget.prepared_seconds("resnet50") == 30.0 and budget.prepared_seconds("vgg16") is None
+    # the fewest seconds a backbone's build and caching could take: at the fastest seconds per
+    # multiply-add so far (resnet50's 10 s per 10^9, not mobilenet_v2's 26.7)
+    assert budget.fastest_estimate(0.9e9) == (pytest.approx(9.0), "resnet50")
+    assert Budget(9.0, tmp_path, prepared=[["resnet50", 30.0]]).fastest_estimate(1e9) is None  # multiply-adds unknown
     budget.searches = [10.0, 30.0, 20.0]
     assert budget.deadline(4, True, kept=40.0) == pytest.approx(now + 10, abs=0.5)  # (100 - 20 - 40) / 4
     assert budget.deadline(1, True, kept=90.0) is None
@@ -80,6 +85,64 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     assert again.seconds == 100.0 and again.stopped == budget.stopped and again.spent_before >= 0
     assert again.searches == [10.0, 30.0, 20.0] and again.prepared == budget.prepared
     assert [duration_text(s) for s in (45, 600, 5400)] == ["45 s", "10 min", "1 h 30 min"]
+
+
+def test_caching_stops_when_its_own_pace_says_it_cannot_end_in_time(monkeypatch):
+    """From the second batch on, the pace of the batches after the first (which traces the
+    pass) projects the end; past the time given, it stops with the estimate."""
+    from bench import budget as budget_module
+
+    clock = [100.0]
+    monkeypatch.setattr(budget_module.time, "monotonic", lambda: clock[0])
+    watch = caching_watch(by=150.0, total=320)
+    clock[0] = 130.0
+    watch(32)  # the first batch took 30 s (tracing): no projection from it
+    clock[0] = 132.0
+    watch(64)  # 2 s for 32 images: 256 left take 16 s, ending at 148 <= 150
+    clock[0] = 136.0
+    with pytest.raises(CachingWontFit) as stopped:
+        watch(96)  # 6 s for 64 images: 224 left take 21 s, ending at 157 > 150
+    assert stopped.value.seconds == pytest.approx(36.0 + 21.0) and (stopped.value.measured, stopped.value.total) == (96, 320)
+    never = caching_watch(by=None, total=320)
+    clock[0] = 10_000.0
+    never(32), never(64)  # no budget: no check
+
+
+def test_a_backbone_whose_caching_cannot_end_in_time_is_stopped_and_the_run_goes_on(tmp_path, monkeypatch):
+    """The caching watch stops the second backbone while it caches: it gets a stopped row
+    saying why, no cache entry is left of it, and the run ranks the first backbone."""
+    from bench.run import execute, prepare_run
+    from bench.search import cache as cache_module
+
+    real = cache_module.caching_watch
+    calls = []
+
+    def watch_for(by, total):
+        calls.append(by)
+        if len(calls) == 1:  # the run's first backbone runs whatever the time
+            assert by is None
+            return real(by, total)
+
+        def watch(done):
+            if done >= 16:
+                raise CachingWontFit(45.0, done, total)
+        return watch
+
+    monkeypatch.setattr(cache_module, "caching_watch", watch_for)
+    data = make_folder(tmp_path / "data", {"a": 12, "b": 12}, size=48, seed=4)
+    run = prepare_run(RunConfig.from_dict(dict(
+        data=data, backbones=["mobilenet_v3_small", "mobilenet_v2"], weights="none", image_size=32,
+        out=tmp_path / "results", reports=tmp_path / "reports", name="w", max_trials=1, epochs=1, max_unfreeze=0,
+        baseline=False, floor=False, budget="10m", batch_size=8)))
+    table = execute(run)
+    assert calls[1] is not None  # the second backbone's caching was given a time to end by
+    rows = {r["backbone"]: r for r in table.to_dict("records")}
+    assert rows["mobilenet_v3_small"]["rank"] == 1
+    assert rows["mobilenet_v2"]["status"] == "stopped" and rows["mobilenet_v2"]["message"].startswith(
+        "not searched: caching its features would take about 45 s (its pace on 16 of ")
+    metas = [json.loads(p.read_text()) for p in (run.path / "cache").rglob("*.json")]
+    assert {m.get("backbone") for m in metas if "backbone" in m} == {"mobilenet_v3_small"}  # nothing half-written
+    assert list(json.loads((run.path / "budget.json").read_text())["stopped"]) == ["mobilenet_v2"]
 
 
 def test_a_trial_stops_with_the_epoch_in_which_its_deadline_passes():
@@ -136,6 +199,20 @@ def test_cheapest_first_round_by_round(tmp_path):
     todo = ordered[4:]  # folds 2 and 3
     assert design.kept_for(ordered[7], todo, budget) == pytest.approx(expected)  # vgg16's own fold
     assert design.kept_for(ordered[4], todo, budget) == pytest.approx(expected + 7.0 * 2)  # median search 7 s
+    # a backbone whose build and caching, even at the fastest pace so far, and one search do not
+    # fit in the time left is not started
+    small, dense = (backbones.get(n).macs(32) for n in ("mobilenet_v3_small", "densenet121"))
+    tight = Budget(60.0, tmp_path, start=time.monotonic())
+    assert design.too_costly(ordered[2], tight, kept=0.0) is None  # nothing cached yet: nothing known
+    tight.record(3.0, prepare=2.0, backbone="mobilenet_v3_small", macs=small)
+    why = design.too_costly(ordered[2], tight, kept=0.0)  # densenet121: ~47 x the multiply-adds
+    assert 2.0 * dense / small > 60 and why.startswith(
+        f"not searched: building it and caching its features would take at least {duration_text(2.0 * dense / small)} "
+        "(at mobilenet_v3_small's seconds per multiply-add, the fastest so far), more than the")
+    assert "the budget (60 s) had left for it" in why
+    roomy = Budget(600.0, tmp_path, start=time.monotonic(), prepared=tight.prepared, searches=tight.searches)
+    assert design.too_costly(ordered[2], roomy, kept=0.0) is None
+    assert design.too_costly(ordered[2], roomy, kept=600.0 - 2.0 * dense / small) is not None  # the reserves count
     single = prepare_run(RunConfig.from_dict({**common, "name": "s"}))
     assert [j.name for j in SingleSplit.cheapest_first(SingleSplit(single, FrozenPass()).jobs())] == cheapest
     assert backbones.get("vgg16").macs(112) == pytest.approx(15.347e9 / 4)  # scaled by the image area

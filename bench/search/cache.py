@@ -37,6 +37,7 @@ from bench.progress import step
 from bench.data.loading import augmented_batches, image_batches, label_indices, load_images
 from bench.faults import crash_point, durable_write
 from bench.atomic import sha256_file, write_json_atomic
+from bench.budget import caching_watch
 from bench.locks import file_lock
 from bench.search.features import FeatureRows
 from bench.search.runtime import FrozenPass
@@ -205,7 +206,7 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
 def cached_features(
     source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig,
     pool: list[dict] | None = None, with_test: bool = False, frozen_pass: FrozenPass = FrozenPass(),
-    notes: dict | None = None,
+    notes: dict | None = None, cache_by: float | None = None,
 ) -> tuple:
     """Features of train (+ augmented views) and val for every depth, cached, computed by
     ``frozen_pass`` (its runtime and precision; the cache keys on both).
@@ -218,6 +219,8 @@ def cached_features(
     (an outer fold, all in the pool), as a sixth element. ``notes``: a dict to fill with
     how the features were computed (``frozen_pass_runtime``; with OpenVINO its precision
     and parity, from the entries' sidecars, so also when they were cached earlier).
+    ``cache_by`` (``--budget``): the monotonic time by which caching must end, else it
+    stops and raises :class:`bench.budget.CachingWontFit` (:func:`bench.budget.caching_watch`).
 
     Returns ``(x_train, x_val, y_train, y_val, shapes[, x_test])``; the ``x`` are dicts
     by depth. Runs under a lock on the run's cache folder: processes sharing the run folder
@@ -225,10 +228,11 @@ def cached_features(
     others wait, then read them.
     """
     with file_lock(Path(run_dir) / "cache" / ".lock"):
-        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes)
+        return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes,
+                                cache_by)
 
 
-def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes):
+def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes, cache_by):
     base = source.base()
     fingerprint = source.fingerprint()
     cache = FeatureCache(run_dir / "cache")
@@ -267,9 +271,11 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
         else:
             prefix = source.prefix(depths, base, compute)
         out_shapes = [tuple(int(n) for n in o.shape[1:]) for o in prefix.outputs]
+    sizes = {part: len(rows[jobs[part][0]]) * (jobs[part][1] or 1) for part in todo}
+    watch, offset = caching_watch(cache_by, sum(sizes.values())), 0  # --budget: stop what cannot end in time
     for i, part in enumerate(todo):
         s, n_views = jobs[part]
-        n_images = len(rows[s]) * (n_views or 1)
+        n_images = sizes[part]
         writers = {d: cache.writer(keys[f"{part}@{d}"], (n_images, *shape), {**parts[f"{part}@{d}"], **sidecar})
                    for d, shape in zip(depths, out_shapes) if found[f"{part}@{d}"] is None}
         size = source.image_size
@@ -278,7 +284,11 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
         t0 = time.perf_counter()
         try:
             with step(f"{source.name}: caching {part} features", n_images) as progress:
-                for outputs in run_prefix(prefix, batches, progress=progress.update):
+                def update(done: int, at: int = offset) -> None:
+                    progress.update(done)
+                    watch(at + done)
+
+                for outputs in run_prefix(prefix, batches, progress=update):
                     for d, features in zip(depths, outputs):
                         if d in writers:
                             writers[d].write(features)
@@ -292,6 +302,7 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
             if i == 0 and j == 0:
                 crash_point("caching")  # tests: killed with one complete entry on disk
         log.info(f"{source.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
+        offset += n_images
 
     if notes is not None:
         notes.update(_frozen_pass_notes(cache, keys.values(), runtime))
