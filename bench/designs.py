@@ -312,17 +312,31 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     each backbone is freed after its last job. With ``--budget`` (:mod:`bench.budget`) the
     backbones of each round run cheapest first, each search gets its share of the time
     left, and jobs the budget stops are not run."""
-    from bench.budget import Budget, CachingWontFit
+    from bench.budget import Budget
+    from bench.collector import KeptBackbones
 
     design = design_for(run, frozen_pass)
     jobs = design.jobs(cluster)
-    finished: dict[str, list[dict]] = {}
     keep = sources is not None
     sources = {} if sources is None else sources  # each backbone built once for all of its jobs
     budget = Budget.open(run) if cluster is None else None
     if budget is not None:
         jobs = design.cheapest_first(jobs)
     last_use = {job.source_key: i for i, job in enumerate(jobs)}
+    kept = KeptBackbones()
+    try:
+        return _run_jobs(run, design, jobs, cluster, sources, keep, budget, last_use, kept)
+    finally:
+        if not keep:
+            sources.clear()
+        kept.release()
+
+
+def _run_jobs(run, design, jobs, cluster, sources, keep, budget, last_use, kept):
+    """:func:`run_design`'s loop over its jobs, then the ranking and the model to deploy."""
+    from bench.budget import CachingWontFit
+
+    finished: dict[str, list[dict]] = {}
     for i, job in enumerate(jobs):
         if budget is not None:
             job = design.budgeted(job, jobs[i:], finished, budget)
@@ -332,6 +346,7 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
             log.info(what)
         started, ran = time.monotonic(), not job.files.result_json.exists()
         cached = job.name in finished  # its backbone's cache is already written
+        built = job.source_key not in sources
         try:
             row = run_backbone(job, sources)
         except CachingWontFit as error:  # --budget: its caching would not end in time
@@ -340,6 +355,8 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
             continue
         if last_use[job.source_key] == i and not design.searches_winner_again and not keep:
             sources.pop(job.source_key, None)  # no later job needs this backbone: free its memory
+        elif built and job.source_key in sources and last_use[job.source_key] > i:
+            kept.keep()  # its folds to come: later collections need not walk it (bench.collector)
         if budget is not None:
             first = ran and not cached and row is not None
             budget.record(time.monotonic() - started if ran else None, row.get("prepare_seconds", 0.0) if first else 0.0,

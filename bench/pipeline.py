@@ -278,7 +278,8 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         return row
     if job.fold is not None:  # the fold's model predicts its held-out images from the cache, once
         crash_point("final")
-        metrics = evaluate_fold(load_trial_model(tuner, trial), trial.hyperparameters.get("unfreeze"), search.x_val,
+        model = tuner.head_predictor(trial) or load_trial_model(tuner, trial)  # numpy-trained heads predict in numpy
+        metrics = evaluate_fold(model, trial.hyperparameters.get("unfreeze"), search.x_val,
                                 search.x_test, job.split, out_dir, cfg.seed, cfg.batch_size, search.final)
         _record(row, trial, metrics)
         _probe(job, search)

@@ -160,3 +160,36 @@ def test_pooled_vectors_of_a_memory_mapped_split_stay_out_of_ram(tmp_path):
         np.testing.assert_array_equal(x[4000:4003], reduce(mapped[4000:4003].astype(np.float32), axis=(1, 2)))
         np.testing.assert_array_equal(x_val[[1, 2]], reduce(mapped[[7, 14]].astype(np.float32), axis=(1, 2)))
     assert peak - before < 40 * 2**20, f"private memory grew by {(peak - before) / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "flatten"])
+def test_a_fold_predicts_its_held_out_rows_in_numpy_as_its_keras_model_does(tmp_path, pooling):
+    """A numpy-trained head predicts a fold's held-out rows (memory-mapped, pooled by the
+    entry's memo) in numpy: the same probabilities as the trial's Keras model, to float32
+    rounding, and the fold's evaluation takes either."""
+    import keras
+    import keras_tuner as kt
+
+    from bench.evaluate.final import _as_probabilities, predict_proba
+    from bench.search.hypermodel import BenchHyperModel, TrialData, _after_pooling
+
+    rng = np.random.default_rng(5)
+    pool = rng.normal(size=(40, 3, 3, 8)).astype(np.float16)
+    entry = _entry(tmp_path, pool, "pool")
+    y = rng.integers(0, 2, 40)
+    data = TrialData({0: FeatureRows.of(entry, np.arange(0, 30))}, y[:30], {0: FeatureRows.of(entry, np.arange(30, 35))},
+                     y[30:35], n_classes=2, batch_size=8)
+    hp = kt.HyperParameters()
+    for name, value in {"pooling": pooling, "dense_layers": 1, "units_0": 16, "dropout_0": 0.3,
+                        "learning_rate": 1e-2, "unfreeze": 0}.items():
+        hp.Fixed(name, value)
+    hypermodel = BenchHyperModel([0], {0: (3, 3, 8)}, data, top_factory=None)
+    keras.utils.set_random_seed(2)
+    model = hypermodel.build(hp)
+    weights = _after_pooling(model).get_weights()
+    held_out = FeatureRows.of(entry, np.array([39, 35, 37, 36, 38]))  # a fold's rows, in its own order
+    by_numpy = _as_probabilities(hypermodel.predict_rows(hp, weights, held_out), 2)
+    by_keras = predict_proba(model, held_out, 2)
+    np.testing.assert_allclose(by_numpy, by_keras, rtol=1e-5, atol=1e-6)
+    assert by_numpy.shape == (5, 2) and np.allclose(by_numpy.sum(axis=1), 1.0)
+    assert np.ptp(by_numpy[:, 1]) > 1e-4  # the rows give different outputs: not a constant compared

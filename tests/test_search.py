@@ -4,6 +4,8 @@ failed trials, resume, and an end-to-end run on tiny synthetic data."""
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import keras
 import keras_tuner as kt
@@ -445,6 +447,36 @@ def test_damaged_cache_entry_is_detected_and_rebuilt(tmp_path, damage, caplog):
                    for r in caplog.records), caplog.messages
     third = cache.get_or_compute(parts, compute)  # the rebuilt entry is valid again
     assert len(calls) == 2 and np.array_equal(third["train@0"], first["train@0"])
+
+
+def test_an_unchanged_cache_entry_is_hashed_once_per_process(tmp_path, monkeypatch):
+    """The folds load each entry again and again: its checksum is computed once while the
+    file keeps its size, modification time and inode, but a file modified within the
+    file system's clock resolution of the check ("racy") is hashed again, and a change
+    is still caught."""
+    from bench.search import cache as cache_module
+
+    hashed = []
+    real = cache_module.sha256_file
+    monkeypatch.setattr(cache_module, "sha256_file", lambda p: hashed.append(p) or real(p))
+    cache = cache_module.FeatureCache(tmp_path / "results" / "run" / "cache")
+    parts = {"pool@0": {"backbone": "b", "cut": "x", "images": "abc"}}
+    cache.get_or_compute(parts, lambda: {"pool@0": np.arange(12, dtype=np.float32).reshape(3, 4)})
+    npy = next(cache.folder.glob("*.npy"))
+    key = npy.stem
+    hashed.clear()
+    assert cache.load(key) is not None and cache.load(key) is not None
+    assert len(hashed) == 2  # just written: racy, hashed each time
+    old = time.time() - 60
+    os.utime(npy, (old, old))
+    hashed.clear()
+    for _ in range(3):
+        assert cache.load(key) is not None
+    assert len(hashed) == 1  # unchanged for a minute: hashed once
+    data = bytearray(npy.read_bytes())
+    data[-1] ^= 0xFF
+    npy.write_bytes(bytes(data))  # a new modification time
+    assert cache.load(key) is None and not npy.exists()  # damaged: dropped, to be rebuilt
 
 
 def test_trial_ended_in_its_own_file_is_not_rerun_after_a_crash(tmp_path, monkeypatch):

@@ -102,7 +102,12 @@ def predict_proba(model: keras.Model, images, n_classes: int, batch_size: int = 
         chunks.append(np.asarray(predict_batch(model, batch)))
         if progress is not None:
             progress(sum(len(c) for c in chunks))
-    out = np.concatenate(chunks) if chunks else np.zeros((0, 1 if n_classes == 2 else n_classes))
+    return _as_probabilities(np.concatenate(chunks) if chunks else np.zeros((0, 1 if n_classes == 2 else n_classes)),
+                             n_classes)
+
+
+def _as_probabilities(out: np.ndarray, n_classes: int) -> np.ndarray:
+    """A model's outputs as (N, n_classes) probabilities: a sigmoid p becomes (1-p, p)."""
     if n_classes == 2:
         p = out.reshape(-1)
         return np.stack([1.0 - p, p], axis=1)
@@ -183,15 +188,19 @@ def evaluate_on_test(
     return evaluate_predictions(split, probabilities["val"], probabilities.get("test"), out_dir, seed, settings)
 
 
-def evaluate_fold(trial_model: keras.Model, depth: int, x_val: dict, x_test: dict, split, out_dir: Path, seed: int,
+def evaluate_fold(trial_model, depth: int, x_val: dict, x_test: dict, split, out_dir: Path, seed: int,
                   batch_size: int = 32, settings: FinalSettings | None = None) -> dict:
     """One outer fold of ``--cv``: the trial's model on the cached features of the fold's
     inner val images (calibration and thresholds) and of the images it held out (its
     out-of-fold predictions). Every cross-validated image is some fold's training image,
-    so its features are in the run's cache anyway; the backbone does not run again."""
+    so its features are in the run's cache anyway; the backbone does not run again.
+    ``trial_model``: a Keras model, or a function of the rows giving the model's outputs
+    (:meth:`bench.search.tuner.BenchTunerMixin.head_predictor`)."""
     n_classes = len(split.classes)
-    p_val = predict_proba(trial_model, x_val[depth], n_classes, batch_size)
-    p_test = predict_proba(trial_model, x_test[depth], n_classes, batch_size)
+    if isinstance(trial_model, keras.Model):
+        p_val, p_test = (predict_proba(trial_model, x[depth], n_classes, batch_size) for x in (x_val, x_test))
+    else:
+        p_val, p_test = (_as_probabilities(trial_model(x[depth]), n_classes) for x in (x_val, x_test))
     return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings)
 
 

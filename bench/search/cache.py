@@ -104,6 +104,30 @@ class EntryWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+#: Checksums of entries this process read: path -> (size, modification time, inode, sha256).
+_CHECKED: dict[str, tuple[int, int, int, str]] = {}
+#: A checksum is reused only for a file last modified this long before it was computed: a
+#: file system's clock can be coarse, so a write just after the check could keep the same
+#: modification time ("racy" entries are hashed again, as git does with its index).
+RACY_NS = 2 * 10**9
+
+
+def _checksum(npy: Path) -> str:
+    """An entry's sha256, computed once per process while the file is unchanged (its size,
+    modification time and inode): the folds of a run load each entry again and again, and
+    an Xception entry is a hundred megabytes to hash."""
+    st = npy.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    seen = _CHECKED.get(str(npy))
+    if seen is not None and seen[:3] == stamp:
+        return seen[3]
+    checked_at = time.time_ns()
+    digest = sha256_file(npy)
+    if checked_at - st.st_mtime_ns > RACY_NS:
+        _CHECKED[str(npy)] = (*stamp, digest)
+    return digest
+
+
 class FeatureCache:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -123,7 +147,7 @@ class FeatureCache:
             return False
         try:
             meta = json.loads(meta_path.read_text())
-            ok = npy.stat().st_size == meta["bytes"] and sha256_file(npy) == meta["sha256"]
+            ok = npy.stat().st_size == meta["bytes"] and _checksum(npy) == meta["sha256"]
         except (OSError, ValueError, KeyError):
             ok = False
         if not ok:

@@ -194,6 +194,17 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             self.hypermodel.load_head_weights(model, [saved[f"arr_{i}"] for i in range(len(saved.files))])
         return model
 
+    def head_predictor(self, trial) -> Callable[[object], np.ndarray] | None:
+        """Probabilities of ``trial``'s model on cached depth-0 rows, in numpy, when its
+        head was trained in numpy and saved as arrays (:meth:`BenchHyperModel.predict_rows`);
+        None for any other trial (its Keras model predicts)."""
+        arrays = kt_adapter.head_checkpoint_path(self, trial.trial_id)
+        if not arrays.exists() or trial.hyperparameters.get("unfreeze") != 0:
+            return None
+        with np.load(arrays) as saved:
+            weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        return lambda x: self.hypermodel.predict_rows(trial.hyperparameters, weights, x)
+
     def build_trial_model(self, hp):
         """The model of ``hp``, for a trial or for ``load_model``, in a cleared session.
 
