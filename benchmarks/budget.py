@@ -29,6 +29,11 @@ leading backbones (``--leaders a,b,c``, or the ``--top`` 3 of run 1, which then 
 
 ``--quick --finetune`` runs both on two small backbones at 64 px with a one-minute budget.
 
+``--demo N`` runs run 1 alone on ``bench demo-data --n N --size 256`` (2N synthetic
+phantom images instead of the brain MRI scans): how the ratio moves when the passes grow
+with the number of images and the fixed costs (start-up, building each backbone, the
+deployed model, the report) do not.
+
 Nothing is asserted; the figures are printed.
 """
 
@@ -118,6 +123,29 @@ def print_pick(lead: str, pick: dict | None, best: dict | None) -> None:
         print(f"{lead} nothing: no backbone finished its folds")
 
 
+def print_frozen(full: dict) -> None:
+    """Run 1's wall time against its backbones' passes over images."""
+    passes = full["caching_s"] + full["calibration_s"]
+    print(f"no budget, --max-unfreeze 0: {full['wall_s']:.0f} s wall; {passes:.0f} s in the backbones' passes over "
+          f"images (caching lines {full['caching_s']:.0f} s: one forward pass per image and backbone; BatchNorm "
+          f"statistics lines {full['calibration_s']:.0f} s): {full['wall_s'] / passes:.2f}x [target <= 1.3x]; "
+          f"{full['wall_s'] / full['caching_s']:.2f}x the caching lines alone")
+
+
+def demo(n: int, write_docs: bool) -> int:
+    """Run 1 on ``2 n`` synthetic phantom images (:func:`bench.data.demo.make_demo_data`)."""
+    from bench.data.demo import make_demo_data
+
+    with recording("budget_demo", write_docs), tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
+        data = make_demo_data(Path(tmp, "demo"), n=n, size=256, seed=0)
+        out = ["--data", str(data), "--backbones", "*", *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]
+        full = run([*out, "--name", "frozen", "--max-unfreeze", "0"], "no budget, --max-unfreeze 0")
+        print(f"# Every backbone under --cv 5 on {2 * n} synthetic phantom images (bench demo-data --n {n} --size 256; "
+              "weights none, each backbone at its default size)")
+        print_frozen(full)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -128,8 +156,11 @@ def main() -> int:
     parser.add_argument("--leaders", help="--finetune: these backbones (comma-separated) instead of run 1's best")
     parser.add_argument("--top", type=int, default=3, help="--finetune without --leaders: how many of run 1's best")
     parser.add_argument("--finetune-budget", default="30m")
+    parser.add_argument("--demo", type=int, metavar="N", help="run 1 alone, on N synthetic images per class")
     add_option(parser)
     opts = parser.parse_args()
+    if opts.demo:
+        return demo(opts.demo, opts.write_docs)
     small = ["--image-size", "64", "--max-trials", "3", "--epochs", "3"]
     chosen = ["--backbones", "mobilenet_v2,densenet121", *small] if opts.quick else ["--backbones", "*"]
     budget = "1m" if opts.quick else opts.budget
@@ -157,11 +188,7 @@ def main() -> int:
         print(f"# Every backbone under --cv 5 ({len(backbones)} backbones: "
               f"{', '.join(r['backbone'] for r in backbones)}; weights none, "
               f"{'64 px' if opts.quick else 'each at its default size'})")
-        passes = full["caching_s"] + full["calibration_s"]
-        print(f"no budget, --max-unfreeze 0: {full['wall_s']:.0f} s wall; {passes:.0f} s in the backbones' passes over "
-              f"images (caching lines {full['caching_s']:.0f} s: one forward pass per image and backbone; BatchNorm "
-              f"statistics lines {full['calibration_s']:.0f} s): {full['wall_s'] / passes:.2f}x [target <= 1.3x]; "
-              f"{full['wall_s'] / full['caching_s']:.2f}x the caching lines alone")
+        print_frozen(full)
         best = recommendation(frozen_rows)
         if best:
             print(f"  recommends {best['backbone']}: {interval(best)}")
