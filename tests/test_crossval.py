@@ -224,3 +224,19 @@ def test_tensorboard_hparams_name_the_fold_of_each_trial(cv_run):
     assert folds and all(label == folder for folder, label in folds.items())
     (final, _), = _hparams_sessions(next(run.glob("*/tuner/trial_*")) / "logs")  # the winner, searched again
     assert final["fold"] == "final"
+
+
+def test_a_fold_interval_stays_within_the_metric_range():
+    """Two outer folds far apart give a t interval (one degree of freedom) past 0 and 1;
+    the row reports it cut to the metric's range, and a well-inside interval unchanged."""
+    from bench.evaluate.crossval import fold_interval, fold_spread
+
+    raw = fold_interval([0.2, 0.9], 5)
+    assert raw[0] < 0 and raw[1] > 1  # what a user saw: an AUC interval of -1.4 to 2.3
+    rows = [{"status": "ok", **{f"test_{m}": v for m in ("roc_auc", "accuracy")}} for v in (0.2, 0.9)]
+    spread = fold_spread(rows, 5)
+    assert (spread["cv_roc_auc_fold_ci_low"], spread["cv_roc_auc_fold_ci_high"]) == (0.0, 1.0)
+    assert spread["cv_roc_auc_fold_mean"] == pytest.approx(0.55)
+    inside = [{"status": "ok", "test_roc_auc": v} for v in (0.80, 0.84, 0.78, 0.82, 0.81)]
+    low, high = fold_spread(inside, 5)["cv_roc_auc_fold_ci_low"], fold_spread(inside, 5)["cv_roc_auc_fold_ci_high"]
+    assert (low, high) == fold_interval([0.80, 0.84, 0.78, 0.82, 0.81], 5) and 0 < low < high < 1

@@ -208,13 +208,14 @@ def test_cv_report_has_the_cv_sections_in_order(cv_built):
 
 def _fold_cell(r: dict, metric: str, k: int) -> str:
     """The fold mean with its Nadeau-Bengio interval, computed here from the folds' own
-    scores: mean -/+ t(J-1) * sd * sqrt(1/J + 1/(k-1))."""
+    scores: mean -/+ t(J-1) * sd * sqrt(1/J + 1/(k-1)), cut to the metric's range [0, 1]."""
     from scipy.stats import t
 
     folds = np.array(r[f"cv_{metric}_folds"], dtype=float)
     mean, j = folds.mean(), len(folds)
     half = t.ppf(0.975, j - 1) * folds.std(ddof=1) * np.sqrt(1 / j + 1 / (k - 1))
-    return f"{formatting.num(mean)} ({formatting.num(mean - half, 2)}\u2013{formatting.num(mean + half, 2)})"
+    low, high = max(mean - half, 0.0), min(mean + half, 1.0)
+    return f"{formatting.num(mean)} ({formatting.num(low, 2)}\u2013{formatting.num(high, 2)})"
 
 
 def test_cv_summary_states_the_rule_the_estimate_and_the_holdout(cv_built):

@@ -106,7 +106,15 @@ def cv_metrics(oof: pd.DataFrame, classes: list[str], seed: int = 0) -> dict:
     return out
 
 
-def fold_interval(values, k: int, level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
+#: The range of every metric given a fold interval (:data:`CI_METRICS`: proportions, areas
+#: under curves and the Brier score). With two or three folds the t interval can reach past
+#: it (an AUC interval from -1.4 to 2.3 after two folds); the reported interval is cut to it,
+#: which can only make it cover more often.
+METRIC_RANGE = (0.0, 1.0)
+
+
+def fold_interval(values, k: int, level: float = 0.95,
+                  bounds: tuple[float, float] | None = None) -> tuple[float, float] | tuple[None, None]:
     """The Nadeau-Bengio corrected interval of the mean of ``values``, one metric of each
     outer fold of a ``k``-fold CV (all repeats): ``mean -/+ t_{J-1} * sd * sqrt(1/J + 1/(k-1))``
     for ``J`` values (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest` on the
@@ -114,12 +122,15 @@ def fold_interval(values, k: int, level: float = 0.95) -> tuple[float, float] | 
     variance counts how much the model changes with its training images, which is what an
     interval about a model trained on all of them needs; ``benchmarks/validity.py``
     measures how often it covers the deployed model's value. ``(None, None)`` with fewer
-    than two values."""
+    than two values. ``bounds``: the metric's range, which the interval is cut to."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if len(v) < 2 or k < 2:
         return None, None
     test = corrected_resampled_ttest(v, n_train=k - 1, n_test=1, level=level)
-    return float(test.ci_low), float(test.ci_high)
+    low, high = float(test.ci_low), float(test.ci_high)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return low, high
 
 
 def fold_spread(fold_rows: list[dict], k: int) -> dict:
@@ -132,7 +143,7 @@ def fold_spread(fold_rows: list[dict], k: int) -> dict:
         values = values[~np.isnan(values)]
         out[f"cv_{metric}_fold_mean"] = float(values.mean()) if len(values) else None
         out[f"cv_{metric}_fold_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
-        out[f"cv_{metric}_fold_ci_low"], out[f"cv_{metric}_fold_ci_high"] = fold_interval(values, k)
+        out[f"cv_{metric}_fold_ci_low"], out[f"cv_{metric}_fold_ci_high"] = fold_interval(values, k, bounds=METRIC_RANGE)
         out[f"cv_{metric}_folds"] = [None if np.isnan(v) else float(v) for v in values.tolist()]
     return out
 
