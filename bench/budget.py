@@ -26,7 +26,8 @@ Four rules, all written into the run folder (``budget.json``) and kept by ``--re
   batch left out: it traces the pass) projects the end of its caching past that time.
   Multiply-adds alone predict seconds badly (ConvNeXt's are several times slower than
   VGG16's on a CPU), so the first check only rules out what cannot fit, and the measured
-  pace decides.
+  pace decides. A backbone whose features an earlier run (or process) already cached is
+  estimated all the same: the first check can then skip what would have been quick.
 * **Racing** (``--cv``): after each round of outer folds, every backbone is compared with
   the leader (the best fold mean of the objective's metric) on the folds both finished, by
   the corrected resampled t-test (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest`,
