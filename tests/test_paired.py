@@ -217,3 +217,33 @@ def test_nan_p_values_pass_through_holm_in_pairwise_tests(monkeypatch):
     ab, ag, bg = tests
     assert math.isnan(ag.delong_p_holm) and math.isnan(bg.delong_p_holm)
     assert ab.delong_p_holm == pytest.approx(ab.delong_p)  # adjusted among the one defined p-value
+
+
+def test_each_model_is_resampled_once_across_its_pairs_with_the_same_results(monkeypatch):
+    """Every pair draws the same resamples, so a model's resampled AUCs are computed once
+    for all its pairs; the differences are those of resampling each pair on its own."""
+    from bench.evaluate import paired
+    from bench.evaluate.resampling import Ranked, group_codes, resample_weights
+
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 80)
+    models = {name: np.clip(0.5 + shift * (y - 0.5) + rng.normal(0, 0.3, 80), 0, 1)
+              for name, shift in (("a", 0.6), ("b", 0.3), ("c", 0.1))}
+    groups = np.repeat(np.arange(40), 2)
+    paired._RESAMPLED.clear()
+    drawn = []
+    monkeypatch.setattr(paired, "resample_weights", lambda *a, **k: drawn.append(1) or resample_weights(*a, **k))
+    pairs = [("a", "b"), ("a", "c"), ("b", "c")]
+    results = {p: paired.paired_bootstrap_auc(y, models[p[0]], models[p[1]], n_resamples=400, seed=3, groups=groups)
+               for p in pairs}
+    assert len(drawn) == 3  # one resampling per model, not one per model and pair
+    codes = group_codes(groups, 80)
+    for first, second in pairs:  # each pair on its own, chunk by chunk
+        ra, rb = (Ranked.build(models[m], y == 1) for m in (first, second))
+        diffs = np.concatenate([ra.auc(w) - rb.auc(w) for w in resample_weights(np.random.default_rng(3), 80, 400, codes)])
+        diffs = diffs[~np.isnan(diffs)]
+        low, high = np.percentile(diffs, [2.5, 97.5])
+        out = results[(first, second)]
+        assert out["ci_low"] == pytest.approx(low) and out["ci_high"] == pytest.approx(high)
+        assert out["p_value"] == pytest.approx(min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))))
+    assert results[("a", "c")]["diff"] > 0.1  # a clear difference: not comparing constants
