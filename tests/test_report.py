@@ -372,6 +372,31 @@ def test_figures_are_reproducible():
     assert (np.random.get_state()[1] == state).all()  # numpy's global generator is left as it was
 
 
+def test_every_backbone_has_its_own_colour_and_the_learning_rate_axis_is_legible():
+    """All eleven backbones in one figure: eleven different colours (the colour-blind
+    palette has ten and repeats its first); the learning-rate axis labels decades only
+    (its minor labels ran into each other) and the legend sits beside the points."""
+    from bench.report import figures
+
+    names = [f"backbone{i}" for i in range(11)]
+    colours = figures.backbone_colours(names)
+    assert len({tuple(np.round(c, 6)) for c in colours.values()}) == 11
+    assert len({tuple(np.round(c, 6)) for c in figures.backbone_colours(names[:3]).values()}) == 3
+    rng = np.random.default_rng(0)
+    trials = pd.DataFrame({"backbone": np.repeat(names, 4), "learning_rate": 10 ** rng.uniform(-3.6, -2.3, 44),
+                           "val_auc": rng.uniform(0.4, 0.9, 44)})
+    with figures.style():
+        fig = figures.search_learning_rate(trials, "val_auc", colours)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+        assert len(shown) >= 2  # at least two decades labelled
+        legend = ax.get_legend().get_window_extent()
+        assert legend.x0 >= ax.get_window_extent().x1  # beside the axes, not over the points
+
+
 def test_missing_optional_files(tmp_path, no_figures):
     """A damaged but readable run: no split.json or dataset.json, one backbone without its
     predictions, history and trials.csv. The report says what is missing instead of failing."""

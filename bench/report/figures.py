@@ -76,10 +76,13 @@ def as_figure(key: str, fig, title: str, caption: str):
 
 
 def backbone_colours(names: Sequence[str]) -> dict[str, tuple]:
+    """A colour per backbone, each its own: seaborn's colour-blind palette for up to its
+    10 colours (asked for more, it starts again from the first), evenly spaced hues for
+    more backbones (all eleven registered ones)."""
     import seaborn as sns
 
-    palette = sns.color_palette("colorblind", max(len(names), 1))
-    if len(names) > len(palette):  # pragma: no cover - colorblind has 10 colours
+    palette = sns.color_palette("colorblind")
+    if len(names) > len(palette):
         palette = sns.color_palette("husl", len(names))
     return {name: palette[i] for i, name in enumerate(names)}
 
@@ -362,6 +365,7 @@ def decision_curves(reports: dict[str, dict], classes: Sequence[str], colours: d
 def search_learning_rate(trials: pd.DataFrame, objective: str, colours: dict):
     """Objective of every completed trial against its learning rate (log scale)."""
     import seaborn as sns
+    from matplotlib.ticker import NullFormatter
 
     if trials.empty or "learning_rate" not in trials or trials["learning_rate"].isna().all():
         return None
@@ -369,9 +373,14 @@ def search_learning_rate(trials: pd.DataFrame, objective: str, colours: dict):
     sns.scatterplot(data=trials, x="learning_rate", y=objective, hue="backbone", palette=colours, s=45, ax=ax,
                     edgecolor="white", linewidth=0.5, alpha=0.9)
     ax.set_xscale("log")
+    rates = trials["learning_rate"].dropna().astype(float)
+    rates = rates[rates > 0]
+    if len(rates):  # from decade to decade, so that at least two are labelled
+        ax.set_xlim(10.0 ** math.floor(math.log10(rates.min())), 10.0 ** math.ceil(math.log10(rates.max()) + 1e-9))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the decades only: minor ones overlap
     ax.set(title=f"{OBJECTIVE_LABELS.get(objective, objective)} against learning rate", xlabel="learning rate",
            ylabel=OBJECTIVE_LABELS.get(objective, objective))
-    ax.legend(fontsize=7.5, title=None, loc="best")
+    ax.legend(fontsize=7.5, title=None, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the points
     return fig
 
 
