@@ -470,3 +470,31 @@ def test_single_split_and_cv_runs_render_through_one_context_and_one_template_pa
     assert single["folds"] is None and cv["folds"]["figures"]
     assert [s["title"] for s in cv["nav"]] == CV_SECTIONS
     assert [s["title"] for s in single["nav"]] == [s for s in CV_SECTIONS if s != "Cross-validation"]
+
+
+@pytest.mark.parametrize("n_backbones", [3, 11])
+def test_the_roc_legend_stays_off_the_curves(n_backbones):
+    """Up to five backbones the legend sits in the panel's corner; with more (eleven in an
+    all-backbone run) it goes under the panels in two columns, not over the curves."""
+    from bench.report import figures
+    from bench.report.folds_figures import roc_bands
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    names = [f"backbone{i}" for i in range(n_backbones)]
+    oof = {}
+    for i, name in enumerate(names):
+        p = np.clip(0.5 + (0.1 + 0.03 * i) * (y - 0.5) + rng.normal(0, 0.25, 60), 0.01, 0.99)
+        oof[name] = pd.DataFrame({"label": np.where(y == 1, "yes", "no"), "prob_no": 1 - p, "prob_yes": p,
+                                  "group": np.arange(60)})
+    with figures.style():
+        fig = roc_bands(oof, ["no", "yes"], figures.backbone_colours(names), {n: "AUC" for n in names})
+        fig.canvas.draw()
+        first = fig.axes[0]
+        if n_backbones <= 5:
+            assert first.get_legend() is not None and not fig.legends
+        else:
+            assert first.get_legend() is None and len(fig.legends) == 1
+            legend = fig.legends[0]
+            assert len(legend.get_texts()) == n_backbones + 1  # and "chance"
+            assert legend.get_window_extent().y1 <= min(ax.get_window_extent().y0 for ax in fig.axes)

@@ -8,6 +8,7 @@ Same conventions as :mod:`bench.report.figures`: plain data in, a matplotlib Fig
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,8 @@ from bench.tables import probability_matrix
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 #: Group-bootstrap resamples behind a ROC band.
 ROC_RESAMPLES = 1000
+#: Backbones whose ROC legend fits inside the panel; more go in two columns under it.
+LEGEND_INSIDE = 5
 REPEAT_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -105,7 +108,9 @@ def roc_bands(oof: dict[str, pd.DataFrame], classes: Sequence[str], colours: dic
         return None
     names = list(bands)
     panels = [names, names[:2]] if len(names) > 2 else [names]
-    fig, axes = new_figure(WIDTH if len(panels) > 1 else WIDTH * 0.55, 3.9, ncols=len(panels), sharey=True)
+    below = len(names) > LEGEND_INSIDE  # a long legend goes under the panels, off the curves
+    height = 3.9 + (0.17 * math.ceil((len(names) + 1) / 2) + 0.2 if below else 0.0)
+    fig, axes = new_figure(WIDTH if len(panels) > 1 else WIDTH * 0.55, height, ncols=len(panels), sharey=True)
     what = f"positive class: {shown(classes[1])}" if len(classes) == 2 else "one-vs-rest, micro-averaged"
     for ax, shown_names in zip(axes, panels):
         for name in shown_names:
@@ -118,7 +123,11 @@ def roc_bands(oof: dict[str, pd.DataFrame], classes: Sequence[str], colours: dic
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="1 \u2212 specificity (false positive rate)")
         ax.set_aspect("equal")
     axes[0].set(title=f"Out-of-fold ROC ({what})", ylabel="sensitivity (true positive rate)")
-    axes[0].legend(fontsize=7.5, loc="lower right")
+    if below:
+        fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7.5, loc="outside lower center", ncols=2,
+                   frameon=False)
+    else:
+        axes[0].legend(fontsize=7.5, loc="lower right")
     if len(panels) > 1:
         axes[1].set_title(f"The two best: {names[0]}, {names[1]}")
     return fig
