@@ -19,15 +19,14 @@ Four rules, all written into the run folder (``budget.json``) and kept by ``--re
 * **Caching that fits.** A backbone's first search also builds it and caches its
   features, which no search deadline interrupts; the run's first backbone always runs.
   Any other is given the time left (after the reserves above, and one search's time kept
-  for its own search) for that, and is stopped, with its cache entries discarded, as soon
-  as it is clear that it cannot make it: before it is built, when even the fastest pace
-  seen so far (seconds per multiply-add of one image, over the backbones already cached)
-  would not fit; and while caching, from its second batch on, when its own pace (the first
-  batch left out: it traces the pass) projects the end of its caching past that time.
-  Multiply-adds alone predict seconds badly (ConvNeXt's are several times slower than
-  VGG16's on a CPU), so the first check only rules out what cannot fit, and the measured
-  pace decides. A backbone whose features an earlier run (or process) already cached is
-  estimated all the same: the first check can then skip what would have been quick.
+  for its own search) for that, and is stopped, with its cache entries discarded, once its
+  own pace says it cannot make it: from its second batch on, the pace of its batches after
+  the first (which traces the pass) projects the end of its caching past that time. The
+  pace is measured, not predicted: seconds per multiply-add differ several-fold between
+  architectures (ConvNeXt's are several times VGG16's on a CPU), and on small networks
+  fixed costs (building, tracing) dominate, so no estimate from the backbones cached
+  before is a bound. A backbone whose features are already cached does not pass over
+  its images, and is not stopped.
 * **Racing** (``--cv``): after each round of outer folds, every backbone is compared with
   the leader (the best fold mean of the objective's metric) on the folds both finished, by
   the corrected resampled t-test (:func:`~bench.evaluate.comparisons.corrected_resampled_ttest`,
@@ -123,16 +122,6 @@ class Budget:
     def prepared_seconds(self, name: str) -> float | None:
         """Seconds ``name``'s first search spent building and caching it (None before)."""
         return next((float(seconds) for backbone, seconds, *_ in self.prepared if backbone == name), None)
-
-    def fastest_estimate(self, macs: float) -> tuple[float, str] | None:
-        """The fewest seconds a backbone of ``macs`` multiply-adds per image could take to
-        be built and cached, at the fastest pace (seconds per multiply-add) of those cached
-        so far, and the backbone that set it; None before any (see the module notes)."""
-        known = [(float(seconds) / float(m[0]), name) for name, seconds, *m in self.prepared if m and m[0]]
-        if not known:
-            return None
-        pace, name = min(known)
-        return pace * float(macs), name
 
     def deadline(self, remaining: int, searches_winner_again: bool, kept: float = 0.0) -> float | None:
         """The monotonic time at which the next search stops starting trials: its equal

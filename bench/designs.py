@@ -70,27 +70,8 @@ class Design:
             return None
         if job.name in finished:  # cached already
             return replace(job, deadline=deadline)
-        if (why := self.too_costly(job, budget, kept)) is not None:
-            budget.stop(job.name, why)
-            return None
         cache_by = time.monotonic() + budget.free(self.searches_winner_again, kept) - budget.search_estimate()
         return replace(job, deadline=deadline, cache_by=cache_by)
-
-    def too_costly(self, job: BackboneJob, budget, kept: float) -> str | None:
-        """Why ``job``'s backbone is not built and cached (its first search) when even at
-        the fastest pace seen so far that and one search would not fit in the time left
-        (:mod:`bench.budget`, "Caching that fits"); None when it might, or nothing is
-        known yet."""
-        from bench.budget import duration_text
-
-        estimate = budget.fastest_estimate(job.record.macs(job.size))
-        free = budget.free(self.searches_winner_again, kept)
-        if estimate is None or estimate[0] + budget.search_estimate() <= free:
-            return None
-        seconds, pace_of = estimate
-        return (f"not searched: building it and caching its features would take at least {duration_text(seconds)} "
-                f"(at {pace_of}'s seconds per multiply-add, the fastest so far), more than the "
-                f"{duration_text(max(0.0, free))} the budget ({duration_text(budget.seconds)}) had left for it")
 
     @staticmethod
     def wont_fit(job: BackboneJob, budget, error) -> None:
