@@ -84,8 +84,8 @@ class Budget:
     start: float = field(default_factory=time.monotonic)
     #: seconds of each search after its preparation (the trials and the evaluation)
     searches: list[float] = field(default_factory=list)
-    #: [backbone, seconds its first search spent building it and caching its features,
-    #: multiply-adds of one image], in the order they ran
+    #: [backbone, seconds its first search spent building it and caching its features], in
+    #: the order they ran
     prepared: list[list] = field(default_factory=list)
 
     @classmethod
@@ -132,15 +132,13 @@ class Budget:
             return None
         return time.monotonic() + free / max(1, remaining)
 
-    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None,
-               macs: float | None = None) -> None:
+    def record(self, seconds: float | None = None, prepare: float = 0.0, backbone: str | None = None) -> None:
         """Note a finished search's ``seconds``, of which ``prepare`` built and cached
-        ``backbone`` (of ``macs`` multiply-adds per image) the first time; save the clock
-        and the decisions."""
+        ``backbone`` the first time; save the clock and the decisions."""
         if seconds is not None:
             self.searches.append(round(max(0.0, float(seconds) - prepare), 3))
             if backbone is not None and self.prepared_seconds(backbone) is None:
-                self.prepared.append([backbone, round(float(prepare), 3), macs])
+                self.prepared.append([backbone, round(float(prepare), 3)])
         write_json_atomic(self.path / BUDGET_JSON, {
             "budget_s": self.seconds, "spent_s": round(self.elapsed(), 3), "stopped": self.stopped,
             "searches": self.searches, "prepared": self.prepared})

@@ -341,7 +341,7 @@ def _run_jobs(run, design, jobs, cluster, sources, keep, budget, last_use, kept)
         if budget is not None:
             first = ran and not cached and row is not None
             budget.record(time.monotonic() - started if ran else None, row.get("prepare_seconds", 0.0) if first else 0.0,
-                          job.name, job.record.macs(job.size))
+                          job.name)
         if row is None:
             continue
         finished.setdefault(job.name, []).append(row)

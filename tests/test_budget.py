@@ -57,12 +57,12 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     assert budget.deadline(4, False) == pytest.approx(now + 25, abs=0.5)
     assert budget.reserve(True) == 0.0  # no search seen yet
     # a first search of 40 s of which 30 s built and cached a 3-GMAC backbone, then two on its cache
-    budget.record(40.0, prepare=30.0, backbone="resnet50", macs=3e9)
-    budget.record(30.0, backbone="resnet50", macs=3e9)
-    budget.record(20.0, prepare=8.0, backbone="mobilenet_v2", macs=0.3e9)
+    budget.record(40.0, prepare=30.0, backbone="resnet50")
+    budget.record(30.0, backbone="resnet50")
+    budget.record(20.0, prepare=8.0, backbone="mobilenet_v2")
     assert budget.searches == [10.0, 30.0, 12.0]
     assert budget.reserve(True) == 12.0 and budget.reserve(False) == 0.0  # the median search, caching left out
-    assert budget.prepared == [["resnet50", 30.0, 3e9], ["mobilenet_v2", 8.0, 0.3e9]]  # first searches, in order
+    assert budget.prepared == [["resnet50", 30.0], ["mobilenet_v2", 8.0]]  # first searches, in order
     assert budget.prepared_seconds("resnet50") == 30.0 and budget.prepared_seconds("vgg16") is None
     budget.searches = [10.0, 30.0, 20.0]
     assert budget.deadline(4, True, kept=40.0) == pytest.approx(now + 10, abs=0.5)  # (100 - 20 - 40) / 4

@@ -29,6 +29,8 @@ from bench.search import head_training
 from bench.search.trainer import train
 
 POOLINGS = ("avg", "max", "flatten")
+#: The reduction over the map of each global pooling (what Keras' layers compute).
+POOL_REDUCE = {"avg": np.mean, "max": np.max}
 UNITS = (32, 64, 128, 256)
 MAX_DENSE = 2
 LR_MIN, LR_MAX = 1e-4, 1e-2
@@ -59,7 +61,7 @@ class TrialData:
         if depth or pooling not in ("avg", "max"):
             return self.x_train[depth], self.x_val[depth]
         if pooling not in self._pooled:
-            reduce = np.mean if pooling == "avg" else np.max
+            reduce = POOL_REDUCE[pooling]
             self._pooled[pooling] = tuple(pooled(a, reduce) for a in (self.x_train[0], self.x_val[0]))
         return self._pooled[pooling]
 
@@ -251,7 +253,7 @@ class BenchHyperModel(kt.HyperModel):
         per fold)."""
         pooling, dense = head_spec(hp, self.flatten_hidden)
         if pooling in ("avg", "max"):
-            x = pooled(x, np.mean if pooling == "avg" else np.max)
+            x = pooled(x, POOL_REDUCE[pooling])
         head = head_training.DenseHead(weights, [rate for _, rate in dense], binary=self.data.n_classes == 2)
         return head.predict(head_training.as_matrix(x))
 

@@ -190,8 +190,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         if not arrays.exists():
             return super().load_model(trial)
         model = self.build_trial_model(trial.hyperparameters)
-        with np.load(arrays) as saved:
-            self.hypermodel.load_head_weights(model, [saved[f"arr_{i}"] for i in range(len(saved.files))])
+        self.hypermodel.load_head_weights(model, load_arrays(arrays))
         return model
 
     def head_predictor(self, trial) -> Callable[[object], np.ndarray] | None:
@@ -201,8 +200,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         arrays = kt_adapter.head_checkpoint_path(self, trial.trial_id)
         if not arrays.exists() or trial.hyperparameters.get("unfreeze") != 0:
             return None
-        with np.load(arrays) as saved:
-            weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        weights = load_arrays(arrays)
         return lambda x: self.hypermodel.predict_rows(trial.hyperparameters, weights, x)
 
     def build_trial_model(self, hp):
@@ -294,6 +292,12 @@ def save_arrays(path: Path, arrays: list) -> None:
     to an open file)."""
     with open(path, "wb") as fh:
         np.savez(fh, *arrays)
+
+
+def load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays :func:`save_arrays` wrote to ``path``, in order."""
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def register_directions(trial, metrics: dict, objective: str) -> None:
