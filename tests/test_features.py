@@ -65,6 +65,41 @@ def test_the_folds_of_one_entry_pool_it_once_and_get_their_own_rows(tmp_path, mo
     assert pooled_files == [40, 40, 6, 6, 40] and len(features._POOLED) == 1
 
 
+def test_the_folds_of_one_entry_widen_it_to_float32_once_and_get_their_own_rows(tmp_path, monkeypatch):
+    """A numpy-trained head reads its split whole (:func:`matrix`): the entry is widened
+    once per process, each fold takes its rows of it, numbers as widening them alone; an
+    entry over the kept bytes is read as its rows are asked for and not kept."""
+    from bench.search import features
+    from bench.search.features import matrix
+
+    monkeypatch.setattr(features, "_MATRICES", type(features._MATRICES)())
+    rng = np.random.default_rng(3)
+    pool = rng.normal(size=(30, 2, 2, 4)).astype(np.float16)
+    entry = _entry(tmp_path, pool, "pool")
+    folds = [np.array([7, 1, 29, 2]), np.arange(10, 25), np.array([0])]
+    for fold in folds:
+        got = matrix(FeatureRows.of(entry, fold))
+        np.testing.assert_array_equal(got, pool[fold].astype(np.float32).reshape(len(fold), -1))
+        assert got.flags.c_contiguous and got.dtype == np.float32
+        got[:] = 0  # a fold's rows are its own: the kept entry is not written through them
+    assert len(features._MATRICES) == 1  # widened once, for the three folds
+    kept = next(iter(features._MATRICES.values()))
+    np.testing.assert_array_equal(kept, pool.astype(np.float32).reshape(30, -1))
+    with pytest.raises(ValueError):
+        kept[0, 0] = 1.0  # read-only: shared by every fold
+    # two segments (the entry's rows, then another entry whole) read in order
+    views = _entry(tmp_path, rng.normal(size=(3, 2, 2, 4)).astype(np.float16), "views")
+    both = matrix(FeatureRows([(entry, folds[0]), (views, None)]))
+    np.testing.assert_array_equal(both, np.asarray(FeatureRows([(entry, folds[0]), (views, None)])).reshape(7, -1))
+    assert len(features._MATRICES) == 2
+    # bounded in bytes: an entry larger than the bound is read row by row and not kept
+    monkeypatch.setattr(features, "MATRIX_BYTES", 4 * 30 * 16 - 1)
+    features._MATRICES.clear()
+    got = matrix(FeatureRows.of(entry, folds[1]))
+    np.testing.assert_array_equal(got, pool[folds[1]].astype(np.float32).reshape(len(folds[1]), -1))
+    assert not features._MATRICES
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))

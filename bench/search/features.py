@@ -29,6 +29,14 @@ batch, which makes an epoch several times slower than ``pread``. A cache entry i
 whole, once per process and pooling, whatever rows of it are asked for: the folds of a
 cross-validation (and their linear probes) index one entry's pooled file by their rows,
 rather than each pooling its own rows again.
+
+A trial that reads all of its rows at once (a dense head trained in numpy, see
+:mod:`bench.search.head_training`) gets them from :func:`matrix`: a whole cache entry
+widened to float32 once per process and kept in RAM while the kept ones hold at most
+:data:`MATRIX_BYTES`, each fold (and the deployed model's search) taking its rows of it.
+Widening float16 is the slow part of reading a flattened map (numpy converts value by
+value, several times slower than copying the floats), so it is done once per entry, not
+once per fold.
 """
 
 from __future__ import annotations
@@ -52,6 +60,10 @@ POOL_CHUNK = 256
 #: kept for later calls (:func:`pooled`), the most recently used first: every backbone of
 #: a run on a few thousand images, two entries at a time of one on 50,000.
 POOLED_BYTES = 2**30
+#: Bytes of whole cache entries kept in RAM as float32 matrices (:func:`matrix`), the
+#: most recently used first: every backbone's flattened map of a run on a few hundred
+#: images; an entry larger than this is read row by row, as before, and not kept.
+MATRIX_BYTES = 2**30
 _PAGE = mmap.PAGESIZE
 
 
@@ -287,3 +299,45 @@ def _pooled_entry(array: np.memmap, reduce) -> RowFile:
     while len(_POOLED) > 1 and sum(size(f) for f in _POOLED.values()) > POOLED_BYTES:
         _POOLED.popitem(last=False)  # files still read by some rows stay open with them
     return pooled_file
+
+
+_MATRICES: OrderedDict = OrderedDict()  # entry key -> the whole entry as a float32 matrix
+
+
+def matrix(x) -> np.ndarray:
+    """All rows of ``x`` (an array or FeatureRows) as one C-contiguous float32 matrix, a
+    row per image (a feature map flattened as ``keras.layers.Flatten`` does, channels last).
+
+    Rows of whole memory-mapped cache entries are taken from the entry's float32 matrix
+    (:func:`_entry_matrix`), widened once per process; the values are those of widening
+    the rows alone."""
+    if isinstance(x, FeatureRows) and len(x) and all(_entry_key(a) is not None for a, _ in x.segments):
+        kept = [(_entry_matrix(a), rows) for a, rows in x.segments]
+        if all(m is not None for m, _ in kept):
+            parts = [m if rows is None else m[rows] for m, rows in kept]
+            return parts[0] if len(parts) == 1 and kept[0][1] is not None else np.concatenate(parts)
+    array = np.asarray(x if isinstance(x, np.ndarray) else x[:], dtype=np.float32)
+    return np.ascontiguousarray(array.reshape(len(array), -1))
+
+
+def _entry_matrix(array: np.memmap) -> np.ndarray | None:
+    """The whole entry ``array`` as a float32 matrix in RAM, computed on first use and
+    kept while the kept ones hold at most :data:`MATRIX_BYTES`; None when the entry alone
+    is larger (its rows are then read as they are asked for)."""
+    n_bytes = 4 * int(np.prod(array.shape, dtype=np.int64))
+    if n_bytes > MATRIX_BYTES:
+        return None
+    key = _entry_key(array)
+    if key in _MATRICES:
+        _MATRICES.move_to_end(key)
+        return _MATRICES[key]
+    while _MATRICES and sum(m.nbytes for m in _MATRICES.values()) + n_bytes > MATRIX_BYTES:
+        _MATRICES.popitem(last=False)
+    whole = np.empty((len(array), int(np.prod(array.shape[1:]))), np.float32)
+    for start in range(0, len(array), POOL_CHUNK):  # the mapping's pages let go as it is read
+        rows = FeatureRows.of(array, np.arange(start, min(start + POOL_CHUNK, len(array))))
+        whole[start : start + len(rows)] = rows[:].reshape(len(rows), -1)
+        rows.release()
+    whole.flags.writeable = False  # shared by every fold: nobody writes into it
+    _MATRICES[key] = whole
+    return whole

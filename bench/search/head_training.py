@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 
+from bench.search.features import matrix
 from bench.search.trainer import Epochs, NonFiniteLoss, sample_cross_entropy, sample_weights, targets
 
 #: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
@@ -86,9 +87,9 @@ def head_layers(model) -> list[tuple[str, float]] | None:
 
 def as_matrix(rows) -> np.ndarray:
     """All of ``rows`` (an array or FeatureRows) as one float32 matrix, a row per image
-    (a feature map flattened as ``keras.layers.Flatten`` does, channels last)."""
-    array = np.asarray(rows if isinstance(rows, np.ndarray) else rows[:], dtype=np.float32)
-    return np.ascontiguousarray(array.reshape(len(array), -1))
+    (a feature map flattened as ``keras.layers.Flatten`` does, channels last; see
+    :func:`bench.search.features.matrix`)."""
+    return matrix(rows)
 
 
 def size_fits(x, x_val, units: list[int], n_out: int) -> bool:
