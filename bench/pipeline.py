@@ -216,6 +216,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
         class_weight=balanced_class_weight(y_train, n_classes) if cfg.class_weights and not job.baseline else None,
         batch_size=cfg.batch_size, patience=cfg.trial_epochs if job.baseline else cfg.patience,
         objective=cfg.objective,  # the notebook trained every epoch; its best epoch is restored
+        order_seed=cfg.seed,  # every trial of the search sees the same batches
     )
     hypermodel = BenchHyperModel(depths, shapes, data, source.top,  # the notebook's recipe is what it is
                                  max_head_weights=None if job.baseline else cfg.max_head_weights)
@@ -295,7 +296,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
                                              search.final, None if evaluated is model else evaluated, features))
         row["params_total"] = int(model.count_params())
         row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        row.update(measure_latency(evaluated, size))
+        row.update(measure_latency(evaluated, size, known={32: source.batch_ms(32)}))
         _probe(job, search, features.get("test"))
     write_result(result_path, row)  # after the probe's: a finished backbone has its probe
     keras.backend.clear_session()  # with a full garbage collection (free_memory, Keras' default)

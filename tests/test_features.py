@@ -87,6 +87,13 @@ def test_the_folds_of_one_entry_widen_it_to_float32_once_and_get_their_own_rows(
     np.testing.assert_array_equal(kept, pool.astype(np.float32).reshape(30, -1))
     with pytest.raises(ValueError):
         kept[0, 0] = 1.0  # read-only: shared by every fold
+    # read in batches: the rows of the kept entry, gathered a batch at a time
+    later = matrix(FeatureRows.of(entry, folds[1]), gather_later=True)
+    assert isinstance(later, features.MatrixRows) and later.shape == (15, 16) and len(features._MATRICES) == 1
+    expected = pool[folds[1]].astype(np.float32).reshape(15, -1)
+    np.testing.assert_array_equal(later[np.array([3, 0, 14])], expected[[3, 0, 14]])
+    np.testing.assert_array_equal(later[2:5], expected[2:5])
+    np.testing.assert_array_equal(np.asarray(later), expected)
     # two segments (the entry's rows, then another entry whole) read in order
     views = _entry(tmp_path, rng.normal(size=(3, 2, 2, 4)).astype(np.float16), "views")
     both = matrix(FeatureRows([(entry, folds[0]), (views, None)]))

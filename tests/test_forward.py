@@ -41,3 +41,24 @@ def test_latency_warms_up_only_the_batch_sizes_the_model_has_not_run(monkeypatch
     calls.clear()
     final.measure_latency(_model(), 8)  # a model that never ran: a warm-up call at each size
     assert calls == [1] * 6 + [32] * 3
+
+
+def test_the_batch_latency_of_the_frozen_pass_is_not_measured_again(monkeypatch, tmp_path):
+    """The caching pass times its batches (the first, which traces, left out); the deployed
+    model's batch-32 latency is then their median per image, and only batch 1 is timed."""
+    from bench.search.cache import run_prefix
+    from bench.search.source import BackboneSource
+
+    model = _model()
+    timings: dict[int, list[float]] = {}
+    images = [np.zeros((32, 8, 8, 3), np.uint8)] * 4 + [np.zeros((5, 8, 8, 3), np.uint8)]
+    outs = list(run_prefix(model, images, timings=timings))
+    assert len(outs) == 5 and sorted(timings) == [5, 32] and len(timings[32]) == 3  # the traced first left out
+    source = BackboneSource.__new__(BackboneSource)
+    source.pass_seconds = timings
+    expected = round(1000 * float(np.median(timings[32])) / 32, 3)
+    assert source.batch_ms(32) == expected and source.batch_ms(5) is None  # one batch of 5: too few to say
+    calls = _counted_forward(monkeypatch)
+    latency = final.measure_latency(_model(), 8, known={32: source.batch_ms(32), 1: None})
+    assert calls == [1] * 6  # a warm-up and five timed calls at batch 1, nothing at 32
+    assert latency["latency_ms_b32"] == expected and latency["latency_ms_b1"] > 0

@@ -134,16 +134,22 @@ def predict_with_features(model: keras.Model, batches, n_classes: int, progress=
     return out, pooled
 
 
-def measure_latency(model: keras.Model, size: int, repeats: int = 5) -> dict[str, float]:
+def measure_latency(model: keras.Model, size: int, repeats: int = 5,
+                    known: dict[int, float | None] | None = None) -> dict[str, float]:
     """Median ms per image at batch 1 and batch 32 (after a warm-up call at each batch size
     the model has not run yet), by the model's compiled forward pass
     (:func:`bench.forward.compiled`: traced once for both batch sizes, and shared with the
-    evaluation that ran before on the same model, which usually ran full batches of 32)."""
+    evaluation that ran before on the same model, which usually ran full batches of 32).
+    ``known``: ms per image already measured at a batch size on the same network in this
+    process (the frozen pass over the images: :meth:`bench.search.source.BackboneSource.batch_ms`,
+    the backbone being all but a dense layer's microseconds of the model), not measured again."""
     import tensorflow as tf
 
     forward = compiled(model)
-    out = {}
+    out = {f"latency_ms_b{batch}": ms for batch, ms in (known or {}).items() if ms is not None}
     for batch in (1, 32):
+        if f"latency_ms_b{batch}" in out:
+            continue
         x = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype("float32"))
         if not has_run(model, batch):
             tf.nest.map_structure(np.asarray, forward(x))  # warm-up

@@ -213,13 +213,17 @@ class FeatureCache:
         return found
 
 
-def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], None] | None = None
-               ) -> Iterator[list[np.ndarray]]:
+def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], None] | None = None,
+               timings: dict[int, list[float]] | None = None) -> Iterator[list[np.ndarray]]:
     """Run a (multi-output) model over uint8 image batches; yields its float16 outputs
-    batch by batch (``progress(images done)`` after each)."""
+    batch by batch (``progress(images done)`` after each). ``timings``: the seconds of
+    each call after the first (which traces the pass) go into ``timings[batch size]``."""
     done = 0
-    for batch in batches:
+    for i, batch in enumerate(batches):
+        t0 = time.perf_counter()
         outs = predict_batch(model, batch)  # one compiled graph, traced once per model
+        if timings is not None and i:
+            timings.setdefault(len(batch), []).append(time.perf_counter() - t0)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         done += len(batch)
         if progress:
@@ -312,7 +316,8 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
                     progress.update(done)
                     watch(at + done)
 
-                for outputs in run_prefix(prefix, batches, progress=update):
+                timed = source.pass_seconds if compute == "float32" and runtime == "tensorflow" else None
+                for outputs in run_prefix(prefix, batches, progress=update, timings=timed):
                     for d, features in zip(depths, outputs):
                         if d in writers:
                             writers[d].write(features)

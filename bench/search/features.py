@@ -304,16 +304,50 @@ def _pooled_entry(array: np.memmap, reduce) -> RowFile:
 _MATRICES: OrderedDict = OrderedDict()  # entry key -> the whole entry as a float32 matrix
 
 
-def matrix(x) -> np.ndarray:
-    """All rows of ``x`` (an array or FeatureRows) as one C-contiguous float32 matrix, a
-    row per image (a feature map flattened as ``keras.layers.Flatten`` does, channels last).
+class MatrixRows:
+    """Rows ``index`` of a float32 matrix, gathered when asked for: ``x[idx]`` is
+    ``matrix[index[idx]]`` (a batch is one gather from the kept entry, and the split is
+    never copied whole). Supports ``len``, ``shape``, ``ndim``, ``x[a:b]``, ``x[index_array]``
+    and ``np.asarray(x)``."""
+
+    dtype = np.dtype("float32")
+    ndim = 2
+
+    def __init__(self, matrix: np.ndarray, index: np.ndarray) -> None:
+        self.matrix, self.index = matrix, np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.index), self.matrix.shape[1])
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.matrix[self.index[key]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self.matrix[self.index]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def matrix(x, gather_later: bool = False) -> np.ndarray | MatrixRows:
+    """All rows of ``x`` (an array, FeatureRows or MatrixRows) as one C-contiguous float32
+    matrix, a row per image (a feature map flattened as ``keras.layers.Flatten`` does,
+    channels last).
 
     Rows of whole memory-mapped cache entries are taken from the entry's float32 matrix
     (:func:`_entry_matrix`), widened once per process; the values are those of widening
-    the rows alone."""
+    the rows alone. ``gather_later``: the rows of one such entry come as
+    :class:`MatrixRows` of it, read a batch at a time (a split read in batches)."""
+    if isinstance(x, MatrixRows):
+        return x if gather_later else np.asarray(x)
     if isinstance(x, FeatureRows) and len(x) and all(_entry_key(a) is not None for a, _ in x.segments):
         kept = [(_entry_matrix(a), rows) for a, rows in x.segments]
         if all(m is not None for m, _ in kept):
+            if gather_later and len(kept) == 1:
+                m, rows = kept[0]
+                return MatrixRows(m, np.arange(len(m)) if rows is None else rows)
             parts = [m if rows is None else m[rows] for m, rows in kept]
             return parts[0] if len(parts) == 1 and kept[0][1] is not None else np.concatenate(parts)
     array = np.asarray(x if isinstance(x, np.ndarray) else x[:], dtype=np.float32)

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from bench.search.features import matrix
-from bench.search.trainer import Epochs, NonFiniteLoss, sample_cross_entropy, sample_weights, targets
+from bench.search.trainer import Epochs, NonFiniteLoss, epoch_order, sample_cross_entropy, sample_weights, targets
 
 #: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
 MEMORY_BUDGET_BYTES = 768 * 2**20
@@ -54,6 +55,9 @@ MAX_WEIGHTS = 2_000_000
 #: Arrays of a head's size a trial holds: weights, Adam's two moments, gradients, the best
 #: epoch's copy.
 WEIGHT_COPIES = 5
+#: Weights of the heads trained together (:func:`train_together`) at most: about 100 MB
+#: with their copies (:data:`WEIGHT_COPIES`).
+TOGETHER_WEIGHTS = 2 * MAX_WEIGHTS + 1_000_000
 #: Keras' Adam constants (keras.optimizers.Adam defaults).
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
 #: Elements of an array Adam updates at a time (5 float32 blocks stay in a core's L2 cache).
@@ -85,11 +89,11 @@ def head_layers(model) -> list[tuple[str, float]] | None:
     return out
 
 
-def as_matrix(rows) -> np.ndarray:
+def as_matrix(rows, gather_later: bool = False):
     """All of ``rows`` (an array or FeatureRows) as one float32 matrix, a row per image
     (a feature map flattened as ``keras.layers.Flatten`` does, channels last; see
-    :func:`bench.search.features.matrix`)."""
-    return matrix(rows)
+    :func:`bench.search.features.matrix`, and for ``gather_later`` its MatrixRows)."""
+    return matrix(rows, gather_later)
 
 
 def size_fits(x, x_val, units: list[int], n_out: int) -> bool:
@@ -238,7 +242,7 @@ class TensorHead(DenseHead):
     def hold(self, x: np.ndarray):
         """The rows as one TensorFlow tensor, copied once: a batch is then one gather, not
         a numpy copy and its conversion."""
-        return self.tf.constant(x)
+        return self.tf.constant(np.asarray(x))
 
     def take(self, x, idx: np.ndarray):
         return self.tf.gather(x, idx)
@@ -340,39 +344,98 @@ def train_head(model, x, y: np.ndarray, x_val, y_val: np.ndarray, **kwargs) -> d
 
 def train_rows(
     weights: list[np.ndarray], rates: list[float], x, y: np.ndarray, x_val, y_val: np.ndarray, *,
-    n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
-    class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
-    seed: int = 0, initial_epoch: int = 0, deadline: float | None = None,
+    learning_rate: float, seed: int = 0, order_seed: int | None = None, **kwargs,
 ) -> tuple[dict[str, list[float]], list[np.ndarray]]:
     """Train a dense head given as its initial ``weights`` (kernels and biases in
     ``get_weights()`` order) and the dropout ``rates`` after each hidden layer, on rows
     ``x`` (arrays or FeatureRows, flattened by :func:`as_matrix`); returns the per-epoch
     history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
-    weights (``deadline``: see :class:`~bench.search.trainer.Epochs`). Raises
+    weights. ``seed``: its dropout masks, and the batches' order unless ``order_seed`` is
+    given; ``kwargs``: those of :func:`train_together`. Raises
     :class:`~bench.search.trainer.NonFiniteLoss` when the loss stops being finite."""
-    head = (TensorHead if sum(w.size for w in weights) > MAX_WEIGHTS else DenseHead)(weights, rates, n_classes == 2)
-    x, x_val = head.hold(as_matrix(x)), head.hold(as_matrix(x_val))
+    (outcome,) = train_together([Member(weights, rates, learning_rate, seed)], x, y, x_val, y_val,
+                                order_seed=seed if order_seed is None else order_seed, **kwargs)
+    if isinstance(outcome, NonFiniteLoss):
+        raise outcome
+    return outcome
+
+
+@dataclass(frozen=True)
+class Member:
+    """One head of :func:`train_together`: its initial weights (``get_weights()`` order),
+    dropout rate after each hidden layer, learning rate, and the seed of its dropout masks."""
+
+    weights: list
+    rates: list[float]
+    learning_rate: float
+    seed: int
+
+
+def train_together(
+    members: list[Member], x, y: np.ndarray, x_val, y_val: np.ndarray, *,
+    n_classes: int, epochs: int, batch_size: int = 32, class_weight: dict[int, float] | None = None,
+    objective: str = "val_auc", patience: int = 5, order_seed: int = 0, initial_epoch: int = 0,
+    deadline: float | None = None,
+) -> list:
+    """Train the dense heads ``members`` on the same rows and the same batches
+    (:func:`~bench.search.trainer.epoch_order` of ``order_seed``): each batch is gathered
+    once and every head still in training takes its step on it. A head's numbers are
+    those of training it alone: nothing but the batch is shared (its dropout masks come
+    from its own seed), and each stops on its own (early stopping, or a loss that stops
+    being finite). Returns, per member, ``(history, best epoch's weights)``, or the
+    :class:`~bench.search.trainer.NonFiniteLoss` that ended it (``deadline``: see
+    :class:`~bench.search.trainer.Epochs`)."""
+    heads = [_head_for(m.weights)(m.weights, m.rates, n_classes == 2) for m in members]
+    holder = heads[0]
+    if any(type(h) is not type(holder) for h in heads):
+        raise ValueError("heads trained together keep their arrays alike (all numpy, or all TensorFlow)")
+    x, x_val = holder.hold(as_matrix(x, gather_later=True)), holder.hold(as_matrix(x_val))
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
-
-    rng = np.random.default_rng(seed)
-    epochs_done = Epochs(objective, patience, n_classes, deadline)
+    rngs = [np.random.default_rng(m.seed) for m in members]
+    runs = [Epochs(objective, patience, n_classes, deadline) for _ in members]
+    outcome: list = [None] * len(members)
+    active = list(range(len(members)))
     for epoch in range(initial_epoch, initial_epoch + epochs):
-        t_epoch = time.perf_counter()
-        order = rng.permutation(len(y))
-        total, train_proba = 0.0, np.zeros((len(y), y_true.shape[1]), "float32")
-        for start in range(0, len(order), batch_size):
-            idx = np.sort(order[start:start + batch_size])
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a non-finite loss raises below
-                proba, acts, masks = head.forward(head.take(x, idx), rng)
-                loss = _batch_loss(proba, y_true[idx], weights[idx])
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}; the learning rate is probably too high")
-            with np.errstate(over="ignore", invalid="ignore"):
-                head.adam(head.backward(proba, y_true[idx], weights[idx], acts, masks), learning_rate)
-            total += loss * len(idx)
-            train_proba[idx] = proba
-        if epochs_done.end(epoch, t_epoch, total / len(y), y, train_proba, y_val, y_val_true, head.predict(x_val),
-                           head.copy_params):
+        if not active:
             break
-    return epochs_done.history, epochs_done.best_weights if epochs_done.best_weights is not None else head.params
+        order = epoch_order(order_seed, epoch, len(y))
+        spent = dict.fromkeys(active, 0.0)  # each head's seconds this epoch, the shared gathers split
+        total = dict.fromkeys(active, 0.0)
+        train_proba = {i: np.zeros((len(y), y_true.shape[1]), "float32") for i in active}
+        for start in range(0, len(order), batch_size):
+            if not active:
+                break
+            t_batch = time.perf_counter()
+            idx = np.sort(order[start:start + batch_size])
+            xb, yb, wb = holder.take(x, idx), y_true[idx], weights[idx]
+            shared = (time.perf_counter() - t_batch) / len(active)
+            for i in list(active):
+                t_head = time.perf_counter()
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a non-finite loss ends it
+                    proba, acts, masks = heads[i].forward(xb, rngs[i])
+                    loss = _batch_loss(proba, yb, wb)
+                if not math.isfinite(loss):
+                    outcome[i] = NonFiniteLoss(f"loss became {loss} at epoch {epoch + 1}; "
+                                               "the learning rate is probably too high")
+                    active.remove(i)
+                    continue
+                with np.errstate(over="ignore", invalid="ignore"):
+                    heads[i].adam(heads[i].backward(proba, yb, wb, acts, masks), members[i].learning_rate)
+                total[i] += loss * len(idx)
+                train_proba[i][idx] = proba
+                spent[i] += shared + time.perf_counter() - t_head
+        for i in list(active):
+            started = time.perf_counter() - spent[i]  # the epoch's seconds are this head's own
+            if runs[i].end(epoch, started, total[i] / len(y), y, train_proba[i], y_val, y_val_true,
+                           heads[i].predict(x_val), heads[i].copy_params):
+                active.remove(i)
+    return [outcome[i] if outcome[i] is not None else
+            (runs[i].history, runs[i].best_weights if runs[i].best_weights is not None else heads[i].params)
+            for i in range(len(members))]
+
+
+def _head_for(weights: list) -> type:
+    """Where a head of these arrays keeps them: numpy, or TensorFlow variables over
+    :data:`MAX_WEIGHTS` weights."""
+    return TensorHead if sum(int(np.prod(np.shape(w))) for w in weights) > MAX_WEIGHTS else DenseHead

@@ -24,9 +24,9 @@ import keras_tuner as kt
 import numpy as np
 
 from bench.config import OBJECTIVES
-from bench.search.features import FeatureRows, pooled
+from bench.search.features import FeatureRows, matrix, pooled
 from bench.search import head_training
-from bench.search.trainer import train
+from bench.search.trainer import NonFiniteLoss, train
 
 POOLINGS = ("avg", "max", "flatten")
 #: The reduction over the map of each global pooling (what Keras' layers compute).
@@ -50,6 +50,7 @@ class TrialData:
     batch_size: int = 32
     patience: int = 5
     objective: str = "val_auc"
+    order_seed: int = 0  # the batches' order (every trial of the search shares it: trainer.epoch_order)
     _pooled: dict = field(default_factory=dict, repr=False)
     _matrices: dict = field(default_factory=dict, repr=False)
 
@@ -65,12 +66,15 @@ class TrialData:
             self._pooled[pooling] = tuple(pooled(a, reduce) for a in (self.x_train[0], self.x_val[0]))
         return self._pooled[pooling]
 
-    def matrices(self, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    def matrices(self, pooling: str) -> tuple:
         """(train, val) at depth 0 as float32 matrices, a row per image (pooled, or the
         flattened map), read once and kept for every later trial with this pooling (the
-        caller checks that they fit :data:`~bench.search.head_training.MEMORY_BUDGET_BYTES`)."""
+        caller checks that they fit :data:`~bench.search.head_training.MEMORY_BUDGET_BYTES`);
+        the train rows of a kept cache entry as :class:`~bench.search.features.MatrixRows`
+        of it, gathered a batch at a time (:func:`~bench.search.features.matrix`)."""
         if pooling not in self._matrices:
-            self._matrices[pooling] = tuple(head_training.as_matrix(a) for a in self.features(0, pooling))
+            train, val = self.features(0, pooling)
+            self._matrices[pooling] = (matrix(train, gather_later=True), matrix(val))
         return self._matrices[pooling]
 
 
@@ -210,7 +214,7 @@ class BenchHyperModel(kt.HyperModel):
         x, x_val = d.features(depth, pooling)
         kwargs = dict(n_classes=d.n_classes, learning_rate=lr, epochs=epochs, batch_size=d.batch_size,
                       class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
-                      initial_epoch=initial_epoch, deadline=self.deadline)
+                      order_seed=d.order_seed, initial_epoch=initial_epoch, deadline=self.deadline)
         if depth == 0 and pooling is not None:
             dense = _after_pooling(model)  # on pooled or flattened rows
             if self.fast_heads and head_training.fits(dense, x, x_val):
@@ -223,7 +227,57 @@ class BenchHyperModel(kt.HyperModel):
         """Train a depth-0 trial's dense head without building its Keras model, when it
         trains in numpy (:mod:`~bench.search.head_training`): returns ``fit``'s result with
         the best epoch's ``weights`` (of the layers after pooling, see
-        :meth:`load_head_weights`), or None when the trial needs its model."""
+        :meth:`load_head_weights`), or None when the trial needs its model. Raises
+        :class:`~bench.search.trainer.NonFiniteLoss` when its loss stops being finite."""
+        (result,) = self.fit_together([(hp, seed)], epochs=epochs)
+        if isinstance(result, NonFiniteLoss):
+            raise result
+        return result
+
+    def fit_together(self, trials: list[tuple], *, epochs: int) -> list:
+        """:meth:`fit_rows` of several trials ``[(hp, seed)]`` at once: those on the same
+        pooled (or flattened) rows train together (:func:`~bench.search.head_training.train_together`:
+        each batch read once, every trial's numbers those of training it alone). Returns a
+        result per trial: ``fit``'s with its weights and ``fit_seconds`` (its share of the
+        group's time), the :class:`~bench.search.trainer.NonFiniteLoss` that ended it, or
+        None: the trial needs its model; or, after the first trial, its head is kept in
+        TensorFlow variables (too large to hold several) or would take the heads past
+        :data:`~bench.search.head_training.TOGETHER_WEIGHTS` (it is trained later)."""
+        out: list = [None] * len(trials)
+        groups: dict[str, list] = {}
+        held = 0  # weights of the heads taken so far
+        for i, (hp, seed) in enumerate(trials):
+            spec = self._row_spec(hp, alone=len(trials) == 1)
+            if spec is not None and (i == 0 or held + spec[-1] <= head_training.TOGETHER_WEIGHTS):
+                pooling, dense, width, n_out, n_weights = spec
+                held += n_weights
+                start = head_training.initial_weights(width, dense, n_out, seed)
+                member = head_training.Member(start, [rate for _, rate in dense], hp.get("learning_rate"), seed)
+                groups.setdefault(pooling, []).append((i, member))
+        d = self.data
+        for pooling, items in groups.items():
+            x, x_val = d.matrices(pooling)
+            t0 = time.perf_counter()
+            outcomes = head_training.train_together(
+                [member for _, member in items], x, d.y_train, x_val, d.y_val, n_classes=d.n_classes, epochs=epochs,
+                batch_size=d.batch_size, class_weight=d.class_weight, objective=d.objective, patience=d.patience,
+                order_seed=d.order_seed, deadline=self.deadline)
+            share = (time.perf_counter() - t0) / len(items)
+            for (i, _), outcome in zip(items, outcomes):
+                if isinstance(outcome, NonFiniteLoss):
+                    out[i] = outcome
+                    continue
+                history, weights = outcome
+                out[i] = {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights,
+                          "cut_short": _cut_short(history, epochs), "fit_seconds": share}
+        return out
+
+    def _row_spec(self, hp, alone: bool = True) -> tuple | None:
+        """``(pooling, dense, width, n_out, n_weights)`` of a depth-0 trial whose dense head trains in
+        numpy without its Keras model (float32, both splits and its arrays in memory: see
+        :func:`~bench.search.head_training.size_fits`); None for any other. Not ``alone``
+        (trained with others), a head of over :data:`~bench.search.head_training.MAX_WEIGHTS`
+        weights is None too."""
         if not self.fast_heads or hp.get("unfreeze") != 0 or "tuner/trial_id" in hp.values:
             return None  # Hyperband's continued trials start from their parent's checkpoint
         if keras.mixed_precision.global_policy().compute_dtype != "float32":
@@ -232,17 +286,15 @@ class BenchHyperModel(kt.HyperModel):
         pooling, dense = head_spec(hp, self.flatten_hidden)
         x, x_val = d.features(0, pooling)
         n_out = 1 if d.n_classes == 2 else d.n_classes
-        if not head_training.size_fits(x, x_val, [units for units, _ in dense], n_out):
+        units = [units for units, _ in dense]
+        if not head_training.size_fits(x, x_val, units, n_out):
             return None
-        start = head_training.initial_weights(int(np.prod(x.shape[1:])), dense, n_out, seed)
-        x, x_val = d.matrices(pooling)
-        history, weights = head_training.train_rows(
-            start, [rate for _, rate in dense], x, d.y_train, x_val, d.y_val, n_classes=d.n_classes,
-            learning_rate=hp.get("learning_rate"), epochs=epochs, batch_size=d.batch_size,
-            class_weight=d.class_weight, objective=d.objective, patience=d.patience, seed=seed,
-            deadline=self.deadline)
-        return {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights,
-                "cut_short": _cut_short(history, epochs)}
+        width = int(np.prod(x.shape[1:]))
+        sizes = [width, *units, n_out]
+        n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        if not alone and n_weights > head_training.MAX_WEIGHTS:
+            return None
+        return pooling, dense, width, n_out, n_weights
 
     def predict_rows(self, hp, weights: list, x) -> np.ndarray:
         """A depth-0 trial's output on cached depth-0 rows ``x`` (a fold's held-out images),

@@ -2,7 +2,7 @@
 
 bench drives KerasTuner through its public API: ``Tuner`` subclasses with their own
 ``run_trial`` and ``on_trial_end``, ``oracle.trials``, ``oracle.get_best_trials``,
-``tuner.load_model`` and ``tuner.get_trial_dir``. Six things have no public form; each
+``tuner.load_model`` and ``tuner.get_trial_dir``. Seven things have no public form; each
 lives here, and ``tests/test_kt_adapter.py`` pins the KerasTuner behaviour it assumes, so
 an upgrade that changes one fails that test by name rather than a run:
 
@@ -22,6 +22,11 @@ an upgrade that changes one fails that test by name rather than a run:
   file (``tuner0.json``, ``BaseTuner._get_tuner_fname``) exists.
 * :func:`settle_reloaded_trials`: the oracle's retry queue (``Oracle._retry_queue``) and
   its ``start_order`` / ``end_order``, after a crash.
+* :func:`upcoming_trials`: the values of the trials the oracle will create next, while
+  it draws them at random whatever the results (``RandomSearchOracle``; and
+  ``BayesianOptimizationOracle`` before ``num_initial_points`` trials completed): a dry
+  run of ``Oracle._random_values`` on its seed state (``_seed_state``) and the values
+  tried so far (``_tried_so_far``, ``_compute_values_hash``), both put back after it.
 * :func:`oracle_server` / :func:`chief_may_stop`: the chief's gRPC servicer
   (``keras_tuner.src.distribute.oracle_chief``).
 * :func:`client_timeout`: how long a worker's request to the chief waits
@@ -148,6 +153,44 @@ def settle_reloaded_trials(oracle) -> None:
 
 #: gRPC metadata keys: the worker that sends a request; a lease renewal.
 SENDER_KEY, LEASE_KEY = "bench-tuner-id", "bench-lease"
+
+
+def upcoming_trials(oracle, n: int) -> list[tuple[int, dict]]:
+    """``(trial number, values)`` of up to ``n`` trials ``oracle`` creates after those it
+    holds, as long as it draws them at random whatever the results; none when it may not
+    (another oracle, a trial waiting to be retried, the search space exhausted). The
+    oracle's state is as before. The values are those its ``create_trial`` gives, provided
+    every trial in between completes or fails (no trial is retried)."""
+    import keras_tuner as kt
+
+    kind = type(oracle)
+    if kind is kt.oracles.RandomSearchOracle:
+        random_left = n
+    elif kind is kt.oracles.BayesianOptimizationOracle:
+        completed = sum(t.status == "COMPLETED" for t in oracle.trials.values())
+        initial = oracle.num_initial_points or max(3 * len(oracle.hyperparameters.space), 3)
+        random_left = initial - completed - 1  # the trial running now completes first
+    else:
+        return []
+    if oracle._retry_queue:
+        return []
+    held = len(oracle.trials)
+    n = min(n, random_left, (oracle.max_trials or held + n) - held)
+    seed_state, tried = oracle._seed_state, set(oracle._tried_so_far)
+    out = []
+    try:
+        for k in range(max(0, n)):
+            values = oracle._random_values()
+            if values is None:
+                break
+            hps = oracle.hyperparameters.copy()
+            hps.values = values
+            hps.ensure_active_values()
+            oracle._tried_so_far.add(oracle._compute_values_hash(hps.values))
+            out.append((held + k, hps.values))
+    finally:
+        oracle._seed_state, oracle._tried_so_far = seed_state, tried
+    return out
 
 
 def _locked(func):

@@ -54,6 +54,10 @@ class BackboneSource:
         self._changed = False  # layers handed out for fine-tuning since the original weights were set
         self._fingerprint: str | None = None  # of the original weights, once asked for
         self._donor: BackboneSource | None = None
+        #: seconds of the frozen pass's batches in this process, by batch size (TensorFlow in
+        #: float32, the first batch, which traces the pass, left out): what a batch of the
+        #: backbone costs, the deployed model's batch latency (:meth:`batch_ms`)
+        self.pass_seconds: dict[int, list[float]] = {}
 
     def adopt(self, donor: "BackboneSource | None") -> None:
         """Reuse ``donor``'s built network (same backbone, size, weights and seed, another
@@ -102,6 +106,13 @@ class BackboneSource:
             calibrate_batchnorm(model, self.record.preprocessing, images)
             progress.update(len(images))
         log.info(f"{self.name}: set {what} in {time.perf_counter() - t0:.1f}s")
+
+    def batch_ms(self, batch: int, at_least: int = 3) -> float | None:
+        """Milliseconds per image of the backbone at batch size ``batch``: the median of its
+        frozen pass's timed batches of that size in this process; None with fewer than
+        ``at_least`` of them."""
+        times = self.pass_seconds.get(batch, [])
+        return round(1000 * float(np.median(times)) / batch, 3) if len(times) >= at_least else None
 
     def base(self) -> keras.Model:
         """The backbone with this run's original weights, every layer trainable."""

@@ -118,6 +118,16 @@ class History(dict):
     cut_short = False
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of ``n`` training rows in epoch ``epoch`` (0-based, counted across a
+    trial's phases), batches being its consecutive slices: drawn from ``seed`` and the
+    epoch alone. Given the search's seed, every trial of a search sees the same batches
+    (common random numbers: trials differ by their hyperparameters, not by their
+    batches), and trials trained together (:func:`bench.search.head_training.train_together`)
+    read each batch once."""
+    return np.random.default_rng([epoch, seed % 2**32]).permutation(n)
+
+
 class Epochs:
     """What both training loops do at the end of an epoch: its metrics into the history
     (Keras' key names), the best epoch on the objective (its weights kept), early stopping
@@ -211,10 +221,11 @@ def train(
     x, y: np.ndarray, x_val, y_val: np.ndarray, *,
     n_classes: int, learning_rate: float, epochs: int, batch_size: int = 32,
     class_weight: dict[int, float] | None = None, objective: str = "val_auc", patience: int = 5,
-    seed: int = 0, initial_epoch: int = 0, deadline: float | None = None,
+    seed: int = 0, order_seed: int | None = None, initial_epoch: int = 0, deadline: float | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place; returns per-epoch history (Keras' key names). ``deadline``:
-    see :class:`Epochs` (the history is then shorter than ``epochs``).
+    see :class:`Epochs` (the history is then shorter than ``epochs``). The batches of each
+    epoch: :func:`epoch_order` of ``order_seed`` (None: ``seed``).
 
     ``x`` and ``x_val`` are arrays or :class:`~bench.search.features.FeatureRows`: they are
     read a batch at a time, so memory-mapped features stay on disk.
@@ -263,11 +274,10 @@ def train(
     def predict_all(data) -> np.ndarray:
         return np.concatenate([predict(as_float32(data[i : i + 256])).numpy() for i in range(0, len(data), 256)])
 
-    rng = np.random.default_rng(seed)
     epochs_done = Epochs(objective, patience, n_classes, deadline)
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
-        order = rng.permutation(len(y))
+        order = epoch_order(seed if order_seed is None else order_seed, epoch, len(y))
         total, seen, train_proba = 0.0, 0, np.zeros((len(y), y_true.shape[1]), "float32")
         for start in range(0, len(order), batch_size):
             idx = np.sort(order[start : start + batch_size])

@@ -29,6 +29,7 @@ from bench.faults import crash_point, durable_write
 from bench.progress import Step, eta_text
 from bench.atomic import save_via_temp, write_json_atomic
 from bench.search import kt_adapter
+from bench.search.cohort import TrialsAhead
 from bench.search.hypermodel import best_epoch, recorded
 from bench.search.trainer import NonFiniteLoss, write_hparams, write_tensorboard
 from bench.tables import write_csv
@@ -85,6 +86,7 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         self._builds = 0  # models built by this tuner
         self._last_params = 0  # parameters of the last one
         self._dropped: set[str] = set()  # a worker's trials that went back to the chief's queue
+        self._ahead = TrialsAhead()  # trials trained with an earlier one (bench.search.cohort)
         super().__init__(*args, **kwargs)
         if hasattr(self.hypermodel, "deadline"):  # --budget: a trial in progress ends with its epoch
             self.hypermodel.deadline = settings.deadline
@@ -121,14 +123,19 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         to the chief's queue; then nothing is written, and the chief ignores the report)."""
         hp = trial.hyperparameters
         epochs = hp.values.get("tuner/epochs", self.settings.epochs) - hp.values.get("tuner/initial_epoch", 0)
-        trial_seed = self.settings.seed * 1000 + int(trial.trial_id)
+        trial_seed = self.trial_seed(int(trial.trial_id))
         keras.utils.set_random_seed(trial_seed)
         t0 = time.perf_counter()
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         fit_rows = getattr(self.hypermodel, "fit_rows", None)
         try:
-            # a head trained without Keras (head_training) builds no model: its arrays are its checkpoint
-            result = fit_rows(hp, epochs=max(1, epochs), seed=trial_seed) if fit_rows else None
+            # a head trained without Keras (head_training) builds no model: its arrays are its checkpoint;
+            # trained with the trials that come next when the oracle draws them at random (bench.search.cohort)
+            result = self._ahead.result(self, trial, max(1, epochs), self.trial_seed) if fit_rows else None
+            if isinstance(result, NonFiniteLoss):
+                raise result
+            if result is None and fit_rows:
+                result = fit_rows(hp, epochs=max(1, epochs), seed=trial_seed)
             model, t_built = None, t0  # no model built
             if result is None:
                 model = self.build_trial_model(hp)
@@ -168,6 +175,9 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             save_via_temp(kt_adapter.checkpoint_path(self, trial.trial_id), model.save_weights)
             write_json_atomic(kt_adapter.build_config_path(self, trial.trial_id), model.get_build_config())
         seconds = time.perf_counter() - t0
+        if "fit_seconds" in result:  # trained with others: its share of their time, not the whole of it
+            seconds += result["fit_seconds"] - (t_fit - t_built)
+            t_fit = t_built + result["fit_seconds"]
         self._trial_seconds.append(seconds)
         cut_short = bool(result.get("cut_short"))
         if cut_short:
@@ -182,6 +192,10 @@ class BenchTunerMixin(kt_adapter.BuildHook):
         )
         register_directions(trial, metrics, objective)
         return metrics
+
+    def trial_seed(self, number: int) -> int:
+        """The seed of trial ``number`` (its initial weights, dropout masks, Keras' random state)."""
+        return self.settings.seed * 1000 + number
 
     def load_model(self, trial):
         """The trial's model with its best epoch's weights: a head saved as arrays is built
