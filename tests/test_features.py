@@ -42,8 +42,8 @@ def test_the_folds_of_one_entry_pool_it_once_and_get_their_own_rows(tmp_path, mo
 
     pooled_files = []
     original = features._pool_to_file
-    monkeypatch.setattr(features, "_pool_to_file", lambda rows, reduce: pooled_files.append(len(rows))
-                        or original(rows, reduce))
+    monkeypatch.setattr(features, "_pool_to_file", lambda rows, reduce, *folder: pooled_files.append(len(rows))
+                        or original(rows, reduce, *folder))
     rng = np.random.default_rng(2)
     pool = rng.normal(size=(40, 3, 3, 5)).astype(np.float16)
     entry = _entry(tmp_path, pool, "pool")

@@ -250,10 +250,11 @@ def _chunks(rows: FeatureRows, reduce):
             for i in range(0, len(rows), POOL_CHUNK))
 
 
-def _pool_to_file(rows: FeatureRows, reduce) -> RowFile:
-    """The pooled ``rows`` (memory-mapped) in an unnamed temporary file beside them."""
+def _pool_to_file(rows, reduce, folder: Path | None = None) -> RowFile:
+    """The pooled ``rows`` (memory-mapped FeatureRows, or an array in RAM of the entry in
+    ``folder``) in an unnamed temporary file beside them."""
     try:
-        fh = tempfile.TemporaryFile(dir=rows.mapped_folder(), prefix=".pooled-")  # noqa: SIM115 (RowFile keeps it open)
+        fh = tempfile.TemporaryFile(dir=folder or rows.mapped_folder(), prefix=".pooled-")  # noqa: SIM115 (RowFile keeps it open)
     except OSError:  # a folder we cannot write to: the system's temporary folder
         fh = tempfile.TemporaryFile(prefix="bench-pooled-")  # noqa: SIM115
     try:
@@ -263,7 +264,7 @@ def _pool_to_file(rows: FeatureRows, reduce) -> RowFile:
     except BaseException:
         fh.close()
         raise
-    rows.release()  # the trials on these vectors do not read the rows they came from
+    release_rows(rows)  # the trials on these vectors do not read the rows they came from
     return RowFile(fh, (len(rows), rows.shape[-1]))
 
 
@@ -293,7 +294,9 @@ def _pooled_entry(array: np.memmap, reduce) -> RowFile:
     if key in _POOLED:
         _POOLED.move_to_end(key)
         return _POOLED[key]
-    pooled_file = _pool_to_file(FeatureRows.of(array), reduce)
+    whole = _entry_matrix(array)  # widened once for the flatten heads too, if it is kept
+    pooled_file = (_pool_to_file(FeatureRows.of(array), reduce) if whole is None
+                   else _pool_to_file(whole.reshape(array.shape), reduce, Path(array.filename).parent))
     _POOLED[key] = pooled_file
     size = lambda f: 4 * int(np.prod(f.shape, dtype=np.int64))  # noqa: E731 (float32 rows)
     while len(_POOLED) > 1 and sum(size(f) for f in _POOLED.values()) > POOLED_BYTES:
