@@ -36,14 +36,17 @@ def test_rows_of_indexed_segments_read_like_the_arrays_they_stand_for(tmp_path):
 
 
 def test_the_folds_of_one_entry_pool_it_once_and_get_their_own_rows(tmp_path, monkeypatch):
-    """Cross-validation: every fold indexes the run's one pool entry; each pooling of it is
-    computed once (all rows) and each fold reads its own rows of it, numbers unchanged."""
+    """Cross-validation: every fold indexes the run's one pool entry; its average and max
+    pooling are computed once, in one pass over all its rows, and each fold reads its own
+    rows of them, numbers unchanged. Pooling keeps nothing of the entry in RAM."""
     from bench.search import features
 
-    pooled_files = []
-    original = features._pool_to_file
-    monkeypatch.setattr(features, "_pool_to_file", lambda rows, reduce, *folder: pooled_files.append(len(rows))
-                        or original(rows, reduce, *folder))
+    monkeypatch.setattr(features, "_MATRICES", type(features._MATRICES)())
+    monkeypatch.setattr(features, "_POOLED", type(features._POOLED)())
+    passes = []
+    original = features._pool_to_files
+    monkeypatch.setattr(features, "_pool_to_files", lambda rows, reduces, *folder: passes.append(
+        (len(rows), len(reduces))) or original(rows, reduces, *folder))
     rng = np.random.default_rng(2)
     pool = rng.normal(size=(40, 3, 3, 5)).astype(np.float16)
     entry = _entry(tmp_path, pool, "pool")
@@ -52,17 +55,20 @@ def test_the_folds_of_one_entry_pool_it_once_and_get_their_own_rows(tmp_path, mo
         for fold in folds:
             got = pooled(FeatureRows.of(entry, fold), reduce)
             np.testing.assert_array_equal(np.asarray(got), reduce(pool[fold].astype(np.float32), axis=(1, 2)))
-    assert pooled_files == [40, 40]  # the whole entry, once per pooling
+    assert passes == [(40, 2)]  # the whole entry, once, for both poolings
+    assert not features._MATRICES
     views = _entry(tmp_path, rng.normal(size=(6, 3, 3, 5)).astype(np.float16), "views")
     both = FeatureRows([(entry, folds[0]), (views, None)])
     np.testing.assert_allclose(np.asarray(pooled(both, np.mean)),
                                np.asarray(both).mean(axis=(1, 2)), rtol=1e-6)
-    assert pooled_files == [40, 40, 6]
+    assert passes == [(40, 2), (6, 2)]
     # what is kept is bounded in bytes: with no room, only the newest pooled entry stays
     monkeypatch.setattr(features, "POOLED_BYTES", 0)
-    pooled(FeatureRows.of(views, np.array([1])), np.max)
+    third = _entry(tmp_path, rng.normal(size=(5, 3, 3, 5)).astype(np.float16), "third")
+    pooled(FeatureRows.of(third, np.array([1])), np.max)
+    assert len(features._POOLED) == 1
     pooled(FeatureRows.of(entry, folds[0]), np.mean)
-    assert pooled_files == [40, 40, 6, 6, 40] and len(features._POOLED) == 1
+    assert passes == [(40, 2), (6, 2), (5, 2), (40, 2)] and len(features._POOLED) == 1
 
 
 def test_the_folds_of_one_entry_widen_it_to_float32_once_and_get_their_own_rows(tmp_path, monkeypatch):

@@ -64,6 +64,9 @@ POOLED_BYTES = 2**30
 #: most recently used first: every backbone's flattened map of a run on a few hundred
 #: images; an entry larger than this is read row by row, as before, and not kept.
 MATRIX_BYTES = 2**30
+#: The global poolings of the search (average, max): an entry pooled for one is pooled for
+#: both in the same pass.
+GLOBAL_POOLINGS = (np.mean, np.max)
 _PAGE = mmap.PAGESIZE
 
 
@@ -253,19 +256,31 @@ def _chunks(rows: FeatureRows, reduce):
 def _pool_to_file(rows, reduce, folder: Path | None = None) -> RowFile:
     """The pooled ``rows`` (memory-mapped FeatureRows, or an array in RAM of the entry in
     ``folder``) in an unnamed temporary file beside them."""
+    return _pool_to_files(rows, [reduce], folder)[0]
+
+
+def _pool_to_files(rows, reduces: list, folder: Path | None = None) -> list[RowFile]:
+    """:func:`_pool_to_file` of each of ``reduces``, in one pass over ``rows``: each chunk
+    is read (and widened to float32) once for all of them."""
+    files = []
     try:
-        fh = tempfile.TemporaryFile(dir=folder or rows.mapped_folder(), prefix=".pooled-")  # noqa: SIM115 (RowFile keeps it open)
-    except OSError:  # a folder we cannot write to: the system's temporary folder
-        fh = tempfile.TemporaryFile(prefix="bench-pooled-")  # noqa: SIM115
-    try:
-        for chunk in _chunks(rows, reduce):
-            fh.write(np.ascontiguousarray(chunk).tobytes())
-        fh.flush()
+        for _ in reduces:
+            try:
+                files.append(tempfile.TemporaryFile(dir=folder or rows.mapped_folder(), prefix=".pooled-"))  # noqa: SIM115 (RowFile keeps it open)
+            except OSError:  # a folder we cannot write to: the system's temporary folder
+                files.append(tempfile.TemporaryFile(prefix="bench-pooled-"))  # noqa: SIM115
+        for i in range(0, len(rows), POOL_CHUNK):
+            chunk = rows[i : i + POOL_CHUNK]
+            for fh, reduce in zip(files, reduces):
+                fh.write(np.ascontiguousarray(reduce(chunk, axis=(1, 2)).astype(np.float32, copy=False)).tobytes())
+        for fh in files:
+            fh.flush()
     except BaseException:
-        fh.close()
+        for fh in files:
+            fh.close()
         raise
     release_rows(rows)  # the trials on these vectors do not read the rows they came from
-    return RowFile(fh, (len(rows), rows.shape[-1]))
+    return [RowFile(fh, (len(rows), rows.shape[-1])) for fh in files]
 
 
 _POOLED: OrderedDict = OrderedDict()  # (entry key, reduce) -> RowFile of the whole entry pooled
@@ -290,18 +305,24 @@ def _pooled_entry(array: np.memmap, reduce) -> RowFile:
     the kept ones hold at most :data:`POOLED_BYTES` (the cross-validation of several
     backbones runs their folds in turn, so each backbone's entries are asked for again
     after the others')."""
-    key = (_entry_key(array), reduce)
+    entry = _entry_key(array)
+    key = (entry, reduce)
     if key in _POOLED:
         _POOLED.move_to_end(key)
         return _POOLED[key]
-    whole = _entry_matrix(array)  # widened once for the flatten heads too, if it is kept
-    pooled_file = (_pool_to_file(FeatureRows.of(array), reduce) if whole is None
-                   else _pool_to_file(whole.reshape(array.shape), reduce, Path(array.filename).parent))
-    _POOLED[key] = pooled_file
+    # the other global pooling in the same pass (its trials come too), and from the entry's
+    # float32 matrix if a flatten head has made it (pooling alone does not: it stays out of RAM)
+    reduces = [reduce] + [r for r in GLOBAL_POOLINGS if r is not reduce and (entry, r) not in _POOLED]
+    whole = _MATRICES.get(entry)
+    files = (_pool_to_files(FeatureRows.of(array), reduces) if whole is None
+             else _pool_to_files(whole.reshape(array.shape), reduces, Path(array.filename).parent))
+    for r, pooled_file in zip(reduces, files):
+        _POOLED[(entry, r)] = pooled_file
+    _POOLED.move_to_end(key)
     size = lambda f: 4 * int(np.prod(f.shape, dtype=np.int64))  # noqa: E731 (float32 rows)
     while len(_POOLED) > 1 and sum(size(f) for f in _POOLED.values()) > POOLED_BYTES:
         _POOLED.popitem(last=False)  # files still read by some rows stay open with them
-    return pooled_file
+    return _POOLED[key]
 
 
 _MATRICES: OrderedDict = OrderedDict()  # entry key -> the whole entry as a float32 matrix

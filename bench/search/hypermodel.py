@@ -24,13 +24,13 @@ import keras_tuner as kt
 import numpy as np
 
 from bench.config import OBJECTIVES
-from bench.search.features import FeatureRows, matrix, pooled
+from bench.search.features import GLOBAL_POOLINGS, FeatureRows, matrix, pooled
 from bench.search import head_training
 from bench.search.trainer import NonFiniteLoss, train
 
 POOLINGS = ("avg", "max", "flatten")
 #: The reduction over the map of each global pooling (what Keras' layers compute).
-POOL_REDUCE = {"avg": np.mean, "max": np.max}
+POOL_REDUCE = dict(zip(("avg", "max"), GLOBAL_POOLINGS))
 UNITS = (32, 64, 128, 256)
 MAX_DENSE = 2
 LR_MIN, LR_MAX = 1e-4, 1e-2
