@@ -72,11 +72,15 @@ class BenchLog(logging.Handler):
     def __init__(self, echo: bool = True) -> None:
         super().__init__(logging.DEBUG)
         self.echo, self.forward, self.ends, self.epochs = echo, [], [], []
+        self.by_seed: dict[int, list[float]] = {}  # trial seed -> its epochs (trials trained together log in turn)
 
     def emit(self, record: logging.LogRecord) -> None:
         now = time.perf_counter()
         if hasattr(record, "epoch_seconds"):
-            self.epochs.append(round(record.epoch_seconds, 4))
+            if getattr(record, "trial_seed", None) is not None:
+                self.by_seed.setdefault(record.trial_seed, []).append(round(record.epoch_seconds, 4))
+            else:
+                self.epochs.append(round(record.epoch_seconds, 4))
             return
         msg = record.getMessage()
         if m := self.CACHED.search(msg):
@@ -88,6 +92,7 @@ class BenchLog(logging.Handler):
             progress(msg.strip())
 
     def mark(self) -> tuple[int, int]:
+        self.by_seed = {}  # a new search: its trials' seeds start again
         return len(self.forward), len(self.ends)
 
     def forward_since(self, mark) -> float:
@@ -106,9 +111,13 @@ def attach_log(echo: bool) -> BenchLog:
     return handler
 
 
-def trial_figures(tuner, t_start: float, ends: dict[str, dict]) -> list[dict]:
+def trial_figures(tuner, t_start: float, ends: dict[str, dict], by_seed: dict | None = None) -> list[dict]:
     """Per trial, in run order: hyperparameters, scores and where its seconds went, from
-    trials_table, each trial's bench_trial.json and the log records (its epochs, its end)."""
+    trials_table, each trial's bench_trial.json and the log records (its epochs, by its
+    seed when the record names it, and its end). A trial trained with others (its
+    ``trained_together``) has its share of their time as its seconds; the time between
+    trials is then not its own, and its ``tuner`` figure is None (the sum over trials
+    still holds)."""
     rows, prev = [], t_start
     from bench.search.tuner import trials_table  # here: the timing helpers need no TensorFlow
 
@@ -117,7 +126,8 @@ def trial_figures(tuner, t_start: float, ends: dict[str, dict]) -> list[dict]:
         sidecar = Path(tuner.get_trial_dir(tid)) / "bench_trial.json"
         info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
         end = ends.get(tid, {})
-        epochs, phases = (end.get("epoch_seconds", []) if info else []), []  # a failed trial wrote no sidecar
+        own = (by_seed or {}).get(tuner.trial_seed(int(tid))) if hasattr(tuner, "trial_seed") else None
+        epochs, phases = ((own if own is not None else end.get("epoch_seconds", [])) if info else []), []  # a failed trial wrote no sidecar
         for n in info.get("phase_epochs", [len(epochs)]):
             phases, epochs = [*phases, epochs[:n]], epochs[n:]
         cycle, prev = (end["t"] - prev, end["t"]) if end else (None, prev)
@@ -133,7 +143,9 @@ def trial_figures(tuner, t_start: float, ends: dict[str, dict]) -> list[dict]:
             "steady_epoch": med([e for phase in phases for e in phase[1:]]),
             "in_fit": fit - sum(flat) if fit is not None else None,  # optimizer setup, phase switch
             "after_fit": seconds - build - fit if seconds is not None else None,  # TensorBoard, checkpoint
-            "tuner": cycle - seconds if cycle is not None and seconds is not None else None,
+            "tuner": (cycle - seconds if cycle is not None and seconds is not None
+                      and info.get("trained_together", 1) == 1 else None),
+            "cycle": cycle, "together": info.get("trained_together", 1),
             "rss": end.get("VmRSS"), "hwm": end.get("VmHWM"),
         })
     return rows

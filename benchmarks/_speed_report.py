@@ -106,6 +106,10 @@ def _frozen(r: dict, emit, table) -> None:
         emit(f"search time split: {r['fixed_sum_s']:.1f}s fixed overhead + {r['epochs_sum_s']:.1f}s epochs + "
              f"{r['tuner_sum_s']:.1f}s tuner bookkeeping between trials (oracle, trial state, gc) + "
              f"{r['outside_s']:.1f}s outside trials (end of search)")
+        if r.get("together_max", 1) > 1:
+            emit(f"trials trained together (bench.search.cohort): up to {r['together_max']} heads on the same rows "
+                 "shared each batch; a trial's seconds are its share of their time, its epochs its own, and the "
+                 "time between trials is given as a sum only ('-' per trial)")
         emit()
 
 

@@ -137,7 +137,7 @@ def run_fixed(ctx: Context, hypermodel, cfg, directory: Path, project: str, valu
     tuner = make_tuner(hypermodel, cfg, directory, project, settings, hyperparameters=hp)
     mark, t0 = ctx.log.mark(), time.perf_counter()
     tuner.search(verbose=0)
-    return trial_figures(tuner, t0, ctx.log.ends_since(mark))[0]
+    return trial_figures(tuner, t0, ctx.log.ends_since(mark), ctx.log.by_seed)[0]
 
 
 def split_images(run, size: int):
@@ -164,7 +164,7 @@ def frozen_search(ctx: Context) -> dict:
     mark, t0 = ctx.log.mark(), time.perf_counter()
     prepared.tuner.search(verbose=0)
     out["search_s"] = time.perf_counter() - t0
-    trials = trial_figures(prepared.tuner, t0, ctx.log.ends_since(mark))
+    trials = trial_figures(prepared.tuner, t0, ctx.log.ends_since(mark), ctx.log.by_seed)
     steady = med([t["steady_epoch"] for t in trials])
     for t in trials:
         t["fixed"] = fixed_overhead(t, steady)
@@ -173,8 +173,11 @@ def frozen_search(ctx: Context) -> dict:
         trials=trials, steady_epoch_s=steady, total_s=out["cache_s"] + out["search_s"],
         fixed_sum_s=sum(t["fixed"] or 0.0 for t in done),
         epochs_sum_s=sum(t["seconds"] - (t["fixed"] or 0.0) for t in done),
-        tuner_sum_s=sum(t["tuner"] or 0.0 for t in trials),
-        outside_s=out["search_s"] - sum(t["seconds"] + (t["tuner"] or 0.0) for t in done),
+        # between trials: each trial's cycle (end to end) less its own seconds, summed (a trial trained with
+        # others runs in an earlier trial's cycle, so only the sum is the tuner's)
+        tuner_sum_s=sum(t["cycle"] - t["seconds"] for t in done if t["cycle"] is not None),
+        outside_s=out["search_s"] - sum(t["cycle"] for t in done if t["cycle"] is not None),
+        together_max=max((t["together"] for t in done), default=1),
         flatten_inputs=int(math.prod(prepared.tuner.hypermodel.feature_shapes[0])),
     )
     ctx.state["frozen"] = (run, prepared, {t["trial"]: t["values"] for t in trials})
@@ -337,7 +340,7 @@ def memory_child(folder: Path, trials: int, epochs: int, space: str) -> int:
     tuner.search(verbose=0)
     seconds = time.perf_counter() - t0
     rows = [{"trial": t["trial"], "values": t["values"], "status": t["status"], "rss": t["rss"], "hwm": t["hwm"]}
-            for t in trial_figures(tuner, t0, log.ends_since(mark))]
+            for t in trial_figures(tuner, t0, log.ends_since(mark), log.by_seed)]
     print(MEMORY_MARK + json.dumps({"rows": rows, "seconds": seconds, "start": start, "loaded": loaded}), flush=True)
     return 0
 

@@ -392,10 +392,10 @@ def _entry_matrix(array: np.memmap) -> np.ndarray | None:
     while _MATRICES and sum(m.nbytes for m in _MATRICES.values()) + n_bytes > MATRIX_BYTES:
         _MATRICES.popitem(last=False)
     whole = np.empty((len(array), int(np.prod(array.shape[1:]))), np.float32)
-    for start in range(0, len(array), POOL_CHUNK):  # the mapping's pages let go as it is read
-        rows = FeatureRows.of(array, np.arange(start, min(start + POOL_CHUNK, len(array))))
-        whole[start : start + len(rows)] = rows[:].reshape(len(rows), -1)
-        rows.release()
+    flat = array.reshape(len(array), -1)
+    for start in range(0, len(array), POOL_CHUNK):  # widened in place, the mapping's pages let go as read
+        np.copyto(whole[start : start + POOL_CHUNK], flat[start : start + POOL_CHUNK])
+        release_pages(array)
     whole.flags.writeable = False  # shared by every fold: nobody writes into it
     _MATRICES[key] = whole
     return whole

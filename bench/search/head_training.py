@@ -393,7 +393,7 @@ def train_together(
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
     rngs = [np.random.default_rng(m.seed) for m in members]
-    runs = [Epochs(objective, patience, n_classes, deadline) for _ in members]
+    runs = [Epochs(objective, patience, n_classes, deadline, seed=m.seed) for m in members]
     outcome: list = [None] * len(members)
     active = list(range(len(members)))
     for epoch in range(initial_epoch, initial_epoch + epochs):

@@ -238,15 +238,21 @@ class BenchHyperModel(kt.HyperModel):
         """:meth:`fit_rows` of several trials ``[(hp, seed)]`` at once: those on the same
         pooled (or flattened) rows train together (:func:`~bench.search.head_training.train_together`:
         each batch read once, every trial's numbers those of training it alone). Returns a
-        result per trial: ``fit``'s with its weights and ``fit_seconds`` (its share of the
-        group's time), the :class:`~bench.search.trainer.NonFiniteLoss` that ended it, or
+        result per trial: ``fit``'s with its weights, ``fit_seconds`` (its share of the
+        group's time) and ``together`` (the trials in its group), the :class:`~bench.search.trainer.NonFiniteLoss` that ended it, or
         None: the trial needs its model; or, after the first trial, its head is kept in
         TensorFlow variables (too large to hold several) or would take the heads past
         :data:`~bench.search.head_training.TOGETHER_WEIGHTS` (it is trained later)."""
         out: list = [None] * len(trials)
         groups: dict[str, list] = {}
         held = 0  # weights of the heads taken so far
-        for i, (hp, seed) in enumerate(trials):
+        # the flatten heads' rows first: pooling then reads their float32 matrix (features.matrix)
+        # instead of widening the cache entry once more
+        order = sorted(range(len(trials)), key=lambda i: trials[i][0].get("pooling") != "flatten")
+        for i in order:
+            hp, seed = trials[i]
+            if "flatten" in groups and hp.get("pooling") != "flatten":
+                self.data.matrices("flatten")
             spec = self._row_spec(hp, alone=len(trials) == 1)
             if spec is not None and (i == 0 or held + spec[-1] <= head_training.TOGETHER_WEIGHTS):
                 pooling, dense, width, n_out, n_weights = spec
@@ -269,7 +275,7 @@ class BenchHyperModel(kt.HyperModel):
                     continue
                 history, weights = outcome
                 out[i] = {"history": history, "phase_epochs": [len(history["loss"])], "weights": weights,
-                          "cut_short": _cut_short(history, epochs), "fit_seconds": share}
+                          "cut_short": _cut_short(history, epochs), "fit_seconds": share, "together": len(items)}
         return out
 
     def _row_spec(self, hp, alone: bool = True) -> tuple | None:

@@ -137,8 +137,10 @@ class Epochs:
     is used), training stops at the end of the epoch in which it passes, keeping the best
     epoch so far, and ``cut_short`` says so."""
 
-    def __init__(self, objective: str, patience: int, n_classes: int, deadline: float | None = None) -> None:
+    def __init__(self, objective: str, patience: int, n_classes: int, deadline: float | None = None,
+                 seed: int | None = None) -> None:
         self.objective, self.patience, self.n_classes = objective, patience, n_classes
+        self.seed = seed  # the trial's, in each epoch's DEBUG record (trials trained together log in turn)
         self.direction = OBJECTIVES[objective]
         self.history = History()
         self.best, self.best_weights, self.waited = float("nan"), None, 0
@@ -159,7 +161,7 @@ class Epochs:
             self.waited += 1
         seconds = time.perf_counter() - started
         log.debug(f"    epoch {epoch + 1}: loss {logs['loss']:.4f}, {self.objective} {logs[self.objective]:.4f} "
-                  f"({seconds:.3f} s)", extra={"epoch_seconds": seconds})
+                  f"({seconds:.3f} s)", extra={"epoch_seconds": seconds, "trial_seed": self.seed})
         if self.waited and self.waited >= self.patience:
             return True
         self.cut_short = self.history.cut_short = self.deadline is not None and time.monotonic() >= self.deadline

@@ -188,7 +188,8 @@ class BenchTunerMixin(kt_adapter.BuildHook):
             {"history": history, "best_epoch": best + 1, "epochs_run": len(history["loss"]), "cut_short": cut_short,
              "phase_epochs": result["phase_epochs"], "seconds": round(seconds, 3), "tuner_id": self.tuner_id,
              # where the seconds went: model build, fit (each epoch: the trainer's DEBUG records)
-             "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3)},
+             "build_seconds": round(t_built - t0, 3), "fit_seconds": round(t_fit - t_built, 3),
+             "trained_together": result.get("together", 1)},  # trials whose heads shared its batches
         )
         register_directions(trial, metrics, objective)
         return metrics
