@@ -416,3 +416,22 @@ def test_brier_skill_interval_and_resamples_match_direct_recomputation():
     assert (row["brier_skill_ci_low"], row["brier_skill_ci_high"]) == pytest.approx(
         tuple(np.percentile(direct, [2.5, 97.5]))
     )
+
+
+def test_the_mann_whitney_auc_is_scikit_learns_roc_auc_with_ties_and_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from bench.evaluate.floor import val_score
+    from bench.evaluate.metrics import mann_whitney_auc
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        score = np.round(rng.random(40), 1)  # many ties
+        assert mann_whitney_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert np.isnan(mann_whitney_auc(np.ones(5, int), rng.random(5)))
+    y3 = rng.integers(0, 3, 60)
+    proba = rng.dirichlet(np.ones(3), 60)
+    assert val_score(y3, proba, 3, "val_auc") == pytest.approx(
+        roc_auc_score(y3, proba, multi_class="ovr", average="macro"), abs=1e-12)
+    assert val_score(y, np.column_stack([1 - score, score]), 2, "val_auc") == pytest.approx(roc_auc_score(y, score))

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench.evaluate.comparisons import holm
+from bench.evaluate.metrics import mann_whitney_auc
 from bench.evaluate.paired import ALPHA, PairTest, compare_pair
 
 MAJORITY = "majority"
@@ -96,8 +97,10 @@ def val_score(y: np.ndarray, proba: np.ndarray, n_classes: int, objective: str) 
     if len(np.unique(y)) < 2:
         return math.nan
     if n_classes == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+        return mann_whitney_auc(y, proba[:, 1])
+    if len(np.unique(y)) < n_classes:  # scikit-learn's one-vs-rest AUC is undefined then too
+        return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=list(range(n_classes))))
+    return float(np.mean([mann_whitney_auc((y == c).astype(int), proba[:, c]) for c in range(n_classes)]))
 
 
 def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -113,14 +116,12 @@ def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
         raise ValueError("the training images hold one class only")
     scaler = StandardScaler().fit(x_train)
     xs_train, xs_val, xs_test = (scaler.transform(np.asarray(x, dtype=np.float64)) for x in (x_train, x_val, x_test))
-    from threadpoolctl import threadpool_limits
-
     minimise = objective == "val_loss"
     best: tuple | None = None
     model = LogisticRegression(max_iter=2000, warm_start=True)  # each C starts from the last one's solution
     # small problems: one BLAS thread (threads cost more than they save there, and on shared
     # cores they multiply the time many times over)
-    with threadpool_limits(1 if xs_train.size < SMALL else None):
+    with blas_threads(1 if xs_train.size < SMALL else None):
         for c in sorted(grid):
             model.set_params(C=c)
             model.fit(xs_train, y_train)
@@ -131,6 +132,18 @@ def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
                 best = (key, c, p_val, _proba(model, xs_test, n_classes), score)
     _, c, p_val, p_test, score = best
     return FloorFit(p_val, p_test, c, score)
+
+
+_BLAS = []  # threadpoolctl's view of the loaded BLAS libraries, made once (each look costs milliseconds)
+
+
+def blas_threads(limit: int | None):
+    """A block in which BLAS runs on at most ``limit`` threads (None: as it is)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=limit)
 
 
 def _proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:

@@ -66,6 +66,20 @@ _TIE_TOL = 1e-12
 # --------------------------------------------------------------------------- threshold
 
 
+def mann_whitney_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Binary ROC AUC as the Mann-Whitney statistic (ties count one half; ``y`` 1 for the
+    positive class), nan with one class: scikit-learn's ``roc_auc_score`` without its
+    input checks, for the many small scorings of a search (checked against it in the tests)."""
+    from scipy.stats import rankdata
+
+    pos = np.asarray(y) == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def choose_threshold(y_val, p_val) -> float:
     """Binary decision threshold chosen on validation predictions (Youden's J, midpoint).
 

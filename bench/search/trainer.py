@@ -22,6 +22,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bench.evaluate.metrics import mann_whitney_auc
+
 from bench.config import OBJECTIVES
 from bench.search.features import release_rows
 
@@ -40,18 +42,6 @@ def targets(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 def _loss(n_classes: int):
     return keras.losses.BinaryCrossentropy() if n_classes == 2 else keras.losses.CategoricalCrossentropy()
-
-
-def _binary_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half); nan with one class."""
-    from scipy.stats import rankdata
-
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _f1(y: np.ndarray, pred: np.ndarray, labels) -> float:
@@ -73,12 +63,12 @@ def scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]
     if n_classes == 2:
         p = proba.reshape(-1)
         pred = (p >= 0.5).astype(int)
-        return {"accuracy": float((pred == y).mean()), "auc": _binary_auc(y, p), "f1": _f1(y, pred, [1])}
+        return {"accuracy": float((pred == y).mean()), "auc": mann_whitney_auc(y, p), "f1": _f1(y, pred, [1])}
     pred = proba.argmax(axis=1)
     if len(np.unique(y)) != n_classes:
         auc = float("nan")
     else:
-        auc = float(np.mean([_binary_auc((y == c).astype(int), proba[:, c]) for c in range(n_classes)]))
+        auc = float(np.mean([mann_whitney_auc((y == c).astype(int), proba[:, c]) for c in range(n_classes)]))
     return {"accuracy": float((pred == y).mean()), "auc": auc, "f1": _f1(y, pred, np.union1d(y, pred))}
 
 
