@@ -206,10 +206,9 @@ def cost_table(backbones, flags: dict, source: Source = Source.TEST, pareto: boo
     return Table(headers + ["Pareto: latency", "Pareto: size"], rows, [False, True, True, True, True, True, False, False])
 
 
-LATENCY_NOTE = ("Latency is the median time per image on the machine that ran the search (batch 1 and batch 32; "
-                "at batch 32, the median of the backbone's batches of the pass over the images that made its "
-                "features, when that pass ran in the same process in TensorFlow float32: the head adds a "
-                "dense layer's microseconds).")
+LATENCY_NOTE = ("Latency is the median time per image on the machine that ran the search, at batch 1 and 32 "
+                "(at 32, of the backbone's batches in the pass that made its features, when that pass ran in the same "
+                "process in TensorFlow float32: the head adds microseconds).")
 
 
 def deployment_section(data: RunData, words: dict) -> dict:
