@@ -210,6 +210,9 @@ class NestedCV(Design):
         from bench.budget import duration_text
 
         done, total = len(finished.get(job.name, [])), self.plan.k * self.plan.repeats
+        if not done:  # it never had a fold: nothing of it was searched
+            return (f"not searched: the budget ({duration_text(budget.seconds)}) was used up before its first outer "
+                    f"fold (the leader's folds run first)")
         return (f"stopped: the budget ({duration_text(budget.seconds)}) was used up after {done} of {total} outer "
                 f"folds (the leader's folds run first)")
 

@@ -300,6 +300,8 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
     assert design.budgeted(by_name["densenet121"], third, finished, budget) is None  # dropped by the race
     assert design.budgeted(by_name["vgg16"], third, finished, budget) is None  # no time once the leader's is kept
     assert budget.stopped["vgg16"].startswith("stopped: the budget (10 min) was used up after 2 of 3 outer folds")
+    assert design.cut_reason(by_name["vgg16"], {}, budget) == (
+        "not searched: the budget (10 min) was used up before its first outer fold (the leader's folds run first)")
     leader_job = design.budgeted(by_name["mobilenet_v2"], third, finished, budget)
     assert leader_job.deadline == pytest.approx(time.monotonic() + 50, abs=1)  # 150 s left less the final search
     budget.spent_before = 600.0  # no time at all: the leader's fold still runs, a trial
@@ -311,7 +313,8 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
     first_round = [j for j in jobs if j.fold == (0, 0)]
     mobile = next(j for j in first_round if j.name == "mobilenet_v2")
     assert design.budgeted(mobile, jobs, early, short) is None
-    assert short.stopped["mobilenet_v2"].endswith("after 0 of 3 outer folds (the leader's folds run first)")
+    assert short.stopped["mobilenet_v2"] == ("not searched: the budget (10 min) was used up before its first outer fold "
+                                            "(the leader's folds run first)")
     vgg_next = next(j for j in jobs if j.fold == (0, 1) and j.name == "vgg16")
     assert design.budgeted(vgg_next, jobs, early, short) is not None and design.leader == "vgg16"
 
