@@ -234,7 +234,7 @@ def _memory(r: dict, frozen: dict, emit, table) -> None:
         emit()
         if m.get("growth"):
             a, b = rows[1], rows[-1]
-            table([[name, f(a[key], 0), f(b[key], 0), f"{m['growth'][key]:+.1f} % [target within 10 %]"]
+            table([[name, f(a[key], 0), f(b[key], 0), f"{m['growth'][key]:+.1f} % [target: at most +10 %]"]
                    for key, name in (("hwm", "peak RSS (VmHWM)"), ("rss", "current RSS (VmRSS)"))
                    if key in m["growth"]],
                   ["memory", "after trial 2 (MiB)", f"after trial {len(rows)} (MiB)", "growth"])

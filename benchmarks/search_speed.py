@@ -27,7 +27,7 @@ Each section is a function that returns a dict of figures; :func:`render` prints
 3. :func:`partial_unfreeze` (top 2 blocks): bench's two-phase training on the cached prefix
    vs the naive full model with the top 2 blocks trainable [>= 3x]; val AUC side by side.
 4. :func:`memory`: RSS after trial 2 and after the last trial of a 20-trial search on the
-   cached features, in a fresh subprocess [growth within 10 %]: avg heads only, the
+   cached features, in a fresh subprocess [growth at most 10 %]: avg heads only, the
    default space, and the space without ``--max-head-weights``.
 
 Everything runs through bench's own setup (``prepare_run``, ``BackboneJob``,
