@@ -26,6 +26,7 @@ and :func:`floor_sentence` says in words whether any backbone beats it beyond no
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -134,16 +135,17 @@ def fit_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
     return FloorFit(p_val, p_test, c, score)
 
 
-_BLAS = []  # threadpoolctl's view of the loaded BLAS libraries, made once (each look costs milliseconds)
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, made once (each look costs milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def blas_threads(limit: int | None):
     """A block in which BLAS runs on at most ``limit`` threads (None: as it is)."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=limit)
+    return _blas_controller().limit(limits=limit)
 
 
 def _proba(model, x: np.ndarray, n_classes: int) -> np.ndarray:

@@ -245,23 +245,22 @@ def pooled(x, reduce: Callable[..., np.ndarray]) -> np.ndarray | FeatureRows:
         return np.zeros((0, rows.shape[-1]), np.float32)
     if rows.mapped_folder() is None:
         return np.concatenate(list(_chunks(rows, reduce)))
-    return FeatureRows.of(_pool_to_file(rows, reduce))
+    return FeatureRows.of(_pool_to_files(rows, [reduce])[0])
+
+
+def _reduced(chunk: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` over the map of every row of ``chunk``, in float32."""
+    return reduce(chunk, axis=(1, 2)).astype(np.float32, copy=False)
 
 
 def _chunks(rows: FeatureRows, reduce):
-    return (reduce(rows[i : i + POOL_CHUNK], axis=(1, 2)).astype(np.float32, copy=False)
-            for i in range(0, len(rows), POOL_CHUNK))
-
-
-def _pool_to_file(rows, reduce, folder: Path | None = None) -> RowFile:
-    """The pooled ``rows`` (memory-mapped FeatureRows, or an array in RAM of the entry in
-    ``folder``) in an unnamed temporary file beside them."""
-    return _pool_to_files(rows, [reduce], folder)[0]
+    return (_reduced(rows[i : i + POOL_CHUNK], reduce) for i in range(0, len(rows), POOL_CHUNK))
 
 
 def _pool_to_files(rows, reduces: list, folder: Path | None = None) -> list[RowFile]:
-    """:func:`_pool_to_file` of each of ``reduces``, in one pass over ``rows``: each chunk
-    is read (and widened to float32) once for all of them."""
+    """The ``rows`` (memory-mapped FeatureRows, or an array in RAM of the entry in
+    ``folder``) pooled by each of ``reduces``, each in an unnamed temporary file beside
+    them, in one pass: each chunk is read (and widened to float32) once for all of them."""
     files = []
     try:
         for _ in reduces:
@@ -272,7 +271,7 @@ def _pool_to_files(rows, reduces: list, folder: Path | None = None) -> list[RowF
         for i in range(0, len(rows), POOL_CHUNK):
             chunk = rows[i : i + POOL_CHUNK]
             for fh, reduce in zip(files, reduces):
-                fh.write(np.ascontiguousarray(reduce(chunk, axis=(1, 2)).astype(np.float32, copy=False)).tobytes())
+                fh.write(np.ascontiguousarray(_reduced(chunk, reduce)).tobytes())
         for fh in files:
             fh.flush()
     except BaseException:

@@ -89,26 +89,25 @@ def head_layers(model) -> list[tuple[str, float]] | None:
     return out
 
 
-def as_matrix(rows, gather_later: bool = False):
-    """All of ``rows`` (an array or FeatureRows) as one float32 matrix, a row per image
-    (a feature map flattened as ``keras.layers.Flatten`` does, channels last; see
-    :func:`bench.search.features.matrix`, and for ``gather_later`` its MatrixRows)."""
-    return matrix(rows, gather_later)
+def head_weights(width: int, units: list[int], n_out: int) -> int:
+    """Weights (kernels and biases) of a head of hidden layers ``units`` and ``n_out``
+    outputs on rows of ``width`` values."""
+    sizes = [width, *units, n_out]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def size_fits(x, x_val, units: list[int], n_out: int) -> bool:
     """Whether a head of hidden layers ``units`` and ``n_out`` outputs on rows of ``x``
-    trains here: both splits (as :func:`as_matrix` makes them) and the head's weights with
+    trains here: both splits (as :func:`~bench.search.features.matrix` makes them) and the head's weights with
     Adam's state within :data:`MEMORY_BUDGET_BYTES`."""
     width = int(np.prod(x.shape[1:]))
-    sizes = [width, *units, n_out]
-    n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_weights = head_weights(width, units, n_out)
     rows = 4 * (x.shape[0] + x_val.shape[0]) * width
     return int(np.prod(x_val.shape[1:])) == width and rows + 4 * WEIGHT_COPIES * n_weights <= MEMORY_BUDGET_BYTES
 
 
 def fits(model, x, x_val) -> bool:
-    """Whether ``model`` trains here on ``x`` (as :func:`as_matrix` makes it): dense
+    """Whether ``model`` trains here on ``x`` (as :func:`~bench.search.features.matrix` makes it): dense
     layers only, float32 compute, and both splits within :data:`MEMORY_BUDGET_BYTES`."""
     width = int(np.prod(x.shape[1:]))
     if model.input.shape[-1] != width or len(model.input.shape) != 2:
@@ -348,7 +347,7 @@ def train_rows(
 ) -> tuple[dict[str, list[float]], list[np.ndarray]]:
     """Train a dense head given as its initial ``weights`` (kernels and biases in
     ``get_weights()`` order) and the dropout ``rates`` after each hidden layer, on rows
-    ``x`` (arrays or FeatureRows, flattened by :func:`as_matrix`); returns the per-epoch
+    ``x`` (arrays or FeatureRows, flattened by :func:`~bench.search.features.matrix`); returns the per-epoch
     history (the keys :func:`bench.search.trainer.train` gives) and the best epoch's
     weights. ``seed``: its dropout masks, and the batches' order unless ``order_seed`` is
     given; ``kwargs``: those of :func:`train_together`. Raises
@@ -389,7 +388,7 @@ def train_together(
     holder = heads[0]
     if any(type(h) is not type(holder) for h in heads):
         raise ValueError("heads trained together keep their arrays alike (all numpy, or all TensorFlow)")
-    x, x_val = holder.hold(as_matrix(x, gather_later=True)), holder.hold(as_matrix(x_val))
+    x, x_val = holder.hold(matrix(x, gather_later=True)), holder.hold(matrix(x_val))
     y_true, y_val_true = targets(y, n_classes), targets(y_val, n_classes)
     weights = sample_weights(y, class_weight)
     rngs = [np.random.default_rng(m.seed) for m in members]

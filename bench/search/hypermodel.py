@@ -243,6 +243,7 @@ class BenchHyperModel(kt.HyperModel):
         None: the trial needs its model; or, after the first trial, its head is kept in
         TensorFlow variables (too large to hold several) or would take the heads past
         :data:`~bench.search.head_training.TOGETHER_WEIGHTS` (it is trained later)."""
+        d = self.data
         out: list = [None] * len(trials)
         groups: dict[str, list] = {}
         held = 0  # weights of the heads taken so far
@@ -252,7 +253,7 @@ class BenchHyperModel(kt.HyperModel):
         for i in order:
             hp, seed = trials[i]
             if "flatten" in groups and hp.get("pooling") != "flatten":
-                self.data.matrices("flatten")
+                d.matrices("flatten")  # once made, kept: the later calls only look it up
             spec = self._row_spec(hp, alone=len(trials) == 1)
             if spec is not None and (i == 0 or held + spec[-1] <= head_training.TOGETHER_WEIGHTS):
                 pooling, dense, width, n_out, n_weights = spec
@@ -260,7 +261,6 @@ class BenchHyperModel(kt.HyperModel):
                 start = head_training.initial_weights(width, dense, n_out, seed)
                 member = head_training.Member(start, [rate for _, rate in dense], hp.get("learning_rate"), seed)
                 groups.setdefault(pooling, []).append((i, member))
-        d = self.data
         for pooling, items in groups.items():
             x, x_val = d.matrices(pooling)
             t0 = time.perf_counter()
@@ -296,8 +296,7 @@ class BenchHyperModel(kt.HyperModel):
         if not head_training.size_fits(x, x_val, units, n_out):
             return None
         width = int(np.prod(x.shape[1:]))
-        sizes = [width, *units, n_out]
-        n_weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        n_weights = head_training.head_weights(width, units, n_out)
         if not alone and n_weights > head_training.MAX_WEIGHTS:
             return None
         return pooling, dense, width, n_out, n_weights
@@ -313,7 +312,7 @@ class BenchHyperModel(kt.HyperModel):
         if pooling in ("avg", "max"):
             x = pooled(x, POOL_REDUCE[pooling])
         head = head_training.DenseHead(weights, [rate for _, rate in dense], binary=self.data.n_classes == 2)
-        return head.predict(head_training.as_matrix(x))
+        return head.predict(matrix(x))
 
     @staticmethod
     def load_head_weights(model: keras.Model, weights: list) -> None:

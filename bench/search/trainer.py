@@ -22,9 +22,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench.evaluate.metrics import mann_whitney_auc
-
 from bench.config import OBJECTIVES
+from bench.evaluate.metrics import mann_whitney_auc
 from bench.search.features import release_rows
 
 log = logging.getLogger(__name__)
