@@ -27,6 +27,7 @@ from bench.evaluate.final import (
     evaluate_fold,
     evaluate_on_test,
     full_model,
+    kept_val_probabilities,
     load_trial_model,
     measure_latency,
     save_model,
@@ -81,6 +82,7 @@ class BackboneJob:
     floor: bool = False  # also fit the backbone's linear probe on its cached features (bench.floor)
     deadline: float | None = None  # --budget: monotonic time after which the search starts no trial
     cache_by: float | None = None  # --budget: monotonic time by which its caching must end, else it stops
+    deploy_val: frozenset[str] = frozenset()  # paths of the deployed model's val images (its features are kept)
 
     @staticmethod
     def candidates(run) -> list[Candidate]:
@@ -93,7 +95,8 @@ class BackboneJob:
         """The job of ``candidate`` of ``run`` (a :class:`bench.run.RunFolder`) on ``split``."""
         return cls(candidate.name, index, candidate.baseline, run.path, run.index.root, split, candidate.weights,
                    run.config.image_size, run.config.search, cluster, fold, pool, frozen_pass, candidate,
-                   floor=floor_enabled(run.config) and not candidate.baseline)
+                   floor=floor_enabled(run.config) and not candidate.baseline,
+                   deploy_val=frozenset(r["path"] for r in run.split.rows("val")))
 
     @classmethod
     def for_run(cls, run, cluster=None, frozen_pass: FrozenPass = FrozenPass()) -> list["BackboneJob"]:
@@ -209,7 +212,7 @@ def prepare_search(job: BackboneJob, sources: dict | None = None) -> PreparedSea
     notes: dict = {}
     x_train, x_val, y_train, y_val, shapes, *x_test = cached_features(
         source, depths, job.run_dir, job.data_root, job.split, cfg, pool=job.pool, with_test=job.fold is not None,
-        frozen_pass=job.frozen_pass, notes=notes, cache_by=job.cache_by)
+        frozen_pass=job.frozen_pass, notes=notes, cache_by=job.cache_by, keep=job.deploy_val)
     n_classes = len(job.split.classes)
     data = TrialData(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, n_classes=n_classes,
@@ -292,8 +295,9 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
         # with the probe: one model evaluates and is timed, the deployed one's layers plus an average pooling of
         # its backbone's output (a compiled model costs seconds to trace; the pooling, microseconds to run)
         evaluated = features_model if job.floor and features_model is not None else model
+        known = kept_val_probabilities(model, trial, source, job.split)  # None: the val images are predicted
         _record(row, trial, evaluate_on_test(model, job.split, job.data_root, size, out_dir, cfg.seed, cfg.batch_size,
-                                             search.final, None if evaluated is model else evaluated, features))
+                                             search.final, None if evaluated is model else evaluated, features, known))
         row["params_total"] = int(model.count_params())
         row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         row.update(measure_latency(evaluated, size, known={32: source.batch_ms(32)}))

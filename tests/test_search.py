@@ -176,6 +176,44 @@ def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
     assert test_paths <= loaded["final"]
 
 
+@pytest.mark.parametrize("keep_bytes", [None, 0])
+def test_the_deployed_model_predicts_its_val_images_from_the_kept_frozen_features(tmp_path, monkeypatch, keep_bytes):
+    """A frozen winner's val predictions come from the caching pass's float32 features, not
+    from a second pass over the images; they are the deployed model's own predictions on
+    those images. Past the bound on kept features the images go through the model again."""
+    if keep_bytes is not None:
+        monkeypatch.setattr(bench.search.cache, "KEEP_BYTES", keep_bytes)
+    run = _tiny_run(tmp_path, max_unfreeze=0)
+    val_paths = {r["path"] for r in run.split.rows("val")}
+    loaded = {"search": [], "final": []}
+    stage = {"now": "search"}
+    real = bench.data.loading._load_row
+
+    def spy(root, row, size):
+        loaded[stage["now"]].append(row["path"])
+        return real(root, row, size)
+
+    real_eval = bench.evaluate.final.evaluate_on_test
+
+    def eval_spy(*args, **kwargs):
+        stage["now"] = "final"
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(bench.data.loading, "_load_row", spy)
+    monkeypatch.setattr(bench.pipeline, "evaluate_on_test", eval_spy)
+    execute(run)
+    again = val_paths & set(loaded["final"])
+    assert again == (set() if keep_bytes is None else val_paths)
+    assert sorted(loaded["search"]).count(sorted(val_paths)[0]) == 1  # the caching pass read each val image once
+    saved = pd.read_csv(run.path / "mobilenet_v2" / "val_predictions.csv").set_index("file")
+    deployed = keras.saving.load_model(run.path / "mobilenet_v2" / "best_model.keras", compile=False)
+    rows = run.split.rows("val")
+    images = bench.data.loading.load_images(run.index.root, rows, 32).astype("float32")
+    p = np.asarray(deployed.predict_on_batch(images)).reshape(-1)
+    raw = saved.loc[[r["path"] for r in rows], f"raw_prob_{run.split.classes[1]}"].to_numpy()
+    np.testing.assert_allclose(raw, p, atol=1e-5)
+
+
 def test_failed_trial_is_a_row_and_search_goes_on(tmp_path, monkeypatch):
     run = _tiny_run(tmp_path, max_trials=3)
     real_fit = BenchHyperModel.fit_rows

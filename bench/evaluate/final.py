@@ -162,9 +162,30 @@ def measure_latency(model: keras.Model, size: int, repeats: int = 5,
     return out
 
 
+def kept_val_probabilities(model: keras.Model, trial, source, split, batch_size: int = 32) -> dict | None:
+    """``{"val": probabilities}`` of the deployed ``model`` (:func:`full_model`) on the
+    split's val images from their float32 frozen features, kept by the caching pass in this
+    process (:meth:`bench.search.source.BackboneSource.kept_rows`): the same network's
+    outputs for the same images, so only the head runs. None when the trial fine-tuned the
+    backbone (its features are not the frozen ones) or some val image was not kept."""
+    if trial.hyperparameters.get("unfreeze") != 0:
+        return None
+    x = source.kept_rows(split.rows("val"))
+    if x is None:
+        return None
+    head = model.get_layer("head")  # the trial's head (bench.search.hypermodel.build_head), on the backbone's output
+    t0 = time.perf_counter()
+    probabilities = predict_proba(head, x, len(split.classes), batch_size)
+    log.info(f"{source.name}: final evaluation, the {len(x)} val images: "
+             f"their frozen features from the caching pass (float32), through the head, in "
+             f"{time.perf_counter() - t0:.1f}s")
+    return {"val": probabilities}
+
+
 def evaluate_on_test(
     model: keras.Model, split, data_root: Path, size: int, out_dir: Path, seed: int, batch_size: int = 32,
     settings: FinalSettings | None = None, features_model: keras.Model | None = None, features: dict | None = None,
+    known: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Calibration and thresholds on val, then one evaluation on test; writes
     val_ and test_predictions.csv and calibration.json.
@@ -174,13 +195,14 @@ def evaluate_on_test(
     what was fitted on validation is returned. ``features_model`` (of :func:`full_model`)
     predicts the images instead (the same layers, so the same probabilities, and one
     compiled model rather than two), in the same pass filling ``features["test"]`` with the
-    test images' pooled frozen features, rounded to float16 as the feature cache stores them."""
+    test images' pooled frozen features, rounded to float16 as the feature cache stores them.
+    ``known``: probabilities of a part already computed (:func:`kept_val_probabilities`)."""
     n_classes = len(split.classes)
     val_rows, test_rows = split.rows("val"), split.rows("test")
     name = Path(out_dir).name
-    probabilities = {}
+    probabilities = dict(known or {})
     for part, rows in (("val", val_rows), ("test", test_rows)):
-        if not rows and part == "test":
+        if not rows and part == "test" or part in probabilities:
             continue
         with step(f"{name}: final evaluation, predicting the {part} images", total=len(rows)) as s:
             batches = image_batches(data_root, rows, size, batch_size)

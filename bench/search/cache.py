@@ -214,10 +214,12 @@ class FeatureCache:
 
 
 def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], None] | None = None,
-               timings: dict[int, list[float]] | None = None) -> Iterator[list[np.ndarray]]:
+               timings: dict[int, list[float]] | None = None,
+               wide: Callable[[int, list[np.ndarray]], None] | None = None) -> Iterator[list[np.ndarray]]:
     """Run a (multi-output) model over uint8 image batches; yields its float16 outputs
     batch by batch (``progress(images done)`` after each). ``timings``: the seconds of
-    each call after the first (which traces the pass) go into ``timings[batch size]``."""
+    each call after the first (which traces the pass) go into ``timings[batch size]``.
+    ``wide(first image, outputs)``: each batch's outputs as computed, before rounding."""
     done = 0
     for i, batch in enumerate(batches):
         t0 = time.perf_counter()
@@ -225,6 +227,8 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
         if timings is not None and i:
             timings.setdefault(len(batch), []).append(time.perf_counter() - t0)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        if wide is not None:
+            wide(done, [np.asarray(o) for o in outs])
         done += len(batch)
         if progress:
             progress(done)
@@ -234,7 +238,7 @@ def run_prefix(model, batches: Iterable[np.ndarray], progress: Callable[[int], N
 def cached_features(
     source: BackboneSource, depths: list[int], run_dir: Path, data_root: Path, split, cfg: SearchConfig,
     pool: list[dict] | None = None, with_test: bool = False, frozen_pass: FrozenPass = FrozenPass(),
-    notes: dict | None = None, cache_by: float | None = None,
+    notes: dict | None = None, cache_by: float | None = None, keep: frozenset[str] = frozenset(),
 ) -> tuple:
     """Features of train (+ augmented views) and val for every depth, cached, computed by
     ``frozen_pass`` (its runtime and precision; the cache keys on both).
@@ -249,6 +253,10 @@ def cached_features(
     and parity, from the entries' sidecars, so also when they were cached earlier).
     ``cache_by`` (``--budget``): the monotonic time by which caching must end, else it
     stops and raises :class:`bench.budget.CachingWontFit` (:func:`bench.budget.caching_watch`).
+    ``keep``: paths of images (the deployed model's validation images) whose depth-0
+    features, when this call computes them in TensorFlow float32 (the deployed model's
+    own pass), are kept unrounded in ``source.kept`` (at most :data:`KEEP_BYTES`), so the
+    deployed model need not pass over those images again.
 
     Returns ``(x_train, x_val, y_train, y_val, shapes[, x_test])``; the ``x`` are dicts
     by depth. Runs under a lock on the run's cache folder: processes sharing the run folder
@@ -257,10 +265,11 @@ def cached_features(
     """
     with file_lock(Path(run_dir) / "cache" / ".lock"):
         return _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes,
-                                cache_by)
+                                cache_by, keep)
 
 
-def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes, cache_by):
+def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_test, frozen_pass, notes, cache_by,
+                     keep):
     base = source.base()
     fingerprint = source.fingerprint()
     cache = FeatureCache(run_dir / "cache")
@@ -316,8 +325,10 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
                     progress.update(done)
                     watch(at + done)
 
-                timed = source.pass_seconds if compute == "float32" and runtime == "tensorflow" else None
-                for outputs in run_prefix(prefix, batches, progress=update, timings=timed):
+                deployed = compute == "float32" and runtime == "tensorflow"  # the deployed model's own pass
+                timed = source.pass_seconds if deployed else None
+                wide = _keeper(source, rows[s], keep, depths, out_shapes) if deployed and not n_views else None
+                for outputs in run_prefix(prefix, batches, progress=update, timings=timed, wide=wide):
                     for d, features in zip(depths, outputs):
                         if d in writers:
                             writers[d].write(features)
@@ -358,6 +369,32 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
     if with_test:
         return x_train, x_val, y_train, y_val, shapes, x_test
     return x_train, x_val, y_train, y_val, shapes
+
+
+#: Bytes of float32 frozen features the caching pass of one backbone keeps in RAM for the
+#: deployed model's validation images (:func:`_keeper`; an Xception at 299 px keeps up to 80
+#: images); more than this, and those images go through the deployed model again.
+KEEP_BYTES = 64 * 2**20
+
+
+def _keeper(source, rows: list[dict], keep: frozenset[str], depths: list[int], shapes: list[tuple]):
+    """``run_prefix``'s ``wide``: stores the float32 depth-0 outputs of the rows of ``rows``
+    whose path is in ``keep`` in ``source.kept`` (:meth:`BackboneSource.kept_rows`); None
+    when nothing is to be kept or they would take more than :data:`KEEP_BYTES`."""
+    if 0 not in depths or not keep:
+        return None
+    at = depths.index(0)
+    wanted = {i: r["path"] for i, r in enumerate(rows) if r["path"] in keep}
+    if not wanted or len(wanted) * 4 * int(np.prod(shapes[at])) > KEEP_BYTES:
+        return None
+
+    def wide(first: int, outputs: list[np.ndarray]) -> None:
+        block = outputs[at]
+        for i in range(first, first + len(block)):
+            if i in wanted:
+                source.kept[wanted[i]] = np.array(block[i - first], dtype=np.float32)
+
+    return wide
 
 
 def _openvino_prefix(source, depths, base, fingerprint, cache, data_root, rows, compute):

@@ -58,6 +58,10 @@ class BackboneSource:
         #: float32, the first batch, which traces the pass, left out): what a batch of the
         #: backbone costs, the deployed model's batch latency (:meth:`batch_ms`)
         self.pass_seconds: dict[int, list[float]] = {}
+        #: float32 depth-0 features of images by path, kept by the caching pass (TensorFlow in
+        #: float32: the deployed model's own frozen pass) for the deployed model's validation
+        #: images (:func:`bench.search.cache.cached_features`'s ``keep``; :meth:`kept_rows`)
+        self.kept: dict[str, np.ndarray] = {}
 
     def adopt(self, donor: "BackboneSource | None") -> None:
         """Reuse ``donor``'s built network (same backbone, size, weights and seed, another
@@ -113,6 +117,13 @@ class BackboneSource:
         ``at_least`` of them."""
         times = self.pass_seconds.get(batch, [])
         return round(1000 * float(np.median(times)) / batch, 3) if len(times) >= at_least else None
+
+    def kept_rows(self, rows: list[dict]) -> np.ndarray | None:
+        """The kept float32 features of ``rows`` (:attr:`kept`), stacked in order; None
+        unless every one of them was kept."""
+        if not rows or any(r["path"] not in self.kept for r in rows):
+            return None
+        return np.stack([self.kept[r["path"]] for r in rows])
 
     def base(self) -> keras.Model:
         """The backbone with this run's original weights, every layer trainable."""
