@@ -83,7 +83,7 @@ def write_floor(name: str, split, files: SearchFiles, search, fit: FloorFit, sec
 
     files.path.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    metrics = evaluate_predictions(split, fit.p_val, fit.p_test, files.path, search.seed)
+    metrics = evaluate_predictions(split, fit.p_val, fit.p_test, files.path, search.seed, intervals=fold is None)
     row = _row(name, search, fold, **extra)
     row.update(status="ok", val_objective=fit.val_objective, floor_c=fit.c,
                search_seconds=round(seconds + time.perf_counter() - t0, 2))

@@ -50,7 +50,8 @@ def predict_batch(model, batch):
     return np.asarray(out)
 
 
-def has_run(model, batch_size: int) -> bool:
+def has_run(model, batch_size: int | None = None) -> bool:
     """Whether :func:`predict_batch` has run ``model`` on a batch of ``batch_size`` (its
-    compiled pass is then warm for that shape: a latency measurement needs no warm-up)."""
-    return batch_size in _BATCHES.get(model, ())
+    compiled pass is then warm for that shape: a latency measurement needs no warm-up);
+    ``None``: on a batch of any size (its pass is traced)."""
+    return bool(_BATCHES.get(model)) if batch_size is None else batch_size in _BATCHES.get(model, ())

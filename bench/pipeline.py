@@ -300,7 +300,7 @@ def run_backbone(job: BackboneJob, sources: dict | None = None) -> dict | None:
                                              search.final, None if evaluated is model else evaluated, features, known))
         row["params_total"] = int(model.count_params())
         row["params_trainable"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-        row.update(measure_latency(evaluated, size, known={32: source.batch_ms(32)}))
+        row.update(measure_latency(evaluated, size, known={32: source.batch_ms(32)}, stand_in=source.frozen_model))
         _probe(job, search, features.get("test"))
     write_result(result_path, row)  # after the probe's: a finished backbone has its probe
     keras.backend.clear_session()  # with a full garbage collection (free_memory, Keras' default)

@@ -207,6 +207,14 @@ def test_each_fold_calibrates_on_its_inner_validation_and_the_report_pools_them(
         want = apply_temperature(raw, fitted["temperature"], fitted["class_weights"])
         np.testing.assert_allclose(part[["prob_a", "prob_b"]].to_numpy(), want, atol=1e-6)
         assert part["threshold"].iloc[0] == pytest.approx(fitted["operating_points"]["youden"]["threshold"])
+        # a fold's own file holds what was fitted on its inner validation and its point metrics: the
+        # intervals, calibration checks and operating points on test images are the pooled ones below
+        assert "after" not in fitted and "test_operating_points" not in fitted
+        result = json.loads((run / "cv" / f"r{repeat}-f{fold}" / "mobilenet_v2" / "result.json").read_text())
+        assert 0 <= result["test_roc_auc"] <= 1 and "test_roc_auc_ci_low" not in result
+    board = {r["backbone"]: r for r in json.loads((run / "leaderboard.json").read_text())}
+    row = board["mobilenet_v2"]
+    assert row["cv_roc_auc_ci_low"] <= row["cv_roc_auc"] <= row["cv_roc_auc_ci_high"]
     text = (run.parent.parent / "reports" / "cv" / "report.md").read_text()
     assert "### Probabilities and decisions" in text and "on the pooled out-of-fold predictions" in text
     assert "#### Operating points (out of fold, each image at its own fold's thresholds)" in text

@@ -62,3 +62,19 @@ def test_the_batch_latency_of_the_frozen_pass_is_not_measured_again(monkeypatch,
     latency = final.measure_latency(_model(), 8, known={32: source.batch_ms(32), 1: None})
     assert calls == [1] * 6  # a warm-up and five timed calls at batch 1, nothing at 32
     assert latency["latency_ms_b32"] == expected and latency["latency_ms_b1"] > 0
+
+
+def test_batch_one_is_timed_on_the_traced_frozen_pass_when_the_deployed_model_never_ran(monkeypatch):
+    """Tracing a deployed ConvNeXt costs more than timing it: when the deployed model has
+    not run, batch 1 is timed on the frozen pass's network (already traced), not on it."""
+    frozen, deployed = _model(), _model()
+    predict_batch(frozen, np.zeros((32, 8, 8, 3), np.uint8))
+    compiled_for = []
+    real = final.compiled
+    monkeypatch.setattr(final, "compiled", lambda model: compiled_for.append(model) or real(model))
+    latency = final.measure_latency(deployed, 8, known={32: 1.5}, stand_in=frozen)
+    assert compiled_for == [frozen] and latency["latency_ms_b1"] > 0 and latency["latency_ms_b32"] == 1.5
+    compiled_for.clear()
+    predict_batch(deployed, np.zeros((4, 8, 8, 3), np.uint8))  # once the deployed model has run, it is timed itself
+    final.measure_latency(deployed, 8, known={32: 1.5}, stand_in=frozen)
+    assert compiled_for == [deployed]

@@ -430,6 +430,12 @@ def test_the_mann_whitney_auc_is_scikit_learns_roc_auc_with_ties_and_one_class()
         score = np.round(rng.random(40), 1)  # many ties
         assert mann_whitney_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
     assert np.isnan(mann_whitney_auc(np.ones(5, int), rng.random(5)))
+    from scipy.stats import rankdata
+
+    from bench.evaluate.metrics import average_ranks
+
+    for values in (np.round(rng.random(50), 1), rng.random(7), np.zeros(4), np.array([2.0, -1.0, 2.0, np.inf])):
+        np.testing.assert_array_equal(average_ranks(values), rankdata(values))
     y3 = rng.integers(0, 3, 60)
     proba = rng.dirichlet(np.ones(3), 60)
     assert val_score(y3, proba, 3, "val_auc") == pytest.approx(

@@ -362,6 +362,29 @@ def test_notebook_baseline_row(tmp_path):
         assert len(head) == len(trained) and all(np.array_equal(a, b) for a, b in zip(head, trained))
 
 
+def test_the_starting_weights_a_suite_hands_on_are_those_of_the_backbone_as_built(tmp_path):
+    """A random-init backbone's weights before its BatchNorm calibration (what a later run of
+    a suite starts from) are a fresh build's with the same seed, and calibration changed the
+    BatchNorm statistics only."""
+    from bench.search.source import batchnorm_layers
+
+    run = _tiny_run(tmp_path)
+    source = bench.search.source.source_for(backbones.get("mobilenet_v2"), "none", 32, run.path, run.index.root,
+                                            run.split, 0)
+    calibrated = source.base()
+    keras.utils.set_random_seed(0)
+    fresh = backbones.build_with_weights(backbones.get("mobilenet_v2"), backbones.resolve_weights("none"), 32)
+    statistics = {id(v) for bn in batchnorm_layers(calibrated) for v in (bn.moving_mean, bn.moving_variance)}
+    changed = 0
+    for variable, start, built, now in zip(calibrated.weights, source._starting_weights(), fresh.get_weights(),
+                                           calibrated.get_weights()):
+        np.testing.assert_array_equal(start, built)
+        if not np.array_equal(start, now):
+            assert id(variable) in statistics
+            changed += 1
+    assert changed > 0
+
+
 def test_the_backbone_is_handed_out_with_its_original_weights_after_fine_tuning(tmp_path):
     """A fine-tuning trial trains the layers top() hands out; the next base() (the next
     trial, fold or cache lookup) has the run's original weights again, and the cache key's

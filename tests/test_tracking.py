@@ -47,3 +47,12 @@ def test_every_trial_writes_its_hyperparameters_and_best_metrics(tiny_run):
         best = history["best_epoch"] - 1
         assert scalars["best_val_auc"] == pytest.approx(history["history"]["val_auc"][best], abs=1e-6)
         assert scalars["best_loss"] == pytest.approx(history["history"]["loss"][best], abs=1e-6)
+
+
+@pytest.mark.parametrize("value", [0.123, 1e-30, -2.5, float("nan"), 3.0e38])
+def test_a_scalar_summary_is_the_one_tensorboard_makes(value):
+    from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+
+    from bench.search.trainer import scalar_summary
+
+    assert scalar_summary("epoch_loss", value).SerializeToString() == scalar_pb("epoch_loss", value).SerializeToString()

@@ -18,7 +18,7 @@ import numpy as np
 from bench.forward import compiled, has_run, predict_batch
 from bench.data.loading import image_batches, label_indices
 from bench.evaluate.decisions import Decisions, headline, weight_vector
-from bench.evaluate.metrics import evaluate
+from bench.evaluate.metrics import brier_skill_score, classification_metrics, evaluate
 from bench.layers import BackbonePreprocess
 from bench.atomic import save_via_temp, write_json_atomic
 from bench.runfolder import SearchFiles
@@ -135,23 +135,27 @@ def predict_with_features(model: keras.Model, batches, n_classes: int, progress=
 
 
 def measure_latency(model: keras.Model, size: int, repeats: int = 5,
-                    known: dict[int, float | None] | None = None) -> dict[str, float]:
+                    known: dict[int, float | None] | None = None, stand_in: keras.Model | None = None) -> dict[str, float]:
     """Median ms per image at batch 1 and batch 32 (after a warm-up call at each batch size
     the model has not run yet), by the model's compiled forward pass
     (:func:`bench.forward.compiled`: traced once for both batch sizes, and shared with the
     evaluation that ran before on the same model, which usually ran full batches of 32).
     ``known``: ms per image already measured at a batch size on the same network in this
     process (the frozen pass over the images: :meth:`bench.search.source.BackboneSource.batch_ms`,
-    the backbone being all but a dense layer's microseconds of the model), not measured again."""
+    the backbone being all but a dense layer's microseconds of the model), not measured again.
+    ``stand_in``: the same network already traced in this process (the frozen pass's model,
+    :attr:`bench.search.source.BackboneSource.frozen_model`), timed instead of ``model``
+    when ``model`` has not run yet: tracing the model would cost more than timing it."""
     import tensorflow as tf
 
-    forward = compiled(model)
+    timed = stand_in if stand_in is not None and not has_run(model) else model
+    forward = compiled(timed)
     out = {f"latency_ms_b{batch}": ms for batch, ms in (known or {}).items() if ms is not None}
     for batch in (1, 32):
         if f"latency_ms_b{batch}" in out:
             continue
         x = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype("float32"))
-        if not has_run(model, batch):
+        if not has_run(timed, batch):
             tf.nest.map_structure(np.asarray, forward(x))  # warm-up
         times = []
         for _ in range(repeats if batch == 1 else max(2, repeats // 2)):
@@ -229,7 +233,7 @@ def evaluate_fold(trial_model, depth: int, x_val: dict, x_test: dict, split, out
         p_val, p_test = (predict_proba(trial_model, x[depth], n_classes, batch_size) for x in (x_val, x_test))
     else:
         p_val, p_test = (_as_probabilities(trial_model(x[depth]), n_classes) for x in (x_val, x_test))
-    return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings)
+    return evaluate_predictions(split, p_val, p_test, out_dir, seed, settings, intervals=False)
 
 
 def _prediction_table(rows: list[dict], y: np.ndarray, classes: list[str], calibrated: np.ndarray,
@@ -243,12 +247,18 @@ def _prediction_table(rows: list[dict], y: np.ndarray, classes: list[str], calib
 
 
 def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, out_dir: Path, seed: int,
-                         settings: FinalSettings | None = None) -> dict:
+                         settings: FinalSettings | None = None, intervals: bool = True) -> dict:
     """Calibrate and choose the operating points on the val predictions
     (:mod:`bench.evaluate.decisions`), evaluate the calibrated test predictions once
     (intervals over duplicate groups, Brier skill against the training prevalence), and
     write ``val_predictions.csv``, ``test_predictions.csv`` (calibrated ``prob_*``, raw
-    ``raw_prob_*``) and ``calibration.json``."""
+    ``raw_prob_*``) and ``calibration.json``.
+
+    ``intervals=False`` (an outer fold of ``--cv``): the test metrics without intervals,
+    and ``calibration.json`` with what was fitted on validation only (no calibration or
+    operating-point checks on the test images). A fold's own intervals are not reported:
+    the CV estimates pool the out-of-fold predictions of every fold and compute their
+    intervals, calibration and operating points on them (:mod:`bench.evaluate.crossval`)."""
     settings = settings or FinalSettings()
     files = SearchFiles(out_dir)
     classes = split.classes
@@ -272,14 +282,20 @@ def evaluate_predictions(split, p_val: np.ndarray, p_test: np.ndarray | None, ou
     prevalence = np.bincount(train_labels, minlength=n_classes) / max(1, len(train_labels))
     groups = [r["group"] for r in test_rows]
     calibrated = decisions.calibrate(p_test)
-    log.info(f"{name}: test metrics of {len(test_rows)} images, confidence intervals from 1000 bootstrap resamples "
-             f"of {len(set(groups))} groups")
-    metrics = evaluate(y_test, calibrated, classes, threshold=threshold, n_resamples=1000, seed=seed,
-                       groups=groups, prevalence=prevalence)
-    log.info(f"{name}: calibration and operating-point checks on the test images")
-    report = decisions.on_test(y_test, p_test, prevalence, groups, seed)
-    write_json_atomic(files.calibration_json, report)
-    metrics.update(headline(report))
+    if intervals:
+        log.info(f"{name}: test metrics of {len(test_rows)} images, confidence intervals from 1000 bootstrap "
+                 f"resamples of {len(set(groups))} groups")
+        metrics = evaluate(y_test, calibrated, classes, threshold=threshold, n_resamples=1000, seed=seed,
+                           groups=groups, prevalence=prevalence)
+        log.info(f"{name}: calibration and operating-point checks on the test images")
+        report = decisions.on_test(y_test, p_test, prevalence, groups, seed)
+        write_json_atomic(files.calibration_json, report)
+        metrics.update(headline(report))
+    else:
+        metrics = classification_metrics(y_test, calibrated, classes, threshold)
+        metrics["brier_skill"] = brier_skill_score(y_test, calibrated, prevalence)
+        write_json_atomic(files.calibration_json, decisions.fitted())
+        metrics["temperature"] = decisions.temperature
     pred = (calibrated[:, 1] >= threshold).astype(int) if n_classes == 2 else calibrated.argmax(axis=1)
     table = _prediction_table(test_rows, y_test, classes, calibrated, p_test, pred)
     write_csv(files.test_predictions_csv, table)

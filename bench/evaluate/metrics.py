@@ -70,14 +70,27 @@ def mann_whitney_auc(y: np.ndarray, score: np.ndarray) -> float:
     """Binary ROC AUC as the Mann-Whitney statistic (ties count one half; ``y`` 1 for the
     positive class), nan with one class: scikit-learn's ``roc_auc_score`` without its
     input checks, for the many small scorings of a search (checked against it in the tests)."""
-    from scipy.stats import rankdata
-
     pos = np.asarray(y) == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(score)
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    if np.isnan(score).any():  # as rankdata propagates nan
+        return float("nan")
+    ranks = average_ranks(score)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values``, ties given the mean of their ranks (``scipy.stats.rankdata``'s
+    default, without its input handling: a search scores every epoch of every trial)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each run of ties
+    counts = np.diff(np.r_[starts, len(values)])
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat(starts + (counts + 1) / 2.0, counts)
+    return ranks
 
 
 def choose_threshold(y_val, p_val) -> float:

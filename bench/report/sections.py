@@ -208,7 +208,8 @@ def cost_table(backbones, flags: dict, source: Source = Source.TEST, pareto: boo
 
 LATENCY_NOTE = ("Latency is the median time per image on the machine that ran the search, at batch 1 and 32 "
                 "(at 32, of the backbone's batches in the pass that made its features, when that pass ran in the same "
-                "process in TensorFlow float32: the head adds microseconds).")
+                "process in TensorFlow float32, and at 1 of that pass's network when the deployed model had not run: "
+                "the head adds microseconds).")
 
 
 def deployment_section(data: RunData, words: dict) -> dict:

@@ -327,6 +327,8 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
 
                 deployed = compute == "float32" and runtime == "tensorflow"  # the deployed model's own pass
                 timed = source.pass_seconds if deployed else None
+                if deployed:
+                    source.frozen_model = prefix
                 wide = _keeper(source, rows[s], keep, depths, out_shapes) if deployed and not n_views else None
                 for outputs in run_prefix(prefix, batches, progress=update, timings=timed, wide=wide):
                     for d, features in zip(depths, outputs):

@@ -62,6 +62,10 @@ class BackboneSource:
         #: float32: the deployed model's own frozen pass) for the deployed model's validation
         #: images (:func:`bench.search.cache.cached_features`'s ``keep``; :meth:`kept_rows`)
         self.kept: dict[str, np.ndarray] = {}
+        #: the frozen pass's model (images in, cut tensors out) when that pass ran in this
+        #: process in TensorFlow float32: traced already, it times the deployed network
+        #: (:func:`bench.evaluate.final.measure_latency`'s ``stand_in``)
+        self.frozen_model: keras.Model | None = None
 
     def adopt(self, donor: "BackboneSource | None") -> None:
         """Reuse ``donor``'s built network (same backbone, size, weights and seed, another
@@ -136,7 +140,7 @@ class BackboneSource:
             for layer in model.layers:
                 layer.trainable = True
             return model
-        model = self._reused()
+        model, original = self._reused(), None
         if model is None and self.weights_file.exists():
             model = self.record.build(weights=None, image_size=self.image_size)
             model.load_weights(self.weights_file)
@@ -145,12 +149,16 @@ class BackboneSource:
             spec = backbones.resolve_weights(self.weights)
             model = backbones.build_with_weights(self.record, spec, self.image_size)
             self._built = True
+            before = {}
             if spec.kind == "none":
-                self._initial = model.get_weights()
+                before = _batchnorm_statistics(model)
                 self._calibrate(model)
             self.weights_file.parent.mkdir(parents=True, exist_ok=True)
             save_via_temp(self.weights_file, model.save_weights)
-        self.last_base, self._original = model, model.get_weights()
+            original = model.get_weights()
+            if before:  # as built: calibration set the BatchNorm statistics and nothing else
+                self._initial = [before.get(id(v), w) for v, w in zip(model.weights, original)]
+        self.last_base, self._original = model, model.get_weights() if original is None else original
         self._changed, self._fingerprint = False, None
         return model
 
@@ -231,6 +239,11 @@ def source_for(record, weights: str, image_size: int, run_dir: Path, data_root: 
         record, weights, image_size, Path(run_dir) / (folder or record.name), seed,
         calibration_images=lambda: load_images(data_root, spread, image_size), name=folder,
     )
+
+
+def _batchnorm_statistics(base: keras.Model) -> dict[int, np.ndarray]:
+    """The moving mean and variance of every BatchNorm of ``base``, by ``id`` of the variable."""
+    return {id(v): v.numpy() for bn in batchnorm_layers(base) for v in (bn.moving_mean, bn.moving_variance)}
 
 
 def batchnorm_layers(base: keras.Model) -> list:

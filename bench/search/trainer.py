@@ -13,6 +13,7 @@ weights of the best epoch on the objective. Each epoch ends with a DEBUG record 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -316,10 +317,28 @@ def _write_events(log_dir: Path, summaries: list[tuple[int, object]]) -> None:
             writer.write(event_pb2.Event(summary=summary, wall_time=now, step=step).SerializeToString())
 
 
+@functools.cache
+def _scalar_metadata():
+    from tensorboard.plugins.scalar import metadata
+
+    return metadata.create_summary_metadata(display_name=None, description=None)
+
+
+def scalar_summary(tag: str, value: float):
+    """The Summary ``tensorboard.plugins.scalar.summary_v2.scalar_pb(tag, value)`` makes
+    (a float32 scalar; the same bytes, checked in the tests), built directly: a trial writes
+    one per metric and epoch, and ``scalar_pb`` converts each through numpy."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+    summary = summary_pb2.Summary()
+    summary.value.add(tag=tag, metadata=_scalar_metadata(), tensor=tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(), float_val=[value]))
+    return summary
+
+
 def write_tensorboard(history: dict[str, list[float]], log_dir: Path) -> None:
     """Per-epoch scalars in Keras' TensorBoard layout (``train/`` and ``validation/``)."""
-    from tensorboard.plugins.scalar.summary_v2 import scalar_pb
-
+    scalar_pb = scalar_summary
     for sub, prefix in (("train", ""), ("validation", "val_")):
         records = [(epoch, scalar_pb("epoch_" + key[len(prefix):], float(value)))
                    for key, values in history.items()
@@ -334,11 +353,10 @@ def write_hparams(log_dir: Path, hparams: dict, metrics: dict[str, float], trial
     ``tensorboard --logdir results/<run>`` compares every trial of every backbone (and
     fold) in one table and one parallel-coordinates view."""
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb
-    from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
     def plain(value):
         return value if isinstance(value, (bool, int, float, str)) else str(value)
 
     session = hparams_pb({k: plain(v) for k, v in hparams.items()}, trial_id=trial_id)
-    _write_events(Path(log_dir), [(0, session)] + [(0, scalar_pb(f"best_{key}", float(value)))
+    _write_events(Path(log_dir), [(0, session)] + [(0, scalar_summary(f"best_{key}", float(value)))
                                                    for key, value in metrics.items()])
