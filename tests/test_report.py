@@ -360,14 +360,14 @@ def test_rebuild_is_identical_and_drops_stale_figures(tmp_path, no_figures):
 
 def test_figures_are_reproducible():
     """The jittered strip plot is the one figure with randomness in it."""
-    from bench.report import figures
+    from bench.report import figures, rendering
 
     trials = pd.concat([_trials(4, 0, "01", seed=s).assign(backbone=b) for s, b in enumerate(["alpha", "beta"])])
     colours = figures.backbone_colours(["alpha", "beta"])
     state = np.random.get_state()[1].copy()
     with figures.style():
-        first = figures.png(figures.search_choices(trials, "val_auc", colours))
-        second = figures.png(figures.search_choices(trials, "val_auc", colours))
+        first = rendering.png(figures.search_choices(trials, "val_auc", colours))
+        second = rendering.png(figures.search_choices(trials, "val_auc", colours))
     assert first == second
     assert (np.random.get_state()[1] == state).all()  # numpy's global generator is left as it was
 
@@ -434,7 +434,7 @@ def test_three_classes(tmp_path, no_figures):
 
 
 def test_three_class_figures_draw():
-    from bench.report import figures
+    from bench.report import figures, rendering
 
     classes = ["glioma", "meningioma", "none"]
     preds = {"alpha": _predictions(1, 0.8, classes), "beta": _predictions(2, 0.3, classes)}
@@ -443,7 +443,7 @@ def test_three_class_figures_draw():
         for fig in (figures.roc_pr(preds, classes, colours), figures.reliability(preds, classes, colours),
                     # no training history (bench_trial.json missing): the panels say so
                     figures.training_and_confusion(None, [[5, 1, 0], [2, 4, 1], [0, 0, 7]], classes, colours["alpha"])):
-            assert figures.png(fig).startswith(b"\x89PNG")
+            assert rendering.png(fig).startswith(b"\x89PNG")
 
 
 def test_not_a_run_folder(tmp_path):
@@ -697,3 +697,32 @@ def test_every_leaderboard_metric_carries_its_interval(built):
         column = table.headers.index(name)
         ok = [row for row in table.rows if row[0] != "failed"]
         assert ok and all("(" in row[column] and "\u2013" in row[column] for row in ok), (name, ok)
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_figures_rendered_together_are_the_bytes_rendered_one_by_one(monkeypatch, fork):
+    """A report's figures are rendered after all are drawn, half of them in a forked process:
+    each in the style it was drawn in (the learning-rate axis picks its ticks when rendered),
+    byte for byte what rendering it at once gives; where forking fails, all of them here."""
+    from bench.report import figures, rendering
+
+    names = ["alpha", "beta", "gamma"]
+    colours = figures.backbone_colours(names)
+    rng = np.random.default_rng(0)
+    trials = pd.DataFrame({"backbone": np.repeat(names, 5), "learning_rate": 10 ** rng.uniform(-3.6, -2.3, 15),
+                           "val_auc": rng.uniform(0.2, 1.0, 15)})
+
+    def draw() -> list:
+        with figures.style():
+            return [rendering.as_figure(f"lr{i}", figures.search_learning_rate(trials, "val_auc", colours), "t", "c")
+                    for i in range(3)] + [rendering.as_figure("none", None, "t", "c")]
+
+    at_once = draw()
+    if not fork:
+        monkeypatch.setattr(rendering.os, "fork", lambda: (_ for _ in ()).throw(OSError("no fork here")))
+    with rendering.rendered_together():
+        together = draw()
+        assert all(f.data == b"" for f in together[:3])  # rendered as the block ends
+    assert together[3] is None and at_once[3] is None
+    assert [f.data for f in together[:3]] == [f.data for f in at_once[:3]]
+    assert all(f.data.startswith(b"\x89PNG") for f in together[:3])

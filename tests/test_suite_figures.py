@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from bench.evaluate.across_datasets import compare_across
-from bench.report.figures import DPI, style
+from bench.report.figures import style
+from bench.report.rendering import DPI
 from bench.report.suite_figures import bayes_matrix, cd_diagram, scores_heatmap, write_png
 
 FIVE_BY_THREE = np.array([[0.95, 0.93, 0.80], [0.91, 0.905, 0.82], [0.90, 0.897, 0.85], [0.88, 0.86, 0.81],

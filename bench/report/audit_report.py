@@ -89,7 +89,8 @@ def intervals_figure(found: dict):
 
 
 def _figure(found: dict):
-    from bench.report.figures import as_figure, style
+    from bench.report.figures import style
+    from bench.report.rendering import as_figure
 
     with style():
         return as_figure(

@@ -16,11 +16,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report.rendering import as_figure
 from bench.report import findings, sections
 from bench.report.calibration_section import section as decisions_section
 from bench.report.floor_section import floor_section
 from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
 from bench.report.load import RunData, copies_figure, load_run
+from bench.report.rendering import rendered_together
 from bench.schema import STOPPED, Source
 from bench.atomic import write_bytes_atomic, write_text_atomic
 
@@ -39,7 +41,7 @@ def make_figures(data: RunData, design: dict, deployment: dict, search: dict, de
 
     out: dict = {"backbone": {}}
     colours = F.backbone_colours([b.name for b in data.backbones])
-    source, words, add = data.source, design["words"], F.as_figure
+    source, words, add = data.source, design["words"], as_figure
     predictions = {b.name: p for b in data.ok if (p := b.predictions(source)) is not None and len(p)}
 
     with F.style():
@@ -217,7 +219,8 @@ def build_report(run_dir: Path, reports_dir: Path = Path("reports")) -> Report:
 
     out = check_writable(Path(reports_dir) / (run_dir.resolve().name or data.name), "--reports")
     log.info(f"report: computing its tables, comparisons and figures into {out}")
-    ctx = context(data, run_dir, Path(reports_dir))
+    with rendered_together():  # the figures' PNGs, half of them in a second process (bench.report.rendering)
+        ctx = context(data, run_dir, Path(reports_dir))
     ctx["checklists"] = checklists(data, run_dir, out, ctx["no"])
     figures = _all_figures(ctx["fig"])
     log.info(f"report: writing report.md, report.html and {len(figures)} figures")

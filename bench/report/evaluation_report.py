@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from bench.schema import Source, metric_with_ci, to_float
+from bench.report.rendering import as_figure
 from bench.report.build import TEMPLATES, _environment, write_pages
 from bench.report.findings import Banner
 from bench.report.formatting import DASH, FIGURE_PREFIX, Table, num, to_int
@@ -222,12 +223,12 @@ def make_figures(evaluation: dict, predictions) -> dict:
         fig, axes = F.new_figure(1.2 + 3.2 * len(variants), 2.4 + 0.3 * len(classes), ncols=len(variants))
         for ax, (_, label, _, res) in zip(axes, variants):
             F.confusion_panel(ax, (res.get("metrics") or {}).get("confusion_matrix"), classes, f"Confusion ({label})")
-        out["confusion"] = F.as_figure("confusion", fig, "Confusion matrix",
+        out["confusion"] = as_figure("confusion", fig, "Confusion matrix",
                                        f"Counts and share of each true class, {at}.")
         if frames:
-            out["roc-pr"] = F.as_figure("roc-pr", F.roc_pr(frames, classes, colours), "ROC and precision\u2013recall "
+            out["roc-pr"] = as_figure("roc-pr", F.roc_pr(frames, classes, colours), "ROC and precision\u2013recall "
                                         "curves", "Every evaluated image. AP: average precision.")
-            out["calibration"] = F.as_figure(
+            out["calibration"] = as_figure(
                 "calibration", F.reliability(frames, classes, colours, where="external data"), "Reliability diagram",
                 "Predicted probability against the observed frequency in equal-count bins, bars the 95 % Wilson "
                 "intervals; points on the diagonal are well calibrated. ECE: expected calibration error over these "
@@ -236,7 +237,7 @@ def make_figures(evaluation: dict, predictions) -> dict:
         fig = F.decision_curves(curves, classes, colours) if len(classes) == 2 else None
         if fig is not None:
             fig.axes[0].set_title("Decision curve (external data)")
-        out["decision-curve"] = F.as_figure(
+        out["decision-curve"] = as_figure(
             "decision-curve", fig, "Decision curve",
             "Net benefit = TP/N \u2212 FP/N \u00b7 t/(1\u2212t) of acting on the probability at threshold t (Vickers "
             "& Elkin 2006), bands the 95 % bootstrap interval, against treating every image as positive and treating "

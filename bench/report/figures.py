@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib (Agg canvas, no pyplot state) and seaborn.
 
 Every function takes plain data and returns a :class:`matplotlib.figure.Figure`, or
-``None`` when there is nothing to draw; :func:`png` turns a figure into PNG bytes.
+``None`` when there is nothing to draw; :func:`bench.report.rendering.png` turns a figure into PNG bytes.
 Colours are fixed per backbone (:func:`backbone_colours`) so a backbone looks the same
 in every figure.
 """
@@ -9,7 +9,6 @@ in every figure.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -22,8 +21,6 @@ from bench.schema import Estimate, Source, to_float
 from bench.schema import column as metric_column
 from bench.tables import probability_matrix
 
-#: Resolution of the saved PNGs. Figures are sized in inches for a ~900 px column.
-DPI = 130
 WIDTH = 9.0  # inches; full report column
 
 
@@ -53,26 +50,6 @@ def new_figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kw
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
     return fig, list(axes.ravel())
-
-
-def png(fig) -> bytes:
-    """PNG bytes of ``fig`` (no timestamp or software tag, so rebuilding gives the same file)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def as_figure(key: str, fig, title: str, caption: str):
-    """A drawn matplotlib figure as the report's :class:`~bench.report.formatting.Figure`
-    (PNG bytes and size), then cleared; None stays None (a figure with nothing to show)."""
-    from bench.report.formatting import Figure
-
-    if fig is None:
-        return None
-    w, h = fig.get_size_inches()
-    made = Figure(key, title, caption, png(fig), float(w), float(h))
-    fig.clear()
-    return made
 
 
 def backbone_colours(names: Sequence[str]) -> dict[str, tuple]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.evaluate.coverage import coverage_sentence
 from bench.evaluate.crossval import CV_RESAMPLES
+from bench.report.rendering import as_figure
 from bench.report import folds_comparison
 from bench.report.calibration_section import cv_reports
 from bench.report.formatting import (
@@ -86,7 +87,7 @@ def fold_figures(data: RunData) -> dict:
     colours = F.backbone_colours([b.name for b in data.backbones])
     metric, d = ranking_metric(data), design(data)
     oof = {b.name: b.oof for b in data.ok if b.oof is not None and len(b.oof)}
-    add = F.as_figure
+    add = as_figure
     out = {}
     with F.style():
         scores = {}
@@ -127,7 +128,6 @@ def fold_figures(data: RunData) -> dict:
 def backbone_figure(data: RunData):
     """Each backbone's figure: its outer folds' training curves (and the final model's) beside
     the out-of-fold confusion matrix (and the final model's on the holdout)."""
-    from bench.report import figures as F
     from bench.report import folds_figures as CF
 
     def draw(b, colour):
@@ -135,7 +135,7 @@ def backbone_figure(data: RunData):
         if has_holdout_scores(b.row) and b.row.get("test_confusion_matrix") is not None:
             confusions.append(("Holdout (final)", b.row.get("test_confusion_matrix")))
         final = b.history if final_ok(b.row) and b.row.get("rank") == 1 else None
-        return F.as_figure(
+        return as_figure(
             f"training-{slug(b.name)}",
             CF.folds_and_confusion(b.fold_histories, final, confusions, data.classes, colour),
             f"{b.name}: training and out-of-fold confusion",

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from bench.evaluate.paired import PairTest, pairwise_tests
+from bench.report.rendering import as_figure
 from bench.report import findings
 from bench.report.calibration_section import read_calibration
 from bench.report.formatting import DASH, Table, configuration, fmt_p, fmt_signed, num, p_text, slug, to_int
@@ -90,7 +91,7 @@ def parts(data: RunData, run_dir: Path) -> dict:
     colours = F.backbone_colours([b.name for b in data.backbones])
 
     def backbone_figure(b, colour):
-        return F.as_figure(
+        return as_figure(
             f"training-{slug(b.name)}",
             F.training_and_confusion(b.history, b.row.get("test_confusion_matrix"), data.classes, colour),
             f"{b.name}: training and test confusion",
@@ -99,7 +100,7 @@ def parts(data: RunData, run_dir: Path) -> dict:
             "confusion matrix, counts and share of each true class.")
 
     with F.style():
-        roc_pr = F.as_figure("roc-pr", F.roc_pr(predictions, data.classes, colours),
+        roc_pr = as_figure("roc-pr", F.roc_pr(predictions, data.classes, colours),
                              "ROC and precision\u2013recall curves",
                              "Test split, all backbones overlaid. AP: average precision.")
     return {

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report.figures import WIDTH, backbone_colours, new_figure, png
+from bench.report.figures import WIDTH, backbone_colours, new_figure
+from bench.report.rendering import png
 
 FAILED = "failed"
 
 
 def write_png(fig, path: Path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` (see :func:`bench.report.figures.png`); returns ``path``."""
+    """Save ``fig`` as a PNG at ``path`` (see :func:`bench.report.rendering.png`); returns ``path``."""
     path = Path(path)
     path.write_bytes(png(fig))
     return path

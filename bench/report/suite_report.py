@@ -92,7 +92,8 @@ def datasets_table(verdict: dict, suite: dict, reports_dir: Path) -> Table:
 def _figures(verdict: dict) -> dict:
     """The heatmap, the critical-difference diagram and the Bayesian matrix (None where
     there is nothing to draw)."""
-    from bench.report.figures import as_figure, style
+    from bench.report.figures import style
+    from bench.report.rendering import as_figure
     from bench.report import suite_figures as F
 
     across, models = verdict["across"], verdict["models"]
