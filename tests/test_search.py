@@ -152,42 +152,12 @@ def test_cached_features_match_backbone_output(tmp_path):
     np.testing.assert_array_equal(again[1][0], x_val[0])
 
 
-def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
-    run = _tiny_run(tmp_path)
-    test_paths = {r["path"] for r in run.split.rows("test")}
-    loaded = {"search": set(), "final": set()}
+def _images_read_by_stage(monkeypatch) -> dict[str, list[str]]:
+    """The paths of the images bench decodes for a model, in order, before the final stage
+    (``"search"``) and from its evaluation on (``"final"``), filled as a run goes."""
+    loaded: dict[str, list[str]] = {"search": [], "final": []}
     stage = {"now": "search"}
     real = bench.data.loading._load_row  # every image bench decodes for a model goes through it
-
-    def spy(root, row, size):
-        loaded[stage["now"]].add(row["path"])
-        return real(root, row, size)
-
-    real_eval = bench.evaluate.final.evaluate_on_test
-
-    def eval_spy(*args, **kwargs):
-        stage["now"] = "final"
-        return real_eval(*args, **kwargs)
-
-    monkeypatch.setattr(bench.data.loading, "_load_row", spy)
-    monkeypatch.setattr(bench.pipeline, "evaluate_on_test", eval_spy)
-    execute(run)
-    assert loaded["search"] and not loaded["search"] & test_paths
-    assert test_paths <= loaded["final"]
-
-
-@pytest.mark.parametrize("keep_bytes", [None, 0])
-def test_the_deployed_model_predicts_its_val_images_from_the_kept_frozen_features(tmp_path, monkeypatch, keep_bytes):
-    """A frozen winner's val predictions come from the caching pass's float32 features, not
-    from a second pass over the images; they are the deployed model's own predictions on
-    those images. Past the bound on kept features the images go through the model again."""
-    if keep_bytes is not None:
-        monkeypatch.setattr(bench.search.cache, "KEEP_BYTES", keep_bytes)
-    run = _tiny_run(tmp_path, max_unfreeze=0)
-    val_paths = {r["path"] for r in run.split.rows("val")}
-    loaded = {"search": [], "final": []}
-    stage = {"now": "search"}
-    real = bench.data.loading._load_row
 
     def spy(root, row, size):
         loaded[stage["now"]].append(row["path"])
@@ -201,6 +171,28 @@ def test_the_deployed_model_predicts_its_val_images_from_the_kept_frozen_feature
 
     monkeypatch.setattr(bench.data.loading, "_load_row", spy)
     monkeypatch.setattr(bench.pipeline, "evaluate_on_test", eval_spy)
+    return loaded
+
+
+def test_test_split_is_only_loaded_by_the_final_stage(tmp_path, monkeypatch):
+    run = _tiny_run(tmp_path)
+    test_paths = {r["path"] for r in run.split.rows("test")}
+    loaded = _images_read_by_stage(monkeypatch)
+    execute(run)
+    assert loaded["search"] and not set(loaded["search"]) & test_paths
+    assert test_paths <= set(loaded["final"])
+
+
+@pytest.mark.parametrize("keep_bytes", [None, 0])
+def test_the_deployed_model_predicts_its_val_images_from_the_kept_frozen_features(tmp_path, monkeypatch, keep_bytes):
+    """A frozen winner's val predictions come from the caching pass's float32 features, not
+    from a second pass over the images; they are the deployed model's own predictions on
+    those images. Past the bound on kept features the images go through the model again."""
+    if keep_bytes is not None:
+        monkeypatch.setattr(bench.search.cache, "KEEP_BYTES", keep_bytes)
+    run = _tiny_run(tmp_path, max_unfreeze=0)
+    val_paths = {r["path"] for r in run.split.rows("val")}
+    loaded = _images_read_by_stage(monkeypatch)
     execute(run)
     again = val_paths & set(loaded["final"])
     assert again == (set() if keep_bytes is None else val_paths)

@@ -16,13 +16,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.report.rendering import as_figure
 from bench.report import findings, sections
 from bench.report.calibration_section import section as decisions_section
 from bench.report.floor_section import floor_section
 from bench.report.formatting import FIGURE_PREFIX, Figure, display_name
 from bench.report.load import RunData, copies_figure, load_run
-from bench.report.rendering import rendered_together
+from bench.report.rendering import as_figure, rendered_together
 from bench.schema import STOPPED, Source
 from bench.atomic import write_bytes_atomic, write_text_atomic
 

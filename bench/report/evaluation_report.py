@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 
 from bench.schema import Source, metric_with_ci, to_float
-from bench.report.rendering import as_figure
 from bench.report.build import TEMPLATES, _environment, write_pages
 from bench.report.findings import Banner
 from bench.report.formatting import DASH, FIGURE_PREFIX, Table, num, to_int
+from bench.report.rendering import as_figure
 
 #: Below this many evaluated images the report warns that the intervals are wide.
 SMALL_SET = 100
@@ -224,10 +224,10 @@ def make_figures(evaluation: dict, predictions) -> dict:
         for ax, (_, label, _, res) in zip(axes, variants):
             F.confusion_panel(ax, (res.get("metrics") or {}).get("confusion_matrix"), classes, f"Confusion ({label})")
         out["confusion"] = as_figure("confusion", fig, "Confusion matrix",
-                                       f"Counts and share of each true class, {at}.")
+                                     f"Counts and share of each true class, {at}.")
         if frames:
             out["roc-pr"] = as_figure("roc-pr", F.roc_pr(frames, classes, colours), "ROC and precision\u2013recall "
-                                        "curves", "Every evaluated image. AP: average precision.")
+                                      "curves", "Every evaluated image. AP: average precision.")
             out["calibration"] = as_figure(
                 "calibration", F.reliability(frames, classes, colours, where="external data"), "Reliability diagram",
                 "Predicted probability against the observed frequency in equal-count bins, bars the 95 % Wilson "

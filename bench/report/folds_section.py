@@ -15,12 +15,12 @@ from pathlib import Path
 
 from bench.evaluate.coverage import coverage_sentence
 from bench.evaluate.crossval import CV_RESAMPLES
-from bench.report.rendering import as_figure
 from bench.report import folds_comparison
 from bench.report.calibration_section import cv_reports
 from bench.report.formatting import (
     DASH, Table, configuration, head_description, interval, lr, num, percent, slug, to_int)
 from bench.report.load import RunData, gradcam_figure
+from bench.report.rendering import as_figure
 from bench.report.sections import _objective_label, ci_unit_text, final_ok, ranking_metric
 from bench.schema import Source, label, metric_with_ci, to_float
 

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 #: Resolution of the saved PNGs. Figures are sized in inches for a ~900 px column.
 DPI = 130
 
-_pending: list | None = None  # inside rendered_together: (Figure, matplotlib figure) to render
+#: inside rendered_together: (Figure, (matplotlib figure, the rcParams it was drawn under)) to render
+_pending: list | None = None
 
 
 def png(fig) -> bytes:
@@ -80,9 +81,8 @@ def _png_styled(styled: tuple) -> bytes:
 def render_all(figs: list) -> list[bytes]:
     """PNG bytes of every ``(figure, rcParams)`` of ``figs``, every other one in a forked
     process where the platform can fork (see the module docstring)."""
-    png = _png_styled
     if len(figs) < 2 or not hasattr(os, "fork"):
-        return [png(f) for f in figs]
+        return [_png_styled(f) for f in figs]
     theirs_figs = figs[1::2]
     read, write = os.pipe()
     try:
@@ -92,18 +92,18 @@ def render_all(figs: list) -> list[bytes]:
     except OSError:
         os.close(read)
         os.close(write)
-        return [png(f) for f in figs]
+        return [_png_styled(f) for f in figs]
     if pid == 0:  # the copy: render, send, leave at once
         status = 1
         try:
             os.close(read)
             with os.fdopen(write, "wb") as out:
-                out.write(pickle.dumps([png(f) for f in theirs_figs]))
+                out.write(pickle.dumps([_png_styled(f) for f in theirs_figs]))
             status = 0
         finally:
             os._exit(status)
     os.close(write)
-    mine = [png(f) for f in figs[0::2]]
+    mine = [_png_styled(f) for f in figs[0::2]]
     with os.fdopen(read, "rb") as answer:
         sent = answer.read()
     _, status = os.waitpid(pid, 0)
@@ -112,7 +112,7 @@ def render_all(figs: list) -> list[bytes]:
     except (pickle.UnpicklingError, EOFError, ValueError):
         theirs = None
     if not isinstance(theirs, list) or len(theirs) != len(theirs_figs):
-        theirs = [png(f) for f in theirs_figs]
+        theirs = [_png_styled(f) for f in theirs_figs]
     out = [None] * len(figs)
     out[0::2], out[1::2] = mine, theirs
     return out

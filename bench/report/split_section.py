@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 
 from bench.evaluate.paired import PairTest, pairwise_tests
-from bench.report.rendering import as_figure
 from bench.report import findings
 from bench.report.calibration_section import read_calibration
 from bench.report.formatting import DASH, Table, configuration, fmt_p, fmt_signed, num, p_text, slug, to_int
 from bench.report.load import RunData, gradcam_figure
+from bench.report.rendering import as_figure
 from bench.report.sections import SELECTION_SCORE, _objective_label, ci_unit_text, p_holm, star
 from bench.schema import to_float
 
@@ -101,8 +101,8 @@ def parts(data: RunData, run_dir: Path) -> dict:
 
     with F.style():
         roc_pr = as_figure("roc-pr", F.roc_pr(predictions, data.classes, colours),
-                             "ROC and precision\u2013recall curves",
-                             "Test split, all backbones overlaid. AP: average precision.")
+                           "ROC and precision\u2013recall curves",
+                           "Test split, all backbones overlaid. AP: average precision.")
     return {
         "evaluation": "single train/validation/test split",
         "words": words(data),

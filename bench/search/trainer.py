@@ -338,9 +338,8 @@ def scalar_summary(tag: str, value: float):
 
 def write_tensorboard(history: dict[str, list[float]], log_dir: Path) -> None:
     """Per-epoch scalars in Keras' TensorBoard layout (``train/`` and ``validation/``)."""
-    scalar_pb = scalar_summary
     for sub, prefix in (("train", ""), ("validation", "val_")):
-        records = [(epoch, scalar_pb("epoch_" + key[len(prefix):], float(value)))
+        records = [(epoch, scalar_summary("epoch_" + key[len(prefix):], float(value)))
                    for key, values in history.items()
                    if (prefix and key.startswith(prefix)) or (not prefix and not key.startswith("val_"))
                    for epoch, value in enumerate(values)]
