@@ -498,3 +498,30 @@ def test_the_roc_legend_stays_off_the_curves(n_backbones):
             legend = fig.legends[0]
             assert len(legend.get_texts()) == n_backbones + 1  # and "chance"
             assert legend.get_window_extent().y1 <= min(ax.get_window_extent().y0 for ax in fig.axes)
+
+
+@pytest.mark.parametrize("names", [["alpha", "beta", "gamma"], ["convnext_tiny", "xception", "densenet121", "resnet50",
+                                   "resnet50v2", "mobilenet_v2", "mobilenet_v3_small", "vgg16", "inception_v3",
+                                   "efficientnetv2_b0", "efficientnet_b0"]])
+def test_the_backbone_names_under_the_fold_scores_do_not_overlap(names):
+    """Eleven backbones' names under their fold markers ran into each other; they are slanted
+    once a backbone's slot is narrower than its name, and stay level for a few."""
+    from bench.report import figures
+    from bench.report.folds_figures import fold_scores
+
+    scores = {n: [(0, f, 0.5 + 0.05 * f) for f in range(5)] for n in names}
+    pooled = {n: (0.6, 0.5, 0.7) for n in names}
+    with figures.style():
+        fig = fold_scores(scores, pooled, figures.backbone_colours(names), "ROC AUC", 1)
+        fig.canvas.draw()
+        labels = [t for t in fig.axes[0].get_xticklabels() if t.get_text()]
+        boxes = [t.get_window_extent() for t in labels]
+    assert [t.get_text() for t in labels] == names
+    angle = np.radians(labels[0].get_rotation())
+    if angle == 0:  # level names: side by side, apart
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    else:  # slanted names are parallel lines: the tick spacing across them is at least a line of text
+        spacing = boxes[1].x1 - boxes[0].x1
+        line = labels[0].get_fontsize() * fig.dpi / 72
+        assert spacing * np.sin(angle) >= line
+    assert (angle == 0) == (len(names) <= 3)

@@ -144,7 +144,8 @@ def fold_scores(scores: dict[str, list[tuple[int, int, float]]], pooled: dict[st
     names = [n for n in scores if any(np.isfinite(v) for _, _, v in scores[n])]
     if not names:
         return None
-    fig, (ax,) = new_figure(min(WIDTH, 3.4 + 1.3 * len(names)), 3.6)
+    crowded = 3.4 + 1.3 * len(names) > WIDTH  # a backbone's slot narrower than its name: names slanted
+    fig, (ax,) = new_figure(min(WIDTH, 3.4 + 1.3 * len(names)), 3.6 + (0.8 if crowded else 0.0))
     for i, name in enumerate(names):
         points = sorted(scores[name])
         n = len(points)
@@ -161,6 +162,10 @@ def fold_scores(scores: dict[str, list[tuple[int, int, float]]], pooled: dict[st
             ax.errorbar(i + 0.3, v, yerr=err, fmt="D", color="#222222", ecolor="#222222", markersize=5, capsize=3,
                         elinewidth=1.5, zorder=4)
     ax.set_xticks(range(len(names)), names)
+    if crowded:
+        ax.tick_params(axis="x", rotation=30)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set(title=f"{label} of every outer fold", ylabel=label, xlabel=None)
     ax.grid(axis="x", visible=False)
