@@ -47,7 +47,7 @@ class Candidate:
 
     @property
     def source_name(self) -> str:
-        """The folder that keeps the network's starting weights (``backbone.weights.h5``):
+        """The folder that keeps the network's starting weights (``backbone.weights.npz``):
         the network and weights, so the baseline shares Xception's with the same weights."""
         return pair_name(self.network, self.weights, self.several)
 

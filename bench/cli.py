@@ -307,10 +307,9 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     from bench.search.distributed import cluster_from_env
 
     cluster = cluster_from_env()
-    _quiet_tensorflow()
     from bench.config import RunConfig
     from bench.evaluate.leaderboard import format_leaderboard
-    from bench.run import execute, open_distributed, prepare_run, resume_run
+    from bench.run import execute, open_distributed, prepare_beside_tensorflow, resume_run
 
     given = explicit_options(ctx)
     config = RunConfig.from_dict({k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
@@ -319,13 +318,15 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
 
         check_server(config.mlflow)
     if resume:
+        _quiet_tensorflow()
         run = resume_run(config.out, config.name, given, cluster=cluster)
         log.info(f"resuming run {run.config.name} with its stored configuration and split")
     elif cluster is not None:
+        _quiet_tensorflow()
         run = _scan_with_progress(open_distributed, config, given, cluster)
         log.info(f"{cluster.role} of run {run.config.name}")
-    else:
-        run = _scan_with_progress(prepare_run, config)
+    else:  # the scan, copies and split while TensorFlow loads
+        run = prepare_beside_tensorflow(config)
     sizes = run.split.sizes()
     log.info(
         f"run {run.config.name}: {len(run.index.records)} images, {len(run.index.classes)} classes, "
@@ -337,7 +338,7 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
     from bench.progress import live_display
 
     with live_display(console):
-        table = execute(run, cluster=cluster)
+        table = execute(run, cluster=cluster, release=export)  # only the export needs the backbones' memory
     if table is None:  # a distributed worker: the chief ranks, exports and reports
         log.info(f"{cluster.role}: no trials left in run {run.config.name}; the chief writes the leaderboard and report")
         return

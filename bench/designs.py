@@ -287,7 +287,8 @@ def design_for(run, frozen_pass: FrozenPass) -> SingleSplit | NestedCV:
     return SingleSplit(run, frozen_pass) if run.folds is None else NestedCV(run, frozen_pass)
 
 
-def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), sources: dict | None = None):
+def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), sources: dict | None = None,
+               release: bool = True):
     """Run every job of the run's design (resumable job by job), rank the backbones on the
     design's estimates, train the model to deploy. Returns the leaderboard table; None for
     a distributed worker (the chief ranks) or when no backbone has a row.
@@ -295,7 +296,9 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     ``sources``: built backbones kept by the caller for later runs (a suite); without it
     each backbone is freed after its last job. With ``--budget`` (:mod:`bench.budget`) the
     backbones of each round run cheapest first, each search gets its share of the time
-    left, and jobs the budget stops are not run."""
+    left, and jobs the budget stops are not run. ``release=False``: the backbones dropped
+    at the end are not collected (:meth:`bench.collector.KeptBackbones.release`, a full
+    collection of every object: about a second), for a process that ends soon after."""
     from bench.budget import Budget
     from bench.collector import KeptBackbones
 
@@ -313,7 +316,8 @@ def run_design(run, cluster=None, frozen_pass: FrozenPass = FrozenPass(), source
     finally:
         if not keep:
             sources.clear()
-        kept.release()
+        if release:
+            kept.release()
 
 
 def _run_jobs(run, design, jobs, cluster, sources, keep, budget, last_use, kept):

@@ -85,6 +85,22 @@ def durable_write(path) -> None:
             _kill()
 
 
+def writes_counted() -> int | None:
+    """This process's count of durable writes (None: nothing counted yet), for a forked copy
+    to hand back to the process it was forked from (:func:`continue_count`)."""
+    return _count
+
+
+def continue_count(count: int | None) -> None:
+    """Go on counting from ``count``: the durable writes a forked copy of this process made
+    on its behalf (:mod:`bench.forked`) count as this process's own, so ``write:N`` names
+    the same moment whether or not the work was forked."""
+    global _count
+    if count is not None:
+        with _lock:
+            _count = count
+
+
 def _lines(path: str) -> int:
     try:
         with open(path, "rb") as fh:

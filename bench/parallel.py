@@ -27,16 +27,22 @@ def usable_cores() -> int:
 _PR_SET_PDEATHSIG = 1
 
 
-def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
-    """In a new worker: end with the process that started it. On Linux the kernel sends the
-    worker SIGTERM when that process ends, however it ends (``kill -9`` too), so no worker
-    is left blocked on a queue nobody reads; a parent already gone ends it at once."""
+def end_with_parent(parent: int) -> None:
+    """In a new child process: end with the process that started it. On Linux the kernel
+    sends the child SIGTERM when that process ends, however it ends (``kill -9`` too), so
+    no child is left blocked on a pipe or queue nobody reads; a parent already gone ends
+    it at once."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: workers notice the closed queue instead
+    except (OSError, AttributeError):  # not Linux: children notice the closed pipe instead
         pass
     if os.getppid() != parent:
         os._exit(1)
+
+
+def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    """In a new worker: :func:`end_with_parent`, Ctrl-C left to the parent, then ``initializer``."""
+    end_with_parent(parent)
     quiet_worker_signals()
     if initializer is not None:
         initializer(*initargs)

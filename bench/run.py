@@ -7,6 +7,7 @@ leaves no half-made folder behind.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -138,6 +139,28 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     validate(config)
     with reading_window(config.window):
         return _prepare(config, progress, index)
+
+
+def prepare_beside_tensorflow(config: RunConfig) -> RunFolder:
+    """:func:`prepare_run`, its progress on the console, in a forked copy of this process
+    while this one imports TensorFlow (:func:`bench.forked.beside`); the scan's copy
+    features (a temporary file) then belong to this process."""
+    from bench.data.copy_table import CopyTable
+    from bench.forked import beside
+    from bench.terminal import quiet_tensorflow, scan_with_progress
+
+    here = os.getpid()
+
+    def prepare() -> RunFolder:
+        run = scan_with_progress(prepare_run, config)
+        if os.getpid() != here and isinstance(run.index.features, CopyTable):
+            run.index.features.hand_over(here)
+        return run
+
+    run = beside(prepare, quiet_tensorflow)
+    if isinstance(run.index.features, CopyTable) and getattr(run.index.features, "_removal", None) is None:
+        run.index.features.adopt()
+    return run
 
 
 def _prepare(config: RunConfig, progress, index: DatasetIndex | None) -> RunFolder:
@@ -327,7 +350,7 @@ def open_distributed(config: RunConfig, given: dict, cluster, progress=None) -> 
         return prepare_run(config, progress)
 
 
-def execute(run: RunFolder, cluster=None, sources: dict | None = None) -> "object":
+def execute(run: RunFolder, cluster=None, sources: dict | None = None, release: bool = True) -> "object":
     """Search and evaluate every backbone (and the notebook baseline) as the run's design
     says (:mod:`bench.designs`: one split, or every outer fold with ``--cv``), write the
     leaderboard ranked on the design's estimates, and train the model to deploy.
@@ -338,6 +361,8 @@ def execute(run: RunFolder, cluster=None, sources: dict | None = None) -> "objec
 
     ``sources``: built backbones to share with later runs of this process (a suite's
     datasets, :mod:`bench.suite.runner`); each run keeps its own backbone weights.
+    ``release=False``: the built backbones' memory is not collected at the end (the
+    process ends soon after and nothing it does then needs that memory).
 
     Holds the run's lock throughout: a second process on the same run fails at once. In
     distributed mode the chief holds it; each worker holds its own (one process per
@@ -350,4 +375,4 @@ def execute(run: RunFolder, cluster=None, sources: dict | None = None) -> "objec
     with RunLock(run.path, ".lock" if cluster is None else cluster.lock_name), \
             run_settings(frozen_pass, run.config.deterministic, run.config.search.seed), \
             reading_window(run.config.window):
-        return run_design(run, cluster, frozen_pass, sources)
+        return run_design(run, cluster, frozen_pass, sources, release)

@@ -27,6 +27,9 @@ class Stopped(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self):  # pickled by its signal's number (a forked copy hands it back: bench.forked)
+        return (Stopped, (self.signum,))
+
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name

@@ -79,7 +79,7 @@ def _frozen(r: dict, emit, table) -> None:
     cache, forward, total = r["cache_s"], r["forward_s"], r["total_s"]
     table([
         ["scan + split (prepare_run; not part of the target)", f(r["prepare_s"])],
-        ["backbone build + BatchNorm calibration, backbone.weights.h5 written (weights none only; not in total)",
+        ["backbone build + BatchNorm calibration, backbone.weights.npz written (weights none only; not in total)",
          f(r["backbone_s"])],
         [(f"(a) prepare_search: cached_features, fresh cache ({sizes['train'] + sizes['val']} train+val "
           "images), + tuner"), f(cache)],
@@ -166,7 +166,7 @@ def _naive(r: dict, frozen: dict, emit, table) -> None:
         ["per trial-epoch: naive steady epoch / cached steady epoch", times(r["epoch_ratio"], 0)],
     ], ["naive baseline", "value"])
     emit(f"same trials both ways (same hyperparameters, trial seed = seed x 1000, {r['epochs']} epochs, "
-         "same backbone.weights.h5):")
+         "same backbone.weights.npz):")
     table([[p["trial"], head_text(p["values"]), f"{p['values']['learning_rate']:.2e}", r["epochs"],
             f(p["cached"]["val_auc"], 4), f(p["naive"]["val_auc"], 4),
             f"{p['cached']['best_epoch']}/{p['naive']['best_epoch']}", f(p["cached"]["seconds"]),

@@ -113,7 +113,7 @@ def new_run(ctx: Context, name: str, trials: int, epochs: int, max_unfreeze: int
 
 
 def build_backbone(job) -> float:
-    """Seconds to build the run's backbone and write backbone.weights.h5 (with weights none:
+    """Seconds to build the run's backbone and write backbone.weights.npz (with weights none:
     random init + BatchNorm calibration); prepare_search then loads that file, as every later
     process of a run does."""
     t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def memory_child(folder: Path, trials: int, epochs: int, space: str) -> int:
     log = attach_log(echo=False)
     run = resume_run(folder, "frozen")
     job = BackboneJob.for_run(run)[0]
-    prepared = prepare_search(job)  # loads backbone.weights.h5 and the cached features
+    prepared = prepare_search(job)  # loads backbone.weights.npz and the cached features
     hm = prepared.tuner.hypermodel
     if space != "default":  # cheap: pooling pinned to avg; no-limit: --max-head-weights 0
         hm = (AvgHeads if space == "cheap" else BenchHyperModel)(hm.depths, hm.feature_shapes, hm.data, hm.top_factory)

@@ -68,7 +68,7 @@ def stage_of(path: str | Path, root: Path) -> str:
         where, parts = parts[1], parts[3:]
     else:  # <backbone>/...
         where, parts = "final model" if (run / "folds.json").exists() else "", parts[1:]
-    stage = {"backbone.weights.h5": "caching", "tuner": "trials"}.get(parts[0], "evaluation")
+    stage = {"backbone.weights.npz": "caching", "tuner": "trials"}.get(parts[0], "evaluation")
     return f"{stage} ({where})" if where else stage
 
 

@@ -19,7 +19,8 @@ STAGES = ("data", "search", "evaluate", "deploy", "report")
 #: nodes of its own layer or below (``__init__`` is ``bench/__init__.py``).
 LAYERS = (
     ("__init__", "errors", "config", "schema", "atomic", "locks", "tables", "machine", "runfolder", "outputs", "lazy",
-     "parallel", "row_reads", "faults", "stopping", "progress", "layers", "forward", "terminal", "collector"),  # shared helpers
+     "parallel", "row_reads", "faults", "stopping", "progress", "layers", "forward", "terminal", "collector",
+     "forked"),  # shared helpers
     ("data",),
     ("search", "evaluate", "budget"),  # budget: --budget's time shares and racing
     ("report",),

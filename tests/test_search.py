@@ -338,8 +338,8 @@ def test_notebook_baseline_row(tmp_path):
     assert not searched["flatten_hidden"] and bool(baseline["flatten_hidden"])
     assert searched["flatten_hidden_weights"] == 3 * 3 * 2048 * 256
     # the recipe shares the xception backbone weights and its cached features
-    assert not (run.path / "xception_notebook" / "backbone.weights.h5").exists()
-    assert (run.path / "xception" / "backbone.weights.h5").exists()
+    assert not (run.path / "xception_notebook" / "backbone.weights.npz").exists()
+    assert (run.path / "xception" / "backbone.weights.npz").exists()
     # both heads trained without a Keras model (the recipe's, 2.4 M weights, with TensorFlow arrays) keep the
     # arrays they trained as their checkpoint, and the deployed model's head holds exactly those arrays
     for name in ("xception", "xception_notebook"):
@@ -395,6 +395,35 @@ def test_the_backbone_is_handed_out_with_its_original_weights_after_fine_tuning(
     restored = source.base().get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(restored, original))
     assert source.fingerprint() == weights_fingerprint(source.base())
+
+
+def test_a_later_process_loads_the_saved_backbone_weights_exactly_also_from_a_keras_weights_file(tmp_path):
+    """The run's backbone weights file (a numpy archive) gives a later process (a resume, a
+    worker) the calibrated weights bit for bit, with the same fingerprint, so it reuses the
+    cache; a run folder that holds Keras' ``backbone.weights.h5`` instead is read too."""
+    from bench.search.source import KERAS_WEIGHTS_FILE, WEIGHTS_FILE, BackboneSource
+
+    run = _tiny_run(tmp_path)
+    record = backbones.get("mobilenet_v2")
+
+    def later_process(weights: str = "none") -> BackboneSource:  # nothing of the first source kept
+        keras.utils.set_random_seed(123)  # a build would now draw other weights
+        return bench.search.source.source_for(record, weights, 32, run.path, run.index.root, run.split, 0)
+
+    first = bench.search.source.source_for(record, "none", 32, run.path, run.index.root, run.split, 0)
+    built = [w.copy() for w in first.base().get_weights()]
+    folder = run.path / "mobilenet_v2"
+    assert (folder / WEIGHTS_FILE).is_file() and not (folder / KERAS_WEIGHTS_FILE).exists()
+    assert not list(folder.glob(".tmp-*"))
+    again = later_process()
+    assert all(np.array_equal(a, b) for a, b in zip(again.base().get_weights(), built, strict=True))
+    assert again.fingerprint() == first.fingerprint() and not again._built
+
+    first.base().save_weights(folder / KERAS_WEIGHTS_FILE)  # a run folder in Keras' format
+    (folder / WEIGHTS_FILE).unlink()
+    from_keras = later_process()
+    assert all(np.array_equal(a, b) for a, b in zip(from_keras.base().get_weights(), built, strict=True))
+    assert not from_keras._built and not (folder / WEIGHTS_FILE).exists()
 
 
 def test_batchnorm_calibration_sets_the_same_statistics_eagerly_and_compiled(monkeypatch):

@@ -137,7 +137,7 @@ def test_each_pair_is_a_row_with_its_own_search_and_results(axis):
     stored = json.loads((run / "run.json").read_text())["config"]
     assert stored["weights"] == f"none,{axis['pre']}" and stored["backbones"] == ["mobilenet_v2"]
     # each pair starts from its own weights, caches its own features and predicts on its own
-    none_w, pre_w = (run / n / "backbone.weights.h5" for n in ("mobilenet_v2@none", "mobilenet_v2@pre"))
+    none_w, pre_w = (run / n / "backbone.weights.npz" for n in ("mobilenet_v2@none", "mobilenet_v2@pre"))
     assert none_w.read_bytes() != pre_w.read_bytes()
     assert len(list((run / "cache").glob("*.npy"))) == 4  # train and val, per pair
     probs = [pd.read_csv(run / n / "test_predictions.csv").filter(like="prob_").to_numpy() for n in names]

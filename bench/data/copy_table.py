@@ -96,8 +96,28 @@ class CopyTable(Sequence):
         finally:
             os.close(fd)
         table = cls(path, np.arange(n))
-        weakref.finalize(table, _remove, path)
+        table._removal = weakref.finalize(table, _remove, path)
         return table
+
+    def hand_over(self, pid: int) -> None:
+        """Before this process hands the table to process ``pid`` (pickled: its path and rows)
+        and ends: the file is renamed as ``pid``'s (so no one takes it for an orphan once this
+        process is gone) and no longer removed by this table: ``pid`` then owns it (:meth:`adopt`)."""
+        owner = self._keep or self  # a selection's file is its creator's
+        removal = getattr(owner, "_removal", None)
+        if removal is None or not removal.alive:
+            raise ValueError("only a table whose file this process created can hand it over")
+        folder, name = os.path.split(self.path)
+        renamed = os.path.join(folder, f"{PREFIX}{pid}-{name[len(PREFIX):].split('-', 1)[1]}")
+        os.rename(self.path, renamed)
+        removal.detach()
+        owner.path = self.path = renamed
+
+    def adopt(self) -> None:
+        """This process owns the file of a table :meth:`hand_over` gave it: the file is
+        removed when this table is garbage-collected or the process ends, as if it had
+        created it."""
+        self._removal = weakref.finalize(self, _remove, self.path)
 
     @classmethod
     def of(cls, features: Iterable[CopyFeatures], folder: str | Path | None = None) -> CopyTable:

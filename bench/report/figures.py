@@ -206,17 +206,15 @@ def training_and_confusion(history: dict | None, confusion, classes: Sequence[st
 
 def confusion_panel(ax, confusion, classes: Sequence[str], title: str) -> None:
     """A confusion matrix (counts and share of each true class) on ``ax``, or "not available"."""
-    import seaborn as sns
+    from bench.report.heatmap import heatmap
 
     ax.set_title(title)
     cm = np.asarray(confusion if confusion is not None else [], dtype=float)
     if cm.ndim == 2 and cm.size and cm.shape[0] == len(classes):
         share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        labels = np.array([[f"{int(cm[i, j])}\n{100 * share[i, j]:.0f} %" for j in range(cm.shape[1])]
-                           for i in range(cm.shape[0])])
-        sns.heatmap(share, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
-                    xticklabels=[shown(c) for c in classes], yticklabels=[shown(c) for c in classes], linewidths=1,
-                    linecolor="white", annot_kws={"fontsize": 9})
+        labels = [[f"{int(cm[i, j])}\n{100 * share[i, j]:.0f} %" for j in range(cm.shape[1])] for i in range(cm.shape[0])]
+        names = [shown(c) for c in classes]
+        heatmap(ax, share, labels, "Blues", 0, 1, names, names, fontsize=9)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.tick_params(axis="y", rotation=0)

@@ -82,7 +82,7 @@ def bayes_matrix(models: Sequence[str], probabilities):
     P(practically equivalent). ``probabilities``: ``(k, k, 3)`` as
     ``AcrossDatasets.bayes_matrix()``; nan cells (the diagonal, pairs the test could not
     be computed for) stay blank. ``None`` with fewer than 2 models."""
-    import seaborn as sns
+    from bench.report.heatmap import heatmap
 
     prob = _check_square(models, np.asarray(probabilities, dtype=float), "probabilities", (3,))
     k = len(models)
@@ -93,10 +93,9 @@ def bayes_matrix(models: Sequence[str], probabilities):
     net = prob[..., 0] - prob[..., 2]
     labels = np.array([["\u2014" if np.isnan(prob[i, j, 0]) else f"{prob[i, j, 0]:.2f}\n\u2248 {prob[i, j, 1]:.2f}"
                         for j in range(k)] for i in range(k)])
-    sns.heatmap(net, mask=np.isnan(net), annot=labels, fmt="", cmap="RdBu", vmin=-1, vmax=1, ax=ax, linewidths=1,
-                linecolor="white", xticklabels=list(models), yticklabels=list(models), annot_kws={"fontsize": 8.5},
-                cbar_kws={"label": "P(row better) \u2212 P(column better)", "shrink": 0.8})
-    for i in range(k):  # annotate the masked cells too (seaborn skips them)
+    heatmap(ax, net, labels, "RdBu", -1, 1, list(models), list(models), fontsize=8.5,
+            colorbar={"label": "P(row better) \u2212 P(column better)", "shrink": 0.8})
+    for i in range(k):  # the blank (nan) cells get a dash
         for j in range(k):
             if np.isnan(net[i, j]):
                 ax.text(j + 0.5, i + 0.5, "\u2014", ha="center", va="center", fontsize=9, color="#999999")
@@ -124,7 +123,7 @@ def scores_heatmap(datasets: Sequence[str], models: Sequence[str], point, low, h
     ``ranks`` is given (1 = best, darkest) and else by the estimate scaled within its row
     (higher darker). A nan estimate is a model that failed: a grey cell marked "failed".
     ``None`` without datasets or models."""
-    import seaborn as sns
+    from bench.report.heatmap import heatmap
 
     value = np.asarray(point, dtype=float)
     n, k = len(datasets), len(models)
@@ -148,11 +147,9 @@ def scores_heatmap(datasets: Sequence[str], models: Sequence[str], point, low, h
     labels = np.array([[_cell(value[d, j], lo[d, j], hi[d, j]) for j in range(k)] for d in range(n)])
     fig, (ax,) = new_figure(min(16.0, max(WIDTH * 0.6, 2.6 + 1.5 * k)), 1.3 + 0.62 * n)
     ax.set_facecolor("#e9e9e9")
-    sns.heatmap(shade, mask=np.isnan(shade), annot=labels, fmt="", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
-                linewidths=1, linecolor="white", xticklabels=list(models), annot_kws={"fontsize": 8},
-                yticklabels=[f"{d}\n{o}" for d, o in zip(datasets, objectives)],
-                cbar_kws={"label": label, "shrink": 0.8})
-    for d, j in zip(*np.nonzero(np.isnan(value))):  # seaborn leaves masked cells unannotated
+    heatmap(ax, shade, labels, cmap, vmin, vmax, list(models), [f"{d}\n{o}" for d, o in zip(datasets, objectives)],
+            fontsize=8, colorbar={"label": label, "shrink": 0.8})
+    for d, j in zip(*np.nonzero(np.isnan(value))):  # blank (nan) cells: the model failed there
         ax.text(j + 0.5, d + 0.5, FAILED, ha="center", va="center", fontsize=8, color="#666666", style="italic")
     ax.set_title("Each dataset's estimate with its 95 % interval")
     ax.tick_params(axis="x", rotation=30)

@@ -1,7 +1,7 @@
 """Per-backbone search: cache the frozen features, then run KerasTuner over them.
 
 Layout inside the run folder, per backbone ``<run>/<backbone>/``:
-``backbone.weights.h5`` (the exact backbone weights of this run, random or pretrained),
+``backbone.weights.npz`` (the exact backbone weights of this run, random or pretrained),
 ``tuner/`` (KerasTuner's project: oracle state, one folder per trial with
 ``bench_trial.json`` (history, best epoch, seconds and where they went) and TensorBoard
 logs), and ``trials.csv``. Features are cached in ``<run>/cache/`` (see :mod:`bench.search.cache`).
