@@ -43,6 +43,27 @@ def test_latency_warms_up_only_the_batch_sizes_the_model_has_not_run(monkeypatch
     assert calls == [1] * 6 + [32] * 3
 
 
+def test_a_slow_network_is_timed_in_fewer_calls_and_its_median_is_its_call_time(monkeypatch):
+    """Calls of a quarter of a second: three timed calls at batch 1 (they add up to more
+    than TIMED_SECONDS) after the warm-up, and the latency is their median."""
+    import time
+
+    calls = []
+
+    def slow(model):
+        def forward(x):
+            calls.append(int(x.shape[0]))
+            time.sleep(0.25)
+            return np.zeros((int(x.shape[0]), 1), np.float32)
+        return forward
+
+    monkeypatch.setattr(final, "compiled", slow)
+    latency = final.measure_latency(_model(), 8)
+    assert calls == [1] * (1 + final.MIN_TIMED_CALLS) + [32] * 3  # batch 32: a warm-up and two timed calls
+    assert 250 <= latency["latency_ms_b1"] < 400
+    assert 250 / 32 <= latency["latency_ms_b32"] < 400 / 32
+
+
 def test_the_batch_latency_of_the_frozen_pass_is_not_measured_again(monkeypatch, tmp_path):
     """The caching pass times its batches (the first, which traces, left out); the deployed
     model's batch-32 latency is then their median per image, and only batch 1 is timed."""

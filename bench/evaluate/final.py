@@ -134,10 +134,17 @@ def predict_with_features(model: keras.Model, batches, n_classes: int, progress=
     return out, pooled
 
 
+#: :func:`measure_latency` stops timing a batch size once at least MIN_TIMED_CALLS calls
+#: add up to TIMED_SECONDS: a network that slow (a quarter of a second per image on a
+#: laptop CPU) gives calls long enough for their median to hold still.
+MIN_TIMED_CALLS, TIMED_SECONDS = 3, 0.5
+
+
 def measure_latency(model: keras.Model, size: int, repeats: int = 5,
                     known: dict[int, float | None] | None = None, stand_in: keras.Model | None = None) -> dict[str, float]:
     """Median ms per image at batch 1 and batch 32 (after a warm-up call at each batch size
-    the model has not run yet), by the model's compiled forward pass
+    the model has not run yet; ``repeats`` timed calls at batch 1, half as many at 32,
+    fewer once :data:`MIN_TIMED_CALLS` of them take :data:`TIMED_SECONDS`), by the model's compiled forward pass
     (:func:`bench.forward.compiled`: traced once for both batch sizes, and shared with the
     evaluation that ran before on the same model, which usually ran full batches of 32).
     ``known``: ms per image already measured at a batch size on the same network in this
@@ -157,8 +164,9 @@ def measure_latency(model: keras.Model, size: int, repeats: int = 5,
         x = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3)).astype("float32"))
         if not has_run(timed, batch):
             tf.nest.map_structure(np.asarray, forward(x))  # warm-up
-        times = []
-        for _ in range(repeats if batch == 1 else max(2, repeats // 2)):
+        times: list[float] = []
+        calls = repeats if batch == 1 else max(2, repeats // 2)
+        while len(times) < calls and not (len(times) >= MIN_TIMED_CALLS and sum(times) >= TIMED_SECONDS):
             t0 = time.perf_counter()
             tf.nest.map_structure(np.asarray, forward(x))
             times.append(time.perf_counter() - t0)
