@@ -365,7 +365,12 @@ def _run_jobs(run, design, jobs, cluster, sources, keep, budget, last_use, kept)
     if ranked.empty:
         return table
     winner = next(r for r in rows if r["backbone"] == ranked["backbone"].iloc[0])
-    deadline = None if budget is None else time.monotonic() + max(0.0, budget.left())  # the rest of the budget
+    deadline = None  # --budget: the rest of it, less what evaluating and saving the model take
+    if budget is not None:
+        val = len(run.split.rows("val"))  # of the images the winner cached (train and val)
+        share = val / max(1, val + len(run.split.rows("train")))
+        after = budget.evaluation_seconds(winner["backbone"], share)
+        deadline = time.monotonic() + max(0.0, budget.left() - after)
     changed = design.deploy(winner, sources, len(jobs), deadline)
     if budget is not None:
         budget.record()  # the time the model to deploy took, for the report

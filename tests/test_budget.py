@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 import backbones
-from bench.budget import Budget, CachingWontFit, behind_leader, caching_watch, duration_text, racing_sentence
+from bench.budget import SAVE_AND_TIME_S, Budget, CachingWontFit, behind_leader, caching_watch, duration_text, racing_sentence
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.evaluate.leaderboard import format_leaderboard
@@ -64,6 +64,10 @@ def test_time_shares_reserve_and_saved_decisions(tmp_path):
     assert budget.reserve(True) == 12.0 and budget.reserve(False) == 0.0  # the median search, caching left out
     assert budget.prepared == [["resnet50", 30.0], ["mobilenet_v2", 8.0]]  # first searches, in order
     assert budget.prepared_seconds("resnet50") == 30.0 and budget.prepared_seconds("vgg16") is None
+    # after the deployed model's search: a pass over its val share of the cached images at its caching pace,
+    # and a fixed time to save and time it
+    assert budget.evaluation_seconds("resnet50", 0.15) == pytest.approx(0.15 * 30.0 + SAVE_AND_TIME_S)
+    assert budget.evaluation_seconds("vgg16", 0.15) == SAVE_AND_TIME_S  # never cached here: the fixed part
     budget.searches = [10.0, 30.0, 20.0]
     assert budget.deadline(4, True, kept=40.0) == pytest.approx(now + 10, abs=0.5)  # (100 - 20 - 40) / 4
     assert budget.deadline(1, True, kept=90.0) is None
@@ -335,3 +339,31 @@ def test_the_search_that_makes_the_deployed_model_gets_the_rest_of_the_budget(tm
     execute(run)
     for trials in [*run.path.glob("cv/*/mobilenet_v2/trials.csv"), run.path / "mobilenet_v2" / "trials.csv"]:
         assert len(pd.read_csv(trials)) == 1, trials
+
+
+def test_the_deployed_models_search_leaves_time_to_evaluate_and_save_it(tmp_path, monkeypatch):
+    """Its search stops starting trials once the budget left is no more than what the
+    evaluation and saving are expected to take (Budget.evaluation_seconds): with 4 s left
+    and 5 s expected, it runs one trial."""
+    from bench import budget as budget_module
+    from bench.run import execute, prepare_run
+
+    left = {"final": False}
+    real_deploy = budget_module.Budget.evaluation_seconds
+
+    def expected(self, name, share):
+        left["final"] = True  # from here on, the deployed model's search: 4 s of the budget left
+        assert 0 < share < 1 and real_deploy(self, name, share) >= budget_module.SAVE_AND_TIME_S
+        return 5.0
+
+    monkeypatch.setattr(budget_module.Budget, "evaluation_seconds", expected)
+    monkeypatch.setattr(budget_module.Budget, "left", lambda self: 4.0 if left["final"] else 600.0)
+    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=5)
+    run = prepare_run(RunConfig.from_dict(dict(
+        data=data, backbones=["mobilenet_v2"], weights="none", image_size=32, cv=2, out=tmp_path / "results",
+        reports=tmp_path / "reports", name="f", max_trials=3, epochs=1, max_unfreeze=0, baseline=False, floor=False,
+        budget="10m")))
+    execute(run)
+    assert left["final"]
+    assert all(len(pd.read_csv(t)) == 3 for t in run.path.glob("cv/*/mobilenet_v2/trials.csv"))  # 600 s left
+    assert len(pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")) == 1
