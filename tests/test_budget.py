@@ -167,6 +167,48 @@ def test_a_trial_stops_with_the_epoch_in_which_its_deadline_passes():
     assert not patient.history.cut_short
 
 
+def test_a_long_epoch_is_dropped_between_batches_once_the_trial_has_a_finished_epoch(monkeypatch):
+    """A fine-tuning epoch can take a minute: once the trial has a finished epoch, the Keras
+    loop stops between two batches when the deadline passes, drops that unfinished epoch
+    and keeps the best finished one; a phase that follows an earlier one (initial_epoch)
+    can end with no epoch at all. The first epoch of a trial always finishes."""
+    import keras
+
+    from bench.search import trainer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 3)).astype("float32"), np.tile([0, 1], 32)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+
+    clock = {"now": 0.0}
+
+    def tick():  # the loop's clock: one second per look
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(trainer.time, "monotonic", tick)
+    one = model()
+    alone = trainer.train(one, x, y, x, y, n_classes=2, learning_rate=0.01, epochs=1, batch_size=16)
+    cut = model()
+    # epoch 1 ends at the first look (1 s); epoch 2 looks before each of its 4 batches (2, 3, 4 s): stopped at 4 s
+    history = trainer.train(cut, x, y, x, y, n_classes=2, learning_rate=0.01, epochs=5, batch_size=16,
+                            deadline=3.5)
+    assert len(history["loss"]) == 1 and history.cut_short
+    assert all(np.array_equal(a, b) for a, b in zip(cut.get_weights(), one.get_weights()))  # epoch 1's weights
+    assert history["loss"] == alone["loss"]
+    clock["now"] = 100.0
+    second_phase = trainer.train(model(), x, y, x, y, n_classes=2, learning_rate=0.01, epochs=5, batch_size=16,
+                                 initial_epoch=5, deadline=50.0)
+    assert not second_phase.get("loss") and second_phase.cut_short
+    first = trainer.train(model(), x, y, x, y, n_classes=2, learning_rate=0.01, epochs=5, batch_size=16,
+                          deadline=50.0)
+    assert len(first["loss"]) == 1 and first.cut_short  # past the deadline from the start: one whole epoch
+
+
 def test_cheapest_first_round_by_round(tmp_path):
     """Under --budget each round runs its backbones by multiply-adds per image, the
     cheapest first (ties in the order of --backbones)."""

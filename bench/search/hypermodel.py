@@ -337,6 +337,9 @@ class BenchHyperModel(kt.HyperModel):
         best1 = _best(hist1, self.data.objective)
         warm_weights = model.get_weights()
         hist2 = self._train(model, depth, None, lr * FINETUNE_LR_FACTOR, tune, len(hist1["loss"]), seed + 1)
+        if not hist2.get("loss"):  # --budget: the time share ran out in the first fine-tuning epoch
+            model.set_weights(warm_weights)
+            return {"history": hist1, "phase_epochs": [len(hist1["loss"])], "cut_short": True}
         if _better(best1, _best(hist2, self.data.objective), self.data.objective):
             model.set_weights(warm_weights)  # fine-tuning never beat the warmed-up head
         merged = {k: list(hist1.get(k, [])) + list(hist2.get(k, [])) for k in hist1.keys() | hist2.keys()}

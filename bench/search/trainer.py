@@ -125,7 +125,9 @@ class Epochs:
     seconds (``epoch_seconds``, which ``benchmarks/search_speed.py`` reads). With a
     ``deadline`` (``--budget``: the monotonic time at which the search's share of the time
     is used), training stops at the end of the epoch in which it passes, keeping the best
-    epoch so far, and ``cut_short`` says so."""
+    epoch so far, and ``cut_short`` says so. (:func:`train`, whose epochs of fine-tuning can
+    take most of a minute each, drops an epoch in progress between two batches instead,
+    once the trial has a finished epoch.)"""
 
     def __init__(self, objective: str, patience: int, n_classes: int, deadline: float | None = None,
                  seed: int | None = None) -> None:
@@ -216,7 +218,10 @@ def train(
     seed: int = 0, order_seed: int | None = None, initial_epoch: int = 0, deadline: float | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place; returns per-epoch history (Keras' key names). ``deadline``:
-    see :class:`Epochs` (the history is then shorter than ``epochs``). The batches of each
+    see :class:`Epochs` (the history is then shorter than ``epochs``); once the trial has a
+    finished epoch (``initial_epoch`` counts a previous phase's), the deadline also stops
+    an epoch between two batches, and that unfinished epoch is dropped (the history can then
+    be empty: a phase whose first epoch did not finish). The batches of each
     epoch: :func:`epoch_order` of ``order_seed`` (None: ``seed``).
 
     ``x`` and ``x_val`` are arrays or :class:`~bench.search.features.FeatureRows`: they are
@@ -267,11 +272,15 @@ def train(
         return np.concatenate([predict(as_float32(data[i : i + 256])).numpy() for i in range(0, len(data), 256)])
 
     epochs_done = Epochs(objective, patience, n_classes, deadline)
+    abandoned = False
     for epoch in range(initial_epoch, initial_epoch + epochs):
         t_epoch = time.perf_counter()
         order = epoch_order(seed if order_seed is None else order_seed, epoch, len(y))
         total, seen, train_proba = 0.0, 0, np.zeros((len(y), y_true.shape[1]), "float32")
         for start in range(0, len(order), batch_size):
+            if deadline is not None and epoch > 0 and time.monotonic() >= deadline:
+                abandoned = True  # the trial has a finished epoch: this one is dropped between batches
+                break
             idx = np.sort(order[start : start + batch_size])
             loss, proba = step(as_float32(x[idx]), y_true[idx], weights[idx])
             loss = float(loss)
@@ -282,6 +291,9 @@ def train(
             total += loss * len(idx)
             seen += len(idx)
             train_proba[idx] = proba.numpy()
+        if abandoned:
+            epochs_done.cut_short = epochs_done.history.cut_short = True
+            break
         val_proba = predict_all(x_val)
         release_rows(x, x_val)  # a memory-mapped split's pages read this epoch: still in the page cache
         if epochs_done.end(epoch, t_epoch, total / seen, y, train_proba, y_val, y_val_true, val_proba,
