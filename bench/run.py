@@ -158,8 +158,8 @@ def prepare_beside_tensorflow(config: RunConfig) -> RunFolder:
         return run
 
     run = beside(prepare, quiet_tensorflow)
-    if isinstance(run.index.features, CopyTable) and getattr(run.index.features, "_removal", None) is None:
-        run.index.features.adopt()
+    if isinstance(run.index.features, CopyTable):
+        run.index.features.adopt()  # a no-op when the preparation ran here
     return run
 
 

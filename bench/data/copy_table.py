@@ -116,8 +116,10 @@ class CopyTable(Sequence):
     def adopt(self) -> None:
         """This process owns the file of a table :meth:`hand_over` gave it: the file is
         removed when this table is garbage-collected or the process ends, as if it had
-        created it."""
-        self._removal = weakref.finalize(self, _remove, self.path)
+        created it. Nothing changes for a table whose file this process already removes."""
+        removal = getattr(self._keep or self, "_removal", None)
+        if removal is None or not removal.alive:
+            self._removal = weakref.finalize(self, _remove, self.path)
 
     @classmethod
     def of(cls, features: Iterable[CopyFeatures], folder: str | Path | None = None) -> CopyTable:
