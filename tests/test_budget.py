@@ -365,20 +365,28 @@ def test_cross_validation_races_and_keeps_time_for_the_leaders_folds(tmp_path):
     assert design.budgeted(vgg_next, jobs, early, short) is not None and design.leader == "vgg16"
 
 
-def test_the_search_that_makes_the_deployed_model_gets_the_rest_of_the_budget(tmp_path, monkeypatch):
-    """Under --cv the winner's final search runs within what is left of the budget: with
-    none left it runs one trial, like every fold's search here."""
-    from bench import budget as budget_module
+def _budgeted_cv_run(tmp_path):
+    """A 10-minute ``--budget`` run of mobilenet_v2 under ``--cv 2`` (3 trials of 1 epoch
+    a search), executed; the tests patch the budget's clock first."""
     from bench.run import execute, prepare_run
 
-    monkeypatch.setattr(budget_module.Budget, "deadline", lambda self, *a, **k: time.monotonic())
-    monkeypatch.setattr(budget_module.Budget, "left", lambda self: -1.0)
     data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=5)
     run = prepare_run(RunConfig.from_dict(dict(
         data=data, backbones=["mobilenet_v2"], weights="none", image_size=32, cv=2, out=tmp_path / "results",
         reports=tmp_path / "reports", name="f", max_trials=3, epochs=1, max_unfreeze=0, baseline=False, floor=False,
         budget="10m")))
     execute(run)
+    return run
+
+
+def test_the_search_that_makes_the_deployed_model_gets_the_rest_of_the_budget(tmp_path, monkeypatch):
+    """Under --cv the winner's final search runs within what is left of the budget: with
+    none left it runs one trial, like every fold's search here."""
+    from bench import budget as budget_module
+
+    monkeypatch.setattr(budget_module.Budget, "deadline", lambda self, *a, **k: time.monotonic())
+    monkeypatch.setattr(budget_module.Budget, "left", lambda self: -1.0)
+    run = _budgeted_cv_run(tmp_path)
     for trials in [*run.path.glob("cv/*/mobilenet_v2/trials.csv"), run.path / "mobilenet_v2" / "trials.csv"]:
         assert len(pd.read_csv(trials)) == 1, trials
 
@@ -388,24 +396,18 @@ def test_the_deployed_models_search_leaves_time_to_evaluate_and_save_it(tmp_path
     evaluation and saving are expected to take (Budget.evaluation_seconds): with 4 s left
     and 5 s expected, it runs one trial."""
     from bench import budget as budget_module
-    from bench.run import execute, prepare_run
 
     left = {"final": False}
-    real_deploy = budget_module.Budget.evaluation_seconds
+    real_estimate = budget_module.Budget.evaluation_seconds
 
     def expected(self, name, share):
         left["final"] = True  # from here on, the deployed model's search: 4 s of the budget left
-        assert 0 < share < 1 and real_deploy(self, name, share) >= budget_module.SAVE_AND_TIME_S
+        assert 0 < share < 1 and real_estimate(self, name, share) >= budget_module.SAVE_AND_TIME_S
         return 5.0
 
     monkeypatch.setattr(budget_module.Budget, "evaluation_seconds", expected)
     monkeypatch.setattr(budget_module.Budget, "left", lambda self: 4.0 if left["final"] else 600.0)
-    data = make_folder(tmp_path / "data", {"a": 9, "b": 9}, size=48, seed=5)
-    run = prepare_run(RunConfig.from_dict(dict(
-        data=data, backbones=["mobilenet_v2"], weights="none", image_size=32, cv=2, out=tmp_path / "results",
-        reports=tmp_path / "reports", name="f", max_trials=3, epochs=1, max_unfreeze=0, baseline=False, floor=False,
-        budget="10m")))
-    execute(run)
+    run = _budgeted_cv_run(tmp_path)
     assert left["final"]
     assert all(len(pd.read_csv(t)) == 3 for t in run.path.glob("cv/*/mobilenet_v2/trials.csv"))  # 600 s left
     assert len(pd.read_csv(run.path / "mobilenet_v2" / "trials.csv")) == 1

@@ -144,9 +144,10 @@ def measure_latency(model: keras.Model, size: int, repeats: int = 5,
                     known: dict[int, float | None] | None = None, stand_in: keras.Model | None = None) -> dict[str, float]:
     """Median ms per image at batch 1 and batch 32 (after a warm-up call at each batch size
     the model has not run yet; ``repeats`` timed calls at batch 1, half as many at 32,
-    fewer once :data:`MIN_TIMED_CALLS` of them take :data:`TIMED_SECONDS`), by the model's compiled forward pass
-    (:func:`bench.forward.compiled`: traced once for both batch sizes, and shared with the
-    evaluation that ran before on the same model, which usually ran full batches of 32).
+    fewer once :data:`MIN_TIMED_CALLS` of them take :data:`TIMED_SECONDS`), by the model's
+    compiled forward pass (:func:`bench.forward.compiled`: traced once for both batch sizes,
+    and shared with the evaluation that ran before on the same model, which usually ran
+    full batches of 32).
     ``known``: ms per image already measured at a batch size on the same network in this
     process (the frozen pass over the images: :meth:`bench.search.source.BackboneSource.batch_ms`,
     the backbone being all but a dense layer's microseconds of the model), not measured again.

@@ -92,7 +92,7 @@ class BackboneSource:
         model.trainable = True
         for layer in model.layers:
             layer.trainable = True
-        if load_saved_weights(model, self.weights_file):
+        if load_saved_weights(model, self.weights_file) is not None:
             return model
         model.set_weights(donor._starting_weights())
         self._built = True
@@ -145,7 +145,7 @@ class BackboneSource:
         model, original = self._reused(), None
         if model is None and saved_weights(self.weights_file) is not None:
             model = self.record.build(weights=None, image_size=self.image_size)
-            load_saved_weights(model, self.weights_file)
+            original = load_saved_weights(model, self.weights_file)  # not read back from the model
         elif model is None:
             keras.utils.set_random_seed(self.seed)
             spec = backbones.resolve_weights(self.weights)
@@ -227,17 +227,19 @@ def saved_weights(path: Path) -> Path | None:
     return None
 
 
-def load_saved_weights(model: keras.Model, path: Path) -> bool:
-    """Set ``model``'s weights from :func:`saved_weights`; False when nothing is saved."""
+def load_saved_weights(model: keras.Model, path: Path) -> list[np.ndarray] | None:
+    """Set ``model``'s weights from :func:`saved_weights` and return them (as
+    ``get_weights()`` would); None when nothing is saved."""
     found = saved_weights(path)
     if found is None:
-        return False
+        return None
     if found.suffix == ".h5":
         model.load_weights(found)
-        return True
+        return model.get_weights()
     with np.load(found) as archive:
-        model.set_weights([archive[name] for name in sorted(archive.files)])
-    return True
+        arrays = [archive[name] for name in sorted(archive.files)]
+    model.set_weights(arrays)
+    return arrays
 
 
 def weights_fingerprint(model) -> str:
