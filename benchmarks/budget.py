@@ -29,6 +29,10 @@ leading backbones (``--leaders a,b,c``, or the ``--top`` 3 of run 1, which then 
 
 ``--quick --finetune`` runs both on two small backbones at 64 px with a one-minute budget.
 
+``--times K`` runs run 1 K times, one after another, each in a fresh results folder, and
+prints each ratio and their spread (the machine's own drift from run to run is part of
+it).
+
 ``--demo N`` runs run 1 alone on ``bench demo-data --n N --size 256`` (2N synthetic
 phantom images instead of the brain MRI scans): how the ratio moves when the passes grow
 with the number of images and the fixed costs (start-up, building each backbone, the
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -123,26 +128,52 @@ def print_pick(lead: str, pick: dict | None, best: dict | None) -> None:
         print(f"{lead} nothing: no backbone finished its folds")
 
 
-def print_frozen(full: dict) -> None:
+def ratio(full: dict) -> float:
+    """Run 1's wall time over its backbones' passes over images."""
+    return full["wall_s"] / (full["caching_s"] + full["calibration_s"])
+
+
+def print_frozen(full: dict, label: str = "no budget, --max-unfreeze 0") -> None:
     """Run 1's wall time against its backbones' passes over images."""
     passes = full["caching_s"] + full["calibration_s"]
-    print(f"no budget, --max-unfreeze 0: {full['wall_s']:.0f} s wall; {passes:.0f} s in the backbones' passes over "
+    print(f"{label}: {full['wall_s']:.0f} s wall; {passes:.0f} s in the backbones' passes over "
           f"images (caching lines {full['caching_s']:.0f} s: one forward pass per image and backbone; BatchNorm "
-          f"statistics lines {full['calibration_s']:.0f} s): {full['wall_s'] / passes:.2f}x [target <= 1.3x]; "
+          f"statistics lines {full['calibration_s']:.0f} s): {ratio(full):.2f}x [target <= 1.3x]; "
           f"{full['wall_s'] / full['caching_s']:.2f}x the caching lines alone")
 
 
-def demo(n: int, write_docs: bool) -> int:
+def frozen_runs(out: list[str], results: Path, times: int) -> list[dict]:
+    """Run 1 ``times`` times, each in a results folder of its own (a run next to another
+    would reuse its cached features), the first in ``results``."""
+    return [run([*out, "--out", str(results if k == 0 else results.with_name(f"{results.name}-{k + 1}")),
+                 "--name", "frozen", "--max-unfreeze", "0"], f"no budget, --max-unfreeze 0, run {k + 1} of {times}")
+            for k in range(times)]
+
+
+def print_frozen_runs(fulls: list[dict]) -> None:
+    """Each run 1 and, with several, the spread of the ratio (runs one after another: the
+    machine's own drift is part of it)."""
+    if len(fulls) == 1:
+        print_frozen(fulls[0])
+        return
+    for k, full in enumerate(fulls, 1):
+        print_frozen(full, f"no budget, --max-unfreeze 0, run {k} of {len(fulls)}")
+    ratios = sorted(ratio(f) for f in fulls)
+    print(f"  {len(fulls)} runs: {ratios[0]:.2f}x to {ratios[-1]:.2f}x, median {statistics.median(ratios):.2f}x "
+          "[target <= 1.3x]")
+
+
+def demo(n: int, write_docs: bool, times: int = 1) -> int:
     """Run 1 on ``2 n`` synthetic phantom images (:func:`bench.data.demo.make_demo_data`)."""
     from bench.data.demo import make_demo_data
 
     with recording("budget_demo", write_docs), tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
         data = make_demo_data(Path(tmp, "demo"), n=n, size=256, seed=0)
-        out = ["--data", str(data), "--backbones", "*", *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]
-        full = run([*out, "--name", "frozen", "--max-unfreeze", "0"], "no budget, --max-unfreeze 0")
+        out = ["--data", str(data), "--backbones", "*", *COMMON, "--reports", f"{tmp}/reports"]
+        fulls = frozen_runs(out, Path(tmp, "results"), times)
         print(f"# Every backbone under --cv 5 on {2 * n} synthetic phantom images (bench demo-data --n {n} --size 256; "
               "weights none, each backbone at its default size)")
-        print_frozen(full)
+        print_frozen_runs(fulls)
     return 0
 
 
@@ -157,10 +188,12 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=3, help="--finetune without --leaders: how many of run 1's best")
     parser.add_argument("--finetune-budget", default="30m")
     parser.add_argument("--demo", type=int, metavar="N", help="run 1 alone, on N synthetic images per class")
+    parser.add_argument("--times", type=int, default=1, metavar="K",
+                        help="run 1 K times, one after another, each in a fresh folder: the spread of its ratio")
     add_option(parser)
     opts = parser.parse_args()
     if opts.demo:
-        return demo(opts.demo, opts.write_docs)
+        return demo(opts.demo, opts.write_docs, opts.times)
     small = ["--image-size", "64", "--max-trials", "3", "--epochs", "3"]
     chosen = ["--backbones", "mobilenet_v2,densenet121", *small] if opts.quick else ["--backbones", "*"]
     budget = "1m" if opts.quick else opts.budget
@@ -179,16 +212,16 @@ def main() -> int:
         return 0
     with recording("budget_quick" if opts.quick else "budget", opts.write_docs):
         with tempfile.TemporaryDirectory(prefix="bench-budget-") as tmp:
-            out = ["--data", str(opts.data), *chosen, *COMMON, "--out", f"{tmp}/results", "--reports", f"{tmp}/reports"]
-            full = run([*out, "--name", "frozen", "--max-unfreeze", "0"], "no budget, --max-unfreeze 0")
-            timed = run([*out, "--name", "budget", "--budget", budget], f"--budget {budget}")
+            out = ["--data", str(opts.data), *chosen, *COMMON, "--reports", f"{tmp}/reports"]
+            fulls = frozen_runs(out, Path(tmp, "results"), opts.times)
+            timed = run([*out, "--out", f"{tmp}/results", "--name", "budget", "--budget", budget], f"--budget {budget}")
             frozen_rows, budget_rows = board(Path(tmp, "results"), "frozen"), board(Path(tmp, "results"), "budget")
             spent = json.loads(Path(tmp, "results", "budget", "budget.json").read_text())
         backbones = [r for r in frozen_rows if r.get("kind", "backbone") == "backbone"]
         print(f"# Every backbone under --cv 5 ({len(backbones)} backbones: "
               f"{', '.join(r['backbone'] for r in backbones)}; weights none, "
               f"{'64 px' if opts.quick else 'each at its default size'})")
-        print_frozen(full)
+        print_frozen_runs(fulls)
         best = recommendation(frozen_rows)
         if best:
             print(f"  recommends {best['backbone']}: {interval(best)}")
