@@ -18,13 +18,6 @@ import numpy as np
 LIGHT = 0.408
 
 
-def relative_luminance(rgba: np.ndarray) -> np.ndarray:
-    """WCAG relative luminance of RGB(A) colours in [0, 1] (rows of ``rgba``)."""
-    rgb = np.asarray(rgba, dtype=float)[..., :3]
-    linear = np.where(rgb <= 0.03928, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    return linear @ np.array([0.2126, 0.7152, 0.0722])
-
-
 def heatmap(ax, values, labels, cmap: str, vmin: float, vmax: float, xticklabels: Sequence[str],
             yticklabels: Sequence[str], fontsize: float = 9, colorbar: dict | None = None):
     """``values`` (rows x columns) as coloured cells on ``ax``, each annotated with its entry
@@ -32,6 +25,7 @@ def heatmap(ax, values, labels, cmap: str, vmin: float, vmax: float, xticklabels
     ``colorbar``: keyword arguments of ``Figure.colorbar`` (``label``, ``shrink``); none
     without it. Returns the mesh."""
     import matplotlib as mpl
+    from seaborn.utils import relative_luminance
 
     values = np.asarray(values, dtype=float)
     rows, columns = values.shape
@@ -39,7 +33,7 @@ def heatmap(ax, values, labels, cmap: str, vmin: float, vmax: float, xticklabels
     norm = mpl.colors.Normalize(vmin=vmin, vmax=vmax)
     mesh = ax.pcolormesh(np.ma.masked_invalid(values), cmap=colours, norm=norm, edgecolors="white", linewidth=1)
     fill = colours(norm(np.nan_to_num(values)))
-    dark = relative_luminance(fill) < LIGHT
+    dark = np.reshape(relative_luminance(fill.reshape(-1, 4)), (rows, columns)) < LIGHT
     for i in range(rows):
         for j in range(columns):
             if not np.isnan(values[i, j]):

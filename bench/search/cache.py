@@ -185,13 +185,14 @@ class FeatureCache:
     def load(self, key: str) -> np.ndarray | None:
         """The entry, memory-mapped read-only (float16), or ``None`` when it is missing."""
         if self._valid(key, self.folder) or self._adopt_from_siblings(key):
-            return self.written(key)
+            return self.mapped(key)
         return None
 
-    def written(self, key: str) -> np.ndarray:
-        """The entry this process has just written and committed, memory-mapped read-only,
-        without checking its checksum: its writer hashed the very bytes it wrote (an
-        entry of 50,000 images is gigabytes to read back)."""
+    def mapped(self, key: str) -> np.ndarray:
+        """The entry as it is on disk, memory-mapped read-only, without checking its
+        checksum: what :meth:`load` returns once it has checked it, and how this process
+        opens an entry it has just written and committed (its writer hashed the very bytes
+        it wrote; an entry of 50,000 images is gigabytes to read back)."""
         return np.load(self._paths(key)[0], mmap_mode="r", allow_pickle=False)
 
     def writer(self, key: str, shape: tuple[int, ...], meta: dict) -> EntryWriter:
@@ -215,7 +216,7 @@ class FeatureCache:
             for name, key in keys.items():
                 if found[name] is None:
                     self.save(key, arrays[name], parts[name])
-                    found[name] = self.written(key)
+                    found[name] = self.mapped(key)  # just written: not read back
         return found
 
 
@@ -346,7 +347,7 @@ def _cached_features(source, depths, run_dir, data_root, split, cfg, pool, with_
             raise
         for j, (d, w) in enumerate(writers.items()):
             w.commit()
-            found[f"{part}@{d}"] = cache.written(keys[f"{part}@{d}"])
+            found[f"{part}@{d}"] = cache.mapped(keys[f"{part}@{d}"])  # just written: not read back
             if i == 0 and j == 0:
                 crash_point("caching")  # tests: killed with one complete entry on disk
         log.info(f"{source.name}: cached {part} features of {n_images} images in {time.perf_counter() - t0:.1f}s")
