@@ -308,8 +308,6 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
 
     cluster = cluster_from_env()
     from bench.config import RunConfig
-    from bench.evaluate.leaderboard import format_leaderboard
-    from bench.run import execute, open_distributed, prepare_beside_tensorflow, resume_run
 
     given = explicit_options(ctx)
     config = RunConfig.from_dict({k: v.value if isinstance(v, Enum) else v for k, v in options.items()})
@@ -319,14 +317,23 @@ def run_cmd(ctx: typer.Context, resume: bool = False, export: bool = True, **opt
         check_server(config.mlflow)
     if resume:
         _quiet_tensorflow()
+        from bench.run import resume_run
+
         run = resume_run(config.out, config.name, given, cluster=cluster)
         log.info(f"resuming run {run.config.name} with its stored configuration and split")
     elif cluster is not None:
         _quiet_tensorflow()
+        from bench.run import open_distributed
+
         run = _scan_with_progress(open_distributed, config, given, cluster)
         log.info(f"{cluster.role} of run {run.config.name}")
     else:  # the scan, copies and split while TensorFlow loads
+        from bench.preparation import prepare_beside_tensorflow
+
         run = prepare_beside_tensorflow(config)
+    from bench.evaluate.leaderboard import format_leaderboard
+    from bench.run import execute
+
     sizes = run.split.sizes()
     log.info(
         f"run {run.config.name}: {len(run.index.records)} images, {len(run.index.classes)} classes, "

@@ -7,7 +7,6 @@ leaves no half-made folder behind.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -139,28 +138,6 @@ def prepare_run(config: RunConfig, progress: Callable[[int, int], None] | None =
     validate(config)
     with reading_window(config.window):
         return _prepare(config, progress, index)
-
-
-def prepare_beside_tensorflow(config: RunConfig) -> RunFolder:
-    """:func:`prepare_run`, its progress on the console, in a forked copy of this process
-    while this one imports TensorFlow (:func:`bench.forked.beside`); the scan's copy
-    features (a temporary file) then belong to this process."""
-    from bench.data.copy_table import CopyTable
-    from bench.forked import beside
-    from bench.terminal import quiet_tensorflow, scan_with_progress
-
-    here = os.getpid()
-
-    def prepare() -> RunFolder:
-        run = scan_with_progress(prepare_run, config)
-        if os.getpid() != here and isinstance(run.index.features, CopyTable):
-            run.index.features.hand_over(here)
-        return run
-
-    run = beside(prepare, quiet_tensorflow)
-    if isinstance(run.index.features, CopyTable):
-        run.index.features.adopt()  # a no-op when the preparation ran here
-    return run
 
 
 def _prepare(config: RunConfig, progress, index: DatasetIndex | None) -> RunFolder:

@@ -25,7 +25,7 @@ LAYERS = (
     ("search", "evaluate", "budget"),  # budget: --budget's time shares and racing
     ("report",),
     ("deploy",),  # export, serve, predict; an external evaluation writes its report with bench.report
-    ("cli", "cli_options", "run", "designs", "pipeline", "candidates", "floor", "mlflow_tracking", "suite", "audit"),  # what puts the stages together
+    ("cli", "cli_options", "run", "preparation", "designs", "pipeline", "candidates", "floor", "mlflow_tracking", "suite", "audit"),  # what puts the stages together
 )
 
 

@@ -170,3 +170,23 @@ def test_a_copy_table_made_in_the_copy_belongs_to_this_process_and_is_removed_wi
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["no", "new", "removal", "True", "[]", "True", "False"]
     assert not list(tmp_path.glob("bench-copy-features-*"))
+
+
+def test_bench_run_forks_its_preparation(tmp_path):
+    """``bench run`` reaches :func:`beside` with no thread but its main one, so the scan
+    runs beside TensorFlow's import: nothing imported before it starts a thread (numpy's
+    OpenBLAS workers, pandas' Arrow allocator do)."""
+    (tmp_path / "data").mkdir()
+    done = _python(f"""
+        import bench.forked
+        def spy(call, meanwhile):
+            print("forks:", can_fork(), "numpy loaded:", "numpy" in sys.modules)
+            raise SystemExit(0)
+        bench.forked.beside = spy
+        sys.argv = ["bench", "run", "--data", {str(tmp_path / "data")!r}, "--backbones", "mobilenet_v2",
+                    "--weights", "none", "--out", {str(tmp_path / "results")!r}, "--reports", {str(tmp_path / "reports")!r}]
+        from bench.cli import main
+        main()
+    """, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["forks:", "True", "numpy", "loaded:", "False"]
