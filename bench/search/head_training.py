@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.search.features import matrix
+from bench.search.features import MatrixRows, matrix
 from bench.search.trainer import Epochs, NonFiniteLoss, epoch_order, sample_cross_entropy, sample_weights, targets
 
 #: Largest train + validation inputs, in float32 bytes, held in memory for one trial.
@@ -204,10 +204,16 @@ class DenseHead:
         """``x`` as this head reads its rows (:meth:`take`): the array itself."""
         return x
 
-    @staticmethod
-    def take(x, idx: np.ndarray):
-        """The rows ``idx`` of ``x`` (as :meth:`hold` gave it): one batch."""
-        return x[idx]
+    def take(self, x, idx: np.ndarray):
+        """The rows ``idx`` of ``x`` (as :meth:`hold` gave it): one batch, copied into a
+        buffer kept for the purpose and valid until the next call (a fresh array per
+        batch of a flattened map, megabytes, costs its page faults on every step)."""
+        if isinstance(x, MatrixRows):
+            x, idx = x.matrix, x.index[idx]
+        kept = getattr(self, "_batch", None)
+        if kept is None or kept.shape[0] < len(idx) or kept.shape[1:] != x.shape[1:] or kept.dtype != x.dtype:
+            kept = self._batch = np.empty((len(idx), *x.shape[1:]), x.dtype)
+        return np.take(x, idx, axis=0, out=kept[: len(idx)], mode="clip")  # "clip": unbuffered; idx is in range
 
     def copy_params(self) -> list[np.ndarray]:
         """A copy of the weights (the best epoch's, kept while training goes on)."""
