@@ -123,22 +123,21 @@ def test_browser_screenshot_of_the_running_app(tiny_run, tmp_path):
                 pass
             assert time.time() < deadline and server.poll() is None, (tmp_path / "streamlit.log").read_text()
             time.sleep(0.5)
-        # the first session imports TensorFlow and loads the model; poll until the page is complete
+        # the first session imports TensorFlow and loads the model; each Chromium start is a
+        # new app session, which renders again: poll, the page's text and its screenshot taken
+        # by one Chromium run, until the page is complete and the screenshot shows it
         deadline = time.time() + 240
-        while "Upload one or more images" not in chromium("--dump-dom").stdout:
-            assert time.time() < deadline, "the app never finished rendering"
-            time.sleep(2)
-        # each Chromium start is a new app session, which renders again: on a busy machine the
-        # screenshot can come before the page does, so take it again until it shows the page
         shot = tmp_path / "app.png"
         while True:
-            done = chromium(f"--screenshot={shot}")
+            done = chromium("--dump-dom", f"--screenshot={shot}")
             assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
             with Image.open(shot) as im:
                 pixels = np.asarray(im.convert("L"), dtype=np.float32)
-            if pixels.std() > 5 or time.time() > deadline:
+            if "Upload one or more images" in done.stdout and pixels.std() > 5:
                 break
-            time.sleep(2)
+            assert time.time() < deadline, "the app never finished rendering"
+            shot.unlink()
+            time.sleep(0.5)
     finally:
         server.terminate()
         server.wait(timeout=30)
