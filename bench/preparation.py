@@ -5,10 +5,10 @@ of reading files in worker processes) and the import of TensorFlow (seconds of o
 do not need each other. :func:`prepare_beside_tensorflow` makes the first in a forked copy
 of the process (:func:`bench.forked.beside`) while the process makes the second.
 
-A copy is only forked from a process with no thread but its main one, and importing numpy
-starts threads (OpenBLAS's workers; pandas' Arrow its allocator's), so this module imports
-nothing that does: what the preparation needs (:mod:`bench.run`: numpy, pandas, Pillow) is
-imported in the copy, and here beside TensorFlow.
+A copy is only forked from a process with no thread but its main one. Importing numpy
+starts OpenBLAS's worker threads, and importing pandas starts Arrow's allocator thread, so
+this module imports neither: what the preparation needs (:mod:`bench.run`: numpy, pandas,
+Pillow) is imported in the copy, and in this process after TensorFlow.
 """
 
 from __future__ import annotations

@@ -148,6 +148,7 @@ class DenseHead:
         self.scratch = [np.empty_like(p) for p in self.params]
         self.grads = [np.empty_like(p) for p in self.params]
         self.rates, self.binary, self.steps = list(rates), binary, 0
+        self._batch: np.ndarray | None = None  # :meth:`take`'s buffer
 
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None):
         """Output probabilities; with ``rng`` (training), dropout is on and the
@@ -210,7 +211,7 @@ class DenseHead:
         batch of a flattened map, megabytes, costs its page faults on every step)."""
         if isinstance(x, MatrixRows):
             x, idx = x.matrix, x.index[idx]
-        kept = getattr(self, "_batch", None)
+        kept = self._batch
         if kept is None or kept.shape[0] < len(idx) or kept.shape[1:] != x.shape[1:] or kept.dtype != x.dtype:
             kept = self._batch = np.empty((len(idx), *x.shape[1:]), x.dtype)
         return np.take(x, idx, axis=0, out=kept[: len(idx)], mode="clip")  # "clip": unbuffered; idx is in range
