@@ -128,15 +128,24 @@ def print_pick(lead: str, pick: dict | None, best: dict | None) -> None:
         print(f"{lead} nothing: no backbone finished its folds")
 
 
+def passes(full: dict) -> float:
+    """Run 1's seconds in its backbones' passes over images (caching and BatchNorm lines)."""
+    return full["caching_s"] + full["calibration_s"]
+
+
 def ratio(full: dict) -> float:
     """Run 1's wall time over its backbones' passes over images."""
-    return full["wall_s"] / (full["caching_s"] + full["calibration_s"])
+    return full["wall_s"] / passes(full)
 
 
-def print_frozen(full: dict, label: str = "no budget, --max-unfreeze 0") -> None:
+def frozen_label(k: int, times: int) -> str:
+    """Run 1's name; the k-th (from 1) of ``times`` where it runs several times."""
+    return "no budget, --max-unfreeze 0" + (f", run {k} of {times}" if times > 1 else "")
+
+
+def print_frozen(full: dict, label: str) -> None:
     """Run 1's wall time against its backbones' passes over images."""
-    passes = full["caching_s"] + full["calibration_s"]
-    print(f"{label}: {full['wall_s']:.0f} s wall; {passes:.0f} s in the backbones' passes over "
+    print(f"{label}: {full['wall_s']:.0f} s wall; {passes(full):.0f} s in the backbones' passes over "
           f"images (caching lines {full['caching_s']:.0f} s: one forward pass per image and backbone; BatchNorm "
           f"statistics lines {full['calibration_s']:.0f} s): {ratio(full):.2f}x [target <= 1.3x]; "
           f"{full['wall_s'] / full['caching_s']:.2f}x the caching lines alone")
@@ -145,22 +154,20 @@ def print_frozen(full: dict, label: str = "no budget, --max-unfreeze 0") -> None
 def frozen_runs(out: list[str], results: Path, times: int) -> list[dict]:
     """Run 1 ``times`` times, each in a results folder of its own (a run next to another
     would reuse its cached features), the first in ``results``."""
-    return [run([*out, "--out", str(results if k == 0 else results.with_name(f"{results.name}-{k + 1}")),
-                 "--name", "frozen", "--max-unfreeze", "0"], f"no budget, --max-unfreeze 0, run {k + 1} of {times}")
-            for k in range(times)]
+    return [run([*out, "--out", str(results if k == 1 else results.with_name(f"{results.name}-{k}")),
+                 "--name", "frozen", "--max-unfreeze", "0"], frozen_label(k, times))
+            for k in range(1, times + 1)]
 
 
 def print_frozen_runs(fulls: list[dict]) -> None:
     """Each run 1 and, with several, the spread of the ratio (runs one after another: the
     machine's own drift is part of it)."""
-    if len(fulls) == 1:
-        print_frozen(fulls[0])
-        return
     for k, full in enumerate(fulls, 1):
-        print_frozen(full, f"no budget, --max-unfreeze 0, run {k} of {len(fulls)}")
-    ratios = sorted(ratio(f) for f in fulls)
-    print(f"  {len(fulls)} runs: {ratios[0]:.2f}x to {ratios[-1]:.2f}x, median {statistics.median(ratios):.2f}x "
-          "[target <= 1.3x]")
+        print_frozen(full, frozen_label(k, len(fulls)))
+    if len(fulls) > 1:
+        ratios = sorted(ratio(f) for f in fulls)
+        print(f"  {len(fulls)} runs: {ratios[0]:.2f}x to {ratios[-1]:.2f}x, median {statistics.median(ratios):.2f}x "
+              "[target <= 1.3x]")
 
 
 def demo(n: int, write_docs: bool, times: int = 1) -> int:
