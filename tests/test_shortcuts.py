@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.evaluate.shortcuts import WARN_AUC, shortcut_check, shortcut_sentence
+from bench.evaluate.shortcuts import WARN_AUC, feature_aucs, shortcut_check, shortcut_sentence
 from conftest import scan_like
 
 Record = namedtuple("Record", "path label width height mode format bytes")
@@ -74,6 +74,33 @@ def test_trees_on_a_capped_sample_still_find_the_shortcut(monkeypatch):
     assert capped["auc"] >= 0.9 and capped["warn"]
     quiet = _records(np.random.default_rng(1), 120, size_follows_label=False)
     assert not shortcut_check(quiet, ["normal", "tumor"], [r.path for r in quiet])["warn"]
+
+
+def test_each_feature_s_auc_is_scikit_learn_s_roc_auc_either_way_round():
+    """The named features' AUCs against scikit-learn's roc_auc_score, column by column: two
+    classes (either direction), three (the best one-vs-rest), tied values, a constant column."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    for n_classes in (2, 3):
+        y = rng.integers(0, n_classes, 90)
+        x = np.round(rng.normal(size=(90, 6)) + np.outer(y, [1.5, -1.0, 0.3, 0, 0, 0]), 1)  # ties
+        x[:, 4] = 7.0  # constant: left out
+        names = [f"f{j}" for j in range(6)]
+        got = dict(feature_aucs(x, y, names))
+        assert "f4" not in got and len(got) == 5
+        for j, name in enumerate(names):
+            if j == 4:
+                continue
+            if n_classes == 2:
+                auc = roc_auc_score(y, x[:, j])
+                expected = max(auc, 1 - auc)
+            else:
+                expected = max(roc_auc_score(y == k, x[:, j]) for k in range(3))
+            assert got[name] == round(expected, 4), name
+        assert list(got) == sorted(got, key=lambda k: -got[k])  # strongest first
+    assert list(got)[:2] == ["f0", "f1"]  # the planted signals lead
+    assert feature_aucs(x, np.zeros(90, int), names) == []  # one class: nothing to separate
 
 
 def test_copies_share_a_fold_and_tiny_classes_are_skipped():

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data.demo import PhantomClass, make_phantom_data
 from bench.data.phantom import LesionStyle
+from bench.suite.demo import DATASETS
 from conftest import make_folder
 
 runner = CliRunner()
@@ -34,18 +35,31 @@ CHEAP = ["--backbones", "mobilenet_v2,vgg16", "--image-size", "32", "--max-unfre
          "--epochs", "1"]
 
 
+def _third(classes):
+    return [PhantomClass(c.name, c.n // 3, c.style) for c in classes]
+
+
+#: The demo suite's datasets with a third of their images each (same names, classes and styles).
+SMALL_DEMO = {name: (_third(classes), what) for name, (classes, what) in DATASETS.items()}
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory, warm):
     """The demo suite's four phantom datasets and a folder of the user's as a fifth (cheap
     options from the command line), killed between its first two datasets, then inside the
     second (while caching features), resumed each time: the finished suite, what each step
-    said, the state after the first kill, and the first dataset's leaderboard time stamp then."""
+    said, the state after the first kill, and the first dataset's leaderboard time stamp then.
+    The demo's datasets have a third of their images here: the suite around them is tested,
+    not their difficulty."""
+    from bench.suite import demo
     from bench.suite.demo import demo_datasets, demo_toml
 
     root = tmp_path_factory.mktemp("suite")
     extra = {"own": make_folder(root / "own", {"no": 12, "yes": 12}, size=48, seed=6)}
     toml = root / "suite.toml"
-    toml.write_text(demo_toml(demo_datasets(root / "cache"), extra=extra), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "DATASETS", SMALL_DEMO)
+        toml.write_text(demo_toml(demo_datasets(root / "cache"), extra=extra), encoding="utf-8")
     common = ["--out", root / "out", "--reports", root / "reports", "--name", "s", "--no-export"]
     def bench(*args, env=None):  # a process of its own: a kill must not take the test runner with it
         return warm.run(["suite", *map(str, args)], env=env)
@@ -60,8 +74,6 @@ def killed_and_resumed(tmp_path_factory, warm):
 
 
 def names(root) -> list[str]:
-    from bench.suite.demo import DATASETS
-
     return [*DATASETS, "own"]
 
 
