@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
+#: Thread pools capped in the workers of ``pytest -n N`` (README): the workers share the
+#: cores, so each runs TensorFlow and BLAS on its share (one thread each on 2 cores, 2
+#: workers); otherwise each would start a pool as wide as the machine, and their threads
+#: would take turns on the same cores. Set before numpy and TensorFlow start their pools.
+THREAD_CAPS: dict[str, str] = {}
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if _name not in os.environ:
+            os.environ[_name] = THREAD_CAPS[_name] = _threads
+
+
+def user_environment() -> dict[str, str]:
+    """The environment without :data:`THREAD_CAPS`: what a user's shell gives a process."""
+    return {k: v for k, v in os.environ.items() if k not in THREAD_CAPS}
+
 import random
 import signal
 import sys

@@ -398,7 +398,7 @@ def test_disk_full_during_search_stops_cleanly_and_resumes(tmp_path, monkeypatch
 
     monkeypatch.undo()  # space was freed
     with deadline(300):
-        resumed = invoke("run", "--resume", "--name", "full", "--out", tmp_path / "results")
+        resumed = invoke("run", "--resume", "--name", "full", "--out", tmp_path / "results", "--no-export")
 
     assert_ok(resumed)
     trials = pd.read_csv(run / "mobilenet_v2" / "trials.csv")

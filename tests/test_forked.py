@@ -4,7 +4,6 @@ other work, with what came of it (a value, an error, a crash, a stop) as if made
 Each case runs in a fresh interpreter: a test worker runs threads, where beside never forks.
 """
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from conftest import user_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,8 +27,9 @@ here = os.getpid()
 
 
 def _python(code: str, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter, in a user's environment (thread pools as wide as the machine)."""
     return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path), **(env or {})})
+                          text=True, timeout=120, env={**user_environment(), "TMPDIR": str(tmp_path), **(env or {})})
 
 
 def test_the_call_runs_in_a_copy_while_this_process_works_and_its_value_comes_back(tmp_path):
