@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.data.demo import PhantomClass, make_phantom_data
 from bench.data.phantom import LesionStyle
-from bench.suite.demo import DATASETS
+from bench.suite import demo
+from bench.suite.demo import DATASETS, demo_datasets, demo_toml
 from conftest import make_folder
 
 runner = CliRunner()
@@ -51,9 +52,6 @@ def killed_and_resumed(tmp_path_factory, warm):
     said, the state after the first kill, and the first dataset's leaderboard time stamp then.
     The demo's datasets have a third of their images here: the suite around them is tested,
     not their difficulty."""
-    from bench.suite import demo
-    from bench.suite.demo import demo_datasets, demo_toml
-
     root = tmp_path_factory.mktemp("suite")
     extra = {"own": make_folder(root / "own", {"no": 12, "yes": 12}, size=48, seed=6)}
     toml = root / "suite.toml"
